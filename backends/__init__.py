@@ -1,0 +1,1 @@
+"""Built-in edgesdk backends, each registered through the edgesdk.backends entry-point group."""

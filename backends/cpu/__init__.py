@@ -1,0 +1,1 @@
+"""Native CPU backend: numpy + cffi kernels; runs GGUF LLMs."""

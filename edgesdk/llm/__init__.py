@@ -1,0 +1,1 @@
+"""On-device LLM runtime: GGUF loading, tokenizer, forward pass, sampling, speculative decoding."""
