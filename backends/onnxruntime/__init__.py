@@ -1,0 +1,142 @@
+"""ONNX Runtime backend: the CPU execution provider always, plus every other local EP installed.
+
+Per-node placement comes from ORT's own graph-assignment record, so a node that falls back to the
+CPU EP is listed, never hidden.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import edgesdk
+from edgesdk._errors import BackendError, BackendUnavailable
+from edgesdk._sysinfo import cpu_name, total_memory
+from edgesdk.backend import Backend, Device, NodePlacement, Runner, TensorSpec
+
+log = logging.getLogger("edgesdk.backends.onnxruntime")
+
+# EP name -> (device kind, short id). The QNN EP belongs to the dedicated qnn backend.
+_EP_KINDS = {
+    "CUDAExecutionProvider": ("gpu", "cuda"),
+    "TensorrtExecutionProvider": ("gpu", "tensorrt"),
+    "NvTensorRTRTXExecutionProvider": ("gpu", "tensorrt-rtx"),
+    "ROCMExecutionProvider": ("gpu", "rocm"),
+    "MIGraphXExecutionProvider": ("gpu", "migraphx"),
+    "DmlExecutionProvider": ("gpu", "directml"),
+    "WebGpuExecutionProvider": ("gpu", "webgpu"),
+    "CoreMLExecutionProvider": ("npu", "coreml"),
+    "NnapiExecutionProvider": ("npu", "nnapi"),
+    "VitisAIExecutionProvider": ("npu", "vitisai"),
+    "OpenVINOExecutionProvider": ("cpu", "openvino"),
+    "XnnpackExecutionProvider": ("cpu", "xnnpack"),
+    "CANNExecutionProvider": ("npu", "cann"),
+}
+_NOT_LOCAL = {"AzureExecutionProvider": "runs models remotely in Azure, not on this device"}
+_OWNED_ELSEWHERE = {"QNNExecutionProvider": "served by the 'qnn' backend"}
+_SCORES = {"gpu": 80, "npu": 90, "cpu": 50, "dsp": 40}
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    formats = ("onnx",)
+
+    def __init__(self):
+        self.notes: list[str] = []
+        self._ep_of: dict[str, str] = {}
+
+    def probe(self):
+        try:
+            import onnxruntime as ort
+        except Exception as exc:
+            raise BackendUnavailable(f"onnxruntime is not importable: {exc} (pip install onnxruntime)") from exc
+        self.version = ort.__version__
+        devs = [
+            Device(self.name, "onnxruntime:cpu", "cpu", f"{cpu_name()} (CPU EP)", total_memory(), _SCORES["cpu"],
+                   capabilities={"fp32", "fp16", "int8", "int4"}, details={"ep": "CPUExecutionProvider", "ort": ort.__version__})
+        ]
+        self._ep_of["onnxruntime:cpu"] = "CPUExecutionProvider"
+        for ep in ort.get_available_providers():
+            if ep == "CPUExecutionProvider":
+                continue
+            if ep in _NOT_LOCAL or ep in _OWNED_ELSEWHERE:
+                self.notes.append(f"{ep} skipped: {_NOT_LOCAL.get(ep) or _OWNED_ELSEWHERE[ep]}")
+                continue
+            kind, short = _EP_KINDS.get(ep, ("gpu", ep.replace("ExecutionProvider", "").lower()))
+            did = f"onnxruntime:{short}"
+            self._ep_of[did] = ep
+            devs.append(Device(self.name, did, kind, ep, None, _SCORES[kind], details={"ep": ep, "ort": ort.__version__}))
+        return devs
+
+    def load(self, model, device, options):
+        import onnxruntime as ort
+
+        ep = self._ep_of[device.id]
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+        if options.threads:
+            so.intra_op_num_threads = options.threads
+            so.inter_op_num_threads = 1
+        providers = [(ep, options.options_for(self.name).get("provider_options", {}))]
+        if ep != "CPUExecutionProvider":
+            providers.append(("CPUExecutionProvider", {}))
+            if options.require is not None:
+                so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        try:
+            sess = ort.InferenceSession(model.path, sess_options=so, providers=[p for p, _ in providers],
+                                        provider_options=[o for _, o in providers])
+        except Exception as exc:
+            raise BackendError(f"onnxruntime could not load {model.path} on {ep}: {exc}") from exc
+        return OrtRunner(sess, device, {v: k for k, v in self._ep_of.items()})
+
+
+_ORT_TYPES = {
+    "float": "float32", "float16": "float16", "double": "float64", "bfloat16": "object",
+    "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64",
+    "uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64",
+    "bool": "bool", "string": "object",
+}
+
+
+def ort_specs(args):
+    """TensorSpecs from ORT NodeArgs ("tensor(float)" -> float32; symbolic dims kept as strings)."""
+    out = []
+    for a in args:
+        t = a.type[len("tensor("):-1] if a.type.startswith("tensor(") else "object"
+        shape = None if a.shape is None else tuple(d if isinstance(d, (int, str)) else None for d in a.shape)
+        out.append(TensorSpec(a.name, shape, _ORT_TYPES.get(t, "object")))
+    return tuple(out)
+
+
+class OrtRunner(Runner):
+    def __init__(self, sess, device, device_of_ep):
+        self._sess = sess
+        self.inputs = ort_specs(sess.get_inputs())
+        self.outputs = ort_specs(sess.get_outputs())
+        self._out_names = [o.name for o in self.outputs]
+        nodes = []
+        try:
+            for sub in sess.get_provider_graph_assignment_info():
+                did = device_of_ep.get(sub.ep_name, f"onnxruntime:{sub.ep_name}")
+                for n in sub.get_nodes():
+                    reason = None if did == device.id else f"{device.details.get('ep')} did not take this node"
+                    nodes.append(NodePlacement(n.name, n.op_type, did, reason))
+        except Exception as exc:  # older ORT: no assignment record
+            log.debug("no graph assignment info: %s", exc)
+        self.nodes = tuple(nodes)
+
+    def run(self, feeds, output_names=None):
+        names = self._out_names if output_names is None else list(output_names)
+        try:
+            outs = self._sess.run(names, feeds)
+        except Exception as exc:
+            raise BackendError(f"onnxruntime run failed: {exc}") from exc
+        return dict(zip(names, outs))
+
+    def close(self):
+        self._sess = None
+
+
+@edgesdk.hookimpl
+def edgesdk_backends():
+    return [OnnxRuntimeBackend()]

@@ -1,0 +1,252 @@
+"""Model files: detect the format and validate the bytes before any native runtime sees them.
+
+Native runtimes trust their input; a truncated flatbuffer or a garbage protobuf can crash them.
+So every file is checked here first and every failure is a typed error naming the file and the cause.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ._errors import ModelFormatError, ModelLoadError, ModelNotFoundError, UnsupportedModelError
+from .backend import Model, TensorSpec
+
+__all__ = ["open_model", "KNOWN_EXTENSIONS"]
+
+KNOWN_EXTENSIONS = {".onnx": "onnx", ".tflite": "tflite", ".lite": "tflite", ".gguf": "gguf"}
+
+
+def _sniff(head: bytes) -> str | None:
+    if head[:4] == b"GGUF":
+        return "gguf"
+    if len(head) >= 8 and head[4:8] in (b"TFL3", b"TFL2"):
+        return "tflite"
+    return None
+
+
+def open_model(path, registry=None) -> Model:
+    """Check ``path`` and return a :class:`Model` with what the format probe learned in ``info``."""
+    p = Path(os.fspath(path)).expanduser()
+    if not p.exists():
+        raise ModelNotFoundError(p, "no such file")
+    if p.is_dir():
+        fmt = registry.detect_format(p, b"") if registry else None
+        if fmt is None:
+            raise ModelFormatError(p, "is a directory and no installed plugin recognises it as a model")
+        return Model(path=str(p), format=fmt, size=sum(f.stat().st_size for f in p.rglob("*") if f.is_file()))
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        raise ModelNotFoundError(p, f"cannot read: {exc.strerror or exc}") from exc
+    if size == 0:
+        raise ModelFormatError(p, "file is empty")
+    sniffed = _sniff(head)
+    by_ext = KNOWN_EXTENSIONS.get(p.suffix.lower())
+    if sniffed and by_ext and sniffed != by_ext:
+        raise ModelFormatError(p, f"extension {p.suffix!r} says {by_ext} but the content is {sniffed}")
+    fmt = sniffed or by_ext
+    if fmt is None and registry is not None:
+        fmt = registry.detect_format(p, head)
+    if fmt is None:
+        fmt = "onnx" if head[:1] == b"\x08" else None  # ONNX has no magic; ModelProto starts with ir_version (field 1, varint)
+    if fmt is None:
+        raise ModelFormatError(p, f"unrecognised model format (first bytes {head[:8].hex()}; expected ONNX, TFLite or GGUF)")
+    probe = _PROBES.get(fmt)
+    info = probe(p, size) if probe else {}
+    return Model(path=str(p), format=fmt, size=size, info=info)
+
+
+# -- ONNX -----------------------------------------------------------------------------------------
+
+
+def _onnx_specs(values, initializers=frozenset()):
+    from onnx import helper
+
+    specs = []
+    for v in values:
+        if v.name in initializers:
+            continue
+        tt = v.type.tensor_type if v.type.HasField("tensor_type") else None
+        if tt is None:
+            specs.append(TensorSpec(v.name, None, np.dtype(object)))
+            continue
+        try:
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
+        except Exception:
+            dtype = np.dtype(object)
+        shape = None
+        if tt.HasField("shape"):
+            shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
+        specs.append(TensorSpec(v.name, shape, dtype))
+    return tuple(specs)
+
+
+def _probe_onnx(p: Path, size: int) -> dict:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        m = onnx.load_model(str(p), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, UnicodeDecodeError, IndexError, OverflowError) as exc:
+        raise ModelFormatError(p, f"not a valid ONNX protobuf (corrupt or truncated): {exc}") from exc
+    except Exception as exc:  # protobuf raises assorted types on garbage
+        raise ModelFormatError(p, f"not a valid ONNX protobuf: {type(exc).__name__}: {exc}") from exc
+    if m.ir_version < 3 or m.ir_version > onnx.IR_VERSION:
+        raise ModelFormatError(p, f"ONNX ir_version {m.ir_version} is outside the supported range 3..{onnx.IR_VERSION} (corrupt file?)")
+    if not m.opset_import:
+        raise ModelFormatError(p, "ONNX model declares no opset_import")
+    opsets = {(o.domain or "ai.onnx"): o.version for o in m.opset_import}
+    max_opset = onnx.defs.onnx_opset_version()
+    if opsets.get("ai.onnx", 0) > max_opset:
+        raise UnsupportedModelError(p, f"uses opset {opsets['ai.onnx']} of ai.onnx; this installation supports up to {max_opset}")
+    g = m.graph
+    if not g.output:
+        raise ModelFormatError(p, "ONNX graph has no outputs")
+    known = {i.name for i in g.input} | {t.name for t in g.initializer} | {t.name for t in g.sparse_initializer} | {""}
+    for n in g.node:
+        for name in n.input:
+            if name not in known:
+                raise ModelFormatError(p, f"node {n.name or n.op_type!r} reads {name!r}, which nothing produces (corrupt graph)")
+        known.update(n.output)
+    for o in g.output:
+        if o.name not in known:
+            raise ModelFormatError(p, f"graph output {o.name!r} is produced by no node")
+    ext = sorted({e.value for t in g.initializer for e in t.external_data if e.key == "location"})
+    for loc in ext:
+        f = (p.parent / loc).resolve()
+        if not f.is_file():
+            raise ModelNotFoundError(p, f"external data file {loc!r} is missing")
+    inits = {t.name for t in g.initializer}
+    return {
+        "ir_version": m.ir_version,
+        "opsets": opsets,
+        "producer": f"{m.producer_name} {m.producer_version}".strip(),
+        "op_types": sorted({(n.domain or "ai.onnx") + "::" + n.op_type for n in g.node}),
+        "node_count": len(g.node),
+        "inputs": _onnx_specs(g.input, inits),
+        "outputs": _onnx_specs(g.output),
+        "external_data": ext,
+    }
+
+
+# -- TFLite ---------------------------------------------------------------------------------------
+
+_TFL_DTYPES = {
+    0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 5: object, 6: np.bool_,
+    7: np.int16, 8: np.complex64, 9: np.int8, 10: np.float64, 11: np.complex128, 12: np.uint64,
+    15: np.uint32, 16: np.uint16,
+}
+
+
+def _probe_tflite(p: Path, size: int) -> dict:
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:  # pragma: no cover - tflite_runtime-only installs
+        try:
+            from tflite_runtime import schema_py_generated as schema  # type: ignore
+        except ImportError:
+            return {}
+    data = p.read_bytes()
+    try:
+        m = schema.ModelT.InitFromPackedBuf(data, 0)
+    except Exception as exc:
+        raise ModelFormatError(p, f"not a valid TFLite flatbuffer (corrupt or truncated): {type(exc).__name__}: {exc}") from exc
+    subgraphs = m.subgraphs or []
+    if not subgraphs:
+        raise ModelFormatError(p, "TFLite model has no subgraphs")
+    nbuf, nop = len(m.buffers or []), len(m.operatorCodes or [])
+    for b in m.buffers or []:
+        if getattr(b, "offset", 0) and (b.offset + b.size > size or b.offset < 0):
+            raise ModelFormatError(p, f"buffer at offset {b.offset} size {b.size} lies outside the {size}-byte file (truncated)")
+    ops = set()
+    for si, sg in enumerate(subgraphs):
+        tensors = sg.tensors or []
+        nt = len(tensors)
+
+        def bad(idx):
+            return idx is not None and not (-1 <= int(idx) < nt)
+
+        for t in tensors:
+            if t.buffer is not None and not (0 <= t.buffer < max(nbuf, 1)):
+                raise ModelFormatError(p, f"subgraph {si}: tensor references buffer {t.buffer} of {nbuf}")
+        for idx in list(sg.inputs if sg.inputs is not None else []) + list(sg.outputs if sg.outputs is not None else []):
+            if bad(idx) or idx < 0:
+                raise ModelFormatError(p, f"subgraph {si}: input/output tensor index {idx} out of range ({nt} tensors)")
+        for op in sg.operators or []:
+            if not (0 <= op.opcodeIndex < nop):
+                raise ModelFormatError(p, f"subgraph {si}: operator uses opcode {op.opcodeIndex} of {nop}")
+            for idx in list(op.inputs if op.inputs is not None else []) + list(op.outputs if op.outputs is not None else []):
+                if bad(idx):
+                    raise ModelFormatError(p, f"subgraph {si}: operator tensor index {idx} out of range ({nt} tensors)")
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    for oc in m.operatorCodes or []:
+        code = max(oc.builtinCode or 0, oc.deprecatedBuiltinCode or 0)
+        ops.add(oc.customCode.decode() if oc.customCode else names.get(code, str(code)))
+
+    def specs(idxs):
+        out = []
+        for i in idxs if idxs is not None else []:
+            t = subgraphs[0].tensors[i]
+            sig = t.shapeSignature if t.shapeSignature is not None and len(t.shapeSignature) else t.shape
+            shape = tuple(None if int(d) < 0 else int(d) for d in (sig if sig is not None else []))
+            out.append(TensorSpec(t.name.decode() if isinstance(t.name, bytes) else str(t.name), shape, np.dtype(_TFL_DTYPES.get(t.type, object))))
+        return tuple(out)
+
+    return {
+        "version": m.version,
+        "subgraphs": len(subgraphs),
+        "op_types": sorted(ops),
+        "inputs": specs(subgraphs[0].inputs),
+        "outputs": specs(subgraphs[0].outputs),
+    }
+
+
+# -- GGUF -----------------------------------------------------------------------------------------
+
+
+def _probe_gguf(p: Path, size: int) -> dict:
+    try:
+        import gguf
+    except ImportError:  # pragma: no cover - gguf is a hard dependency
+        return {}
+    try:
+        r = gguf.GGUFReader(str(p), "r")
+    except Exception as exc:
+        raise ModelFormatError(p, f"not a valid GGUF file (corrupt or truncated): {type(exc).__name__}: {exc}") from exc
+    try:
+        for t in r.tensors:
+            end = int(t.data_offset) + int(t.n_bytes)
+            if end > size:
+                raise ModelFormatError(p, f"tensor {t.name!r} ends at byte {end}, past the end of the {size}-byte file (truncated)")
+
+        def field(key):
+            f = r.fields.get(key)
+            if f is None or not f.data:
+                return None
+            v = f.parts[f.data[0]]
+            return bytes(v).decode("utf-8", "replace") if f.types and f.types[0] == gguf.GGUFValueType.STRING else v.tolist()[0]
+
+        arch = field("general.architecture")
+        return {
+            "architecture": arch,
+            "name": field("general.name"),
+            "tensor_count": len(r.tensors),
+            "tensor_types": sorted({t.tensor_type.name for t in r.tensors}),
+            "context_length": field(f"{arch}.context_length") if arch else None,
+        }
+    finally:
+        mm = getattr(r, "data", None)
+        if mm is not None and hasattr(mm, "_mmap"):
+            try:
+                mm._mmap.close()
+            except Exception:
+                pass
+
+
+_PROBES = {"onnx": _probe_onnx, "tflite": _probe_tflite, "gguf": _probe_gguf}
+

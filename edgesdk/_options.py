@@ -1,0 +1,111 @@
+"""Session options and device-class presets (frozen attrs value objects)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import attrs
+
+from .backend import DEVICE_KINDS
+
+__all__ = ["SessionOptions", "DeviceClass", "DEVICE_CLASSES", "PRECISIONS"]
+
+PRECISIONS = ("auto", "fp32", "fp16", "int8", "int4")
+
+
+def _target(value: str) -> str:
+    """A placement target: a device kind, a backend name, or a device id ('backend:local')."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"placement target must be a non-empty string (a kind {DEVICE_KINDS}, a backend name or a device id), got {value!r}")
+    return value.strip().lower()
+
+
+def _prefer(value) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    return tuple(_target(v) for v in value)
+
+
+def _opt_target(value):
+    return None if value is None else _target(value)
+
+
+def _positive_or_none(instance, attribute, value):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{attribute.name} must be a positive int or None, got {value!r}")
+
+
+def _one_of(choices):
+    def check(instance, attribute, value):
+        if value not in choices:
+            raise ValueError(f"{attribute.name} must be one of {choices}, got {value!r}")
+
+    return check
+
+
+def _backend_options(value) -> Mapping[str, Mapping[str, Any]]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, Mapping) for k, v in value.items()):
+        raise ValueError("backend_options must map a backend name to a dict of that backend's options")
+    return {k: dict(v) for k, v in value.items()}
+
+
+@attrs.frozen
+class DeviceClass:
+    """Defaults that suit one class of device. Turn it into options with ``SessionOptions.for_device``."""
+
+    name: str
+    description: str
+    threads: int | None
+    memory_budget_mb: int | None
+    prefer: tuple[str, ...] = attrs.field(converter=_prefer)
+    precision: str = attrs.field(validator=_one_of(PRECISIONS))
+
+
+DEVICE_CLASSES: Mapping[str, DeviceClass] = {
+    d.name: d
+    for d in (
+        # Phones: big.LITTLE cores, the NPU is the efficient place; keep to the performance cores.
+        DeviceClass("phone", "smartphone SoC: NPU first, few big cores, tight memory", 4, 1536, ("npu", "gpu", "cpu"), "int8"),
+        DeviceClass("pc", "laptop/desktop: GPU or NPU when present, plenty of memory", None, 8192, ("gpu", "npu", "cpu"), "fp16"),
+        # Cars: predictable latency matters more than peak speed; safety domain keeps memory bounded.
+        DeviceClass("car", "automotive head unit: NPU, bounded memory, deterministic latency", 4, 4096, ("npu", "dsp", "gpu", "cpu"), "int8"),
+        DeviceClass("xr", "XR headset: GPU busy rendering, so NPU first, then DSP", 2, 2048, ("npu", "dsp", "cpu", "gpu"), "int8"),
+        DeviceClass("iot", "microcontroller-class board or gateway: CPU/DSP, very small memory", 1, 256, ("dsp", "npu", "cpu"), "int8"),
+    )
+}
+
+
+@attrs.frozen
+class SessionOptions:
+    """How a Session places and runs a model.
+
+    ``prefer`` orders placement targets; each entry is a device kind (``"npu"``), a backend name
+    (``"onnxruntime"``) or a device id (``"onnxruntime:cpu"``). ``require`` names a target that must
+    run the whole model: any fallback is then an error, not a warning. ``threads`` caps CPU threads,
+    ``memory_budget_mb`` refuses devices that report less free memory than the model needs,
+    ``precision`` is a hint backends may use (``"auto"`` keeps the model's own).
+    ``backend_options`` passes typed options to one backend, keyed by backend name.
+    """
+
+    prefer: tuple[str, ...] = attrs.field(default=("npu", "gpu", "cpu"), converter=_prefer)
+    require: str | None = attrs.field(default=None, converter=_opt_target)
+    threads: int | None = attrs.field(default=None, validator=_positive_or_none)
+    memory_budget_mb: int | None = attrs.field(default=None, validator=_positive_or_none)
+    precision: str = attrs.field(default="auto", validator=_one_of(PRECISIONS))
+    device_class: str | None = None
+    backend_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=_backend_options, eq=False, hash=False)
+
+    @classmethod
+    def for_device(cls, name: str, **overrides) -> "SessionOptions":
+        """Options preset for a device class (phone, pc, car, xr, iot); keyword overrides win."""
+        try:
+            dc = DEVICE_CLASSES[name]
+        except KeyError:
+            raise ValueError(f"unknown device class {name!r}; known: {', '.join(DEVICE_CLASSES)}") from None
+        base = dict(prefer=dc.prefer, threads=dc.threads, memory_budget_mb=dc.memory_budget_mb, precision=dc.precision, device_class=dc.name)
+        base.update(overrides)
+        return cls(**base)
+
+    def options_for(self, backend: str) -> dict[str, Any]:
+        """The backend-specific options given for ``backend`` (a fresh dict)."""
+        return dict(self.backend_options.get(backend, {}))

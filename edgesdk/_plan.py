@@ -1,0 +1,140 @@
+"""Placement: which backend/device runs a model, and why every other candidate did not.
+
+Order: devices matching ``require`` (if set), ranked by the first ``prefer`` entry they match
+(kind, backend name or device id), then by the backend's own score. Simulated devices (an NPU
+simulator, OpenCL on the CPU) only compete when a target names them by backend or id, or
+``require`` names their kind: otherwise they rank after every real device, so their timings are
+never mistaken for hardware's.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+
+from ._errors import PlacementError
+from .backend import Device, Model, NodePlacement, Runner
+
+__all__ = ["Placement", "Refusal", "place"]
+
+log = logging.getLogger("edgesdk.plan")
+
+
+@attrs.frozen
+class Refusal:
+    """A candidate that was not used, and why."""
+
+    backend: str
+    device: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.device}: {self.reason}"
+
+
+@attrs.frozen
+class Placement:
+    """Where a session's model runs: the device, the per-node split, and every refusal."""
+
+    backend: str
+    device: Device
+    nodes: tuple[NodePlacement, ...] = ()
+    refusals: tuple[Refusal, ...] = ()
+
+    @property
+    def fallback_nodes(self) -> tuple[NodePlacement, ...]:
+        """Nodes that run somewhere other than the chosen device."""
+        return tuple(n for n in self.nodes if n.device_id != self.device.id)
+
+    def summary(self) -> str:
+        sim = " (simulated)" if self.device.simulated else ""
+        lines = [f"runs on {self.device.id} [{self.device.kind}] {self.device.name}{sim}"]
+        if self.nodes:
+            counts: dict[str, int] = {}
+            for n in self.nodes:
+                counts[n.device_id] = counts.get(n.device_id, 0) + 1
+            lines.append("nodes: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+        for n in self.fallback_nodes:
+            lines.append(f"  fallback {n.node} ({n.op_type}) -> {n.device_id}: {n.reason or 'not supported on ' + self.device.id}")
+        for r in self.refusals:
+            lines.append(f"  not used {r}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _matches(target: str, d: Device) -> bool:
+    return target in (d.kind, d.backend.lower(), d.id.lower())
+
+
+def _rank(d: Device, prefer, require) -> tuple:
+    named = any(t in (d.backend.lower(), d.id.lower()) for t in prefer) or (require is not None and _matches(require, d))
+    idx = next((i for i, t in enumerate(prefer) if _matches(t, d)), len(prefer))
+    return (d.simulated and not named, idx, -d.score, d.id)
+
+
+def candidates(devices, options) -> tuple[list[Device], list[Refusal]]:
+    """Devices to try, best first, and refusals for those ``require`` rules out."""
+    refusals = []
+    pool = []
+    for d in devices:
+        if options.require is not None and not _matches(options.require, d):
+            refusals.append(Refusal(d.backend, d.id, f"is a {d.kind} device of backend {d.backend!r}; require={options.require!r}"))
+        else:
+            pool.append(d)
+    pool.sort(key=lambda d: _rank(d, options.prefer, options.require))
+    return pool, refusals
+
+
+def place(model: Model, options, registry) -> tuple[Runner, Placement]:
+    """Pick a device, load the model there, return the runner and the placement report."""
+    refusals = [Refusal(st.name, st.name, f"backend unavailable: {st.reason}") for st in registry.statuses() if not st.devices]
+    pool, req_refusals = candidates(registry.devices(), options)
+    refusals += req_refusals
+    budget = options.memory_budget_mb * 2**20 if options.memory_budget_mb else None
+    for i, d in enumerate(pool):
+        backend = registry.backend(d.backend)
+        if model.format not in backend.formats:
+            refusals.append(Refusal(d.backend, d.id, f"does not read {model.format} models (reads {', '.join(backend.formats) or 'nothing'})"))
+            continue
+        if budget is not None and model.size > budget:
+            refusals.append(Refusal(d.backend, d.id, f"model needs at least {model.size / 2**20:.1f} MiB, over the {options.memory_budget_mb} MiB budget"))
+            continue
+        if d.memory_bytes is not None and model.size > d.memory_bytes:
+            refusals.append(Refusal(d.backend, d.id, f"model ({model.size} B) exceeds device memory ({d.memory_bytes} B)"))
+            continue
+        try:
+            sup = backend.check(model, d, options)
+        except Exception as exc:
+            log.warning("backend %s check raised: %s", d.backend, exc)
+            refusals.append(Refusal(d.backend, d.id, f"check raised {type(exc).__name__}: {exc}"))
+            continue
+        if not sup.ok:
+            refusals.append(Refusal(d.backend, d.id, sup.reason or "refused"))
+            continue
+        if sup.partial and options.require is not None:
+            refusals.append(Refusal(d.backend, d.id, f"can run only part of the model ({sup.reason or 'some nodes unsupported'}); require={options.require!r} forbids fallback"))
+            continue
+        try:
+            runner = backend.load(model, d, options)
+        except Exception as exc:
+            log.info("backend %s failed to load %s on %s: %s", d.backend, model.path, d.id, exc)
+            refusals.append(Refusal(d.backend, d.id, f"load failed: {type(exc).__name__}: {exc}"))
+            continue
+        nodes = tuple(runner.nodes)
+        fallback = [n for n in nodes if n.device_id != d.id]
+        if fallback and options.require is not None:
+            runner.close()
+            detail = "; ".join(f"{n.node} ({n.op_type}) -> {n.device_id}" + (f": {n.reason}" if n.reason else "") for n in fallback)
+            refusals.append(Refusal(d.backend, d.id, f"{len(fallback)} node(s) would fall back: {detail}"))
+            continue
+        if fallback:
+            log.warning("%d of %d nodes of %s do not run on %s: %s", len(fallback), len(nodes), model.path, d.id,
+                        ", ".join(f"{n.node}({n.op_type})->{n.device_id}" for n in fallback[:10]))
+        for other in pool[i + 1:]:
+            refusals.append(Refusal(other.backend, other.id, f"lower in preference than {d.id}"))
+        return runner, Placement(d.backend, d, nodes, tuple(refusals))
+    what = f"require={options.require!r}" if options.require else f"prefer={options.prefer!r}"
+    raise PlacementError(f"no backend can run {model.path} ({model.format}) with {what}", refusals)

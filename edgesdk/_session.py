@@ -1,0 +1,114 @@
+"""The Session: load a model, place it, validate inputs, run it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from ._errors import EdgeSDKError, InputNameError
+from ._model import open_model
+from ._options import SessionOptions
+from ._plan import Placement, place
+from ._registry import get_registry
+from ._validate import InputValidator
+from .backend import Model, TensorSpec
+
+__all__ = ["Session"]
+
+log = logging.getLogger("edgesdk.session")
+
+
+class Session:
+    """A model placed on a device.
+
+    ``Session(path)`` validates the file, asks every installed backend, loads the model on the best
+    device allowed by ``options`` and reports the decision in :attr:`placement`. :meth:`run` is safe
+    to call from several threads at once (backends whose runtime is not re-entrant serialise
+    internally). Use it as a context manager, or call :meth:`close`, to free native memory early.
+    """
+
+    def __init__(self, model, options: SessionOptions | None = None, **overrides):
+        if options is None:
+            options = SessionOptions(**overrides)
+        elif overrides:
+            import attrs
+
+            options = attrs.evolve(options, **overrides)
+        if not isinstance(options, SessionOptions):
+            raise TypeError(f"options must be an edgesdk.SessionOptions, got {type(options).__name__}")
+        if not isinstance(model, (str, os.PathLike)):
+            raise TypeError(f"model must be a path (str or os.PathLike), got {type(model).__name__}")
+        self.options = options
+        registry = get_registry()
+        self.model: Model = open_model(model, registry)
+        self._runner, self.placement = place(self.model, options, registry)
+        self._validate = InputValidator(self._runner.inputs)
+        self._run = self._runner.run
+        self._closed = False
+        self._close_lock = threading.Lock()
+        registry.call_observers("edgesdk_session_created", session=self)
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        """The model's inputs: names, shapes (symbolic dims as strings) and dtypes."""
+        return self._runner.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self._runner.outputs
+
+    @property
+    def device(self):
+        return self.placement.device
+
+    @property
+    def runner(self):
+        """The backend's runner (backend-specific extras live here)."""
+        return self._runner
+
+    def run(self, feeds: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Run the model on ``feeds`` (name -> array); returns name -> array for ``output_names`` or all outputs."""
+        if self._closed:
+            raise EdgeSDKError("session is closed")
+        feeds = self._validate(feeds)
+        if output_names is not None:
+            known = {o.name for o in self._runner.outputs}
+            unknown = [n for n in output_names if n not in known]
+            if unknown:
+                raise InputNameError(f"unknown output name(s) {unknown}; outputs are {sorted(known)}")
+        return self._run(feeds, output_names)
+
+    def generate(self, prompt, **kwargs) -> str:
+        """Generate text from a prompt string or a chat (list of {"role", "content"} dicts)."""
+        return self._generative("generate")(prompt, **kwargs)
+
+    def generate_stream(self, prompt, **kwargs) -> Iterator[str]:
+        """Like :meth:`generate`, yielding text pieces as they are decoded; close the iterator to cancel."""
+        return self._generative("generate_stream")(prompt, **kwargs)
+
+    def _generative(self, name):
+        if self._closed:
+            raise EdgeSDKError("session is closed")
+        fn = getattr(self._runner, name, None)
+        if fn is None:
+            raise EdgeSDKError(f"{self.model.path} is not a generative model on backend {self.placement.backend!r}; use run()")
+        return fn
+
+    def close(self) -> None:
+        with self._close_lock:
+            if not self._closed:
+                self._closed = True
+                self._runner.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<edgesdk.Session {os.path.basename(self.model.path)!r} on {self.placement.device.id}>"
