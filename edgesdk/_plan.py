@@ -134,7 +134,9 @@ def place(model: Model, options, registry) -> tuple[Runner, Placement]:
             log.warning("%d of %d nodes of %s do not run on %s: %s", len(fallback), len(nodes), model.path, d.id,
                         ", ".join(f"{n.node}({n.op_type})->{n.device_id}" for n in fallback[:10]))
         for other in pool[i + 1:]:
-            refusals.append(Refusal(other.backend, other.id, f"lower in preference than {d.id}"))
+            fmts = registry.backend(other.backend).formats
+            why = f"lower in preference than {d.id}" if model.format in fmts else f"does not read {model.format} models (reads {', '.join(fmts) or 'nothing'})"
+            refusals.append(Refusal(other.backend, other.id, why))
         return runner, Placement(d.backend, d, nodes, tuple(refusals))
     what = f"require={options.require!r}" if options.require else f"prefer={options.prefer!r}"
     raise PlacementError(f"no backend can run {model.path} ({model.format}) with {what}", refusals)

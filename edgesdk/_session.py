@@ -9,6 +9,7 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from . import hub
 from ._errors import EdgeSDKError, InputNameError
 from ._model import open_model
 from ._options import SessionOptions
@@ -25,7 +26,7 @@ log = logging.getLogger("edgesdk.session")
 class Session:
     """A model placed on a device.
 
-    ``Session(path)`` validates the file, asks every installed backend, loads the model on the best
+    ``Session(path)`` (or ``Session("hub:<name>")`` for a model of :mod:`edgesdk.hub`) validates the file, asks every installed backend, loads the model on the best
     device allowed by ``options`` and reports the decision in :attr:`placement`. :meth:`run` is safe
     to call from several threads at once (backends whose runtime is not re-entrant serialise
     internally). Use it as a context manager, or call :meth:`close`, to free native memory early.
@@ -44,6 +45,8 @@ class Session:
             raise TypeError(f"model must be a path (str or os.PathLike), got {type(model).__name__}")
         self.options = options
         registry = get_registry()
+        if isinstance(model, str) and model.startswith("hub:"):
+            model = hub.resolve(model)
         self.model: Model = open_model(model, registry)
         self._runner, self.placement = place(self.model, options, registry)
         self._validate = InputValidator(self._runner.inputs)

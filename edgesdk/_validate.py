@@ -40,7 +40,7 @@ class InputValidator:
                 continue
             fixed = tuple((i, d) for i, d in enumerate(s.shape) if isinstance(d, int) and d > 0)
             for i, d in enumerate(s.shape):
-                if isinstance(d, str):
+                if isinstance(d, str) and d not in ("?", ""):  # "?" is how some exporters spell "unknown"
                     uses.setdefault(d, []).append((s.name, i))
             checks.append((s.name, s.dtype, len(s.shape), fixed))
         self._checks = tuple(checks)

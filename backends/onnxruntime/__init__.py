@@ -87,7 +87,7 @@ class OnnxRuntimeBackend(Backend):
                                         provider_options=[o for _, o in providers])
         except Exception as exc:
             raise BackendError(f"onnxruntime could not load {model.path} on {ep}: {exc}") from exc
-        return OrtRunner(sess, device, {v: k for k, v in self._ep_of.items()})
+        return OrtRunner(sess, device, {v: k for k, v in self._ep_of.items()}, ort.RunOptions())
 
 
 _ORT_TYPES = {
@@ -109,8 +109,11 @@ def ort_specs(args):
 
 
 class OrtRunner(Runner):
-    def __init__(self, sess, device, device_of_ep):
+    def __init__(self, sess, device, device_of_ep, run_options):
         self._sess = sess
+        # Failures are raised as BackendError with ORT's message; its own stderr log would say it twice.
+        run_options.log_severity_level = 4
+        self._run_options = run_options
         self.inputs = ort_specs(sess.get_inputs())
         self.outputs = ort_specs(sess.get_outputs())
         self._out_names = [o.name for o in self.outputs]
@@ -128,7 +131,7 @@ class OrtRunner(Runner):
     def run(self, feeds, output_names=None):
         names = self._out_names if output_names is None else list(output_names)
         try:
-            outs = self._sess.run(names, feeds)
+            outs = self._sess.run(names, feeds, self._run_options)
         except Exception as exc:
             raise BackendError(f"onnxruntime run failed: {exc}") from exc
         return dict(zip(names, outs))

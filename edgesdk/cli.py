@@ -1,0 +1,272 @@
+"""``edgesdk`` command line: devices, info, run, hub (and the LLM commands)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import hub
+from ._errors import EdgeSDKError, InputError
+
+__all__ = ["main"]
+
+
+def _fmt_bytes(n) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _options(args):
+    from ._options import SessionOptions
+
+    kw = {}
+    if getattr(args, "device_class", None):
+        return SessionOptions.for_device(args.device_class, **({"threads": args.threads} if args.threads else {}),
+                                         **({"prefer": tuple(args.prefer)} if args.prefer else {}),
+                                         **({"require": args.require} if args.require else {}))
+    if args.prefer:
+        kw["prefer"] = tuple(args.prefer)
+    if args.require:
+        kw["require"] = args.require
+    if args.threads:
+        kw["threads"] = args.threads
+    return SessionOptions(**kw)
+
+
+def _add_placement_args(p):
+    p.add_argument("--prefer", action="append", metavar="TARGET", help="device kind, backend or device id, best first (repeatable)")
+    p.add_argument("--require", metavar="TARGET", help="the whole model must run on this kind/backend/device")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads")
+    p.add_argument("--device-class", choices=["phone", "pc", "car", "xr", "iot"], help="start from a device-class preset")
+
+
+def _kernels_info():
+    try:
+        from . import kernels
+    except Exception as exc:  # kernels are optional at this layer
+        return f"unavailable ({type(exc).__name__}: {exc})"
+    info = getattr(kernels, "info", None)
+    return info() if info else None
+
+
+def cmd_devices(args) -> int:
+    from ._registry import get_registry
+
+    reg = get_registry()
+    statuses = reg.statuses()
+    if args.json:
+        out = {
+            "backends": [
+                {
+                    "name": st.name, "version": st.version, "plugin": st.plugin, "available": st.available, "reason": st.reason,
+                    "notes": list(getattr(reg._backends.get(st.name, (None,))[0], "notes", []) or []),
+                    "devices": [{"id": d.id, "kind": d.kind, "name": d.name, "memory_bytes": d.memory_bytes, "simulated": d.simulated,
+                                 "score": d.score, "capabilities": sorted(d.capabilities)} for d in st.devices],
+                }
+                for st in statuses
+            ],
+            "plugins": [{"name": p.name, "source": p.source, "loaded": p.loaded, "error": p.error} for p in reg.plugins],
+            "kernels": str(_kernels_info()),
+        }
+        print(json.dumps(out, indent=2))
+        return 0
+    for st in statuses:
+        head = f"{st.name} {st.version}".strip()
+        if not st.devices:
+            print(f"{head}: no devices - {st.reason}")
+        else:
+            print(f"{head}:")
+        for d in st.devices:
+            sim = "  (SIMULATED: timings are not those of real hardware)" if d.simulated else ""
+            print(f"  {d.id:<24} {d.kind:<4} {d.name}  mem={_fmt_bytes(d.memory_bytes)}{sim}")
+        backend = reg._backends.get(st.name, (None,))[0]
+        for note in getattr(backend, "notes", []) or []:
+            print(f"    note: {note}")
+    for p in reg.plugins:
+        if not p.loaded:
+            print(f"plugin {p.name} ({p.source}) skipped: {p.error}")
+    print(f"kernels: {_kernels_info()}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from ._model import open_model
+    from ._options import SessionOptions
+    from ._registry import get_registry
+
+    reg = get_registry()
+    model = open_model(hub.resolve(args.model), reg)
+    opts = SessionOptions()
+    accepts = []
+    for d in reg.devices():
+        backend = reg.backend(d.backend)
+        if model.format not in backend.formats:
+            verdict = f"no: reads {', '.join(backend.formats)}"
+        else:
+            try:
+                sup = backend.check(model, d, opts)
+                verdict = "yes" + (" (partial)" if sup.partial else "") if sup.ok else f"no: {sup.reason}"
+            except Exception as exc:
+                verdict = f"no: check raised {type(exc).__name__}: {exc}"
+        accepts.append((d.id, verdict))
+    info = dict(model.info)
+    if args.json:
+        out = {"path": model.path, "format": model.format, "size": model.size,
+               "inputs": [str(s) for s in info.pop("inputs", ())], "outputs": [str(s) for s in info.pop("outputs", ())],
+               "info": info, "backends": dict(accepts)}
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    print(f"{model.path}\n  format: {model.format}  size: {_fmt_bytes(model.size)}")
+    for key in ("inputs", "outputs"):
+        for s in info.pop(key, ()):
+            print(f"  {key[:-1]:<6} {s}")
+    for k, v in info.items():
+        if isinstance(v, (list, tuple)) and len(v) > 12:
+            v = ", ".join(map(str, v[:12])) + f", ... ({len(v)} total)"
+        print(f"  {k}: {v}")
+    print("  backends:")
+    for did, verdict in accepts:
+        print(f"    {did:<24} {verdict}")
+    return 0
+
+
+def _fill(spec, rng, dims):
+    shape = tuple(d if isinstance(d, int) and d > 0 else dims.get(d, 1) for d in (spec.shape or ()))
+    if spec.dtype.kind == "f":
+        return rng.standard_normal(shape).astype(spec.dtype)
+    if spec.dtype.kind in "iu":
+        return np.zeros(shape, spec.dtype)
+    if spec.dtype.kind == "b":
+        return np.zeros(shape, bool)
+    raise InputError(f"cannot make a random value for input {spec.name!r} of dtype {spec.dtype}; pass --input")
+
+
+def cmd_run(args) -> int:
+    from ._io import atomic_save_npy
+    from ._session import Session
+
+    feeds = {}
+    for item in args.input or []:
+        name, sep, file = item.partition("=")
+        if not sep:
+            raise InputError(f"--input takes NAME=FILE.npy, got {item!r}")
+        try:
+            feeds[name] = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"--input {name}: cannot read {file!r} as .npy: {exc}") from None
+    with Session(hub.resolve(args.model), _options(args)) as s:
+        if args.random:
+            rng = np.random.default_rng(args.seed)
+            dims = {}
+            for item in args.dim or []:
+                sym, _, val = item.partition("=")
+                if not val.isdigit() or int(val) < 1:
+                    raise InputError(f"--dim takes SYMBOL=N with N >= 1, got {item!r}")
+                dims[sym] = int(val)
+            for spec in s.inputs:
+                feeds.setdefault(spec.name, _fill(spec, rng, dims))
+        s.run(feeds)  # warm-up and validation
+        times = []
+        for _ in range(max(1, args.repeat)):
+            t0 = time.perf_counter()
+            out = s.run(feeds)
+            times.append(time.perf_counter() - t0)
+        if args.json:
+            print(json.dumps({"placement": str(s.placement), "median_ms": 1e3 * float(np.median(times)),
+                              "outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in out.items()}}, indent=2))
+        else:
+            print(s.placement)
+            for k, v in out.items():
+                stats = f" min={v.min():.4g} max={v.max():.4g} mean={v.mean():.4g}" if v.size and v.dtype.kind in "fiub" else ""
+                print(f"  {k}: {v.dtype}{list(v.shape)}{stats}")
+            print(f"  median {1e3 * float(np.median(times)):.3f} ms over {len(times)} run(s)")
+        if args.output_dir:
+            for k, v in out.items():
+                safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in k)
+                atomic_save_npy(Path(args.output_dir) / f"{safe}.npy", v)
+    return 0
+
+
+def cmd_hub(args) -> int:
+    if args.hub_cmd == "list":
+        for m, p in hub.available():
+            where = str(p) if p else f"not installed ({m.install})"
+            print(f"{m.name:<22} {m.task:<9} {m.description}\n{'':<22} {where}")
+    elif args.hub_cmd == "path":
+        print(hub.path(args.name))
+    elif args.hub_cmd == "verify":
+        print(f"{args.name}: ok sha256={hub.verify(args.name)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="edgesdk", description="Run AI models on the best processor of this device.")
+    ap.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("devices", help="list backends and devices, and why unavailable ones are")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_devices)
+
+    p = sub.add_parser("info", help="model signature, opsets, size and which backends accept it")
+    p.add_argument("model", help="model file or hub name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_info)
+
+    p = sub.add_parser("run", help="run a model on inputs from .npy files")
+    p.add_argument("model", help="model file or hub name")
+    p.add_argument("--input", "-i", action="append", metavar="NAME=FILE.npy")
+    p.add_argument("--random", action="store_true", help="fill inputs not given with random data (symbolic dims = 1)")
+    p.add_argument("--dim", action="append", metavar="SYMBOL=N", help="value of a symbolic dimension for --random (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeat", type=int, default=1, help="timed runs after one warm-up")
+    p.add_argument("--output-dir", "-o", help="save each output as NAME.npy here")
+    p.add_argument("--json", action="store_true")
+    _add_placement_args(p)
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("hub", help="ready models shipped in PyPI wheels")
+    hs = p.add_subparsers(dest="hub_cmd", required=True)
+    hs.add_parser("list")
+    for name in ("path", "verify"):
+        q = hs.add_parser(name)
+        q.add_argument("name", choices=sorted(hub.CATALOG))
+    p.set_defaults(fn=cmd_hub)
+
+    _add_llm_commands(sub)
+    return ap
+
+
+def _add_llm_commands(sub) -> None:
+    try:
+        from .llm import cli as llm_cli
+    except ImportError:
+        return
+    llm_cli.add_commands(sub, _add_placement_args, _options)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.fn(args) or 0
+    except EdgeSDKError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny ONNX models built in the test, real models from installed wheels."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("EDGESDK_LOG", "warning")
+
+
+def make_onnx(path, nodes, inputs, outputs, opset=17, initializers=()):
+    import onnx
+    from onnx import helper
+
+    g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def identity_onnx(tmp_path_factory):
+    from onnx import TensorProto, helper
+
+    p = tmp_path_factory.mktemp("models") / "identity.onnx"
+    return make_onnx(p, [helper.make_node("Identity", ["x"], ["y"])],
+                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])])
+
+
+@pytest.fixture(scope="session")
+def add_onnx(tmp_path_factory):
+    """y = a + b with a symbolic batch dim shared by both inputs, plus an int64 input."""
+    from onnx import TensorProto, helper
+
+    p = tmp_path_factory.mktemp("models") / "add.onnx"
+    return make_onnx(
+        p,
+        [helper.make_node("Add", ["a", "b"], ["y"]), helper.make_node("Identity", ["n"], ["n_out"])],
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 4]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 4]),
+         helper.make_tensor_value_info("n", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4]),
+         helper.make_tensor_value_info("n_out", TensorProto.INT64, [2])],
+    )
+
+
+def hub_path(name):
+    from edgesdk import hub
+
+    try:
+        return str(hub.path(name))
+    except hub.HubError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
