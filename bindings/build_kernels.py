@@ -1,0 +1,65 @@
+"""cffi build script for ``edgesdk._ckernels`` (out-of-line API mode).
+
+Used by setup.py (``cffi_modules``), so ``pip install .`` / ``pip install -e .`` build it.
+Flags never include -march=native: ISA-specific code is compiled per function with
+target attributes and picked at run time.  EDGESDK_CFLAGS adds flags (e.g. the
+AddressSanitizer build in scripts/asan_kernels.sh).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+SOURCES = ["ekern.c", "ek_x86.c", "ek_neon.c"]
+
+
+def _cdef() -> str:
+    text = (HERE / "ekern.h").read_text()
+    # cdef() takes plain declarations; drop the comments
+    out, skip = [], False
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("/*"):
+            skip = not s.endswith("*/")
+            continue
+        if skip:
+            skip = not s.endswith("*/")
+            continue
+        out.append(line.split("/*")[0])
+    return "\n".join(out)
+
+
+def _compile_args() -> list[str]:
+    if sys.platform == "win32":
+        return ["/O2"]
+    args = ["-O3", "-std=gnu11", "-pthread", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"]
+    args += shlex.split(os.environ.get("EDGESDK_CFLAGS", ""))
+    return args
+
+
+def _sources() -> list[str]:
+    # setuptools wants paths relative to setup.py; the standalone build needs absolute ones
+    cwd = Path.cwd()
+    return [str((HERE / s).relative_to(cwd)) if (HERE / s).is_relative_to(cwd) and __name__ != "__main__"
+            else str(HERE / s) for s in SOURCES]
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(_cdef())
+ffibuilder.set_source(
+    "edgesdk._ckernels",
+    '#include "ekern.h"\n',
+    sources=_sources(),
+    include_dirs=[str(HERE)],
+    extra_compile_args=_compile_args(),
+    extra_link_args=["-pthread"] + shlex.split(os.environ.get("EDGESDK_LDFLAGS", "")),
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(tmpdir=str(HERE / "_build"), verbose=True)

@@ -1,0 +1,190 @@
+/* x86-64 paths, each function compiled for its own ISA with target attributes and
+ * chosen at run time from CPUID (never -march=native), so one build runs on any
+ * x86-64 and uses AVX-512 VNNI / AVX-VNNI / AVX2 where the CPU has them. */
+#include "ek_internal.h"
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+static uint64_t xgetbv0(void)
+{
+    uint32_t a, d;
+    __asm__ __volatile__("xgetbv" : "=a"(a), "=d"(d) : "c"(0));
+    return ((uint64_t)d << 32) | a;
+}
+
+int ek_x86_detect(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return EK_PORTABLE;
+    const int osxsave = (c >> 27) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1, avx = (c >> 28) & 1;
+    if (!osxsave || !avx || !fma || !f16c) return EK_PORTABLE;
+    const uint64_t xcr0 = xgetbv0();
+    if ((xcr0 & 0x6) != 0x6) return EK_PORTABLE; /* OS does not save ymm */
+    if (__get_cpuid_max(0, NULL) < 7) return EK_PORTABLE;
+    unsigned b7, c7, d7, a7;
+    __cpuid_count(7, 0, a7, b7, c7, d7);
+    const int avx2 = (b7 >> 5) & 1;
+    if (!avx2) return EK_PORTABLE;
+    const int f512 = (b7 >> 16) & 1, bw = (b7 >> 30) & 1, vl = (b7 >> 31) & 1, vnni512 = (c7 >> 11) & 1;
+    const int zmm_os = (xcr0 & 0xe6) == 0xe6;
+    if (f512 && bw && vl && vnni512 && zmm_os) return EK_AVX512VNNI;
+    unsigned a71, b71, c71, d71;
+    __cpuid_count(7, 1, a71, b71, c71, d71);
+    if ((a71 >> 4) & 1) return EK_AVXVNNI;
+    return EK_AVX2;
+}
+
+/* CPUID can list AMX where the hypervisor does not let it run (this project's CI VM):
+ * only a successful XCOMP_PERM request makes tile state usable.  No kernel uses AMX
+ * yet; this is reported so the benchmark/devices output says why. */
+int ek_x86_amx_usable(void)
+{
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    unsigned a, b, c, d;
+    if (__get_cpuid_max(0, NULL) < 7) return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    if (!((d >> 24) & 1)) return 0; /* AMX-TILE */
+    const long ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18;
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+#else
+    return 0;
+#endif
+}
+
+/* ------------------------------------------------------------ auto-vectorized tiles */
+#define EK_TARGET __attribute__((target("avx2,fma,f16c")))
+#define EK_NAME tile_f32_avx2
+#include "ek_tile_f32.h"
+#undef EK_NAME
+#define EK_NAME tile_i8_avx2_generic
+#include "ek_tile_i8.h"
+#undef EK_NAME
+#undef EK_TARGET
+#define EK_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,prefer-vector-width=512")))
+#define EK_NAME tile_f32_avx512
+#include "ek_tile_f32.h"
+#undef EK_NAME
+#undef EK_TARGET
+
+/* ------------------------------------------------------------ AVX-512 VNNI */
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+
+/* One 16-row group x MR activation rows.  Per 32-element sub-block: 4 (or 8) 64-byte
+ * loads give 8 vectors of 16 rows x 4 codes; each meets a broadcast activation quad
+ * in vpdpbusd, so the int32 lanes are the 16 rows' block dot products directly. */
+static inline __attribute__((always_inline)) T512 void
+tile512(const ek_ctx *c, int g, int m0, const int MR, const int BITS, float *out)
+{
+    const ek_weight *w = c->w;
+    const int S = c->S, spb = w->spb, Kp = c->Kp;
+    const size_t sub = BITS == 4 ? 256 : 512;
+    const uint8_t *qs = w->q + (size_t)g * S * sub;
+    const uint16_t *dg = w->d + (size_t)g * w->nblk * 16;
+    const uint16_t *mg = w->m ? w->m + (size_t)g * w->nblk * 16 : NULL;
+    const __m512i lo4 = _mm512_set1_epi8(0x0F);
+    const __m512 noff = _mm512_set1_ps(-(float)w->offset);
+    __m512 acc[EK_MR];
+    for (int i = 0; i < MR; i++) acc[i] = _mm512_setzero_ps();
+    __m512 dw = _mm512_setzero_ps(), cw = _mm512_setzero_ps();
+    for (int s = 0, left = 0; s < S; s++, qs += sub) {
+        if (left == 0) {
+            const int b = s / spb;
+            dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(dg + 16 * b)));
+            cw = mg ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(mg + 16 * b)))
+                    : _mm512_mul_ps(dw, noff);
+            left = spb;
+        }
+        left--;
+        for (size_t p = 0; p < sub; p += 64) _mm_prefetch((const char *)qs + EK_PF + p, _MM_HINT_T0);
+        __m512i wv[8];
+        if (BITS == 4) {
+            for (int j = 0; j < 4; j++) {
+                const __m512i v = _mm512_loadu_si512((const void *)(qs + 64 * j));
+                wv[j] = _mm512_and_si512(v, lo4);
+                wv[j + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+            }
+        } else {
+            for (int j = 0; j < 8; j++) wv[j] = _mm512_loadu_si512((const void *)(qs + 64 * j));
+        }
+        for (int i = 0; i < MR; i++) {
+            const int8_t *xq = c->xq + (size_t)(m0 + i) * Kp + (size_t)s * 32;
+            __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+            a0 = _mm512_dpbusd_epi32(a0, wv[0], _mm512_set1_epi32(ek_ld32(xq + 0)));
+            a1 = _mm512_dpbusd_epi32(a1, wv[1], _mm512_set1_epi32(ek_ld32(xq + 4)));
+            a0 = _mm512_dpbusd_epi32(a0, wv[2], _mm512_set1_epi32(ek_ld32(xq + 8)));
+            a1 = _mm512_dpbusd_epi32(a1, wv[3], _mm512_set1_epi32(ek_ld32(xq + 12)));
+            a0 = _mm512_dpbusd_epi32(a0, wv[4], _mm512_set1_epi32(ek_ld32(xq + 16)));
+            a1 = _mm512_dpbusd_epi32(a1, wv[5], _mm512_set1_epi32(ek_ld32(xq + 20)));
+            a0 = _mm512_dpbusd_epi32(a0, wv[6], _mm512_set1_epi32(ek_ld32(xq + 24)));
+            a1 = _mm512_dpbusd_epi32(a1, wv[7], _mm512_set1_epi32(ek_ld32(xq + 28)));
+            const size_t xi = (size_t)(m0 + i) * S + s;
+            const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(c->dx[xi]));
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(a0, a1)), sc, acc[i]);
+            acc[i] = _mm512_fmadd_ps(cw, _mm512_set1_ps(c->cs[xi]), acc[i]);
+        }
+    }
+    for (int i = 0; i < MR; i++) _mm512_storeu_ps(out + 16 * i, acc[i]);
+}
+
+#define EK_DEF_MR(NAME, BODY, BITS)                                                      \
+    void NAME(const ek_ctx *c, int g, int m0, int mr, float *out)                       \
+    {                                                                                    \
+        switch (mr) {                                                                    \
+        case 1: BODY(c, g, m0, 1, BITS, out); break;                                     \
+        case 2: BODY(c, g, m0, 2, BITS, out); break;                                     \
+        case 3: BODY(c, g, m0, 3, BITS, out); break;                                     \
+        default: BODY(c, g, m0, 4, BITS, out); break;                                    \
+        }                                                                                \
+    }
+
+static T512 EK_DEF_MR(tile_q4_avx512vnni, tile512, 4)
+static T512 EK_DEF_MR(tile_q8_avx512vnni, tile512, 8)
+
+/* ------------------------------------------------------------ AVX2 / AVX-VNNI (256-bit) */
+/* Rows 0-7 and 8-15 of a group are the two 32-byte halves of each 64-byte line. */
+#define EK_T256 __attribute__((target("avx2,fma,f16c")))
+#define EK_VNNI 0
+#define EK_NAME256 tile256_avx2
+#include "ek_tile256.h"
+#undef EK_T256
+#undef EK_VNNI
+#undef EK_NAME256
+#define EK_T256 __attribute__((target("avx2,fma,f16c,avxvnni")))
+#define EK_VNNI 1
+#define EK_NAME256 tile256_avxvnni
+#include "ek_tile256.h"
+#undef EK_T256
+#undef EK_VNNI
+#undef EK_NAME256
+
+static __attribute__((target("avx2,fma,f16c"))) EK_DEF_MR(tile_q4_avx2, tile256_avx2, 4)
+static __attribute__((target("avx2,fma,f16c"))) EK_DEF_MR(tile_q8_avx2, tile256_avx2, 8)
+static __attribute__((target("avx2,fma,f16c,avxvnni"))) EK_DEF_MR(tile_q4_avxvnni, tile256_avxvnni, 4)
+static __attribute__((target("avx2,fma,f16c,avxvnni"))) EK_DEF_MR(tile_q8_avxvnni, tile256_avxvnni, 8)
+
+ek_tile_fn ek_x86_tile(int level, int bits, int act_int8)
+{
+    if (!act_int8) {
+        if (level >= EK_AVX512VNNI) return tile_f32_avx512;
+        return level >= EK_AVX2 ? tile_f32_avx2 : NULL;
+    }
+    (void)tile_i8_avx2_generic;
+    switch (level) {
+    case EK_AVX512VNNI: return bits == 4 ? tile_q4_avx512vnni : tile_q8_avx512vnni;
+    case EK_AVXVNNI: return bits == 4 ? tile_q4_avxvnni : tile_q8_avxvnni;
+    case EK_AVX2: return bits == 4 ? tile_q4_avx2 : tile_q8_avx2;
+    default: return NULL;
+    }
+}
+#else
+ek_tile_fn ek_x86_tile(int level, int bits, int act_int8)
+{
+    (void)level; (void)bits; (void)act_int8;
+    return NULL;
+}
+int ek_x86_detect(void) { return 0; }
+int ek_x86_amx_usable(void) { return 0; }
+#endif

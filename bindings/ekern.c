@@ -1,0 +1,408 @@
+/* Core of the edgesdk kernels: thread pool, activation preparation, dispatch,
+ * run-time ISA selection and the portable tiles that always build. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <math.h>
+#include <float.h>
+#include "ek_internal.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define EK_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define EK_RELAX() __asm__ __volatile__("yield")
+#else
+#define EK_RELAX() ((void)0)
+#endif
+
+/* ---------------------------------------------------------------- portable tiles */
+#define EK_TARGET
+#define EK_NAME tile_f32_portable
+#include "ek_tile_f32.h"
+#undef EK_NAME
+#define EK_NAME tile_i8_portable
+#include "ek_tile_i8.h"
+#undef EK_NAME
+#undef EK_TARGET
+
+ek_tile_fn ek_portable_tile(int bits, int act_int8)
+{
+    (void)bits;
+    return act_int8 ? tile_i8_portable : tile_f32_portable;
+}
+
+/* ---------------------------------------------------------------- thread pool */
+#define EK_MAXT 256
+/* Spin this many relax-iterations (~tens of microseconds) before sleeping: decode
+ * issues a matmul every few microseconds, a futex wake costs more than that. */
+#define EK_SPIN 20000
+
+typedef void (*ek_job_fn)(void *arg, int tid);
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t th[EK_MAXT];
+    int nworkers;                /* threads besides the caller */
+    atomic_int gen;
+    atomic_int pending;
+    ek_job_fn fn;
+    void *arg;
+    int active;                  /* workers with tid < active run fn */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+
+/* Serializes matmul calls: the pool and the scratch buffers are shared. */
+static pthread_mutex_t call_mu = PTHREAD_MUTEX_INITIALIZER;
+static int pool_size = 1;        /* threads a call uses by default, caller included */
+
+static void *worker_main(void *p)
+{
+    const int tid = (int)(intptr_t)p;
+    int seen = atomic_load(&pool.gen);
+    for (;;) {
+        int g = seen;
+        for (int i = 0; i < EK_SPIN && (g = atomic_load_explicit(&pool.gen, memory_order_acquire)) == seen; i++)
+            EK_RELAX();
+        if (g == seen) {
+            pthread_mutex_lock(&pool.mu);
+            while ((g = atomic_load(&pool.gen)) == seen) pthread_cond_wait(&pool.cv, &pool.mu);
+            pthread_mutex_unlock(&pool.mu);
+        }
+        seen = g;
+        if (tid < pool.active) pool.fn(pool.arg, tid);
+        atomic_fetch_sub_explicit(&pool.pending, 1, memory_order_release);
+    }
+    return NULL;
+}
+
+static void atfork_child(void)
+{
+    /* threads do not survive fork(); start over lazily in the child */
+    pthread_mutex_init(&pool.mu, NULL);
+    pthread_cond_init(&pool.cv, NULL);
+    pthread_mutex_init(&call_mu, NULL);
+    pool.nworkers = 0;
+    atomic_store(&pool.pending, 0);
+}
+
+static int pool_grow(int nthreads)
+{
+    static int atfork_done = 0;
+    if (!atfork_done) {
+        pthread_atfork(NULL, NULL, atfork_child);
+        atfork_done = 1;
+    }
+    while (pool.nworkers + 1 < nthreads && pool.nworkers + 1 < EK_MAXT) {
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setstacksize(&at, 256 * 1024);
+        int rc = pthread_create(&pool.th[pool.nworkers], &at, worker_main,
+                                (void *)(intptr_t)(pool.nworkers + 1));
+        pthread_attr_destroy(&at);
+        if (rc != 0) return EK_ENOMEM;
+        pthread_detach(pool.th[pool.nworkers]);
+        pool.nworkers++;
+    }
+    return 0;
+}
+
+/* Runs fn(arg, tid) for tid in [0, nthreads), the caller being tid 0. */
+static void pool_run(ek_job_fn fn, void *arg, int nthreads)
+{
+    if (nthreads <= 1 || pool.nworkers == 0) {
+        fn(arg, 0);
+        return;
+    }
+    pool.fn = fn;
+    pool.arg = arg;
+    pool.active = nthreads;
+    atomic_store(&pool.pending, pool.nworkers);
+    pthread_mutex_lock(&pool.mu);
+    atomic_fetch_add_explicit(&pool.gen, 1, memory_order_release);
+    pthread_cond_broadcast(&pool.cv);
+    pthread_mutex_unlock(&pool.mu);
+    fn(arg, 0);
+    for (long i = 0; atomic_load_explicit(&pool.pending, memory_order_acquire) > 0; i++) {
+        if (i < EK_SPIN) EK_RELAX();
+        else sched_yield();
+    }
+}
+
+int ek_set_threads(int n)
+{
+    if (n < 1) n = 1;
+    if (n > EK_MAXT) n = EK_MAXT;
+    pthread_mutex_lock(&call_mu);
+    int rc = pool_grow(n);
+    if (rc == 0) pool_size = n;
+    pthread_mutex_unlock(&call_mu);
+    return rc;
+}
+
+int ek_get_threads(void) { return pool_size; }
+
+/* ---------------------------------------------------------------- ISA selection */
+static int simd_level = -1;
+
+int ek_simd_detected(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    return ek_x86_detect();
+#elif defined(__aarch64__)
+    return EK_NEON;
+#else
+    return EK_PORTABLE;
+#endif
+}
+
+int ek_simd_get(void)
+{
+    if (simd_level < 0) simd_level = ek_simd_detected();
+    return simd_level;
+}
+
+/* Selects a path no better than what the CPU has; returns the level in effect. */
+int ek_simd_set(int level)
+{
+    const int best = ek_simd_detected();
+    if (level < 0 || level > best) level = best;
+    if (best == EK_NEON && level != EK_NEON) level = EK_PORTABLE;
+    if (best != EK_NEON && level == EK_NEON) level = best;
+    pthread_mutex_lock(&call_mu);
+    simd_level = level;
+    pthread_mutex_unlock(&call_mu);
+    return level;
+}
+
+const char *ek_simd_name(int level)
+{
+    switch (level) {
+    case EK_AVX2: return "avx2";
+    case EK_AVXVNNI: return "avxvnni";
+    case EK_AVX512VNNI: return "avx512vnni";
+    case EK_NEON: return "neon";
+    default: return "portable";
+    }
+}
+
+const char *ek_build_info(void)
+{
+    return "cc=" __VERSION__
+#if defined(__x86_64__)
+           " arch=x86_64"
+#elif defined(__aarch64__)
+           " arch=aarch64"
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+           " asan=1"
+#endif
+        ;
+}
+
+int ek_amx_usable(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    return ek_x86_amx_usable();
+#else
+    return 0;
+#endif
+}
+
+static ek_tile_fn select_tile(int bits, int act_int8)
+{
+    const int lvl = ek_simd_get();
+    ek_tile_fn f = NULL;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (lvl != EK_PORTABLE) f = ek_x86_tile(lvl, bits, act_int8);
+#elif defined(__aarch64__)
+    if (lvl == EK_NEON) f = ek_neon_tile(bits, act_int8);
+#endif
+    (void)lvl;
+    return f ? f : ek_portable_tile(bits, act_int8);
+}
+
+/* ---------------------------------------------------------------- activations */
+static int nonfinite(float v)
+{
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    return (u & 0x7f800000u) == 0x7f800000u;
+}
+
+/* Same arithmetic as edgesdk/_kernels_ref.py:quantize_activations, bit for bit:
+ * d = amax / 127, q = rint(x * (1/d)) clamped to +-127, round-half-even. */
+static int quant_rows(const float *x, int m0, int m1, int k, int Kp, int8_t *xq, float *dx, float *cs)
+{
+    const int S = Kp / 32;
+    for (int i = m0; i < m1; i++) {
+        const float *xr = x + (size_t)i * k;
+        for (int s = 0; s < S; s++) {
+            const int k0 = s * 32, n = k - k0 < 32 ? k - k0 : 32;
+            float amax = 0.0f;
+            int bad = 0;
+            for (int t = 0; t < n; t++) {
+                const float a = fabsf(xr[k0 + t]);
+                bad |= nonfinite(a);
+                amax = a > amax ? a : amax;
+            }
+            if (bad) return EK_ENONFINITE;
+            const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+            int8_t *q = xq + (size_t)i * Kp + k0;
+            int32_t sum = 0;
+            for (int t = 0; t < 32; t++) {
+                float v = t < n ? nearbyintf(xr[k0 + t] * id) : 0.0f;
+                v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+                q[t] = (int8_t)v;
+                sum += (int8_t)v;
+            }
+            dx[(size_t)i * S + s] = d;
+            cs[(size_t)i * S + s] = d * (float)sum;
+        }
+    }
+    return 0;
+}
+
+static int copy_rows(const float *x, int m0, int m1, int k, int Kp, float *xf, float *xs)
+{
+    const int S = Kp / 32;
+    for (int i = m0; i < m1; i++) {
+        const float *xr = x + (size_t)i * k;
+        float *o = xf + (size_t)i * Kp;
+        int bad = 0;
+        for (int t = 0; t < k; t++) bad |= nonfinite(xr[t]);
+        if (bad) return EK_ENONFINITE;
+        memcpy(o, xr, sizeof(float) * (size_t)k);
+        memset(o + k, 0, sizeof(float) * (size_t)(Kp - k));
+        for (int s = 0; s < S; s++) {
+            float sum = 0.0f;
+            for (int t = 0; t < 32; t++) sum += o[s * 32 + t];
+            xs[(size_t)i * S + s] = sum;
+        }
+    }
+    return 0;
+}
+
+int ek_quantize_act(const float *x, int m, int k, signed char *xq, float *dx, float *cs)
+{
+    if (!x || !xq || !dx || !cs || m < 0 || k <= 0) return EK_EINVAL;
+    return quant_rows(x, 0, m, k, (k + 31) / 32 * 32, (int8_t *)xq, dx, cs);
+}
+
+/* ---------------------------------------------------------------- scratch */
+static void *scratch[4];
+static size_t scratch_cap[4];
+
+static void *scratch_get(int i, size_t bytes)
+{
+    if (bytes == 0) bytes = 64;
+    if (scratch_cap[i] < bytes) {
+        void *p = NULL;
+        if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+        free(scratch[i]);
+        scratch[i] = p;
+        scratch_cap[i] = bytes;
+    }
+    return scratch[i];
+}
+
+/* ---------------------------------------------------------------- matmul */
+typedef struct {
+    ek_ctx c;
+    ek_tile_fn tile;
+    int chunk;            /* row groups per work item */
+    atomic_int next;
+} ek_job;
+
+static void run_groups(const ek_job *j, int g0, int g1)
+{
+    const ek_ctx *c = &j->c;
+    const int N = c->w->n, M = c->M;
+    float out[EK_MR * 16];
+    /* m outer within a chunk: the chunk's weights stay in L2 while each
+     * activation tile is streamed once per chunk */
+    for (int m0 = 0; m0 < M; m0 += EK_MR) {
+        const int mr = M - m0 < EK_MR ? M - m0 : EK_MR;
+        for (int g = g0; g < g1; g++) {
+            j->tile(c, g, m0, mr, out);
+            const int n0 = g * 16, nr = N - n0 < 16 ? N - n0 : 16;
+            for (int i = 0; i < mr; i++)
+                memcpy(c->y + (size_t)(m0 + i) * N + n0, out + 16 * i, sizeof(float) * (size_t)nr);
+        }
+    }
+}
+
+static void job_main(void *arg, int tid)
+{
+    ek_job *j = arg;
+    (void)tid;
+    for (;;) {
+        const int g0 = atomic_fetch_add_explicit(&j->next, j->chunk, memory_order_relaxed);
+        if (g0 >= j->c.G) break;
+        const int g1 = g0 + j->chunk < j->c.G ? g0 + j->chunk : j->c.G;
+        run_groups(j, g0, g1);
+    }
+}
+
+int ek_matmul(const ek_weight *w, const float *x, int m, float *y, int act_int8, int nthreads)
+{
+    if (!w || !x || !y || !w->q || !w->d || m <= 0 || w->n <= 0 || w->k <= 0) return EK_EINVAL;
+    if ((w->bits != 4 && w->bits != 8) || w->spb <= 0 || w->nblk <= 0) return EK_EINVAL;
+    const int Kp = (w->k + 31) / 32 * 32, S = Kp / 32;
+    if ((S + w->spb - 1) / w->spb != w->nblk) return EK_EINVAL;
+
+    pthread_mutex_lock(&call_mu);
+    int rc = 0;
+    ek_job j;
+    memset(&j, 0, sizeof j);
+    j.c.w = w;
+    j.c.M = m;
+    j.c.Kp = Kp;
+    j.c.S = S;
+    j.c.G = (w->n + 15) / 16;
+    j.c.y = y;
+    j.c.act_int8 = act_int8 ? 1 : 0;
+    if (act_int8) {
+        int8_t *xq = scratch_get(0, (size_t)m * Kp);
+        float *dx = scratch_get(1, sizeof(float) * (size_t)m * S);
+        float *cs = scratch_get(2, sizeof(float) * (size_t)m * S);
+        if (!xq || !dx || !cs) { rc = EK_ENOMEM; goto done; }
+        rc = quant_rows(x, 0, m, w->k, Kp, xq, dx, cs);
+        j.c.xq = xq; j.c.dx = dx; j.c.cs = cs;
+    } else {
+        float *xf = scratch_get(3, sizeof(float) * (size_t)m * Kp);
+        float *xs = scratch_get(1, sizeof(float) * (size_t)m * S);
+        if (!xf || !xs) { rc = EK_ENOMEM; goto done; }
+        rc = copy_rows(x, 0, m, w->k, Kp, xf, xs);
+        j.c.xf = xf; j.c.xs = xs;
+    }
+    if (rc) goto done;
+    j.tile = select_tile(w->bits, j.c.act_int8);
+
+    int nt = nthreads > 0 ? nthreads : pool_size;
+    if (nt > EK_MAXT) nt = EK_MAXT;
+    /* below ~64 KiB of weight traffic a second thread costs more than it saves */
+    const size_t work = (size_t)w->n * Kp * (size_t)w->bits / 8 * (size_t)(m < 8 ? m : 8);
+    const size_t per_thread = 64 * 1024;
+    if ((size_t)nt > work / per_thread) nt = (int)(work / per_thread) > 1 ? (int)(work / per_thread) : 1;
+    if (nt > j.c.G) nt = j.c.G;
+    if (nt > 1 && pool_grow(nt) != 0) nt = pool.nworkers + 1;
+    /* ~4 work items per thread balances load without hurting weight streaming */
+    j.chunk = j.c.G / (nt * 4);
+    if (m > 1) {
+        /* keep a chunk's weights (reused by every activation tile) within ~512 KiB of L2 */
+        const int cap = (int)((512 * 1024) / ((size_t)16 * Kp * (size_t)w->bits / 8));
+        if (j.chunk > cap) j.chunk = cap;
+    }
+    if (j.chunk < 1) j.chunk = 1;
+    if (j.chunk > 64) j.chunk = 64;
+    atomic_store(&j.next, 0);
+    pool_run(job_main, &j, nt);
+done:
+    pthread_mutex_unlock(&call_mu);
+    return rc;
+}

@@ -1,0 +1,46 @@
+/* edgesdk C kernels: block-quantized weight x fp32 activation matmul.
+ *
+ * This header is also fed to cffi's cdef(), so it holds only plain declarations
+ * (no includes, no macros) — keep it that way.
+ *
+ * Weight layout "i16x32": rows are grouped 16 at a time (N padded to a multiple of
+ * 16) and K is cut into 32-element sub-blocks (K padded to a multiple of 32).
+ * For group g and sub-block s the bytes are contiguous:
+ *   4-bit: 256 bytes, byte [j][r][t] (j<4, r<16, t<4) holds code k=4j+t of row r
+ *          in its low nibble and code k=16+4j+t in its high nibble;
+ *   8-bit: 512 bytes, byte [j][r][t] (j<8) holds code k=4j+t of row r, stored
+ *          biased (unsigned = signed + 128).
+ * One 64-byte line thus feeds one 16-row integer dot product of 4 k-values, the
+ * shape of AVX-512 VNNI vpdpbusd with a broadcast activation quad.
+ * Scales d (and mins m for asym) are IEEE fp16, laid out [g][block][16 rows].
+ * Dequantized weight = d * (code - offset) + m   (m = 0 when mins == NULL).
+ */
+typedef struct ek_weight {
+    const unsigned char *q;
+    const unsigned short *d;
+    const unsigned short *m;
+    int n;        /* rows (output features) */
+    int k;        /* reduction length */
+    int bits;     /* 4 or 8 */
+    int nblk;     /* scale blocks per row */
+    int spb;      /* 32-element sub-blocks per scale block */
+    int offset;   /* 8 (q4 sym), 128 (q8 sym), 0 (asym) */
+} ek_weight;
+
+/* y[M][N] = x[M][K] @ W^T.  act_int8: 1 = quantize activations to int8 per 32-block
+ * and use integer dot products; 0 = exact fp32 activations.  nthreads <= 0: pool size.
+ * Returns 0, or EK_EINVAL (-1), EK_ENONFINITE (-2), EK_ENOMEM (-3). */
+int ek_matmul(const ek_weight *w, const float *x, int m, float *y, int act_int8, int nthreads);
+
+/* The activation quantizer used by the int8 path, exposed for tests:
+ * xq[m][Kp], dx[m][S] (scale per 32-block), cs[m][S] = dx * sum(xq in block). */
+int ek_quantize_act(const float *x, int m, int k, signed char *xq, float *dx, float *cs);
+
+int ek_set_threads(int n);
+int ek_get_threads(void);
+int ek_simd_detected(void);
+int ek_simd_get(void);
+int ek_simd_set(int level);
+const char *ek_simd_name(int level);
+const char *ek_build_info(void);
+int ek_amx_usable(void);

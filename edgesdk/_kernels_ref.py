@@ -1,0 +1,64 @@
+"""numpy reference implementations of every C kernel (and the EDGESDK_KERNELS=numpy path)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .quant._tensor import QuantizedTensor
+
+__all__ = ["quantize_activations", "matmul_f32", "matmul_int8", "matmul_int8_exact"]
+
+
+def quantize_activations(x: np.ndarray):
+    """Per-32-block int8 activations, bit-identical to the C quantizer.
+
+    Returns xq (M, Kp) int8, dx (M, S) float32 scales, cs (M, S) float32 = dx * sum(xq).
+    """
+    x = np.asarray(x, np.float32).reshape(-1, x.shape[-1])
+    m, k = x.shape
+    s = -(-k // 32)
+    xp = np.zeros((m, s * 32), np.float32)
+    xp[:, :k] = x
+    xb = xp.reshape(m, s, 32)
+    d = (np.abs(xb).max(axis=-1) / np.float32(127)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(d > 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
+    q = np.clip(np.rint(xb * inv[..., None]), -127, 127).astype(np.int8)
+    cs = (d * q.sum(axis=-1, dtype=np.int32).astype(np.float32)).astype(np.float32)
+    return q.reshape(m, s * 32), d, cs
+
+
+def matmul_f32(x: np.ndarray, w: QuantizedTensor) -> np.ndarray:
+    """Exact path: x @ dequantize(W).T in float32 (BLAS)."""
+    return np.asarray(x, np.float32) @ w.dequantize().T
+
+
+def matmul_int8(x: np.ndarray, w: QuantizedTensor) -> np.ndarray:
+    """int8-activation path, fast form: dequantized int8 activations times dequantized W.
+
+    Mathematically equal to the integer-dot formula; differs only by float rounding.
+    """
+    x2 = np.asarray(x, np.float32).reshape(-1, w.shape[1])
+    xq, d, _ = quantize_activations(x2)
+    m = x2.shape[0]
+    xd = (xq.reshape(m, -1, 32).astype(np.float32) * d[..., None]).reshape(m, -1)[:, : w.shape[1]]
+    return xd @ w.dequantize().T
+
+
+def matmul_int8_exact(x: np.ndarray, w: QuantizedTensor) -> np.ndarray:
+    """int8-activation path evaluated as the C kernels do (integer block dots), in float64."""
+    x2 = np.asarray(x, np.float32).reshape(-1, w.shape[1])
+    n, k = w.shape
+    xq, d, cs = quantize_activations(x2)
+    m, kp = xq.shape
+    s = kp // 32
+    codes = np.zeros((n, kp), np.int64)
+    codes[:, :k] = w.codes()
+    idot = np.einsum("msk,nsk->mns", xq.reshape(m, s, 32).astype(np.int64), codes.reshape(n, s, 32))
+    spb = s if w.block_size >= k else w.block_size // 32
+    blk = np.arange(s) // spb
+    dw = w.scale_matrix().astype(np.float64)[:, blk]                       # (N, S)
+    cw = -w.offset * dw if w.mins is None else w.min_matrix().astype(np.float64)[:, blk]
+    y = (idot * dw[None] * d[:, None, :].astype(np.float64)).sum(-1)
+    y += (cw[None] * cs[:, None, :].astype(np.float64)).sum(-1)
+    return y

@@ -1,0 +1,226 @@
+"""Quantized matmul kernels: C (cffi, SIMD chosen at run time) with a numpy reference.
+
+``EDGESDK_KERNELS=auto|c|numpy`` picks the implementation (auto: C if it built, else numpy
+with a warning).  ``EDGESDK_SIMD=portable|avx2|avxvnni|avx512vnni|neon`` caps the SIMD path
+(never above what the CPU has).  ``EDGESDK_THREADS`` sets the initial pool size.
+
+int8-activation path (act="int8", default): x is quantized per 32-element block to int8
+(scale = amax/127, round-half-even) and multiplied with integer dot products.  Versus the
+exact result its error per output is at most sum over blocks of (dx_b / 2) * sum|W[n, b]|
+(|rounding| <= half a step per activation); versus the numpy reference of the same
+arithmetic (``_kernels_ref.matmul_int8_exact``) it differs only by float32 accumulation order.
+act="f32" is exact up to float32 rounding (<= 1e-5 relative to |x| @ |W|.T).
+
+Results do not depend on the thread count: every output element is computed by one thread
+with the same instruction sequence.  Non-finite activations raise KernelError (checked
+in C while the activations are prepared, so it costs nothing extra).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import attrs
+import numpy as np
+
+from . import _kernels_ref as ref
+from ._errors import KernelError
+from .quant._tensor import QuantizedTensor
+
+__all__ = ["matmul", "info", "KernelInfo", "set_threads", "get_threads", "quantize_activations", "available"]
+
+log = logging.getLogger(__name__)
+
+try:
+    from . import _ckernels as _ck
+
+    _lib, _ffi = _ck.lib, _ck.ffi
+    _build_error = None
+except ImportError as e:  # the C extension did not build here
+    _ck = _lib = _ffi = None
+    _build_error = str(e)
+
+_SIMD_LEVELS = {"portable": 0, "avx2": 1, "avxvnni": 2, "avx512vnni": 3, "neon": 10}
+
+
+def _choose_impl() -> str:
+    want = os.environ.get("EDGESDK_KERNELS", "auto").strip().lower() or "auto"
+    if want not in ("auto", "c", "numpy"):
+        raise KernelError(f"EDGESDK_KERNELS={want!r}: expected auto, c or numpy")
+    if want == "numpy":
+        return "numpy"
+    if _lib is None:
+        if want == "c":
+            raise KernelError(f"EDGESDK_KERNELS=c but the C kernels are not built: {_build_error}")
+        log.warning("edgesdk C kernels unavailable (%s); using the numpy reference kernels", _build_error)
+        return "numpy"
+    return "c"
+
+
+_impl = _choose_impl()
+
+
+def _default_threads() -> int:
+    env = os.environ.get("EDGESDK_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise KernelError(f"EDGESDK_THREADS={env!r} is not an integer") from None
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+_threads = 1
+if _impl == "c":
+    simd = os.environ.get("EDGESDK_SIMD")
+    if simd:
+        if simd not in _SIMD_LEVELS:
+            raise KernelError(f"EDGESDK_SIMD={simd!r}: expected one of {sorted(_SIMD_LEVELS)}")
+        _lib.ek_simd_set(_SIMD_LEVELS[simd])
+
+
+@attrs.frozen
+class KernelInfo:
+    impl: str                 # "c" | "numpy"
+    simd: str                 # SIMD path in use ("avx512vnni", "avxvnni", "avx2", "neon", "portable", "none")
+    simd_detected: str        # best path this CPU supports
+    threads: int
+    amx_usable: bool          # AMX tile state granted by the OS (not used by any kernel yet)
+    build: str
+    reason: str = ""          # why impl is "numpy", when it is
+
+
+def available() -> bool:
+    """True when the C kernels are built and selected."""
+    return _impl == "c"
+
+
+def info() -> KernelInfo:
+    if _impl != "c":
+        why = "EDGESDK_KERNELS=numpy" if _lib is not None else f"C kernels not built: {_build_error}"
+        return KernelInfo("numpy", "none", "none", 1, False, "numpy " + np.__version__, why)
+    return KernelInfo(
+        impl="c",
+        simd=_ffi.string(_lib.ek_simd_name(_lib.ek_simd_get())).decode(),
+        simd_detected=_ffi.string(_lib.ek_simd_name(_lib.ek_simd_detected())).decode(),
+        threads=_threads,
+        amx_usable=bool(_lib.ek_amx_usable()),
+        build=_ffi.string(_lib.ek_build_info()).decode(),
+    )
+
+
+def set_threads(n: int) -> None:
+    """Size of the persistent worker pool (caller included) used by default."""
+    global _threads
+    n = int(n)
+    if n < 1:
+        raise KernelError(f"thread count must be >= 1, got {n}")
+    if _impl == "c" and _lib.ek_set_threads(n) != 0:
+        raise KernelError(f"could not start {n} kernel threads")
+    _threads = n
+
+
+def get_threads() -> int:
+    return _threads
+
+
+def _set_simd(name: str) -> str:
+    """Cap the SIMD path (tests and benchmarks); returns the path now in effect."""
+    if _impl != "c":
+        return "none"
+    lvl = _lib.ek_simd_set(_SIMD_LEVELS[name])
+    return _ffi.string(_lib.ek_simd_name(lvl)).decode()
+
+
+def _desc(w: QuantizedTensor):
+    d = w._kcache.get("desc")
+    if d is None:
+        n, k = w.shape
+        s = -(-k // 32)
+        spb = s if w.block_size >= k else w.block_size // 32
+        d = _ffi.new("ek_weight *")
+        keep = [_ffi.from_buffer("unsigned char[]", w.qdata), _ffi.from_buffer("unsigned short[]", w.scales.view(np.uint16))]
+        d.q, d.d = keep
+        if w.mins is not None:
+            keep.append(_ffi.from_buffer("unsigned short[]", w.mins.view(np.uint16)))
+            d.m = keep[-1]
+        d.n, d.k, d.bits, d.nblk, d.spb, d.offset = n, k, w.bits, w.n_blocks, spb, w.offset
+        w._kcache["desc"] = d
+        w._kcache["keep"] = keep
+    return d
+
+
+_ERR = {-1: "invalid arguments", -2: "activations contain NaN or Inf", -3: "out of memory"}
+
+
+def matmul(x, w: QuantizedTensor, *, act: str = "int8", out: np.ndarray | None = None, threads: int | None = None):
+    """y = x @ W.T for a quantized weight W (N, K); x float32 (M, K) or (K,), C-contiguous.
+
+    act: "int8" (activations quantized per 32-block, integer dot products; fast) or
+    "f32" (exact).  out: optional float32 C-contiguous (M, N) (or (N,) for 1-D x) buffer,
+    reused to avoid a per-call allocation.  threads: override the pool size for this call.
+    """
+    if not isinstance(w, QuantizedTensor):
+        raise KernelError(f"w must be a QuantizedTensor, got {type(w).__name__}")
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        raise KernelError(f"x must be a float32 numpy array, got {getattr(x, 'dtype', type(x).__name__)}")
+    if not x.flags.c_contiguous:
+        raise KernelError("x must be C-contiguous")
+    n, k = w.shape
+    if x.ndim == 1:
+        m, oshape = 1, (n,)
+    elif x.ndim == 2:
+        m, oshape = x.shape[0], (x.shape[0], n)
+    else:
+        raise KernelError(f"x must be 1-D or 2-D, got shape {x.shape}")
+    if x.shape[-1] != k:
+        raise KernelError(f"x has {x.shape[-1]} features but the weight has K={k}")
+    if act not in ("int8", "f32"):
+        raise KernelError(f"act must be 'int8' or 'f32', got {act!r}")
+    if out is None:
+        out = np.empty(oshape, np.float32)
+    elif (not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != oshape
+          or not out.flags.c_contiguous or not out.flags.writeable):
+        raise KernelError(f"out must be a writable C-contiguous float32 array of shape {oshape}")
+    if m == 0:
+        return out
+    if _impl != "c":
+        if not np.isfinite(x).all():
+            raise KernelError(_ERR[-2])
+        y = ref.matmul_int8(x, w) if act == "int8" else ref.matmul_f32(x, w)
+        out[...] = y.reshape(oshape)
+        return out
+    if threads is not None and int(threads) < 1:
+        raise KernelError(f"threads must be >= 1, got {threads}")
+    rc = _lib.ek_matmul(
+        _desc(w), _ffi.from_buffer("float[]", x), m, _ffi.from_buffer("float[]", out),
+        1 if act == "int8" else 0, int(threads) if threads else 0,
+    )
+    if rc:
+        raise KernelError(_ERR.get(rc, f"kernel error {rc}"))
+    return out
+
+
+def quantize_activations(x: np.ndarray):
+    """The int8 activation quantizer of the fast path: (xq (M, Kp) int8, dx (M, S), cs (M, S))."""
+    x2 = np.ascontiguousarray(x, np.float32).reshape(-1, np.shape(x)[-1])
+    if _impl != "c":
+        return ref.quantize_activations(x2)
+    m, k = x2.shape
+    s = -(-k // 32)
+    xq = np.empty((m, s * 32), np.int8)
+    dx = np.empty((m, s), np.float32)
+    cs = np.empty((m, s), np.float32)
+    rc = _lib.ek_quantize_act(_ffi.from_buffer("float[]", x2), m, k, _ffi.from_buffer("signed char[]", xq),
+                              _ffi.from_buffer("float[]", dx), _ffi.from_buffer("float[]", cs))
+    if rc:
+        raise KernelError(_ERR.get(rc, f"kernel error {rc}"))
+    return xq, dx, cs
+
+
+if _impl == "c":
+    set_threads(_default_threads())

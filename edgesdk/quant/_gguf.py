@@ -1,0 +1,104 @@
+"""Lossless GGUF Q4_0 / Q4_1 / Q8_0 import and export.
+
+A GGUF Q4 block's 16 code bytes hold element j in the low nibble and j+16 in the high
+nibble, the same pairing the i16x32 layout uses, so import is a byte permutation (one
+copy of the codes) and the round trip is bit-exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._errors import QuantizationError
+from ._tensor import ROWS, SUB, QuantizedTensor, pack_rows, unpack_rows
+
+__all__ = ["from_gguf", "from_gguf_bytes", "to_gguf_bytes", "GGUF_TYPES"]
+
+# name -> (bytes per 32-block, bits, scheme)
+GGUF_TYPES = {"Q4_0": (18, 4, "sym"), "Q4_1": (20, 4, "asym"), "Q8_0": (34, 8, "sym")}
+
+
+def _qtype_name(qtype) -> str:
+    name = getattr(qtype, "name", qtype)
+    name = str(name).upper()
+    if name not in GGUF_TYPES:
+        raise QuantizationError(f"GGUF type {name} is not supported (Q4_0, Q4_1, Q8_0)")
+    return name
+
+
+def from_gguf(tensor) -> QuantizedTensor:
+    """Import a ``gguf.GGUFReader`` tensor (ReaderTensor) of type Q4_0, Q4_1 or Q8_0.
+
+    GGUF lists dims fastest-first: ne = [K, N] for a weight used as y = x @ W.T.
+    """
+    name = _qtype_name(tensor.tensor_type)
+    dims = [int(d) for d in tensor.shape]
+    if len(dims) != 2:
+        raise QuantizationError(f"tensor {tensor.name!r}: expected 2 dims, got {dims}")
+    k, n = dims
+    return from_gguf_bytes(np.asarray(tensor.data), name, (n, k), source=f"gguf:{name}")
+
+
+def from_gguf_bytes(raw: np.ndarray, qtype, shape, *, source: str | None = None) -> QuantizedTensor:
+    """Import raw GGUF block bytes (any shape, uint8, N*K/32 blocks) of a (N, K) weight."""
+    name = _qtype_name(qtype)
+    bpb, bits, scheme = GGUF_TYPES[name]
+    n, k = (int(s) for s in shape)
+    if n <= 0 or k <= 0 or k % SUB:
+        raise QuantizationError(f"GGUF {name} needs K to be a positive multiple of 32, got shape {(n, k)}")
+    raw = np.asarray(raw)
+    if raw.dtype != np.uint8:
+        raise QuantizationError(f"raw GGUF data must be uint8, got {raw.dtype}")
+    s = k // SUB
+    if raw.size != n * s * bpb:
+        raise QuantizationError(f"GGUF {name} {(n, k)} needs {n * s * bpb} bytes, got {raw.size}")
+    blocks = raw.reshape(n, s, bpb)
+    g = -(-n // ROWS)
+    if n % ROWS:
+        padded = np.zeros((g * ROWS, s, bpb), np.uint8)
+        padded[:n] = blocks
+        blocks = padded
+    d = np.ascontiguousarray(blocks[:n, :, 0:2]).view(np.float16)[..., 0]
+    m = np.ascontiguousarray(blocks[:n, :, 2:4]).view(np.float16)[..., 0] if name == "Q4_1" else None
+    for arr in (d, m):
+        if arr is not None and not np.isfinite(arr).all():
+            raise QuantizationError(f"GGUF {name} tensor has non-finite block scales")
+    qoff = 4 if name == "Q4_1" else 2
+    if bits == 4:
+        qs = blocks[:, :, qoff:qoff + 16].reshape(g, ROWS, s, 4, 4)
+        qdata = np.ascontiguousarray(qs.transpose(0, 2, 3, 1, 4)).reshape(g, s, 256)
+        if n % ROWS:
+            qdata.reshape(g, s, 4, ROWS, 4)[-1, :, :, n % ROWS:] = 0x88 if scheme == "sym" else 0
+    else:
+        qs = blocks[:, :, qoff:qoff + 32].reshape(g, ROWS, s, 8, 4)
+        qdata = np.ascontiguousarray(qs.transpose(0, 2, 3, 1, 4)).reshape(g, s, 512)
+        qdata ^= 0x80  # int8 -> biased uint8
+        if n % ROWS:
+            qdata.reshape(g, s, 8, ROWS, 4)[-1, :, :, n % ROWS:] = 128
+    return QuantizedTensor(
+        shape=(n, k), bits=bits, block_size=32 if k > 32 else k, scheme=scheme, qdata=qdata,
+        scales=pack_rows(d), mins=None if m is None else pack_rows(m), source=source or f"gguf:{name}",
+    )
+
+
+def to_gguf_bytes(qt: QuantizedTensor) -> tuple[str, np.ndarray]:
+    """Export to GGUF block bytes: (type name, uint8 array (N, K/32 * block bytes))."""
+    n, k = qt.shape
+    if k % SUB or qt.block_size != SUB:
+        raise QuantizationError("only 32-element blocks with K a multiple of 32 map onto GGUF Q4_0/Q4_1/Q8_0")
+    name = {(4, "sym"): "Q4_0", (4, "asym"): "Q4_1", (8, "sym"): "Q8_0"}[(qt.bits, qt.scheme)]
+    bpb = GGUF_TYPES[name][0]
+    g, s = qt.qdata.shape[:2]
+    out = np.empty((n, s, bpb), np.uint8)
+    out[:, :, 0:2] = unpack_rows(qt.scales, n)[..., None].view(np.uint8)
+    qoff = 2
+    if qt.mins is not None:
+        out[:, :, 2:4] = unpack_rows(qt.mins, n)[..., None].view(np.uint8)
+        qoff = 4
+    if qt.bits == 4:
+        qs = qt.qdata.reshape(g, s, 4, ROWS, 4).transpose(0, 3, 1, 2, 4).reshape(g * ROWS, s, 16)
+        out[:, :, qoff:] = qs[:n]
+    else:
+        qs = qt.qdata.reshape(g, s, 8, ROWS, 4).transpose(0, 3, 1, 2, 4).reshape(g * ROWS, s, 32)
+        out[:, :, qoff:] = qs[:n] ^ 0x80
+    return name, out.reshape(n, s * bpb)
