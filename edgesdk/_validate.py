@@ -106,10 +106,13 @@ class InputValidator:
             if arr.dtype.kind not in kinds_ok and arr.size:
                 raise InputDtypeError(f"input {name!r}: values of kind {arr.dtype} cannot be converted to {dtype} without loss")
             try:
-                conv = np.asarray(x, dtype=dtype)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    conv = np.asarray(x, dtype=dtype)
             except (OverflowError, ValueError) as exc:
                 raise InputDtypeError(f"input {name!r}: values do not fit {dtype}: {exc}") from None
-            if dtype.kind in "iu" and arr.dtype.kind in "iu" and arr.size and not np.array_equal(conv, arr):
+            lost = (dtype.kind in "iu" and arr.dtype.kind in "iu" and not np.array_equal(conv, arr)) or (
+                dtype.kind in "fc" and arr.dtype.kind in "fc" and bool(np.any(np.isfinite(arr) & ~np.isfinite(conv))))
+            if lost and arr.size:
                 raise InputDtypeError(f"input {name!r}: values do not fit {dtype}")
             return np.ascontiguousarray(conv)
         raise InputDtypeError(f"input {name!r} must be a numpy array, got {type(x).__name__} (model expects {dtype})")
