@@ -1,0 +1,348 @@
+"""The generation engine: prompt handling, KV-cache reuse, sampling loop, speculative decoding, stats."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .._errors import ContextLengthError, GenerationError
+from ._chat import render_chat
+from ._config import GenerationConfig, GenerationStats
+from ._gguf import GGUFFile
+from ._model import KVCache, Transformer
+from ._perplexity import PerplexityResult, perplexity_from_logits
+from ._sampling import apply_repetition_penalty, probabilities, sample
+from ._tokenizer import Tokenizer
+
+__all__ = ["LLM"]
+
+log = logging.getLogger(__name__)
+
+# Prompt tokens per forward call: bounds the attention scratch (heads x chunk x context floats).
+PREFILL_CHUNK = 512
+
+
+class LLM:
+    """A GGUF language model with its tokenizer, chat template and one conversation KV cache.
+
+    Not a public entry point by itself: apps reach it through ``edgesdk.Session(path)`` (the cpu
+    backend's runner). ``impl`` is "numpy" (reference) or "kernels"; None follows EDGESDK_KERNELS.
+    """
+
+    def __init__(self, path, *, n_ctx: int | None = None, threads: int | None = None, impl: str | None = None):
+        self.gguf = GGUFFile(path)
+        self.config = self.gguf.config()
+        self.tokenizer = Tokenizer(self.gguf)
+        self.model = Transformer(self.gguf, impl=impl, threads=threads)
+        if n_ctx is not None and (not isinstance(n_ctx, int) or n_ctx < 2):
+            raise GenerationError(f"n_ctx must be an int >= 2, got {n_ctx!r}")
+        self.cache = self.model.new_cache(n_ctx)
+        self.last_stats: GenerationStats | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def n_ctx(self) -> int:
+        return self.cache.n_ctx
+
+    @property
+    def impl(self) -> str:
+        return self.model.impl
+
+    # --- prompts -------------------------------------------------------------------------------
+
+    def prompt_ids(self, prompt, add_generation_prompt: bool = True) -> list[int]:
+        """Token ids for a str (encoded as is), a list of chat messages (chat template), or token ids."""
+        if isinstance(prompt, str):
+            ids = self.tokenizer.encode(prompt)
+        elif isinstance(prompt, np.ndarray) or (isinstance(prompt, Sequence) and prompt and all(isinstance(i, (int, np.integer)) for i in prompt)):
+            ids = [int(i) for i in np.asarray(prompt).reshape(-1)]
+            bad = [i for i in ids if not 0 <= i < self.tokenizer.vocab_size]
+            if bad:
+                raise GenerationError(f"token ids out of range [0, {self.tokenizer.vocab_size}): {bad[:5]}")
+        elif isinstance(prompt, Sequence):
+            text = render_chat(self.tokenizer.chat_template, prompt, add_generation_prompt=add_generation_prompt)
+            # The template writes the BOS text itself when the model wants one.
+            ids = self.tokenizer.encode(text, add_bos=False)
+        else:
+            raise GenerationError(f"prompt must be a str, a list of chat messages or token ids, got {type(prompt).__name__}")
+        if not ids:
+            raise GenerationError("the prompt is empty")
+        return ids
+
+    def apply_chat_template(self, messages, add_generation_prompt: bool = True) -> str:
+        return render_chat(self.tokenizer.chat_template, messages, add_generation_prompt=add_generation_prompt)
+
+    # --- generation ----------------------------------------------------------------------------
+
+    def generate(self, prompt, config: GenerationConfig | None = None, **kwargs) -> str:
+        return "".join(self.generate_stream(prompt, config, **kwargs))
+
+    def generate_stream(self, prompt, config: GenerationConfig | None = None, **kwargs) -> Iterator[str]:
+        """Text pieces as they are decoded. Validation happens now; work starts at the first ``next()``.
+
+        Closing the iterator (or breaking out of a for loop) stops generation; ``last_stats`` then
+        has ``stop_reason == "cancelled"``.
+        """
+        cfg = GenerationConfig.from_kwargs(config, **kwargs)
+        ids = self.prompt_ids(prompt, cfg.add_generation_prompt)
+        if len(ids) + cfg.max_tokens > self.n_ctx:
+            raise ContextLengthError(
+                f"prompt ({len(ids)} tokens) + max_tokens ({cfg.max_tokens}) exceed the context length {self.n_ctx}"
+            )
+        draft = _resolve_draft(cfg.draft, self) if cfg.draft is not None else None
+        return self._stream(ids, cfg, draft)
+
+    def _prefill(self, ids: list[int], cache: KVCache) -> tuple[np.ndarray, int]:
+        """Bring ``cache`` to hold ``ids``, reusing its longest common prefix; logits of the last id."""
+        reuse = cache.common_prefix(ids)
+        if reuse == len(ids):
+            reuse -= 1  # the last token must be run again to get its logits
+        cache.truncate(reuse)
+        logits = None
+        for s in range(reuse, len(ids), PREFILL_CHUNK):
+            logits = self.model.forward(ids[s : s + PREFILL_CHUNK], cache)
+        return logits, reuse
+
+    def _stream(self, ids: list[int], cfg: GenerationConfig, draft: "LLM | None") -> Iterator[str]:
+        with self._lock:
+            yield from self._generate_locked(ids, cfg, draft)
+
+    def _generate_locked(self, ids, cfg: GenerationConfig, draft: "LLM | None") -> Iterator[str]:
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(cfg.seed)
+        tok = self.tokenizer
+        dec = tok.stream_decoder(cfg.skip_special_tokens)
+        stops = _StopMatcher(cfg.stop)
+        history = list(ids)  # prompt + generated ids (for penalties and prompt lookup)
+        n_gen = 0
+        drafted = accepted = passes = 0
+        reason = "max_tokens"
+        t_first = None
+        cached = 0
+        prefill_s = 0.0
+        mode = cfg.speculation
+        try:
+            if cfg.max_tokens == 0:
+                return
+            logits, cached = self._prefill(ids, self.cache)
+            prefill_s = time.perf_counter() - t0
+            passes += 1
+            pending: list[np.ndarray] = [logits]  # target logits not yet turned into tokens
+            spec_state: list = []  # (draft token, draft distribution or None) awaiting verification
+            while True:
+                if not pending:
+                    # Need new target logits: run the last token, plus any draft tokens to verify.
+                    last = history[-1]
+                    proposal = self._propose(history, cfg, draft, rng, cfg.max_tokens - n_gen - 1) if mode else []
+                    feed = [last] + [d for d, _ in proposal]
+                    out = self.model.forward(feed, self.cache, logits="all" if proposal else "last")
+                    passes += 1
+                    pending = list(out) if proposal else [out]
+                    spec_state = proposal
+                    drafted += len(proposal)
+                    base = len(self.cache) - len(feed)
+                lg = apply_repetition_penalty(pending.pop(0), history, cfg.repetition_penalty)
+                if spec_state:
+                    d, q = spec_state.pop(0)
+                    token, ok = _verify(lg, d, q, cfg, rng)
+                    if ok:
+                        accepted += 1
+                    else:
+                        # Rejected: drop the remaining drafts and their keys/values.
+                        self.cache.truncate(base + 1 + (len(feed) - 1 - len(spec_state) - 1))
+                        pending, spec_state = [], []
+                else:
+                    token = sample(lg, cfg, rng)
+                if t_first is None:
+                    t_first = time.perf_counter()
+                n_gen += 1
+                history.append(token)
+                if token in tok.stop_ids:
+                    reason = "eos"
+                    break
+                piece, hit = stops.push(dec.push(token))
+                if piece:
+                    yield piece
+                if hit:
+                    reason = "stop"
+                    break
+                if n_gen >= cfg.max_tokens:
+                    break
+            # Text held back as a possible stop-string prefix is real output once generation ends.
+            tail = stops.flush(dec.flush()) if reason != "stop" else ""
+            if tail:
+                yield tail
+        except GeneratorExit:
+            reason = "cancelled"
+            raise
+        finally:
+            t_end = time.perf_counter()
+            self.last_stats = GenerationStats(
+                prompt_tokens=len(ids),
+                cached_tokens=cached,
+                prefilled_tokens=len(ids) - cached if cfg.max_tokens else 0,
+                generated_tokens=n_gen,
+                ttft_s=(t_first - t0) if t_first else float("nan"),
+                prefill_s=prefill_s,
+                decode_s=(t_end - t_first) if t_first else 0.0,
+                stop_reason=reason,
+                speculative=mode,
+                drafted_tokens=drafted,
+                accepted_tokens=accepted,
+                forward_passes=passes,
+            )
+            log.debug("generation: %s", self.last_stats.summary())
+
+    def _propose(self, history: list[int], cfg: GenerationConfig, draft, rng, budget: int) -> list[tuple[int, np.ndarray | None]]:
+        """Draft tokens (with the draft's distribution when sampling) to verify in one forward pass."""
+        k = min(cfg.num_draft_tokens, budget, self.n_ctx - len(history) - 1)
+        if k <= 0:
+            return []
+        if draft is None:
+            return [(t, None) for t in prompt_lookup(history, k, cfg.ngram_max)]
+        if len(history) + k > draft.n_ctx:
+            return []
+        logits, _ = draft._prefill(history, draft.cache)
+        out = []
+        for i in range(k):
+            lg = apply_repetition_penalty(logits, history + [t for t, _ in out], cfg.repetition_penalty)
+            if cfg.greedy:
+                t, q = int(np.argmax(lg)), None
+            else:
+                q = probabilities(lg, cfg)
+                t = int(rng.choice(q.shape[0], p=q))
+            out.append((t, q))
+            if t in self.tokenizer.stop_ids or i == k - 1:
+                break
+            logits = draft.model.forward([t], draft.cache)
+        return out
+
+    # --- scoring -------------------------------------------------------------------------------
+
+    def logits(self, ids) -> np.ndarray:
+        """Logits (T, vocab) for every position of ``ids``, in a scratch cache (the chat cache is kept)."""
+        ids = [int(i) for i in np.asarray(ids).reshape(-1)]
+        if len(ids) > self.n_ctx:
+            raise ContextLengthError(f"{len(ids)} tokens exceed the context length {self.n_ctx}")
+        cache = self.model.new_cache(len(ids))
+        return self.model.forward(ids, cache, logits="all")
+
+    def perplexity(self, text: str, n_ctx: int = 512, max_chunks: int | None = None) -> PerplexityResult:
+        """llama.cpp-compatible perplexity of ``text`` (see :mod:`edgesdk.llm._perplexity` for the method)."""
+        if n_ctx > self.config.n_ctx_train:
+            raise ContextLengthError(f"n_ctx {n_ctx} exceeds the model's training context {self.config.n_ctx_train}")
+        tokens = self.tokenizer.encode(text, add_bos=False)
+        bos = self.tokenizer.bos_id if self.tokenizer.add_bos else None
+        cache = self.model.new_cache(n_ctx)
+
+        def score(chunk: list[int], first: int) -> np.ndarray:
+            cache.truncate(0)
+            parts = []
+            for s in range(0, len(chunk), PREFILL_CHUNK):
+                seg = chunk[s : s + PREFILL_CHUNK]
+                parts.append(self.model.forward(seg, cache, logits=max(0, first - s)))
+            return np.concatenate(parts)
+
+        return perplexity_from_logits(tokens, n_ctx, score, bos_id=bos, max_chunks=max_chunks)
+
+    def reset(self) -> None:
+        """Forget the conversation cache."""
+        self.cache.truncate(0)
+
+    def close(self) -> None:
+        self.cache = None
+        self.model = None
+        self.gguf.close()
+
+
+def prompt_lookup(history: Sequence[int], k: int, ngram_max: int) -> list[int]:
+    """Draft up to ``k`` tokens by finding the latest earlier occurrence of the context's last n-gram.
+
+    Longer n-grams are tried first (fewer false matches); the draft is what followed that occurrence.
+    """
+    h = np.asarray(history, np.int64)
+    n_hist = h.shape[0]
+    for n in range(min(ngram_max, n_hist - 1), 0, -1):
+        pattern = h[-n:]
+        windows = np.lib.stride_tricks.sliding_window_view(h[:-1], n)
+        hits = np.nonzero((windows == pattern).all(axis=1))[0]
+        if hits.size:
+            start = int(hits[-1]) + n
+            return [int(t) for t in h[start : start + k]]
+    return []
+
+
+def _verify(logits: np.ndarray, d: int, q: np.ndarray | None, cfg: GenerationConfig, rng) -> tuple[int, bool]:
+    """Accept draft ``d`` or return the replacement token (speculative sampling keeps p's distribution)."""
+    if cfg.greedy:
+        t = int(np.argmax(logits))
+        return t, t == d
+    p = probabilities(logits, cfg)
+    qd = 1.0 if q is None else q[d]
+    if rng.random() < min(1.0, p[d] / qd):
+        return d, True
+    resid = p.copy()
+    if q is None:
+        resid[d] = 0.0
+    else:
+        resid = np.maximum(p - q, 0.0)
+    s = resid.sum()
+    if s <= 0:
+        return int(rng.choice(p.shape[0], p=p)), False
+    return int(rng.choice(p.shape[0], p=resid / s)), False
+
+
+def _resolve_draft(obj, target: LLM) -> LLM:
+    """The LLM behind a Session, a runner or an LLM, checked to share the target's vocabulary."""
+    seen = obj
+    for _ in range(4):
+        if isinstance(obj, LLM):
+            break
+        obj = getattr(obj, "llm", None) or getattr(obj, "runner", None)
+    if not isinstance(obj, LLM):
+        raise GenerationError(f"draft must be an edgesdk Session or runner of a GGUF model, got {type(seen).__name__}")
+    if obj is target:
+        raise GenerationError("the draft model must be a different Session than the target")
+    if obj.tokenizer.fingerprint != target.tokenizer.fingerprint:
+        raise GenerationError(
+            f"draft vocabulary ({obj.tokenizer.vocab_size} tokens) does not match the target's "
+            f"({target.tokenizer.vocab_size} tokens); speculative decoding needs identical vocabularies"
+        )
+    return obj
+
+
+class _StopMatcher:
+    """Holds back text that may be the start of a stop string; reports when one completes."""
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = tuple(stops)
+        self.buf = ""
+
+    def push(self, piece: str) -> tuple[str, bool]:
+        if not self.stops:
+            return piece, False
+        self.buf += piece
+        first = min((i for i in (self.buf.find(s) for s in self.stops) if i >= 0), default=-1)
+        if first >= 0:
+            out, self.buf = self.buf[:first], ""
+            return out, True
+        hold = 0
+        for s in self.stops:
+            for n in range(min(len(s) - 1, len(self.buf)), 0, -1):
+                if self.buf.endswith(s[:n]):
+                    hold = max(hold, n)
+                    break
+        out = self.buf[: len(self.buf) - hold]
+        self.buf = self.buf[len(self.buf) - hold :]
+        return out, False
+
+    def flush(self, piece: str) -> str:
+        out, hit = self.push(piece)
+        if hit:
+            return out
+        out, self.buf = out + self.buf, ""
+        return out

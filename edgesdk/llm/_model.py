@@ -1,0 +1,160 @@
+"""The decoder-only transformer forward pass over a preallocated KV cache.
+
+One ``forward(ids, cache)`` serves prefill (T tokens, GEMM), decode (T = 1, GEMV) and speculative
+verification (a few tokens). Every architectural choice comes from :class:`ModelConfig`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .._errors import ContextLengthError
+from ._gguf import GGUFFile, ModelConfig
+from ._weights import Embedding, Linear, kernel_impl, vector
+
+__all__ = ["KVCache", "Transformer"]
+
+log = logging.getLogger(__name__)
+
+
+class KVCache:
+    """Keys/values for every layer, allocated once for the whole context.
+
+    ``np.zeros`` maps untouched pages lazily, so a long context costs memory only as it fills.
+    ``tokens`` are the ids whose keys/values are stored: a new prompt sharing a prefix with them
+    reuses that prefix instead of recomputing it.
+    """
+
+    def __init__(self, cfg: ModelConfig, n_ctx: int):
+        self.n_ctx = n_ctx
+        shape = (cfg.n_layer, cfg.n_head_kv, n_ctx, cfg.head_dim)
+        self.k = np.zeros(shape, np.float32)
+        self.v = np.zeros(shape, np.float32)
+        self.tokens: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def truncate(self, n: int) -> None:
+        del self.tokens[n:]
+
+    def common_prefix(self, ids) -> int:
+        n = 0
+        for a, b in zip(self.tokens, ids):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.k.nbytes + self.v.nbytes
+
+
+def _rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    ms = np.mean(x * x, axis=-1, keepdims=True)
+    return x * (1.0 / np.sqrt(ms + eps)) * w
+
+
+class _Layer:
+    def __init__(self, g: GGUFFile, i: int, impl: str, threads):
+        t = lambda n: g.tensor(f"blk.{i}.{n}.weight")  # noqa: E731
+        self.attn_norm = vector(t("attn_norm"))
+        self.ffn_norm = vector(t("ffn_norm"))
+        self.wq, self.wk, self.wv, self.wo = (Linear(t(n), impl, threads) for n in ("attn_q", "attn_k", "attn_v", "attn_output"))
+        self.w_gate, self.w_up, self.w_down = (Linear(t(n), impl, threads) for n in ("ffn_gate", "ffn_up", "ffn_down"))
+
+
+class Transformer:
+    """Llama-family decoder over memory-mapped weights. ``impl`` is "numpy" or "kernels" (see _weights)."""
+
+    def __init__(self, gguf: GGUFFile, impl: str | None = None, threads: int | None = None):
+        self.gguf = gguf
+        self.cfg = cfg = gguf.config()
+        self.impl = impl or kernel_impl()
+        self.threads = threads
+        self.embed = Embedding(gguf.tensor("token_embd.weight"))
+        self.layers = [_Layer(gguf, i, self.impl, threads) for i in range(cfg.n_layer)]
+        self.out_norm = vector(gguf.tensor("output_norm.weight"))
+        head = gguf.tensor("token_embd.weight" if cfg.tied_embeddings else "output.weight")
+        self.lm_head = Linear(head, self.impl, threads)
+        half = cfg.rope_dim // 2
+        self._inv_freq = (1.0 / cfg.rope_base ** (np.arange(half, dtype=np.float64) * 2.0 / cfg.rope_dim)).astype(np.float64)
+        #: Tokens processed by forward() since load: lets tests check that cached prefixes are not recomputed.
+        self.tokens_processed = 0
+
+    def new_cache(self, n_ctx: int | None = None) -> KVCache:
+        return KVCache(self.cfg, min(n_ctx or self.cfg.n_ctx_train, self.cfg.n_ctx_train))
+
+    def _rope(self, x: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Rotate (T, H, D) in place; "norm" pairs dims (2i, 2i+1), "neox" pairs (i, i + D/2)."""
+        cfg = self.cfg
+        ang = (pos[:, None].astype(np.float64) / cfg.rope_scale) * self._inv_freq[None, :]
+        cos = np.cos(ang).astype(np.float32)[:, None, :]
+        sin = np.sin(ang).astype(np.float32)[:, None, :]
+        half = cfg.rope_dim // 2
+        if cfg.arch.rope_mode == "norm":
+            a, b = x[..., 0 : cfg.rope_dim : 2], x[..., 1 : cfg.rope_dim : 2]
+        else:
+            a, b = x[..., :half], x[..., half : cfg.rope_dim]
+        a0 = a.copy()
+        a[...] = a0 * cos - b * sin
+        b[...] = a0 * sin + b * cos
+        return x
+
+    def forward(self, ids, cache: KVCache, logits: str = "last") -> np.ndarray:
+        """Append ``ids`` to ``cache`` and return logits.
+
+        ``logits``: "last" -> (vocab,) for the last token; "all" -> (T, vocab); an int ``i`` -> (T - i, vocab)
+        for positions i.. (perplexity scores only the second half of a chunk, so skip the LM head elsewhere).
+        """
+        cfg = self.cfg
+        ids = np.asarray(ids, np.int64).reshape(-1)
+        T = ids.shape[0]
+        p0 = len(cache)
+        if p0 + T > cache.n_ctx:
+            raise ContextLengthError(f"{p0 + T} tokens exceed the context length {cache.n_ctx}")
+        pos = np.arange(p0, p0 + T)
+        nh, nkv, hd = cfg.n_head, cfg.n_head_kv, cfg.head_dim
+        g = nh // nkv
+        scale = np.float32(1.0 / np.sqrt(hd))
+        S = p0 + T
+        # Causal mask: query t (at p0 + t) sees keys 0..p0 + t.
+        mask = None
+        if T > 1:
+            mask = np.where(np.arange(S)[None, :] > pos[:, None], np.float32(-np.inf), np.float32(0.0))
+
+        x = self.embed(ids)
+        for li, L in enumerate(self.layers):
+            h = _rms_norm(x, L.attn_norm, cfg.rms_eps)
+            q = self._rope(L.wq(h).reshape(T, nh, hd), pos)
+            k = self._rope(L.wk(h).reshape(T, nkv, hd), pos)
+            v = L.wv(h).reshape(T, nkv, hd)
+            cache.k[li, :, p0:S] = k.transpose(1, 0, 2)
+            cache.v[li, :, p0:S] = v.transpose(1, 0, 2)
+            # GQA: query head j reads kv head j // g, so group the g query heads of each kv head.
+            qg = q.reshape(T, nkv, g, hd).transpose(1, 2, 0, 3).reshape(nkv, g * T, hd)
+            s = np.matmul(qg, cache.k[li, :, :S].transpose(0, 2, 1)) * scale  # (nkv, g*T, S)
+            if mask is not None:
+                s = s.reshape(nkv, g, T, S) + mask
+                s = s.reshape(nkv, g * T, S)
+            s -= s.max(axis=-1, keepdims=True)
+            np.exp(s, out=s)
+            s /= s.sum(axis=-1, keepdims=True)
+            o = np.matmul(s, cache.v[li, :, :S])  # (nkv, g*T, hd)
+            o = o.reshape(nkv, g, T, hd).transpose(2, 0, 1, 3).reshape(T, nh * hd)
+            x = x + L.wo(o)
+            h = _rms_norm(x, L.ffn_norm, cfg.rms_eps)
+            gate = L.w_gate(h)
+            x = x + L.w_down(gate / (1.0 + np.exp(-gate)) * L.w_up(h))
+
+        cache.tokens.extend(int(i) for i in ids)
+        self.tokens_processed += T
+        if logits == "last":
+            return self.lm_head(_rms_norm(x[-1:], self.out_norm, cfg.rms_eps))[0]
+        start = 0 if logits == "all" else int(logits)
+        if start >= T:
+            return np.empty((0, self.lm_head.n), np.float32)
+        return self.lm_head(_rms_norm(x[start:], self.out_norm, cfg.rms_eps))
