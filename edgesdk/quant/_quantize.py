@@ -44,36 +44,58 @@ def _inv(d: np.ndarray) -> np.ndarray:
         return np.where(d != 0, np.float32(1.0) / d, np.float32(0.0)).astype(np.float32)
 
 
-def _quant(wb: np.ndarray, bits: int, scheme: str, alpha) -> tuple:
-    """Quantize blocks (N, nb, bs) (NaN = padding) with range shrunk by alpha.
-
-    Returns codes (uint8, 8-bit biased), d16, m16 | None, dequantized blocks (float32, pads 0).
-    """
-    valid = ~np.isnan(wb)
+def _params(wb: np.ndarray, valid: np.ndarray, bits: int, scheme: str, alpha):
+    """Block scale d (and min m) from the block range shrunk by alpha, rounded to fp16."""
     x = np.where(valid, wb, 0).astype(np.float32)
     if scheme == "asym":
         lo = np.where(valid, wb, np.inf).min(axis=-1) * alpha
         hi = np.where(valid, wb, -np.inf).max(axis=-1) * alpha
-        d16 = _f16((hi - lo) / 15.0)
-        m16 = _f16(lo)
-        d, m = d16.astype(np.float32)[..., None], m16.astype(np.float32)[..., None]
-        q = np.clip(np.rint((x - m) * _inv(d)), 0, 15)
-        deq = q * d + m
-        return q.astype(np.uint8), d16, m16, np.where(valid, deq, 0).astype(np.float32)
+        return _f16((hi - lo) / 15.0), _f16(lo)
     if bits == 4:
         idx = np.abs(x).argmax(axis=-1)[..., None]
         vmax = np.take_along_axis(x, idx, axis=-1)[..., 0]
-        d16 = _f16(vmax * alpha / -8.0)
-        d = d16.astype(np.float32)[..., None]
-        q = np.clip(np.rint(x * _inv(d)) + 8, 0, 15)
-        deq = (q - 8) * d
-        return q.astype(np.uint8), d16, None, deq.astype(np.float32)
-    amax = np.abs(x).max(axis=-1)
-    d16 = _f16(amax * alpha / 127.0)
+        return _f16(vmax * alpha / -8.0), None
+    return _f16(np.abs(x).max(axis=-1) * alpha / 127.0), None
+
+
+def _assign(wb, valid, bits, scheme, d16, m16):
+    """Nearest codes for the stored (fp16) parameters: codes (8-bit biased), dequantized blocks."""
+    x = np.where(valid, wb, 0).astype(np.float32)
     d = d16.astype(np.float32)[..., None]
+    if scheme == "asym":
+        m = m16.astype(np.float32)[..., None]
+        q = np.clip(np.rint((x - m) * _inv(d)), 0, 15)
+        deq = q * d + m
+        return q.astype(np.uint8), np.where(valid, deq, 0).astype(np.float32)
+    if bits == 4:
+        q = np.clip(np.rint(x * _inv(d)) + 8, 0, 15)
+        return q.astype(np.uint8), ((q - 8) * d).astype(np.float32)
     q = np.clip(np.rint(x * _inv(d)), -127, 127)
-    deq = q * d
-    return (q + 128).astype(np.uint8), d16, None, deq.astype(np.float32)
+    return (q + 128).astype(np.uint8), (q * d).astype(np.float32)
+
+
+def _quant(wb: np.ndarray, bits: int, scheme: str, alpha) -> tuple:
+    valid = ~np.isnan(wb)
+    d16, m16 = _params(wb, valid, bits, scheme, alpha)
+    codes, deq = _assign(wb, valid, bits, scheme, d16, m16)
+    return codes, d16, m16, deq
+
+
+def _refit(wb, valid, h, bits, scheme, codes):
+    """Weighted least-squares (d, m) for fixed codes: the optimal affine map onto the grid."""
+    x = np.where(valid, wb, 0).astype(np.float64)
+    hw = np.where(valid, h, 0).astype(np.float64)
+    q = codes.astype(np.float64) - (8 if (bits == 4 and scheme == "sym") else (128 if bits == 8 else 0))
+    sw, sq, sqq = hw.sum(-1), (hw * q).sum(-1), (hw * q * q).sum(-1)
+    sx, sqx = (hw * x).sum(-1), (hw * q * x).sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if scheme == "asym":
+            det = sw * sqq - sq * sq
+            d = np.where(det > 0, (sw * sqx - sq * sx) / det, 0.0)
+            m = np.where(det > 0, (sqq * sx - sq * sqx) / det, np.where(sw > 0, sx / sw, 0.0))
+            return _f16(d), _f16(m)
+        d = np.where(sqq > 0, sqx / sqq, 0.0)
+        return _f16(d), None
 
 
 def quantize(
@@ -124,8 +146,15 @@ def quantize(
         hb = np.where(np.isnan(hb), 0, hb)
         ref = np.where(np.isnan(wb), 0, wb)
         best = None
+        valid = ~np.isnan(wb)
+        cands = []
         for a in np.linspace(1.0, min_alpha, grid, dtype=np.float32):
-            c, d, m, deq = _quant(wb, bits, scheme, a)
+            c, d, m, _ = _quant(wb, bits, scheme, a)
+            cands.append((d, m))
+            # one least-squares refit of the scale (and min) for the chosen codes
+            cands.append(_refit(wb, valid, hb, bits, scheme, c))
+        for d, m in cands:
+            c, deq = _assign(wb, valid, bits, scheme, d, m)
             err = (((deq - ref) ** 2) * hb).sum(axis=-1)
             if best is None:
                 best = [err, c, d, m]
