@@ -51,9 +51,13 @@ def test_config_from_metadata(llm):
     assert c.rope_base == 100000.0 and c.tied_embeddings and c.n_ctx_train == 8192
 
 
-def test_weights_stay_memory_mapped(llm):
-    lin = llm.model.layers[0].wq
-    assert isinstance(lin.raw, np.memmap) and lin.raw.dtype == np.uint8
+def test_weights_are_never_fp32(llm):
+    """Weights stay packed: memory-mapped blocks (numpy path) or one repacked copy (kernels)."""
+    lin = llm.model.layers[0].wqkv
+    assert lin.names == ("blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_v.weight")
+    assert all(isinstance(raw, np.memmap) and raw.dtype == np.uint8 for raw, _ in lin._raw)
+    if lin._qt is not None:
+        assert lin._qt.qdata.dtype == np.uint8 and lin._qt.nbytes < lin.n * lin.k
 
 
 def test_tokenizer_round_trip(llm, shakespeare):

@@ -63,8 +63,10 @@ class _Layer:
         t = lambda n: g.tensor(f"blk.{i}.{n}.weight")  # noqa: E731
         self.attn_norm = vector(t("attn_norm"))
         self.ffn_norm = vector(t("ffn_norm"))
-        self.wq, self.wk, self.wv, self.wo = (Linear(t(n), impl, threads) for n in ("attn_q", "attn_k", "attn_v", "attn_output"))
-        self.w_gate, self.w_up, self.w_down = (Linear(t(n), impl, threads) for n in ("ffn_gate", "ffn_up", "ffn_down"))
+        self.wqkv = Linear([t("attn_q"), t("attn_k"), t("attn_v")], impl, threads, g.release)
+        self.wo = Linear([t("attn_output")], impl, threads, g.release)
+        self.w_gate_up = Linear([t("ffn_gate"), t("ffn_up")], impl, threads, g.release)
+        self.w_down = Linear([t("ffn_down")], impl, threads, g.release)
 
 
 class Transformer:
@@ -79,7 +81,7 @@ class Transformer:
         self.layers = [_Layer(gguf, i, self.impl, threads) for i in range(cfg.n_layer)]
         self.out_norm = vector(gguf.tensor("output_norm.weight"))
         head = gguf.tensor("token_embd.weight" if cfg.tied_embeddings else "output.weight")
-        self.lm_head = Linear(head, self.impl, threads)
+        self.lm_head = Linear([head], self.impl, threads, gguf.release)
         half = cfg.rope_dim // 2
         self._inv_freq = (1.0 / cfg.rope_base ** (np.arange(half, dtype=np.float64) * 2.0 / cfg.rope_dim)).astype(np.float64)
         #: Tokens processed by forward() since load: lets tests check that cached prefixes are not recomputed.
@@ -129,9 +131,10 @@ class Transformer:
         x = self.embed(ids)
         for li, L in enumerate(self.layers):
             h = _rms_norm(x, L.attn_norm, cfg.rms_eps)
-            q = self._rope(L.wq(h).reshape(T, nh, hd), pos)
-            k = self._rope(L.wk(h).reshape(T, nkv, hd), pos)
-            v = L.wv(h).reshape(T, nkv, hd)
+            q, k, v = L.wqkv.split(L.wqkv(h))
+            q = self._rope(q.reshape(T, nh, hd), pos)
+            k = self._rope(k.reshape(T, nkv, hd), pos)
+            v = v.reshape(T, nkv, hd)
             cache.k[li, :, p0:S] = k.transpose(1, 0, 2)
             cache.v[li, :, p0:S] = v.transpose(1, 0, 2)
             # GQA: query head j reads kv head j // g, so group the g query heads of each kv head.
@@ -147,8 +150,8 @@ class Transformer:
             o = o.reshape(nkv, g, T, hd).transpose(2, 0, 1, 3).reshape(T, nh * hd)
             x = x + L.wo(o)
             h = _rms_norm(x, L.ffn_norm, cfg.rms_eps)
-            gate = L.w_gate(h)
-            x = x + L.w_down(gate / (1.0 + np.exp(-gate)) * L.w_up(h))
+            gate, up = L.w_gate_up.split(L.w_gate_up(h))
+            x = x + L.w_down(gate / (1.0 + np.exp(-gate)) * up)
 
         cache.tokens.extend(int(i) for i in ids)
         self.tokens_processed += T

@@ -1,12 +1,16 @@
-"""Linear layers over memory-mapped GGUF tensors.
+"""Linear layers over GGUF tensors.
 
-Weights stay as the file's packed bytes. Two implementations compute ``y = x @ W.T``:
+Two implementations compute ``y = x @ W.T``:
 
-- ``"numpy"``: the reference. Dequantizes the layer's blocks to fp32 (a few MB, one layer at a
-  time) and uses numpy's matmul. Slow, simple, obviously right.
-- ``"kernels"``: :func:`edgesdk.kernels.matmul` on the packed blocks (cffi C, int8 activations).
+- ``"numpy"``: the reference. Weights stay memory-mapped in the file's packed blocks; each call
+  dequantizes them to fp32 a few thousand rows at a time (``edgesdk.quant``'s own dequantizer
+  works on whole tensors, and a 49k-row LM head must not become a 113 MB fp32 temporary).
+- ``"kernels"``: :func:`edgesdk.kernels.matmul` (cffi C, int8 activations). The blocks are
+  repacked once by :func:`edgesdk.quant.from_gguf` and the file pages are then released, so
+  the process holds one packed copy of the weights, never an fp32 one.
 
-:func:`kernel_impl` picks one from ``EDGESDK_KERNELS`` (``numpy`` forces the reference).
+Projections that read the same input (Q/K/V, gate/up) are fused into one matmul, which halves
+the per-layer call overhead that dominates decode of a small model.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -30,14 +35,14 @@ _CHUNK_ROWS = 4096
 
 
 def kernel_impl() -> str:
-    """``"kernels"`` when ``edgesdk.kernels`` is importable and not disabled by ``EDGESDK_KERNELS=numpy``."""
+    """``"kernels"`` when the C kernels are built and not disabled by ``EDGESDK_KERNELS=numpy``."""
     if os.environ.get("EDGESDK_KERNELS", "auto").lower() == "numpy":
         return "numpy"
     try:
-        importlib.import_module("edgesdk.kernels")
+        kernels = importlib.import_module("edgesdk.kernels")
     except ImportError:
         return "numpy"
-    return "kernels"
+    return "kernels" if kernels.available() else "numpy"
 
 
 def dequantize_rows(raw: np.ndarray, qtype: str, k: int) -> np.ndarray:
@@ -74,35 +79,70 @@ def _check(tensor) -> tuple[str, int, int]:
     return qtype, n, k
 
 
-class Linear:
-    """``y = x @ W.T`` with W of shape (N, K) kept as packed GGUF blocks."""
+def _concat(qts):
+    """One QuantizedTensor stacking the rows of several with the same K and encoding."""
+    from ..quant import QuantizedTensor
 
-    def __init__(self, tensor, impl: str = "numpy", threads: int | None = None):
-        self.name = tensor.name
-        self.qtype, self.n, self.k = _check(tensor)
-        self.raw = tensor.data  # memmap view, never copied
+    first = qts[0]
+    if len(qts) == 1:
+        return first
+    cat = lambda name: np.ascontiguousarray(np.concatenate([getattr(q, name) for q in qts]))  # noqa: E731
+    return QuantizedTensor(
+        shape=(sum(q.shape[0] for q in qts), first.shape[1]),
+        bits=first.bits,
+        block_size=first.block_size,
+        scheme=first.scheme,
+        qdata=cat("qdata"),
+        scales=cat("scales"),
+        mins=None if first.mins is None else cat("mins"),
+        source=first.source,
+    )
+
+
+class Linear:
+    """``y = x @ W.T`` where W stacks the rows of ``tensors`` (all with the same K)."""
+
+    def __init__(self, tensors: Sequence, impl: str = "numpy", threads: int | None = None, release: Callable | None = None):
+        self.names = tuple(t.name for t in tensors)
+        parts = [_check(t) for t in tensors]
+        self.k = parts[0][2]
+        if any(k != self.k for _, _, k in parts):
+            raise UnsupportedModelError("", f"cannot fuse {self.names}: different input sizes")
+        self.sizes = tuple(n for _, n, _ in parts)
+        self.n = sum(self.sizes)
         self.impl = impl
         self.threads = threads
+        self._raw = [(t.data, q) for t, (q, _, _) in zip(tensors, parts)]  # memmap views, never copied
         self._qt = None
         if impl == "kernels":
-            from .. import quant
+            from .. import kernels, quant
 
-            self._qt = quant.from_gguf(tensor)
-            from .. import kernels
-
+            # The kernels pack rows 16 at a time: fusing is only a concatenation when every part is whole groups.
+            if (len(tensors) > 1 and any(n % 16 for n in self.sizes)) or len({q for q, _, _ in parts}) > 1:
+                raise UnsupportedModelError("", f"cannot fuse {self.names} for the kernels")
+            self._qt = _concat([quant.from_gguf(t) for t in tensors])
             self._matmul = kernels.matmul
+            if release is not None:
+                for t in tensors:
+                    release(t)
 
-    def dequantize(self, rows: slice | None = None) -> np.ndarray:
-        return dequantize_rows(self.raw[rows] if rows is not None else self.raw, self.qtype, self.k)
+    def dequantize(self) -> np.ndarray:
+        return np.concatenate([dequantize_rows(raw, q, self.k) for raw, q in self._raw])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self._qt is not None:
             return self._matmul(np.ascontiguousarray(x, np.float32), self._qt, act="int8", threads=self.threads)
         out = np.empty((x.shape[0], self.n), np.float32)
-        for r0 in range(0, self.n, _CHUNK_ROWS):
-            r1 = min(self.n, r0 + _CHUNK_ROWS)
-            np.matmul(x, self.dequantize(slice(r0, r1)).T, out=out[:, r0:r1])
+        col = 0
+        for raw, q in self._raw:
+            for r0 in range(0, raw.shape[0], _CHUNK_ROWS):
+                r1 = min(raw.shape[0], r0 + _CHUNK_ROWS)
+                np.matmul(x, dequantize_rows(raw[r0:r1], q, self.k).T, out=out[:, col + r0 : col + r1])
+            col += raw.shape[0]
         return out
+
+    def split(self, y: np.ndarray) -> list[np.ndarray]:
+        return np.split(y, np.cumsum(self.sizes)[:-1], axis=-1)
 
 
 class Embedding:
@@ -119,6 +159,6 @@ class Embedding:
 def vector(tensor) -> np.ndarray:
     """A small 1-D tensor (norm weights, biases) as fp32; copied because it is tiny and read every token."""
     qtype, n, k = _check(tensor)
-    if tensor.data.dtype != np.uint8:  # gguf already typed F32/F16 tensors
+    if tensor.data.dtype != np.uint8:  # F32/F16 tensors are already typed views
         return np.array(tensor.data, np.float32).reshape(-1)
     return np.array(dequantize_rows(tensor.data.reshape(1, -1), qtype, k * n).reshape(-1), np.float32)
