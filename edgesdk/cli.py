@@ -55,8 +55,10 @@ def _kernels_info():
         from . import kernels
     except Exception as exc:  # kernels are optional at this layer
         return f"unavailable ({type(exc).__name__}: {exc})"
-    info = getattr(kernels, "info", None)
-    return info() if info else None
+    info = kernels.info()
+    import attrs
+
+    return ", ".join(f"{k}={v}" for k, v in attrs.asdict(info).items() if v not in ("", None)) if attrs.has(type(info)) else info
 
 
 def cmd_devices(args) -> int:
