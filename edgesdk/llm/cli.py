@@ -1,0 +1,105 @@
+"""``edgesdk generate`` and ``edgesdk perplexity``: registered into the main CLI by ``edgesdk.cli``."""
+
+from __future__ import annotations
+
+import sys
+
+import attrs
+
+__all__ = ["add_commands"]
+
+
+def _session(args, options_fn, n_ctx=None):
+    from .. import hub
+    from .._session import Session
+
+    opts = options_fn(args)
+    if n_ctx:
+        backend_options = {k: dict(v) for k, v in opts.backend_options.items()}
+        backend_options.setdefault("cpu", {})["n_ctx"] = n_ctx
+        opts = attrs.evolve(opts, backend_options=backend_options)
+    return Session(hub.resolve(args.model), opts)
+
+
+def _runner(session):
+    runner = session.runner
+    if not hasattr(runner, "generate_stream"):
+        from .._errors import GenerationError
+
+        raise GenerationError(f"{session.model.path if hasattr(session, 'model') else 'the model'} is not a language model")
+    return runner
+
+
+def cmd_generate(args, options_fn) -> int:
+    kw = dict(
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+        stop=tuple(args.stop or ()),
+    )
+    if args.speculative:
+        kw["speculative"] = args.speculative
+    with _session(args, options_fn, args.n_ctx) as s:
+        runner = _runner(s)
+        draft = _session(args.__class__(**{**vars(args), "model": args.draft}), options_fn, args.n_ctx) if args.draft else None
+        try:
+            if draft is not None:
+                kw["draft"] = draft
+            prompt = args.prompt if args.raw or not runner.tokenizer.chat_template else [{"role": "user", "content": args.prompt}]
+            for piece in s.generate_stream(prompt, **kw):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+        finally:
+            if draft is not None:
+                draft.close()
+        # Stats go to stderr so stdout is exactly the generated text.
+        print(runner.last_stats.summary(), file=sys.stderr)
+    return 0
+
+
+def cmd_perplexity(args, options_fn) -> int:
+    from .._errors import GenerationError
+
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise GenerationError(f"cannot read {args.file!r}: {exc}") from None
+    with _session(args, options_fn, args.n_ctx) as s:
+        r = _runner(s).perplexity(text, n_ctx=args.n_ctx, max_chunks=args.max_chunks)
+    print(
+        f"perplexity: {r.ppl:.4f} +/- {r.stderr:.4f} ({r.chunks} chunks of {r.n_ctx} tokens, "
+        f"{r.scored_tokens} scored of {r.text_tokens}; llama.cpp method: second half of each chunk)"
+    )
+    return 0
+
+
+def add_commands(sub, add_placement_args, options_fn) -> None:
+    p = sub.add_parser("generate", help="generate text with a GGUF language model (streams to stdout)")
+    p.add_argument("model", help="GGUF model file or hub name")
+    p.add_argument("prompt")
+    p.add_argument("--raw", action="store_true", help="use the prompt as is (default: as a user turn of the chat template)")
+    p.add_argument("--max-tokens", "-n", type=int, default=256)
+    p.add_argument("--temperature", "-t", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
+    p.add_argument("--speculative", choices=["prompt_lookup"], help="draft-free speculative decoding")
+    p.add_argument("--draft", metavar="MODEL", help="draft model (same vocabulary) for speculative decoding")
+    p.add_argument("--n-ctx", type=int, help="KV-cache length (default: the model's context length)")
+    add_placement_args(p)
+    p.set_defaults(fn=lambda a: cmd_generate(a, options_fn))
+
+    p = sub.add_parser("perplexity", help="perplexity of a GGUF language model over a text file (llama.cpp's method)")
+    p.add_argument("model", help="GGUF model file or hub name")
+    p.add_argument("file", help="UTF-8 text file")
+    p.add_argument("--n-ctx", type=int, default=512, help="chunk length in tokens (default 512)")
+    p.add_argument("--max-chunks", type=int, help="score only the first N chunks")
+    add_placement_args(p)
+    p.set_defaults(fn=lambda a: cmd_perplexity(a, options_fn))
