@@ -38,9 +38,18 @@ class RegexDetector:
     validate: Callable[[str], bool] | None = None
 
     def find(self, text: str):
-        for m in self.pattern.finditer(text):
-            if self.validate is None or self.validate(m.group(0)):
-                yield Span(m.start(), m.end(), self.kind, m.group(0))
+        pos = 0
+        while (m := self.pattern.search(text, pos)) is not None:
+            start, value = m.start(), m.group(0)
+            if self.validate is not None and not self.validate(value):
+                # A greedy match can swallow the next item ("IBAN IBAN"): try shorter cuts at separators.
+                cuts = [i for i in range(len(value) - 1, 0, -1) if value[i] in " -"]
+                value = next((value[:i] for i in cuts if self.validate(value[:i])), None)
+                if value is None:
+                    pos = start + 1
+                    continue
+            yield Span(start, start + len(value), self.kind, value)
+            pos = start + len(value)
 
 
 def luhn_ok(s: str) -> bool:
