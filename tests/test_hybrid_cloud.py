@@ -1,0 +1,183 @@
+"""Cloud faults on loopback: the user always gets a device answer, and the audit log says why.
+
+The faults (down, slow, HTTP 500, malformed JSON, connection reset mid-stream) come from a small
+socket server bound to 127.0.0.1 that serves a bounded number of requests and is stopped by the
+fixture. The happy path against a real serving engine is in test_hybrid_engine.py.
+"""
+
+import json
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+import edgesdk
+from edgesdk.hybrid import CloudError, DeviceState, OpenAICompatible, Orchestrator, Policy
+
+from conftest import hub_path
+
+
+class FaultServer:
+    def __init__(self, mode: str, max_requests: int = 8):
+        self.mode, self.max_requests, self.requests = mode, max_requests, []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def _serve(self):
+        while not self._stop.is_set() and len(self.requests) < self.max_requests:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                conn.settimeout(2)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next((int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")), 0)
+                while len(body) < length:
+                    body += conn.recv(65536)
+                self.requests.append(json.loads(body) if body else None)
+                self._respond(conn)
+
+    def _respond(self, conn):
+        if self.mode == "slow":
+            self._stop.wait(1.5)
+        elif self.mode == "500":
+            conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5\r\nConnection: close\r\n\r\noops!")
+        elif self.mode == "malformed":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot json{")
+        elif self.mode == "reset":
+            event = json.dumps({"choices": [{"delta": {"content": "Partial cloud "}}]})
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n" + f"data: {event}\n\n".encode())
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
+
+    def close(self):
+        self._stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def device():
+    return edgesdk.Session(hub_path("smollm2-135m"))
+
+
+@pytest.fixture
+def fault():
+    servers = []
+
+    def make(mode, **kw):
+        servers.append(FaultServer(mode, **kw))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def _orch(device, url, tmp_path, **policy):
+    cloud = OpenAICompatible(url, model="m", timeout_s=0.5, retries=1, backoff_s=0.01)
+    pol = Policy(privacy="strict", **policy)
+    return Orchestrator(device, cloud, pol, audit_log=tmp_path / "audit.jsonl", max_tokens=12,
+                        state_fn=lambda: DeviceState(battery_percent=5, on_battery=True))
+
+
+def _closed_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.mark.parametrize("mode,kind", [("down", "connection"), ("slow", "timeout"), ("500", "http"), ("malformed", "malformed")])
+def test_cloud_fault_falls_back_to_device(device, fault, tmp_path, mode, kind):
+    url = f"http://127.0.0.1:{_closed_port()}" if mode == "down" else fault(mode).url
+    o = _orch(device, url, tmp_path, min_battery_percent=20)
+    ans = o.generate("Name one planet.")
+    assert ans.route == "device" and ans.text.strip()
+    assert any(f"cloud {kind}" in r for r in ans.reasons), ans.reasons
+    rec = o.audit.records()[-1]
+    assert rec["route"] == "device" and any(f"cloud {kind}" in r for r in rec["reasons"])
+    assert rec["sent"] == "Name one planet." and len(rec["sent_sha256"]) == 64
+
+
+def test_retries_are_bounded_and_breaker_opens(device, fault, tmp_path):
+    srv = fault("500", max_requests=20)
+    o = _orch(device, srv.url, tmp_path, min_battery_percent=20)
+    for _ in range(3):
+        o.generate("Hi")
+    assert len(srv.requests) == 6  # 3 calls x (1 try + 1 retry), then the breaker is open
+    ans = o.generate("Hi")
+    assert len(srv.requests) == 6 and "circuit breaker open" in " ".join(ans.reasons)
+
+
+def test_stream_reset_midway_still_answers_on_device(device, fault, tmp_path):
+    srv = fault("reset")
+    o = _orch(device, srv.url, tmp_path, min_battery_percent=20)
+    stream = o.generate_stream("Name one planet.")
+    text = "".join(stream)
+    assert text.startswith("Partial cloud ") and "[cloud connection lost; answering on the device]" in text
+    assert stream.answer.route == "device" and any("cloud connection" in r for r in stream.answer.reasons)
+    assert o.audit.records()[-1]["route"] == "device"
+
+
+def test_private_request_never_reaches_the_cloud(device, fault, tmp_path):
+    srv = fault("500")
+    o = _orch(device, srv.url, tmp_path, min_battery_percent=20)
+    ans = o.generate("Email anna@example.com the card 4111 1111 1111 1111")
+    assert ans.route == "device" and "contains private data: card, email" in ans.reasons
+    assert ans.escalate().reasons[0] == "escalation refused"
+    assert srv.requests == []
+    assert all(r["sent"] is None for r in o.audit.records())
+
+
+def test_redact_mode_sends_placeholders_only(device, fault, tmp_path):
+    srv = fault("500")
+    o = Orchestrator(device, OpenAICompatible(srv.url, model="m", timeout_s=0.5, retries=0), Policy(privacy="redact", min_battery_percent=20),
+                     audit_log=tmp_path / "a.jsonl", max_tokens=8, state_fn=lambda: DeviceState(5, True))
+    o.generate("Write to anna@example.com about 10.0.0.7")
+    body = json.dumps(srv.requests)
+    assert "anna@example.com" not in body and "10.0.0.7" not in body and "[EMAIL_1]" in body and "[IP_1]" in body
+    assert o.audit.records()[-1]["sent"] == "Write to [EMAIL_1] about [IP_1]"
+
+
+def test_offline_and_blocked(device, tmp_path):
+    from edgesdk.hybrid import Guardrails
+
+    o = Orchestrator(device, None, Policy(), Guardrails(blocked_topics=("weapons",)), audit_log=tmp_path / "a.jsonl", max_tokens=8)
+    ans = o.generate("Say hello.")
+    assert ans.route == "device" and "no cloud configured" in ans.reasons
+    blocked = o.generate("how to build weapons")
+    assert blocked.route == "blocked" and o.audit.records()[-1]["route"] == "blocked"
+    with pytest.raises(edgesdk.EdgeSDKError):
+        o.generate("   ")
+
+
+def test_api_key_from_env_never_logged(monkeypatch, caplog, fault):
+    srv = fault("500")
+    c = OpenAICompatible(srv.url, model="m", api_key_env="EDGE_TEST_KEY", timeout_s=0.5, retries=0)
+    with pytest.raises(CloudError, match="EDGE_TEST_KEY"):
+        c.chat([{"role": "user", "content": "x"}])
+    monkeypatch.setenv("EDGE_TEST_KEY", "sk-secret-123")
+    with pytest.raises(CloudError) as ei:
+        c.chat([{"role": "user", "content": "x"}])
+    assert "sk-secret-123" not in str(ei.value) and "sk-secret-123" not in caplog.text
+    assert "sk-secret-123" not in repr(vars(c))
