@@ -250,11 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_llm_commands(sub) -> None:
-    try:
-        from .llm import cli as llm_cli
-    except ImportError:
-        return
+    from .hybrid import cli as hybrid_cli
+    from .llm import cli as llm_cli
+
     llm_cli.add_commands(sub, _add_placement_args, _options)
+    hybrid_cli.add_commands(sub, _add_placement_args, _options)
 
 
 def main(argv=None) -> int:

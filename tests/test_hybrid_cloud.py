@@ -181,3 +181,20 @@ def test_api_key_from_env_never_logged(monkeypatch, caplog, fault):
         c.chat([{"role": "user", "content": "x"}])
     assert "sk-secret-123" not in str(ei.value) and "sk-secret-123" not in caplog.text
     assert "sk-secret-123" not in repr(vars(c))
+
+
+def test_chat_cli_shows_where_each_answer_came_from(tmp_path):
+    import subprocess
+    import sys
+
+    hub_path("smollm2-135m")
+    log = tmp_path / "audit.jsonl"
+    p = subprocess.run([sys.executable, "-m", "edgesdk.cli", "chat", "smollm2-135m", "--max-tokens", "8", "--audit-log", str(log),
+                        "--cloud", f"http://127.0.0.1:{_closed_port()}"],
+                       input="Say hi\nmail me at a@b.io\n/cloud\n/quit\n", capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "[device] default: on the device" in p.stderr
+    assert "[device] contains private data: email" in p.stderr
+    assert "[device] escalation refused" in p.stderr
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["route"] for r in records] == ["device", "device", "device"] and all(r["sent"] is None for r in records)

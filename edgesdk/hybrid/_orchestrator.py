@@ -263,8 +263,9 @@ class Orchestrator:
 
 
 class AnswerStream:
-    """Iterates answer pieces; the same routing as ``generate``. If the cloud stream breaks midway,
-    a notice is yielded and the device answer follows. ``answer`` holds the final Answer."""
+    """Iterates answer pieces with the same routing as ``generate``. A weak device answer is
+    followed by a notice and the cloud's answer; if the cloud stream breaks, a notice says so and
+    the device answer stands (or follows). ``answer`` holds the final Answer when done."""
 
     def __init__(self, orch: Orchestrator, prompt: str, private: bool, max_tokens: int):
         if not isinstance(prompt, str) or not prompt.strip():
@@ -289,27 +290,48 @@ class AnswerStream:
         t0 = time.perf_counter()
         blocked, allowed, reasons, red, cloud_first = o._plan(prompt, private, max_tokens, False)
         request = (prompt, private, max_tokens)
+
+        def done(text, route, sent, conf=None):
+            self.answer = o._finish(o._guard_output(Answer(text, route, tuple(reasons), conf, time.perf_counter() - t0, rid, o, request)), sent)
+
         if blocked:
-            self.answer = o._finish(Answer(BLOCKED_TEXT, "blocked", tuple(reasons), None, 0.0, rid, o, request), None)
             yield BLOCKED_TEXT
-            return
-        sent = None
-        if allowed and cloud_first:
-            sent = o._cloud_messages(prompt, red)
-            parts: list[str] = []
-            try:
-                for piece in o.cloud.chat_stream(sent, max_tokens=max_tokens):
-                    piece = red.restore(piece) if red else piece
-                    parts.append(piece)
-                    yield piece
-                self.answer = o._finish(o._guard_output(Answer("".join(parts), "cloud", tuple(reasons), None, time.perf_counter() - t0, rid, o, request)), sent)
-                return
-            except CloudError as exc:
-                reasons.append(f"cloud failed ({exc}); answered on the device")
-                if parts:
-                    yield "\n[cloud connection lost; answering on the device]\n"
+            return done(BLOCKED_TEXT, "blocked", None)
+        device_text = conf = None
+        if not cloud_first:
+            parts = []
+            for piece in o.device.generate_stream([{"role": "user", "content": prompt}], max_tokens=max_tokens):
+                parts.append(piece)
+                yield piece
+            device_text = "".join(parts)
+            if allowed and o.policy.min_confidence > 0:
+                conf = o.confidence(prompt, device_text)
+            problem = o._weak(device_text, conf)
+            if not (allowed and problem):
+                if problem:
+                    reasons.append(problem)
+                return done(device_text, "device", None, conf)
+            reasons.append(problem + "; escalating")
+            yield f"\n[{problem}; asking the cloud]\n"
+        sent = o._cloud_messages(prompt, red)
+        parts = []
+        try:
+            for piece in o.cloud.chat_stream(sent, max_tokens=max_tokens):
+                piece = red.restore(piece) if red else piece
+                parts.append(piece)
+                yield piece
+            with o._lock:
+                o._spent += o.policy.cost(len(prompt) // 4 + 1, len("".join(parts)) // 4 + 1)
+            return done("".join(parts), "cloud", sent)
+        except CloudError as exc:
+            reasons.append(f"cloud failed ({exc}); answered on the device")
+        if device_text is not None:
+            yield "\n[cloud failed; keeping the device answer]\n"
+            return done(device_text, "device", sent, conf)
+        if parts:
+            yield "\n[cloud connection lost; answering on the device]\n"
         parts = []
         for piece in o.device.generate_stream([{"role": "user", "content": prompt}], max_tokens=max_tokens):
             parts.append(piece)
             yield piece
-        self.answer = o._finish(o._guard_output(Answer("".join(parts), "device", tuple(reasons), None, time.perf_counter() - t0, rid, o, request)), sent)
+        done("".join(parts), "device", sent)
