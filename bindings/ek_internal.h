@@ -11,7 +11,9 @@
 #define EK_ENOMEM (-3)
 
 #define EK_MR 4          /* activation rows sharing one weight unpack */
-#define EK_PF 2048       /* software prefetch distance in weight bytes */
+#ifndef EK_PF
+#define EK_PF 4096       /* software prefetch distance in weight bytes (tuned: 2 KiB on the Xeon, 4 KiB on Zen 5) */
+#endif
 
 enum { EK_PORTABLE = 0, EK_AVX2 = 1, EK_AVXVNNI = 2, EK_AVX512VNNI = 3, EK_NEON = 10 };
 
@@ -53,6 +55,9 @@ static inline int32_t ek_ld32(const void *p)
     memcpy(&v, p, 4);
     return v;
 }
+
+typedef int (*ek_quant_fn)(const float *x, int m0, int m1, int k, int Kp, int8_t *xq, float *dx, float *cs);
+ek_quant_fn ek_x86_quant(int level);
 
 /* per-ISA tile kernels; NULL-returning getters when the unit was not compiled for it */
 ek_tile_fn ek_portable_tile(int bits, int act_int8);

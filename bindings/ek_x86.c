@@ -165,6 +165,51 @@ static __attribute__((target("avx2,fma,f16c"))) EK_DEF_MR(tile_q8_avx2, tile256_
 static __attribute__((target("avx2,fma,f16c,avxvnni"))) EK_DEF_MR(tile_q4_avxvnni, tile256_avxvnni, 4)
 static __attribute__((target("avx2,fma,f16c,avxvnni"))) EK_DEF_MR(tile_q8_avxvnni, tile256_avxvnni, 8)
 
+/* ------------------------------------------------------------ activation quantizers */
+/* Bit-identical to the scalar quant_rows in ekern.c: same amax, d = amax/127, id = 1/d,
+ * cvtps2dq rounds half-to-even under the default MXCSR exactly like nearbyintf. */
+static T512 int quant_block512(const float *x, int n, int8_t *q, float *dx, float *cs)
+{
+    const __mmask16 m0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+    const __mmask16 m1 = n >= 32 ? 0xffff : (n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1));
+    const __m512 v0 = _mm512_maskz_loadu_ps(m0, x), v1 = _mm512_maskz_loadu_ps(m1, x + 16);
+    /* NaN, +-Inf */
+    if (_mm512_fpclass_ps_mask(v0, 0x99) | _mm512_fpclass_ps_mask(v1, 0x99)) return EK_ENONFINITE;
+    const __m512 a = _mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1));
+    const float amax = _mm512_reduce_max_ps(a);
+    const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+    const __m512 vid = _mm512_set1_ps(id);
+    const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
+    __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, vid));
+    __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, vid));
+    q0 = _mm512_max_epi32(_mm512_min_epi32(q0, lim), nlim);
+    q1 = _mm512_max_epi32(_mm512_min_epi32(q1, lim), nlim);
+    _mm_storeu_si128((__m128i *)q, _mm512_cvtepi32_epi8(q0));
+    _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtepi32_epi8(q1));
+    const int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    *dx = d;
+    *cs = d * (float)sum;
+    return 0;
+}
+
+static T512 int quant_rows512(const float *x, int m0, int m1, int k, int Kp, int8_t *xq, float *dx, float *cs)
+{
+    const int S = Kp / 32;
+    for (int i = m0; i < m1; i++)
+        for (int s = 0; s < S; s++) {
+            const int n = k - 32 * s < 32 ? k - 32 * s : 32;
+            const size_t o = (size_t)i * S + s;
+            if (quant_block512(x + (size_t)i * k + 32 * s, n, xq + (size_t)i * Kp + 32 * s, dx + o, cs + o))
+                return EK_ENONFINITE;
+        }
+    return 0;
+}
+
+ek_quant_fn ek_x86_quant(int level)
+{
+    return level >= EK_AVX512VNNI ? quant_rows512 : NULL;
+}
+
 ek_tile_fn ek_x86_tile(int level, int bits, int act_int8)
 {
     if (!act_int8) {
@@ -180,6 +225,11 @@ ek_tile_fn ek_x86_tile(int level, int bits, int act_int8)
     }
 }
 #else
+ek_quant_fn ek_x86_quant(int level)
+{
+    (void)level;
+    return NULL;
+}
 ek_tile_fn ek_x86_tile(int level, int bits, int act_int8)
 {
     (void)level; (void)bits; (void)act_int8;

@@ -44,25 +44,47 @@ ek_tile_fn ek_portable_tile(int bits, int act_int8)
 
 typedef void (*ek_job_fn)(void *arg, int tid);
 
+/* A job is open for joining until the caller finishes its own share; the caller then
+ * closes it and waits only for workers that joined.  A worker that wakes late (slept,
+ * descheduled on a busy machine) finds the job closed and never delays the caller.
+ * ticket = gen << 32 | closed << 31 | joined. */
+#define EK_CLOSED (1ull << 31)
+
 static struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_t th[EK_MAXT];
     int nworkers;                /* threads besides the caller */
     atomic_int gen;
-    atomic_int pending;
+    _Atomic unsigned long long ticket;
+    atomic_int finished;
     ek_job_fn fn;
     void *arg;
-    int active;                  /* workers with tid < active run fn */
+    int active;                  /* at most active-1 workers join */
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
 
 /* Serializes matmul calls: the pool and the scratch buffers are shared. */
 static pthread_mutex_t call_mu = PTHREAD_MUTEX_INITIALIZER;
 static int pool_size = 1;        /* threads a call uses by default, caller included */
 
+static void worker_join(unsigned g)
+{
+    unsigned long long t = atomic_load_explicit(&pool.ticket, memory_order_acquire);
+    for (;;) {
+        if ((unsigned)(t >> 32) != g || (t & EK_CLOSED)) return;
+        const int joined = (int)(t & 0x7fffffffu);
+        if (joined + 1 >= pool.active) return;
+        if (atomic_compare_exchange_weak_explicit(&pool.ticket, &t, t + 1, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            break;
+    }
+    pool.fn(pool.arg, (int)(t & 0x7fffffffu) + 1);
+    atomic_fetch_add_explicit(&pool.finished, 1, memory_order_release);
+}
+
 static void *worker_main(void *p)
 {
-    const int tid = (int)(intptr_t)p;
+    (void)p;
     int seen = atomic_load(&pool.gen);
     for (;;) {
         int g = seen;
@@ -74,8 +96,7 @@ static void *worker_main(void *p)
             pthread_mutex_unlock(&pool.mu);
         }
         seen = g;
-        if (tid < pool.active) pool.fn(pool.arg, tid);
-        atomic_fetch_sub_explicit(&pool.pending, 1, memory_order_release);
+        worker_join((unsigned)g);
     }
     return NULL;
 }
@@ -87,7 +108,6 @@ static void atfork_child(void)
     pthread_cond_init(&pool.cv, NULL);
     pthread_mutex_init(&call_mu, NULL);
     pool.nworkers = 0;
-    atomic_store(&pool.pending, 0);
 }
 
 static int pool_grow(int nthreads)
@@ -101,8 +121,7 @@ static int pool_grow(int nthreads)
         pthread_attr_t at;
         pthread_attr_init(&at);
         pthread_attr_setstacksize(&at, 256 * 1024);
-        int rc = pthread_create(&pool.th[pool.nworkers], &at, worker_main,
-                                (void *)(intptr_t)(pool.nworkers + 1));
+        int rc = pthread_create(&pool.th[pool.nworkers], &at, worker_main, NULL);
         pthread_attr_destroy(&at);
         if (rc != 0) return EK_ENOMEM;
         pthread_detach(pool.th[pool.nworkers]);
@@ -111,7 +130,8 @@ static int pool_grow(int nthreads)
     return 0;
 }
 
-/* Runs fn(arg, tid) for tid in [0, nthreads), the caller being tid 0. */
+/* Runs fn(arg, tid) on the caller (tid 0) and on up to nthreads-1 workers that join in
+ * time; fn must split its work dynamically (atomic counters), never by tid. */
 static void pool_run(ek_job_fn fn, void *arg, int nthreads)
 {
     if (nthreads <= 1 || pool.nworkers == 0) {
@@ -121,13 +141,17 @@ static void pool_run(ek_job_fn fn, void *arg, int nthreads)
     pool.fn = fn;
     pool.arg = arg;
     pool.active = nthreads;
-    atomic_store(&pool.pending, pool.nworkers);
+    atomic_store_explicit(&pool.finished, 0, memory_order_relaxed);
+    const unsigned g = (unsigned)atomic_load(&pool.gen) + 1u;
+    atomic_store_explicit(&pool.ticket, (unsigned long long)g << 32, memory_order_release);
     pthread_mutex_lock(&pool.mu);
-    atomic_fetch_add_explicit(&pool.gen, 1, memory_order_release);
+    atomic_store_explicit(&pool.gen, (int)g, memory_order_release);
     pthread_cond_broadcast(&pool.cv);
     pthread_mutex_unlock(&pool.mu);
     fn(arg, 0);
-    for (long i = 0; atomic_load_explicit(&pool.pending, memory_order_acquire) > 0; i++) {
+    const unsigned long long t = atomic_fetch_or_explicit(&pool.ticket, EK_CLOSED, memory_order_acq_rel);
+    const int joined = (int)(t & 0x7fffffffu);
+    for (long i = 0; atomic_load_explicit(&pool.finished, memory_order_acquire) < joined; i++) {
         if (i < EK_SPIN) EK_RELAX();
         else sched_yield();
     }
@@ -287,10 +311,22 @@ static int copy_rows(const float *x, int m0, int m1, int k, int Kp, float *xf, f
     return 0;
 }
 
+static ek_quant_fn select_quant(void)
+{
+    ek_quant_fn f = NULL;
+#if defined(__x86_64__) && defined(__GNUC__)
+    f = ek_x86_quant(ek_simd_get());
+#endif
+    return f ? f : quant_rows;
+}
+
 int ek_quantize_act(const float *x, int m, int k, signed char *xq, float *dx, float *cs)
 {
     if (!x || !xq || !dx || !cs || m < 0 || k <= 0) return EK_EINVAL;
-    return quant_rows(x, 0, m, k, (k + 31) / 32 * 32, (int8_t *)xq, dx, cs);
+    pthread_mutex_lock(&call_mu);
+    const int rc = select_quant()(x, 0, m, k, (k + 31) / 32 * 32, (int8_t *)xq, dx, cs);
+    pthread_mutex_unlock(&call_mu);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- scratch */
@@ -308,6 +344,87 @@ static void *scratch_get(int i, size_t bytes)
         scratch_cap[i] = bytes;
     }
     return scratch[i];
+}
+
+/* ---------------------------------------------------------------- bandwidth probe */
+typedef struct {
+    const uint8_t *p;
+    size_t n, chunk;
+    atomic_size_t next;
+    _Atomic uint64_t sum;
+} ek_stream_job;
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx512f"))) static uint64_t stream512(const uint8_t *p, size_t n)
+{
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0;
+    for (; i + 256 <= n; i += 256) {
+        a0 = _mm512_xor_si512(a0, _mm512_loadu_si512((const void *)(p + i)));
+        a1 = _mm512_xor_si512(a1, _mm512_loadu_si512((const void *)(p + i + 64)));
+        a2 = _mm512_xor_si512(a2, _mm512_loadu_si512((const void *)(p + i + 128)));
+        a3 = _mm512_xor_si512(a3, _mm512_loadu_si512((const void *)(p + i + 192)));
+    }
+    a0 = _mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3));
+    uint64_t lanes[8], s = 0;
+    _mm512_storeu_si512((void *)lanes, a0);
+    for (int k = 0; k < 8; k++) s ^= lanes[k];
+    for (; i < n; i++) s += p[i];
+    return s;
+}
+#endif
+
+static uint64_t stream_portable(const uint8_t *p, size_t n)
+{
+    uint64_t a[8] = {0}, v, s = 0;
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64)
+        for (int k = 0; k < 8; k++) {
+            memcpy(&v, p + i + 8 * k, 8);
+            a[k] ^= v;
+        }
+    for (int k = 0; k < 8; k++) s ^= a[k];
+    for (; i < n; i++) s += p[i];
+    return s;
+}
+
+static void stream_main(void *arg, int tid)
+{
+    ek_stream_job *j = arg;
+    (void)tid;
+    const int wide = ek_simd_get() == EK_AVX512VNNI;
+    for (;;) {
+        const size_t lo = atomic_fetch_add_explicit(&j->next, j->chunk, memory_order_relaxed);
+        if (lo >= j->n) break;
+        const size_t len = j->n - lo < j->chunk ? j->n - lo : j->chunk;
+        uint64_t s;
+#if defined(__x86_64__) && defined(__GNUC__)
+        s = wide ? stream512(j->p + lo, len) : stream_portable(j->p + lo, len);
+#else
+        (void)wide;
+        s = stream_portable(j->p + lo, len);
+#endif
+        atomic_fetch_xor_explicit(&j->sum, s, memory_order_relaxed);
+    }
+}
+
+unsigned long long ek_stream_read(const void *p, size_t n, int nthreads)
+{
+    static ek_stream_job j;
+    if (!p) return 0;
+    pthread_mutex_lock(&call_mu);
+    int nt = nthreads > 0 ? nthreads : pool_size;
+    if (nt > EK_MAXT) nt = EK_MAXT;
+    if (nt > 1 && pool_grow(nt) != 0) nt = pool.nworkers + 1;
+    j.p = p;
+    j.n = n;
+    j.chunk = 1 << 20;
+    atomic_store(&j.next, 0);
+    atomic_store(&j.sum, 0);
+    pool_run(stream_main, &j, nt);
+    const uint64_t s = atomic_load(&j.sum);
+    pthread_mutex_unlock(&call_mu);
+    return s;
 }
 
 /* ---------------------------------------------------------------- matmul */
@@ -371,7 +488,7 @@ int ek_matmul(const ek_weight *w, const float *x, int m, float *y, int act_int8,
         float *dx = scratch_get(1, sizeof(float) * (size_t)m * S);
         float *cs = scratch_get(2, sizeof(float) * (size_t)m * S);
         if (!xq || !dx || !cs) { rc = EK_ENOMEM; goto done; }
-        rc = quant_rows(x, 0, m, w->k, Kp, xq, dx, cs);
+        rc = select_quant()(x, 0, m, w->k, Kp, xq, dx, cs);
         j.c.xq = xq; j.c.dx = dx; j.c.cs = cs;
     } else {
         float *xf = scratch_get(3, sizeof(float) * (size_t)m * Kp);

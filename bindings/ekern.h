@@ -36,6 +36,10 @@ int ek_matmul(const ek_weight *w, const float *x, int m, float *y, int act_int8,
  * xq[m][Kp], dx[m][S] (scale per 32-block), cs[m][S] = dx * sum(xq in block). */
 int ek_quantize_act(const float *x, int m, int k, signed char *xq, float *dx, float *cs);
 
+/* Streaming read of n bytes split over nthreads pool threads (memory-bandwidth probe
+ * for the benchmark); returns a checksum so the reads cannot be optimized away. */
+unsigned long long ek_stream_read(const void *p, size_t n, int nthreads);
+
 int ek_set_threads(int n);
 int ek_get_threads(void);
 int ek_simd_detected(void);

@@ -104,8 +104,11 @@ def test_activation_quantizer_bit_identical():
     x = (rng.standard_normal((5, 77)) * 3).astype(np.float32)
     x[1, :32] = 0
     x[2, 5] = 127.5  # exact half steps exercise round-half-even
-    for a, b in zip(kernels.quantize_activations(x), ref.quantize_activations(x)):
-        assert np.array_equal(a, b)
+    x[3, 40:] = np.arange(37) * 0.5
+    for path in simd_paths():
+        kernels._set_simd(path)
+        for a, b in zip(kernels.quantize_activations(x), ref.quantize_activations(x)):
+            assert np.array_equal(a, b), path
 
 
 def test_vector_and_out_buffer():
