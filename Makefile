@@ -7,7 +7,7 @@ setup:
 
 demo: setup
 	.venv/bin/edgesdk devices
-	.venv/bin/edgesdk run ppocr-det --random --dim p2o.DynamicDimension.1=640 --dim p2o.DynamicDimension.2=640 --repeat 5
+	.venv/bin/edgesdk generate smollm2-135m "Name three uses of an NPU in a phone." --max-tokens 96
 
 # pytest exits 5 when it collects no tests: that is "ran nothing", not a failure.
 test: setup
@@ -15,3 +15,5 @@ test: setup
 
 bench: setup
 	.venv/bin/python benchmarks/bench_session_overhead.py
+	.venv/bin/python benchmarks/bench_int4_matmul.py --quick
+	.venv/bin/python benchmarks/bench_llm.py
