@@ -210,3 +210,35 @@ def test_tensor_validates_arrays():
         QuantizedTensor((20, 64), 4, 32, "asym", qt.qdata, qt.scales)  # mins missing
     assert not qt.qdata.flags.writeable
     assert qt.nbytes == qt.qdata.nbytes + qt.scales.nbytes
+
+
+def test_gptq_reduces_output_error_on_correlated_activations():
+    rng = np.random.default_rng(5)
+    k = 96
+    mix = rng.standard_normal((k, k)) * np.linspace(2, 0.05, k)  # anisotropic, like real activations
+    cal = (rng.standard_normal((2000, k)) @ mix).astype(np.float32)
+    ev = (rng.standard_normal((500, k)) @ mix).astype(np.float32)
+    w = rng.standard_normal((48, k)).astype(np.float32)
+    for scheme in ("sym", "asym"):
+        rtn = error_report(w, quantize(w, 4, 32, scheme), x=ev).output_sqnr_db
+        gq = quantize(w, 4, 32, scheme, method="gptq", calib=cal)
+        assert gq.source == "gptq+calib"
+        assert error_report(w, gq, x=ev).output_sqnr_db > rtn + 2.0
+    with pytest.raises(QuantizationError):
+        quantize(w, method="gptq")
+
+
+@needs_gguf
+def test_ptq_improves_real_smollm2_layer0():
+    """MSE clipping weighted by real layer-0 inputs beats RTN on a real SmolLM2 weight."""
+    import gguf
+
+    t = {x.name: x for x in gguf.GGUFReader(str(GGUF)).tensors}
+    emb = from_gguf(t["token_embd.weight"])
+    rows = np.random.default_rng(0).permutation(emb.shape[0])[:1024]
+    e = emb.dequantize()[rows]
+    x = e / np.sqrt((e**2).mean(-1, keepdims=True) + 1e-5) * np.asarray(t["blk.0.attn_norm.weight"].data)
+    w = from_gguf(t["blk.0.attn_k.weight"]).dequantize()
+    rtn = error_report(w, quantize(w, 4, 32), x=x[512:]).output_sqnr_db
+    mse = error_report(w, quantize(w, 4, 32, method="mse", calib=x[:512]), x=x[512:]).output_sqnr_db
+    assert mse > rtn + 2.0

@@ -14,6 +14,7 @@ import logging
 import numpy as np
 
 from .._errors import QuantizationError
+from ._gptq import gptq_codes
 from ._tensor import QuantizedTensor, check_block_size, pack_codes, pack_rows
 
 __all__ = ["quantize"]
@@ -108,6 +109,7 @@ def quantize(
     calib: np.ndarray | None = None,
     grid: int = 24,
     min_alpha: float = 0.5,
+    damp: float = 0.01,
 ) -> QuantizedTensor:
     """Quantize a float weight matrix W (N, K) block-wise along K.
 
@@ -115,7 +117,9 @@ def quantize(
     method: "rtn" round-to-nearest on the full block range; "mse" searches a per-block
     clipping factor alpha in [min_alpha, 1] (``grid`` candidates) minimizing the block's
     squared error, weighted per column by mean(calib**2) when calibration activations
-    ``calib`` (T, K) are given, i.e. minimizing the expected output error of y = x @ W.T.
+    ``calib`` (T, K) are given, i.e. minimizing the expected output error of y = x @ W.T;
+    "gptq" rounds column by column and feeds each rounding error forward through the
+    inverse Hessian of ``calib`` (required), with ``damp`` * mean(diag H) added to H.
     """
     w = np.asarray(w)
     if w.ndim != 2 or w.size == 0:
@@ -166,8 +170,19 @@ def quantize(
             if m is not None:
                 best[3] = np.where(better, m, best[3])
         _, codes, d16, m16 = best
+    elif method == "gptq":
+        if calib is None:
+            raise QuantizationError("method='gptq' needs calibration activations: calib=(T, K)")
+
+        def params_fn(blk):
+            return _params(blk, ~np.isnan(blk), bits, scheme, np.float32(1.0))
+
+        def assign_fn(cols, d16, m16):
+            return _assign(cols, ~np.isnan(cols), bits, scheme, d16, m16)
+
+        codes, d16, m16 = gptq_codes(w, calib, bits, scheme, bs, damp, params_fn, assign_fn)
     else:
-        raise QuantizationError(f"unknown method {method!r} (rtn, mse)")
+        raise QuantizationError(f"unknown method {method!r} (rtn, mse, gptq)")
 
     codes = codes.reshape(n, -1)[:, :k]
     pad = 8 if (bits == 4 and scheme == "sym") else (128 if bits == 8 else 0)
