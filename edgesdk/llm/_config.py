@@ -36,7 +36,8 @@ class GenerationConfig:
     not included in the output. ``speculative``: ``None``, ``"prompt_lookup"`` (draft tokens copied
     from the context after a matching n-gram) or ``"draft"`` (implied by ``draft=``, another
     Session/runner with the same vocabulary). Speculation never changes greedy output, and with
-    sampling it preserves the output distribution.
+    sampling it preserves the output distribution. ``ignore_eos`` keeps generating past
+    end-of-turn tokens (benchmarks that need exactly ``max_tokens``).
     """
 
     max_tokens: int = 256
@@ -53,6 +54,7 @@ class GenerationConfig:
     ngram_max: int = 3
     add_generation_prompt: bool = True
     skip_special_tokens: bool = True
+    ignore_eos: bool = False
 
     def __attrs_post_init__(self):
         _check(isinstance(self.max_tokens, int) and self.max_tokens >= 0, f"max_tokens must be an int >= 0, got {self.max_tokens!r}")

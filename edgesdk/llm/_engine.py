@@ -161,7 +161,7 @@ class LLM:
                     t_first = time.perf_counter()
                 n_gen += 1
                 history.append(token)
-                if token in tok.stop_ids:
+                if token in tok.stop_ids and not cfg.ignore_eos:
                     reason = "eos"
                     break
                 piece, hit = stops.push(dec.push(token))
@@ -216,7 +216,7 @@ class LLM:
                 q = probabilities(lg, cfg)
                 t = int(rng.choice(q.shape[0], p=q))
             out.append((t, q))
-            if t in self.tokenizer.stop_ids or i == k - 1:
+            if (t in self.tokenizer.stop_ids and not cfg.ignore_eos) or i == k - 1:
                 break
             logits = draft.model.forward([t], draft.cache)
         return out

@@ -18,6 +18,12 @@ __all__ = ["KVCache", "Transformer"]
 
 log = logging.getLogger(__name__)
 
+# Up to this many tokens per forward, attention runs row by row with exactly the shapes of a
+# one-token decode step. With int8 activations, a last-bit difference (another BLAS blocking,
+# extra masked zeros in a softmax sum) can flip a rounding and, 30 layers later, a near-tie
+# argmax; row-by-row keeps speculative verification bit-identical to plain decoding.
+EXACT_ROWS = 16
+
 
 class KVCache:
     """Keys/values for every layer, allocated once for the whole context.
@@ -54,8 +60,8 @@ class KVCache:
 
 
 def _rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
-    ms = np.mean(x * x, axis=-1, keepdims=True)
-    return x * (1.0 / np.sqrt(ms + eps)) * w
+    ms = np.einsum("ij,ij->i", x, x)[:, None] / np.float32(x.shape[-1])
+    return x * (w / np.sqrt(ms + np.float32(eps)))
 
 
 class _Layer:
@@ -90,21 +96,53 @@ class Transformer:
     def new_cache(self, n_ctx: int | None = None) -> KVCache:
         return KVCache(self.cfg, min(n_ctx or self.cfg.n_ctx_train, self.cfg.n_ctx_train))
 
-    def _rope(self, x: np.ndarray, pos: np.ndarray) -> np.ndarray:
-        """Rotate (T, H, D) in place; "norm" pairs dims (2i, 2i+1), "neox" pairs (i, i + D/2)."""
-        cfg = self.cfg
-        ang = (pos[:, None].astype(np.float64) / cfg.rope_scale) * self._inv_freq[None, :]
-        cos = np.cos(ang).astype(np.float32)[:, None, :]
-        sin = np.sin(ang).astype(np.float32)[:, None, :]
-        half = cfg.rope_dim // 2
-        if cfg.arch.rope_mode == "norm":
-            a, b = x[..., 0 : cfg.rope_dim : 2], x[..., 1 : cfg.rope_dim : 2]
+    def _rotation(self, pos: np.ndarray) -> np.ndarray:
+        """RoPE as unit complex numbers (T, 1, rope_dim / 2) for positions ``pos``."""
+        ang = (pos[:, None].astype(np.float64) / self.cfg.rope_scale) * self._inv_freq[None, :]
+        return np.exp(1j * ang).astype(np.complex64)[:, None, :]
+
+    def _rope(self, x: np.ndarray, rot: np.ndarray) -> None:
+        """Rotate heads of ``x`` (T, H, D) in place: "norm" pairs dims (2i, 2i+1), "neox" pairs (i, i + D/2)."""
+        rd = self.cfg.rope_dim
+        if self.cfg.arch.rope_mode == "norm":
+            # Adjacent float pairs are exactly complex64 numbers: one complex multiply rotates them all.
+            z = x[..., :rd].view(np.complex64)
+            z *= rot
         else:
-            a, b = x[..., :half], x[..., half : cfg.rope_dim]
-        a0 = a.copy()
-        a[...] = a0 * cos - b * sin
-        b[...] = a0 * sin + b * cos
-        return x
+            half = rd // 2
+            a, b = x[..., :half], x[..., half:rd]
+            c, s = rot.real, rot.imag
+            a0 = a.copy()
+            a[...] = a0 * c - b * s
+            b[...] = a0 * s + b * c
+
+    def _attend_one(self, q: np.ndarray, cache: KVCache, li: int, S: int, scale) -> np.ndarray:
+        """Attention of one query row over keys 0..S-1; GQA: query head j reads kv head j // g."""
+        cfg = self.cfg
+        g = cfg.n_head // cfg.n_head_kv
+        s = np.matmul(q.reshape(cfg.n_head_kv, g, cfg.head_dim), cache.k[li, :, :S].transpose(0, 2, 1))  # (nkv, g, S)
+        s *= scale
+        s -= s.max(axis=-1, keepdims=True)
+        np.exp(s, out=s)
+        s /= s.sum(axis=-1, keepdims=True)
+        return np.matmul(s, cache.v[li, :, :S]).reshape(-1)
+
+    def _attend_batch(self, q: np.ndarray, cache: KVCache, li: int, p0: int, T: int, scale) -> np.ndarray:
+        """Causal attention of T query rows at positions p0.. in one batched matmul (prefill)."""
+        cfg = self.cfg
+        nkv, hd = cfg.n_head_kv, cfg.head_dim
+        g = cfg.n_head // nkv
+        S = p0 + T
+        qg = q.reshape(T, nkv, g, hd).transpose(1, 2, 0, 3).reshape(nkv, g * T, hd)
+        s = np.matmul(qg, cache.k[li, :, :S].transpose(0, 2, 1)).reshape(nkv, g, T, S)
+        s *= scale
+        # Query t (at position p0 + t) sees keys 0..p0 + t.
+        s += np.where(np.arange(S)[None, :] > np.arange(p0, S)[:, None], np.float32(-np.inf), np.float32(0.0))
+        s -= s.max(axis=-1, keepdims=True)
+        np.exp(s, out=s)
+        s /= s.sum(axis=-1, keepdims=True)
+        o = np.matmul(s.reshape(nkv, g * T, S), cache.v[li, :, :S])  # (nkv, g*T, hd)
+        return o.reshape(nkv, g, T, hd).transpose(2, 0, 1, 3).reshape(T, cfg.n_head * hd)
 
     def forward(self, ids, cache: KVCache, logits: str = "last") -> np.ndarray:
         """Append ``ids`` to ``cache`` and return logits.
@@ -120,38 +158,35 @@ class Transformer:
             raise ContextLengthError(f"{p0 + T} tokens exceed the context length {cache.n_ctx}")
         pos = np.arange(p0, p0 + T)
         nh, nkv, hd = cfg.n_head, cfg.n_head_kv, cfg.head_dim
-        g = nh // nkv
         scale = np.float32(1.0 / np.sqrt(hd))
         S = p0 + T
-        # Causal mask: query t (at p0 + t) sees keys 0..p0 + t.
-        mask = None
-        if T > 1:
-            mask = np.where(np.arange(S)[None, :] > pos[:, None], np.float32(-np.inf), np.float32(0.0))
-
+        rot = self._rotation(pos)
+        nq, nk = nh * hd, nkv * hd
         x = self.embed(ids)
         for li, L in enumerate(self.layers):
             h = _rms_norm(x, L.attn_norm, cfg.rms_eps)
-            q, k, v = L.wqkv.split(L.wqkv(h))
-            q = self._rope(q.reshape(T, nh, hd), pos)
-            k = self._rope(k.reshape(T, nkv, hd), pos)
-            v = v.reshape(T, nkv, hd)
-            cache.k[li, :, p0:S] = k.transpose(1, 0, 2)
-            cache.v[li, :, p0:S] = v.transpose(1, 0, 2)
-            # GQA: query head j reads kv head j // g, so group the g query heads of each kv head.
-            qg = q.reshape(T, nkv, g, hd).transpose(1, 2, 0, 3).reshape(nkv, g * T, hd)
-            s = np.matmul(qg, cache.k[li, :, :S].transpose(0, 2, 1)) * scale  # (nkv, g*T, S)
-            if mask is not None:
-                s = s.reshape(nkv, g, T, S) + mask
-                s = s.reshape(nkv, g * T, S)
-            s -= s.max(axis=-1, keepdims=True)
-            np.exp(s, out=s)
-            s /= s.sum(axis=-1, keepdims=True)
-            o = np.matmul(s, cache.v[li, :, :S])  # (nkv, g*T, hd)
-            o = o.reshape(nkv, g, T, hd).transpose(2, 0, 1, 3).reshape(T, nh * hd)
-            x = x + L.wo(o)
+            qkv = L.wqkv(h)
+            # Q and K are adjacent columns of the fused projection: rotate both heads at once.
+            self._rope(qkv[:, : nq + nk].reshape(T, nh + nkv, hd), rot)
+            q = qkv[:, :nq]
+            cache.k[li, :, p0:S] = qkv[:, nq : nq + nk].reshape(T, nkv, hd).transpose(1, 0, 2)
+            cache.v[li, :, p0:S] = qkv[:, nq + nk :].reshape(T, nkv, hd).transpose(1, 0, 2)
+            if T <= EXACT_ROWS:
+                o = np.empty((T, nq), np.float32)
+                for t in range(T):
+                    o[t] = self._attend_one(q[t], cache, li, p0 + t + 1, scale)
+            else:
+                o = self._attend_batch(q, cache, li, p0, T, scale)
+            x += L.wo(o)
             h = _rms_norm(x, L.ffn_norm, cfg.rms_eps)
-            gate, up = L.w_gate_up.split(L.w_gate_up(h))
-            x = x + L.w_down(gate / (1.0 + np.exp(-gate)) * up)
+            gu = L.w_gate_up(h)
+            gate, up = gu[:, : cfg.n_ff], gu[:, cfg.n_ff :]
+            # SiLU(gate) * up, in place in the gate half.
+            act = np.exp(-gate)
+            act += 1.0
+            np.divide(gate, act, out=act)
+            act *= up
+            x += L.w_down(act)
 
         cache.tokens.extend(int(i) for i in ids)
         self.tokens_processed += T

