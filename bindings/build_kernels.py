@@ -45,9 +45,9 @@ def _compile_args() -> list[str]:
 
 def _sources() -> list[str]:
     # setuptools wants paths relative to setup.py; the standalone build needs absolute ones
-    cwd = Path.cwd()
-    return [str((HERE / s).relative_to(cwd)) if (HERE / s).is_relative_to(cwd) and __name__ != "__main__"
-            else str(HERE / s) for s in SOURCES]
+    if Path.cwd() == HERE.parent:  # setup.py's directory
+        return [f"{HERE.name}/{s}" for s in SOURCES]
+    return [str(HERE / s) for s in SOURCES]
 
 
 ffibuilder = FFI()
