@@ -40,7 +40,15 @@ def _params():
 def test_model_matches_reference(case, device_id):
     hub_name, reference, feeds_list, atol = CASES[case]
     path = hub_path(hub_name)
-    s = edgesdk.Session(path, require=device_id)
+    try:
+        s = edgesdk.Session(path, require=device_id)
+    except edgesdk.PlacementError as exc:
+        # A backend that declines the model up front (check(): e.g. an NPU that compiles static shapes
+        # only) is answering a capability question; a failed load or a raising check is a failure.
+        why = next((r.reason for r in exc.refusals if r.device == device_id), "")
+        if why and not why.startswith(("load failed", "check raised")) and "would fall back" not in why:
+            pytest.skip(f"{device_id} declines {case}: {why}")
+        raise
     ref = reference(path)
     if case == "silero-vad":
         got, want = run_vad(s.run, AUDIO), run_vad(ref, AUDIO)

@@ -60,11 +60,15 @@ def relu_add(tmp_path):
 
 
 @pytest.fixture
-def registry_with():
+def registry_with(monkeypatch):
+    # A real NPU plugin (qnn) would compete with the in-test accelerator; these tests pin the rules.
+    monkeypatch.setenv("EDGESDK_BLOCK_PLUGINS", "qnn")
+
     def make(*backends):
         return reset_registry([Plugin(*backends)])
 
     yield make
+    monkeypatch.undo()
     reset_registry()
 
 

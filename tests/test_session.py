@@ -69,9 +69,9 @@ def test_require_and_prefer(identity_onnx):
     s = edgesdk.Session(identity_onnx, SessionOptions(prefer=("gpu", "cpu")))
     assert s.placement.device.kind == "cpu"
     with pytest.raises(PlacementError) as ei:
-        edgesdk.Session(identity_onnx, SessionOptions(require="npu"))
+        edgesdk.Session(identity_onnx, SessionOptions(require="dsp"))
     msg = str(ei.value)
-    assert "require='npu'" in msg and "onnxruntime:cpu" in msg
+    assert "require='dsp'" in msg and "onnxruntime:cpu" in msg
     assert ei.value.refusals
     s2 = edgesdk.Session(identity_onnx, require="onnxruntime:cpu")
     assert s2.placement.device.id == "onnxruntime:cpu"

@@ -1,1 +1,305 @@
-"""Qualcomm NPU backend: onnxruntime-qnn HTP execution provider (a simulator on x86-64 Linux)."""
+"""Qualcomm NPU backend: the onnxruntime-qnn plugin EP on the Hexagon NPU (HTP).
+
+On x86-64 hosts the HTP backend is Qualcomm's simulator: the device is reported ``simulated`` so
+placement uses it only when asked by name or kind and nobody reads its timings as a phone's.
+
+Compilation is the expensive part of a QNN session, so compiled context binaries are cached
+(:mod:`._cache`). Placement is never silent: every node QNN does not take is listed with the EP's
+own reason, and ``require=`` turns on ORT's ``session.disable_cpu_ep_fallback``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import threading
+import time
+
+import edgesdk
+from edgesdk._errors import BackendError, BackendUnavailable
+from edgesdk.backend import Backend, Device, NodePlacement, Support
+from edgesdk_backends.onnxruntime import OrtRunner
+
+from ._cache import CTX_MODEL, ContextCache, cache_root, sha256_file
+from ._options import PERFORMANCE_MODES, PRECISIONS, PROFILING_LEVELS, SOC_MODELS, QnnOptions
+
+__all__ = ["QnnBackend", "QnnOptions", "QnnRunner", "PERFORMANCE_MODES", "PRECISIONS", "PROFILING_LEVELS", "SOC_MODELS"]
+
+log = logging.getLogger("edgesdk.backends.qnn")
+
+EP_NAME = "QNNExecutionProvider"
+_REGISTER_LOCK = threading.Lock()
+_FALLBACK_DISABLED = "fallback to CPU EP has been explicitly disabled"
+
+
+def _host_is_simulator() -> bool:
+    # The HTP backend library only reaches real Hexagon hardware on ARM SoCs; on x86 hosts it simulates.
+    return platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+
+
+def _register(ort):
+    """Register the QNN EP library once per process (or find it registered by the app) -> its EpDevices."""
+    import onnxruntime_qnn
+
+    with _REGISTER_LOCK:
+        devs = [d for d in ort.get_ep_devices() if d.ep_name == EP_NAME]
+        if not devs:
+            ort.register_execution_provider_library(EP_NAME, onnxruntime_qnn.get_library_path())
+            devs = [d for d in ort.get_ep_devices() if d.ep_name == EP_NAME]
+    return devs
+
+
+class QnnBackend(Backend):
+    name = "qnn"
+    formats = ("onnx",)
+
+    def __init__(self):
+        self.notes: list[str] = []
+        self._ep_devices: dict[str, object] = {}
+        self.versions: dict[str, str] = {}
+
+    def probe(self):
+        try:
+            import onnxruntime as ort
+        except Exception as exc:
+            raise BackendUnavailable(f"onnxruntime is not importable: {exc} (pip install edgesdk[qnn])") from exc
+        try:
+            import onnxruntime_qnn
+            from onnxruntime_qnn import build_and_package_info as pkg
+        except ImportError:
+            raise BackendUnavailable("onnxruntime-qnn is not installed: pip install edgesdk[qnn]") from None
+        if not hasattr(ort, "register_execution_provider_library"):
+            raise BackendUnavailable(f"onnxruntime {ort.__version__} has no plugin-EP API; onnxruntime-qnn needs onnxruntime >= 1.23")
+        try:
+            devs = _register(ort)
+        except Exception as exc:
+            raise BackendUnavailable(f"the QNN EP library failed to register: {exc}") from exc
+        if not devs:
+            raise BackendUnavailable("onnxruntime-qnn is installed but its EP reports no device")
+        self.versions = {"ort": ort.__version__, "qnn_ep": onnxruntime_qnn.__version__, "qnn_sdk": getattr(pkg, "qnn_version", "?")}
+        self.version = f"{self.versions['qnn_ep']} (QNN SDK {self.versions['qnn_sdk']})"
+        simulated = _host_is_simulator()
+        out = []
+        for i, ep_dev in enumerate(devs):
+            did = "qnn:htp" if i == 0 else f"qnn:htp{i}"
+            hw = ep_dev.device
+            where = f"HTP simulator on the {platform.machine()} host" if simulated else f"{hw.vendor} NPU"
+            name = f"Qualcomm Hexagon NPU (QNN HTP) - {where}"
+            details = {"ep": EP_NAME, "backend_type": "htp", "hardware": str(hw.type).rsplit(".", 1)[-1], "vendor": hw.vendor, **self.versions}
+            self._ep_devices[did] = ep_dev
+            out.append(Device(self.name, did, "npu", name, None, 90, simulated=simulated,
+                              capabilities={"fp16", "int8", "int16", "qdq", "context-cache"}, details=details))
+        if simulated:
+            self.notes.append("x86-64 host: the HTP backend is Qualcomm's simulator - outputs are real, timings are not a phone's")
+        return out
+
+    # -- placement ------------------------------------------------------------------------------
+
+    def _options(self, options) -> QnnOptions:
+        try:
+            return QnnOptions.from_value(options.options_for(self.name) or None)
+        except (TypeError, ValueError) as exc:
+            raise BackendError(f"invalid qnn backend options: {exc}") from exc
+
+    def check(self, model, device, options):
+        if model.format != "onnx":
+            return Support.refuse(f"format {model.format!r} not supported")
+        try:
+            qo = self._options(options)
+        except BackendError as exc:
+            return Support.refuse(str(exc))
+        if model.info.get("external_data"):
+            return Support.refuse("models with external data files are not supported by the QNN backend yet")
+        from edgesdk._onnxgraph import dynamic_inputs, is_qdq
+
+        missing = [s for s in dynamic_inputs(model.info.get("inputs", ())) if s.name not in qo.input_shapes]
+        if missing:
+            shapes = ", ".join(str(s) for s in missing)
+            return Support.refuse(f"HTP compiles static shapes only and input(s) {shapes} are dynamic; give them with "
+                                  f"backend_options={{'qnn': {{'input_shapes': {{name: [dims]}}}}}}")
+        if qo.precision == "quantized" and not is_qdq(model.info.get("op_types", ())):
+            return Support.refuse("precision='quantized' but the model has no QuantizeLinear/DequantizeLinear nodes; "
+                                  "quantize it first: edgesdk quantize --for npu")
+        return Support(ok=True)
+
+    # -- loading --------------------------------------------------------------------------------
+
+    def _session_options(self, ort, device, provider_options, options, strict, extra=()):
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+        if strict:
+            so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        for k, v in extra:
+            so.add_session_config_entry(k, v)
+        if options.threads:
+            so.intra_op_num_threads = options.threads
+            so.inter_op_num_threads = 1
+        so.add_provider_for_devices([self._ep_devices[device.id]], provider_options)
+        return so
+
+    def _create(self, ort, source, so):
+        # enable_fallback=0: ORT's Python wrapper would otherwise retry on the CPU EP after a QNN
+        # error and print to stdout - the silent fallback this backend exists to prevent.
+        sess = ort.InferenceSession(source, sess_options=so, enable_fallback=0)
+        if EP_NAME not in sess.get_providers():
+            raise BackendError(f"the QNN EP was not attached (providers: {sess.get_providers()})")
+        return sess
+
+    def load(self, model, device, options):
+        import onnxruntime as ort
+
+        qo = self._options(options)
+        precision = qo.resolved_precision(model.info.get("op_types", ()))
+        po = qo.provider_options_for(precision)
+        strict = options.require is not None
+        source, shaped = self._model_source(model, qo)
+        cache = ContextCache(cache_root(qo.cache_dir)) if qo.context_cache else None
+        key = None
+        t0 = time.perf_counter()
+        try:
+            if cache is not None:
+                key = cache.make_key({
+                    "model_sha256": sha256_file(model.path), "input_shapes": {k: list(v) for k, v in qo.input_shapes.items()},
+                    "provider_options": po, "device": device.id, "simulated": device.simulated, **self.versions,
+                })
+                entry = cache.lookup(key)
+                if entry is not None and strict and any(n[2] != device.id for n in entry.nodes):
+                    return _Refused(device, tuple(NodePlacement(*n) for n in entry.nodes), precision, po)
+                if entry is not None:
+                    try:
+                        so = self._session_options(ort, device, po, options, strict)
+                        sess = self._create(ort, str(entry.model), so)
+                    except Exception as exc:
+                        # A verified entry that still fails to load (e.g. a driver update changed the
+                        # binary format) is as bad as a corrupt one.
+                        log.warning("QNN context cache entry %s failed to load (%s); rebuilding it", entry.path, exc)
+                        cache.remove(entry.path)
+                    else:
+                        nodes = tuple(NodePlacement(*n) for n in entry.nodes)
+                        return QnnRunner(sess, device, nodes, precision, po, cache_hit=True, cache_entry=str(entry.path),
+                                         create_s=time.perf_counter() - t0)
+            return self._compile(ort, model, device, options, po, precision, source, strict, cache, key, t0)
+        finally:
+            if shaped is not None:
+                shutil.rmtree(shaped, ignore_errors=True)
+
+    def _model_source(self, model, qo):
+        """The model to compile: the file itself, or a static-shape copy when input_shapes are given."""
+        if not qo.input_shapes:
+            return model.path, None
+        from edgesdk._onnxgraph import fix_input_shapes, load_onnx
+
+        import onnx
+
+        tmp = tempfile.mkdtemp(prefix="edgesdk-qnn-")
+        path = os.path.join(tmp, "model.onnx")
+        try:
+            onnx.save_model(fix_input_shapes(load_onnx(model.path), qo.input_shapes), path)
+        except Exception:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path, tmp
+
+    def _compile(self, ort, model, device, options, po, precision, source, strict, cache, key, t0):
+        staging = cache.staging_dir() if cache is not None else None
+        extra = []
+        if staging is not None:
+            extra = [("ep.context_enable", "1"), ("ep.context_file_path", str(staging / CTX_MODEL)), ("ep.context_embed_mode", "0")]
+        try:
+            try:
+                sess = self._create(ort, source, self._session_options(ort, device, po, options, strict, extra))
+            except Exception as exc:
+                if strict and _FALLBACK_DISABLED in str(exc):
+                    # ORT says only "some node fell back"; find which, and why, so the PlacementError can list them.
+                    nodes = self._partition(ort, source, device, po, options)
+                    if any(n.device_id != device.id for n in nodes):
+                        return _Refused(device, nodes, precision, po)
+                raise BackendError(f"QNN could not compile {model.path} for {device.id}: {exc}") from exc
+            runner = QnnRunner(sess, device, None, precision, po, cache_hit=False, create_s=None)
+            if runner.fallback_nodes():
+                runner.nodes = self._with_reasons(ort, source, device, po, options, runner.nodes)
+            if staging is not None:
+                entry = cache.commit(staging, key, [(n.node, n.op_type, n.device_id, n.reason) for n in runner.nodes],
+                                     {"model": model.path, "precision": precision})
+                staging = None
+                runner.cache_entry = str(entry.path) if entry else None
+            runner.create_s = time.perf_counter() - t0
+            return runner
+        finally:
+            if staging is not None:
+                ContextCache.remove(staging)
+
+    def _partition(self, ort, source, device, po, options):
+        """Per-node placement with CPU fallback allowed, every non-QNN node carrying QNN's reason."""
+        sess = self._create(ort, source, self._session_options(ort, device, po, options, strict=False))
+        nodes = QnnRunner(sess, device, None, "", po).nodes
+        return self._with_reasons(ort, source, device, po, options, nodes)
+
+    def _with_reasons(self, ort, source, device, po, options, nodes):
+        from ._diagnose import capture_stderr, parse_reasons
+
+        so = self._session_options(ort, device, po, options, strict=False)
+        so.log_severity_level = 0
+        try:
+            with capture_stderr() as text:
+                ort.InferenceSession(source, sess_options=so, enable_fallback=0)
+            reasons = parse_reasons("".join(text))
+        except Exception as exc:  # the diagnosis is a courtesy; the placement itself is already known
+            log.debug("QNN refusal diagnosis failed: %s", exc)
+            reasons = {}
+        out = []
+        for n in nodes:
+            if n.device_id == device.id:
+                out.append(n)
+            else:
+                why = reasons.get(n.node) or "the QNN EP did not take this node (it gave no reason)"
+                out.append(NodePlacement(n.node, n.op_type, n.device_id, f"QNN: {why}"))
+        return tuple(out)
+
+
+class QnnRunner(OrtRunner):
+    """An ORT session with the QNN EP. ``cache_hit``, ``cache_entry``, ``create_s`` describe its creation."""
+
+    def __init__(self, sess, device, nodes, precision, provider_options, cache_hit=False, cache_entry=None, create_s=None):
+        import onnxruntime as ort
+
+        super().__init__(sess, device, {EP_NAME: device.id, "CPUExecutionProvider": "onnxruntime:cpu"}, ort.RunOptions())
+        self.device_id = device.id
+        if nodes is not None:
+            self.nodes = tuple(nodes)
+        self.precision = precision
+        self.provider_options = dict(provider_options)
+        self.cache_hit = cache_hit
+        self.cache_entry = cache_entry
+        self.create_s = create_s
+
+    def fallback_nodes(self):
+        return [n for n in self.nodes if n.device_id != self.device_id]
+
+
+class _Refused(QnnRunner):
+    """What ``load`` returns under ``require=`` when nodes would fall back: no session, only the node list.
+
+    Placement sees the fallback nodes, refuses the device with each node's reason, and closes it.
+    """
+
+    def __init__(self, device, nodes, precision, po):
+        self._sess = None
+        self.device_id = device.id
+        self.inputs = self.outputs = ()
+        self.nodes = tuple(nodes)
+        self.precision = precision
+        self.provider_options = dict(po)
+        self.cache_hit, self.cache_entry, self.create_s = False, None, None
+
+    def run(self, feeds, output_names=None):
+        raise BackendError("this QNN session was refused by placement")
+
+
+@edgesdk.hookimpl
+def edgesdk_backends():
+    return [QnnBackend()]

@@ -1,0 +1,103 @@
+"""Small ONNX graph rewrites shared by the NPU tooling: static input shapes, intermediate outputs.
+
+NPU compilers (QNN HTP) need every tensor shape fixed before compiling, and the cross-backend diff
+needs intermediate tensors exposed as graph outputs; both are rewrites of a copy, never of the
+user's file.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Mapping, Sequence
+
+from ._errors import InputShapeError
+
+__all__ = ["dynamic_inputs", "fix_input_shapes", "is_qdq", "expose_outputs", "load_onnx", "topo_values"]
+
+_QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+
+
+def load_onnx(path, external_data: bool = True):
+    import onnx
+
+    return onnx.load_model(os.fspath(path), load_external_data=external_data)
+
+
+def dynamic_inputs(specs) -> list:
+    """The TensorSpecs (of a model's inputs) whose shape is unknown or has a non-integer dim."""
+    return [s for s in specs if s.shape is None or any(not isinstance(d, int) or d < 1 for d in s.shape)]
+
+
+def fix_input_shapes(model, shapes: Mapping[str, Sequence[int]]):
+    """Set the given inputs' shapes in ``model`` (a ModelProto, edited in place) and drop stale shape info.
+
+    Intermediate value_info and output shapes are removed rather than patched: they may carry the old
+    symbolic dims, and ONNX Runtime re-infers them from the now-static inputs.
+    """
+    inputs = {i.name: i for i in model.graph.input}
+    unknown = sorted(set(shapes) - set(inputs))
+    if unknown:
+        raise InputShapeError(f"input_shapes names unknown input(s) {unknown}; inputs are {sorted(inputs)}")
+    for name, shape in shapes.items():
+        tt = inputs[name].type.tensor_type
+        dims = list(tt.shape.dim) if tt.HasField("shape") else []
+        shape = [int(v) for v in shape]
+        if dims and len(dims) != len(shape):
+            raise InputShapeError(f"input {name!r} has rank {len(dims)}; input_shapes gives {shape}")
+        for d, v in zip(dims, shape):
+            if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != v:
+                raise InputShapeError(f"input {name!r} dim is fixed at {d.dim_value}; input_shapes gives {v}")
+        tt.ClearField("shape")
+        for v in shape:
+            if v < 1:
+                raise InputShapeError(f"input_shapes[{name!r}] must be positive ints, got {shape}")
+            tt.shape.dim.add().dim_value = v
+    del model.graph.value_info[:]
+    for o in model.graph.output:
+        if o.type.HasField("tensor_type"):
+            o.type.tensor_type.ClearField("shape")
+    return model
+
+
+def is_qdq(op_types: Iterable[str]) -> bool:
+    """Whether a model (given its op types, with or without a 'domain::' prefix) is QDQ-quantized."""
+    return any(t.rsplit("::", 1)[-1] in _QDQ_OPS for t in op_types)
+
+
+def topo_values(model) -> list[tuple[str, str, str]]:
+    """(node name, op type, output name) for every node output, in the graph's (topological) order."""
+    out = []
+    for i, n in enumerate(model.graph.node):
+        for o in n.output:
+            if o:
+                out.append((n.name or f"{n.op_type}_{i}", n.op_type, o))
+    return out
+
+
+def expose_outputs(model, names: Sequence[str]):
+    """Add ``names`` (intermediate tensors of ``model``, a ModelProto edited in place) as graph outputs.
+
+    Types come from ONNX shape inference where it knows them; an untyped output is still accepted by
+    ONNX Runtime when declared with only an element type, so float is assumed as a last resort.
+    """
+    import onnx
+    from onnx import helper
+
+    have = {o.name for o in model.graph.output}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+        types = {v.name: v.type for v in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input)}
+    except Exception:
+        types = {}
+    for name in names:
+        if name in have:
+            continue
+        vi = helper.make_empty_tensor_value_info(name)
+        if name in types and types[name].HasField("tensor_type") and types[name].tensor_type.elem_type:
+            vi.type.tensor_type.elem_type = types[name].tensor_type.elem_type
+        else:
+            vi.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+        model.graph.output.append(vi)
+        have.add(name)
+    return model
+
