@@ -17,6 +17,7 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ["ekern.c", "ek_x86.c", "ek_neon.c"]
+HEADERS = ["ekern.h", "ek_internal.h", "ek_tile_f32.h", "ek_tile_i8.h", "ek_tile256.h"]
 
 
 def _cdef() -> str:
@@ -43,11 +44,11 @@ def _compile_args() -> list[str]:
     return args
 
 
-def _sources() -> list[str]:
+def _paths(names: list[str]) -> list[str]:
     # setuptools wants paths relative to setup.py; the standalone build needs absolute ones
     if Path.cwd() == HERE.parent:  # setup.py's directory
-        return [f"{HERE.name}/{s}" for s in SOURCES]
-    return [str(HERE / s) for s in SOURCES]
+        return [f"{HERE.name}/{s}" for s in names]
+    return [str(HERE / s) for s in names]
 
 
 ffibuilder = FFI()
@@ -55,7 +56,8 @@ ffibuilder.cdef(_cdef())
 ffibuilder.set_source(
     "edgesdk._ckernels",
     '#include "ekern.h"\n',
-    sources=_sources(),
+    sources=_paths(SOURCES),
+    depends=_paths(HEADERS),  # rebuild on header edits; ships the headers in the sdist
     include_dirs=[str(HERE)],
     extra_compile_args=_compile_args(),
     extra_link_args=["-pthread"] + shlex.split(os.environ.get("EDGESDK_LDFLAGS", "")),
