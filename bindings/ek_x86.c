@@ -101,29 +101,81 @@ tile512(const ek_ctx *c, int g, int m0, const int MR, const int BITS, float *out
         for (size_t p = 0; p < sub; p += 64) _mm_prefetch((const char *)qs + EK_PF + p, _MM_HINT_T0);
         __m512i wv[8];
         if (BITS == 4) {
+            /* high nibbles stay in place (x16): one AND instead of shift+AND, and the
+             * exact multiple of 16 is shifted out of the int32 sum once */
             for (int j = 0; j < 4; j++) {
                 const __m512i v = _mm512_loadu_si512((const void *)(qs + 64 * j));
                 wv[j] = _mm512_and_si512(v, lo4);
-                wv[j + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+                wv[j + 4] = _mm512_andnot_si512(lo4, v);
             }
         } else {
             for (int j = 0; j < 8; j++) wv[j] = _mm512_loadu_si512((const void *)(qs + 64 * j));
         }
         for (int i = 0; i < MR; i++) {
             const int8_t *xq = c->xq + (size_t)(m0 + i) * Kp + (size_t)s * 32;
+            /* a0: k 0-15 (low nibbles / first half), a1: k 16-31 */
             __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
             a0 = _mm512_dpbusd_epi32(a0, wv[0], _mm512_set1_epi32(ek_ld32(xq + 0)));
-            a1 = _mm512_dpbusd_epi32(a1, wv[1], _mm512_set1_epi32(ek_ld32(xq + 4)));
-            a0 = _mm512_dpbusd_epi32(a0, wv[2], _mm512_set1_epi32(ek_ld32(xq + 8)));
-            a1 = _mm512_dpbusd_epi32(a1, wv[3], _mm512_set1_epi32(ek_ld32(xq + 12)));
-            a0 = _mm512_dpbusd_epi32(a0, wv[4], _mm512_set1_epi32(ek_ld32(xq + 16)));
+            a1 = _mm512_dpbusd_epi32(a1, wv[4], _mm512_set1_epi32(ek_ld32(xq + 16)));
+            a0 = _mm512_dpbusd_epi32(a0, wv[1], _mm512_set1_epi32(ek_ld32(xq + 4)));
             a1 = _mm512_dpbusd_epi32(a1, wv[5], _mm512_set1_epi32(ek_ld32(xq + 20)));
-            a0 = _mm512_dpbusd_epi32(a0, wv[6], _mm512_set1_epi32(ek_ld32(xq + 24)));
+            a0 = _mm512_dpbusd_epi32(a0, wv[2], _mm512_set1_epi32(ek_ld32(xq + 8)));
+            a1 = _mm512_dpbusd_epi32(a1, wv[6], _mm512_set1_epi32(ek_ld32(xq + 24)));
+            a0 = _mm512_dpbusd_epi32(a0, wv[3], _mm512_set1_epi32(ek_ld32(xq + 12)));
             a1 = _mm512_dpbusd_epi32(a1, wv[7], _mm512_set1_epi32(ek_ld32(xq + 28)));
+            if (BITS == 4) a1 = _mm512_srai_epi32(a1, 4);
             const size_t xi = (size_t)(m0 + i) * S + s;
             const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(c->dx[xi]));
             acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(a0, a1)), sc, acc[i]);
             acc[i] = _mm512_fmadd_ps(cw, _mm512_set1_ps(c->cs[xi]), acc[i]);
+        }
+    }
+    for (int i = 0; i < MR; i++) _mm512_storeu_ps(out + 16 * i, acc[i]);
+}
+
+/* Exact fp32 path: each 64-byte line's int32 lane r holds row r's 4 codes, so a shift
+ * and mask yields 16 rows' code for one k, converted and FMA'd with broadcast x[k].
+ * Four partial sums per activation row break the FMA latency chain. */
+static inline __attribute__((always_inline)) T512 void
+tile512f(const ek_ctx *c, int g, int m0, const int MR, const int BITS, float *out)
+{
+    const ek_weight *w = c->w;
+    const int S = c->S, spb = w->spb, Kp = c->Kp;
+    const size_t sub = BITS == 4 ? 256 : 512;
+    const uint8_t *qs = w->q + (size_t)g * S * sub;
+    const uint16_t *dg = w->d + (size_t)g * w->nblk * 16;
+    const uint16_t *mg = w->m ? w->m + (size_t)g * w->nblk * 16 : NULL;
+    const __m512i mask = _mm512_set1_epi32(BITS == 4 ? 0x0F : 0xFF);
+    const __m512 off = _mm512_set1_ps((float)w->offset);
+    __m512 acc[EK_MR];
+    for (int i = 0; i < MR; i++) acc[i] = _mm512_setzero_ps();
+    for (int s = 0; s < S; s++, qs += sub) {
+        const int b = s / spb;
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(dg + 16 * b)));
+        const __m512 mw = mg ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(mg + 16 * b)))
+                             : _mm512_setzero_ps();
+        for (size_t p = 0; p < sub; p += 64) _mm_prefetch((const char *)qs + EK_PF + p, _MM_HINT_T0);
+        __m512 dot[EK_MR][4];
+        for (int i = 0; i < MR; i++)
+            for (int t = 0; t < 4; t++) dot[i][t] = _mm512_setzero_ps();
+        for (int j = 0; j < (BITS == 4 ? 4 : 8); j++) {
+            const __m512i v = _mm512_loadu_si512((const void *)(qs + 64 * j));
+            for (int t = 0; t < 4; t++) {
+                for (int h = 0; h < (BITS == 4 ? 2 : 1); h++) {
+                    const int k = 16 * h + 4 * j + t;
+                    const __m512i q = _mm512_and_si512(_mm512_srli_epi32(v, 8 * t + 4 * h), mask);
+                    const __m512 wf = _mm512_sub_ps(_mm512_cvtepi32_ps(q), off);
+                    for (int i = 0; i < MR; i++) {
+                        const float xk = c->xf[(size_t)(m0 + i) * Kp + (size_t)s * 32 + k];
+                        dot[i][t] = _mm512_fmadd_ps(wf, _mm512_set1_ps(xk), dot[i][t]);
+                    }
+                }
+            }
+        }
+        for (int i = 0; i < MR; i++) {
+            const __m512 d = _mm512_add_ps(_mm512_add_ps(dot[i][0], dot[i][1]), _mm512_add_ps(dot[i][2], dot[i][3]));
+            acc[i] = _mm512_fmadd_ps(dw, d, acc[i]);
+            acc[i] = _mm512_fmadd_ps(mw, _mm512_set1_ps(c->xs[(size_t)(m0 + i) * S + s]), acc[i]);
         }
     }
     for (int i = 0; i < MR; i++) _mm512_storeu_ps(out + 16 * i, acc[i]);
@@ -142,6 +194,8 @@ tile512(const ek_ctx *c, int g, int m0, const int MR, const int BITS, float *out
 
 static T512 EK_DEF_MR(tile_q4_avx512vnni, tile512, 4)
 static T512 EK_DEF_MR(tile_q8_avx512vnni, tile512, 8)
+static T512 EK_DEF_MR(tile_q4_f32_avx512, tile512f, 4)
+static T512 EK_DEF_MR(tile_q8_f32_avx512, tile512f, 8)
 
 /* ------------------------------------------------------------ AVX2 / AVX-VNNI (256-bit) */
 /* Rows 0-7 and 8-15 of a group are the two 32-byte halves of each 64-byte line. */
@@ -213,7 +267,8 @@ ek_quant_fn ek_x86_quant(int level)
 ek_tile_fn ek_x86_tile(int level, int bits, int act_int8)
 {
     if (!act_int8) {
-        if (level >= EK_AVX512VNNI) return tile_f32_avx512;
+        (void)tile_f32_avx512;
+        if (level >= EK_AVX512VNNI) return bits == 4 ? tile_q4_f32_avx512 : tile_q8_f32_avx512;
         return level >= EK_AVX2 ? tile_f32_avx2 : NULL;
     }
     (void)tile_i8_avx2_generic;
