@@ -8,7 +8,8 @@ int8-activation path (act="int8", default): x is quantized per 32-element block 
 (scale = amax/127, round-half-even) and multiplied with integer dot products.  Versus the
 exact result its error per output is at most sum over blocks of (dx_b / 2) * sum|W[n, b]|
 (|rounding| <= half a step per activation); versus the numpy reference of the same
-arithmetic (``_kernels_ref.matmul_int8_exact``) it differs only by float32 accumulation order.
+arithmetic (``_kernels_ref.matmul_int8_exact``) it differs only by float32 rounding,
+<= 1e-5 * sum_k |x_k| * (d * (code + offset) + |m|) (codes and offset are summed apart).
 act="f32" is exact up to float32 rounding (<= 1e-5 relative to |x| @ |W|.T).
 
 Results do not depend on the thread count: every output element is computed by one thread
