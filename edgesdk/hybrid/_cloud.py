@@ -92,7 +92,7 @@ class V2Client:
 
     def ready(self, model: str | None = None) -> bool:
         try:
-            self.http.request_json("GET", f"/v2/models/{model}/ready" if model else "/v2/health/ready")
+            self.http.request("GET", f"/v2/models/{model}/ready" if model else "/v2/health/ready")
             return True
         except CloudError:
             return False

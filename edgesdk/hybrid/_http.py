@@ -128,20 +128,24 @@ class HttpTransport:
             conn.close()
             last = CloudError("http", f"HTTP {resp.status} from {self.host}: {detail[:200]}")
             if resp.status not in _RETRYABLE_STATUS:
-                break
+                raise last  # the server is up and answered: a client error does not trip the breaker
         self.breaker.failure()
         assert last is not None
         raise last
 
-    def request_json(self, method: str, path: str, body: dict | None = None) -> dict:
+    def request(self, method: str, path: str, body: dict | None = None) -> bytes:
+        """The raw body of a 2xx answer."""
         conn, resp = self._open(method, path, body)
         try:
-            raw = resp.read()
+            return resp.read()
         except (OSError, http.client.HTTPException) as exc:
             self.breaker.failure()
             raise CloudError("connection", f"reading the answer failed: {exc}") from exc
         finally:
             conn.close()
+
+    def request_json(self, method: str, path: str, body: dict | None = None) -> dict:
+        raw = self.request(method, path, body)
         try:
             out = json.loads(raw)
         except ValueError as exc:
