@@ -12,7 +12,7 @@ from typing import Iterable, Mapping, Sequence
 
 from ._errors import InputShapeError
 
-__all__ = ["dynamic_inputs", "fix_input_shapes", "is_qdq", "expose_outputs", "load_onnx", "topo_values"]
+__all__ = ["dynamic_inputs", "fix_input_shapes", "is_qdq", "expose_outputs", "truncate", "load_onnx", "topo_values"]
 
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 
@@ -101,3 +101,49 @@ def expose_outputs(model, names: Sequence[str]):
         have.add(name)
     return model
 
+
+
+def truncate(model, outputs: Sequence[str]):
+    """A new ModelProto computing only ``outputs`` (tensors of ``model``) from the graph inputs.
+
+    Nodes, inputs and initializers nothing upstream of ``outputs`` uses are dropped. Tensors that
+    subgraphs (If/Loop bodies) read from the outer scope count as used.
+    """
+    from onnx import helper
+
+    g = model.graph
+    producer = {o: i for i, n in enumerate(g.node) for o in n.output if o}
+    keep: set[int] = set()
+    used: set[str] = set()
+    stack = list(outputs)
+    while stack:
+        t = stack.pop()
+        if t in used:
+            continue
+        used.add(t)
+        i = producer.get(t)
+        if i is None or i in keep:
+            continue
+        keep.add(i)
+        stack += [x for x in g.node[i].input if x] + _outer_refs(g.node[i])
+    new = helper.make_graph(
+        [n for i, n in enumerate(g.node) if i in keep], g.name,
+        [v for v in g.input if v.name in used], [],
+        initializer=[t for t in g.initializer if t.name in used],
+    )
+    out = helper.make_model(new, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    for f in model.functions:
+        out.functions.append(f)
+    expose_outputs(out, list(outputs))
+    return out
+
+
+def _outer_refs(node) -> list[str]:
+    """Names a node's subgraphs read without defining them (outer-scope captures)."""
+    refs = []
+    for a in node.attribute:
+        for sub in list(a.g.node and [a.g] or []) + list(a.graphs):
+            defined = {i.name for i in sub.input} | {t.name for t in sub.initializer} | {o for n in sub.node for o in n.output}
+            for n in sub.node:
+                refs += [x for x in n.input if x and x not in defined] + _outer_refs(n)
+    return refs
