@@ -60,3 +60,14 @@ def hub_path(name):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

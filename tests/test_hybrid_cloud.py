@@ -16,7 +16,7 @@ import pytest
 import edgesdk
 from edgesdk.hybrid import CloudError, DeviceState, OpenAICompatible, Orchestrator, Policy
 
-from conftest import hub_path
+from conftest import free_port, hub_path
 
 
 class FaultServer:
@@ -99,17 +99,9 @@ def _orch(device, url, tmp_path, **policy):
                         state_fn=lambda: DeviceState(battery_percent=5, on_battery=True))
 
 
-def _closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.mark.parametrize("mode,kind", [("down", "connection"), ("slow", "timeout"), ("500", "http"), ("malformed", "malformed")])
 def test_cloud_fault_falls_back_to_device(device, fault, tmp_path, mode, kind):
-    url = f"http://127.0.0.1:{_closed_port()}" if mode == "down" else fault(mode).url
+    url = f"http://127.0.0.1:{free_port()}" if mode == "down" else fault(mode).url
     o = _orch(device, url, tmp_path, min_battery_percent=20)
     ans = o.generate("Name one planet.")
     assert ans.route == "device" and ans.text.strip()
@@ -190,7 +182,7 @@ def test_chat_cli_shows_where_each_answer_came_from(tmp_path):
     hub_path("smollm2-135m")
     log = tmp_path / "audit.jsonl"
     p = subprocess.run([sys.executable, "-m", "edgesdk.cli", "chat", "smollm2-135m", "--max-tokens", "8", "--audit-log", str(log),
-                        "--cloud", f"http://127.0.0.1:{_closed_port()}"],
+                        "--cloud", f"http://127.0.0.1:{free_port()}"],
                        input="Say hi\nmail me at a@b.io\n/cloud\n/quit\n", capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "[device] default: on the device" in p.stderr

@@ -11,7 +11,6 @@ servers stopped by PID).
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,17 +23,9 @@ import pytest
 import edgesdk
 from edgesdk.hybrid import OpenAICompatible, Orchestrator, Policy, V2Client
 
-from conftest import hub_path
+from conftest import free_port, hub_path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _wait_ready(url, proc, timeout=120):
@@ -76,9 +67,9 @@ def mlserver(tmp_path_factory):
     model = hub_path("ppocr-cls")
     d = tmp_path_factory.mktemp("mlserver")
     shutil.copy(ROOT / "tests" / "engines" / "mlserver" / "onnx_runtime.py", d / "onnx_runtime.py")
-    port = _free_port()
+    port = free_port()
     (d / "settings.json").write_text(json.dumps({
-        "host": "127.0.0.1", "http_port": port, "grpc_port": _free_port(), "metrics_port": _free_port(),
+        "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
         "parallel_workers": 0, "metrics_endpoint": None,
     }))
     (d / "model-settings.json").write_text(json.dumps({
@@ -115,7 +106,7 @@ def llama_server(tmp_path_factory):
         import llama_cpp.server  # noqa: F401
     except ImportError as exc:
         pytest.skip(f"llama-cpp-python[server] not installed ({exc}); pip install 'llama-cpp-python[server]'")
-    port = _free_port()
+    port = free_port()
     gguf = hub_path("smollm2-135m")
     logfile = tmp_path_factory.mktemp("llama") / "server.log"
     log = open(logfile, "w")  # a pipe nobody reads would fill up and stall the server

@@ -7,6 +7,7 @@ import re
 
 import attrs
 
+from .._options import _one_of
 from ._privacy import BUILTIN_DETECTORS
 
 __all__ = ["Policy", "Guardrails", "PRIVACY_MODES", "DEFAULT_REFUSALS"]
@@ -22,14 +23,6 @@ def _nonneg_or_none(instance, attribute, value):
 def _unit(instance, attribute, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise ValueError(f"{attribute.name} must be in [0, 1], got {value!r}")
-
-
-def _one_of(choices):
-    def check(instance, attribute, value):
-        if value not in choices:
-            raise ValueError(f"{attribute.name} must be one of {choices}, got {value!r}")
-
-    return check
 
 
 @attrs.frozen
