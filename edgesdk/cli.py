@@ -13,6 +13,7 @@ import numpy as np
 
 from . import hub
 from ._errors import EdgeSDKError, InputError
+from ._feeds import random_feed as _fill  # shared with `edgesdk diff`
 
 __all__ = ["main"]
 
@@ -142,17 +143,6 @@ def cmd_info(args) -> int:
     return 0
 
 
-def _fill(spec, rng, dims):
-    shape = tuple(d if isinstance(d, int) and d > 0 else dims.get(d, 1) for d in (spec.shape or ()))
-    if spec.dtype.kind == "f":
-        return rng.standard_normal(shape).astype(spec.dtype)
-    if spec.dtype.kind in "iu":
-        return np.zeros(shape, spec.dtype)
-    if spec.dtype.kind == "b":
-        return np.zeros(shape, bool)
-    raise InputError(f"cannot make a random value for input {spec.name!r} of dtype {spec.dtype}; pass --input")
-
-
 def cmd_run(args) -> int:
     from ._io import atomic_save_npy
     from ._session import Session
@@ -250,11 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_llm_commands(sub) -> None:
+    from . import _npu_cli
     from .hybrid import cli as hybrid_cli
     from .llm import cli as llm_cli
 
     llm_cli.add_commands(sub, _add_placement_args, _options)
     hybrid_cli.add_commands(sub, _add_placement_args, _options)
+    _npu_cli.add_commands(sub, _add_placement_args, _options)
 
 
 def main(argv=None) -> int:

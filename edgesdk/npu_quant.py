@@ -266,7 +266,14 @@ def _preprocess(src: Path, tmp: Path) -> Path:
         folded = tmp / "folded-nometa.onnx"
         onnx.save_model(m, str(folded))
     fused = tmp / "fused.onnx"
-    return fused if qnn_preprocess_model(str(folded), str(fused)) else folded
+    out = fused if qnn_preprocess_model(str(folded), str(fused)) else folded
+    m = onnx.load_model(str(out))
+    if not any(p.key == "onnx.quant.pre_process" for p in m.metadata_props):
+        # Tells the quantizer the model is pre-processed (it warns otherwise); true, done above.
+        onnx.helper.set_model_props(m, {"onnx.quant.pre_process": "onnxruntime.quant"})
+        out = tmp / "prepared.onnx"
+        onnx.save_model(m, str(out))
+    return out
 
 
 def _accuracy(float_path, qdq_path, evals, evaluate_on, options) -> tuple[tuple[TensorDiff, ...], str]:

@@ -32,6 +32,7 @@ log = logging.getLogger("edgesdk.backends.qnn")
 
 EP_NAME = "QNNExecutionProvider"
 _REGISTER_LOCK = threading.Lock()
+_HTP_LOADED = False  # the HTP library prints a banner to stdout when first loaded in a process
 _FALLBACK_DISABLED = "fallback to CPU EP has been explicitly disabled"
 
 
@@ -144,7 +145,15 @@ class QnnBackend(Backend):
     def _create(self, ort, source, so):
         # enable_fallback=0: ORT's Python wrapper would otherwise retry on the CPU EP after a QNN
         # error and print to stdout - the silent fallback this backend exists to prevent.
-        sess = ort.InferenceSession(source, sess_options=so, enable_fallback=0)
+        global _HTP_LOADED
+        if _HTP_LOADED:
+            sess = ort.InferenceSession(source, sess_options=so, enable_fallback=0)
+        else:
+            from ._diagnose import capture_fd, without_banner
+
+            with capture_fd(1, without_banner):
+                sess = ort.InferenceSession(source, sess_options=so, enable_fallback=0)
+            _HTP_LOADED = True
         if EP_NAME not in sess.get_providers():
             raise BackendError(f"the QNN EP was not attached (providers: {sess.get_providers()})")
         return sess

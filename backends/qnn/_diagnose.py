@@ -6,6 +6,9 @@ must be static", ...) only to ORT's native log on stderr. So, only when a model 
 entirely, the partitioning is repeated with verbose logging while file descriptor 2 points at a
 temporary file, and the reasons are parsed from it. Anything else written to stderr meanwhile (by
 other threads) is copied back to the real stderr afterwards.
+
+The same redirection (of stdout) hides the banner the HTP library prints once per process when it
+loads, which would otherwise corrupt the output of ``edgesdk ... --json``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import sys
 import tempfile
 import threading
 
-__all__ = ["capture_stderr", "parse_reasons"]
+__all__ = ["capture_fd", "capture_stderr", "without_banner", "parse_reasons"]
 
 log = logging.getLogger("edgesdk.backends.qnn")
 
@@ -31,31 +34,43 @@ _VALIDATE = re.compile(r"backendValidateOpConfig\(\) failed for node `(?P<name>[
 
 
 @contextlib.contextmanager
-def capture_stderr():
-    """Point fd 2 at a temp file for the block; yields a list that receives the captured text."""
+def capture_fd(fd: int, keep=lambda lines: lines):
+    """Point ``fd`` (1 or 2) at a temp file for the block; yields a list that receives the captured
+    text. Lines ``keep(lines)`` returns are written back to the real ``fd`` afterwards."""
     out: list[str] = []
+    stream = sys.stdout if fd == 1 else sys.stderr
     with _LOCK, tempfile.TemporaryFile(mode="w+b") as tmp:
         try:
-            sys.stderr.flush()
+            stream.flush()
         except Exception:
             pass
-        saved = os.dup(2)
+        saved = os.dup(fd)
         try:
-            os.dup2(tmp.fileno(), 2)
+            os.dup2(tmp.fileno(), fd)
             yield out
         finally:
             try:
-                sys.stderr.flush()
+                stream.flush()
             except Exception:
                 pass
-            os.dup2(saved, 2)
+            os.dup2(saved, fd)
             os.close(saved)
             tmp.seek(0)
             text = tmp.read().decode("utf-8", "replace")
             out.append(text)
-            others = [ln for ln in _strip_ort(text.splitlines())]
+            others = list(keep(text.splitlines()))
             if others:
-                os.write(2, ("\n".join(others) + "\n").encode())
+                os.write(fd, ("\n".join(others) + "\n").encode())
+
+
+def capture_stderr():
+    """Capture fd 2, giving back everything that is not an ORT log entry."""
+    return capture_fd(2, _strip_ort)
+
+
+def without_banner(lines):
+    """All lines but the HTP library's one-time "# LIBNATIVE: ..." banner, which it prints to stdout."""
+    return (ln for ln in lines if "LIBNATIVE" not in ln)
 
 
 def _strip_ort(lines):
