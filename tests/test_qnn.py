@@ -13,34 +13,11 @@ import pytest
 
 import edgesdk
 from conftest import make_onnx
+from qnn_helpers import conv_mlp
 
 qnn = pytest.importorskip("onnxruntime_qnn", reason="onnxruntime-qnn is not installed (pip install edgesdk[qnn])")
 
 FP16_ATOL = 2e-2
-
-
-def conv_mlp(path, seed=0):
-    """Conv -> Relu -> Reshape -> MatMul -> Add -> Sigmoid: the op mix of a small vision head."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    inits = [
-        numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32), "W"),
-        numpy_helper.from_array((rng.standard_normal(8) * 0.1).astype(np.float32), "B"),
-        numpy_helper.from_array((rng.standard_normal((8 * 16 * 16, 10)) * 0.02).astype(np.float32), "M"),
-        numpy_helper.from_array((rng.standard_normal(10) * 0.1).astype(np.float32), "C"),
-        numpy_helper.from_array(np.array([1, -1], np.int64), "shape"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv0", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"], name="relu0"),
-        helper.make_node("Reshape", ["r", "shape"], ["f"], name="flatten0"),
-        helper.make_node("MatMul", ["f", "M"], ["m"], name="matmul0"),
-        helper.make_node("Add", ["m", "C"], ["a"], name="bias0"),
-        helper.make_node("Sigmoid", ["a"], ["y"], name="sigmoid0"),
-    ]
-    return make_onnx(path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], initializers=inits)
 
 
 @pytest.fixture(scope="module")
