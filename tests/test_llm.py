@@ -96,19 +96,27 @@ def test_chat_template(llm):
         llm.apply_chat_template([{"content": "no role"}])
 
 
-def test_mini_template_subset():
+def test_builtin_template_renderer(llm):
+    """The jinja2-free renderer: same text as jinja2 on the model's template, and a clear error outside its subset."""
+    from edgesdk.llm._chat import _MiniTemplate
+
     tpl = (
         "{%- for m in messages -%}\n  {%- if m.role == 'system' -%}SYS: {{ m.content | trim }}\n"
         "{% elif m.role is defined %}{{ m.role ~ ': ' ~ m.content }}\n{% endif -%}\n{%- endfor -%}\n"
         "{% if add_generation_prompt %}A:{% endif %}"
     )
     msgs = [{"role": "system", "content": " S "}, {"role": "user", "content": "Hi"}]
+    ctx = {"messages": msgs, "add_generation_prompt": True}
+    assert _MiniTemplate(tpl).render(ctx) == "SYS: S\nuser: Hi\nA:"
+    smol = {"messages": [{"role": "user", "content": "Hi"}], "add_generation_prompt": True}
+    assert _MiniTemplate(llm.tokenizer.chat_template).render(smol) == SMOL_TEMPLATE_OUT
+    with pytest.raises(GenerationError, match="macro"):
+        _MiniTemplate("{% macro f() %}{% endmacro %}")
     try:
         import jinja2  # noqa: F401
     except ImportError:
-        assert render_chat(tpl, msgs) == "SYS: S\nuser: Hi\nA:"
-        with pytest.raises(GenerationError, match="macro"):
-            render_chat("{% macro f() %}{% endmacro %}", msgs)
+        return
+    assert render_chat(tpl, msgs) == _MiniTemplate(tpl).render(ctx)
 
 
 def _write_gguf(path, arch="llama", tensor_type=None):

@@ -7,6 +7,7 @@ verification (a few tokens). Every architectural choice comes from :class:`Model
 from __future__ import annotations
 
 import logging
+import mmap
 
 import numpy as np
 
@@ -25,6 +26,22 @@ log = logging.getLogger(__name__)
 EXACT_ROWS = 16
 
 
+def _lazy_zeros(shape) -> np.ndarray:
+    """A float32 zero array whose memory is committed 4 KiB at a time, as it is written.
+
+    Each (layer, head) row of the cache is touched at its first positions only; with transparent
+    huge pages every touch would commit 2 MiB, i.e. the whole cache at the first token.
+    """
+    nbytes = int(np.prod(shape)) * 4
+    try:
+        mm = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if hasattr(mmap, "MADV_NOHUGEPAGE"):
+            mm.madvise(mmap.MADV_NOHUGEPAGE)
+    except (OSError, ValueError, AttributeError):  # not Linux/BSD: calloc pages are lazy enough
+        return np.zeros(shape, np.float32)
+    return np.frombuffer(mm, np.float32).reshape(shape)
+
+
 class KVCache:
     """Keys/values for every layer, allocated once for the whole context.
 
@@ -36,8 +53,8 @@ class KVCache:
     def __init__(self, cfg: ModelConfig, n_ctx: int):
         self.n_ctx = n_ctx
         shape = (cfg.n_layer, cfg.n_head_kv, n_ctx, cfg.head_dim)
-        self.k = np.zeros(shape, np.float32)
-        self.v = np.zeros(shape, np.float32)
+        self.k = _lazy_zeros(shape)
+        self.v = _lazy_zeros(shape)
         self.tokens: list[int] = []
 
     def __len__(self) -> int:
@@ -83,11 +100,12 @@ class Transformer:
         self.cfg = cfg = gguf.config()
         self.impl = impl or kernel_impl()
         self.threads = threads
+        # The LM head is the largest tensor: repacking it first keeps its transient copy off the peak RSS.
+        head = gguf.tensor("token_embd.weight" if cfg.tied_embeddings else "output.weight")
+        self.lm_head = Linear([head], self.impl, threads, gguf.release)
         self.embed = Embedding(gguf.tensor("token_embd.weight"))
         self.layers = [_Layer(gguf, i, self.impl, threads) for i in range(cfg.n_layer)]
         self.out_norm = vector(gguf.tensor("output_norm.weight"))
-        head = gguf.tensor("token_embd.weight" if cfg.tied_embeddings else "output.weight")
-        self.lm_head = Linear([head], self.impl, threads, gguf.release)
         half = cfg.rope_dim // 2
         self._inv_freq = (1.0 / cfg.rope_base ** (np.arange(half, dtype=np.float64) * 2.0 / cfg.rope_dim)).astype(np.float64)
         #: Tokens processed by forward() since load: lets tests check that cached prefixes are not recomputed.

@@ -115,6 +115,9 @@ class Tokenizer:
                 stop.add(vocab[name])
         self.stop_ids = frozenset(stop)
         self.chat_template: str | None = gguf.get("tokenizer.chat_template")
+        # The vocabulary now lives here and in the tokenizers object; the parsed metadata copy is dead weight.
+        for key in ("tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.tokens"):
+            gguf.meta.pop(key, None)
         self.fingerprint = hashlib.sha256("\x00".join(self.tokens).encode()).hexdigest()
 
     @property
