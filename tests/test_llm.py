@@ -185,6 +185,20 @@ def test_reference_and_kernels_agree(llm):
     assert ref.generate(ids, max_tokens=4) == llm.generate(ids, max_tokens=4)
 
 
+def test_fused_forward_matches_numpy_glue(llm, monkeypatch):
+    """edgesdk._cllm's fused layer loop and the numpy glue around the same kernels: same greedy tokens."""
+    if llm.model.fused is None:
+        pytest.skip("edgesdk._cllm is not built or the kernels are unavailable")
+    monkeypatch.setenv("EDGESDK_LLM_FUSED", "0")
+    glue = LLM(model_path(), n_ctx=64)
+    assert glue.model.fused is None
+    ids = llm.tokenizer.encode("The quick brown fox")
+    a, b = glue.logits(ids), llm.logits(ids)
+    assert np.array_equal(a.argmax(-1), b.argmax(-1))
+    assert float(np.abs(a - b).max()) < 0.1 * float(np.abs(a).max())
+    assert glue.generate(ids, max_tokens=4) == llm.generate(ids, max_tokens=4)
+
+
 def test_incremental_decode_matches_batch_logits(llm):
     """Short batches (speculative verification) compute exactly what one-token steps compute."""
     ids = llm.tokenizer.encode("Count: one, two, three, four, five,")

@@ -70,7 +70,7 @@ class GenerationConfig:
         _check(all(isinstance(s, str) and s for s in self.stop), f"stop must be non-empty strings, got {self.stop!r}")
         _check(self.speculative in _SPECULATIVE, f"speculative must be one of {_SPECULATIVE}, got {self.speculative!r}")
         _check(self.speculative != "draft" or self.draft is not None, "speculative='draft' needs draft=<Session or runner>")
-        _check(isinstance(self.num_draft_tokens, int) and 1 <= self.num_draft_tokens <= 64, "num_draft_tokens must be in 1..64")
+        _check(isinstance(self.num_draft_tokens, int) and 1 <= self.num_draft_tokens <= 63, "num_draft_tokens must be in 1..63")
         _check(isinstance(self.ngram_max, int) and 1 <= self.ngram_max <= 8, "ngram_max must be in 1..8")
 
     @property

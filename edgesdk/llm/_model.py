@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import mmap
+import os
 
 import numpy as np
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 # one-token decode step. With int8 activations, a last-bit difference (another BLAS blocking,
 # extra masked zeros in a softmax sum) can flip a rounding and, 30 layers later, a near-tie
 # argmax; row-by-row keeps speculative verification bit-identical to plain decoding.
-EXACT_ROWS = 16
+EXACT_ROWS = 64
 
 
 def _lazy_zeros(shape) -> np.ndarray:
@@ -56,6 +57,7 @@ class KVCache:
         self.k = _lazy_zeros(shape)
         self.v = _lazy_zeros(shape)
         self.tokens: list[int] = []
+        self.native = None  # (fused forward, its per-layer C structs) bound to this cache
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -92,6 +94,83 @@ class _Layer:
         self.w_down = Linear([t("ffn_down")], impl, threads, g.release)
 
 
+class _Fused:
+    """``edgesdk._cllm.llm_forward`` bound to a model's packed weights (kernels impl).
+
+    The C loop calls ``edgesdk._ckernels.ek_matmul`` through a function pointer on the kernels'
+    own weight descriptors, so the two extensions share no link-time symbols.
+    """
+
+    def __init__(self, model: "Transformer"):
+        from .. import _cllm, kernels
+
+        ffi, self.lib = _cllm.ffi, _cllm.lib
+        kffi = kernels._ffi
+        self.ffi = ffi
+        self._keep = []
+
+        def addr(lin) -> object:
+            return ffi.cast("const void *", int(kffi.cast("uintptr_t", kernels._desc(lin._qt))))
+
+        def floats(a: np.ndarray, kind: str = "float[]"):
+            self._keep.append(a)
+            return ffi.from_buffer(kind, a)
+
+        cfg = model.cfg
+        m = ffi.new("llm_model *")
+        m.n_layer, m.n_embd, m.n_ff = cfg.n_layer, cfg.n_embd, cfg.n_ff
+        m.n_head, m.n_head_kv, m.head_dim, m.rope_dim = cfg.n_head, cfg.n_head_kv, cfg.head_dim, cfg.rope_dim
+        m.rope_neox = int(cfg.arch.rope_mode == "neox")
+        m.rms_eps, m.rope_scale = cfg.rms_eps, cfg.rope_scale
+        m.inv_freq = floats(np.ascontiguousarray(model._inv_freq, np.float64), "double[]")
+        m.lm_head = addr(model.lm_head)
+        m.out_norm = floats(model.out_norm)
+        m.matmul = ffi.cast("llm_matmul_fn", int(kffi.cast("uintptr_t", kffi.addressof(kernels._lib, "ek_matmul"))))
+        m.nthreads = int(model.threads or 0)
+        self.m = m
+        self.weights = [
+            (addr(L.wqkv), addr(L.wo), addr(L.w_gate_up), addr(L.w_down), floats(L.attn_norm), floats(L.ffn_norm))
+            for L in model.layers
+        ]
+        self.vocab = model.lm_head.n
+
+    def _layers(self, cache: KVCache):
+        if cache.native is None or cache.native[0] is not self:
+            ffi = self.ffi
+            layers = ffi.new("llm_layer[]", len(self.weights))
+            kbase = ffi.from_buffer("float[]", cache.k, require_writable=True)
+            vbase = ffi.from_buffer("float[]", cache.v, require_writable=True)
+            per_layer = cache.k[0].size
+            for i, (wqkv, wo, wgu, wdown, an, fn) in enumerate(self.weights):
+                L = layers[i]
+                L.wqkv, L.wo, L.wgu, L.wdown, L.attn_norm, L.ffn_norm = wqkv, wo, wgu, wdown, an, fn
+                L.k, L.v = kbase + i * per_layer, vbase + i * per_layer
+            cache.native = (self, layers, kbase, vbase)
+        return cache.native[1]
+
+    def forward(self, x: np.ndarray, T: int, cache: KVCache, start: int) -> np.ndarray:
+        from .._errors import KernelError
+
+        self.m.layers = self._layers(cache)
+        self.m.n_ctx = cache.n_ctx
+        out = np.empty((max(T - start, 0), self.vocab), np.float32)
+        optr = self.ffi.from_buffer("float[]", out) if out.size else self.ffi.NULL
+        rc = self.lib.llm_forward(self.m, self.ffi.from_buffer("float[]", x), T, len(cache), optr, start)
+        if rc:
+            raise KernelError(f"fused LLM forward failed (code {rc}: {'non-finite activations' if rc == -2 else 'bad arguments or memory'})")
+        return out
+
+
+def _fused_for(model: "Transformer") -> _Fused | None:
+    if model.impl != "kernels" or os.environ.get("EDGESDK_LLM_FUSED", "1") == "0":
+        return None
+    try:
+        return _Fused(model)
+    except ImportError:
+        log.info("edgesdk._cllm is not built (python bindings/build_llm.py); decoding with numpy glue around the kernels")
+        return None
+
+
 class Transformer:
     """Llama-family decoder over memory-mapped weights. ``impl`` is "numpy" or "kernels" (see _weights)."""
 
@@ -110,6 +189,7 @@ class Transformer:
         self._inv_freq = (1.0 / cfg.rope_base ** (np.arange(half, dtype=np.float64) * 2.0 / cfg.rope_dim)).astype(np.float64)
         #: Tokens processed by forward() since load: lets tests check that cached prefixes are not recomputed.
         self.tokens_processed = 0
+        self.fused = _fused_for(self)
 
     def new_cache(self, n_ctx: int | None = None) -> KVCache:
         return KVCache(self.cfg, min(n_ctx or self.cfg.n_ctx_train, self.cfg.n_ctx_train))
@@ -178,6 +258,12 @@ class Transformer:
         nh, nkv, hd = cfg.n_head, cfg.n_head_kv, cfg.head_dim
         scale = np.float32(1.0 / np.sqrt(hd))
         S = p0 + T
+        if self.fused is not None and T <= EXACT_ROWS:
+            start = T - 1 if logits == "last" else (0 if logits == "all" else int(logits))
+            out = self.fused.forward(self.embed(ids), T, cache, start)
+            cache.tokens.extend(int(i) for i in ids)
+            self.tokens_processed += T
+            return out[0] if logits == "last" else out
         rot = self._rotation(pos)
         nq, nk = nh * hd, nkv * hd
         x = self.embed(ids)

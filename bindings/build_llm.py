@@ -1,0 +1,65 @@
+"""cffi build script for ``edgesdk._cllm``, the fused LLM forward (out-of-line API mode).
+
+Separate from ``build_kernels.py`` on purpose: it has no link-time dependency on the kernels; the
+matmul is handed over at run time as a function pointer (``edgesdk._ckernels.ek_matmul``).
+Register in setup.py with ``cffi_modules=[..., "bindings/build_llm.py:ffibuilder"]``; until then
+``python bindings/build_llm.py`` builds it in place. Without it edgesdk runs the same model in numpy.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+
+
+def _cdef() -> str:
+    lines, skip = [], False
+    for line in (HERE / "llm_decode.h").read_text().splitlines():
+        s = line.strip()
+        if s.startswith("/*"):
+            skip = not s.endswith("*/")
+            continue
+        if skip:
+            skip = not s.endswith("*/")
+            continue
+        lines.append(line.split("/*")[0])
+    return "\n".join(lines)
+
+
+def _compile_args() -> list[str]:
+    if sys.platform == "win32":
+        return ["/O2"]
+    return ["-O3", "-std=gnu11", "-fno-strict-aliasing", "-Wall"] + shlex.split(os.environ.get("EDGESDK_CFLAGS", ""))
+
+
+def _source() -> str:
+    src = HERE / "llm_decode.c"
+    cwd = Path.cwd()
+    return str(src.relative_to(cwd)) if src.is_relative_to(cwd) and __name__ != "__main__" else str(src)
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(_cdef())
+ffibuilder.set_source(
+    "edgesdk._cllm",
+    '#include "llm_decode.h"\n',
+    sources=[_source()],
+    include_dirs=[str(HERE)],
+    extra_compile_args=_compile_args(),
+    libraries=[] if sys.platform == "win32" else ["m"],
+)
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as tmp:
+        lib = ffibuilder.compile(tmpdir=tmp, verbose=True)
+        dest = HERE.parent / "edgesdk" / Path(lib).name
+        shutil.copy2(lib, dest)
+        print(f"built {dest}")

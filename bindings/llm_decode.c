@@ -1,0 +1,194 @@
+/* edgesdk LLM fused forward for short batches (decode and speculative verification).
+ *
+ * One call runs every layer of a llama-family decoder for T <= 64 tokens: RMSNorm, RoPE, KV-cache
+ * store, grouped-query attention, SwiGLU and the residual stream, calling the weight matmul through
+ * a function pointer (edgesdk._ckernels' ek_matmul, passed in by Python). Doing this per token in
+ * numpy costs ~60 small array operations per layer; in C it costs nothing next to the matmuls.
+ *
+ * Every token row goes through exactly the same instructions whatever T is (the matmul kernel
+ * computes rows independently), so verifying k draft tokens in one call yields bit-identical
+ * logits to k one-token calls: greedy speculative decoding cannot change the output.
+ */
+#include "llm_decode.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define LLM_X86 1
+#define LLM_AVX2 __attribute__((target("avx2,fma")))
+#endif
+
+static float dot_portable(const float *a, const float *b, int n)
+{
+    float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+    }
+    for (; i < n; i++) s0 += a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+static void axpy_portable(float *y, float a, const float *x, int n)
+{
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+#ifdef LLM_X86
+#include <immintrin.h>
+static LLM_AVX2 float dot_avx2(const float *a, const float *b, int n)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s0 = _mm256_add_ps(s0, s1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    float s = _mm_cvtss_f32(h);
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static LLM_AVX2 void axpy_avx2(float *y, float a, const float *x, int n)
+{
+    const __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+#endif
+
+static float (*dot)(const float *, const float *, int) = dot_portable;
+static void (*axpy)(float *, float, const float *, int) = axpy_portable;
+static int simd_level = -1;
+
+int llm_simd(int allow_simd)
+{
+    dot = dot_portable;
+    axpy = axpy_portable;
+    simd_level = 0;
+#ifdef LLM_X86
+    __builtin_cpu_init();
+    if (allow_simd && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        dot = dot_avx2;
+        axpy = axpy_avx2;
+        simd_level = 1;
+    }
+#else
+    (void)allow_simd;
+#endif
+    return simd_level;
+}
+
+static void rms_norm(const float *x, const float *w, float *out, int n, float eps)
+{
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    const float r = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++) out[i] = x[i] * r * w[i];
+}
+
+static void rope(float *v, int n_heads, int hd, int rope_dim, int neox, const float *cs, const float *sn)
+{
+    const int half = rope_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *x = v + (size_t)h * hd;
+        for (int i = 0; i < half; i++) {
+            float *a = neox ? x + i : x + 2 * i;
+            float *b = neox ? x + i + half : x + 2 * i + 1;
+            const float a0 = *a, b0 = *b;
+            *a = a0 * cs[i] - b0 * sn[i];
+            *b = a0 * sn[i] + b0 * cs[i];
+        }
+    }
+}
+
+int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, int logits_from)
+{
+    if (!m || !x || T < 1 || T > LLM_MAX_ROWS || pos0 < 0 || pos0 + T > m->n_ctx) return -1;
+    if (simd_level < 0) llm_simd(1);
+    const int d = m->n_embd, nh = m->n_head, nkv = m->n_head_kv, hd = m->head_dim, ff = m->n_ff;
+    const int g = nh / nkv, nq = nh * hd, nk = nkv * hd, nqkv = nq + 2 * nk, half = m->rope_dim / 2;
+    const int S_max = pos0 + T;
+    const float scale = (float)(1.0 / sqrt((double)hd));
+    const size_t need = (size_t)T * (d + nqkv + nq + 2 * ff + ff + d) + (size_t)S_max + (size_t)T * half * 2;
+    float *buf = (float *)malloc(need * sizeof(float));
+    if (!buf) return -3;
+    float *h = buf, *qkv = h + (size_t)T * d, *att = qkv + (size_t)T * nqkv, *gu = att + (size_t)T * nq;
+    float *act = gu + (size_t)T * 2 * ff, *tmp = act + (size_t)T * ff, *sc = tmp + (size_t)T * d;
+    float *cs = sc + S_max, *sn = cs + (size_t)T * half;
+    int rc = 0;
+
+    for (int t = 0; t < T; t++) {
+        const double p = (double)(pos0 + t) / m->rope_scale;
+        for (int i = 0; i < half; i++) {
+            const double a = p * m->inv_freq[i];
+            cs[(size_t)t * half + i] = (float)cos(a);
+            sn[(size_t)t * half + i] = (float)sin(a);
+        }
+    }
+    for (int l = 0; l < m->n_layer && !rc; l++) {
+        const llm_layer *L = &m->layers[l];
+        for (int t = 0; t < T; t++) rms_norm(x + (size_t)t * d, L->attn_norm, h + (size_t)t * d, d, m->rms_eps);
+        if ((rc = m->matmul(L->wqkv, h, T, qkv, 1, m->nthreads))) break;
+        for (int t = 0; t < T; t++) {
+            float *row = qkv + (size_t)t * nqkv;
+            const int pos = pos0 + t;
+            rope(row, nh + nkv, hd, m->rope_dim, m->rope_neox, cs + (size_t)t * half, sn + (size_t)t * half);
+            for (int kh = 0; kh < nkv; kh++) {
+                memcpy(L->k + ((size_t)kh * m->n_ctx + pos) * hd, row + nq + (size_t)kh * hd, hd * sizeof(float));
+                memcpy(L->v + ((size_t)kh * m->n_ctx + pos) * hd, row + nq + nk + (size_t)kh * hd, hd * sizeof(float));
+            }
+        }
+        for (int t = 0; t < T; t++) {
+            const int S = pos0 + t + 1;
+            for (int head = 0; head < nh; head++) {
+                const int kh = head / g;
+                const float *q = qkv + (size_t)t * nqkv + (size_t)head * hd;
+                const float *K = L->k + (size_t)kh * m->n_ctx * hd, *V = L->v + (size_t)kh * m->n_ctx * hd;
+                float mx = -INFINITY;
+                for (int s = 0; s < S; s++) {
+                    sc[s] = dot(q, K + (size_t)s * hd, hd) * scale;
+                    if (sc[s] > mx) mx = sc[s];
+                }
+                float sum = 0.f;
+                for (int s = 0; s < S; s++) {
+                    sc[s] = expf(sc[s] - mx);
+                    sum += sc[s];
+                }
+                const float inv = 1.f / sum;
+                float *o = att + (size_t)t * nq + (size_t)head * hd;
+                memset(o, 0, hd * sizeof(float));
+                for (int s = 0; s < S; s++) axpy(o, sc[s] * inv, V + (size_t)s * hd, hd);
+            }
+        }
+        if ((rc = m->matmul(L->wo, att, T, tmp, 1, m->nthreads))) break;
+        for (size_t i = 0; i < (size_t)T * d; i++) x[i] += tmp[i];
+        for (int t = 0; t < T; t++) rms_norm(x + (size_t)t * d, L->ffn_norm, h + (size_t)t * d, d, m->rms_eps);
+        if ((rc = m->matmul(L->wgu, h, T, gu, 1, m->nthreads))) break;
+        for (int t = 0; t < T; t++) {
+            const float *gt = gu + (size_t)t * 2 * ff, *up = gt + ff;
+            float *a = act + (size_t)t * ff;
+            for (int i = 0; i < ff; i++) a[i] = gt[i] / (1.f + expf(-gt[i])) * up[i];
+        }
+        if ((rc = m->matmul(L->wdown, act, T, tmp, 1, m->nthreads))) break;
+        for (size_t i = 0; i < (size_t)T * d; i++) x[i] += tmp[i];
+    }
+    if (!rc && logits && logits_from < T) {
+        const int n = T - logits_from;
+        for (int t = 0; t < n; t++) rms_norm(x + (size_t)(logits_from + t) * d, m->out_norm, h + (size_t)t * d, d, m->rms_eps);
+        rc = m->matmul(m->lm_head, h, n, logits, 1, m->nthreads);
+    }
+    free(buf);
+    return rc;
+}

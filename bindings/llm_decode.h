@@ -1,0 +1,44 @@
+/* edgesdk._cllm: fused llama-family forward for short batches. Also fed to cffi's cdef():
+ * plain declarations only (no includes, no expressions in array sizes). */
+typedef int (*llm_matmul_fn)(const void *w, const float *x, int m, float *y, int act_int8, int nthreads);
+
+typedef struct llm_layer {
+    const void *wqkv;        /* fused Q|K|V rows, opaque weight descriptor for matmul */
+    const void *wo;
+    const void *wgu;         /* fused gate|up rows */
+    const void *wdown;
+    const float *attn_norm;
+    const float *ffn_norm;
+    float *k;                /* this layer's key cache, (n_head_kv, n_ctx, head_dim) */
+    float *v;
+} llm_layer;
+
+typedef struct llm_model {
+    int n_layer;
+    int n_embd;
+    int n_ff;
+    int n_head;
+    int n_head_kv;
+    int head_dim;
+    int rope_dim;
+    int n_ctx;
+    int rope_neox;           /* 0: rotate pairs (2i, 2i+1); 1: rotate (i, i + rope_dim/2) */
+    float rms_eps;
+    float rope_scale;        /* positions are divided by this (linear scaling) */
+    const double *inv_freq;  /* rope_dim / 2 frequencies */
+    const llm_layer *layers;
+    const void *lm_head;
+    const float *out_norm;
+    llm_matmul_fn matmul;
+    int nthreads;            /* passed to matmul; 0 = its pool size */
+} llm_model;
+
+/* x: (T, n_embd) token embeddings in, residual stream out. Appends T tokens at positions
+ * pos0.. to the KV cache. logits: (T - logits_from, n_vocab) or NULL.
+ * Returns 0, -1 (bad arguments), -3 (out of memory) or the matmul's error code. */
+int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, int logits_from);
+
+/* Select the SIMD path for attention: 1 = AVX2/FMA when the CPU has it, 0 = portable. Returns the path. */
+int llm_simd(int allow_simd);
+
+#define LLM_MAX_ROWS 64
