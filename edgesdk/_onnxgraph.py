@@ -12,7 +12,7 @@ from typing import Iterable, Mapping, Sequence
 
 from ._errors import InputShapeError
 
-__all__ = ["dynamic_inputs", "fix_input_shapes", "is_qdq", "expose_outputs", "truncate", "load_onnx", "topo_values"]
+__all__ = ["dynamic_inputs", "fix_input_shapes", "constants_to_initializers", "is_qdq", "expose_outputs", "truncate", "load_onnx", "topo_values"]
 
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 
@@ -56,6 +56,28 @@ def fix_input_shapes(model, shapes: Mapping[str, Sequence[int]]):
     for o in model.graph.output:
         if o.type.HasField("tensor_type"):
             o.type.tensor_type.ClearField("shape")
+    return model
+
+
+def constants_to_initializers(model):
+    """Turn top-level Constant nodes with a tensor value into initializers (``model`` edited in place).
+
+    Exporters such as paddle2onnx emit Conv/BatchNorm parameters as Constant nodes; quantizers and
+    graph fusions look for initializers and skip what they cannot find.
+    """
+    from onnx import numpy_helper
+
+    keep = []
+    for n in model.graph.node:
+        value = next((a.t for a in n.attribute if a.name == "value" and a.HasField("t")), None) if n.op_type == "Constant" else None
+        if value is None or not n.output[0]:
+            keep.append(n)
+            continue
+        t = numpy_helper.from_array(numpy_helper.to_array(value), n.output[0])
+        model.graph.initializer.append(t)
+    if len(keep) != len(model.graph.node):
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
     return model
 
 

@@ -279,8 +279,9 @@ class _Graph:
         n = self.nodes[i]
         if n.op_type == "DequantizeLinear" and n.input[0] in self.producer:
             q = self.producer[n.input[0]]
-            if self.nodes[q].op_type == "QuantizeLinear" and self.nodes[q].input[0] in self.producer:
-                return self.producer[self.nodes[q].input[0]]
+            if self.nodes[q].op_type == "QuantizeLinear":
+                # The op before the Q; for a graph input, the quantization itself.
+                return self.producer.get(self.nodes[q].input[0], q)
         return i
 
     def divergence(self, tensor, d, ra, rb, feeds, tol) -> Divergence:
