@@ -39,6 +39,25 @@ def test_session_run_returns_logits(session):
     np.testing.assert_allclose(logits[0], session.runner.llm.logits(ids), rtol=0, atol=1e-4)
 
 
+def test_session_run_is_thread_safe(session):
+    import threading
+
+    tok = session.runner.tokenizer
+    feeds = [{"input_ids": np.array([tok.encode(t)], np.int64)} for t in ("Hello there", "The capital of France is")]
+    want = [session.run(f)["logits"] for f in feeds]
+    got = {}
+
+    def work(j):
+        got[j] = session.run(feeds[j % 2])["logits"]
+
+    threads = [threading.Thread(target=work, args=(j,)) for j in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.array_equal(got[j], want[j % 2]) for j in range(4))
+
+
 def test_draft_session_speculation(session):
     with edgesdk.Session(model_path(), backend_options={"cpu": {"n_ctx": 512}}) as draft:
         plain = session.generate("Count: one, two, three,", max_tokens=5)

@@ -151,11 +151,13 @@ class _Fused:
     def forward(self, x: np.ndarray, T: int, cache: KVCache, start: int) -> np.ndarray:
         from .._errors import KernelError
 
-        self.m.layers = self._layers(cache)
-        self.m.n_ctx = cache.n_ctx
+        # A per-call copy of the model struct: Runner.run may score on several threads, each with its own cache.
+        m = self.ffi.new("llm_model *", self.m[0])
+        m.layers = self._layers(cache)
+        m.n_ctx = cache.n_ctx
         out = np.empty((max(T - start, 0), self.vocab), np.float32)
         optr = self.ffi.from_buffer("float[]", out) if out.size else self.ffi.NULL
-        rc = self.lib.llm_forward(self.m, self.ffi.from_buffer("float[]", x), T, len(cache), optr, start)
+        rc = self.lib.llm_forward(m, self.ffi.from_buffer("float[]", x), T, len(cache), optr, start)
         if rc:
             raise KernelError(f"fused LLM forward failed (code {rc}: {'non-finite activations' if rc == -2 else 'bad arguments or memory'})")
         return out
