@@ -30,13 +30,13 @@ class ArchSpec:
     """What distinguishes one decoder-only architecture from another, as far as the forward pass cares.
 
     ``rope_mode`` "norm" rotates adjacent pairs (llama.cpp's layout for llama-family GGUF, whose
-    converter permutes Q/K rows), "neox" rotates the two halves of each head (Qwen2, Gemma).
+    converter permutes Q/K rows), "neox" rotates the two halves of each head (Qwen2, Gemma); both
+    are implemented in numpy and C. Qwen2 would add QKV biases, Gemma 3 QK-norm, sliding-window
+    layers and GELU: each becomes a field here, read by ``_model.Transformer`` and ``llm_decode.c``.
     """
 
     name: str
     rope_mode: str = "norm"
-    attn_bias: bool = False
-    activation: str = "silu"
 
 
 #: Architectures whose forward pass is implemented and verified against a real model file.

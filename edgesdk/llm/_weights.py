@@ -3,8 +3,8 @@
 Two implementations compute ``y = x @ W.T``:
 
 - ``"numpy"``: the reference. Weights stay memory-mapped in the file's packed blocks; each call
-  dequantizes them to fp32 a few thousand rows at a time (``edgesdk.quant``'s own dequantizer
-  works on whole tensors, and a 49k-row LM head must not become a 113 MB fp32 temporary).
+  dequantizes them to fp32 with ``edgesdk.quant`` a few thousand rows at a time (a 49k-row LM
+  head must not become a 113 MB fp32 temporary).
 - ``"kernels"``: :func:`edgesdk.kernels.matmul` (cffi C, int8 activations). The blocks are
   repacked once by :func:`edgesdk.quant.from_gguf` and the file pages are then released, so
   the process holds one packed copy of the weights, never an fp32 one.
@@ -28,8 +28,7 @@ __all__ = ["Linear", "Embedding", "dequantize_rows", "kernel_impl", "vector"]
 
 log = logging.getLogger(__name__)
 
-# Block layouts: (elements per block, bytes per block)
-_BLOCK = {"Q4_0": (32, 18), "Q4_1": (32, 20), "Q8_0": (32, 34), "F16": (1, 2), "F32": (1, 4)}
+_TYPES = ("Q4_0", "Q4_1", "Q8_0", "F16", "F32")
 # Rows dequantized at once by the reference path: bounds its scratch memory (~ROWS*K*4 bytes).
 _CHUNK_ROWS = 4096
 
@@ -46,34 +45,20 @@ def kernel_impl() -> str:
 
 
 def dequantize_rows(raw: np.ndarray, qtype: str, k: int) -> np.ndarray:
-    """fp32 rows from packed GGUF rows ``raw`` (uint8, shape (n, row_bytes))."""
+    """fp32 rows from packed GGUF rows ``raw`` (shape (n, row bytes), or typed for F32/F16)."""
     n = raw.shape[0]
     if qtype == "F32":
         return raw.view(np.float32).reshape(n, k)
     if qtype == "F16":
         return raw.view(np.float16).reshape(n, k).astype(np.float32)
-    blk, nbytes = _BLOCK[qtype]
-    b = raw.reshape(n, k // blk, nbytes)
-    out = np.empty((n, k // blk, blk), np.float32)
-    d = b[..., 0:2].copy().view(np.float16).astype(np.float32)
-    if qtype == "Q8_0":
-        np.multiply(b[..., 2:].view(np.int8), d, out=out)
-        return out.reshape(n, k)
-    qs = b[..., -16:]
-    out[..., :16] = qs & 0x0F
-    out[..., 16:] = qs >> 4
-    if qtype == "Q4_0":
-        out -= 8.0
-        out *= d
-    else:
-        out *= d
-        out += b[..., 2:4].copy().view(np.float16).astype(np.float32)
-    return out.reshape(n, k)
+    from ..quant import from_gguf_bytes
+
+    return from_gguf_bytes(np.ascontiguousarray(raw), qtype, (n, k)).dequantize()
 
 
 def _check(tensor) -> tuple[str, int, int]:
     qtype = tensor.tensor_type.name
-    if qtype not in _BLOCK:
+    if qtype not in _TYPES:
         raise UnsupportedModelError("", f"tensor {tensor.name!r} has unsupported type {qtype}")
     k, n = (int(s) for s in tensor.shape[:2]) if len(tensor.shape) > 1 else (int(tensor.shape[0]), 1)
     return qtype, n, k
