@@ -60,6 +60,8 @@ def test_float_model_matches_cpu_in_fp16(float_model, rng):
     x = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
     with qnn_session(float_model) as s:
         assert s.device.id == "qnn:htp" and s.runner.precision == "fp16"
+        # require= makes ORT itself forbid CPU fallback, not only edgesdk's placement check.
+        assert s.runner._sess.get_session_options().get_session_config_entry("session.disable_cpu_ep_fallback") == "1"
         assert {n.device_id for n in s.placement.nodes} == {"qnn:htp"}
         got = s.run({"x": x})["y"]
     np.testing.assert_allclose(got, cpu_run(float_model, {"x": x})["y"], atol=FP16_ATOL)

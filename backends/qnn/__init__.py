@@ -223,10 +223,16 @@ class QnnBackend(Backend):
                 sess = self._create(ort, source, self._session_options(ort, device, po, options, strict, extra))
             except Exception as exc:
                 if strict and _FALLBACK_DISABLED in str(exc):
-                    # ORT says only "some node fell back"; find which, and why, so the PlacementError can list them.
-                    nodes = self._partition(ort, source, device, po, options)
-                    if any(n.device_id != device.id for n in nodes):
-                        return _Refused(device, nodes, precision, po)
+                    # ORT says only "some node fell back". Compile again with fallback allowed to learn
+                    # which nodes and why (cached, so the next strict attempt is refused at once), and
+                    # hand that list to placement, which refuses the device naming each node.
+                    if staging is not None:
+                        ContextCache.remove(staging)
+                        staging = None
+                    probe = self._compile(ort, model, device, options, po, precision, source, False, cache, key, t0)
+                    probe.close()
+                    if probe.fallback_nodes():
+                        return _Refused(device, probe.nodes, precision, po)
                 raise BackendError(f"QNN could not compile {model.path} for {device.id}: {exc}") from exc
             runner = QnnRunner(sess, device, None, precision, po, cache_hit=False, create_s=None)
             if runner.fallback_nodes():
@@ -241,12 +247,6 @@ class QnnBackend(Backend):
         finally:
             if staging is not None:
                 ContextCache.remove(staging)
-
-    def _partition(self, ort, source, device, po, options):
-        """Per-node placement with CPU fallback allowed, every non-QNN node carrying QNN's reason."""
-        sess = self._create(ort, source, self._session_options(ort, device, po, options, strict=False))
-        nodes = QnnRunner(sess, device, None, "", po).nodes
-        return self._with_reasons(ort, source, device, po, options, nodes)
 
     def _with_reasons(self, ort, source, device, po, options, nodes):
         from ._diagnose import capture_stderr, parse_reasons
