@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import attrs
 import numpy as np

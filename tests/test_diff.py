@@ -168,9 +168,9 @@ def test_real_qdq_model_cpu_vs_htp(htp):
 
     path, _ = cls_qdq()
     feeds = text_crops(1, seed=1)[0]
-    r = diff(path, "onnxruntime:cpu", "qnn", feeds)
+    r = diff(path, "onnxruntime:cpu", "qnn", feeds, options=htp)
     assert r.ok, r.summary()
-    strict = diff(path, "onnxruntime:cpu", "qnn", feeds, atol=0, rtol=0, min_cosine=1.0, locate=True)
+    strict = diff(path, "onnxruntime:cpu", "qnn", feeds, options=htp, atol=0, rtol=0, min_cosine=1.0, locate=True)
     d = strict.first_divergence
     assert d is not None and not d.tensor.ok and d.op_type != "DequantizeLinear", strict.summary()
     assert d.tensor.name.endswith("_DequantizeLinear_Output")  # compared at QDQ unit boundaries

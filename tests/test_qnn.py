@@ -159,3 +159,10 @@ def test_dynamic_inputs_need_shapes(tmp_path):
         x = np.array([[-1, 2, -3, 4], [5, -6, 7, -8]], np.float32)
         assert s.inputs[0].shape == (2, 4)
         np.testing.assert_allclose(s.run({"x": x})["y"], np.maximum(x, 0), rtol=1e-3)
+
+
+def test_profiling_writes_the_ep_csv(float_model, tmp_path):
+    prof = tmp_path / "profile.csv"
+    with qnn_session(float_model, qnn={"profiling_level": "basic", "profiling_file": str(prof), "performance_mode": "high_performance"}) as s:
+        s.run({"x": np.zeros((1, 3, 16, 16), np.float32)})
+    assert "QNN (execute) time" in prof.read_text()
