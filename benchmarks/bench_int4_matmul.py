@@ -190,6 +190,7 @@ def main(argv=None) -> int:
     rows = []
 
     def add(impl, k, n, m, t, sec, wbytes):
+        print(f"  {impl:<24} K={k:<5} N={n:<5} M={m:<3} threads={t}: {sec * 1e3:9.3f} ms", file=sys.stderr, flush=True)
         gbs = wbytes / sec / 1e9
         rows.append(dict(impl=impl, K=k, N=n, M=m, threads=t, ms=sec * 1e3, gbs=gbs,
                          pct_bw=100 * gbs / bw[t], gflops=2 * m * n * k / sec / 1e9))
