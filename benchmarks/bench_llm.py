@@ -160,6 +160,24 @@ def worker_ppl(engine: str, threads: int, n_ctx: int) -> dict:
                 n_ctx=n_ctx, text=path.name, seconds=time.perf_counter() - t0, **extra)
 
 
+def worker_parity(n_prompt: int, n_gen: int) -> dict:
+    """The pure-numpy reference (fp32) against the kernels with exact fp32 and with int8 activations."""
+    from edgesdk.llm import LLM
+
+    ids = prompt_ids(n_prompt)
+    ref = LLM(ARGS.model, n_ctx=256, impl="numpy")
+    a = ref.logits(ids)
+    ga = ref.generate(ids, max_tokens=n_gen, ignore_eos=True)
+    out = dict(positions=len(ids), greedy_tokens=n_gen, logit_range=float(np.abs(a).max()))
+    for act in ("f32", "int8"):
+        fast = LLM(ARGS.model, n_ctx=256, activations=act)
+        b = fast.logits(ids)
+        out[act] = dict(impl=fast.impl, fused=fast.model.fused is not None, max_abs_logit_diff=float(np.abs(a - b).max()),
+                        argmax_agreement=float((a.argmax(-1) == b.argmax(-1)).mean()),
+                        greedy_identical=ga == fast.generate(ids, max_tokens=n_gen, ignore_eos=True))
+    return out
+
+
 def worker_spec(threads: int, n_gen: int) -> dict:
     os.environ["EDGESDK_THREADS"] = str(threads)
     import edgesdk
@@ -235,6 +253,15 @@ def main() -> None:
         if len(report["perplexity"]) == 2:
             a, b = (r["ppl"] for r in report["perplexity"])
             print(f"perplexity difference: {100 * (a - b) / b:+.2f}% (same tokens: {report['perplexity'][1].get('same_tokenization')})")
+    if not ARGS.skip_parity:
+        r = run_worker("parity", 32, 16)
+        if r:
+            report["parity"] = r
+            for act in ("f32", "int8"):
+                q = r[act]
+                print(f"numpy reference vs {q['impl']} ({act} activations, fused C: {q['fused']}) over {r['positions']} positions: "
+                      f"max |logit diff| {q['max_abs_logit_diff']:.2g} (logits up to {r['logit_range']:.1f}), argmax agreement "
+                      f"{q['argmax_agreement']:.0%}, {r['greedy_tokens']} greedy tokens identical: {q['greedy_identical']}")
     if not ARGS.skip_spec:
         r = run_worker("spec", max(ARGS.threads), ARGS.gen_tokens)
         if r:
@@ -257,6 +284,7 @@ def parse_args(argv=None):
     ap.add_argument("--no-llama", action="store_true")
     ap.add_argument("--skip-ppl", action="store_true")
     ap.add_argument("--skip-spec", action="store_true")
+    ap.add_argument("--skip-parity", action="store_true")
     ap.add_argument("--json", help="write the report here")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -272,6 +300,8 @@ if __name__ == "__main__":
             res = worker_edgesdk(*map(int, rest))
         elif kind == "llama":
             res = worker_llama(*map(int, rest))
+        elif kind == "parity":
+            res = worker_parity(int(rest[0]), int(rest[1]))
         elif kind == "ppl":
             res = worker_ppl(rest[0], int(rest[1]), int(rest[2]))
         else:

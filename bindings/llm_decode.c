@@ -140,7 +140,7 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
     for (int l = 0; l < m->n_layer && !rc; l++) {
         const llm_layer *L = &m->layers[l];
         for (int t = 0; t < T; t++) rms_norm(x + (size_t)t * d, L->attn_norm, h + (size_t)t * d, d, m->rms_eps);
-        if ((rc = m->matmul(L->wqkv, h, T, qkv, 1, m->nthreads))) break;
+        if ((rc = m->matmul(L->wqkv, h, T, qkv, m->act_int8, m->nthreads))) break;
         for (int t = 0; t < T; t++) {
             float *row = qkv + (size_t)t * nqkv;
             const int pos = pos0 + t;
@@ -172,22 +172,22 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
                 for (int s = 0; s < S; s++) axpy(o, sc[s] * inv, V + (size_t)s * hd, hd);
             }
         }
-        if ((rc = m->matmul(L->wo, att, T, tmp, 1, m->nthreads))) break;
+        if ((rc = m->matmul(L->wo, att, T, tmp, m->act_int8, m->nthreads))) break;
         for (size_t i = 0; i < (size_t)T * d; i++) x[i] += tmp[i];
         for (int t = 0; t < T; t++) rms_norm(x + (size_t)t * d, L->ffn_norm, h + (size_t)t * d, d, m->rms_eps);
-        if ((rc = m->matmul(L->wgu, h, T, gu, 1, m->nthreads))) break;
+        if ((rc = m->matmul(L->wgu, h, T, gu, m->act_int8, m->nthreads))) break;
         for (int t = 0; t < T; t++) {
             const float *gt = gu + (size_t)t * 2 * ff, *up = gt + ff;
             float *a = act + (size_t)t * ff;
             for (int i = 0; i < ff; i++) a[i] = gt[i] / (1.f + expf(-gt[i])) * up[i];
         }
-        if ((rc = m->matmul(L->wdown, act, T, tmp, 1, m->nthreads))) break;
+        if ((rc = m->matmul(L->wdown, act, T, tmp, m->act_int8, m->nthreads))) break;
         for (size_t i = 0; i < (size_t)T * d; i++) x[i] += tmp[i];
     }
     if (!rc && logits && logits_from < T) {
         const int n = T - logits_from;
         for (int t = 0; t < n; t++) rms_norm(x + (size_t)(logits_from + t) * d, m->out_norm, h + (size_t)t * d, d, m->rms_eps);
-        rc = m->matmul(m->lm_head, h, n, logits, 1, m->nthreads);
+        rc = m->matmul(m->lm_head, h, n, logits, m->act_int8, m->nthreads);
     }
     free(buf);
     return rc;

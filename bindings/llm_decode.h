@@ -31,6 +31,7 @@ typedef struct llm_model {
     const float *out_norm;
     llm_matmul_fn matmul;
     int nthreads;            /* passed to matmul; 0 = its pool size */
+    int act_int8;            /* passed to matmul: 1 = int8 activations, 0 = exact fp32 */
 } llm_model;
 
 /* x: (T, n_embd) token embeddings in, residual stream out. Appends T tokens at positions

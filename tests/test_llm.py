@@ -170,19 +170,21 @@ def test_chat_answer_and_eos(llm):
     assert llm.last_stats.stop_reason == "eos"
 
 
-def test_reference_and_kernels_agree(llm):
-    """The pure-numpy reference and the kernels path: same greedy tokens, close logits."""
+def test_reference_and_kernels_agree(llm, shakespeare):
+    """The pure-numpy reference and the kernels: exact-activation kernels give the same greedy tokens;
+    int8 activations (the default, llama.cpp's arithmetic) stay close."""
     from edgesdk.llm._weights import kernel_impl
 
     if kernel_impl() != "kernels":
         pytest.skip("edgesdk.kernels is not available (or EDGESDK_KERNELS=numpy)")
     ref = LLM(model_path(), n_ctx=64, impl="numpy")
-    ids = llm.tokenizer.encode("The quick brown fox")
-    a, b = ref.logits(ids), llm.logits(ids)
-    diff = float(np.abs(a - b).max())
-    assert np.array_equal(a.argmax(-1), b.argmax(-1)), diff
-    assert diff < 0.1 * float(np.abs(a).max()), diff
-    assert ref.generate(ids, max_tokens=4) == llm.generate(ids, max_tokens=4)
+    exact = LLM(model_path(), n_ctx=64, activations="f32")
+    ids = llm.tokenizer.encode(shakespeare)[:24]
+    a, b, c = ref.logits(ids), exact.logits(ids), llm.logits(ids)
+    assert float(np.abs(a - b).max()) < 1e-3
+    assert ref.generate(ids, max_tokens=6, ignore_eos=True) == exact.generate(ids, max_tokens=6, ignore_eos=True)
+    assert float(np.abs(a - c).max()) < 0.1 * float(np.abs(a).max())
+    assert (a.argmax(-1) == c.argmax(-1)).mean() >= 0.9
 
 
 def test_fused_forward_matches_numpy_glue(llm, monkeypatch):

@@ -1,8 +1,9 @@
 """Native CPU backend: runs GGUF LLMs with numpy and the cffi INT4/INT8 kernels (edgesdk.llm).
 
 Backend options (``SessionOptions(backend_options={"cpu": {...}})``): ``n_ctx`` (KV-cache length,
-default: the model's training context; pages are committed only as the cache fills) and ``impl``
-("kernels" or "numpy"; default follows ``EDGESDK_KERNELS``).
+default: the model's training context; pages are committed only as the cache fills), ``impl``
+("kernels" or "numpy"; default follows ``EDGESDK_KERNELS``) and ``activations`` ("int8", the
+default, quantizes activations per 32-block like llama.cpp; "f32" is exact and slower).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from edgesdk.backend import Backend, Device, Runner, Support, TensorSpec
 
 log = logging.getLogger("edgesdk.backends.cpu")
 
-_OPTIONS = ("n_ctx", "impl")
+_OPTIONS = ("n_ctx", "impl", "activations")
 
 
 class CpuLlmRunner(Runner):
@@ -118,7 +119,7 @@ class CpuBackend(Backend):
         if unknown:
             raise GenerationError(f"unknown cpu backend option(s) {', '.join(unknown)}; valid: {', '.join(_OPTIONS)}")
         threads = getattr(options, "threads", None)
-        llm = LLM(model.path, n_ctx=opts.get("n_ctx"), threads=threads, impl=opts.get("impl"))
+        llm = LLM(model.path, n_ctx=opts.get("n_ctx"), threads=threads, impl=opts.get("impl"), activations=opts.get("activations", "int8"))
         log.info("loaded %s (%s, %d layers) with impl=%s", model.path, llm.config.arch.name, llm.config.n_layer, llm.impl)
         return CpuLlmRunner(llm, device.id)
 

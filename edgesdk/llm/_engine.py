@@ -31,15 +31,21 @@ class LLM:
 
     Not a public entry point by itself: apps reach it through ``edgesdk.Session(path)`` (the cpu
     backend's runner). ``impl`` is "numpy" (reference) or "kernels"; None follows EDGESDK_KERNELS.
+    ``activations`` "int8" (default, fast, llama.cpp's arithmetic) or "f32" (exact) for the kernels.
     """
 
-    def __init__(self, path, *, n_ctx: int | None = None, threads: int | None = None, impl: str | None = None):
+    def __init__(self, path, *, n_ctx: int | None = None, threads: int | None = None, impl: str | None = None,
+                 activations: str = "int8"):
+        if n_ctx is not None and (not isinstance(n_ctx, int) or n_ctx < 2):
+            raise GenerationError(f"n_ctx must be an int >= 2, got {n_ctx!r}")
+        if activations not in ("int8", "f32"):
+            raise GenerationError(f"activations must be 'int8' or 'f32', got {activations!r}")
+        if impl not in (None, "numpy", "kernels"):
+            raise GenerationError(f"impl must be 'numpy' or 'kernels', got {impl!r}")
         self.gguf = GGUFFile(path)
         self.config = self.gguf.config()
         self.tokenizer = Tokenizer(self.gguf)
-        self.model = Transformer(self.gguf, impl=impl, threads=threads)
-        if n_ctx is not None and (not isinstance(n_ctx, int) or n_ctx < 2):
-            raise GenerationError(f"n_ctx must be an int >= 2, got {n_ctx!r}")
+        self.model = Transformer(self.gguf, impl=impl, threads=threads, activations=activations)
         self.cache = self.model.new_cache(n_ctx)
         self.last_stats: GenerationStats | None = None
         self._lock = threading.Lock()

@@ -84,14 +84,14 @@ def _rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
 
 
 class _Layer:
-    def __init__(self, g: GGUFFile, i: int, impl: str, threads):
+    def __init__(self, g: GGUFFile, i: int, impl: str, threads, act: str):
         t = lambda n: g.tensor(f"blk.{i}.{n}.weight")  # noqa: E731
         self.attn_norm = vector(t("attn_norm"))
         self.ffn_norm = vector(t("ffn_norm"))
-        self.wqkv = Linear([t("attn_q"), t("attn_k"), t("attn_v")], impl, threads, g.release)
-        self.wo = Linear([t("attn_output")], impl, threads, g.release)
-        self.w_gate_up = Linear([t("ffn_gate"), t("ffn_up")], impl, threads, g.release)
-        self.w_down = Linear([t("ffn_down")], impl, threads, g.release)
+        self.wqkv = Linear([t("attn_q"), t("attn_k"), t("attn_v")], impl, threads, g.release, act)
+        self.wo = Linear([t("attn_output")], impl, threads, g.release, act)
+        self.w_gate_up = Linear([t("ffn_gate"), t("ffn_up")], impl, threads, g.release, act)
+        self.w_down = Linear([t("ffn_down")], impl, threads, g.release, act)
 
 
 class _Fused:
@@ -127,6 +127,7 @@ class _Fused:
         m.out_norm = floats(model.out_norm)
         m.matmul = ffi.cast("llm_matmul_fn", int(kffi.cast("uintptr_t", kffi.addressof(kernels._lib, "ek_matmul"))))
         m.nthreads = int(model.threads or 0)
+        m.act_int8 = int(model.activations == "int8")
         self.m = m
         self.weights = [
             (addr(L.wqkv), addr(L.wo), addr(L.w_gate_up), addr(L.w_down), floats(L.attn_norm), floats(L.ffn_norm))
@@ -174,18 +175,24 @@ def _fused_for(model: "Transformer") -> _Fused | None:
 
 
 class Transformer:
-    """Llama-family decoder over memory-mapped weights. ``impl`` is "numpy" or "kernels" (see _weights)."""
+    """Llama-family decoder over packed weights.
 
-    def __init__(self, gguf: GGUFFile, impl: str | None = None, threads: int | None = None):
+    ``impl`` is "numpy" or "kernels" (see _weights). ``activations`` ("int8" or "f32") is how the
+    kernels see activations: int8 per 32-block is llama.cpp's choice and the fast one; f32 is exact
+    and gives the numpy reference's greedy tokens.
+    """
+
+    def __init__(self, gguf: GGUFFile, impl: str | None = None, threads: int | None = None, activations: str = "int8"):
         self.gguf = gguf
         self.cfg = cfg = gguf.config()
         self.impl = impl or kernel_impl()
         self.threads = threads
+        self.activations = activations
         # The LM head is the largest tensor: repacking it first keeps its transient copy off the peak RSS.
         head = gguf.tensor("token_embd.weight" if cfg.tied_embeddings else "output.weight")
-        self.lm_head = Linear([head], self.impl, threads, gguf.release)
+        self.lm_head = Linear([head], self.impl, threads, gguf.release, activations)
         self.embed = Embedding(gguf.tensor("token_embd.weight"))
-        self.layers = [_Layer(gguf, i, self.impl, threads) for i in range(cfg.n_layer)]
+        self.layers = [_Layer(gguf, i, self.impl, threads, activations) for i in range(cfg.n_layer)]
         self.out_norm = vector(gguf.tensor("output_norm.weight"))
         half = cfg.rope_dim // 2
         self._inv_freq = (1.0 / cfg.rope_base ** (np.arange(half, dtype=np.float64) * 2.0 / cfg.rope_dim)).astype(np.float64)

@@ -5,7 +5,8 @@ Two implementations compute ``y = x @ W.T``:
 - ``"numpy"``: the reference. Weights stay memory-mapped in the file's packed blocks; each call
   dequantizes them to fp32 with ``edgesdk.quant`` a few thousand rows at a time (a 49k-row LM
   head must not become a 113 MB fp32 temporary).
-- ``"kernels"``: :func:`edgesdk.kernels.matmul` (cffi C, int8 activations). The blocks are
+- ``"kernels"``: :func:`edgesdk.kernels.matmul` (cffi C; activations quantized to int8 per
+  32-block like llama.cpp's, or exact fp32 with ``act="f32"``). The blocks are
   repacked once by :func:`edgesdk.quant.from_gguf` and the file pages are then released, so
   the process holds one packed copy of the weights, never an fp32 one.
 
@@ -87,7 +88,8 @@ def _concat(qts):
 class Linear:
     """``y = x @ W.T`` where W stacks the rows of ``tensors`` (all with the same K)."""
 
-    def __init__(self, tensors: Sequence, impl: str = "numpy", threads: int | None = None, release: Callable | None = None):
+    def __init__(self, tensors: Sequence, impl: str = "numpy", threads: int | None = None, release: Callable | None = None,
+                 act: str = "int8"):
         self.names = tuple(t.name for t in tensors)
         parts = [_check(t) for t in tensors]
         self.k = parts[0][2]
@@ -97,6 +99,7 @@ class Linear:
         self.n = sum(self.sizes)
         self.impl = impl
         self.threads = threads
+        self.act = act
         self._raw = [(t.data, q) for t, (q, _, _) in zip(tensors, parts)]  # memmap views, never copied
         self._qt = None
         if impl == "kernels":
@@ -116,7 +119,7 @@ class Linear:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self._qt is not None:
-            return self._matmul(np.ascontiguousarray(x, np.float32), self._qt, act="int8", threads=self.threads)
+            return self._matmul(np.ascontiguousarray(x, np.float32), self._qt, act=self.act, threads=self.threads)
         out = np.empty((x.shape[0], self.n), np.float32)
         col = 0
         for raw, q in self._raw:
