@@ -62,6 +62,8 @@ ek_quant_fn ek_x86_quant(int level);
 /* per-ISA tile kernels; NULL-returning getters when the unit was not compiled for it */
 ek_tile_fn ek_portable_tile(int bits, int act_int8);
 ek_tile_fn ek_x86_tile(int level, int bits, int act_int8);
+/* optional two-group tile (out: [2][EK_MR][16]) for M > 1; NULL when the ISA has none */
+ek_tile_fn ek_x86_tile2(int level, int bits, int act_int8);
 ek_tile_fn ek_neon_tile(int bits, int act_int8);
 int ek_x86_detect(void);
 int ek_x86_amx_usable(void);

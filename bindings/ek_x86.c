@@ -133,6 +133,75 @@ tile512(const ek_ctx *c, int g, int m0, const int MR, const int BITS, float *out
     for (int i = 0; i < MR; i++) _mm512_storeu_ps(out + 16 * i, acc[i]);
 }
 
+/* GEMM tile: two row groups (32 rows) x MR activation rows.  Each broadcast activation
+ * quad feeds two vpdpbusd (one per group), halving broadcast loads per multiply; the
+ * integer block sums equal tile512's exactly and the float epilogue is the same
+ * instruction sequence, so outputs are bit-identical to the one-group tile. */
+static inline __attribute__((always_inline)) T512 void
+tile512x2(const ek_ctx *c, int g, int m0, const int MR, const int BITS, float *out)
+{
+    const ek_weight *w = c->w;
+    const int S = c->S, spb = w->spb, Kp = c->Kp;
+    const size_t sub = BITS == 4 ? 256 : 512, gstride = (size_t)S * sub;
+    const uint8_t *qs = w->q + (size_t)g * gstride;
+    const uint16_t *dg = w->d + (size_t)g * w->nblk * 16;
+    const uint16_t *mg = w->m ? w->m + (size_t)g * w->nblk * 16 : NULL;
+    const size_t sstride = (size_t)w->nblk * 16;
+    const __m512i lo4 = _mm512_set1_epi8(0x0F);
+    const __m512 noff = _mm512_set1_ps(-(float)w->offset);
+    __m512 acc[2][EK_MR];
+    for (int h = 0; h < 2; h++)
+        for (int i = 0; i < MR; i++) acc[h][i] = _mm512_setzero_ps();
+    __m512 dw[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}, cw[2] = {dw[0], dw[0]};
+    for (int s = 0, left = 0; s < S; s++, qs += sub) {
+        if (left == 0) {
+            const int b = s / spb;
+            for (int h = 0; h < 2; h++) {
+                dw[h] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(dg + h * sstride + 16 * b)));
+                cw[h] = mg ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(mg + h * sstride + 16 * b)))
+                           : _mm512_mul_ps(dw[h], noff);
+            }
+            left = spb;
+        }
+        left--;
+        __m512i ia[2][EK_MR];
+        for (int h = 0; h < 2; h++)
+            for (int i = 0; i < MR; i++) ia[h][i] = _mm512_setzero_si512();
+        for (int j = 0; j < 4; j++) {
+            __m512i wl[2], wh[2];
+            for (int h = 0; h < 2; h++) {
+                if (BITS == 4) {
+                    const __m512i v = _mm512_loadu_si512((const void *)(qs + h * gstride + 64 * j));
+                    wl[h] = _mm512_and_si512(v, lo4);
+                    wh[h] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+                } else {
+                    wl[h] = _mm512_loadu_si512((const void *)(qs + h * gstride + 64 * j));
+                    wh[h] = _mm512_loadu_si512((const void *)(qs + h * gstride + 64 * (j + 4)));
+                }
+            }
+            for (int i = 0; i < MR; i++) {
+                const int8_t *xq = c->xq + (size_t)(m0 + i) * Kp + (size_t)s * 32;
+                const __m512i xl = _mm512_set1_epi32(ek_ld32(xq + 4 * j));
+                const __m512i xh = _mm512_set1_epi32(ek_ld32(xq + 16 + 4 * j));
+                for (int h = 0; h < 2; h++) {
+                    ia[h][i] = _mm512_dpbusd_epi32(ia[h][i], wl[h], xl);
+                    ia[h][i] = _mm512_dpbusd_epi32(ia[h][i], wh[h], xh);
+                }
+            }
+        }
+        for (int i = 0; i < MR; i++) {
+            const size_t xi = (size_t)(m0 + i) * S + s;
+            const __m512 sx = _mm512_set1_ps(c->dx[xi]), sc = _mm512_set1_ps(c->cs[xi]);
+            for (int h = 0; h < 2; h++) {
+                acc[h][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[h][i]), _mm512_mul_ps(dw[h], sx), acc[h][i]);
+                acc[h][i] = _mm512_fmadd_ps(cw[h], sc, acc[h][i]);
+            }
+        }
+    }
+    for (int h = 0; h < 2; h++)
+        for (int i = 0; i < MR; i++) _mm512_storeu_ps(out + (h * EK_MR + i) * 16, acc[h][i]);
+}
+
 /* Exact fp32 path: each 64-byte line's int32 lane r holds row r's 4 codes, so a shift
  * and mask yields 16 rows' code for one k, converted and FMA'd with broadcast x[k].
  * Four partial sums per activation row break the FMA latency chain. */
@@ -194,6 +263,8 @@ tile512f(const ek_ctx *c, int g, int m0, const int MR, const int BITS, float *ou
 
 static T512 EK_DEF_MR(tile_q4_avx512vnni, tile512, 4)
 static T512 EK_DEF_MR(tile_q8_avx512vnni, tile512, 8)
+static T512 EK_DEF_MR(tile2_q4_avx512vnni, tile512x2, 4)
+static T512 EK_DEF_MR(tile2_q8_avx512vnni, tile512x2, 8)
 static T512 EK_DEF_MR(tile_q4_f32_avx512, tile512f, 4)
 static T512 EK_DEF_MR(tile_q8_f32_avx512, tile512f, 8)
 
@@ -264,6 +335,12 @@ ek_quant_fn ek_x86_quant(int level)
     return level >= EK_AVX512VNNI ? quant_rows512 : NULL;
 }
 
+ek_tile_fn ek_x86_tile2(int level, int bits, int act_int8)
+{
+    if (!act_int8 || level < EK_AVX512VNNI) return NULL;
+    return bits == 4 ? tile2_q4_avx512vnni : tile2_q8_avx512vnni;
+}
+
 ek_tile_fn ek_x86_tile(int level, int bits, int act_int8)
 {
     if (!act_int8) {
@@ -280,6 +357,11 @@ ek_tile_fn ek_x86_tile(int level, int bits, int act_int8)
     }
 }
 #else
+ek_tile_fn ek_x86_tile2(int level, int bits, int act_int8)
+{
+    (void)level; (void)bits; (void)act_int8;
+    return NULL;
+}
 ek_quant_fn ek_x86_quant(int level)
 {
     (void)level;

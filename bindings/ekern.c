@@ -431,6 +431,7 @@ unsigned long long ek_stream_read(const void *p, size_t n, int nthreads)
 typedef struct {
     ek_ctx c;
     ek_tile_fn tile;
+    ek_tile_fn tile2;    /* two row groups at once (GEMM), or NULL */
     int chunk;            /* row groups per work item */
     atomic_int next;
 } ek_job;
@@ -439,16 +440,20 @@ static void run_groups(const ek_job *j, int g0, int g1)
 {
     const ek_ctx *c = &j->c;
     const int N = c->w->n, M = c->M;
-    float out[EK_MR * 16];
+    float out[2 * EK_MR * 16];
     /* m outer within a chunk: the chunk's weights stay in L2 while each
      * activation tile is streamed once per chunk */
     for (int m0 = 0; m0 < M; m0 += EK_MR) {
         const int mr = M - m0 < EK_MR ? M - m0 : EK_MR;
-        for (int g = g0; g < g1; g++) {
-            j->tile(c, g, m0, mr, out);
-            const int n0 = g * 16, nr = N - n0 < 16 ? N - n0 : 16;
-            for (int i = 0; i < mr; i++)
-                memcpy(c->y + (size_t)(m0 + i) * N + n0, out + 16 * i, sizeof(float) * (size_t)nr);
+        for (int g = g0; g < g1;) {
+            const int ng = (j->tile2 && M > 1 && g + 1 < g1) ? 2 : 1;
+            if (ng == 2) j->tile2(c, g, m0, mr, out);
+            else j->tile(c, g, m0, mr, out);
+            for (int h = 0; h < ng; h++, g++) {
+                const int n0 = g * 16, nr = N - n0 < 16 ? N - n0 : 16;
+                for (int i = 0; i < mr; i++)
+                    memcpy(c->y + (size_t)(m0 + i) * N + n0, out + (h * EK_MR + i) * 16, sizeof(float) * (size_t)nr);
+            }
         }
     }
 }
@@ -499,6 +504,9 @@ int ek_matmul(const ek_weight *w, const float *x, int m, float *y, int act_int8,
     }
     if (rc) goto done;
     j.tile = select_tile(w->bits, j.c.act_int8);
+#if defined(__x86_64__) && defined(__GNUC__)
+    j.tile2 = ek_x86_tile2(ek_simd_get(), w->bits, j.c.act_int8);
+#endif
 
     int nt = nthreads > 0 ? nthreads : pool_size;
     if (nt > EK_MAXT) nt = EK_MAXT;
