@@ -151,11 +151,17 @@ def compare(name: str, a, b, tol: Tolerance = Tolerance()) -> TensorDiff:
     return TensorDiff(name, tuple(a.shape), str(a.dtype), max_abs, mean_abs, cosine, ref, ok, note)
 
 
-def _run(model, target, feeds, options, output_names=None):
+def _run(model, target, feeds, options, output_names=None, scratch=False):
     from ._options import SessionOptions
     from ._session import Session
 
     opts = attrs.evolve(options or SessionOptions(), require=target)
+    if scratch:
+        # A temporary rewrite of the model: its compiled artifacts must not fill the user's
+        # compiled-artifact cache (the QNN backend's context binaries).
+        bo = {k: dict(v) for k, v in opts.backend_options.items()}
+        bo.setdefault("qnn", {})["context_cache"] = False
+        opts = attrs.evolve(opts, backend_options=bo)
     with Session(model, opts) as s:
         out = s.run({k: v for k, v in feeds.items() if k in {i.name for i in s.inputs}}, output_names)
         return out, s.placement
@@ -316,8 +322,8 @@ def _locate_exposed(proto, graph, a, b, feeds, options, tol):
     tmp = tempfile.mkdtemp(prefix="edgesdk-diff-")
     try:
         path = _save(copy, tmp, "exposed.onnx")
-        ra, _ = _run(path, a, feeds, options)
-        rb, _ = _run(path, b, feeds, options)
+        ra, _ = _run(path, a, feeds, options, scratch=True)
+        rb, _ = _run(path, b, feeds, options, scratch=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     compared = 0
@@ -344,8 +350,8 @@ def _locate_bisect(proto, graph, a, b, feeds, options, tol):
             t = cands[k]
             sub = truncate(proto, [t])
             path = _save(sub, tmp, f"prefix{k}.onnx")
-            ra, _ = _run(path, a, feeds, options)
-            rb, _ = _run(path, b, feeds, options)
+            ra, _ = _run(path, a, feeds, options, scratch=True)
+            rb, _ = _run(path, b, feeds, options, scratch=True)
             results[k] = (compare(t, ra[t], rb[t], tol), ra, rb)
         return results[k][0].ok
 
