@@ -1,7 +1,22 @@
 """On-device LLM runtime: GGUF loading, tokenizer, forward pass, sampling, speculative decoding.
 
-Apps use it through ``edgesdk.Session("model.gguf")``: ``generate()``, ``generate_stream()``; the
-cpu backend's runner (``session.runner``) adds ``last_stats``, ``tokenizer``, ``perplexity()``.
+Apps use it through ``edgesdk.Session`` (the built-in ``cpu`` backend runs GGUF files)::
+
+    s = edgesdk.Session("SmolLM2-135M-Instruct.Q4_1.gguf")
+    s.generate("Name three uses of an NPU.", max_tokens=64)
+    for piece in s.generate_stream([{"role": "user", "content": "Hi"}], temperature=0.7, top_p=0.9, seed=1):
+        print(piece, end="")
+    s.runner.last_stats            # GenerationStats: prompt/cached tokens, ttft, tok/s, acceptance
+    s.runner.perplexity(text)      # PerplexityResult, llama.cpp's method
+    s.runner.tokenizer             # Tokenizer: encode/decode, chat template, stop ids
+
+Generation keywords are the fields of :class:`GenerationConfig`. A second turn of a chat reuses
+the KV cache of the first (the longest common token prefix is never recomputed).
+``speculative="prompt_lookup"`` drafts from n-grams of the context; ``draft=<Session>`` uses a
+smaller model with the same vocabulary. Both keep greedy output bit-identical.
+
+Environment: ``EDGESDK_KERNELS=numpy`` runs the pure-numpy reference; ``EDGESDK_LLM_FUSED=0``
+keeps the kernels but drops the fused C layer loop (``edgesdk._cllm``).
 """
 
 from ._config import GenerationConfig, GenerationStats
