@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -114,7 +115,8 @@ class LLM:
         return logits, reuse
 
     def _stream(self, ids: list[int], cfg: GenerationConfig, draft: "LLM | None") -> Iterator[str]:
-        with self._lock:
+        # The draft's KV cache is mutated too; its lock keeps another thread's use of it out meanwhile.
+        with self._lock, (draft._lock if draft is not None else contextlib.nullcontext()):
             yield from self._generate_locked(ids, cfg, draft)
 
     def _generate_locked(self, ids, cfg: GenerationConfig, draft: "LLM | None") -> Iterator[str]:
