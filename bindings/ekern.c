@@ -38,9 +38,20 @@ ek_tile_fn ek_portable_tile(int bits, int act_int8)
 
 /* ---------------------------------------------------------------- thread pool */
 #define EK_MAXT 256
-/* Spin this many relax-iterations (~tens of microseconds) before sleeping: decode
- * issues a matmul every few microseconds, a futex wake costs more than that. */
+/* The caller spins this many relax-iterations waiting for joined workers before
+ * yielding.  Workers spin EK_SPIN_US before sleeping: decode issues a matmul every few
+ * microseconds, and a futex wake costs more than that. */
 #define EK_SPIN 20000
+/* how long an idle worker spins before sleeping on the condition variable */
+#define EK_SPIN_US 500.0
+
+#include <time.h>
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec * 1e-3;
+}
 
 typedef void (*ek_job_fn)(void *arg, int tid);
 
@@ -67,6 +78,10 @@ static struct {
 static pthread_mutex_t call_mu = PTHREAD_MUTEX_INITIALIZER;
 static int pool_size = 1;        /* threads a call uses by default, caller included */
 
+static atomic_long pool_joins;
+
+long ek_pool_joins(void) { return atomic_load(&pool_joins); }
+
 static void worker_join(unsigned g)
 {
     unsigned long long t = atomic_load_explicit(&pool.ticket, memory_order_acquire);
@@ -80,6 +95,7 @@ static void worker_join(unsigned g)
     }
     pool.fn(pool.arg, (int)(t & 0x7fffffffu) + 1);
     atomic_fetch_add_explicit(&pool.finished, 1, memory_order_release);
+    atomic_fetch_add_explicit(&pool_joins, 1, memory_order_relaxed);
 }
 
 static void *worker_main(void *p)
@@ -88,8 +104,12 @@ static void *worker_main(void *p)
     int seen = atomic_load(&pool.gen);
     for (;;) {
         int g = seen;
-        for (int i = 0; i < EK_SPIN && (g = atomic_load_explicit(&pool.gen, memory_order_acquire)) == seen; i++)
+        /* spin by time, not iterations: pause costs 10-150 cycles depending on the core */
+        const double until = now_us() + EK_SPIN_US;
+        for (int i = 1; (g = atomic_load_explicit(&pool.gen, memory_order_acquire)) == seen; i++) {
             EK_RELAX();
+            if ((i & 63) == 0 && now_us() > until) break;
+        }
         if (g == seen) {
             pthread_mutex_lock(&pool.mu);
             while ((g = atomic_load(&pool.gen)) == seen) pthread_cond_wait(&pool.cv, &pool.mu);

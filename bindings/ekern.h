@@ -40,6 +40,9 @@ int ek_quantize_act(const float *x, int m, int k, signed char *xq, float *dx, fl
  * for the benchmark); returns a checksum so the reads cannot be optimized away. */
 unsigned long long ek_stream_read(const void *p, size_t n, int nthreads);
 
+/* Jobs that pool workers joined since load (diagnostics: did threads take part?) */
+long ek_pool_joins(void);
+
 int ek_set_threads(int n);
 int ek_get_threads(void);
 int ek_simd_detected(void);
