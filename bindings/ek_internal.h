@@ -12,7 +12,7 @@
 
 #define EK_MR 4          /* activation rows sharing one weight unpack */
 #ifndef EK_PF
-#define EK_PF 4096       /* software prefetch distance in weight bytes (tuned: 2 KiB on the Xeon, 4 KiB on Zen 5) */
+#define EK_PF 6144       /* software prefetch distance in weight bytes (tuned: 2 KiB on the Xeon, 4-8 KiB on Zen 5) */
 #endif
 
 enum { EK_PORTABLE = 0, EK_AVX2 = 1, EK_AVXVNNI = 2, EK_AVX512VNNI = 3, EK_NEON = 10 };

@@ -70,6 +70,9 @@ int ek_x86_amx_usable(void)
 #undef EK_TARGET
 
 /* ------------------------------------------------------------ AVX-512 VNNI */
+#ifndef EK_PF_HINT
+#define EK_PF_HINT _MM_HINT_T0
+#endif
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
 
 /* One 16-row group x MR activation rows.  Per 32-element sub-block: 4 (or 8) 64-byte
@@ -98,7 +101,10 @@ tile512(const ek_ctx *c, int g, int m0, const int MR, const int BITS, float *out
             left = spb;
         }
         left--;
-        for (size_t p = 0; p < sub; p += 64) _mm_prefetch((const char *)qs + EK_PF + p, _MM_HINT_T0);
+        for (size_t p = 0; p < sub; p += 64) _mm_prefetch((const char *)qs + EK_PF + p, EK_PF_HINT);
+#ifdef EK_PF_SCALES
+        if ((s & 1) == 0) _mm_prefetch((const char *)(dg + 16 * (s / spb)) + EK_PF / 8, EK_PF_HINT);
+#endif
         __m512i wv[8];
         if (BITS == 4) {
             /* high nibbles stay in place (x16): one AND instead of shift+AND, and the
