@@ -1,7 +1,8 @@
 """Quantized matmul kernels: C (cffi, SIMD chosen at run time) with a numpy reference.
 
 ``EDGESDK_KERNELS=auto|c|numpy`` picks the implementation (auto: C if it built, else numpy
-with a warning).  ``EDGESDK_SIMD=portable|avx2|avxvnni|avx512vnni|neon`` caps the SIMD path
+with a warning; c: KernelError at import if the C kernels are missing; other values: a
+warning, then auto).  ``EDGESDK_SIMD=portable|avx2|avxvnni|avx512vnni|neon`` caps the SIMD path
 (never above what the CPU has).  ``EDGESDK_THREADS`` sets the initial pool size.
 
 int8-activation path (act="int8", default): x is quantized per 32-element block to int8
@@ -48,7 +49,9 @@ _SIMD_LEVELS = {"portable": 0, "avx2": 1, "avxvnni": 2, "avx512vnni": 3, "neon":
 def _choose_impl() -> str:
     want = os.environ.get("EDGESDK_KERNELS", "auto").strip().lower() or "auto"
     if want not in ("auto", "c", "numpy"):
-        raise KernelError(f"EDGESDK_KERNELS={want!r}: expected auto, c or numpy")
+        # a typo in the environment must not make `import edgesdk` fail
+        log.warning("EDGESDK_KERNELS=%r is not auto, c or numpy; using auto", want)
+        want = "auto"
     if want == "numpy":
         return "numpy"
     if _lib is None:
@@ -68,7 +71,7 @@ def _default_threads() -> int:
         try:
             return max(1, int(env))
         except ValueError:
-            raise KernelError(f"EDGESDK_THREADS={env!r} is not an integer") from None
+            log.warning("EDGESDK_THREADS=%r is not an integer; ignored", env)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
@@ -79,9 +82,10 @@ _threads = 1
 if _impl == "c":
     simd = os.environ.get("EDGESDK_SIMD")
     if simd:
-        if simd not in _SIMD_LEVELS:
-            raise KernelError(f"EDGESDK_SIMD={simd!r}: expected one of {sorted(_SIMD_LEVELS)}")
-        _lib.ek_simd_set(_SIMD_LEVELS[simd])
+        if simd in _SIMD_LEVELS:
+            _lib.ek_simd_set(_SIMD_LEVELS[simd])
+        else:
+            log.warning("EDGESDK_SIMD=%r is not one of %s; ignored", simd, sorted(_SIMD_LEVELS))
 
 
 @attrs.frozen

@@ -182,3 +182,36 @@ def test_numpy_impl_matches(monkeypatch):
     with pytest.raises(KernelError):
         x[0, 0] = np.nan
         kernels.matmul(x, qt)
+
+
+@pytest.mark.parametrize("env,expect", [({"EDGESDK_KERNELS": "numpy"}, "numpy none"),
+                                        ({"EDGESDK_KERNELS": "c", "EDGESDK_SIMD": "portable"}, "c portable"),
+                                        ({"EDGESDK_KERNELS": "bogus", "EDGESDK_SIMD": "x", "EDGESDK_THREADS": "y"}, "c ")])
+def test_env_selects_implementation(env, expect):
+    import os
+    import subprocess
+    import sys
+
+    if expect.startswith("c ") and not C:
+        pytest.skip("C kernels not built")
+    code = ("import edgesdk.kernels as k\n"
+            "try:\n i = k.info(); print(i.impl, i.simd)\n"
+            "except Exception as e: print(type(e).__name__)\n")
+    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+    assert expect in r.stdout, r.stdout + r.stderr
+
+
+@needs_c
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_pool_survives_fork():
+    import os
+
+    rng = np.random.default_rng(6)
+    x, qt = _case(rng, 8, 256, 512, 4, "sym", 32)
+    y = kernels.matmul(x, qt, threads=2)
+    pid = os.fork()
+    if pid == 0:  # child: the pool's threads are gone; the kernels must start new ones
+        ok = np.array_equal(kernels.matmul(x, qt, threads=2), y)
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
