@@ -112,16 +112,22 @@ def worker_llama(threads: int, n_prompt: int, n_gen: int, repeat: int) -> dict:
     t0 = time.perf_counter()
     llm, bufts = _llama(1024, threads)
     load_s = time.perf_counter() - t0
+    n_vocab = llm.n_vocab()
+
+    def next_token() -> int:
+        # Llama.scores is only filled with logits_all=True; read the last row from the context instead.
+        return int(np.argmax(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))))
+
     pp, tg, ttft = [], [], []
     for i in range(repeat + 1):
         llm.reset()
         t0 = time.perf_counter()
         llm.eval(ids)
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        tok = next_token()
         t1 = time.perf_counter()
         for _ in range(n_gen - 1):
             llm.eval([tok])
-            tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            tok = next_token()
         t2 = time.perf_counter()
         if i:
             pp.append(len(ids) / (t1 - t0))
