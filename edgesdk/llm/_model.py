@@ -167,6 +167,9 @@ class _Fused:
 def _fused_for(model: "Transformer") -> _Fused | None:
     if model.impl != "kernels" or os.environ.get("EDGESDK_LLM_FUSED", "1") == "0":
         return None
+    linears = [model.lm_head] + [lin for L in model.layers for lin in (L.wqkv, L.wo, L.w_gate_up, L.w_down)]
+    if any(lin._qt is None for lin in linears):
+        return None
     try:
         return _Fused(model)
     except ImportError:

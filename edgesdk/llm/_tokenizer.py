@@ -75,7 +75,7 @@ class Tokenizer:
         self.tokens: list[str] = list(gguf.require("tokenizer.ggml.tokens"))
         types = gguf.array_field("tokenizer.ggml.token_type")
         self.token_types = types if types is not None else np.full(len(self.tokens), _NORMAL)
-        merges = [tuple(m.split(" ", 1)) for m in gguf.require("tokenizer.ggml.merges")]
+        merges = [tuple(m.split(" ", 1)) for m in gguf.get("tokenizer.ggml.merges", [])]
 
         vocab = {t: i for i, t in enumerate(self.tokens)}
         tok = HFTokenizer(BPE(vocab=vocab, merges=merges, fuse_unk=False))

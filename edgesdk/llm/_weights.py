@@ -30,6 +30,7 @@ __all__ = ["Linear", "Embedding", "dequantize_rows", "kernel_impl", "vector"]
 log = logging.getLogger(__name__)
 
 _TYPES = ("Q4_0", "Q4_1", "Q8_0", "F16", "F32")
+_KERNEL_TYPES = ("Q4_0", "Q4_1", "Q8_0")
 # Rows dequantized at once by the reference path: bounds its scratch memory (~ROWS*K*4 bytes).
 _CHUNK_ROWS = 4096
 
@@ -102,13 +103,22 @@ class Linear:
         self.act = act
         self._raw = [(t.data, q) for t, (q, _, _) in zip(tensors, parts)]  # memmap views, never copied
         self._qt = None
+        self._parts: list = []
+        if impl == "kernels" and any(q not in _KERNEL_TYPES for q, _, _ in parts):
+            # The kernels take block-quantized weights only; an F16/F32 tensor (often an untied
+            # output.weight) runs through the numpy path instead.
+            log.info("%s: %s weights run in numpy, not the kernels", self.names, parts[0][0])
+            impl = self.impl = "numpy"
         if impl == "kernels":
             from .. import kernels, quant
 
-            # The kernels pack rows 16 at a time: fusing is only a concatenation when every part is whole groups.
-            if (len(tensors) > 1 and any(n % 16 for n in self.sizes)) or len({q for q, _, _ in parts}) > 1:
-                raise UnsupportedModelError("", f"cannot fuse {self.names} for the kernels")
-            self._qt = _concat([quant.from_gguf(t) for t in tensors])
+            qts = [quant.from_gguf(t) for t in tensors]
+            # The kernels pack rows 16 at a time: fusing is only a concatenation when every part is
+            # whole groups of the same encoding; otherwise each part is its own matmul.
+            if len(tensors) == 1 or (not any(n % 16 for n in self.sizes) and len({q for q, _, _ in parts}) == 1):
+                self._qt = _concat(qts)
+            else:
+                self._parts = qts
             self._matmul = kernels.matmul
             if release is not None:
                 for t in tensors:
@@ -120,6 +130,9 @@ class Linear:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self._qt is not None:
             return self._matmul(np.ascontiguousarray(x, np.float32), self._qt, act=self.act, threads=self.threads)
+        if self._parts:
+            x = np.ascontiguousarray(x, np.float32)
+            return np.concatenate([self._matmul(x, q, act=self.act, threads=self.threads) for q in self._parts], axis=1)
         out = np.empty((x.shape[0], self.n), np.float32)
         col = 0
         for raw, q in self._raw:
