@@ -245,6 +245,9 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
         const llm_layer *L = &m->layers[l];
         for (int t = 0; t < T; t++) rms_norm(x + (size_t)t * d, L->attn_norm, h + (size_t)t * d, d, m->rms_eps);
         if ((rc = m->matmul(L->wqkv, h, T, qkv, m->act_int8, m->nthreads))) break;
+        if (L->bqkv)
+            for (int t = 0; t < T; t++)
+                for (int i = 0; i < nqkv; i++) qkv[(size_t)t * nqkv + i] += L->bqkv[i];
         for (int t = 0; t < T; t++) {
             float *row = qkv + (size_t)t * nqkv;
             const int pos = pos0 + t;

@@ -9,6 +9,7 @@ typedef struct llm_layer {
     const void *wdown;
     const float *attn_norm;
     const float *ffn_norm;
+    const float *bqkv;       /* Q|K|V bias (n_head + 2 n_head_kv) * head_dim, or NULL */
     float *k;                /* this layer's key cache, (n_head_kv, n_ctx, head_dim) */
     float *v;
 } llm_layer;

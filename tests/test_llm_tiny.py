@@ -1,7 +1,8 @@
-"""The forward pass against an independent float64 llama implementation, on tiny random GGUF models.
+"""The forward pass against an independent float64 implementation, on tiny random GGUF models.
 
 The models are written here with ``gguf.GGUFWriter`` and cover what the real fixture does not:
-an untied F16 output head, mixed block types inside the fused Q/K/V projection, no fused C path.
+an untied F16 output head, mixed block types inside the fused Q/K/V projection, no fused C path,
+and the qwen2 architecture (neox RoPE, Q/K/V biases).
 The reference dequantizes with ``gguf.quants`` (not edgesdk code) and follows llama.cpp's layout.
 """
 
@@ -23,13 +24,13 @@ def _tokens() -> list[str]:
     return [by_byte[b] for b in range(256)] + ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def _write(path, *, tied: bool, mixed: bool, seed: int = 0):
+def _write(path, *, tied: bool, mixed: bool, arch: str = "llama", seed: int = 0):
     import gguf
 
     q = gguf.GGMLQuantizationType
     rng = np.random.default_rng(seed)
     vocab = len(_tokens())
-    w = gguf.GGUFWriter(str(path), "llama")
+    w = gguf.GGUFWriter(str(path), arch)
     w.add_block_count(2)
     w.add_context_length(CTX)
     w.add_embedding_length(D)
@@ -69,6 +70,9 @@ def _write(path, *, tied: bool, mixed: bool, seed: int = 0):
     for i in range(2):
         add(f"blk.{i}.attn_norm.weight", (D,), q.F32, 0.1)
         add(f"blk.{i}.ffn_norm.weight", (D,), q.F32, 0.1)
+        if arch == "qwen2":
+            for n, rows in (("q", NH * HD), ("k", NKV * HD), ("v", NKV * HD)):
+                add(f"blk.{i}.attn_{n}.bias", (rows,), q.F32, 0.5)
         add(f"blk.{i}.attn_q.weight", (NH * HD, D), q.Q4_0)
         add(f"blk.{i}.attn_k.weight", (NKV * HD, D), q.Q4_0)
         add(f"blk.{i}.attn_v.weight", (NKV * HD, D), q.Q8_0 if mixed else q.Q4_0)
@@ -83,8 +87,9 @@ def _write(path, *, tied: bool, mixed: bool, seed: int = 0):
     return str(path), ref
 
 
-def _reference_logits(ref, ids) -> np.ndarray:
-    """Float64 llama forward (llama.cpp layout: RoPE on adjacent pairs), all positions."""
+def _reference_logits(ref, ids, arch: str = "llama") -> np.ndarray:
+    """Float64 forward, all positions. llama: RoPE on adjacent pairs (llama.cpp's GGUF layout);
+    qwen2: RoPE on the two halves of each head ("neox") and Q/K/V biases."""
     ids = np.asarray(ids)
     T = len(ids)
 
@@ -96,19 +101,24 @@ def _reference_logits(ref, ids) -> np.ndarray:
     cos, sin = np.cos(pos * inv), np.sin(pos * inv)
 
     def rope(x):  # (T, H, HD)
-        a, b = x[..., 0::2].copy(), x[..., 1::2].copy()
+        first, second = (slice(0, HD // 2), slice(HD // 2, HD)) if arch == "qwen2" else (slice(0, HD, 2), slice(1, HD, 2))
+        a, b = x[..., first].copy(), x[..., second].copy()
         out = np.empty_like(x)
-        out[..., 0::2] = a * cos[:, None] - b * sin[:, None]
-        out[..., 1::2] = a * sin[:, None] + b * cos[:, None]
+        out[..., first] = a * cos[:, None] - b * sin[:, None]
+        out[..., second] = a * sin[:, None] + b * cos[:, None]
         return out
+
+    def proj(h, i, n):
+        y = h @ ref[f"blk.{i}.attn_{n}.weight"].T
+        return y + ref[f"blk.{i}.attn_{n}.bias"] if arch == "qwen2" else y
 
     x = ref["token_embd.weight"][ids]
     for i in range(2):
         p = lambda n: ref[f"blk.{i}.{n}.weight"]  # noqa: E731
         h = rms(x, p("attn_norm"))
-        qh = rope((h @ p("attn_q").T).reshape(T, NH, HD))
-        kh = rope((h @ p("attn_k").T).reshape(T, NKV, HD))
-        vh = (h @ p("attn_v").T).reshape(T, NKV, HD)
+        qh = rope(proj(h, i, "q").reshape(T, NH, HD))
+        kh = rope(proj(h, i, "k").reshape(T, NKV, HD))
+        vh = proj(h, i, "v").reshape(T, NKV, HD)
         o = np.empty((T, NH, HD))
         for head in range(NH):
             kv = head // (NH // NKV)
@@ -124,10 +134,15 @@ def _reference_logits(ref, ids) -> np.ndarray:
     return rms(x, ref["output_norm.weight"]) @ head.T
 
 
-@pytest.fixture(scope="module", params=[dict(tied=False, mixed=True), dict(tied=True, mixed=False)], ids=["untied-f16-mixed", "tied-uniform"])
+@pytest.fixture(
+    scope="module",
+    params=[dict(tied=False, mixed=True), dict(tied=True, mixed=False), dict(tied=True, mixed=False, arch="qwen2")],
+    ids=["llama-untied-f16-mixed", "llama-tied-uniform", "qwen2-tied-bias"],
+)
 def tiny(request, tmp_path_factory):
-    path, ref = _write(tmp_path_factory.mktemp("tiny") / "tiny.gguf", **request.param)
-    return path, ref, request.param
+    kind = {"arch": "llama", **request.param}
+    path, ref = _write(tmp_path_factory.mktemp("tiny") / "tiny.gguf", **kind)
+    return path, ref, kind
 
 
 @pytest.mark.parametrize("impl,act,tol", [("numpy", "f32", 1e-4), ("kernels", "f32", 1e-4), ("kernels", "int8", 0.1)])
@@ -139,7 +154,7 @@ def test_forward_matches_float64_reference(tiny, impl, act, tol):
     path, ref, kind = tiny
     llm = LLM(path, impl=impl, activations=act)
     ids = llm.tokenizer.encode("Hello, tiny model! 123")
-    want = _reference_logits(ref, ids)
+    want = _reference_logits(ref, ids, kind["arch"])
     got = llm.logits(ids)
     assert np.abs(got - want).max() <= tol * np.abs(want).max()
     if impl == "kernels" and kind["tied"] and importlib.util.find_spec("edgesdk._cllm"):

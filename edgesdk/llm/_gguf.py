@@ -30,22 +30,26 @@ class ArchSpec:
     """What distinguishes one decoder-only architecture from another, as far as the forward pass cares.
 
     ``rope_mode`` "norm" rotates adjacent pairs (llama.cpp's layout for llama-family GGUF, whose
-    converter permutes Q/K rows), "neox" rotates the two halves of each head (Qwen2, Gemma); both
-    are implemented in numpy and C. Qwen2 would add QKV biases, Gemma 3 QK-norm, sliding-window
-    layers and GELU: each becomes a field here, read by ``_model.Transformer`` and ``llm_decode.c``.
+    converter permutes Q/K rows), "neox" rotates the two halves of each head (Qwen2, Gemma).
+    ``attn_bias``: Q/K/V projections carry biases (``blk.N.attn_{q,k,v}.bias``). Gemma 3 would add
+    QK-norm, sliding-window layers and GELU: each becomes a field here, read by
+    ``_model.Transformer`` and ``bindings/llm_decode.c``.
     """
 
     name: str
     rope_mode: str = "norm"
+    attn_bias: bool = False
 
 
-#: Architectures whose forward pass is implemented and verified against a real model file.
+#: Architectures whose forward pass is implemented. llama is verified on SmolLM2-135M against
+#: llama.cpp; qwen2 against an independent float64 implementation on random weights (tests/test_llm_tiny.py).
 ARCHITECTURES: Mapping[str, ArchSpec] = {
     "llama": ArchSpec("llama", rope_mode="norm"),
+    "qwen2": ArchSpec("qwen2", rope_mode="neox", attn_bias=True),
 }
 
 # Known but not implemented yet: named in the error so users know it is a runtime gap, not a bad file.
-_PLANNED = {"qwen2": "Qwen2 (neox RoPE, QKV bias)", "gemma3": "Gemma 3 (sliding-window attention, QK-norm)"}
+_PLANNED = {"gemma3": "Gemma 3 (sliding-window attention, QK-norm, GELU, SentencePiece tokenizer)"}
 
 
 @attrs.frozen

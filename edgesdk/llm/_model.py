@@ -84,8 +84,10 @@ def _rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
 
 
 class _Layer:
-    def __init__(self, g: GGUFFile, i: int, impl: str, threads, act: str):
+    def __init__(self, g: GGUFFile, i: int, impl: str, threads, act: str, bias: bool):
         t = lambda n: g.tensor(f"blk.{i}.{n}.weight")  # noqa: E731
+        # Q|K|V biases, concatenated like the fused projection's output columns.
+        self.bqkv = np.concatenate([vector(g.tensor(f"blk.{i}.attn_{n}.bias")) for n in "qkv"]) if bias else None
         self.attn_norm = vector(t("attn_norm"))
         self.ffn_norm = vector(t("ffn_norm"))
         self.wqkv = Linear([t("attn_q"), t("attn_k"), t("attn_v")], impl, threads, g.release, act)
@@ -130,7 +132,8 @@ class _Fused:
         m.act_int8 = int(model.activations == "int8")
         self.m = m
         self.weights = [
-            (addr(L.wqkv), addr(L.wo), addr(L.w_gate_up), addr(L.w_down), floats(L.attn_norm), floats(L.ffn_norm))
+            (addr(L.wqkv), addr(L.wo), addr(L.w_gate_up), addr(L.w_down), floats(L.attn_norm), floats(L.ffn_norm),
+             ffi.NULL if L.bqkv is None else floats(L.bqkv))
             for L in model.layers
         ]
         self.vocab = model.lm_head.n
@@ -142,9 +145,9 @@ class _Fused:
             kbase = ffi.from_buffer("float[]", cache.k, require_writable=True)
             vbase = ffi.from_buffer("float[]", cache.v, require_writable=True)
             per_layer = cache.k[0].size
-            for i, (wqkv, wo, wgu, wdown, an, fn) in enumerate(self.weights):
+            for i, (wqkv, wo, wgu, wdown, an, fn, bqkv) in enumerate(self.weights):
                 L = layers[i]
-                L.wqkv, L.wo, L.wgu, L.wdown, L.attn_norm, L.ffn_norm = wqkv, wo, wgu, wdown, an, fn
+                L.wqkv, L.wo, L.wgu, L.wdown, L.attn_norm, L.ffn_norm, L.bqkv = wqkv, wo, wgu, wdown, an, fn, bqkv
                 L.k, L.v = kbase + i * per_layer, vbase + i * per_layer
             cache.native = (self, layers, kbase, vbase)
         return cache.native[1]
@@ -195,7 +198,7 @@ class Transformer:
         head = gguf.tensor("token_embd.weight" if cfg.tied_embeddings else "output.weight")
         self.lm_head = Linear([head], self.impl, threads, gguf.release, activations)
         self.embed = Embedding(gguf.tensor("token_embd.weight"))
-        self.layers = [_Layer(gguf, i, self.impl, threads, activations) for i in range(cfg.n_layer)]
+        self.layers = [_Layer(gguf, i, self.impl, threads, activations, cfg.arch.attn_bias) for i in range(cfg.n_layer)]
         self.out_norm = vector(gguf.tensor("output_norm.weight"))
         half = cfg.rope_dim // 2
         self._inv_freq = (1.0 / cfg.rope_base ** (np.arange(half, dtype=np.float64) * 2.0 / cfg.rope_dim)).astype(np.float64)
@@ -282,6 +285,8 @@ class Transformer:
         for li, L in enumerate(self.layers):
             h = _rms_norm(x, L.attn_norm, cfg.rms_eps)
             qkv = L.wqkv(h)
+            if L.bqkv is not None:
+                qkv += L.bqkv
             # Q and K are adjacent columns of the fused projection: rotate both heads at once.
             self._rope(qkv[:, : nq + nk].reshape(T, nh + nkv, hd), rot)
             q = qkv[:, :nq]
