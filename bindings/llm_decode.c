@@ -232,6 +232,7 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
     float *act = gu + (size_t)T * 2 * ff, *tmp = act + (size_t)T * ff, *sc = tmp + (size_t)T * d;
     float *cs = sc + S_max, *sn = cs + (size_t)T * half;
     int rc = 0;
+    const int nt = (T == 1 && m->nthreads_decode > 0) ? m->nthreads_decode : m->nthreads;
 
     for (int t = 0; t < T; t++) {
         const double p = (double)(pos0 + t) / m->rope_scale;
@@ -244,7 +245,7 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
     for (int l = 0; l < m->n_layer && !rc; l++) {
         const llm_layer *L = &m->layers[l];
         for (int t = 0; t < T; t++) rms_norm(x + (size_t)t * d, L->attn_norm, h + (size_t)t * d, d, m->rms_eps);
-        if ((rc = m->matmul(L->wqkv, h, T, qkv, m->act_int8, m->nthreads))) break;
+        if ((rc = m->matmul(L->wqkv, h, T, qkv, m->act_int8, nt))) break;
         if (L->bqkv)
             for (int t = 0; t < T; t++)
                 for (int i = 0; i < nqkv; i++) qkv[(size_t)t * nqkv + i] += L->bqkv[i];
@@ -265,12 +266,12 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
                        L->v + (size_t)kh * m->n_ctx * hd, S, hd, scale, sc, att + (size_t)t * nq + (size_t)head * hd);
             }
         }
-        if ((rc = m->matmul(L->wo, att, T, tmp, m->act_int8, m->nthreads))) break;
+        if ((rc = m->matmul(L->wo, att, T, tmp, m->act_int8, nt))) break;
         for (size_t i = 0; i < (size_t)T * d; i++) x[i] += tmp[i];
         for (int t = 0; t < T; t++) rms_norm(x + (size_t)t * d, L->ffn_norm, h + (size_t)t * d, d, m->rms_eps);
-        if ((rc = m->matmul(L->wgu, h, T, gu, m->act_int8, m->nthreads))) break;
+        if ((rc = m->matmul(L->wgu, h, T, gu, m->act_int8, nt))) break;
         for (int t = 0; t < T; t++) silu_mul(gu + (size_t)t * 2 * ff, gu + (size_t)t * 2 * ff + ff, act + (size_t)t * ff, ff);
-        if ((rc = m->matmul(L->wdown, act, T, tmp, m->act_int8, m->nthreads))) break;
+        if ((rc = m->matmul(L->wdown, act, T, tmp, m->act_int8, nt))) break;
         for (size_t i = 0; i < (size_t)T * d; i++) x[i] += tmp[i];
     }
     if (!rc && logits && logits_from < T) {
