@@ -15,7 +15,10 @@ act="f32" is exact up to float32 rounding (<= 1e-5 relative to |x| @ |W|.T).
 
 Results do not depend on the thread count: every output element is computed by one thread
 with the same instruction sequence.  Non-finite activations raise KernelError (checked
-in C while the activations are prepared, so it costs nothing extra).
+in C while the activations are prepared, so it costs nothing extra).  Weights cannot hold
+NaN/Inf through ``quantize``/``from_gguf`` (QuantizationError); a hand-built QuantizedTensor
+with non-finite scales gives non-finite outputs, never an out-of-bounds access (array
+sizes are validated when the tensor is built).
 """
 
 from __future__ import annotations
@@ -187,8 +190,9 @@ def matmul(x, w: QuantizedTensor, *, act: str = "int8", out: np.ndarray | None =
     if type(x) is not np.ndarray or x.dtype != _F32:
         if not isinstance(x, np.ndarray) or x.dtype != _F32:
             raise KernelError(f"x must be a float32 numpy array, got {getattr(x, 'dtype', type(x).__name__)}")
-    if not x.flags.c_contiguous:
-        raise KernelError("x must be C-contiguous")
+    fl = x.flags
+    if not (fl.c_contiguous and fl.aligned):
+        raise KernelError("x must be C-contiguous and aligned (np.ascontiguousarray(x, np.float32))")
     n, k = w.shape
     shape = x.shape
     if len(shape) == 1:

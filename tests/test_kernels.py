@@ -132,7 +132,8 @@ def test_vector_and_out_buffer():
     np.testing.assert_allclose(y, kernels.matmul(x, qt)[0], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("bad", ["f64", "noncontig", "3d", "k", "out", "nan", "inf", "act", "w", "threads", "list"])
+@pytest.mark.parametrize("bad", ["f64", "noncontig", "3d", "k", "out", "nan", "inf", "act", "w", "threads", "list",
+                                 "unaligned", "readonly_out"])
 def test_bad_input_raises_kernel_error(bad):
     rng = np.random.default_rng(4)
     x, qt = _case(rng, 3, 20, 64, 4, "sym", 32)
@@ -159,6 +160,13 @@ def test_bad_input_raises_kernel_error(bad):
         kw["threads"] = 0
     elif bad == "list":
         x = x.tolist()
+    elif bad == "unaligned":
+        buf = np.zeros(x.nbytes + 1, np.uint8)
+        x = np.frombuffer(buf.data, np.float32, count=x.size, offset=1).reshape(x.shape)
+    elif bad == "readonly_out":
+        o = np.empty((3, 20), np.float32)
+        o.setflags(write=False)
+        kw["out"] = o
     with pytest.raises(KernelError):
         kernels.matmul(x, qt, **kw)
 
