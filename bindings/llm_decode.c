@@ -1,9 +1,11 @@
-/* edgesdk LLM fused forward for short batches (decode and speculative verification).
+/* edgesdk LLM fused forward: decode, speculative verification and prefill chunks.
  *
- * One call runs every layer of a llama-family decoder for T <= 64 tokens: RMSNorm, RoPE, KV-cache
+ * One call runs every layer of a llama-family decoder for T <= LLM_MAX_ROWS tokens: RMSNorm, RoPE, KV-cache
  * store, grouped-query attention, SwiGLU and the residual stream, calling the weight matmul through
  * a function pointer (edgesdk._ckernels' ek_matmul, passed in by Python). Doing this per token in
  * numpy costs ~60 small array operations per layer; in C it costs nothing next to the matmuls.
+ * Prefill attention also stays here: numpy would hand it to a multithreaded BLAS whose spinning
+ * threads fight the kernel pool's for the same cores (15x slower prefills seen on 2 vCPUs).
  *
  * Every token row goes through exactly the same instructions whatever T is (the matmul kernel
  * computes rows independently), so verifying k draft tokens in one call yields bit-identical

@@ -1,4 +1,4 @@
-/* edgesdk._cllm: fused llama-family forward for short batches. Also fed to cffi's cdef():
+/* edgesdk._cllm: fused llama-family forward (decode, verification and prefill chunks). Also fed to cffi's cdef():
  * plain declarations only (no includes, no expressions in array sizes). */
 typedef int (*llm_matmul_fn)(const void *w, const float *x, int m, float *y, int act_int8, int nthreads);
 
@@ -44,4 +44,4 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
 /* Select the SIMD path for attention: 1 = AVX2/FMA when the CPU has it, 0 = portable. Returns the path. */
 int llm_simd(int allow_simd);
 
-#define LLM_MAX_ROWS 64
+#define LLM_MAX_ROWS 512

@@ -138,6 +138,7 @@ class _Fused:
             for L in model.layers
         ]
         self.vocab = model.lm_head.n
+        self.max_rows = int(self.lib.LLM_MAX_ROWS)
 
     def _layers(self, cache: KVCache):
         if cache.native is None or cache.native[0] is not self:
@@ -290,7 +291,7 @@ class Transformer:
         nh, nkv, hd = cfg.n_head, cfg.n_head_kv, cfg.head_dim
         scale = np.float32(1.0 / np.sqrt(hd))
         S = p0 + T
-        if self.fused is not None and T <= EXACT_ROWS:
+        if self.fused is not None and T <= self.fused.max_rows:
             start = T - 1 if logits == "last" else (0 if logits == "all" else int(logits))
             out = self.fused.forward(self.embed(ids), T, cache, start)
             cache.tokens.extend(int(i) for i in ids)
