@@ -54,21 +54,6 @@ int ek_x86_amx_usable(void)
 #endif
 }
 
-/* ------------------------------------------------------------ auto-vectorized tiles */
-#define EK_TARGET __attribute__((target("avx2,fma,f16c")))
-#define EK_NAME tile_f32_avx2
-#include "ek_tile_f32.h"
-#undef EK_NAME
-#define EK_NAME tile_i8_avx2_generic
-#include "ek_tile_i8.h"
-#undef EK_NAME
-#undef EK_TARGET
-#define EK_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,prefer-vector-width=512")))
-#define EK_NAME tile_f32_avx512
-#include "ek_tile_f32.h"
-#undef EK_NAME
-#undef EK_TARGET
-
 /* ------------------------------------------------------------ AVX-512 VNNI */
 #ifndef EK_PF_HINT
 #define EK_PF_HINT _MM_HINT_T0
@@ -293,6 +278,8 @@ static T512 EK_DEF_MR(tile_q8_f32_avx512, tile512f, 8)
 
 static __attribute__((target("avx2,fma,f16c"))) EK_DEF_MR(tile_q4_avx2, tile256_avx2, 4)
 static __attribute__((target("avx2,fma,f16c"))) EK_DEF_MR(tile_q8_avx2, tile256_avx2, 8)
+static __attribute__((target("avx2,fma,f16c"))) EK_DEF_MR(tile_q4_f32_avx2, tile256f, 4)
+static __attribute__((target("avx2,fma,f16c"))) EK_DEF_MR(tile_q8_f32_avx2, tile256f, 8)
 static __attribute__((target("avx2,fma,f16c,avxvnni"))) EK_DEF_MR(tile_q4_avxvnni, tile256_avxvnni, 4)
 static __attribute__((target("avx2,fma,f16c,avxvnni"))) EK_DEF_MR(tile_q8_avxvnni, tile256_avxvnni, 8)
 
@@ -350,11 +337,10 @@ ek_tile_fn ek_x86_tile2(int level, int bits, int act_int8)
 ek_tile_fn ek_x86_tile(int level, int bits, int act_int8)
 {
     if (!act_int8) {
-        (void)tile_f32_avx512;
         if (level >= EK_AVX512VNNI) return bits == 4 ? tile_q4_f32_avx512 : tile_q8_f32_avx512;
-        return level >= EK_AVX2 ? tile_f32_avx2 : NULL;
+        if (level >= EK_AVX2) return bits == 4 ? tile_q4_f32_avx2 : tile_q8_f32_avx2;
+        return NULL;
     }
-    (void)tile_i8_avx2_generic;
     switch (level) {
     case EK_AVX512VNNI: return bits == 4 ? tile_q4_avx512vnni : tile_q8_avx512vnni;
     case EK_AVXVNNI: return bits == 4 ? tile_q4_avxvnni : tile_q8_avxvnni;
