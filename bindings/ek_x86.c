@@ -276,12 +276,25 @@ static T512 EK_DEF_MR(tile_q8_f32_avx512, tile512f, 8)
 #undef EK_VNNI
 #undef EK_NAME256
 
-static __attribute__((target("avx2,fma,f16c"))) EK_DEF_MR(tile_q4_avx2, tile256_avx2, 4)
-static __attribute__((target("avx2,fma,f16c"))) EK_DEF_MR(tile_q8_avx2, tile256_avx2, 8)
+/* 16 ymm registers: more than two activation rows per pass spills, so 3-4 rows run as
+ * 2+1 / 2+2 (per-element arithmetic is unchanged) */
+#define EK_DEF_MR2(NAME, BODY, BITS)                                                     \
+    void NAME(const ek_ctx *c, int g, int m0, int mr, float *out)                        \
+    {                                                                                    \
+        switch (mr) {                                                                    \
+        case 1: BODY(c, g, m0, 1, BITS, out); break;                                     \
+        case 2: BODY(c, g, m0, 2, BITS, out); break;                                     \
+        case 3: BODY(c, g, m0, 2, BITS, out); BODY(c, g, m0 + 2, 1, BITS, out + 32); break; \
+        default: BODY(c, g, m0, 2, BITS, out); BODY(c, g, m0 + 2, 2, BITS, out + 32); break; \
+        }                                                                                \
+    }
+
+static __attribute__((target("avx2,fma,f16c"))) EK_DEF_MR2(tile_q4_avx2, tile256_avx2, 4)
+static __attribute__((target("avx2,fma,f16c"))) EK_DEF_MR2(tile_q8_avx2, tile256_avx2, 8)
 static __attribute__((target("avx2,fma,f16c"))) EK_DEF_MR(tile_q4_f32_avx2, tile256f, 4)
 static __attribute__((target("avx2,fma,f16c"))) EK_DEF_MR(tile_q8_f32_avx2, tile256f, 8)
-static __attribute__((target("avx2,fma,f16c,avxvnni"))) EK_DEF_MR(tile_q4_avxvnni, tile256_avxvnni, 4)
-static __attribute__((target("avx2,fma,f16c,avxvnni"))) EK_DEF_MR(tile_q8_avxvnni, tile256_avxvnni, 8)
+static __attribute__((target("avx2,fma,f16c,avxvnni"))) EK_DEF_MR2(tile_q4_avxvnni, tile256_avxvnni, 4)
+static __attribute__((target("avx2,fma,f16c,avxvnni"))) EK_DEF_MR2(tile_q8_avxvnni, tile256_avxvnni, 8)
 
 /* ------------------------------------------------------------ activation quantizers */
 /* Bit-identical to the scalar quant_rows in ekern.c: same amax, d = amax/127, id = 1/d,

@@ -234,7 +234,8 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
     float *act = gu + (size_t)T * 2 * ff, *tmp = act + (size_t)T * ff, *sc = tmp + (size_t)T * d;
     float *cs = sc + S_max, *sn = cs + (size_t)T * half;
     int rc = 0;
-    const int nt = (T == 1 && m->nthreads_decode > 0) ? m->nthreads_decode : m->nthreads;
+    /* Up to 16 rows a matmul still costs about one pass over the weights (decode, verification). */
+    const int nt = (T <= 16 && m->nthreads_decode > 0) ? m->nthreads_decode : m->nthreads;
 
     for (int t = 0; t < T; t++) {
         const double p = (double)(pos0 + t) / m->rope_scale;

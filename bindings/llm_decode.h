@@ -32,7 +32,7 @@ typedef struct llm_model {
     const float *out_norm;
     llm_matmul_fn matmul;
     int nthreads;            /* passed to matmul; 0 = its pool size */
-    int nthreads_decode;     /* layer matmuls of a one-token step (0 = nthreads): see _model.py */
+    int nthreads_decode;     /* layer matmuls of steps of <= 16 tokens (0 = nthreads): see _model.py */
     int act_int8;            /* passed to matmul: 1 = int8 activations, 0 = exact fp32 */
 } llm_model;
 
