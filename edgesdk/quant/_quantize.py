@@ -40,6 +40,18 @@ def _f16(v: np.ndarray) -> np.ndarray:
     return v.astype(np.float16)
 
 
+def _f16_scale(d: np.ndarray) -> np.ndarray:
+    """fp16 scale no smaller in magnitude than d: rounding the scale down would push the
+    block's extreme value past the largest code and clip it (fp16 is coarse for tiny
+    scales), so round away from zero when nearest-rounding went toward it."""
+    d = np.asarray(d, np.float32)
+    h = _f16(d)
+    low = np.abs(h.astype(np.float32)) < np.abs(d)
+    if low.any():
+        h = np.where(low, np.nextafter(h, np.copysign(np.float16(np.inf), h).astype(np.float16)), h)
+    return h.astype(np.float16)
+
+
 def _inv(d: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore"):
         return np.where(d != 0, np.float32(1.0) / d, np.float32(0.0)).astype(np.float32)
@@ -51,12 +63,12 @@ def _params(wb: np.ndarray, valid: np.ndarray, bits: int, scheme: str, alpha):
     if scheme == "asym":
         lo = np.where(valid, wb, np.inf).min(axis=-1) * alpha
         hi = np.where(valid, wb, -np.inf).max(axis=-1) * alpha
-        return _f16((hi - lo) / 15.0), _f16(lo)
+        return _f16_scale((hi - lo) / 15.0), _f16(lo)
     if bits == 4:
         idx = np.abs(x).argmax(axis=-1)[..., None]
         vmax = np.take_along_axis(x, idx, axis=-1)[..., 0]
-        return _f16(vmax * alpha / -8.0), None
-    return _f16(np.abs(x).max(axis=-1) * alpha / 127.0), None
+        return _f16_scale(vmax * alpha / -8.0), None
+    return _f16_scale(np.abs(x).max(axis=-1) * alpha / 127.0), None
 
 
 def _assign(wb, valid, bits, scheme, d16, m16):
