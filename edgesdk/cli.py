@@ -51,15 +51,12 @@ def _add_placement_args(p):
     p.add_argument("--device-class", choices=["phone", "pc", "car", "xr", "iot"], help="start from a device-class preset")
 
 
-def _kernels_info():
+def _kernels_info() -> str:
     try:
         from . import kernels
-    except Exception as exc:  # kernels are optional at this layer
+    except Exception as exc:  # the SDK still runs models without them
         return f"unavailable ({type(exc).__name__}: {exc})"
-    info = kernels.info()
-    import attrs
-
-    return ", ".join(f"{k}={v}" for k, v in attrs.asdict(info).items() if v not in ("", None)) if attrs.has(type(info)) else info
+    return kernels.info().describe()
 
 
 def cmd_devices(args) -> int:
@@ -79,7 +76,7 @@ def cmd_devices(args) -> int:
                 for st in statuses
             ],
             "plugins": [{"name": p.name, "source": p.source, "loaded": p.loaded, "error": p.error} for p in reg.plugins],
-            "kernels": str(_kernels_info()),
+            "kernels": _kernels_info(),
         }
         print(json.dumps(out, indent=2))
         return 0
