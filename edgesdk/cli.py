@@ -55,7 +55,7 @@ def _kernels_info() -> str:
     try:
         from . import kernels
     except Exception as exc:  # the SDK still runs models without them
-        return f"unavailable ({type(exc).__name__}: {exc})"
+        return f"kernels: unavailable ({type(exc).__name__}: {exc})"
     return kernels.info().describe()
 
 
@@ -76,7 +76,7 @@ def cmd_devices(args) -> int:
                 for st in statuses
             ],
             "plugins": [{"name": p.name, "source": p.source, "loaded": p.loaded, "error": p.error} for p in reg.plugins],
-            "kernels": _kernels_info(),
+            "kernels": _kernels_info().removeprefix("kernels: "),
         }
         print(json.dumps(out, indent=2))
         return 0
@@ -95,7 +95,7 @@ def cmd_devices(args) -> int:
     for p in reg.plugins:
         if not p.loaded:
             print(f"plugin {p.name} ({p.source}) skipped: {p.error}")
-    print(f"kernels: {_kernels_info()}")
+    print(_kernels_info())
     return 0
 
 
