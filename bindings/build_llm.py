@@ -2,17 +2,16 @@
 
 Separate from ``build_kernels.py`` on purpose: it has no link-time dependency on the kernels; the
 matmul is handed over at run time as a function pointer (``edgesdk._ckernels.ek_matmul``).
-Register in setup.py with ``cffi_modules=[..., "bindings/build_llm.py:ffibuilder"]``; until then
-``python bindings/build_llm.py`` builds it in place. Without it edgesdk runs the same model in numpy.
+setup.py builds it with the install (``pip install -e .``); ``python bindings/build_llm.py`` builds
+into bindings/_build only, to check that it compiles. Without it edgesdk runs the same model with
+numpy around the kernels.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from cffi import FFI
@@ -58,8 +57,5 @@ ffibuilder.set_source(
 )
 
 if __name__ == "__main__":
-    with tempfile.TemporaryDirectory() as tmp:
-        lib = ffibuilder.compile(tmpdir=tmp, verbose=True)
-        dest = HERE.parent / "edgesdk" / Path(lib).name
-        shutil.copy2(lib, dest)
-        print(f"built {dest}")
+    # Not into edgesdk/: a version-tagged .so there would shadow the abi3 one setup.py builds.
+    print(ffibuilder.compile(tmpdir=str(HERE / "_build"), verbose=True))

@@ -169,9 +169,9 @@ class _Fused:
         return out
 
 
-# Per-layer packed weights below which a one-token step runs its layer matmuls on one thread: each
-# matmul wakes the kernel pool (121 times per token for a 30-layer model), and on small layers that
-# costs more than a second thread saves. Measured on the 2-vCPU VM with SmolLM2-135M (2.2 MB/layer):
+# Per-layer packed weights below which steps of up to 16 tokens (decode, speculative verification)
+# run their layer matmuls on one thread: each matmul wakes the kernel pool (121 times per token for
+# a 30-layer model), and on small layers that costs more than a second thread saves. Measured on the 2-vCPU VM with SmolLM2-135M (2.2 MB/layer):
 # 1 thread 250 tok/s vs 2 threads 237 when quiet, ~250 vs ~135 with another process on the cores.
 SMALL_LAYER_BYTES = 4 << 20
 
