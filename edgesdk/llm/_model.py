@@ -20,10 +20,11 @@ __all__ = ["KVCache", "Transformer"]
 
 log = logging.getLogger(__name__)
 
-# Up to this many tokens per forward, attention runs row by row with exactly the shapes of a
-# one-token decode step. With int8 activations, a last-bit difference (another BLAS blocking,
-# extra masked zeros in a softmax sum) can flip a rounding and, 30 layers later, a near-tie
-# argmax; row-by-row keeps speculative verification bit-identical to plain decoding.
+# numpy path: up to this many tokens per forward, attention runs row by row with exactly the shapes
+# of a one-token decode step. With int8 activations, a last-bit difference (another BLAS blocking,
+# extra masked zeros in a softmax sum) can flip a rounding and, 30 layers later, a near-tie argmax;
+# row-by-row keeps speculative verification bit-identical to plain decoding. (The fused C loop is
+# row-by-row for every chunk size.)
 EXACT_ROWS = 64
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 
@@ -157,11 +157,3 @@ class StreamDecoder:
 
     def flush(self) -> str:
         return self._dec.decode(b"", final=True)
-
-
-def same_vocabulary(a: Tokenizer, b: Tokenizer) -> bool:
-    return a.fingerprint == b.fingerprint
-
-
-def _as_ids(seq: Sequence[int]) -> list[int]:
-    return [int(i) for i in seq]
