@@ -218,7 +218,11 @@ def test_incremental_decode_matches_batch_logits(llm):
     llm.model.forward(ids[:2], cache)
     step = [llm.model.forward([t], cache) for t in ids[2:6]]
     rest = llm.model.forward(ids[6:], cache, logits="all")
-    np.testing.assert_array_equal(np.concatenate([np.stack(step), rest]), full[2:])
+    got = np.concatenate([np.stack(step), rest])
+    if llm.impl == "kernels":  # rows are computed independently: bit-identical
+        np.testing.assert_array_equal(got, full[2:])
+    else:  # numpy's BLAS picks other kernels for one row than for many: last-bit differences
+        np.testing.assert_allclose(got, full[2:], atol=1e-3)
     # Long prefills batch the attention; the result stays close.
     long_ids = ids * 3
     cache = llm.model.new_cache(64)
