@@ -283,6 +283,15 @@ def test_stream_cancel(llm):
     assert s.stop_reason == "cancelled" and s.generated_tokens <= 3
 
 
+def test_open_stream_in_same_thread_is_an_error_not_a_hang(llm):
+    it = llm.generate_stream("Once upon a time", max_tokens=20)
+    next(it)
+    with pytest.raises(GenerationError, match="still open"):
+        llm.generate("hello", max_tokens=2)
+    it.close()
+    assert llm.generate("The capital of France is", max_tokens=2)
+
+
 def test_context_length_error(llm):
     with pytest.raises(ContextLengthError):
         llm.generate("hello", max_tokens=600)

@@ -50,6 +50,7 @@ class LLM:
         self.cache = self.model.new_cache(n_ctx)
         self.last_stats: GenerationStats | None = None
         self._lock = threading.Lock()
+        self._owner: int | None = None  # thread whose generation holds _lock
 
     @property
     def n_ctx(self) -> int:
@@ -101,6 +102,7 @@ class LLM:
                 f"prompt ({len(ids)} tokens) + max_tokens ({cfg.max_tokens}) exceed the context length {self.n_ctx}"
             )
         draft = _resolve_draft(cfg.draft, self) if cfg.draft is not None else None
+        self._check_not_suspended(draft)
         return self._stream(ids, cfg, draft)
 
     def _prefill(self, ids: list[int], cache: KVCache) -> tuple[np.ndarray, int]:
@@ -114,10 +116,26 @@ class LLM:
             logits = self.model.forward(ids[s : s + PREFILL_CHUNK], cache)
         return logits, reuse
 
+    def _check_not_suspended(self, draft: "LLM | None") -> None:
+        # A stream left open in this thread holds the lock while suspended: waiting for it would hang.
+        me = threading.get_ident()
+        for m in (self, draft):
+            if m is not None and m._owner == me:
+                raise GenerationError("a previous generate_stream() on this model is still open in this thread; exhaust or close() it first")
+
     def _stream(self, ids: list[int], cfg: GenerationConfig, draft: "LLM | None") -> Iterator[str]:
+        self._check_not_suspended(draft)
         # The draft's KV cache is mutated too; its lock keeps another thread's use of it out meanwhile.
         with self._lock, (draft._lock if draft is not None else contextlib.nullcontext()):
-            yield from self._generate_locked(ids, cfg, draft)
+            self._owner = threading.get_ident()
+            if draft is not None:
+                draft._owner = self._owner
+            try:
+                yield from self._generate_locked(ids, cfg, draft)
+            finally:
+                self._owner = None
+                if draft is not None:
+                    draft._owner = None
 
     def _generate_locked(self, ids, cfg: GenerationConfig, draft: "LLM | None") -> Iterator[str]:
         t0 = time.perf_counter()
