@@ -25,7 +25,7 @@ def _tokens() -> list[str]:
     return [by_byte[b] for b in range(256)] + ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def _write(path, *, tied: bool, mixed: bool, arch: str = "llama", seed: int = 0):
+def _write(path, *, tied: bool, mixed: bool, arch: str = "llama", seed: int = 0, head_count: int = NH):
     import gguf
 
     q = gguf.GGMLQuantizationType
@@ -36,7 +36,7 @@ def _write(path, *, tied: bool, mixed: bool, arch: str = "llama", seed: int = 0)
     w.add_context_length(CTX)
     w.add_embedding_length(D)
     w.add_feed_forward_length(FF)
-    w.add_head_count(NH)
+    w.add_head_count(head_count)
     w.add_head_count_kv(NKV)
     w.add_rope_freq_base(10000.0)
     w.add_layer_norm_rms_eps(1e-5)
@@ -171,3 +171,11 @@ def test_tiny_generation_and_chat(tiny):
     text = llm.generate([{"role": "user", "content": "hi"}], max_tokens=5, ignore_eos=True)
     assert isinstance(text, str) and llm.last_stats.generated_tokens == 5
     assert llm.generate("abcabcabcabc", max_tokens=6, speculative="prompt_lookup") == llm.generate("abcabcabcabc", max_tokens=6)
+
+
+def test_tensor_dims_must_match_metadata(tmp_path):
+    from edgesdk._errors import ModelFormatError
+
+    path, _ = _write(tmp_path / "bad.gguf", tied=True, mixed=False, head_count=8)
+    with pytest.raises(ModelFormatError, match="attn_k.weight"):
+        LLM(path)

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from .._errors import ContextLengthError
+from .._errors import ContextLengthError, ModelFormatError
 from ._gguf import GGUFFile, ModelConfig
 from ._weights import Embedding, Linear, kernel_impl, vector
 
@@ -84,11 +84,28 @@ def _rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     return x * (w / np.sqrt(ms + np.float32(eps)))
 
 
+def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """GGUF dims (fastest first) of one layer's tensors, from the config: a mismatch is a bad file."""
+    d, q, kv, ff = cfg.n_embd, cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim, cfg.n_ff
+    return {
+        "attn_norm.weight": (d,), "ffn_norm.weight": (d,),
+        "attn_q.weight": (d, q), "attn_k.weight": (d, kv), "attn_v.weight": (d, kv), "attn_output.weight": (q, d),
+        "ffn_gate.weight": (d, ff), "ffn_up.weight": (d, ff), "ffn_down.weight": (ff, d),
+        "attn_q.bias": (q,), "attn_k.bias": (kv,), "attn_v.bias": (kv,),
+    }
+
+
 class _Layer:
-    def __init__(self, g: GGUFFile, i: int, impl: str, threads, act: str, bias: bool):
-        t = lambda n: g.tensor(f"blk.{i}.{n}.weight")  # noqa: E731
+    def __init__(self, g: GGUFFile, i: int, impl: str, threads, act: str, bias: bool, shapes: dict):
+        def t(n: str, kind: str = "weight"):
+            tensor = g.tensor(f"blk.{i}.{n}.{kind}")
+            dims = tuple(int(x) for x in tensor.shape)
+            if dims != shapes[f"{n}.{kind}"]:
+                raise ModelFormatError(g.path, f"tensor {tensor.name!r} has dims {dims}, the metadata implies {shapes[f'{n}.{kind}']}")
+            return tensor
+
         # Q|K|V biases, concatenated like the fused projection's output columns.
-        self.bqkv = np.concatenate([vector(g.tensor(f"blk.{i}.attn_{n}.bias")) for n in "qkv"]) if bias else None
+        self.bqkv = np.concatenate([vector(t(f"attn_{n}", "bias")) for n in "qkv"]) if bias else None
         self.attn_norm = vector(t("attn_norm"))
         self.ffn_norm = vector(t("ffn_norm"))
         self.wqkv = Linear([t("attn_q"), t("attn_k"), t("attn_v")], impl, threads, g.release, act)
@@ -217,7 +234,8 @@ class Transformer:
         head = gguf.tensor("token_embd.weight" if cfg.tied_embeddings else "output.weight")
         self.lm_head = Linear([head], self.impl, threads, gguf.release, activations)
         self.embed = Embedding(gguf.tensor("token_embd.weight"))
-        self.layers = [_Layer(gguf, i, self.impl, threads, activations, cfg.arch.attn_bias) for i in range(cfg.n_layer)]
+        shapes = _expected_shapes(cfg)
+        self.layers = [_Layer(gguf, i, self.impl, threads, activations, cfg.arch.attn_bias, shapes) for i in range(cfg.n_layer)]
         self.out_norm = vector(gguf.tensor("output_norm.weight"))
         half = cfg.rope_dim // 2
         self._inv_freq = (1.0 / cfg.rope_base ** (np.arange(half, dtype=np.float64) * 2.0 / cfg.rope_dim)).astype(np.float64)
