@@ -210,42 +210,27 @@ def _probe_tflite(p: Path, size: int) -> dict:
 
 
 def _probe_gguf(p: Path, size: int) -> dict:
+    # The LLM runtime's lean header reader: gguf.GGUFReader builds an array per metadata element
+    # (seconds and ~200 MB for a 49k-token vocabulary); this reads the same facts in ~0.1 s.
+    from .llm._gguf import GGUFFile
+
     try:
-        import gguf
-    except ImportError:  # pragma: no cover - gguf is a hard dependency
-        return {}
-    try:
-        r = gguf.GGUFReader(str(p), "r")
-    except Exception as exc:
+        f = GGUFFile(p)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # garbage headers surface as assorted errors
         raise ModelFormatError(p, f"not a valid GGUF file (corrupt or truncated): {type(exc).__name__}: {exc}") from exc
     try:
-        for t in r.tensors:
-            end = int(t.data_offset) + int(t.n_bytes)
-            if end > size:
-                raise ModelFormatError(p, f"tensor {t.name!r} ends at byte {end}, past the end of the {size}-byte file (truncated)")
-
-        def field(key):
-            f = r.fields.get(key)
-            if f is None or not f.data:
-                return None
-            v = f.parts[f.data[0]]
-            return bytes(v).decode("utf-8", "replace") if f.types and f.types[0] == gguf.GGUFValueType.STRING else v.tolist()[0]
-
-        arch = field("general.architecture")
+        arch = f.meta.get("general.architecture")
         return {
             "architecture": arch,
-            "name": field("general.name"),
-            "tensor_count": len(r.tensors),
-            "tensor_types": sorted({t.tensor_type.name for t in r.tensors}),
-            "context_length": field(f"{arch}.context_length") if arch else None,
+            "name": f.meta.get("general.name"),
+            "tensor_count": len(f.tensors),
+            "tensor_types": sorted({t.tensor_type.name for t in f.tensors.values()}),
+            "context_length": f.meta.get(f"{arch}.context_length") if arch else None,
         }
     finally:
-        mm = getattr(r, "data", None)
-        if mm is not None and hasattr(mm, "_mmap"):
-            try:
-                mm._mmap.close()
-            except Exception:
-                pass
+        f.close()
 
 
 _PROBES = {"onnx": _probe_onnx, "tflite": _probe_tflite, "gguf": _probe_gguf}
