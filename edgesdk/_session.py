@@ -13,7 +13,7 @@ from . import hub
 from ._errors import EdgeSDKError, InputNameError
 from ._model import open_model
 from ._options import SessionOptions
-from ._plan import Placement, place
+from ._plan import place
 from ._registry import get_registry
 from ._validate import InputValidator
 from .backend import Model, TensorSpec

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from . import hub
-from ._errors import EdgeSDKError, InputError
-from ._feeds import random_feed as _fill  # shared with `edgesdk diff`
+from ._errors import EdgeSDKError
+from ._feeds import load_inputs, parse_dims, random_feeds
 
 __all__ = ["main"]
 
@@ -144,26 +144,10 @@ def cmd_run(args) -> int:
     from ._io import atomic_save_npy
     from ._session import Session
 
-    feeds = {}
-    for item in args.input or []:
-        name, sep, file = item.partition("=")
-        if not sep:
-            raise InputError(f"--input takes NAME=FILE.npy, got {item!r}")
-        try:
-            feeds[name] = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"--input {name}: cannot read {file!r} as .npy: {exc}") from None
+    feeds = load_inputs(args.input)
     with Session(hub.resolve(args.model), _options(args)) as s:
         if args.random:
-            rng = np.random.default_rng(args.seed)
-            dims = {}
-            for item in args.dim or []:
-                sym, _, val = item.partition("=")
-                if not val.isdigit() or int(val) < 1:
-                    raise InputError(f"--dim takes SYMBOL=N with N >= 1, got {item!r}")
-                dims[sym] = int(val)
-            for spec in s.inputs:
-                feeds.setdefault(spec.name, _fill(spec, rng, dims))
+            feeds = random_feeds(s.inputs, seed=args.seed, dims=parse_dims(args.dim), given=feeds)
         s.run(feeds)  # warm-up and validation
         times = []
         for _ in range(max(1, args.repeat)):

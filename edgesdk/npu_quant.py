@@ -70,7 +70,7 @@ class NpuQuantReport:
             f"  QDQ a{self.activation_type}/w{self.weight_type}{' per-channel' if self.per_channel else ''}, {self.method} calibration "
             f"on {self.calibration_samples} sample(s); {self.qdq_nodes} Q/DQ nodes; "
             f"{self.float_bytes / 2**20:.2f} MiB -> {self.quant_bytes / 2**20:.2f} MiB in {self.seconds:.1f} s",
-            f"  static input shapes: " + ", ".join(f"{k}={list(v)}" for k, v in self.input_shapes.items()),
+            "  static input shapes: " + ", ".join(f"{k}={list(v)}" for k, v in self.input_shapes.items()),
             f"  accuracy vs the float model over {self.eval_samples} sample(s), quantized model run on {self.evaluated_on}:",
         ]
         lines += [f"    {o.name}: max|e|={o.max_abs:.4g} mean|e|={o.mean_abs:.4g} cos={o.cosine:.5f} (max|float|={o.ref_max_abs:.4g})"

@@ -114,7 +114,7 @@ class HttpTransport:
                 conn.close()
                 self.breaker.failure()
                 raise CloudError("tls", str(exc)) from exc
-            except (socket.timeout, TimeoutError) as exc:
+            except (socket.timeout, TimeoutError):
                 conn.close()
                 last = CloudError("timeout", f"no answer from {self.host} within {self.timeout_s} s")
                 continue
