@@ -6,7 +6,7 @@ instances of :class:`Backend` subclasses. Built-in backends use exactly this API
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import attrs
 import numpy as np
@@ -155,11 +155,3 @@ class Backend:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
-
-def iter_kinds(prefer: Sequence[str]) -> Iterator[str]:
-    """Device kinds in preference order: the preferred ones first, then every other kind."""
-    seen = []
-    for k in list(prefer) + list(DEVICE_KINDS):
-        if k not in seen:
-            seen.append(k)
-            yield k

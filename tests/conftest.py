@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-os.environ.setdefault("EDGESDK_LOG", "warning")
+import edgesdk
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -83,3 +83,14 @@ def free_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+class BackendsPlugin:
+    """A plugin object offering the given Backend instances (for reset_registry([...]) in tests)."""
+
+    def __init__(self, *backends):
+        self.backends = list(backends)
+
+    @edgesdk.hookimpl
+    def edgesdk_backends(self):
+        return self.backends

@@ -14,6 +14,8 @@ from edgesdk._registry import reset_registry
 from edgesdk.backend import Backend, Device
 from edgesdk.diff import Tolerance, compare, diff
 
+from conftest import BackendsPlugin
+
 
 def test_compare_metrics():
     a = np.array([1.0, -2.0, 3.0], np.float32)
@@ -72,21 +74,12 @@ class Skew(Backend):
         return runner
 
 
-class Plugin:
-    def __init__(self, *backends):
-        self.backends = list(backends)
-
-    @edgesdk.hookimpl
-    def edgesdk_backends(self):
-        return self.backends
-
-
 @pytest.fixture
 def skewed(monkeypatch):
     monkeypatch.setenv("EDGESDK_BLOCK_PLUGINS", "qnn")
 
     def make(node):
-        reset_registry([Plugin(Skew(node))])
+        reset_registry([BackendsPlugin(Skew(node))])
 
     yield make
     monkeypatch.undo()

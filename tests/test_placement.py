@@ -14,6 +14,8 @@ from edgesdk._plan import candidates
 from edgesdk._registry import reset_registry
 from edgesdk.backend import Backend, Device, NodePlacement, Support
 
+from conftest import BackendsPlugin, make_onnx
+
 
 class Accel(Backend):
     """An 'npu' that delegates execution to ORT's CPU EP but reports Relu as not taken."""
@@ -39,20 +41,9 @@ class Accel(Backend):
         return runner
 
 
-class Plugin:
-    def __init__(self, *backends):
-        self.backends = list(backends)
-
-    @edgesdk.hookimpl
-    def edgesdk_backends(self):
-        return self.backends
-
-
 @pytest.fixture
 def relu_add(tmp_path):
     from onnx import TensorProto, helper
-
-    from conftest import make_onnx
 
     return make_onnx(tmp_path / "m.onnx", [helper.make_node("Add", ["x", "x"], ["t"], name="add0"), helper.make_node("Relu", ["t"], ["y"], name="relu0")],
                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
@@ -65,7 +56,7 @@ def registry_with(monkeypatch):
     monkeypatch.setenv("EDGESDK_BLOCK_PLUGINS", "qnn")
 
     def make(*backends):
-        return reset_registry([Plugin(*backends)])
+        return reset_registry([BackendsPlugin(*backends)])
 
     yield make
     monkeypatch.undo()
