@@ -16,24 +16,10 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # setuptools runs this file by path: make its sibling importable
+from cdef_header import cdef_from_header  # noqa: E402
 SOURCES = ["ekern.c", "ek_x86.c", "ek_neon.c"]
 HEADERS = ["ekern.h", "ek_internal.h", "ek_tile_f32.h", "ek_tile_i8.h", "ek_tile256.h"]
-
-
-def _cdef() -> str:
-    text = (HERE / "ekern.h").read_text()
-    # cdef() takes plain declarations; drop the comments
-    out, skip = [], False
-    for line in text.splitlines():
-        s = line.strip()
-        if s.startswith("/*"):
-            skip = not s.endswith("*/")
-            continue
-        if skip:
-            skip = not s.endswith("*/")
-            continue
-        out.append(line.split("/*")[0])
-    return "\n".join(out)
 
 
 def _compile_args() -> list[str]:
@@ -52,7 +38,7 @@ def _paths(names: list[str]) -> list[str]:
 
 
 ffibuilder = FFI()
-ffibuilder.cdef(_cdef())
+ffibuilder.cdef(cdef_from_header(HERE / "ekern.h"))
 ffibuilder.set_source(
     "edgesdk._ckernels",
     '#include "ekern.h"\n',

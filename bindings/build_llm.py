@@ -17,20 +17,8 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-
-
-def _cdef() -> str:
-    lines, skip = [], False
-    for line in (HERE / "llm_decode.h").read_text().splitlines():
-        s = line.strip()
-        if s.startswith("/*"):
-            skip = not s.endswith("*/")
-            continue
-        if skip:
-            skip = not s.endswith("*/")
-            continue
-        lines.append(line.split("/*")[0])
-    return "\n".join(lines)
+sys.path.insert(0, str(HERE))  # setuptools runs this file by path: make its sibling importable
+from cdef_header import cdef_from_header  # noqa: E402
 
 
 def _compile_args() -> list[str]:
@@ -46,7 +34,7 @@ def _source() -> str:
 
 
 ffibuilder = FFI()
-ffibuilder.cdef(_cdef())
+ffibuilder.cdef(cdef_from_header(HERE / "llm_decode.h"))
 ffibuilder.set_source(
     "edgesdk._cllm",
     '#include "llm_decode.h"\n',
