@@ -51,6 +51,7 @@ class Session:
         self._runner, self.placement = place(self.model, options, registry)
         self._validate = InputValidator(self._runner.inputs)
         self._run = self._runner.run
+        self._output_names = frozenset(o.name for o in self._runner.outputs)
         self._closed = False
         self._close_lock = threading.Lock()
         registry.call_observers("edgesdk_session_created", session=self)
@@ -79,10 +80,9 @@ class Session:
             raise EdgeSDKError("session is closed")
         feeds = self._validate(feeds)
         if output_names is not None:
-            known = {o.name for o in self._runner.outputs}
-            unknown = [n for n in output_names if n not in known]
+            unknown = [n for n in output_names if n not in self._output_names]
             if unknown:
-                raise InputNameError(f"unknown output name(s) {unknown}; outputs are {sorted(known)}")
+                raise InputNameError(f"unknown output name(s) {unknown}; outputs are {sorted(self._output_names)}")
         return self._run(feeds, output_names)
 
     def generate(self, prompt, **kwargs) -> str:
