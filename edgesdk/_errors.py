@@ -24,6 +24,8 @@ __all__ = [
     "QuantizationError",
     "GenerationError",
     "ContextLengthError",
+    "MissingDependencyError",
+    "PipelineError",
 ]
 
 
@@ -106,3 +108,21 @@ class GenerationError(EdgeSDKError, ValueError):
 
 class ContextLengthError(GenerationError):
     """The prompt plus requested tokens exceed the model's context length."""
+
+
+class MissingDependencyError(EdgeSDKError, ImportError):
+    """An optional Python package a feature needs is not installed; ``package`` names what to pip install."""
+
+    def __init__(self, feature: str, package: str, cause: str = ""):
+        self.feature = feature
+        self.package = package
+        detail = f" ({cause})" if cause else ""
+        super().__init__(f"{feature} needs the {package!r} package, which is not installed{detail}: pip install {package}")
+
+
+class PipelineError(EdgeSDKError, RuntimeError):
+    """A pipeline stage could not be built, placed or run; ``stage`` names it."""
+
+    def __init__(self, stage: str, message: str):
+        self.stage = stage
+        super().__init__(f"pipeline stage {stage!r}: {message}")

