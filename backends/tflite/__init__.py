@@ -1,7 +1,8 @@
 """LiteRT (TFLite) backend: ``ai-edge-litert``'s interpreter, or ``tflite_runtime`` where that is installed.
 
 The interpreter is not re-entrant, so a runner serialises calls with a lock; use one Session per
-thread for parallel throughput. LiteRT's GPU/NPU accelerators are offered when their library and
+thread for parallel throughput. The interpreter persists across calls, so streaming models keep their
+state (resource variables) from one ``run`` to the next; ``runner.reset_state()`` starts them over. LiteRT's GPU/NPU accelerators are offered when their library and
 hardware are both present; otherwise the reason is recorded in ``notes`` and shown by ``edgesdk devices``.
 """
 
@@ -65,12 +66,15 @@ class TFLiteBackend(Backend):
         return devs
 
     def load(self, model, device, options):
-        try:
-            interp = self._mod.Interpreter(model_path=model.path, num_threads=options.threads)
-            interp.allocate_tensors()
-        except Exception as exc:
-            raise BackendError(f"LiteRT could not load {model.path}: {exc}") from exc
-        return TFLiteRunner(interp, device)
+        def new_interpreter():
+            try:
+                interp = self._mod.Interpreter(model_path=model.path, num_threads=options.threads)
+                interp.allocate_tensors()
+            except Exception as exc:
+                raise BackendError(f"LiteRT could not load {model.path}: {exc}") from exc
+            return interp
+
+        return TFLiteRunner(new_interpreter(), device, new_interpreter)
 
 
 def _specs(details):
@@ -83,11 +87,18 @@ def _specs(details):
 
 
 class TFLiteRunner(Runner):
-    def __init__(self, interp, device):
+    """Extras beyond :class:`~edgesdk.backend.Runner`: ``quantization`` and :meth:`reset_state`."""
+
+    def __init__(self, interp, device, new_interpreter=None):
         self._interp = interp
+        self._new_interpreter = new_interpreter
         self._lock = threading.Lock()
         ins, outs = interp.get_input_details(), interp.get_output_details()
         self.inputs, self.outputs = _specs(ins), _specs(outs)
+        # name -> (scale, zero_point) of each per-tensor quantized input/output: callers of int8
+        # models need them to quantize features and dequantize scores.
+        self.quantization = {d["name"]: (float(d["quantization"][0]), int(d["quantization"][1]))
+                             for d in (*ins, *outs) if d.get("quantization", (0.0, 0))[0]}
         self._in = [(d["name"], d["index"], tuple(d["shape"])) for d in ins]
         self._shapes = {d["index"]: tuple(d["shape"]) for d in ins}
         self._out = [(d["name"], d["index"]) for d in outs]
@@ -117,6 +128,17 @@ class TFLiteRunner(Runner):
                 return {name: interp.get_tensor(idx) for name, idx in wanted}
             except Exception as exc:
                 raise BackendError(f"LiteRT run failed: {exc}") from exc
+
+    def reset_state(self):
+        """Start over with fresh state: streaming models keep resource variables (VAR_HANDLE /
+        ASSIGN_VARIABLE) inside the interpreter across ``run`` calls, and neither LiteRT's
+        ``reset_all_variables`` nor ``allocate_tensors`` clears them, so a new interpreter is built."""
+        if self._new_interpreter is None or self._interp is None:
+            raise BackendError("this LiteRT runner is closed or cannot rebuild its interpreter")
+        interp = self._new_interpreter()
+        with self._lock:
+            self._interp = interp
+            self._shapes = {d["index"]: tuple(d["shape"]) for d in interp.get_input_details()}
 
     def close(self):
         self._interp = None
