@@ -43,6 +43,14 @@ def _one_of(choices):
     return check
 
 
+def _avoid(value) -> Mapping[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(v, str) and v.strip() for v in value.values()):
+        raise ValueError("avoid must map a placement target (kind, backend or device id) to the reason it is avoided")
+    return {_target(k): v for k, v in value.items()}
+
+
 def _backend_options(value) -> Mapping[str, Mapping[str, Any]]:
     if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, Mapping) for k, v in value.items()):
         raise ValueError("backend_options must map a backend name to a dict of that backend's options")
@@ -85,6 +93,8 @@ class SessionOptions:
     ``memory_budget_mb`` refuses devices that report less free memory than the model needs,
     ``precision`` is a hint backends may use (``"auto"`` keeps the model's own).
     ``backend_options`` passes typed options to one backend, keyed by backend name.
+    ``avoid`` maps targets placement must not use to the reason, which the refusal reports
+    (a pipeline uses it for devices whose memory its other stages already hold).
     """
 
     prefer: tuple[str, ...] = attrs.field(default=("npu", "gpu", "cpu"), converter=_prefer)
@@ -94,6 +104,7 @@ class SessionOptions:
     precision: str = attrs.field(default="auto", validator=_one_of(PRECISIONS))
     device_class: str | None = None
     backend_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=_backend_options, eq=False, hash=False)
+    avoid: Mapping[str, str] = attrs.field(factory=dict, converter=_avoid, eq=False, hash=False)
 
     @classmethod
     def for_device(cls, name: str, **overrides) -> "SessionOptions":

@@ -80,7 +80,10 @@ def candidates(devices, options) -> tuple[list[Device], list[Refusal]]:
     refusals = []
     pool = []
     for d in devices:
-        if options.require is not None and not _matches(options.require, d):
+        why = next((reason for target, reason in options.avoid.items() if _matches(target, d)), None)
+        if why is not None:
+            refusals.append(Refusal(d.backend, d.id, f"avoided: {why}"))
+        elif options.require is not None and not _matches(options.require, d):
             refusals.append(Refusal(d.backend, d.id, f"is a {d.kind} device of backend {d.backend!r}; require={options.require!r}"))
         else:
             pool.append(d)
