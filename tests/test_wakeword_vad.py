@@ -16,8 +16,7 @@ from edgesdk import hub
 from edgesdk.errors import EdgeSDKError, InputError, ModelLoadError, UnsupportedModelError
 
 pytest.importorskip("pymicro_features", reason="the audio extra is not installed: pip install -e '.[audio]'")
-from edgesdk.audio import Audio, Detection, SpeechSegment, VoiceActivityDetector, WakeWordDetector  # noqa: E402
-from edgesdk.audio._vad import VadEvent  # noqa: E402
+from edgesdk.audio import Audio, Detection, SpeechSegment, VadEvent, VoiceActivityDetector, WakeWordDetector  # noqa: E402
 
 
 def _need(name):

@@ -20,6 +20,7 @@ _LAZY = {
     "Detection": "._wakeword",
     "VoiceActivityDetector": "._vad",
     "SpeechSegment": "._vad",
+    "VadEvent": "._vad",
     "word_error_rate": "._wer",
 }
 
