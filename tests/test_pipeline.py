@@ -102,6 +102,7 @@ def test_barge_in_cancels_the_answer_in_flight_and_the_next_turn_runs():
     assert events[cancel_at].turn == 1
     assert not [e for e in events[cancel_at:] if e.kind == "output" and e.turn == 1], "no output of a cancelled turn after the cancel"
     assert [e.value for e in events if e.kind == "output" and e.turn == 2] == ["BYE"]
+    assert [e.turn for e in events if e.kind == "turn_end"] == [2]
     turns = {t.turn: t for t in pipe.report().turns}
     assert turns[1].cancelled and not turns[2].cancelled
     assert turns[2].started_by == "speech_end" and turns[2].outputs == 1 and turns[2].first_output_s >= 0
@@ -242,3 +243,36 @@ def test_report_counts_audio_for_the_real_time_factor():
     assert st.audio_s == 2.0 and st.rtf is not None and st.rtf == st.busy_s / 2.0
     text = str(pipe.report())
     assert "listener" in text and "RTF" in text
+
+
+def test_end_turn_sees_each_finished_turn_and_barge_in_spares_finished_ones():
+    class Joiner(Stage):
+        """Buffers a turn's words and says them at the end of the turn, as TTS does with the last sentence."""
+
+        name = "joiner"
+
+        def __init__(self):
+            self.words = {}
+
+        def process(self, value, ctx):
+            self.words.setdefault(ctx.turn, []).append(value)
+            return ()
+
+        def end_turn(self, ctx):
+            yield " ".join(self.words.pop(ctx.turn))
+
+    opener = FunctionStage("split", lambda text: iter(text.split()))
+
+    class Turns(Stage):
+        name = "turns"
+
+        def process(self, value, ctx):
+            ctx.new_turn()
+            yield value
+
+    pipe = Pipeline([Turns(), opener, Joiner()])
+    events = list(pipe.run(["hello big world", "second one"]))
+    assert [(e.turn, e.value) for e in events if e.kind == "output"] == [(1, "hello big world"), (2, "second one")]
+    assert [e.turn for e in events if e.kind == "turn_end"] == [1, 2]
+    assert pipe.cancel() == []  # both finished: nothing in flight to cancel
+    assert not any(t.cancelled for t in pipe.report().turns)

@@ -30,11 +30,19 @@ log = logging.getLogger("edgesdk.pipeline")
 _END = object()  # end of stream, passed down the queues after each stage flushed
 
 
+@attrs.frozen
+class _TurnEnd:
+    """Follows the last value of a turn down the queues."""
+
+    turn: int
+
+
 class Stage:
     """One step of a pipeline. Subclasses set ``name`` and implement :meth:`process`.
 
     ``process(value, ctx)`` returns an iterable of outputs for one input (a generator streams them);
-    :meth:`flush` returns what is left at the end of the stream. ``sessions`` names the edgesdk
+    :meth:`end_turn` what is left of a turn once all its values arrived; :meth:`flush` what is
+    left at the end of the stream. ``sessions`` names the edgesdk
     sessions the stage runs, so the pipeline can report where each ran.
     """
 
@@ -48,6 +56,10 @@ class Stage:
         raise NotImplementedError
 
     def flush(self, ctx: "StageContext") -> Iterable[Any]:
+        return ()
+
+    def end_turn(self, ctx: "StageContext") -> Iterable[Any]:
+        """Called once all of turn ``ctx.turn``'s values reached this stage (e.g. speak the last words)."""
         return ()
 
     def close(self) -> None:
@@ -115,18 +127,21 @@ class StageContext:
         self.stage = stage
         self._clock = clock
         self.turn = 0
+        self._opened: list[int] = []
 
     def add_audio(self, seconds: float) -> None:
         """Count audio this stage consumed (or produced, for a synthesiser) towards its real-time factor."""
         self._clock.audio_seconds += float(seconds)
 
-    def emit(self, kind: str, value: Any = None) -> None:
-        """Publish a notice for the app (and the report) in the current turn."""
-        self._pipeline._publish(Event(self.stage, kind, self.turn, value, time.perf_counter()))
+    def emit(self, kind: str, value: Any = None, at: float | None = None) -> None:
+        """Publish a notice for the app (and the report) in the current turn; ``at`` backdates it
+        (a ``time.perf_counter()`` value, e.g. when the audio that caused it arrived)."""
+        self._pipeline._publish(Event(self.stage, kind, self.turn, value, time.perf_counter() if at is None else at))
 
     def new_turn(self) -> int:
-        """Open a new turn; the outputs that follow belong to it."""
+        """Open a new turn; the outputs that follow belong to it. It ends when this input is done."""
         self.turn = self._pipeline._open_turn()
+        self._opened.append(self.turn)
         return self.turn
 
     def barge_in(self) -> list[int]:
@@ -163,6 +178,7 @@ class Pipeline:
         self._lock = threading.Lock()
         self._turns = 0
         self._cancelled: set[int] = set()
+        self._done: set[int] = set()
         self._events: queue.Queue | None = None
         self.stages: list[Stage] = []
         self._memory: dict[str, int] = {}
@@ -260,10 +276,10 @@ class Pipeline:
         return turn in self._cancelled
 
     def cancel(self, turn: int | None = None) -> list[int]:
-        """Cancel one turn, or every turn opened so far (barge-in). Turn 0, the input stream, goes on."""
+        """Cancel one turn, or every turn still in flight (barge-in). Turn 0, the input stream, goes on."""
         with self._lock:
-            turns = [turn] if turn is not None else [t for t in range(1, self._turns + 1) if t not in self._cancelled]
-            turns = [t for t in turns if t and t not in self._cancelled]
+            turns = [turn] if turn is not None else list(range(1, self._turns + 1))
+            turns = [t for t in turns if t and t not in self._cancelled and t not in self._done]
             self._cancelled.update(turns)
         for t in turns:
             self._publish(Event("pipeline", "cancelled", t, None, time.perf_counter()))
@@ -330,11 +346,17 @@ class Pipeline:
                 if item is _END:
                     self._drain(stage, ctx, clock, False, stage.flush(ctx), q_out, stop)
                     break
+                if isinstance(item, _TurnEnd):
+                    self._end_turn(stage, ctx, clock, item.turn, q_out, stop)
+                    continue
                 turn, value = item
                 if self._is_cancelled(turn):
                     continue
                 ctx.turn = turn
+                ctx._opened = []
                 self._drain(stage, ctx, clock, True, stage.process(value, ctx), q_out, stop)
+                for t in ctx._opened:
+                    self._end_turn(stage, None, clock, t, q_out, stop)
         except Exception as exc:
             log.exception("pipeline stage %s failed", stage.name)
             failures.append(PipelineError(stage.name, f"{type(exc).__name__}: {exc}"))
@@ -344,6 +366,19 @@ class Pipeline:
                 _put(q_out, _END, stop, force=True)
             elif self._events is not None:
                 self._events.put(_END)
+
+    def _end_turn(self, stage, ctx, clock, turn, q_out, stop):
+        """Let ``stage`` finish ``turn`` (unless this stage opened it) and pass the end downstream."""
+        if ctx is not None and not self._is_cancelled(turn):
+            ctx.turn = turn
+            self._drain(stage, ctx, clock, False, stage.end_turn(ctx), q_out, stop)
+        if q_out is not None:
+            _put(q_out, _TurnEnd(turn), stop)
+        else:
+            with self._lock:
+                self._done.add(turn)
+            if not self._is_cancelled(turn):
+                self._publish(Event(stage.name, "turn_end", turn, None, time.perf_counter()))
 
     def _drain(self, stage, ctx, clock, per_input: bool, outputs, q_out, stop):
         """Pull outputs of one input, timing only the stage's own work, and pass them on."""
