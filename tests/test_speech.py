@@ -41,20 +41,22 @@ def _installed(name):
         pytest.skip(str(exc))
 
 
-@pytest.fixture(scope="module")
-def tts():
+def _voice(**scales):
     _installed("piper-joe-us")
     pytest.importorskip("piper.phonemize_espeak", reason="piper-tts (the audio extra) is not installed")
-    with TextToSpeech() as t:
+    return TextToSpeech(**scales)
+
+
+@pytest.fixture(scope="module")
+def tts():
+    with _voice() as t:
         yield t
 
 
 @pytest.fixture(scope="module")
 def tts_fixed():
     """The voice with its noise scales at zero: the same text always gives the same samples."""
-    _installed("piper-joe-us")
-    pytest.importorskip("piper.phonemize_espeak", reason="piper-tts (the audio extra) is not installed")
-    with TextToSpeech(noise_scale=0.0, noise_w=0.0) as t:
+    with _voice(noise_scale=0.0, noise_w=0.0) as t:
         yield t
 
 
