@@ -8,6 +8,10 @@
 """
 
 from ._core import Event, FunctionStage, Pipeline, Stage, StageContext, StageSpec
+from ._voice import AsrStage, Frame, LlmStage, TtsStage, VadStage, WakeWordStage, audio_frames, voice_assistant
 from ._report import PipelineReport, StageReport, TurnReport
 
-__all__ = ["Pipeline", "Stage", "FunctionStage", "StageSpec", "StageContext", "Event", "PipelineReport", "StageReport", "TurnReport"]
+__all__ = [
+    "Pipeline", "Stage", "FunctionStage", "StageSpec", "StageContext", "Event", "PipelineReport", "StageReport", "TurnReport",
+    "Frame", "audio_frames", "voice_assistant", "WakeWordStage", "VadStage", "AsrStage", "LlmStage", "TtsStage",
+]

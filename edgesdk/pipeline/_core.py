@@ -58,6 +58,9 @@ class Stage:
     def flush(self, ctx: "StageContext") -> Iterable[Any]:
         return ()
 
+    def warmup(self) -> None:
+        """Run the stage's models once (first calls allocate and compile); state is reset after."""
+
     def end_turn(self, ctx: "StageContext") -> Iterable[Any]:
         """Called once all of turn ``ctx.turn``'s values reached this stage (e.g. speak the last words)."""
         return ()
@@ -264,6 +267,14 @@ class Pipeline:
                 if sess.placement.device.id == dev_id:
                     return sess.placement.device.memory_bytes
         return None
+
+    def warmup(self) -> None:
+        """Warm every stage up, so the first request's latency is a steady-state one."""
+        for st in self.stages:
+            try:
+                st.warmup()
+            except Exception as exc:
+                raise PipelineError(st.name, f"warm-up failed: {type(exc).__name__}: {exc}") from exc
 
     # -- turns and cancellation -------------------------------------------------------------------
 
