@@ -26,6 +26,8 @@ __all__ = [
     "ContextLengthError",
     "MissingDependencyError",
     "PipelineError",
+    "ImageLoadError",
+    "ImageNotFoundError",
 ]
 
 
@@ -126,3 +128,16 @@ class PipelineError(EdgeSDKError, RuntimeError):
     def __init__(self, stage: str, message: str):
         self.stage = stage
         super().__init__(f"pipeline stage {stage!r}: {message}")
+
+
+class ImageLoadError(EdgeSDKError, ValueError):
+    """An image file could not be read or decoded; ``path`` and ``cause`` say which and why."""
+
+    def __init__(self, path, cause: str):
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"cannot load image {self.path!r}: {cause}")
+
+
+class ImageNotFoundError(ImageLoadError, FileNotFoundError):
+    """The image path does not exist or is not a readable file."""
