@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -94,3 +98,49 @@ class BackendsPlugin:
     @edgesdk.hookimpl
     def edgesdk_backends(self):
         return self.backends
+
+
+def wait_http_ready(url, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+def stop_process(proc):
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory):
+    try:
+        import fastapi, sse_starlette, starlette_context, uvicorn  # noqa: F401,E401
+        import llama_cpp.server  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"llama-cpp-python[server] not installed ({exc}); pip install 'llama-cpp-python[server]'")
+    port = free_port()
+    gguf = hub_path("smollm2-135m")
+    logfile = tmp_path_factory.mktemp("llama") / "server.log"
+    log = open(logfile, "w")  # a pipe nobody reads would fill up and stall the server
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1", "--port", str(port),
+                             "--n_ctx", "1024", "--model_alias", "smollm2", "--n_threads", "2"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        if not wait_http_ready(f"http://127.0.0.1:{port}/v1/models", proc, timeout=120):
+            pytest.fail(f"llama.cpp server did not start: {logfile.read_text()[-2000:]}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(proc)
+        log.close()

@@ -12,9 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -23,32 +20,9 @@ import pytest
 import edgesdk
 from edgesdk.hybrid import OpenAICompatible, Orchestrator, Policy, V2Client
 
-from conftest import free_port, hub_path
+from conftest import free_port, hub_path, stop_process, wait_http_ready
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _wait_ready(url, proc, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return True
-        except OSError:
-            time.sleep(0.5)
-    return False
-
-
-def _stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 def _mlserver_exe():
@@ -78,11 +52,11 @@ def mlserver(tmp_path_factory):
     log = open(d / "server.log", "w")
     proc = subprocess.Popen([exe, "start", str(d)], cwd=d, stdout=log, stderr=subprocess.STDOUT)
     try:
-        if not _wait_ready(f"http://127.0.0.1:{port}/v2/models/ppocr-cls/ready", proc):
+        if not wait_http_ready(f"http://127.0.0.1:{port}/v2/models/ppocr-cls/ready", proc):
             pytest.fail(f"MLServer did not become ready: {(d / 'server.log').read_text()[-2000:]}")
         yield f"http://127.0.0.1:{port}", model
     finally:
-        _stop(proc)
+        stop_process(proc)
         log.close()
 
 
@@ -97,29 +71,6 @@ def test_v2_client_against_mlserver(mlserver):
     (name, got), = remote.items()
     np.testing.assert_allclose(got, next(iter(local.values())), atol=1e-5)
     assert not c.ready("no-such-model")
-
-
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory):
-    try:
-        import fastapi, sse_starlette, starlette_context, uvicorn  # noqa: F401,E401
-        import llama_cpp.server  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"llama-cpp-python[server] not installed ({exc}); pip install 'llama-cpp-python[server]'")
-    port = free_port()
-    gguf = hub_path("smollm2-135m")
-    logfile = tmp_path_factory.mktemp("llama") / "server.log"
-    log = open(logfile, "w")  # a pipe nobody reads would fill up and stall the server
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1", "--port", str(port),
-                             "--n_ctx", "1024", "--model_alias", "smollm2", "--n_threads", "2"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        if not _wait_ready(f"http://127.0.0.1:{port}/v1/models", proc, timeout=120):
-            pytest.fail(f"llama.cpp server did not start: {logfile.read_text()[-2000:]}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        _stop(proc)
-        log.close()
 
 
 def test_openai_client_against_llama_cpp_server(llama_server, tmp_path):

@@ -206,8 +206,8 @@ class AsrStage(Stage):
 class LlmStage(Stage):
     """Text -> streamed answer pieces, from a generative Session or a hybrid Orchestrator.
 
-    With an Orchestrator the request may go to the cloud when its policy allows; the route taken
-    is published as a ``route`` event. ``private`` requests never leave the device.
+    With a hybrid Orchestrator the request may go to the cloud when its policy allows; the route
+    taken is published as a ``route`` event. ``private`` requests never leave the device.
     """
 
     name = "llm"
@@ -238,10 +238,15 @@ class LlmStage(Stage):
         if not isinstance(value, str) or not value.strip():
             raise InputError(f"LlmStage takes a non-empty str, got {value!r}")
         if self._hybrid:
-            stream = self.llm.generate_stream(value, private=self.private, max_tokens=self.max_tokens)
-        else:
-            chat = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + [{"role": "user", "content": value}]
-            stream = self.llm.generate_stream(chat, max_tokens=self.max_tokens)
+            # The route is decided on the whole device answer (its confidence), so a weak answer
+            # is never spoken before the better one replaces it: no token streaming here.
+            answer = self.llm.generate(value, private=self.private, max_tokens=self.max_tokens)
+            ctx.emit("route", answer.route)
+            ctx.emit("answer", answer.text)
+            yield answer.text
+            return
+        chat = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + [{"role": "user", "content": value}]
+        stream = self.llm.generate_stream(chat, max_tokens=self.max_tokens)
         pieces = []
         try:
             for piece in stream:
@@ -250,9 +255,6 @@ class LlmStage(Stage):
                 yield piece
         finally:
             stream.close()  # cancellation (barge-in) closes us here, and we stop the decoder
-        answer = getattr(stream, "answer", None)
-        if answer is not None:
-            ctx.emit("route", answer.route)
         ctx.emit("answer", "".join(pieces))
 
 
