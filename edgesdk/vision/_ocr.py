@@ -99,13 +99,15 @@ class TextRecognizer:
     ``read_text(image)`` returns :class:`TextLine` objects in reading order (top to bottom, left to
     right). ``classify=False`` skips the direction classifier (saves a model when every line is upright).
     ``det_threshold`` binarises the text-probability map; ``box_threshold`` drops regions whose mean
-    probability is lower; ``min_score`` drops lines recognised with less confidence.
+    probability is lower; ``min_score`` drops lines recognised with less confidence. With the classifier,
+    lines it calls upside down and lines read with less than ``retry_below`` confidence are also read
+    turned by 180 degrees, and the more confident reading is kept.
     """
 
     def __init__(self, options: SessionOptions | None = None, *, det: str = "hub:ppocr-det", rec: str = "hub:ppocr-rec",
                  cls: str | None = "hub:ppocr-cls", classify: bool = True, det_threshold: float = 0.3,
                  box_threshold: float = 0.5, unclip_ratio: float = 1.6, min_score: float = 0.5,
-                 det_min_side: int = 736, det_max_side: int = 2000, batch_size: int = 6):
+                 det_min_side: int = 736, det_max_side: int = 2000, batch_size: int = 6, retry_below: float = 0.8):
         from .._session import Session
 
         for name, v in (("det_threshold", det_threshold), ("box_threshold", box_threshold), ("min_score", min_score)):
@@ -115,6 +117,7 @@ class TextRecognizer:
             raise ValueError(f"need 32 <= det_min_side <= det_max_side, got {det_min_side}, {det_max_side}")
         self.det_threshold, self.box_threshold, self.unclip_ratio = det_threshold, box_threshold, unclip_ratio
         self.min_score, self.det_min_side, self.det_max_side, self.batch_size = min_score, det_min_side, det_max_side, batch_size
+        self.retry_below = retry_below
         opts = options or SessionOptions()
         self._sessions: dict[str, Session] = {}
         try:
@@ -154,19 +157,26 @@ class TextRecognizer:
         boxes = self.detect(rgb)
         crops = [self._crop(rgb, b) for b in boxes]
         read = self.recognize(crops)
+        turned = set()
         if "cls" in self._sessions and crops:
-            # The direction classifier sees a line squashed to 192 pixels and sometimes calls long
-            # upright lines upside down; it only proposes a turn, recognition confidence decides.
-            turn = self._upside_down(crops)
-            if turn:
-                again = self.recognize([np.ascontiguousarray(crops[i][::-1, ::-1]) for i in turn])
-                for i, r in zip(turn, again):
-                    if r[1] > read[i][1]:
-                        read[i] = r
-        lines = []
-        for box, (text, score) in zip(boxes, read):
+            # The direction classifier sees a line squashed to 192 pixels: it calls some long upright
+            # lines upside down and misses some turned ones. So it only proposes a turn, as does a
+            # weak reading (turned text reads as garbage, < 0.5 here, where upright lines score > 0.9);
+            # the recognizer's confidence on both readings decides.
+            weak = {i for i, (_, score) in enumerate(read) if score < self.retry_below}
+            turn = sorted(weak.union(self._upside_down(crops)))
+            again = self.recognize([np.ascontiguousarray(crops[i][::-1, ::-1]) for i in turn]) if turn else []
+            for i, r in zip(turn, again):
+                if r[1] > read[i][1]:
+                    read[i] = r
+                    turned.add(i)
+        lines, flipped = [], 0
+        for i, (box, (text, score)) in enumerate(zip(boxes, read)):
             if text.strip() and score >= self.min_score:
                 lines.append(TextLine(box, text, score))
+                flipped += i in turned
+        if flipped * 2 > len(lines):
+            lines.reverse()  # the page itself is upside down: its first line is at the bottom right
         log.debug("read %d lines (%d regions)", len(lines), len(boxes))
         return lines
 
