@@ -9,7 +9,19 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "atomic_save_npy"]
+__all__ = ["atomic_write_bytes", "atomic_save_npy", "cache_dir"]
+
+
+def cache_dir(name: str, override=None) -> Path:
+    """Where a backend keeps compiled artifacts: ``override``, else ``$EDGESDK_CACHE_DIR/<name>``,
+    else ``$XDG_CACHE_HOME/edgesdk/<name>`` (``~/.cache`` when unset)."""
+    if override:
+        return Path(override).expanduser()
+    env = os.environ.get("EDGESDK_CACHE_DIR")
+    if env:
+        return Path(env).expanduser() / name
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "edgesdk" / name
 
 
 def atomic_write_bytes(path, data: bytes) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import attrs
 
-from edgesdk._io import atomic_write_bytes
+from edgesdk._io import atomic_write_bytes, cache_dir
 
 __all__ = ["ContextCache", "CacheEntry", "cache_root", "sha256_file"]
 
@@ -33,13 +33,7 @@ _FORMAT = 1
 
 def cache_root(override: str | None = None) -> Path:
     """``override``, else ``$EDGESDK_CACHE_DIR/qnn``, else ``$XDG_CACHE_HOME/edgesdk/qnn`` (``~/.cache``)."""
-    if override:
-        return Path(override).expanduser()
-    env = os.environ.get("EDGESDK_CACHE_DIR")
-    if env:
-        return Path(env).expanduser() / "qnn"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "edgesdk" / "qnn"
+    return cache_dir("qnn", override)
 
 
 def sha256_file(path, chunk: int = 1 << 20) -> str:

@@ -23,6 +23,7 @@ from ._config import GenerationConfig, GenerationStats
 from ._engine import LLM, prompt_lookup
 from ._gguf import ARCHITECTURES, ArchSpec, GGUFFile, ModelConfig
 from ._perplexity import PerplexityResult
+from ._runner import LlmRunner
 from ._tokenizer import Tokenizer
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "GenerationConfig",
     "GenerationStats",
     "LLM",
+    "LlmRunner",
     "ModelConfig",
     "PerplexityResult",
     "Tokenizer",

@@ -14,7 +14,7 @@ from .._errors import ContextLengthError, GenerationError
 from ._chat import render_chat
 from ._config import GenerationConfig, GenerationStats
 from ._gguf import GGUFFile
-from ._model import KVCache, Transformer
+from ._model import TokenCache, Transformer
 from ._perplexity import PerplexityResult, perplexity_from_logits
 from ._sampling import apply_repetition_penalty, probabilities, sample
 from ._tokenizer import Tokenizer
@@ -33,10 +33,13 @@ class LLM:
     Not a public entry point by itself: apps reach it through ``edgesdk.Session(path)`` (the cpu
     backend's runner). ``impl`` is "numpy" (reference) or "kernels"; None follows EDGESDK_KERNELS.
     ``activations`` "int8" (default, fast, llama.cpp's arithmetic) or "f32" (exact) for the kernels.
+    ``model_factory(gguf)`` replaces the CPU :class:`Transformer` with another forward pass (another
+    backend's: it needs ``cfg``, ``impl``, ``new_cache(n_ctx)`` and ``forward(ids, cache, logits=)``);
+    ``impl``/``activations``/``threads`` then do not apply.
     """
 
     def __init__(self, path, *, n_ctx: int | None = None, threads: int | None = None, impl: str | None = None,
-                 activations: str = "int8"):
+                 activations: str = "int8", model_factory=None):
         if n_ctx is not None and (not isinstance(n_ctx, int) or n_ctx < 2):
             raise GenerationError(f"n_ctx must be an int >= 2, got {n_ctx!r}")
         if activations not in ("int8", "f32"):
@@ -46,7 +49,10 @@ class LLM:
         self.gguf = GGUFFile(path)
         self.config = self.gguf.config()
         self.tokenizer = Tokenizer(self.gguf)
-        self.model = Transformer(self.gguf, impl=impl, threads=threads, activations=activations)
+        if model_factory is None:
+            self.model = Transformer(self.gguf, impl=impl, threads=threads, activations=activations)
+        else:
+            self.model = model_factory(self.gguf)
         self.cache = self.model.new_cache(n_ctx)
         self.last_stats: GenerationStats | None = None
         self._lock = threading.Lock()
@@ -105,7 +111,7 @@ class LLM:
         self._check_not_suspended(draft)
         return self._stream(ids, cfg, draft)
 
-    def _prefill(self, ids: list[int], cache: KVCache) -> tuple[np.ndarray, int]:
+    def _prefill(self, ids: list[int], cache: TokenCache) -> tuple[np.ndarray, int]:
         """Bring ``cache`` to hold ``ids``, reusing its longest common prefix; logits of the last id."""
         reuse = cache.common_prefix(ids)
         if reuse == len(ids):
@@ -280,8 +286,9 @@ class LLM:
         self.cache.truncate(0)
 
     def close(self) -> None:
-        self.cache = None
-        self.model = None
+        model, self.cache, self.model = self.model, None, None
+        if hasattr(model, "close"):
+            model.close()  # device buffers of an accelerator backend's model
         self.gguf.close()
 
 

@@ -16,7 +16,7 @@ from .._errors import ContextLengthError, ModelFormatError
 from ._gguf import GGUFFile, ModelConfig
 from ._weights import Embedding, Linear, kernel_impl, vector
 
-__all__ = ["KVCache", "Transformer"]
+__all__ = ["KVCache", "TokenCache", "Transformer"]
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +44,16 @@ def _lazy_zeros(shape) -> np.ndarray:
     return np.frombuffer(mm, np.float32).reshape(shape)
 
 
-class KVCache:
-    """Keys/values for every layer, allocated once for the whole context.
+class TokenCache:
+    """What the generation engine needs of a KV cache, wherever its keys/values live.
 
-    ``np.zeros`` maps untouched pages lazily, so a long context costs memory only as it fills.
     ``tokens`` are the ids whose keys/values are stored: a new prompt sharing a prefix with them
     reuses that prefix instead of recomputing it.
     """
 
-    def __init__(self, cfg: ModelConfig, n_ctx: int):
+    def __init__(self, n_ctx: int):
         self.n_ctx = n_ctx
-        shape = (cfg.n_layer, cfg.n_head_kv, n_ctx, cfg.head_dim)
-        self.k = _lazy_zeros(shape)
-        self.v = _lazy_zeros(shape)
         self.tokens: list[int] = []
-        self.native = None  # (fused forward, its per-layer C structs) bound to this cache
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -74,6 +69,20 @@ class KVCache:
             n += 1
         return n
 
+
+class KVCache(TokenCache):
+    """Keys/values for every layer in host memory, allocated once for the whole context.
+
+    ``np.zeros`` maps untouched pages lazily, so a long context costs memory only as it fills.
+    """
+
+    def __init__(self, cfg: ModelConfig, n_ctx: int):
+        super().__init__(n_ctx)
+        shape = (cfg.n_layer, cfg.n_head_kv, n_ctx, cfg.head_dim)
+        self.k = _lazy_zeros(shape)
+        self.v = _lazy_zeros(shape)
+        self.native = None  # (fused forward, its per-layer C structs) bound to this cache
+
     @property
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
@@ -82,6 +91,27 @@ class KVCache:
 def _rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     ms = np.einsum("ij,ij->i", x, x)[:, None] / np.float32(x.shape[-1])
     return x * (w / np.sqrt(ms + np.float32(eps)))
+
+
+def _inv_freq(cfg: ModelConfig) -> np.ndarray:
+    half = cfg.rope_dim // 2
+    return (1.0 / cfg.rope_base ** (np.arange(half, dtype=np.float64) * 2.0 / cfg.rope_dim)).astype(np.float64)
+
+
+def rope_rotation(cfg: ModelConfig, pos: np.ndarray) -> np.ndarray:
+    """RoPE angles of positions ``pos`` as unit complex64 numbers (T, rope_dim / 2), computed in float64."""
+    ang = (np.asarray(pos)[:, None].astype(np.float64) / cfg.rope_scale) * _inv_freq(cfg)[None, :]
+    return np.exp(1j * ang).astype(np.complex64)
+
+
+def _swiglu(gu: np.ndarray, n_ff: int) -> np.ndarray:
+    """SiLU(gate) * up of a fused gate|up projection (T, 2 * n_ff)."""
+    gate, up = gu[:, :n_ff], gu[:, n_ff:]
+    act = np.exp(-gate)
+    act += 1.0
+    np.divide(gate, act, out=act)
+    act *= up
+    return act
 
 
 def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -95,14 +125,19 @@ def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     }
 
 
+def layer_tensor(g: GGUFFile, i: int, n: str, kind: str, shapes: dict):
+    """Tensor ``blk.<i>.<n>.<kind>``, its dims checked against :func:`_expected_shapes` (a mismatch is a bad file)."""
+    tensor = g.tensor(f"blk.{i}.{n}.{kind}")
+    dims = tuple(int(x) for x in tensor.shape)
+    if dims != shapes[f"{n}.{kind}"]:
+        raise ModelFormatError(g.path, f"tensor {tensor.name!r} has dims {dims}, the metadata implies {shapes[f'{n}.{kind}']}")
+    return tensor
+
+
 class _Layer:
     def __init__(self, g: GGUFFile, i: int, impl: str, threads, act: str, bias: bool, shapes: dict):
         def t(n: str, kind: str = "weight"):
-            tensor = g.tensor(f"blk.{i}.{n}.{kind}")
-            dims = tuple(int(x) for x in tensor.shape)
-            if dims != shapes[f"{n}.{kind}"]:
-                raise ModelFormatError(g.path, f"tensor {tensor.name!r} has dims {dims}, the metadata implies {shapes[f'{n}.{kind}']}")
-            return tensor
+            return layer_tensor(g, i, n, kind, shapes)
 
         # Q|K|V biases, concatenated like the fused projection's output columns.
         self.bqkv = np.concatenate([vector(t(f"attn_{n}", "bias")) for n in "qkv"]) if bias else None
@@ -237,8 +272,7 @@ class Transformer:
         shapes = _expected_shapes(cfg)
         self.layers = [_Layer(gguf, i, self.impl, threads, activations, cfg.arch.attn_bias, shapes) for i in range(cfg.n_layer)]
         self.out_norm = vector(gguf.tensor("output_norm.weight"))
-        half = cfg.rope_dim // 2
-        self._inv_freq = (1.0 / cfg.rope_base ** (np.arange(half, dtype=np.float64) * 2.0 / cfg.rope_dim)).astype(np.float64)
+        self._inv_freq = _inv_freq(cfg)
         #: Tokens processed by forward() since load: lets tests check that cached prefixes are not recomputed.
         self.tokens_processed = 0
         self.fused = _fused_for(self)
@@ -248,8 +282,7 @@ class Transformer:
 
     def _rotation(self, pos: np.ndarray) -> np.ndarray:
         """RoPE as unit complex numbers (T, 1, rope_dim / 2) for positions ``pos``."""
-        ang = (pos[:, None].astype(np.float64) / self.cfg.rope_scale) * self._inv_freq[None, :]
-        return np.exp(1j * ang).astype(np.complex64)[:, None, :]
+        return rope_rotation(self.cfg, pos)[:, None, :]
 
     def _rope(self, x: np.ndarray, rot: np.ndarray) -> None:
         """Rotate heads of ``x`` (T, H, D) in place: "norm" pairs dims (2i, 2i+1), "neox" pairs (i, i + D/2)."""
@@ -338,13 +371,7 @@ class Transformer:
             x += L.wo(o)
             h = _rms_norm(x, L.ffn_norm, cfg.rms_eps)
             gu = L.w_gate_up(h)
-            gate, up = gu[:, : cfg.n_ff], gu[:, cfg.n_ff :]
-            # SiLU(gate) * up, in place in the gate half.
-            act = np.exp(-gate)
-            act += 1.0
-            np.divide(gate, act, out=act)
-            act *= up
-            x += L.w_down(act)
+            x += L.w_down(_swiglu(gu, cfg.n_ff))
 
         cache.tokens.extend(int(i) for i in ids)
         self.tokens_processed += T
