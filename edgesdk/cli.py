@@ -71,7 +71,7 @@ def cmd_devices(args) -> int:
                     "name": st.name, "version": st.version, "plugin": st.plugin, "available": st.available, "reason": st.reason,
                     "notes": list(getattr(reg._backends.get(st.name, (None,))[0], "notes", []) or []),
                     "devices": [{"id": d.id, "kind": d.kind, "name": d.name, "memory_bytes": d.memory_bytes, "simulated": d.simulated,
-                                 "score": d.score, "capabilities": sorted(d.capabilities)} for d in st.devices],
+                                 "score": d.score, "capabilities": sorted(d.capabilities), "details": dict(d.details)} for d in st.devices],
                 }
                 for st in statuses
             ],

@@ -14,6 +14,13 @@ fi
 extras="test,audio"
 # onnxruntime-qnn ships its HTP simulator for x86-64 Linux (and Windows/Android on Arm): test the NPU backend for real there.
 if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ]; then extras="$extras,qnn"; fi
+# pyopencl + PoCL (OpenCL on the CPU): the OpenCL backend runs for real on CPU-only machines and CI.
+# The PoCL wheel's LLVM 14 cannot compile for CPUs it does not know (Zen 5: "unknown target CPU 'generic'"),
+# so as root on Debian/Ubuntu the distribution's PoCL is registered too, as a second OpenCL platform.
+extras="$extras,opencl"
+if [ "$(uname -s)" = "Linux" ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null && [ ! -e /etc/OpenCL/vendors/pocl.icd ]; then
+    { apt-get update -qq && apt-get install -y -qq pocl-opencl-icd >/dev/null; } || echo "setup: pocl-opencl-icd not installed; only the PoCL wheel provides OpenCL" >&2
+fi
 .venv/bin/python -m pip install -q -e ".[$extras]"
 # The speech-recognition backend is a separate package installed as a third party would (non-editable).
 .venv/bin/python -m pip install -q ./plugins/edgesdk-ctranslate2

@@ -71,7 +71,8 @@ def test_bad_backend_option():
     from edgesdk._errors import PlacementError
 
     with pytest.raises(PlacementError, match="n_ctxx"):
-        edgesdk.Session(model_path(), backend_options={"cpu": {"n_ctxx": 5}})
+        # require the device: otherwise placement moves on to the next device that reads GGUF (PoCL, a cpu-kind device).
+        edgesdk.Session(model_path(), require="cpu:0", backend_options={"cpu": {"n_ctxx": 5}})
 
 
 def test_cli_generate_and_perplexity(capsys):

@@ -1,0 +1,378 @@
+"""The OpenCL backend for real: PoCL gives CI and CPU-only machines an OpenCL device on the CPU.
+
+Every kernel is compared with the numpy reference the CPU backend already uses (dequantize_rows,
+_rms_norm, Transformer._rope/_attend_one, _swiglu). SmolLM2 greedy tokens are compared with the CPU
+backend in its exact mode (``activations="f32"``): the OpenCL kernels keep activations in fp32, so
+the two differ only by summation order (~1e-6 relative). The CPU default (int8 activations per
+32-block) rounds every activation to 8 bits, a different arithmetic, not a reference for fp32 kernels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import edgesdk
+from edgesdk import SessionOptions
+from edgesdk._errors import BackendUnavailable, PlacementError
+
+cl = pytest.importorskip("pyopencl", reason="pyopencl is not installed (pip install -e '.[opencl]')")
+
+from edgesdk.llm._model import Transformer, _rms_norm, _swiglu, rope_rotation  # noqa: E402
+from edgesdk.llm._weights import dequantize_rows  # noqa: E402
+from edgesdk_backends.opencl import OpenCLBackend  # noqa: E402
+from edgesdk_backends.opencl._progcache import ProgramCache, build_program  # noqa: E402
+from edgesdk_backends.opencl._runtime import GEMV_MAX_ROWS, GEMV_SHAPES, ClRuntime, ClWeight  # noqa: E402
+
+_TINY_SRC = "kernel void one(global int *a) { a[get_global_id(0)] = 1; }"
+QTYPES = ("Q4_0", "Q4_1", "Q8_0", "F16", "F32")
+
+
+def _compiles(dev) -> str | None:
+    """None if ``dev``'s compiler builds a trivial kernel, else why not (e.g. an LLVM that cannot name this CPU)."""
+    try:
+        cl._cl._Program(cl.Context([dev]), _TINY_SRC).build(b"", [dev])
+        return None
+    except Exception as exc:
+        return f"{dev.name}: {str(exc).splitlines()[0]}"
+
+
+@pytest.fixture(scope="module")
+def backend():
+    b = OpenCLBackend()
+    try:
+        b.devices = b.probe()
+    except BackendUnavailable as exc:
+        pytest.skip(f"OpenCL unavailable: {exc}")
+    return b
+
+
+@pytest.fixture(scope="module")
+def device(backend):
+    """The first OpenCL device whose compiler works (a PoCL built with an LLVM too old for this CPU's
+    name cannot compile anything: that is an unavailable device, not a failure of these kernels)."""
+    reasons = []
+    for d in backend.devices:
+        why = _compiles(backend._cl_devices[d.id])
+        if why is None:
+            return d
+        reasons.append(f"{d.id} {why}")
+    pytest.skip("no OpenCL device can compile a kernel: " + "; ".join(reasons))
+
+
+@pytest.fixture(scope="module")
+def rt(backend, device):
+    return ClRuntime(backend._cl_devices[device.id], ProgramCache())
+
+
+def _buf(rt, a):
+    return rt.upload(np.ascontiguousarray(a, np.float32))
+
+
+def _read(rt, buf, shape):
+    return rt.read(np.empty(shape, np.float32), buf)
+
+
+def _packed(rng, qtype, n, k):
+    """GGUF rows of a random (n, k) weight and their dequantized reference."""
+    import gguf
+
+    a = rng.standard_normal((n, k)).astype(np.float32)
+    if qtype in ("F16", "F32"):
+        raw = a.astype(np.float16 if qtype == "F16" else np.float32)
+    else:
+        raw = gguf.quants.quantize(a, getattr(gguf.GGMLQuantizationType, qtype))
+    return raw, dequantize_rows(raw, qtype, k)
+
+
+# --- kernels against the numpy reference ------------------------------------------------------------
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(qtype=st.sampled_from(QTYPES), m=st.sampled_from([1, 2, GEMV_MAX_ROWS, GEMV_MAX_ROWS + 1, 37]),
+       n=st.integers(1, 70), kb=st.integers(1, 6), shape=st.sampled_from(sorted(GEMV_SHAPES)), accumulate=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_matmul_matches_dequantized_reference(rt, qtype, m, n, kb, shape, accumulate, seed):
+    """GEMV (m <= GEMV_MAX_ROWS, both the GPU and the CPU work-group shapes) and tiled GEMM, every format,
+    ragged N and M, writing at a column offset of a wider output, with and without accumulation."""
+    rng = np.random.default_rng(seed)
+    k = 32 * kb
+    raw, w = _packed(rng, qtype, n, k)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    ldy, off = n + 5, 3
+    y0 = rng.standard_normal((m, ldy)).astype(np.float32)
+    rt.gemv_shape = GEMV_SHAPES[shape]
+    try:
+        weight = ClWeight(rt, [(raw, qtype, n, k)])
+        y = _buf(rt, y0)
+        weight(_buf(rt, x), k, m, y, ldy, off, accumulate)
+        got = _read(rt, y, (m, ldy))
+    finally:
+        rt.gemv_shape = GEMV_SHAPES["CPU" if rt.device.type & cl.device_type.CPU else "GPU"]
+    want = y0.copy()
+    want[:, off:off + n] = (y0[:, off:off + n] if accumulate else 0) + x.astype(np.float64) @ w.T.astype(np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+
+
+def test_fused_projection_of_mixed_formats_writes_each_part_in_its_columns(rt):
+    rng = np.random.default_rng(3)
+    k = 64
+    parts = [_packed(rng, q, n, k) for q, n in (("Q4_0", 20), ("Q4_0", 12), ("Q8_0", 9), ("F16", 5))]
+    weight = ClWeight(rt, [(raw, q, w.shape[0], k) for (raw, w), q in zip(parts, ("Q4_0", "Q4_0", "Q8_0", "F16"))])
+    assert [s[0] for s in weight.segments] == ["Q4_0", "Q8_0", "F32"]  # consecutive same-format parts share a launch
+    x = rng.standard_normal((2, k)).astype(np.float32)
+    y = rt.empty(2 * weight.n * 4)
+    weight(_buf(rt, x), k, 2, y, weight.n)
+    want = x @ np.concatenate([w for _, w in parts]).T
+    np.testing.assert_allclose(_read(rt, y, (2, weight.n)), want, rtol=1e-5, atol=1e-4)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.integers(1, 5), n=st.sampled_from([32, 100, 576]), row0=st.integers(0, 2), seed=st.integers(0, 999))
+def test_rms_norm(rt, rows, n, row0, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows + row0, n)).astype(np.float32) * 3
+    w = rng.standard_normal(n).astype(np.float32)
+    out = rt.empty(rows * n * 4)
+    rt.rms_norm(_buf(rt, x), row0, _buf(rt, w), out, rows, n, 1e-5)
+    np.testing.assert_allclose(_read(rt, out, (rows, n)), _rms_norm(x[row0:], w, 1e-5), rtol=1e-5, atol=1e-5)
+
+
+def _cfg(mode="norm", nh=4, nkv=2, hd=16, rope_dim=None, scale=1.0):
+    from edgesdk.llm._gguf import ArchSpec, ModelConfig
+
+    return ModelConfig(ArchSpec("t", rope_mode=mode), 1, nh * hd, 8, nh, nkv, hd, 256, 10, 1e-5, 10000.0,
+                       rope_dim or hd, rope_scale=scale)
+
+
+@pytest.mark.parametrize("mode,rope_dim", [("norm", 16), ("neox", 16), ("neox", 8)])
+def test_rope_matches_transformer_rope(rt, mode, rope_dim):
+    cfg = _cfg(mode, rope_dim=rope_dim, scale=2.0)
+    rng = np.random.default_rng(0)
+    T, pos0, heads = 3, 5, cfg.n_head + cfg.n_head_kv
+    ld = heads * cfg.head_dim + 7  # a wider row: V columns (and more) follow Q and K
+    qkv = rng.standard_normal((T, ld)).astype(np.float32)
+    rot = rope_rotation(cfg, np.arange(64))
+    buf = _buf(rt, qkv)
+    rt.rope(buf, ld, T, heads, cfg.head_dim, rope_dim, mode == "neox", _buf(rt, rot.real), _buf(rt, rot.imag), pos0)
+    want = qkv.copy()
+    ref = types.SimpleNamespace(cfg=cfg)
+    Transformer._rope(ref, want[:, : heads * cfg.head_dim].reshape(T, heads, cfg.head_dim), rope_rotation(cfg, np.arange(pos0, pos0 + T))[:, None, :])
+    np.testing.assert_allclose(_read(rt, buf, (T, ld)), want, rtol=1e-6, atol=1e-6)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pos0=st.sampled_from([0, 1, 63, 64, 130]), T=st.integers(1, 4), g=st.sampled_from([1, 3]),
+       hd=st.sampled_from([16, 64, 96]), seed=st.integers(0, 999))
+def test_kv_store_and_attention_match_attend_one(rt, pos0, T, g, hd, seed):
+    """Keys/values appended at pos0.., then causal GQA attention of each row over 0..pos0+t,
+    across key-chunk boundaries (64 keys per chunk) and head dims that are not a multiple of 64."""
+    nkv, n_ctx = 2, 160
+    nh = nkv * g
+    rng = np.random.default_rng(seed)
+    nq, nk = nh * hd, nkv * hd
+    qkv = rng.standard_normal((T, nq + 2 * nk)).astype(np.float32)
+    k_old = rng.standard_normal((nkv, n_ctx, hd)).astype(np.float32)
+    v_old = rng.standard_normal((nkv, n_ctx, hd)).astype(np.float32)
+    kc, vc = _buf(rt, k_old), _buf(rt, v_old)
+    out = rt.empty(T * nq * 4)
+    qb = _buf(rt, qkv)
+    scale = float(np.float32(1 / np.sqrt(hd)))
+    rt.kv_store(qb, nq + 2 * nk, T, nq, nkv, hd, kc, vc, n_ctx, pos0)
+    rt.attention(qb, nq + 2 * nk, T, kc, vc, out, nq, nh, nkv, hd, n_ctx, pos0, scale)
+    cache = types.SimpleNamespace(k=k_old[None].copy(), v=v_old[None].copy())
+    cache.k[0, :, pos0:pos0 + T] = qkv[:, nq:nq + nk].reshape(T, nkv, hd).transpose(1, 0, 2)
+    cache.v[0, :, pos0:pos0 + T] = qkv[:, nq + nk:].reshape(T, nkv, hd).transpose(1, 0, 2)
+    np.testing.assert_array_equal(_read(rt, kc, cache.k[0].shape), cache.k[0])
+    np.testing.assert_array_equal(_read(rt, vc, cache.v[0].shape), cache.v[0])
+    ref = types.SimpleNamespace(cfg=types.SimpleNamespace(n_head=nh, n_head_kv=nkv, head_dim=hd))
+    want = np.stack([Transformer._attend_one(ref, qkv[t, :nq], cache, 0, pos0 + t + 1, np.float32(scale)) for t in range(T)])
+    np.testing.assert_allclose(_read(rt, out, (T, nq)), want, rtol=1e-5, atol=1e-5)
+
+
+def test_swiglu_and_bias(rt):
+    rng = np.random.default_rng(1)
+    T, ff = 3, 100
+    gu = rng.standard_normal((T, 2 * ff)).astype(np.float32) * 4
+    out = rt.empty(T * ff * 4)
+    rt.swiglu(_buf(rt, gu), out, T, ff)
+    np.testing.assert_allclose(_read(rt, out, (T, ff)), _swiglu(gu.copy(), ff), rtol=1e-5, atol=1e-6)
+    b = rng.standard_normal(2 * ff).astype(np.float32)
+    yb = _buf(rt, gu)
+    rt.add_bias(yb, 2 * ff, _buf(rt, b), T, 2 * ff)
+    np.testing.assert_array_equal(_read(rt, yb, gu.shape), gu + b)
+
+
+# --- program build cache ----------------------------------------------------------------------------
+
+def test_program_cache_cold_cached_corrupt_and_rejected(tmp_path, backend, device, caplog):
+    dev = backend._cl_devices[device.id]
+    ctx = cl.Context([dev])
+    cache = ProgramCache(tmp_path)
+    _, cold = build_program(ctx, dev, _TINY_SRC, "", cache)
+    assert cold.how == "source" and cold.entry and (tmp_path / f"{cold.key}.clbin").exists()
+    prg, warm = build_program(ctx, dev, _TINY_SRC, "", cache)
+    assert warm.how == "cache" and warm.key == cold.key
+    a = np.zeros(4, np.int32)
+    buf = cl.Buffer(ctx, cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR, hostbuf=a)
+    q = cl.CommandQueue(ctx)
+    prg.one(q, (4,), None, buf)
+    cl.enqueue_copy(q, a, buf)
+    assert a.tolist() == [1, 1, 1, 1]  # the binary from the cache really runs
+    # Other build options (or source) are another key: never a stale binary.
+    assert build_program(ctx, dev, _TINY_SRC, "-DX=1", cache)[1].key != cold.key
+    path = tmp_path / f"{cold.key}.clbin"
+    blob = path.read_bytes()
+    for bad in (blob[: len(blob) // 2], blob[:-1] + bytes([blob[-1] ^ 0xFF]), b"garbage"):
+        path.write_bytes(bad)
+        with caplog.at_level(logging.WARNING, "edgesdk.backends.opencl.cache"):
+            assert build_program(ctx, dev, _TINY_SRC, "", cache)[1].how == "source"
+        assert "unusable" in caplog.text
+        caplog.clear()
+        assert build_program(ctx, dev, _TINY_SRC, "", cache)[1].how == "cache"  # rebuilt entry is valid again
+    # A well-formed entry whose binary the driver rejects: rebuilt from source, not trusted.
+    cache.store(cold.key, b"\0not a program binary\0" * 8)
+    info = build_program(ctx, dev, _TINY_SRC, "", cache)[1]
+    assert info.how == "source" and "rejected" in info.note
+    assert build_program(ctx, dev, _TINY_SRC, "", cache)[1].how == "cache"
+
+
+def test_runtime_program_comes_from_cache_the_second_time(rt, backend, device):
+    again = ClRuntime(backend._cl_devices[device.id], ProgramCache())
+    assert again.build_info.how == "cache" and again.build_info.key == rt.build_info.key
+
+
+# --- backend: devices, placement, options -----------------------------------------------------------
+
+def test_devices_reported_truthfully(backend):
+    for d in backend.devices:
+        t = d.details["opencl_type"]
+        assert d.id.startswith("opencl:") and d.memory_bytes > 0 and d.details["driver"] and d.details["platform"]
+        assert d.kind == {"GPU": "gpu", "CPU": "cpu"}.get(t, "dsp")
+        assert d.simulated == (t == "CPU")  # PoCL is a CPU and says so
+
+
+def test_cli_devices_lists_opencl_with_type_and_memory():
+    p = subprocess.run([sys.executable, "-m", "edgesdk.cli", "devices", "--json"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    ocl = next(b for b in json.loads(p.stdout)["backends"] if b["name"] == "opencl")
+    assert ocl["available"] and ocl["devices"]
+    for d in ocl["devices"]:
+        assert d["memory_bytes"] > 0 and d["details"]["opencl_type"] in d["name"]
+        if d["details"]["opencl_type"] == "CPU":
+            assert d["simulated"] and d["kind"] == "cpu"
+
+
+def test_probe_reasons_when_opencl_is_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyopencl", None)
+    with pytest.raises(BackendUnavailable, match="pyopencl is not installed"):
+        OpenCLBackend().probe()
+    monkeypatch.undo()
+    monkeypatch.setattr(cl, "get_platforms", lambda: [])
+    with pytest.raises(BackendUnavailable, match="no OpenCL platform"):
+        OpenCLBackend().probe()
+
+    def no_icd():
+        raise cl.LogicError("clGetPlatformIDs failed: PLATFORM_NOT_FOUND_KHR")
+
+    monkeypatch.setattr(cl, "get_platforms", no_icd)
+    with pytest.raises(BackendUnavailable, match="PLATFORM_NOT_FOUND_KHR"):
+        OpenCLBackend().probe()
+
+
+def test_gpu_preference_does_not_pick_a_simulated_opencl_device(device):
+    if any(d.kind == "gpu" and not d.simulated for d in edgesdk.get_registry().devices()):
+        pytest.skip("this machine has a real GPU: prefer=('gpu',) rightly picks it")
+    s = edgesdk.Session("hub:smollm2-135m", SessionOptions(prefer=("gpu",)))
+    try:
+        assert s.device.id == "cpu:0"
+        why = {r.device: r.reason for r in s.placement.refusals}
+        assert why[device.id] == "lower in preference than cpu:0"
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("opts,match", [
+    ({"n_ctxx": 64}, "unknown opencl option"),
+    ({"n_ctx": 1}, "n_ctx must be an int >= 2"),
+    ({"prefill_chunk": 0}, "prefill_chunk"),
+    ({"device": "opencl:9.9"}, "names another OpenCL device"),
+])
+def test_bad_backend_options_are_refused_with_the_reason(device, opts, match):
+    with pytest.raises(PlacementError, match=match):
+        edgesdk.Session("hub:smollm2-135m", SessionOptions(require=device.id, backend_options={"opencl": opts}))
+
+
+# --- the LLM end to end -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smollm(device):
+    ocl = edgesdk.Session("hub:smollm2-135m", SessionOptions(prefer=(device.id,), backend_options={"opencl": {"n_ctx": 256}}))
+    cpu = edgesdk.Session("hub:smollm2-135m", SessionOptions(prefer=("cpu",), backend_options={"cpu": {"activations": "f32", "n_ctx": 256}}))
+    yield ocl, cpu
+    ocl.close()
+    cpu.close()
+
+
+def test_smollm2_greedy_tokens_match_cpu_backend(smollm, device):
+    ocl, cpu = smollm
+    assert ocl.device.id == device.id and ocl.device.simulated == device.simulated
+    msgs = [{"role": "user", "content": "Explain in two sentences why the sky is blue."}]
+    texts = []
+    for s in (ocl, cpu):
+        s.runner.reset()
+        texts.append(s.generate(msgs, max_tokens=40, ignore_eos=True))
+        assert s.runner.last_stats.generated_tokens == 40
+    # The conversation cache holds the prompt and every generated token but the last.
+    a, b = ocl.runner.llm.cache.tokens, cpu.runner.llm.cache.tokens
+    assert len(a) == len(b) and a == b, f"first difference at {next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)}"
+    assert texts[0] == texts[1]
+    assert ocl.runner.llm.model.impl == "opencl" and ocl.runner.build.how in ("source", "cache")
+
+
+def test_smollm2_logits_and_chat_reuse(smollm):
+    ocl, cpu = smollm
+    ids = np.array([ocl.runner.tokenizer.encode("The capital of France is")], np.int64)
+    got, want = ocl.run({"input_ids": ids})["logits"], cpu.run({"input_ids": ids})["logits"]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=2e-3 * np.abs(want).max())
+    # A longer prompt runs in chunks (24 rows: tiled GEMM, then 16: row-by-row GEMV) and agrees too.
+    long = np.array([list(range(100, 140))], np.int64)
+    model = ocl.runner.llm.model
+    model.chunk = 24
+    try:
+        got = ocl.run({"input_ids": long})["logits"][0]
+    finally:
+        model.chunk = 128
+    np.testing.assert_allclose(got, cpu.run({"input_ids": long})["logits"][0], atol=5e-3 * np.abs(want).max())
+    chat = [{"role": "user", "content": "Hi"}]
+    ocl.runner.reset()
+    first = ocl.generate(chat, max_tokens=4)
+    ocl.generate(chat + [{"role": "assistant", "content": first}, {"role": "user", "content": "And?"}], max_tokens=2)
+    assert ocl.runner.last_stats.cached_tokens > 0  # the engine's KV reuse works on device buffers
+
+
+def test_qwen2_tiny_model_with_mixed_formats_matches_cpu(tmp_path, device):
+    """Biases, neox RoPE, a fused Q/K/V of Q4_0 + Q8_0 and an untied F16 head, against the CPU numpy reference."""
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from test_llm_tiny import _write
+
+    path = tmp_path / "tiny-qwen2.gguf"
+    _write(path, tied=False, mixed=True, arch="qwen2")
+    ids = np.array([[256, 72, 105, 33, 10, 200, 3]], np.int64)
+    ocl = edgesdk.Session(str(path), SessionOptions(require=device.id))
+    cpu = edgesdk.Session(str(path), SessionOptions(require="cpu:0", backend_options={"cpu": {"impl": "numpy"}}))
+    try:
+        got, want = ocl.run({"input_ids": ids})["logits"], cpu.run({"input_ids": ids})["logits"]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+        assert ocl.generate("Hi", max_tokens=6, ignore_eos=True) == cpu.generate("Hi", max_tokens=6, ignore_eos=True)
+    finally:
+        ocl.close()
+        cpu.close()
