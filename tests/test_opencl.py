@@ -30,7 +30,7 @@ from edgesdk.llm._model import Transformer, _rms_norm, _swiglu, rope_rotation  #
 from edgesdk.llm._weights import dequantize_rows  # noqa: E402
 from edgesdk_backends.opencl import OpenCLBackend  # noqa: E402
 from edgesdk_backends.opencl._progcache import ProgramCache, build_program  # noqa: E402
-from edgesdk_backends.opencl._runtime import GEMV_MAX_ROWS, GEMV_SHAPES, ClRuntime, ClWeight  # noqa: E402
+from edgesdk_backends.opencl._runtime import GEMM_KINDS, GEMV_MAX_ROWS, GEMV_SHAPES, ClRuntime, ClWeight  # noqa: E402
 
 _TINY_SRC = "kernel void one(global int *a) { a[get_global_id(0)] = 1; }"
 QTYPES = ("Q4_0", "Q4_1", "Q8_0", "F16", "F32")
@@ -100,22 +100,24 @@ def _packed(rng, qtype, n, k):
        n=st.integers(1, 70), kb=st.integers(1, 6), shape=st.sampled_from(sorted(GEMV_SHAPES)), accumulate=st.booleans(),
        seed=st.integers(0, 2**16))
 def test_matmul_matches_dequantized_reference(rt, qtype, m, n, kb, shape, accumulate, seed):
-    """GEMV (m <= GEMV_MAX_ROWS, both the GPU and the CPU work-group shapes) and tiled GEMM, every format,
-    ragged N and M, writing at a column offset of a wider output, with and without accumulation."""
+    """GEMV (m <= GEMV_MAX_ROWS) and GEMM, each in its GPU and its CPU form (work-group shape; local-memory
+    tiles or register rows), every format, ragged N and M, writing at a column offset of a wider output,
+    with and without accumulation."""
     rng = np.random.default_rng(seed)
     k = 32 * kb
     raw, w = _packed(rng, qtype, n, k)
     x = rng.standard_normal((m, k)).astype(np.float32)
     ldy, off = n + 5, 3
     y0 = rng.standard_normal((m, ldy)).astype(np.float32)
-    rt.gemv_shape = GEMV_SHAPES[shape]
+    rt.gemv_shape, rt.gemm_kind = GEMV_SHAPES[shape], GEMM_KINDS[shape]
     try:
         weight = ClWeight(rt, [(raw, qtype, n, k)])
         y = _buf(rt, y0)
         weight(_buf(rt, x), k, m, y, ldy, off, accumulate)
         got = _read(rt, y, (m, ldy))
     finally:
-        rt.gemv_shape = GEMV_SHAPES["CPU" if rt.device.type & cl.device_type.CPU else "GPU"]
+        native = "CPU" if rt.device.type & cl.device_type.CPU else "GPU"
+        rt.gemv_shape, rt.gemm_kind = GEMV_SHAPES[native], GEMM_KINDS[native]
     want = y0.copy()
     want[:, off:off + n] = (y0[:, off:off + n] if accumulate else 0) + x.astype(np.float64) @ w.T.astype(np.float64)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.sqrt(k))

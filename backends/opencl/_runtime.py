@@ -15,7 +15,7 @@ from edgesdk._errors import BackendError, UnsupportedModelError
 
 from ._progcache import BuildInfo, ProgramCache, build_program
 
-__all__ = ["ClRuntime", "ClWeight", "FORMATS", "GEMV_MAX_ROWS", "GEMV_SHAPES", "kernel_source", "split_blocks"]
+__all__ = ["ClRuntime", "ClWeight", "FORMATS", "GEMM_KINDS", "GEMV_MAX_ROWS", "GEMV_SHAPES", "kernel_source", "split_blocks"]
 
 log = logging.getLogger("edgesdk.backends.opencl")
 
@@ -25,6 +25,10 @@ RED_LS, MAX_HD, TILE, GEMV_MAX_WG = 64, 256, 16, 256
 #: work-group costs a scheduling round and a reduction buys nothing, so one lane and many rows
 #: (PoCL, SmolLM2's 49k-row LM head: 15.4 ms per call at 16 x 4, 7.7 ms at 1 x 128; noisy shared VM).
 GEMV_SHAPES = {"GPU": (16, 4), "CPU": (1, 128)}
+#: GEMM kernel (prompts) by device type: "tiled" stages 16x32 tiles in local memory (GPUs); "rows" keeps
+#: 8 rows per work-item in registers with no barriers (PoCL: SmolLM2 gate/up at 64 rows, 150 ms tiled).
+GEMM_KINDS = {"GPU": "tiled", "CPU": "rows"}
+RT_ROWS = 8
 #: Up to this many rows a matmul runs the GEMV kernel once per row: decode, speculative verification and
 #: a short prompt then see the same arithmetic row by row (greedy output cannot depend on batch size).
 GEMV_MAX_ROWS = 16
@@ -118,6 +122,7 @@ class ClRuntime:
         self.device = device
         cpu = bool(device.type & cl.device_type.CPU)
         lanes, rows = self.gemv_shape = gemv_shape or GEMV_SHAPES["CPU" if cpu else "GPU"]
+        self.gemm_kind = GEMM_KINDS["CPU" if cpu else "GPU"]
         if lanes & (lanes - 1) or lanes * rows > min(GEMV_MAX_WG, device.max_work_group_size):
             raise BackendError(f"GEMV work-group {lanes}x{rows}: lanes must be a power of two and lanes*rows <= "
                                f"{min(GEMV_MAX_WG, device.max_work_group_size)}")
@@ -133,6 +138,7 @@ class ClRuntime:
         for fmt in ("Q4_0", "Q4_1", "Q8_0", "F32"):
             self._kernel(f"gemv_{fmt}", mat + [i32])
             self._kernel(f"gemm_{fmt}", mat + [i32, i32])
+            self._kernel(f"gemm_rt_{fmt}", mat + [i32, i32])
         self._kernel("rms_norm", [None, i32, None, None, i32, f32])
         self._kernel("add_bias", [None, i32, None])
         self._kernel("rope", [None, i32, i32, i32, i32, None, None, i32])
@@ -178,6 +184,8 @@ class ClRuntime:
             lanes, per = self.gemv_shape
             g = (lanes, -(-n // per) * per, rows)
             self._k[f"gemv_{fmt}"](self.queue, g, (lanes, per, 1), qb, db, mb, x, ldx, y, ldy, y_off, k, n, acc)
+        elif self.gemm_kind == "rows":
+            self._k[f"gemm_rt_{fmt}"](self.queue, (n, -(-rows // RT_ROWS)), None, qb, db, mb, x, ldx, y, ldy, y_off, k, n, rows, acc)
         else:
             g = (-(-n // TILE) * TILE, -(-rows // TILE) * TILE)
             self._k[f"gemm_{fmt}"](self.queue, g, (TILE, TILE), qb, db, mb, x, ldx, y, ldy, y_off, k, n, rows, acc)

@@ -91,6 +91,39 @@ inline float2 pair_F32(global const uchar *qs, global const half *d, global cons
     return (float2)(w[j], w[j + 16]);
 }
 
+/* --- one block as 32 floats: elements 0..15 in lo, 16..31 in hi (register-tiled GEMM) ------------ */
+
+inline void deq_Q4_0(global const uchar *qs, global const half *d, global const half *m, size_t blk, float16 *lo, float16 *hi)
+{
+    const uchar16 q = vload16(blk, qs);
+    const float s = vload_half(blk, d);
+    *lo = (convert_float16(q & (uchar16)(0x0F)) - 8.0f) * s;
+    *hi = (convert_float16(q >> (uchar16)(4)) - 8.0f) * s;
+}
+
+inline void deq_Q4_1(global const uchar *qs, global const half *d, global const half *m, size_t blk, float16 *lo, float16 *hi)
+{
+    const uchar16 q = vload16(blk, qs);
+    const float s = vload_half(blk, d), mn = vload_half(blk, m);
+    *lo = convert_float16(q & (uchar16)(0x0F)) * s + mn;
+    *hi = convert_float16(q >> (uchar16)(4)) * s + mn;
+}
+
+inline void deq_Q8_0(global const uchar *qs, global const half *d, global const half *m, size_t blk, float16 *lo, float16 *hi)
+{
+    global const char *c = (global const char *)qs;
+    const float s = vload_half(blk, d);
+    *lo = convert_float16(vload16(2 * blk, c)) * s;
+    *hi = convert_float16(vload16(2 * blk + 1, c)) * s;
+}
+
+inline void deq_F32(global const uchar *qs, global const half *d, global const half *m, size_t blk, float16 *lo, float16 *hi)
+{
+    global const float *w = (global const float *)qs;
+    *lo = vload16(2 * blk, w);
+    *hi = vload16(2 * blk + 1, w);
+}
+
 /* y[t, y_off + n] (+)= sum_k W[n, k] * x[t, k]. Local size (lanes, rows): `lanes` work-items share one
  * output row (strided over its blocks, then a local-memory tree reduction; a power of two), so a
  * work-group covers `rows` rows. GPUs want 16-64 lanes for memory parallelism; a CPU device wants 1
@@ -155,6 +188,35 @@ inline float2 pair_F32(global const uchar *qs, global const half *d, global cons
         if (t < M && n < N) *o = base + acc;                                                                     \
     }
 
+/* Register-tiled GEMM: one work-item per output column n and RT_ROWS activation rows, each weight block
+ * dequantized once into registers and used RT_ROWS times. No local memory and no barriers: what a
+ * CPU-type device (PoCL) runs well, where the local-memory tiles above serialize on barriers.
+ * Global size (N, ceil(M / RT_ROWS)). */
+#define RT_ROWS 8
+#define GEMM_RT(F)                                                                                               \
+    kernel void gemm_rt_##F(global const uchar *qs, global const half *d, global const half *m,                 \
+                            global const float *x, int ldx, global float *y, int ldy, int y_off, int K, int N,  \
+                            int M, int accumulate)                                                               \
+    {                                                                                                            \
+        const int n = get_global_id(0), t0 = get_global_id(1) * RT_ROWS, nb = K / 32;                           \
+        if (n >= N || t0 >= M) return;                                                                           \
+        const int rows = min(RT_ROWS, M - t0);                                                                   \
+        float acc[RT_ROWS];                                                                                      \
+        for (int r = 0; r < RT_ROWS; r++) acc[r] = 0.0f;                                                         \
+        for (int b = 0; b < nb; b++) {                                                                           \
+            float16 lo, hi;                                                                                      \
+            deq_##F(qs, d, m, (size_t)n * nb + b, &lo, &hi);                                                     \
+            for (int r = 0; r < rows; r++) {                                                                     \
+                global const float *xp = x + (size_t)(t0 + r) * ldx + 32 * b;                                    \
+                acc[r] += hsum16(lo * vload16(0, xp) + hi * vload16(1, xp));                                     \
+            }                                                                                                    \
+        }                                                                                                        \
+        for (int r = 0; r < rows; r++) {                                                                         \
+            global float *o = y + (size_t)(t0 + r) * ldy + y_off + n;                                            \
+            *o = (accumulate ? *o : 0.0f) + acc[r];                                                              \
+        }                                                                                                        \
+    }
+
 GEMV(Q4_0)
 GEMV(Q4_1)
 GEMV(Q8_0)
@@ -163,6 +225,10 @@ GEMM(Q4_0)
 GEMM(Q4_1)
 GEMM(Q8_0)
 GEMM(F32)
+GEMM_RT(Q4_0)
+GEMM_RT(Q4_1)
+GEMM_RT(Q8_0)
+GEMM_RT(F32)
 
 /* out[r] = x[row0 + r] / sqrt(mean(x^2) + eps) * w. One work-group of RED_LS per row. */
 kernel __attribute__((reqd_work_group_size(RED_LS, 1, 1))) void rms_norm(
