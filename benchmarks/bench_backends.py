@@ -2,6 +2,7 @@
 session-creation time cold vs cached (QNN context binaries), in one table.
 
     python benchmarks/bench_backends.py [MODEL|hub:NAME] [--runs 30] [--threads 2] [--qdq] [--json]
+    python benchmarks/bench_backends.py hub:smollm2-135m [--tokens 64]     # GGUF: prompt/decode tok/s per device
 
 Default model: PP-OCR cls (``hub:ppocr-cls``) at 1x3x48x192. Each device runs in its own fresh
 process (spawned), so "peak RSS" is that process's whole peak (Python + runtime + model), comparable
@@ -89,10 +90,71 @@ def _child(model, device_id, feeds, runs, warmup, threads, cache_dir, queue):
     queue.put(out)
 
 
+def _child_llm(model, device_id, n_tokens, threads, cache_dir, queue):
+    """A GGUF model on one device, in this (fresh) process: prompt and decode tok/s; OpenCL: program build
+    time with an empty program cache (cold) and again from the cache it filled (cached)."""
+    import resource
+
+    import edgesdk
+
+    out = {"device": device_id}
+    try:
+        bo = {"opencl": {"cache_dir": cache_dir}} if device_id.startswith("opencl:") else {}
+        t0 = time.perf_counter()
+        s = edgesdk.Session(model, edgesdk.SessionOptions(require=device_id, threads=threads, backend_options=bo))
+        out["create_s"] = time.perf_counter() - t0
+        build = getattr(s.runner, "build", None)
+        if build is not None:
+            from edgesdk_backends.opencl._progcache import ProgramCache
+            from edgesdk_backends.opencl._runtime import ClRuntime
+
+            out.update(build_how=build.how, build_s=build.seconds)
+            again = ClRuntime(s.runner.llm.model.rt.device, ProgramCache(cache_dir)).build_info
+            out.update(build_cached_how=again.how, build_cached_s=again.seconds)
+        dev = s.device
+        out.update(kind=dev.kind, name=dev.name, simulated=dev.simulated)
+        prompt = list(range(1000, 1000 + 64))
+        s.generate(prompt, max_tokens=4, ignore_eos=True)  # warm-up: first launches JIT-compile kernels on PoCL
+        best = None
+        for _ in range(2):
+            s.runner.reset()
+            s.generate(prompt, max_tokens=n_tokens, ignore_eos=True)
+            st = s.runner.last_stats
+            if best is None or st.decode_s < best.decode_s:
+                best = st
+        out.update(prompt_tps=best.prefilled_tokens / best.prefill_s, decode_tps=(best.generated_tokens - 1) / best.decode_s,
+                   ttft_ms=best.ttft_s * 1e3, runs=n_tokens)
+        s.close()
+        out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except Exception as exc:  # one backend failing must not hide the others
+        # A refused device: its own refusal says why (e.g. the driver cannot compile for this CPU).
+        why = next((r.reason for r in getattr(exc, "refusals", ()) if r.device == device_id), str(exc))
+        out["error"] = f"{type(exc).__name__}: {' '.join(why.split())[:200]}"
+    queue.put(out)
+
+
+def llm_table(rows, title):
+    head = f"{'device':<13} {'kind':<4} {'label':<9} {'create ms':>10} {'build cold ms':>13} {'build cached ms':>15} {'prompt tok/s':>12} {'decode tok/s':>12} {'TTFT ms':>8} {'peak RSS':>9}"
+    lines = [title, head, "-" * len(head)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['device']:<13} error: {r['error']}")
+            continue
+        label = "SIMULATED" if r.get("simulated") else "hardware"
+        cold = f"{r['build_s'] * 1e3:13.0f}" if "build_s" in r else f"{'-':>13}"
+        cached = f"{r['build_cached_s'] * 1e3:15.0f}" if "build_cached_s" in r else f"{'-':>15}"
+        lines.append(f"{r['device']:<13} {r['kind']:<4} {label:<9} {r['create_s'] * 1e3:10.0f} {cold} {cached} {r['prompt_tps']:12.1f} "
+                     f"{r['decode_tps']:12.1f} {r['ttft_ms']:8.0f} {r['peak_rss_mib']:7.0f} MiB   {r['name']}")
+    return "\n".join(lines)
+
+
 def measure(model, device_id, feeds, args, cache_dir):
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_child, args=(model, device_id, feeds, args.runs, args.warmup, args.threads, cache_dir, q))
+    if feeds is None:  # a GGUF language model
+        p = ctx.Process(target=_child_llm, args=(model, device_id, args.tokens, args.threads, cache_dir, q))
+    else:
+        p = ctx.Process(target=_child, args=(model, device_id, feeds, args.runs, args.warmup, args.threads, cache_dir, q))
     p.start()
     try:
         res = q.get(timeout=args.timeout)
@@ -157,12 +219,17 @@ def main(argv=None):
     ap.add_argument("--qdq", action="store_true", help="also benchmark a QDQ-quantized copy (what an NPU should run)")
     ap.add_argument("--only", action="append", metavar="DEVICE", help="benchmark only these device ids")
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--tokens", type=int, default=64, help="GGUF models: new tokens per decode measurement")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
     from edgesdk import hub
 
     model = str(hub.resolve(args.model)) if args.model.startswith("hub:") else args.model
+    from edgesdk._model import open_model
+
+    if open_model(model).format == "gguf":
+        return main_llm(model, args)
     shape = tuple(int(x) for x in args.shape.split(","))
     from edgesdk._model import open_model
     from edgesdk._onnxgraph import dynamic_inputs
@@ -206,6 +273,20 @@ def main(argv=None):
         print(results["qdq_report"])
     print("\ncreate = first Session in a fresh process (QNN: library load + compile + cache write); compile = an uncached"
           "\nSession once the library is loaded; cached = a Session loading the cached context binary (manifest verified).")
+    return 0
+
+
+def main_llm(model, args):
+    with tempfile.TemporaryDirectory(prefix="bench-backends-") as d:
+        rows = [measure(model, dev.id, None, args, str(Path(d) / "opencl-cache")) for dev in devices_for(model)
+                if not args.only or dev.id in args.only]
+    if args.json:
+        print(json.dumps({"model": model, "tokens": args.tokens, "rows": rows}, indent=2))
+        return 0
+    print(f"model {model}  64-token prompt, {args.tokens} new tokens (greedy, EOS ignored), best of 2  cpus={os.cpu_count()}")
+    print(llm_table(rows, "[GGUF language model]"))
+    print("\ncreate = first Session in a fresh process; build cold = OpenCL program compiled with an empty program cache"
+          "\n(PoCL keeps its own kernel cache too); build cached = the same program loaded from the cache it filled.")
     return 0
 
 
