@@ -67,12 +67,17 @@ def _frame(value) -> Frame:
 
 
 class WakeWordStage(Stage):
-    """Always-on: marks frames in which the wake word completes; one heard mid-answer barges in."""
+    """Always-on: marks frames in which the wake word completes; one heard mid-answer barges in.
+
+    ``barge_in=False`` keeps the turns in flight: a command-and-control app must carry out a command
+    even when the next wake word comes before it is done, where an assistant stops talking.
+    """
 
     name = "wake"
 
-    def __init__(self, detector):
+    def __init__(self, detector, barge_in: bool = True):
         self.detector = detector
+        self.barge_in = barge_in
 
     @property
     def sessions(self):
@@ -88,7 +93,8 @@ class WakeWordStage(Stage):
         hits = self.detector.process(f.samples)
         if hits:
             ctx.emit("wake", hits[-1])
-            ctx.barge_in()
+            if self.barge_in:
+                ctx.barge_in()
             f = attrs.evolve(f, wake=hits[-1])
         yield f
 

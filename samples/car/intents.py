@@ -166,10 +166,10 @@ def extract_slots(action: str, text: str) -> dict[str, Any]:
     plural_windows = bool(re.search(r"\bwindows\b", t, re.IGNORECASE))
     slots: dict[str, Any] = {}
     if action == "set_temperature":
-        slots["zone"] = parse_zone(t, ("driver", "passenger", "all"), "all")
         value = parse_number(t)
         if value is not None:
             slots["value"] = value
+        slots["zone"] = parse_zone(t, ("driver", "passenger", "all"), "all")
     elif action == "set_fan_speed":
         level = _level(t, 5)
         if level is not None:
