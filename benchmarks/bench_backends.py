@@ -134,18 +134,16 @@ def _child_llm(model, device_id, n_tokens, threads, cache_dir, queue):
 
 
 def llm_table(rows, title):
-    head = f"{'device':<13} {'kind':<4} {'label':<9} {'create ms':>10} {'build cold ms':>13} {'build cached ms':>15} {'prompt tok/s':>12} {'decode tok/s':>12} {'TTFT ms':>8} {'peak RSS':>9}"
-    lines = [title, head, "-" * len(head)]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"{r['device']:<13} error: {r['error']}")
-            continue
-        label = "SIMULATED" if r.get("simulated") else "hardware"
+    head = (f"{'device':<13} {'kind':<4} {'label':<9} {'create ms':>10} {'build cold ms':>13} {'build cached ms':>15} "
+            f"{'prompt tok/s':>12} {'decode tok/s':>12} {'TTFT ms':>8} {'peak RSS':>9}")
+
+    def body(r):
         cold = f"{r['build_s'] * 1e3:13.0f}" if "build_s" in r else f"{'-':>13}"
         cached = f"{r['build_cached_s'] * 1e3:15.0f}" if "build_cached_s" in r else f"{'-':>15}"
-        lines.append(f"{r['device']:<13} {r['kind']:<4} {label:<9} {r['create_s'] * 1e3:10.0f} {cold} {cached} {r['prompt_tps']:12.1f} "
-                     f"{r['decode_tps']:12.1f} {r['ttft_ms']:8.0f} {r['peak_rss_mib']:7.0f} MiB   {r['name']}")
-    return "\n".join(lines)
+        return (f"{r['create_s'] * 1e3:10.0f} {cold} {cached} {r['prompt_tps']:12.1f} {r['decode_tps']:12.1f} "
+                f"{r['ttft_ms']:8.0f} {r['peak_rss_mib']:7.0f} MiB   {r['name']}")
+
+    return _table(rows, title, head, 13, body)
 
 
 def measure(model, device_id, feeds, args, cache_dir):
@@ -193,20 +191,29 @@ def qdq_model(model, shape, d):
     return out, report
 
 
-def table(rows, title):
-    head = f"{'device':<18} {'kind':<4} {'label':<9} {'create ms':>10} {'compile ms':>10} {'cached ms':>10} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'runs/s':>8} {'peak RSS':>9}"
+def _table(rows, title, head, width, body):
+    """Title, header, rule, then a line per row: device, kind, hardware/SIMULATED and ``body(row)``, or its error."""
     lines = [title, head, "-" * len(head)]
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['device']:<18} error: {r['error']}")
-            continue
-        label = "SIMULATED" if r.get("simulated") else "hardware"
+            lines.append(f"{r['device']:<{width}} error: {r['error']}")
+        else:
+            label = "SIMULATED" if r.get("simulated") else "hardware"
+            lines.append(f"{r['device']:<{width}} {r['kind']:<4} {label:<9} {body(r)}")
+    return "\n".join(lines)
+
+
+def table(rows, title):
+    head = f"{'device':<18} {'kind':<4} {'label':<9} {'create ms':>10} {'compile ms':>10} {'cached ms':>10} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'runs/s':>8} {'peak RSS':>9}"
+
+    def body(r):
         cached = f"{r['create_cached_s'] * 1e3:10.1f}" if "create_cached_s" in r else f"{'-':>10}"
         warm = f"{r['compile_warm_s'] * 1e3:10.1f}" if "compile_warm_s" in r else f"{'-':>10}"
         fb = f"  ({r['fallback_nodes']} of {r['nodes']} nodes fell back)" if r.get("fallback_nodes") else ""
-        lines.append(f"{r['device']:<18} {r['kind']:<4} {label:<9} {r['create_s'] * 1e3:10.1f} {warm} {cached} {r['p50_ms']:9.2f} "
-                     f"{r['p90_ms']:9.2f} {r['p99_ms']:9.2f} {r['throughput']:8.1f} {r['peak_rss_mib']:7.0f} MiB{fb}")
-    return "\n".join(lines)
+        return (f"{r['create_s'] * 1e3:10.1f} {warm} {cached} {r['p50_ms']:9.2f} "
+                f"{r['p90_ms']:9.2f} {r['p99_ms']:9.2f} {r['throughput']:8.1f} {r['peak_rss_mib']:7.0f} MiB{fb}")
+
+    return _table(rows, title, head, 18, body)
 
 
 def main(argv=None):
