@@ -13,6 +13,7 @@ import numpy as np
 
 from .._errors import UnsupportedModelError
 from .._options import SessionOptions
+from ._block import SessionBlock
 from ._image import as_rgb, resize
 
 __all__ = ["FaceDetector", "Face"]
@@ -81,7 +82,7 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, points: np.ndarray, iou_
     return kept
 
 
-class FaceDetector:
+class FaceDetector(SessionBlock):
     """Finds faces with BlazeFace (``hub:face-detection``, short range: faces within ~2 m of the
     camera; ``hub:face-detection-full`` for faces up to ~5 m).
 
@@ -120,15 +121,6 @@ class FaceDetector:
     @property
     def sessions(self) -> dict:
         return {"faces": self.session}
-
-    def close(self) -> None:
-        self.session.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def detect(self, image) -> list[Face]:
         """Faces in ``image`` (uint8 RGB array, path or Pillow image), best first."""

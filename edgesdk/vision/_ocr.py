@@ -16,6 +16,7 @@ import numpy as np
 
 from .._errors import ModelFormatError
 from .._options import SessionOptions
+from ._block import SessionBlock
 from ._image import as_rgb, resize
 
 __all__ = ["TextRecognizer", "TextLine", "label_components"]
@@ -93,7 +94,7 @@ def _character_list(path: str) -> list[str]:
     return ["<blank>", *meta["character"].splitlines(), " "]
 
 
-class TextRecognizer:
+class TextRecognizer(SessionBlock):
     """Reads printed text in an image with PP-OCRv4 (``hub:ppocr-det``, ``hub:ppocr-cls``, ``hub:ppocr-rec``).
 
     ``read_text(image)`` returns :class:`TextLine` objects in reading order (top to bottom, left to
@@ -140,16 +141,6 @@ class TextRecognizer:
     def sessions(self) -> dict:
         """The sessions this recognizer runs ("det", "cls" when used, "rec"), for placement reports."""
         return dict(self._sessions)
-
-    def close(self) -> None:
-        for s in self._sessions.values():
-            s.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     # -- the whole thing --------------------------------------------------------------------------
 
