@@ -83,6 +83,19 @@ def test_round_trip_recovers_the_words(tts_fixed, asr):
     assert word_error_rate(ROUND_TRIP, hyps) <= 0.15, list(zip(ROUND_TRIP, hyps))
 
 
+def test_short_window_transcribes_like_the_full_window(tts_fixed, asr):
+    """window_s=10 encodes 10 s instead of Whisper's padded 30 s; short commands must come out the same."""
+    fast = SpeechRecognizer(options=edgesdk.SessionOptions(backend_options={"ctranslate2": {"window_s": 10}}))
+    clips = [tts_fixed.synthesize(t) for t in ROUND_TRIP]
+    assert word_error_rate(ROUND_TRIP, [fast.transcribe(c).text for c in clips]) <= 0.15
+    for c in clips[:2]:
+        assert fast.transcribe(c).text.strip(" .?").lower() == asr.transcribe(c).text.strip(" .?").lower()
+    long = clips[0] + Audio.silence(10.0, clips[0].sample_rate) + clips[1]  # longer than the window: the full path
+    assert word_error_rate(ROUND_TRIP[0] + " " + ROUND_TRIP[1], fast.transcribe(long).text) <= 0.2
+    with pytest.raises(PlacementError, match="window_s must be a number of seconds in \\[10, 30\\]"):
+        SpeechRecognizer(options=edgesdk.SessionOptions(backend_options={"ctranslate2": {"window_s": 4}}))
+
+
 def test_transcript_details(tts_fixed, asr):
     audio = tts_fixed.synthesize("Turn off the lights. Good night.")
     t = asr.transcribe(audio)

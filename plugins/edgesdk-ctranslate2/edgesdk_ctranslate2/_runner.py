@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000  # Whisper's feature extractor assumes 16 kHz
 
-_OPTION_KEYS = {"beam_size", "language", "compute_type"}
+_OPTION_KEYS = {"beam_size", "language", "compute_type", "window_s"}
 
 
 @attrs.frozen
@@ -67,6 +67,10 @@ class WhisperRunner(Runner):
         if self._beam_size < 1:
             raise BackendError(f"ctranslate2: beam_size must be >= 1, got {self._beam_size}")
         self._language = backend_options.get("language")
+        window = backend_options.get("window_s")
+        if window is not None and (isinstance(window, bool) or not isinstance(window, (int, float)) or not 10 <= window <= 30):
+            raise BackendError(f"ctranslate2: window_s must be a number of seconds in [10, 30] (shorter windows make Whisper repeat itself), got {window!r}")
+        self._window = window
         compute_type = backend_options.get("compute_type", compute_type)
         from faster_whisper import WhisperModel
 
@@ -94,6 +98,8 @@ class WhisperRunner(Runner):
             raise InputError("audio contains NaN or infinity")
         language = language or self._language or (None if self.multilingual else "en")
         t0 = time.perf_counter()
+        if self._window and x.size <= (self._window - 0.5) * SAMPLE_RATE and language and not word_timestamps:
+            return self._short(x, language, beam_size or self._beam_size, t0)
         try:
             segments, info = self._model.transcribe(x, language=language, beam_size=beam_size or self._beam_size,
                                                     word_timestamps=word_timestamps)
@@ -112,6 +118,36 @@ class WhisperRunner(Runner):
             duration=x.size / SAMPLE_RATE,
             compute_seconds=time.perf_counter() - t0,
         )
+
+    def _short(self, x: np.ndarray, language: str, beam_size: int, t0: float) -> Transcription:
+        """One short utterance through a shortened encoder window (``window_s`` instead of 30 s).
+
+        The encoder's cost is proportional to its input frames and faster-whisper always pads to
+        30 s, so a 2 s voice command pays for 30 s of encoding. Whisper decodes correctly from a
+        shorter window when the speech fits in it (the "audio context" trick); the output length
+        is capped so that a window that is too short cannot loop.
+        """
+        import ctranslate2
+        from faster_whisper.tokenizer import Tokenizer
+
+        frames = int(self._window * 100)  # 10 ms hop
+        padded = np.zeros(int(self._window * SAMPLE_RATE), np.float32)
+        padded[:x.size] = x
+        feats = self._model.feature_extractor(padded)[:, :frames]
+        tok = Tokenizer(self._model.hf_tokenizer, self.multilingual, task="transcribe", language=language)
+        prompt = self._model.get_prompt(tok, [], without_timestamps=True)
+        duration = x.size / SAMPLE_RATE
+        try:
+            res = self._model.model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats[None], np.float32)), [prompt],
+                                             beam_size=beam_size, max_length=len(prompt) + int(8 * duration) + 16,
+                                             suppress_blank=True, suppress_tokens=[-1], return_scores=True, return_no_speech_prob=True)[0]
+        except (RuntimeError, ValueError) as exc:
+            raise BackendError(f"ctranslate2 Whisper failed: {exc}") from exc
+        ids = [t for t in res.sequences_ids[0] if t < tok.eot]
+        text = tok.decode(ids).strip()
+        seg = Segment(0.0, duration, text, float(res.scores[0]) if res.scores else 0.0, float(res.no_speech_prob))
+        return Transcription(text=text, segments=(seg,) if text else (), language=language, language_probability=1.0,
+                             duration=duration, compute_seconds=time.perf_counter() - t0)
 
     def run(self, feeds, output_names=None):
         result = self.transcribe(feeds["audio"])
