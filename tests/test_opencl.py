@@ -354,6 +354,13 @@ def test_smollm2_logits_and_chat_reuse(smollm):
     finally:
         model.chunk = 128
     np.testing.assert_allclose(got, cpu.run({"input_ids": long})["logits"][0], atol=5e-3 * np.abs(want).max())
+    # Runner.run is safe from several threads at once (they share the device's activation buffers in turn).
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as pool:
+        outs = list(pool.map(lambda _: ocl.run({"input_ids": ids})["logits"], range(3)))
+    for o in outs:
+        np.testing.assert_array_equal(o, outs[0])
     chat = [{"role": "user", "content": "Hi"}]
     ocl.runner.reset()
     first = ocl.generate(chat, max_tokens=4)

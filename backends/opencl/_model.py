@@ -9,6 +9,7 @@ generation engine (:class:`edgesdk.llm.LLM`) runs it unchanged.
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 
@@ -96,6 +97,8 @@ class ClTransformer:
         self._rope = (0, None, None)  # (positions covered, cos buffer, sin buffer)
         self._scratch: dict[str, object] = {}
         self._rows = 0
+        # One set of activation buffers and one in-order queue: concurrent run() calls take turns.
+        self._lock = threading.Lock()
         #: Tokens processed by forward() since load (same meaning as the CPU Transformer's).
         self.tokens_processed = 0
         rt.finish()
@@ -134,12 +137,13 @@ class ClTransformer:
         start = T - 1 if logits == "last" else (0 if logits == "all" else int(logits))
         out = np.empty((max(T - start, 0), self.lm_head.n), np.float32)
         x = self.embed(ids)
-        for s in range(0, T, self.chunk):
-            rows = min(self.chunk, T - s)
-            first = max(start - s, 0)  # first row of this chunk whose logits are wanted
-            self._chunk(x[s : s + rows], cache, p0 + s, out[s + first - start : s + rows - start] if first < rows else None, first)
+        with self._lock:
+            for s in range(0, T, self.chunk):
+                rows = min(self.chunk, T - s)
+                first = max(start - s, 0)  # first row of this chunk whose logits are wanted
+                self._chunk(x[s : s + rows], cache, p0 + s, out[s + first - start : s + rows - start] if first < rows else None, first)
+            self.tokens_processed += T
         cache.tokens.extend(int(i) for i in ids)
-        self.tokens_processed += T
         return out[0] if logits == "last" else out
 
     def _chunk(self, x_host: np.ndarray, cache: ClKVCache, pos: int, out, first: int) -> None:
@@ -175,6 +179,7 @@ class ClTransformer:
             rt.finish()
 
     def close(self) -> None:
-        for b in self._scratch.values():
-            b.release()
-        self._scratch, self._rows = {}, 0
+        with self._lock:
+            for b in self._scratch.values():
+                b.release()
+            self._scratch, self._rows = {}, 0
