@@ -7,11 +7,10 @@ Submodules are imported on first use: importing ``edgesdk.audio`` loads no model
 
 from __future__ import annotations
 
-import importlib
-
+from .._lazy import lazy_getattr
 from ._wav import Audio, read_wav, resample, write_wav
 
-# name -> private module that defines it; filled in as blocks land.
+# name -> private module that defines it
 _LAZY = {
     "TextToSpeech": "._tts",
     "SpeechRecognizer": "._asr",
@@ -27,10 +26,4 @@ _LAZY = {
 __all__ = ["Audio", "read_wav", "write_wav", "resample", *_LAZY]
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgesdk.audio' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

@@ -16,6 +16,7 @@ import numpy as np
 from .. import hub
 from .._errors import InputError, MissingDependencyError, ModelFormatError
 from .._options import SessionOptions
+from .._block import SessionBlock
 from .._session import Session
 from ._wav import Audio
 
@@ -52,7 +53,7 @@ class Transcript:
         return self.compute_seconds / self.duration if self.duration else float("inf")
 
 
-class SpeechRecognizer:
+class SpeechRecognizer(SessionBlock):
     """Transcribe :class:`Audio` (any sample rate: resampled to the model's) with a model run by :attr:`session`."""
 
     def __init__(self, model="hub:whisper-tiny-en", options: SessionOptions | None = None, **session_overrides):
@@ -98,14 +99,9 @@ class SpeechRecognizer:
             language = prob = None
         return Transcript(text, segments, language, None if prob is None else float(prob), audio.duration, time.perf_counter() - t0)
 
-    def close(self) -> None:
-        self.session.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+    @property
+    def sessions(self) -> dict:
+        return {"asr": self.session}
 
     def __repr__(self) -> str:
         return f"<SpeechRecognizer {Path(self.session.model.path).name!r} on {self.session.placement.device.id}>"

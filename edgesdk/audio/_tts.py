@@ -13,6 +13,7 @@ import numpy as np
 from .. import hub
 from .._errors import InputError, MissingDependencyError, ModelFormatError, ModelNotFoundError
 from .._options import SessionOptions
+from .._block import SessionBlock
 from .._session import Session
 from ._wav import Audio
 
@@ -45,7 +46,7 @@ def _config_path(model: Path) -> Path:
     raise ModelNotFoundError(model, f"piper voice config {model.name}.json is missing next to the voice")
 
 
-class TextToSpeech:
+class TextToSpeech(SessionBlock):
     """Speak text with a piper voice; the voice ONNX runs through :attr:`session` (placement reported).
 
     ``noise_scale``, ``length_scale`` (> 1 speaks slower) and ``noise_w`` default to the voice's own
@@ -136,14 +137,9 @@ class TextToSpeech:
         chunks = [c.samples for c in self.stream(text)]
         return Audio(np.concatenate(chunks), self.sample_rate)
 
-    def close(self) -> None:
-        self.session.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+    @property
+    def sessions(self) -> dict:
+        return {"tts": self.session}
 
     def __repr__(self) -> str:
         return f"<TextToSpeech {Path(self.voice).name!r} {self.sample_rate} Hz on {self.session.placement.device.id}>"

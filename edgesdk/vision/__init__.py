@@ -7,8 +7,7 @@ Submodules are imported on first use: importing ``edgesdk.vision`` loads no mode
 
 from __future__ import annotations
 
-import importlib
-
+from .._lazy import lazy_getattr
 from ._image import as_rgb, load_image, resize
 
 # name -> private module that defines it
@@ -23,10 +22,4 @@ _LAZY = {
 __all__ = ["as_rgb", "load_image", "resize", *_LAZY]
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgesdk.vision' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

@@ -13,7 +13,7 @@ import numpy as np
 
 from .._errors import UnsupportedModelError
 from .._options import SessionOptions
-from ._block import SessionBlock
+from .._block import SessionBlock
 from ._image import as_rgb, resize
 
 __all__ = ["FaceDetector", "Face"]

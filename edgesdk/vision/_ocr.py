@@ -16,7 +16,7 @@ import numpy as np
 
 from .._errors import ModelFormatError
 from .._options import SessionOptions
-from ._block import SessionBlock
+from .._block import SessionBlock
 from ._image import as_rgb, resize
 
 __all__ = ["TextRecognizer", "TextLine", "label_components"]

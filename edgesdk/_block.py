@@ -1,4 +1,4 @@
-"""What every vision block shares: the sessions it runs, and closing them."""
+"""What every model-backed block (audio, vision) shares: the sessions it runs, and closing them."""
 
 from __future__ import annotations
 
