@@ -333,8 +333,11 @@ class Pipeline:
                 raise failures[0]
         finally:
             stop.set()
-            for t in threads:
+            for t in threads[1:]:
                 t.join(timeout=30)
+            # The source may be blocked reading a microphone: a daemon thread that ends at its next
+            # value, so it gets only a moment.
+            threads[0].join(timeout=1.0)
             self._events = None
 
     def _feed(self, source, q, stop, failures):
@@ -353,7 +356,10 @@ class Pipeline:
         ctx = StageContext(self, stage.name, clock)
         try:
             while not stop.is_set():
-                item = q_in.get()
+                try:
+                    item = q_in.get(timeout=0.1)  # wake up now and then to notice a stop
+                except queue.Empty:
+                    continue
                 if item is _END:
                     self._drain(stage, ctx, clock, False, stage.flush(ctx), q_out, stop)
                     break
