@@ -8,7 +8,7 @@ import attrs
 
 from .backend import DEVICE_KINDS
 
-__all__ = ["SessionOptions", "DeviceClass", "DEVICE_CLASSES", "PRECISIONS"]
+__all__ = ["SessionOptions", "DeviceClass", "DEVICE_CLASSES", "PRECISIONS", "typed_backend_options"]
 
 PRECISIONS = ("auto", "fp32", "fp16", "int8", "int4")
 
@@ -120,3 +120,21 @@ class SessionOptions:
     def options_for(self, backend: str) -> dict[str, Any]:
         """The backend-specific options given for ``backend`` (a fresh dict)."""
         return dict(self.backend_options.get(backend, {}))
+
+
+def typed_backend_options(cls, value, backend: str):
+    """A backend's frozen attrs options object from an instance, a dict of its fields, or None (defaults).
+
+    Unknown keys are refused by name, so a misspelt option is never silently ignored.
+    """
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{backend} options must be a {cls.__name__} object or a dict, got {type(value).__name__}")
+    known = {a.name for a in attrs.fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(f"unknown {backend} option(s) {unknown}; known: {sorted(known)}")
+    return cls(**value)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any
 
 import attrs
+
+from edgesdk._options import typed_backend_options
 
 __all__ = ["OpenCLOptions"]
 
@@ -53,17 +55,7 @@ class OpenCLOptions:
     @classmethod
     def from_value(cls, value) -> "OpenCLOptions":
         """An OpenCLOptions from an OpenCLOptions, a dict of its fields, or None (defaults)."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if not isinstance(value, Mapping):
-            raise ValueError(f"opencl options must be an OpenCLOptions or a dict, got {type(value).__name__}")
-        known = {a.name for a in attrs.fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(f"unknown opencl option(s) {unknown}; known: {sorted(known)}")
-        return cls(**value)
+        return typed_backend_options(cls, value, "opencl")
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)

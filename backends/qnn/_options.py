@@ -6,6 +6,8 @@ from typing import Any, Mapping
 
 import attrs
 
+from edgesdk._options import typed_backend_options
+
 __all__ = ["QnnOptions", "PERFORMANCE_MODES", "PRECISIONS", "PROFILING_LEVELS", "SOC_MODELS"]
 
 PERFORMANCE_MODES = (
@@ -106,19 +108,9 @@ class QnnOptions:
     @classmethod
     def from_value(cls, value) -> "QnnOptions":
         """A QnnOptions from a QnnOptions, a dict of its fields, or None (defaults)."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if not isinstance(value, Mapping):
-            raise ValueError(f"qnn options must be a QnnOptions or a dict, got {type(value).__name__}")
-        if "options" in value and len(value) == 1:
+        if isinstance(value, Mapping) and "options" in value and len(value) == 1:
             return cls.from_value(value["options"])
-        known = {a.name for a in attrs.fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(f"unknown qnn option(s) {unknown}; known: {sorted(known)}")
-        return cls(**value)
+        return typed_backend_options(cls, value, "qnn")
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
