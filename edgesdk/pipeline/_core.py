@@ -197,11 +197,13 @@ class Pipeline:
 
     # -- building ---------------------------------------------------------------------------------
 
-    def _used_by_device(self) -> dict[str, list[str]]:
-        held: dict[str, list[str]] = {}
+    def _held_devices(self) -> dict[str, tuple[Any, set[str]]]:
+        """Device id -> (the device, names of the stages with a session on it)."""
+        held: dict[str, tuple[Any, set[str]]] = {}
         for st in self.stages:
             for sess in st.sessions.values():
-                held.setdefault(sess.placement.device.id, []).append(st.name)
+                dev = sess.placement.device
+                held.setdefault(dev.id, (dev, set()))[1].add(st.name)
         return held
 
     def _add(self, s: Stage | StageSpec) -> None:
@@ -243,11 +245,9 @@ class Pipeline:
                 raise PipelineError(spec.name, f"no memory left in the {self.memory_budget_mb:g} MiB pipeline budget ({self._budget_holders()})")
             overrides["memory_budget_mb"] = int(left)
         avoid = dict(self.options.avoid)
-        for dev_id, holders in self._used_by_device().items():
-            cap = self._device_memory(dev_id)
-            used = sum(self._memory[h] for h in set(holders))
-            if cap is not None and used >= cap:
-                avoid[dev_id] = f"its {cap / 2**20:.0f} MiB are held by pipeline stage(s) {', '.join(sorted(set(holders)))}"
+        for dev_id, (dev, holders) in self._held_devices().items():
+            if dev.memory_bytes is not None and sum(self._memory[h] for h in holders) >= dev.memory_bytes:
+                avoid[dev_id] = f"its {dev.memory_bytes / 2**20:.0f} MiB are held by pipeline stage(s) {', '.join(sorted(holders))}"
         overrides["avoid"] = avoid
         opts = attrs.evolve(self.options, **overrides)
         try:
@@ -260,13 +260,6 @@ class Pipeline:
             raise PipelineError(spec.name, f"build returned {type(stage).__name__}, not a Stage")
         stage.name = spec.name
         return stage
-
-    def _device_memory(self, dev_id: str) -> int | None:
-        for st in self.stages:
-            for sess in st.sessions.values():
-                if sess.placement.device.id == dev_id:
-                    return sess.placement.device.memory_bytes
-        return None
 
     def warmup(self) -> None:
         """Warm every stage up, so the first request's latency is a steady-state one."""
