@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     heard = {e.turn: e.value for e in events if e.kind == "transcript"}
 
     # The same work without streaming, and the floor, on the same models (each step alone).
-    hangover = vad._min_silence / 16000 if hasattr(vad, "_min_silence") else 0.3
+    hangover = vad.min_silence_ms / 1000
     floor, sequential = [], []
     for ask in spoken:
         t = time.perf_counter()

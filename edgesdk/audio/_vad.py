@@ -74,6 +74,7 @@ class VoiceActivityDetector:
                 raise InputError(f"{name} must be a non-negative number of milliseconds, got {v!r}")
         self.threshold = float(threshold)
         self.neg_threshold = max(self.threshold - 0.15, 0.01)
+        self.min_silence_ms = float(min_silence_ms)  # how long after speech ends the "end" event comes
         self._min_speech = STREAM_RATE * min_speech_ms / 1000
         self._min_silence = STREAM_RATE * min_silence_ms / 1000
         self._pad = int(STREAM_RATE * speech_pad_ms / 1000)
