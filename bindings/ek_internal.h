@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 #include "ekern.h"
+#include "ek_cpu.h"
 
 #define EK_EINVAL (-1)
 #define EK_ENONFINITE (-2)
@@ -14,8 +15,6 @@
 #ifndef EK_PF
 #define EK_PF 6144       /* software prefetch distance in weight bytes (tuned: 2 KiB on the Xeon, 4-8 KiB on Zen 5) */
 #endif
-
-enum { EK_PORTABLE = 0, EK_AVX2 = 1, EK_AVXVNNI = 2, EK_AVX512VNNI = 3, EK_NEON = 10 };
 
 typedef struct ek_ctx {
     const ek_weight *w;
@@ -57,14 +56,27 @@ static inline int32_t ek_ld32(const void *p)
 }
 
 typedef int (*ek_quant_fn)(const float *x, int m0, int m1, int k, int Kp, int8_t *xq, float *dx, float *cs);
-ek_quant_fn ek_x86_quant(int level);
+typedef uint64_t (*ek_stream_fn)(const uint8_t *p, size_t n);
 
-/* per-ISA tile kernels; NULL-returning getters when the unit was not compiled for it */
-ek_tile_fn ek_portable_tile(int bits, int act_int8);
-ek_tile_fn ek_x86_tile(int level, int bits, int act_int8);
-/* optional two-group tile (out: [2][EK_MR][16]) for M > 1; NULL when the ISA has none */
-ek_tile_fn ek_x86_tile2(int level, int bits, int act_int8);
-ek_tile_fn ek_neon_tile(int bits, int act_int8);
-int ek_x86_detect(void);
+/* A SIMD path: the kernels built for one instruction-set combination.  `isa` is the GCC target
+ * string its kernels are compiled with (some with a subset of it), and so exactly what the CPU
+ * must provide (ek_cpu_parse): the path is runnable only when the CPU has every feature of it.  Kernel slots are
+ * [0] 4-bit, [1] 8-bit weights; a NULL kernel means the portable one (NULL i8x2: none). */
+typedef struct ek_path {
+    const char *name;
+    const char *isa;
+    int built;                 /* 0 where this architecture cannot compile the path */
+    ek_tile_fn i8[2];          /* int8 activations, one 16-row group */
+    ek_tile_fn i8x2[2];        /* int8 activations, two groups at once (GEMM, M > 1) */
+    ek_tile_fn f32[2];         /* exact fp32 activations */
+    ek_quant_fn quant;         /* activation quantizer, bit-identical to the portable one */
+    ek_stream_fn stream;       /* bandwidth probe read loop */
+} ek_path;
+
+/* Paths of each ISA unit, in order of preference; defined on every architecture (built = 0 off it),
+ * so every path name is known everywhere and a request for one can say what is missing. */
+#define EK_X86_NPATHS 3
+extern const ek_path ek_x86_paths[EK_X86_NPATHS];
+extern const ek_path ek_neon_path;
 int ek_x86_amx_usable(void);
 #endif

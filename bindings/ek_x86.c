@@ -1,41 +1,19 @@
 /* x86-64 paths, each function compiled for its own ISA with target attributes and
- * chosen at run time from CPUID (never -march=native), so one build runs on any
- * x86-64 and uses AVX-512 VNNI / AVX-VNNI / AVX2 where the CPU has them. */
+ * chosen at run time by the features its target string names (never -march=native), so
+ * one build runs on any x86-64 and uses AVX-512 VNNI / AVX-VNNI / AVX2 where the CPU has
+ * each.  The tables at the end are the only place a path's kernels and needs are listed. */
 #include "ek_internal.h"
+
+/* What each path's kernels are compiled for, and so what the CPU must have to run them */
+#define ISA512 "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c"
+#define ISA_AVX2 "avx2,fma,f16c"
+#define ISA_AVXVNNI ISA_AVX2 ",avxvnni"
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <cpuid.h>
 #include <immintrin.h>
 #include <unistd.h>
 #include <sys/syscall.h>
-
-static uint64_t xgetbv0(void)
-{
-    uint32_t a, d;
-    __asm__ __volatile__("xgetbv" : "=a"(a), "=d"(d) : "c"(0));
-    return ((uint64_t)d << 32) | a;
-}
-
-int ek_x86_detect(void)
-{
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return EK_PORTABLE;
-    const int osxsave = (c >> 27) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1, avx = (c >> 28) & 1;
-    if (!osxsave || !avx || !fma || !f16c) return EK_PORTABLE;
-    const uint64_t xcr0 = xgetbv0();
-    if ((xcr0 & 0x6) != 0x6) return EK_PORTABLE; /* OS does not save ymm */
-    if (__get_cpuid_max(0, NULL) < 7) return EK_PORTABLE;
-    unsigned b7, c7, d7, a7;
-    __cpuid_count(7, 0, a7, b7, c7, d7);
-    const int avx2 = (b7 >> 5) & 1;
-    if (!avx2) return EK_PORTABLE;
-    const int f512 = (b7 >> 16) & 1, bw = (b7 >> 30) & 1, vl = (b7 >> 31) & 1, vnni512 = (c7 >> 11) & 1;
-    const int zmm_os = (xcr0 & 0xe6) == 0xe6;
-    if (f512 && bw && vl && vnni512 && zmm_os) return EK_AVX512VNNI;
-    unsigned a71, b71, c71, d71;
-    __cpuid_count(7, 1, a71, b71, c71, d71);
-    if ((a71 >> 4) & 1) return EK_AVXVNNI;
-    return EK_AVX2;
-}
 
 /* CPUID can list AMX where the hypervisor does not let it run (this project's CI VM):
  * only a successful XCOMP_PERM request makes tile state usable.  No kernel uses AMX
@@ -58,7 +36,7 @@ int ek_x86_amx_usable(void)
 #ifndef EK_PF_HINT
 #define EK_PF_HINT _MM_HINT_T0
 #endif
-#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+#define T512 __attribute__((target(ISA512)))
 
 /* One 16-row group x MR activation rows.  Per 32-element sub-block: 4 (or 8) 64-byte
  * loads give 8 vectors of 16 rows x 4 codes; each meets a broadcast activation quad
@@ -261,14 +239,16 @@ static T512 EK_DEF_MR(tile_q8_f32_avx512, tile512f, 8)
 
 /* ------------------------------------------------------------ AVX2 / AVX-VNNI (256-bit) */
 /* Rows 0-7 and 8-15 of a group are the two 32-byte halves of each 64-byte line. */
-#define EK_T256 __attribute__((target("avx2,fma,f16c")))
+#define T_AVX2 __attribute__((target(ISA_AVX2)))
+#define T_AVXVNNI __attribute__((target(ISA_AVXVNNI)))
+#define EK_T256 T_AVX2
 #define EK_VNNI 0
 #define EK_NAME256 tile256_avx2
 #include "ek_tile256.h"
 #undef EK_T256
 #undef EK_VNNI
 #undef EK_NAME256
-#define EK_T256 __attribute__((target("avx2,fma,f16c,avxvnni")))
+#define EK_T256 T_AVXVNNI
 #define EK_VNNI 1
 #define EK_NAME256 tile256_avxvnni
 #include "ek_tile256.h"
@@ -289,12 +269,12 @@ static T512 EK_DEF_MR(tile_q8_f32_avx512, tile512f, 8)
         }                                                                                \
     }
 
-static __attribute__((target("avx2,fma,f16c"))) EK_DEF_MR2(tile_q4_avx2, tile256_avx2, 4)
-static __attribute__((target("avx2,fma,f16c"))) EK_DEF_MR2(tile_q8_avx2, tile256_avx2, 8)
-static __attribute__((target("avx2,fma,f16c"))) EK_DEF_MR(tile_q4_f32_avx2, tile256f, 4)
-static __attribute__((target("avx2,fma,f16c"))) EK_DEF_MR(tile_q8_f32_avx2, tile256f, 8)
-static __attribute__((target("avx2,fma,f16c,avxvnni"))) EK_DEF_MR2(tile_q4_avxvnni, tile256_avxvnni, 4)
-static __attribute__((target("avx2,fma,f16c,avxvnni"))) EK_DEF_MR2(tile_q8_avxvnni, tile256_avxvnni, 8)
+static T_AVX2 EK_DEF_MR2(tile_q4_avx2, tile256_avx2, 4)
+static T_AVX2 EK_DEF_MR2(tile_q8_avx2, tile256_avx2, 8)
+static T_AVX2 EK_DEF_MR(tile_q4_f32_avx2, tile256f, 4)
+static T_AVX2 EK_DEF_MR(tile_q8_f32_avx2, tile256f, 8)
+static T_AVXVNNI EK_DEF_MR2(tile_q4_avxvnni, tile256_avxvnni, 4)
+static T_AVXVNNI EK_DEF_MR2(tile_q8_avxvnni, tile256_avxvnni, 8)
 
 /* ------------------------------------------------------------ activation quantizers */
 /* Bit-identical to the scalar quant_rows in ekern.c: same amax, d = amax/127, id = 1/d,
@@ -336,47 +316,38 @@ static T512 int quant_rows512(const float *x, int m0, int m1, int k, int Kp, int
     return 0;
 }
 
-ek_quant_fn ek_x86_quant(int level)
+/* bandwidth probe: four independent 64-byte loads per step */
+static T512 uint64_t stream512(const uint8_t *p, size_t n)
 {
-    return level >= EK_AVX512VNNI ? quant_rows512 : NULL;
-}
-
-ek_tile_fn ek_x86_tile2(int level, int bits, int act_int8)
-{
-    if (!act_int8 || level < EK_AVX512VNNI) return NULL;
-    return bits == 4 ? tile2_q4_avx512vnni : tile2_q8_avx512vnni;
-}
-
-ek_tile_fn ek_x86_tile(int level, int bits, int act_int8)
-{
-    if (!act_int8) {
-        if (level >= EK_AVX512VNNI) return bits == 4 ? tile_q4_f32_avx512 : tile_q8_f32_avx512;
-        if (level >= EK_AVX2) return bits == 4 ? tile_q4_f32_avx2 : tile_q8_f32_avx2;
-        return NULL;
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0;
+    for (; i + 256 <= n; i += 256) {
+        a0 = _mm512_xor_si512(a0, _mm512_loadu_si512((const void *)(p + i)));
+        a1 = _mm512_xor_si512(a1, _mm512_loadu_si512((const void *)(p + i + 64)));
+        a2 = _mm512_xor_si512(a2, _mm512_loadu_si512((const void *)(p + i + 128)));
+        a3 = _mm512_xor_si512(a3, _mm512_loadu_si512((const void *)(p + i + 192)));
     }
-    switch (level) {
-    case EK_AVX512VNNI: return bits == 4 ? tile_q4_avx512vnni : tile_q8_avx512vnni;
-    case EK_AVXVNNI: return bits == 4 ? tile_q4_avxvnni : tile_q8_avxvnni;
-    case EK_AVX2: return bits == 4 ? tile_q4_avx2 : tile_q8_avx2;
-    default: return NULL;
-    }
+    a0 = _mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3));
+    uint64_t lanes[8], s = 0;
+    _mm512_storeu_si512((void *)lanes, a0);
+    for (int k = 0; k < 8; k++) s ^= lanes[k];
+    for (; i < n; i++) s += p[i];
+    return s;
 }
+#define X86(f) f
+#define BUILT 1
 #else
-ek_tile_fn ek_x86_tile2(int level, int bits, int act_int8)
-{
-    (void)level; (void)bits; (void)act_int8;
-    return NULL;
-}
-ek_quant_fn ek_x86_quant(int level)
-{
-    (void)level;
-    return NULL;
-}
-ek_tile_fn ek_x86_tile(int level, int bits, int act_int8)
-{
-    (void)level; (void)bits; (void)act_int8;
-    return NULL;
-}
-int ek_x86_detect(void) { return 0; }
 int ek_x86_amx_usable(void) { return 0; }
+#define X86(f) NULL
+#define BUILT 0
 #endif
+
+const ek_path ek_x86_paths[EK_X86_NPATHS] = {
+    {"avx512vnni", ISA512, BUILT, {X86(tile_q4_avx512vnni), X86(tile_q8_avx512vnni)},
+     {X86(tile2_q4_avx512vnni), X86(tile2_q8_avx512vnni)}, {X86(tile_q4_f32_avx512), X86(tile_q8_f32_avx512)},
+     X86(quant_rows512), X86(stream512)},
+    {"avxvnni", ISA_AVXVNNI, BUILT, {X86(tile_q4_avxvnni), X86(tile_q8_avxvnni)}, {NULL, NULL},
+     {X86(tile_q4_f32_avx2), X86(tile_q8_f32_avx2)}, NULL, NULL},
+    {"avx2", ISA_AVX2, BUILT, {X86(tile_q4_avx2), X86(tile_q8_avx2)}, {NULL, NULL},
+     {X86(tile_q4_f32_avx2), X86(tile_q8_f32_avx2)}, NULL, NULL},
+};

@@ -30,11 +30,6 @@
 #undef EK_NAME
 #undef EK_TARGET
 
-ek_tile_fn ek_portable_tile(int bits, int act_int8)
-{
-    (void)bits;
-    return act_int8 ? tile_i8_portable : tile_f32_portable;
-}
 
 /* ---------------------------------------------------------------- thread pool */
 #define EK_MAXT 256
@@ -190,48 +185,70 @@ int ek_set_threads(int n)
 
 int ek_get_threads(void) { return pool_size; }
 
-/* ---------------------------------------------------------------- ISA selection */
-static int simd_level = -1;
+/* ---------------------------------------------------------------- SIMD paths */
+static int quant_rows(const float *x, int m0, int m1, int k, int Kp, int8_t *xq, float *dx, float *cs);
+static uint64_t stream_portable(const uint8_t *p, size_t n);
 
-int ek_simd_detected(void)
+static const ek_path portable_path = {"portable", "", 1, {tile_i8_portable, tile_i8_portable}, {NULL, NULL},
+                                      {tile_f32_portable, tile_f32_portable}, quant_rows, stream_portable};
+
+/* Every path, in order of preference (fastest first); the portable one runs anywhere. */
+static const ek_path *const paths[] = {&ek_x86_paths[0], &ek_x86_paths[1], &ek_x86_paths[2], &ek_neon_path,
+                                       &portable_path};
+#define NPATHS ((int)(sizeof paths / sizeof paths[0]))
+_Static_assert(EK_X86_NPATHS == 3, "list every x86 path above");
+
+int ek_path_count(void) { return NPATHS; }
+
+const char *ek_path_name(int i) { return i >= 0 && i < NPATHS ? paths[i]->name : NULL; }
+
+unsigned ek_path_needs(int i) { return i >= 0 && i < NPATHS ? ek_cpu_parse(paths[i]->isa) : EK_CPU_UNKNOWN; }
+
+int ek_path_built(int i) { return i >= 0 && i < NPATHS && paths[i]->built; }
+
+int ek_path_runnable(int i)
 {
-#if defined(__x86_64__) && defined(__GNUC__)
-    return ek_x86_detect();
-#elif defined(__aarch64__)
-    return EK_NEON;
-#else
-    return EK_PORTABLE;
-#endif
+    const unsigned need = ek_path_needs(i);
+    return ek_path_built(i) && (ek_cpu_features() & need) == need;
 }
 
-int ek_simd_get(void)
+int ek_path_best(void)
 {
-    if (simd_level < 0) simd_level = ek_simd_detected();
-    return simd_level;
+    for (int i = 0; i < NPATHS; i++)
+        if (ek_path_runnable(i)) return i;
+    return NPATHS - 1;
 }
 
-/* Selects a path no better than what the CPU has; returns the level in effect. */
-int ek_simd_set(int level)
-{
-    const int best = ek_simd_detected();
-    if (level < 0 || level > best) level = best;
-    if (best == EK_NEON && level != EK_NEON) level = EK_PORTABLE;
-    if (best != EK_NEON && level == EK_NEON) level = best;
-    pthread_mutex_lock(&call_mu);
-    simd_level = level;
-    pthread_mutex_unlock(&call_mu);
-    return level;
-}
+/* The path matmuls run; read under call_mu.  Only ever a runnable one. */
+static const ek_path *cur_path;
+static int cur_index = -1;
 
-const char *ek_simd_name(int level)
+static const ek_path *path_now(void)
 {
-    switch (level) {
-    case EK_AVX2: return "avx2";
-    case EK_AVXVNNI: return "avxvnni";
-    case EK_AVX512VNNI: return "avx512vnni";
-    case EK_NEON: return "neon";
-    default: return "portable";
+    if (!cur_path) {
+        cur_index = ek_path_best();
+        cur_path = paths[cur_index];
     }
+    return cur_path;
+}
+
+int ek_path_get(void)
+{
+    pthread_mutex_lock(&call_mu);
+    path_now();
+    const int i = cur_index;
+    pthread_mutex_unlock(&call_mu);
+    return i;
+}
+
+int ek_path_set(int i)
+{
+    if (!ek_path_runnable(i)) i = ek_path_best();
+    pthread_mutex_lock(&call_mu);
+    cur_index = i;
+    cur_path = paths[i];
+    pthread_mutex_unlock(&call_mu);
+    return i;
 }
 
 const char *ek_build_info(void)
@@ -255,19 +272,6 @@ int ek_amx_usable(void)
 #else
     return 0;
 #endif
-}
-
-static ek_tile_fn select_tile(int bits, int act_int8)
-{
-    const int lvl = ek_simd_get();
-    ek_tile_fn f = NULL;
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (lvl != EK_PORTABLE) f = ek_x86_tile(lvl, bits, act_int8);
-#elif defined(__aarch64__)
-    if (lvl == EK_NEON) f = ek_neon_tile(bits, act_int8);
-#endif
-    (void)lvl;
-    return f ? f : ek_portable_tile(bits, act_int8);
 }
 
 /* ---------------------------------------------------------------- activations */
@@ -331,20 +335,12 @@ static int copy_rows(const float *x, int m0, int m1, int k, int Kp, float *xf, f
     return 0;
 }
 
-static ek_quant_fn select_quant(void)
-{
-    ek_quant_fn f = NULL;
-#if defined(__x86_64__) && defined(__GNUC__)
-    f = ek_x86_quant(ek_simd_get());
-#endif
-    return f ? f : quant_rows;
-}
-
 int ek_quantize_act(const float *x, int m, int k, signed char *xq, float *dx, float *cs)
 {
     if (!x || !xq || !dx || !cs || m < 0 || k <= 0) return EK_EINVAL;
     pthread_mutex_lock(&call_mu);
-    const int rc = select_quant()(x, 0, m, k, (k + 31) / 32 * 32, (int8_t *)xq, dx, cs);
+    const ek_quant_fn q = path_now()->quant ? path_now()->quant : quant_rows;
+    const int rc = q(x, 0, m, k, (k + 31) / 32 * 32, (int8_t *)xq, dx, cs);
     pthread_mutex_unlock(&call_mu);
     return rc;
 }
@@ -369,30 +365,11 @@ static void *scratch_get(int i, size_t bytes)
 /* ---------------------------------------------------------------- bandwidth probe */
 typedef struct {
     const uint8_t *p;
+    ek_stream_fn read;
     size_t n, chunk;
     atomic_size_t next;
     _Atomic uint64_t sum;
 } ek_stream_job;
-
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx512f"))) static uint64_t stream512(const uint8_t *p, size_t n)
-{
-    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-    size_t i = 0;
-    for (; i + 256 <= n; i += 256) {
-        a0 = _mm512_xor_si512(a0, _mm512_loadu_si512((const void *)(p + i)));
-        a1 = _mm512_xor_si512(a1, _mm512_loadu_si512((const void *)(p + i + 64)));
-        a2 = _mm512_xor_si512(a2, _mm512_loadu_si512((const void *)(p + i + 128)));
-        a3 = _mm512_xor_si512(a3, _mm512_loadu_si512((const void *)(p + i + 192)));
-    }
-    a0 = _mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3));
-    uint64_t lanes[8], s = 0;
-    _mm512_storeu_si512((void *)lanes, a0);
-    for (int k = 0; k < 8; k++) s ^= lanes[k];
-    for (; i < n; i++) s += p[i];
-    return s;
-}
-#endif
 
 static uint64_t stream_portable(const uint8_t *p, size_t n)
 {
@@ -412,18 +389,11 @@ static void stream_main(void *arg, int tid)
 {
     ek_stream_job *j = arg;
     (void)tid;
-    const int wide = ek_simd_get() == EK_AVX512VNNI;
     for (;;) {
         const size_t lo = atomic_fetch_add_explicit(&j->next, j->chunk, memory_order_relaxed);
         if (lo >= j->n) break;
         const size_t len = j->n - lo < j->chunk ? j->n - lo : j->chunk;
-        uint64_t s;
-#if defined(__x86_64__) && defined(__GNUC__)
-        s = wide ? stream512(j->p + lo, len) : stream_portable(j->p + lo, len);
-#else
-        (void)wide;
-        s = stream_portable(j->p + lo, len);
-#endif
+        const uint64_t s = j->read(j->p + lo, len);
         atomic_fetch_xor_explicit(&j->sum, s, memory_order_relaxed);
     }
 }
@@ -437,6 +407,7 @@ unsigned long long ek_stream_read(const void *p, size_t n, int nthreads)
     if (nt > EK_MAXT) nt = EK_MAXT;
     if (nt > 1 && pool_grow(nt) != 0) nt = pool.nworkers + 1;
     j.p = p;
+    j.read = path_now()->stream ? path_now()->stream : stream_portable;
     j.n = n;
     j.chunk = 1 << 20;
     atomic_store(&j.next, 0);
@@ -498,6 +469,7 @@ int ek_matmul(const ek_weight *w, const float *x, int m, float *y, int act_int8,
     if ((S + w->spb - 1) / w->spb != w->nblk) return EK_EINVAL;
 
     pthread_mutex_lock(&call_mu);
+    const ek_path *path = path_now();
     int rc = 0;
     ek_job j;
     memset(&j, 0, sizeof j);
@@ -513,7 +485,7 @@ int ek_matmul(const ek_weight *w, const float *x, int m, float *y, int act_int8,
         float *dx = scratch_get(1, sizeof(float) * (size_t)m * S);
         float *cs = scratch_get(2, sizeof(float) * (size_t)m * S);
         if (!xq || !dx || !cs) { rc = EK_ENOMEM; goto done; }
-        rc = select_quant()(x, 0, m, w->k, Kp, xq, dx, cs);
+        rc = (path->quant ? path->quant : quant_rows)(x, 0, m, w->k, Kp, xq, dx, cs);
         j.c.xq = xq; j.c.dx = dx; j.c.cs = cs;
     } else {
         float *xf = scratch_get(3, sizeof(float) * (size_t)m * Kp);
@@ -523,10 +495,12 @@ int ek_matmul(const ek_weight *w, const float *x, int m, float *y, int act_int8,
         j.c.xf = xf; j.c.xs = xs;
     }
     if (rc) goto done;
-    j.tile = select_tile(w->bits, j.c.act_int8);
-#if defined(__x86_64__) && defined(__GNUC__)
-    j.tile2 = ek_x86_tile2(ek_simd_get(), w->bits, j.c.act_int8);
-#endif
+    {
+        const int b8 = w->bits == 8;
+        const ek_tile_fn t = act_int8 ? path->i8[b8] : path->f32[b8];
+        j.tile = t ? t : (act_int8 ? portable_path.i8[b8] : portable_path.f32[b8]);
+        j.tile2 = act_int8 ? path->i8x2[b8] : NULL;
+    }
 
     int nt = nthreads > 0 ? nthreads : pool_size;
     if (nt > EK_MAXT) nt = EK_MAXT;

@@ -45,9 +45,17 @@ long ek_pool_joins(void);
 
 int ek_set_threads(int n);
 int ek_get_threads(void);
-int ek_simd_detected(void);
-int ek_simd_get(void);
-int ek_simd_set(int level);
-const char *ek_simd_name(int level);
+/* SIMD paths, indexed 0..ek_path_count()-1 in order of preference; the last is "portable".
+ * A path is runnable when it is built for this architecture and the CPU has every feature it
+ * needs (ek_path_needs: a mask over ek_cpu_feature_name).  Only runnable paths ever execute. */
+int ek_path_count(void);
+const char *ek_path_name(int path);
+unsigned ek_path_needs(int path);
+int ek_path_built(int path);
+int ek_path_runnable(int path);
+int ek_path_best(void);
+int ek_path_get(void);
+/* Runs `path` from now on when it is runnable, else the best one; returns the path in effect. */
+int ek_path_set(int path);
 const char *ek_build_info(void);
 int ek_amx_usable(void);

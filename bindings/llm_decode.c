@@ -12,14 +12,16 @@
  * logits to k one-token calls: greedy speculative decoding cannot change the output.
  */
 #include "llm_decode.h"
+#include "ek_cpu.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#define ISA_AVX2 "avx2,fma"
 #if defined(__x86_64__) && defined(__GNUC__)
 #define LLM_X86 1
-#define LLM_AVX2 __attribute__((target("avx2,fma")))
+#define LLM_AVX2 __attribute__((target(ISA_AVX2)))
 #endif
 
 static float dot_portable(const float *a, const float *b, int n)
@@ -174,27 +176,33 @@ static LLM_AVX2 void silu_mul_avx2(const float *g, const float *up, float *out, 
 }
 #endif
 
-static void (*attend)(const float *, const float *, const float *, int, int, float, float *, float *) = attend_portable;
-static void (*silu_mul)(const float *, const float *, float *, int) = silu_mul_portable;
-static int simd_level = -1;
+/* The loop's own SIMD paths, in order of preference (see ek_cpu.h: a path's target string is what
+ * it needs).  Each call takes the first one the caller allows and this CPU has. */
+typedef struct loop_path {
+    const char *name;
+    const char *isa;
+    void (*attend)(const float *, const float *, const float *, int, int, float, float *, float *);
+    void (*silu_mul)(const float *, const float *, float *, int);
+} loop_path;
 
-int llm_simd(int allow_simd)
-{
-    attend = attend_portable;
-    silu_mul = silu_mul_portable;
-    simd_level = 0;
+static const loop_path paths[] = {
 #ifdef LLM_X86
-    __builtin_cpu_init();
-    if (allow_simd && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        attend = attend_avx2;
-        silu_mul = silu_mul_avx2;
-        simd_level = 1;
-    }
-#else
-    (void)allow_simd;
+    {"avx2", ISA_AVX2, attend_avx2, silu_mul_avx2},
 #endif
-    return simd_level;
+    {"portable", "", attend_portable, silu_mul_portable},
+};
+
+static const loop_path *pick(unsigned allowed)
+{
+    const unsigned have = allowed & ek_cpu_features();
+    for (size_t i = 0; i + 1 < sizeof paths / sizeof paths[0]; i++) {
+        const unsigned need = ek_cpu_parse(paths[i].isa);
+        if ((have & need) == need) return &paths[i];
+    }
+    return &paths[sizeof paths / sizeof paths[0] - 1];
 }
+
+const char *llm_path(unsigned allowed) { return pick(allowed)->name; }
 
 static void rms_norm(const float *x, const float *w, float *out, int n, float eps)
 {
@@ -222,7 +230,7 @@ static void rope(float *v, int n_heads, int hd, int rope_dim, int neox, const fl
 int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, int logits_from)
 {
     if (!m || !x || T < 1 || T > LLM_MAX_ROWS || pos0 < 0 || pos0 + T > m->n_ctx) return -1;
-    if (simd_level < 0) llm_simd(1);
+    const loop_path *path = pick(m->cpu_allowed);
     const int d = m->n_embd, nh = m->n_head, nkv = m->n_head_kv, hd = m->head_dim, ff = m->n_ff;
     const int g = nh / nkv, nq = nh * hd, nk = nkv * hd, nqkv = nq + 2 * nk, half = m->rope_dim / 2;
     const int S_max = pos0 + T;
@@ -265,7 +273,7 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
             const int S = pos0 + t + 1;
             for (int head = 0; head < nh; head++) {
                 const int kh = head / g;
-                attend(qkv + (size_t)t * nqkv + (size_t)head * hd, L->k + (size_t)kh * m->n_ctx * hd,
+                path->attend(qkv + (size_t)t * nqkv + (size_t)head * hd, L->k + (size_t)kh * m->n_ctx * hd,
                        L->v + (size_t)kh * m->n_ctx * hd, S, hd, scale, sc, att + (size_t)t * nq + (size_t)head * hd);
             }
         }
@@ -273,7 +281,7 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
         for (size_t i = 0; i < (size_t)T * d; i++) x[i] += tmp[i];
         for (int t = 0; t < T; t++) rms_norm(x + (size_t)t * d, L->ffn_norm, h + (size_t)t * d, d, m->rms_eps);
         if ((rc = m->matmul(L->wgu, h, T, gu, m->act_int8, nt))) break;
-        for (int t = 0; t < T; t++) silu_mul(gu + (size_t)t * 2 * ff, gu + (size_t)t * 2 * ff + ff, act + (size_t)t * ff, ff);
+        for (int t = 0; t < T; t++) path->silu_mul(gu + (size_t)t * 2 * ff, gu + (size_t)t * 2 * ff + ff, act + (size_t)t * ff, ff);
         if ((rc = m->matmul(L->wdown, act, T, tmp, m->act_int8, nt))) break;
         for (size_t i = 0; i < (size_t)T * d; i++) x[i] += tmp[i];
     }

@@ -34,6 +34,7 @@ typedef struct llm_model {
     int nthreads;            /* passed to matmul; 0 = its pool size */
     int nthreads_decode;     /* layer matmuls of steps of <= 16 tokens (0 = nthreads): see _model.py */
     int act_int8;            /* passed to matmul: 1 = int8 activations, 0 = exact fp32 */
+    unsigned cpu_allowed;    /* CPU features (ek_cpu.h bits) the loop's SIMD code may use: the kernels' path needs */
 } llm_model;
 
 /* x: (T, n_embd) token embeddings in, residual stream out. Appends T tokens at positions
@@ -41,7 +42,8 @@ typedef struct llm_model {
  * Returns 0, -1 (bad arguments), -3 (out of memory) or the matmul's error code. */
 int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, int logits_from);
 
-/* Select the SIMD path for attention: 1 = AVX2/FMA when the CPU has it, 0 = portable. Returns the path. */
-int llm_simd(int allow_simd);
+/* Name of the SIMD path the loop runs (attention, SwiGLU) when allowed these features: the first of
+ * its paths whose needs are all allowed and present on this CPU ("portable" when none). */
+const char *llm_path(unsigned allowed);
 
 #define LLM_MAX_ROWS 512

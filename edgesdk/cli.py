@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import attrs
 import numpy as np
 
 from . import hub
@@ -51,12 +52,15 @@ def _add_placement_args(p):
     p.add_argument("--device-class", choices=["phone", "pc", "car", "xr", "iot"], help="start from a device-class preset")
 
 
-def _kernels_info() -> str:
+def _kernels_info():
+    """(one line for the table, a dict for --json): which SIMD path runs, what was asked, what could."""
     try:
         from . import kernels
     except Exception as exc:  # the SDK still runs models without them
-        return f"kernels: unavailable ({type(exc).__name__}: {exc})"
-    return kernels.info().describe()
+        line = f"kernels: unavailable ({type(exc).__name__}: {exc})"
+        return line, {"impl": "unavailable", "reason": line.removeprefix("kernels: ")}
+    i = kernels.info()
+    return i.describe(), attrs.asdict(i)
 
 
 def cmd_devices(args) -> int:
@@ -76,7 +80,7 @@ def cmd_devices(args) -> int:
                 for st in statuses
             ],
             "plugins": [{"name": p.name, "source": p.source, "loaded": p.loaded, "error": p.error} for p in reg.plugins],
-            "kernels": _kernels_info().removeprefix("kernels: "),
+            "kernels": _kernels_info()[1],
         }
         print(json.dumps(out, indent=2))
         return 0
@@ -95,7 +99,7 @@ def cmd_devices(args) -> int:
     for p in reg.plugins:
         if not p.loaded:
             print(f"plugin {p.name} ({p.source}) skipped: {p.error}")
-    print(_kernels_info())
+    print(_kernels_info()[0])
     return 0
 
 

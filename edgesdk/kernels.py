@@ -2,8 +2,14 @@
 
 ``EDGESDK_KERNELS=auto|c|numpy`` picks the implementation (auto: C if it built, else numpy
 with a warning; c: KernelError at import if the C kernels are missing; other values: a
-warning, then auto).  ``EDGESDK_SIMD=portable|avx2|avxvnni|avx512vnni|neon`` caps the SIMD path
-(never above what the CPU has).  ``EDGESDK_THREADS`` sets the initial pool size.
+warning, then auto).  ``EDGESDK_THREADS`` sets the initial pool size.
+
+SIMD paths: each native path (``avx512vnni``, ``avxvnni``, ``avx2``, ``neon``, ``portable``) needs
+a set of CPU features, checked one by one (CPUID bits and the OS's register-state saving on
+x86, HWCAP on Arm); the best runnable one is used.  ``EDGESDK_SIMD=<path>|auto`` or
+``set_simd(path)`` asks for a path: one the CPU cannot run is never executed -- a warning names
+the missing features and the best runnable path runs instead; ``info()`` says what was asked and
+what runs.  The fused LLM loop (``edgesdk._cllm``) uses no feature the kernels' path does not.
 
 int8-activation path (act="int8", default): x is quantized per 32-element block to int8
 (scale = amax/127, round-half-even) and multiplied with integer dot products.  Versus the
@@ -33,7 +39,7 @@ from . import _kernels_ref as ref
 from ._errors import KernelError
 from .quant._tensor import QuantizedTensor
 
-__all__ = ["matmul", "info", "KernelInfo", "set_threads", "get_threads", "quantize_activations", "available"]
+__all__ = ["KernelInfo", "available", "get_threads", "info", "matmul", "quantize_activations", "set_simd", "set_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +51,6 @@ try:
 except ImportError as e:  # the C extension did not build here
     _ck = _lib = _ffi = None
     _build_error = str(e)
-
-_SIMD_LEVELS = {"portable": 0, "avx2": 1, "avxvnni": 2, "avx512vnni": 3, "neon": 10}
 
 
 def _choose_impl() -> str:
@@ -82,32 +86,104 @@ def _default_threads() -> int:
 
 
 _threads = 1
-if _impl == "c":
-    simd = os.environ.get("EDGESDK_SIMD")
-    if simd:
-        if simd in _SIMD_LEVELS:
-            _lib.ek_simd_set(_SIMD_LEVELS[simd])
-        else:
-            log.warning("EDGESDK_SIMD=%r is not one of %s; ignored", simd, sorted(_SIMD_LEVELS))
+
+
+def _names(mask: int) -> tuple[str, ...]:
+    """Feature names of a mask over ek_cpu_feature_name."""
+    out, i = [], 0
+    while (name := _lib.ek_cpu_feature_name(i)) != _ffi.NULL:
+        if mask >> i & 1:
+            out.append(_ffi.string(name).decode())
+        i += 1
+    return tuple(out)
+
+
+def _path_names() -> tuple[str, ...]:
+    """Every SIMD path the C kernels know, in order of preference (one per table entry in C)."""
+    return tuple(_ffi.string(_lib.ek_path_name(i)).decode() for i in range(_lib.ek_path_count()))
+
+
+def _why_not(i: int) -> str:
+    """Why path i cannot run here ("" when it can)."""
+    if _lib.ek_path_runnable(i):
+        return ""
+    import platform
+
+    name = _ffi.string(_lib.ek_path_name(i)).decode()
+    if not _lib.ek_path_built(i):
+        return f"SIMD path {name!r} is not built for this architecture ({platform.machine()})"
+    missing = _names(_lib.ek_path_needs(i) & ~_lib.ek_cpu_features())
+    return f"SIMD path {name!r} needs {', '.join(missing)}, which this CPU (or its OS) does not provide"
+
+
+# what was last asked for (EDGESDK_SIMD or set_simd) and why it is not what runs
+_asked: tuple[str | None, str] = (None, "")
+
+
+def set_simd(name: str) -> str:
+    """Ask for a SIMD path ("auto": the best runnable); returns the path now in effect.
+
+    A known path this CPU cannot run is never executed: a warning names the missing features and
+    the best runnable path is used.  An unknown name raises KernelError listing the valid ones.
+    """
+    global _asked
+    if _impl != "c":
+        return "none"
+    paths = _path_names()
+    key = str(name).strip().lower()
+    if key != "auto" and key not in paths:
+        raise KernelError(f"unknown SIMD path {name!r}; valid: auto, {', '.join(paths)}")
+    i = _lib.ek_path_best() if key == "auto" else paths.index(key)
+    note = _why_not(i)
+    got = _lib.ek_path_set(i)
+    if note:
+        note += f"; running {paths[got]!r}"
+        log.warning("%s", note)
+    _asked = (None if key == "auto" else key, note)
+    return paths[got]
+
+
+def _path_needs() -> int:
+    """Feature mask of the path in effect: what the fused LLM loop's SIMD code may use."""
+    return _lib.ek_path_needs(_lib.ek_path_get()) if _impl == "c" else 0
+
+
+if _impl == "c" and (_env_simd := os.environ.get("EDGESDK_SIMD", "").strip()):
+    try:
+        set_simd(_env_simd)
+    except KernelError as e:  # a typo in the environment must not make `import edgesdk` fail
+        log.warning("EDGESDK_SIMD: %s; using the best runnable path", e)
+        _asked = (_env_simd, str(e))
 
 
 @attrs.frozen
 class KernelInfo:
     impl: str                 # "c" | "numpy"
-    simd: str                 # SIMD path in use ("avx512vnni", "avxvnni", "avx2", "neon", "portable", "none")
-    simd_detected: str        # best path this CPU supports
+    simd: str                 # SIMD path in use ("none" for numpy)
+    simd_detected: str        # best path this CPU can run
     threads: int
     amx_usable: bool          # AMX tile state granted by the OS (not used by any kernel yet)
     build: str
     reason: str = ""          # why impl is "numpy", when it is
+    simd_runnable: tuple[str, ...] = ()   # every path this CPU can run, best first
+    simd_requested: str | None = None     # what EDGESDK_SIMD / set_simd asked for, if anything
+    simd_note: str = ""                   # why the requested path is not the one running
+    cpu_features: tuple[str, ...] = ()    # features detected (CPU and OS), by GCC target name
+    llm_loop: str = "none"                # SIMD path of the fused LLM loop, "none" when not built
 
     def describe(self) -> str:
         """One line for `edgesdk devices`."""
         if self.impl != "c":
             return f"kernels: numpy reference ({self.reason})"
         amx = "usable" if self.amx_usable else "not usable"
-        return (f"kernels: C {self.simd} (best here: {self.simd_detected}), {self.threads} threads, "
-                f"AMX {amx}; {self.build}")
+        asked = ""
+        if self.simd_requested and self.simd_note:
+            asked = f", asked {self.simd_requested}: {self.simd_note}"
+        elif self.simd_requested:
+            asked = f" (asked {self.simd_requested})"
+        return (f"kernels: C {self.simd}{asked}; runnable here: {', '.join(self.simd_runnable)}; "
+                f"fused LLM loop {self.llm_loop}; {self.threads} threads, AMX {amx}; "
+                f"CPU features: {' '.join(self.cpu_features) or 'baseline'}; {self.build}")
 
 
 def available() -> bool:
@@ -115,17 +191,31 @@ def available() -> bool:
     return _impl == "c"
 
 
+def _llm_loop() -> str:
+    try:
+        from . import _cllm
+    except ImportError:
+        return "none"
+    return _cllm.ffi.string(_cllm.lib.llm_path(_path_needs())).decode()
+
+
 def info() -> KernelInfo:
     if _impl != "c":
         why = "EDGESDK_KERNELS=numpy" if _lib is not None else f"C kernels not built: {_build_error}"
         return KernelInfo("numpy", "none", "none", 1, False, "numpy " + np.__version__, why)
+    paths = _path_names()
     return KernelInfo(
         impl="c",
-        simd=_ffi.string(_lib.ek_simd_name(_lib.ek_simd_get())).decode(),
-        simd_detected=_ffi.string(_lib.ek_simd_name(_lib.ek_simd_detected())).decode(),
+        simd=paths[_lib.ek_path_get()],
+        simd_detected=paths[_lib.ek_path_best()],
         threads=_threads,
         amx_usable=bool(_lib.ek_amx_usable()),
         build=_ffi.string(_lib.ek_build_info()).decode(),
+        simd_runnable=tuple(p for i, p in enumerate(paths) if _lib.ek_path_runnable(i)),
+        simd_requested=_asked[0],
+        simd_note=_asked[1],
+        cpu_features=_names(_lib.ek_cpu_features()),
+        llm_loop=_llm_loop(),
     )
 
 
@@ -142,14 +232,6 @@ def set_threads(n: int) -> None:
 
 def get_threads() -> int:
     return _threads
-
-
-def _set_simd(name: str) -> str:
-    """Cap the SIMD path (tests and benchmarks); returns the path now in effect."""
-    if _impl != "c":
-        return "none"
-    lvl = _lib.ek_simd_set(_SIMD_LEVELS[name])
-    return _ffi.string(_lib.ek_simd_name(lvl)).decode()
 
 
 def _desc(w: QuantizedTensor):

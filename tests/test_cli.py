@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import hub_path
 
@@ -22,6 +23,21 @@ def test_devices_lists_backends_and_kinds():
     data = json.loads(edgesdk("devices", "--json").stdout)
     ort = next(b for b in data["backends"] if b["name"] == "onnxruntime")
     assert ort["available"] and ort["devices"][0]["kind"] == "cpu"
+    k = data["kernels"]
+    if k["impl"] == "c":  # the path that runs, and every one that could
+        assert k["simd"] == k["simd_runnable"][0] and k["simd_runnable"][-1] == "portable"
+
+
+def test_devices_says_what_was_asked_and_what_runs():
+    import os
+
+    p = subprocess.run([sys.executable, "-m", "edgesdk.cli", "devices", "--json"], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "EDGESDK_SIMD": "neon" if os.uname().machine == "x86_64" else "avx2"})
+    k = json.loads(p.stdout)["kernels"]
+    if k["impl"] != "c":
+        pytest.skip("C kernels not built")
+    assert k["simd_requested"] in ("neon", "avx2") and "not built for this architecture" in k["simd_note"]
+    assert k["simd"] == k["simd_runnable"][0]
 
 
 def test_info_shows_signature_and_backends():

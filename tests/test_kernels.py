@@ -11,30 +11,24 @@ from edgesdk import _kernels_ref as ref
 from edgesdk import kernels
 from edgesdk._errors import KernelError
 from edgesdk.quant import quantize
+from kernel_bounds import f32_scale, within_f32_bound, within_int8_bound
 
 C = kernels.available()
 needs_c = pytest.mark.skipif(not C, reason="C kernels not built")
-SIMD_ORDER = ["portable", "avx2", "avxvnni", "avx512vnni", "neon"]
 CONFIGS = [(4, "sym", 32), (4, "asym", 32), (8, "sym", 32), (4, "sym", 64), (4, "asym", 128),
            (8, "sym", 64), (4, "sym", 10**6), (4, "asym", 10**6), (8, "sym", 10**6)]
 
 
 def simd_paths():
-    """Every path this CPU can run (each is capped at what CPUID reports)."""
-    if not C:
-        return []
-    best = kernels.info().simd_detected
-    if best == "neon":
-        return ["portable", "neon"]
-    return SIMD_ORDER[: SIMD_ORDER.index(best) + 1]
+    """Every path this CPU can run, whichever they are: no order among CPUs is assumed."""
+    return list(kernels.info().simd_runnable) if C else []
 
 
 @pytest.fixture(autouse=True)
 def _restore():
     threads = kernels.get_threads()
     yield
-    if C:
-        kernels._set_simd(kernels.info().simd_detected)
+    kernels.set_simd("auto")
     kernels.set_threads(threads)
 
 
@@ -42,23 +36,6 @@ def _case(rng, m, n, k, bits, scheme, bs):
     w = rng.standard_normal((n, k)).astype(np.float32) * rng.uniform(0.01, 2)
     x = (rng.standard_normal((m, k)) * rng.uniform(0.1, 10)).astype(np.float32)
     return x, quantize(w, bits=bits, block_size=bs, scheme=scheme)
-
-
-def _scale(x, qt):
-    """|x| @ |W|.T: the natural magnitude of each output's rounding error."""
-    return np.abs(x).astype(np.float64) @ np.abs(qt.dequantize()).T.astype(np.float64) + 1e-30
-
-
-def _raw_scale(x, qt):
-    """|x| @ (d * (code + offset) + |m|).T: the int8 path sums codes and offset terms
-    separately (d*dx*sum(code*xq) - offset*d*dx*sum(xq)), so float rounding scales with these."""
-    n, k = qt.shape
-    blk = np.minimum(np.arange(k) // min(qt.block_size, k), qt.n_blocks - 1)
-    d = np.abs(qt.scale_matrix()[:, blk]).astype(np.float64)
-    raw = d * (qt.codes().astype(np.float64) + qt.offset)
-    if qt.mins is not None:
-        raw += np.abs(qt.min_matrix()[:, blk])
-    return np.abs(x).astype(np.float64) @ raw.T + 1e-30
 
 
 @needs_c
@@ -72,15 +49,10 @@ def test_c_matches_reference(m, n, k, cfg, threads, seed):
     rng = np.random.default_rng(seed)
     x, qt = _case(rng, m, n, k, bits, scheme, bs)
     kernels.set_threads(threads)
-    exact = x.astype(np.float64) @ qt.dequantize().T.astype(np.float64)
-    i8ref = ref.matmul_int8_exact(x, qt)
-    sc, rsc = _scale(x, qt), _raw_scale(x, qt)
     for path in simd_paths():
-        kernels._set_simd(path)
-        yf = kernels.matmul(x, qt, act="f32")
-        assert np.all(np.abs(yf - exact) <= 1e-5 * sc), path
-        yi = kernels.matmul(x, qt)
-        assert np.all(np.abs(yi - i8ref) <= 1e-5 * rsc), path
+        assert kernels.set_simd(path) == path
+        assert within_f32_bound(kernels.matmul(x, qt, act="f32"), x, qt), path
+        assert within_int8_bound(kernels.matmul(x, qt), x, qt), path
 
 
 @needs_c
@@ -107,7 +79,7 @@ def test_int8_path_error_bound():
     bound = np.einsum("ms,ns->mn", dx.astype(np.float64) / 2, wb.reshape(w.shape[0], -1, 32).sum(-1))
     exact = x.astype(np.float64) @ qt.dequantize().T.astype(np.float64)
     y = kernels.matmul(x, qt)
-    assert np.all(np.abs(y - exact) <= bound * (1 + 1e-4) + 1e-5 * _scale(x, qt))
+    assert np.all(np.abs(y - exact) <= bound * (1 + 1e-4) + 1e-5 * f32_scale(x, qt))
 
 
 @needs_c
@@ -118,7 +90,7 @@ def test_activation_quantizer_bit_identical():
     x[2, 5] = 127.5  # exact half steps exercise round-half-even
     x[3, 40:] = np.arange(37) * 0.5
     for path in simd_paths():
-        kernels._set_simd(path)
+        assert kernels.set_simd(path) == path
         for a, b in zip(kernels.quantize_activations(x), ref.quantize_activations(x)):
             assert np.array_equal(a, b), path
 
@@ -175,18 +147,74 @@ def test_info_reports_choice():
     i = kernels.info()
     assert i.impl in ("c", "numpy")
     if i.impl == "c":
-        assert i.simd in SIMD_ORDER and i.threads >= 1
+        assert i.simd in i.simd_runnable and i.simd == i.simd_detected == i.simd_runnable[0] and i.threads >= 1
+        assert i.simd_runnable[-1] == "portable"
+
+
+@needs_c
+def test_unknown_path_is_a_clear_error():
+    with pytest.raises(KernelError, match=r"unknown SIMD path 'sse9'; valid: auto, .*portable"):
+        kernels.set_simd("sse9")
+    assert kernels.info().simd == kernels.info().simd_detected  # nothing changed
+
+
+@needs_c
+def test_path_the_cpu_lacks_is_never_run(caplog):
+    """Every known path not runnable here (there is always one: no CPU has both NEON and AVX2)
+    gives the best runnable path and a warning naming what is missing."""
+    i = kernels.info()
+    others = [p for p in kernels._path_names() if p not in i.simd_runnable]
+    assert others
+    x, qt = _case(np.random.default_rng(7), 3, 20, 64, 4, "sym", 32)
+    for p in others:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="edgesdk.kernels"):
+            assert kernels.set_simd(p) == i.simd_detected
+        assert f"SIMD path {p!r}" in caplog.text and ("needs" in caplog.text or "not built" in caplog.text)
+        now = kernels.info()
+        assert now.simd == i.simd_detected and now.simd_requested == p and "running" in now.simd_note
+        assert within_int8_bound(kernels.matmul(x, qt), x, qt)
+    kernels.set_simd("auto")
+    assert kernels.info().simd_requested is None and kernels.info().simd_note == ""
+
+
+@needs_c
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/cpuinfo"), reason="needs Linux /proc/cpuinfo")
+def test_feature_detection_matches_the_kernel():
+    """Our CPUID/XCR0 (or HWCAP) reading against the Linux kernel's own feature list, feature by feature."""
+    import platform
+
+    flags: set[str] = set()
+    for line in open("/proc/cpuinfo", encoding="utf-8"):
+        if line.split(":")[0].strip() in ("flags", "Features"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    linux = {"sse4.2": "sse4_2", "avx512vnni": "avx512_vnni", "avxvnni": "avx_vnni", "neon": "asimd", "dotprod": "asimddp"}
+    arch = {"x86_64": ("sse4.2", "popcnt", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq",
+                       "avx512vnni", "avxvnni"),
+            "aarch64": ("neon", "dotprod", "i8mm", "sve")}.get(platform.machine())
+    if arch is None or not flags:
+        pytest.skip(f"no feature list to compare with on {platform.machine()}")
+    got = set(kernels.info().cpu_features)
+    for f in arch:
+        assert (f in got) == (linux.get(f, f) in flags), f
+
+
+@needs_c
+def test_fused_llm_loop_follows_the_kernel_path():
+    pytest.importorskip("edgesdk._cllm")
+    assert kernels.set_simd("portable") == "portable"
+    assert kernels.info().llm_loop == "portable"
+    kernels.set_simd("auto")
+    assert kernels.info().llm_loop in ("avx2", "portable")
 
 
 def test_numpy_impl_matches(monkeypatch):
     rng = np.random.default_rng(5)
     x, qt = _case(rng, 4, 30, 70, 4, "asym", 32)
     monkeypatch.setattr(kernels, "_impl", "numpy")
-    yi = kernels.matmul(x, qt)
-    yf = kernels.matmul(x, qt, act="f32")
-    sc = _scale(x, qt)
-    assert np.all(np.abs(yi - ref.matmul_int8_exact(x, qt)) <= 1e-5 * _raw_scale(x, qt))
-    assert np.all(np.abs(yf - x.astype(np.float64) @ qt.dequantize().T) <= 1e-5 * sc)
+    assert within_int8_bound(kernels.matmul(x, qt), x, qt)
+    assert within_f32_bound(kernels.matmul(x, qt, act="f32"), x, qt)
     with pytest.raises(KernelError):
         x[0, 0] = np.nan
         kernels.matmul(x, qt)
@@ -207,6 +235,36 @@ def test_env_selects_implementation(env, expect):
             "except Exception as e: print(type(e).__name__)\n")
     r = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
     assert expect in r.stdout, r.stdout + r.stderr
+
+
+SIMD_VALUES = ["avx512vnni", "avxvnni", "avx2", "neon", "portable", "auto", "", " AVX2 ", "avx512", "sse2", "none",
+               "1", "-1", "avx2,neon", "ÿ", "x" * 300]
+
+
+@needs_c
+def test_no_simd_value_crashes():
+    """EDGESDK_SIMD: every documented value and junk. Each run quantizes, multiplies and reports;
+    a path the CPU lacks would die by SIGILL here. One interpreter per value."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, edgesdk.kernels as k\n"
+            "from edgesdk.quant import quantize\n"
+            "w = quantize(np.ones((32, 64), np.float32), bits=4)\n"
+            "y = k.matmul(np.ones((5, 64), np.float32), w); y8 = k.matmul(np.ones(64, np.float32), quantize(np.ones((16, 64), np.float32), bits=8))\n"
+            "i = k.info(); assert i.simd in i.simd_runnable\n"
+            "print('OK', i.simd, float(y.sum()), float(y8.sum()))\n")
+    runnable = kernels.info().simd_runnable
+    for v in SIMD_VALUES:
+        r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "EDGESDK_SIMD": v}, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0 and "OK" in r.stdout, (v, r.returncode, r.stderr[-2000:])
+        want = v.strip().lower()
+        ran = r.stdout.split()[1]
+        assert ran == (want if want in runnable else runnable[0]), (v, ran)
+        if want and want != "auto" and want not in runnable:
+            assert "SIMD path" in r.stderr or "unknown SIMD path" in r.stderr, (v, r.stderr)
 
 
 @needs_c

@@ -160,6 +160,7 @@ class _Fused:
         from .. import _cllm, kernels
 
         ffi, self.lib = _cllm.ffi, _cllm.lib
+        self._kernels = kernels
         kffi = kernels._ffi
         self.ffi = ffi
         self._keep = []
@@ -213,6 +214,7 @@ class _Fused:
         # A per-call copy of the model struct: Runner.run may score on several threads, each with its own cache.
         m = self.ffi.new("llm_model *", self.m[0])
         m.layers = self._layers(cache)
+        m.cpu_allowed = self._kernels._path_needs()  # the loop's SIMD code follows the kernels' path
         m.n_ctx = cache.n_ctx
         out = np.empty((max(T - start, 0), self.vocab), np.float32)
         optr = self.ffi.from_buffer("float[]", out) if out.size else self.ffi.NULL
