@@ -369,3 +369,12 @@ def test_perplexity_on_shakespeare(llm, shakespeare):
     r = llm.perplexity(shakespeare, n_ctx=128, max_chunks=2)
     assert r.chunks == 2 and r.scored_tokens == 2 * 63
     assert 3 < r.ppl < 200
+
+
+@pytest.mark.parametrize("value", ["abc", "-3", "1e9", "99999999"])
+def test_decode_thread_env_junk_never_stops_a_load(monkeypatch, caplog, value):
+    monkeypatch.setenv("EDGESDK_LLM_DECODE_THREADS", value)
+    m = LLM(model_path(), n_ctx=32)
+    assert m.generate("Hi", max_tokens=2)
+    if value in ("abc", "1e9"):
+        assert "EDGESDK_LLM_DECODE_THREADS" in caplog.text

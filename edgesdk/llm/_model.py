@@ -232,9 +232,12 @@ SMALL_LAYER_BYTES = 4 << 20
 
 
 def _decode_threads(model: "Transformer") -> int:
-    env = os.environ.get("EDGESDK_LLM_DECODE_THREADS")
+    env = os.environ.get("EDGESDK_LLM_DECODE_THREADS", "").strip()
     if env:
-        return max(0, int(env))
+        try:
+            return min(max(0, int(env)), 256)
+        except ValueError:  # a typo in the environment must not stop a model from loading
+            log.warning("EDGESDK_LLM_DECODE_THREADS=%r is not an integer; ignored", env)
     L = model.layers[0]
     per_layer = sum(lin._qt.nbytes for lin in (L.wqkv, L.wo, L.w_gate_up, L.w_down))
     return 1 if per_layer < SMALL_LAYER_BYTES else 0
