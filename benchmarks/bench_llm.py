@@ -88,8 +88,8 @@ def worker_edgesdk(threads: int, n_prompt: int, n_gen: int, repeat: int) -> dict
             pp.append(st.prompt_tok_s)
             tg.append(st.decode_tok_s)
             ttft.append(st.ttft_s)
-    weight_bytes = sum(sum(p.nbytes for p in (lin._qt,) if p is not None) for L in r.llm.model.layers
-                       for lin in (L.wqkv, L.wo, L.w_gate_up, L.w_down)) + (r.llm.model.lm_head._qt.nbytes if r.llm.model.lm_head._qt else 0)
+    weight_bytes = sum(lin.packed_bytes for L in r.llm.model.layers
+                       for lin in (L.wqkv, L.wo, L.w_gate_up, L.w_down)) + r.llm.model.lm_head.packed_bytes
     return dict(engine="edgesdk", threads=threads, load_s=load_s, pp_tok_s=max(pp), tg_tok_s=max(tg), ttft_ms=1e3 * min(ttft),
                 peak_rss_mb=peak_rss_mb(), weight_mb=weight_bytes / 1e6, impl=r.llm.impl, kernels=str(kernels.info().simd))
 

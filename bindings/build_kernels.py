@@ -15,8 +15,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # setuptools runs this file by path: make its sibling importable
 from cffi_common import cdef_from_header, compile_args, link_args, source_paths  # noqa: E402
 
-SOURCES = ["ekern.c", "ek_x86.c", "ek_neon.c", "ek_cpu.c"]
-HEADERS = ["ekern.h", "ek_internal.h", "ek_cpu.h", "ek_cpu_api.h", "ek_tile_f32.h", "ek_tile_i8.h", "ek_tile256.h"]
+# The kernel module is every bindings/ek*.c (scripts/neon_selftest.sh builds the same set).
+SOURCES = sorted(p.name for p in HERE.glob("ek*.c"))
+HEADERS = sorted(p.name for p in HERE.glob("ek*.h"))
 
 ffibuilder = FFI()
 ffibuilder.cdef(cdef_from_header("ekern.h", "ek_cpu_api.h"))

@@ -25,6 +25,7 @@ typedef struct ek_ctx {
     const float *xf;    /* [M][Kp] zero-padded fp32 activations (exact path) */
     const float *xs;    /* [M][S] fp32 block sums (exact path) */
     float *y;
+    int ldy;            /* row stride of y (the whole fused projection's n) */
     int act_int8;
 } ek_ctx;
 
@@ -55,6 +56,7 @@ static inline int32_t ek_ld32(const void *p)
     return v;
 }
 
+struct ek_bctx;
 typedef int (*ek_quant_fn)(const float *x, int m0, int m1, int k, int Kp, int8_t *xq, float *dx, float *cs);
 typedef uint64_t (*ek_stream_fn)(const uint8_t *p, size_t n);
 
@@ -71,6 +73,7 @@ typedef struct ek_path {
     ek_tile_fn f32[2];         /* exact fp32 activations */
     ek_quant_fn quant;         /* activation quantizer, bit-identical to the portable one */
     ek_stream_fn stream;       /* bandwidth probe read loop */
+    void (*blocks)(const struct ek_bctx *c, int r0, int r1);  /* GGUF-native block rows (ek_blocks.h) */
 } ek_path;
 
 /* Paths of each ISA unit, in order of preference; defined on every architecture (built = 0 off it),

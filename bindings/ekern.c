@@ -10,6 +10,7 @@
 #include <math.h>
 #include <float.h>
 #include "ek_internal.h"
+#include "ek_blocks.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -190,7 +191,8 @@ static int quant_rows(const float *x, int m0, int m1, int k, int Kp, int8_t *xq,
 static uint64_t stream_portable(const uint8_t *p, size_t n);
 
 static const ek_path portable_path = {"portable", "", 1, {tile_i8_portable, tile_i8_portable}, {NULL, NULL},
-                                      {tile_f32_portable, tile_f32_portable}, quant_rows, stream_portable};
+                                      {tile_f32_portable, tile_f32_portable}, quant_rows, stream_portable,
+                                      ek_blocks_rows_portable};
 
 /* Every path, in order of preference (fastest first); the portable one runs anywhere. */
 static const ek_path *const paths[] = {&ek_x86_paths[0], &ek_x86_paths[1], &ek_x86_paths[2], &ek_neon_path,
@@ -443,7 +445,7 @@ static void run_groups(const ek_job *j, int g0, int g1)
             for (int h = 0; h < ng; h++, g++) {
                 const int n0 = g * 16, nr = N - n0 < 16 ? N - n0 : 16;
                 for (int i = 0; i < mr; i++)
-                    memcpy(c->y + (size_t)(m0 + i) * N + n0, out + (h * EK_MR + i) * 16, sizeof(float) * (size_t)nr);
+                    memcpy(c->y + (size_t)(m0 + i) * c->ldy + n0, out + (h * EK_MR + i) * 16, sizeof(float) * (size_t)nr);
             }
         }
     }
@@ -461,8 +463,63 @@ static void job_main(void *arg, int tid)
     }
 }
 
+/* Activations for a call (scratch buffers, under call_mu): int8 per 32-block (xq, dx, cs) or the
+ * exact fp32 copy with block sums (xf, xs). K is padded to Kp. */
+static int prepare_acts(const ek_path *path, const float *x, int m, int k, int Kp, int act_int8, int8_t **xq,
+                        float **dx, float **cs, float **xf, float **xs)
+{
+    const int S = Kp / 32;
+    if (act_int8) {
+        *xq = scratch_get(0, (size_t)m * Kp);
+        *dx = scratch_get(1, sizeof(float) * (size_t)m * S);
+        *cs = scratch_get(2, sizeof(float) * (size_t)m * S);
+        if (!*xq || !*dx || !*cs) return EK_ENOMEM;
+        return (path->quant ? path->quant : quant_rows)(x, 0, m, k, Kp, *xq, *dx, *cs);
+    }
+    *xf = scratch_get(3, sizeof(float) * (size_t)m * Kp);
+    *xs = scratch_get(1, sizeof(float) * (size_t)m * S);
+    if (!*xf || !*xs) return EK_ENOMEM;
+    return copy_rows(x, 0, m, k, Kp, *xf, *xs);
+}
+
+/* Threads for a call reading weight_bytes per pass over `units` work items (pool started). */
+static int threads_for(int nthreads, size_t weight_bytes, int m, int units)
+{
+    int nt = nthreads > 0 ? nthreads : pool_size;
+    if (nt > EK_MAXT) nt = EK_MAXT;
+    /* below ~64 KiB of weight traffic a second thread costs more than it saves */
+    const size_t work = weight_bytes * (size_t)(m < 8 ? m : 8), per_thread = 64 * 1024;
+    if ((size_t)nt > work / per_thread) nt = (int)(work / per_thread) > 1 ? (int)(work / per_thread) : 1;
+    if (nt > units) nt = units;
+    if (nt > 1 && pool_grow(nt) != 0) nt = pool.nworkers + 1;
+    return nt;
+}
+
+static int matmul_blocks(const ek_weight *wt, const float *x, int m, float *y, int ldy, int act_int8, int nthreads);
+static int matmul_one(const ek_weight *w, const float *x, int m, float *y, int ldy, int act_int8, int nthreads);
+
 int ek_matmul(const ek_weight *w, const float *x, int m, float *y, int act_int8, int nthreads)
 {
+    if (!w || w->nparts < 0) return EK_EINVAL;
+    if (w->nparts == 0) return matmul_one(w, x, m, y, w->n, act_int8, nthreads);
+    int n = 0;
+    if (!w->parts) return EK_EINVAL;
+    for (int p = 0; p < w->nparts; p++) {
+        const ek_weight *pw = &w->parts[p];
+        if (pw->nparts || pw->k != w->k || pw->n <= 0) return EK_EINVAL;
+        n += pw->n;
+    }
+    if (n != w->n || !y) return EK_EINVAL;
+    for (int p = 0, col = 0; p < w->nparts; col += w->parts[p].n, p++) {
+        const int rc = matmul_one(&w->parts[p], x, m, y + col, w->n, act_int8, nthreads);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static int matmul_one(const ek_weight *w, const float *x, int m, float *y, int ldy, int act_int8, int nthreads)
+{
+    if (w->gtype) return matmul_blocks(w, x, m, y, ldy, act_int8, nthreads);
     if (!w || !x || !y || !w->q || !w->d || m <= 0 || w->n <= 0 || w->k <= 0) return EK_EINVAL;
     if ((w->bits != 4 && w->bits != 8) || w->spb <= 0 || w->nblk <= 0) return EK_EINVAL;
     const int Kp = (w->k + 31) / 32 * 32, S = Kp / 32;
@@ -479,20 +536,13 @@ int ek_matmul(const ek_weight *w, const float *x, int m, float *y, int act_int8,
     j.c.S = S;
     j.c.G = (w->n + 15) / 16;
     j.c.y = y;
+    j.c.ldy = ldy;
     j.c.act_int8 = act_int8 ? 1 : 0;
-    if (act_int8) {
-        int8_t *xq = scratch_get(0, (size_t)m * Kp);
-        float *dx = scratch_get(1, sizeof(float) * (size_t)m * S);
-        float *cs = scratch_get(2, sizeof(float) * (size_t)m * S);
-        if (!xq || !dx || !cs) { rc = EK_ENOMEM; goto done; }
-        rc = (path->quant ? path->quant : quant_rows)(x, 0, m, w->k, Kp, xq, dx, cs);
-        j.c.xq = xq; j.c.dx = dx; j.c.cs = cs;
-    } else {
-        float *xf = scratch_get(3, sizeof(float) * (size_t)m * Kp);
-        float *xs = scratch_get(1, sizeof(float) * (size_t)m * S);
-        if (!xf || !xs) { rc = EK_ENOMEM; goto done; }
-        rc = copy_rows(x, 0, m, w->k, Kp, xf, xs);
-        j.c.xf = xf; j.c.xs = xs;
+    {
+        int8_t *xq = NULL;
+        float *dx = NULL, *cs = NULL, *xf = NULL, *xs = NULL;
+        rc = prepare_acts(path, x, m, w->k, Kp, act_int8, &xq, &dx, &cs, &xf, &xs);
+        j.c.xq = xq; j.c.dx = dx; j.c.cs = cs; j.c.xf = xf; j.c.xs = xs;
     }
     if (rc) goto done;
     {
@@ -502,14 +552,7 @@ int ek_matmul(const ek_weight *w, const float *x, int m, float *y, int act_int8,
         j.tile2 = act_int8 ? path->i8x2[b8] : NULL;
     }
 
-    int nt = nthreads > 0 ? nthreads : pool_size;
-    if (nt > EK_MAXT) nt = EK_MAXT;
-    /* below ~64 KiB of weight traffic a second thread costs more than it saves */
-    const size_t work = (size_t)w->n * Kp * (size_t)w->bits / 8 * (size_t)(m < 8 ? m : 8);
-    const size_t per_thread = 64 * 1024;
-    if ((size_t)nt > work / per_thread) nt = (int)(work / per_thread) > 1 ? (int)(work / per_thread) : 1;
-    if (nt > j.c.G) nt = j.c.G;
-    if (nt > 1 && pool_grow(nt) != 0) nt = pool.nworkers + 1;
+    const int nt = threads_for(nthreads, (size_t)w->n * Kp * (size_t)w->bits / 8, m, j.c.G);
     /* ~4 work items per thread balances load without hurting weight streaming */
     j.chunk = j.c.G / (nt * 4);
     if (m > 1) {
@@ -521,6 +564,55 @@ int ek_matmul(const ek_weight *w, const float *x, int m, float *y, int act_int8,
     if (j.chunk > 64) j.chunk = 64;
     atomic_store(&j.next, 0);
     pool_run(job_main, &j, nt);
+done:
+    pthread_mutex_unlock(&call_mu);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- GGUF-native block rows */
+typedef struct {
+    ek_bctx c;
+    ek_blocks_fn rows;
+    int chunk;
+    atomic_int next;
+} ek_bjob;
+
+static void bjob_main(void *arg, int tid)
+{
+    ek_bjob *j = arg;
+    (void)tid;
+    for (;;) {
+        const int r0 = atomic_fetch_add_explicit(&j->next, j->chunk, memory_order_relaxed);
+        if (r0 >= j->c.n) break;
+        j->rows(&j->c, r0, r0 + j->chunk < j->c.n ? r0 + j->chunk : j->c.n);
+    }
+}
+
+static int matmul_blocks(const ek_weight *wt, const float *x, int m, float *y, int ldy, int act_int8, int nthreads)
+{
+    const ek_btype *t = ek_btype_of(wt->gtype);
+    const uint8_t *w = wt->q;
+    const int n = wt->n, k = wt->k;
+    if (!t || !w || !x || !y || n <= 0 || k <= 0 || m <= 0 || k % t->block || k % 32) return EK_EINVAL;
+    pthread_mutex_lock(&call_mu);
+    const ek_path *path = path_now();
+    int rc = 0;
+    ek_bjob j;
+    memset(&j, 0, sizeof j);
+    j.c = (ek_bctx){.t = t, .w = w, .n = n, .k = k, .M = m, .y = y, .ldy = ldy, .act_int8 = act_int8 ? 1 : 0};
+    {
+        int8_t *xq = NULL;
+        float *dx = NULL, *cs = NULL, *xf = NULL, *xs = NULL;
+        rc = prepare_acts(path, x, m, k, k, act_int8, &xq, &dx, &cs, &xf, &xs);
+        j.c.xq = xq; j.c.dx = dx; j.c.xf = xf;
+    }
+    if (rc) goto done;
+    j.rows = path->blocks ? path->blocks : ek_blocks_rows_portable;
+    const int nt = threads_for(nthreads, (size_t)n * (k / t->block) * (size_t)t->nbytes, m, n);
+    j.chunk = n / (nt * 4) > 0 ? n / (nt * 4) : 1;
+    if (j.chunk > 256) j.chunk = 256;
+    atomic_store(&j.next, 0);
+    pool_run(bjob_main, &j, nt);
 done:
     pthread_mutex_unlock(&call_mu);
     return rc;

@@ -25,12 +25,26 @@ typedef struct ek_weight {
     int nblk;     /* scale blocks per row */
     int spb;      /* 32-element sub-blocks per scale block */
     int offset;   /* 8 (q4 sym), 128 (q8 sym), 0 (asym) */
+    /* gtype 0: the i16x32 layout above; else a GGML type id (edgesdk/quant/_types.py) and q holds the
+     * GGUF blocks row-major, n rows of k / block blocks (d, m, bits, nblk, spb, offset unused). */
+    int gtype;
+    /* nparts > 0: a fused projection of parts of any layouts and types with the same k, stacked
+     * as rows (n = the sum of theirs); y gets each part's columns in turn. q, d, m unused then. */
+    const struct ek_weight *parts;
+    int nparts;
 } ek_weight;
 
 /* y[M][N] = x[M][K] @ W^T.  act_int8: 1 = quantize activations to int8 per 32-block
  * and use integer dot products; 0 = exact fp32 activations.  nthreads <= 0: pool size.
+ * GGUF-block weights (gtype != 0) need K to be a multiple of the block and of 32; the caller
+ * guarantees q holds n * k / block blocks.
  * Returns 0, or EK_EINVAL (-1), EK_ENONFINITE (-2), EK_ENOMEM (-3). */
 int ek_matmul(const ek_weight *w, const float *x, int m, float *y, int act_int8, int nthreads);
+
+/* The C side of the type table, for tests: block geometry of a GGML type (-1 when not decoded),
+ * and one block decoded to codes q[block], scale and min (0 without mins) per sub-block. */
+int ek_block_type(int type, int *block, int *nbytes);
+int ek_block_decode(int type, const unsigned char *b, signed char *q, float *sc, float *mn);
 
 /* The activation quantizer used by the int8 path, exposed for tests:
  * xq[m][Kp], dx[m][S] (scale per 32-block), cs[m][S] = dx * sum(xq in block). */

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .quant._tensor import QuantizedTensor
+from .quant._tensor import BLOCKS, QuantizedTensor
 
 __all__ = ["quantize_activations", "matmul_f32", "matmul_int8", "matmul_int8_exact"]
 
@@ -50,6 +50,8 @@ def matmul_int8_exact(x: np.ndarray, w: QuantizedTensor) -> np.ndarray:
     x2 = np.asarray(x, np.float32).reshape(-1, w.shape[1])
     n, k = w.shape
     xq, d, cs = quantize_activations(x2)
+    if w.layout == BLOCKS:
+        return _blocks_int8_exact(xq, d, w)
     m, kp = xq.shape
     s = kp // 32
     codes = np.zeros((n, kp), np.int64)
@@ -61,4 +63,20 @@ def matmul_int8_exact(x: np.ndarray, w: QuantizedTensor) -> np.ndarray:
     cw = -w.offset * dw if w.mins is None else w.min_matrix().astype(np.float64)[:, blk]
     y = (idot * dw[None] * d[:, None, :].astype(np.float64)).sum(-1)
     y += (cw[None] * cs[:, None, :].astype(np.float64)).sum(-1)
+    return y
+
+
+def _blocks_int8_exact(xq: np.ndarray, d: np.ndarray, w: QuantizedTensor) -> np.ndarray:
+    """GGUF-block weights: per sub-block scale * dx * sum(code * xq) + min * dx * sum(xq), in float64."""
+    n, k = w.shape
+    m = xq.shape[0]
+    sub = k // w.n_blocks
+    j = k // sub
+    xs = xq.reshape(m, j, sub).astype(np.int64)
+    idot = np.einsum("mje,nje->mnj", xs, w.codes().reshape(n, j, sub).astype(np.int64))
+    dxs = d.astype(np.float64)[:, (np.arange(j) * sub) // 32]              # (M, J): each sub-block's dx
+    y = (idot * w.scale_matrix().astype(np.float64)[None] * dxs[:, None, :]).sum(-1)
+    mn = w.min_matrix()
+    if mn is not None:
+        y += ((dxs * xs.sum(-1))[:, None, :] * mn.astype(np.float64)[None]).sum(-1)
     return y

@@ -227,10 +227,24 @@ def _probe_gguf(p: Path, size: int) -> dict:
             "name": f.meta.get("general.name"),
             "tensor_count": len(f.tensors),
             "tensor_types": sorted({t.tensor_type.name for t in f.tensors.values()}),
+            "tensor_kinds": _tensor_kinds(f.tensors.values()),
             "context_length": f.meta.get(f"{arch}.context_length") if arch else None,
         }
     finally:
         f.close()
+
+
+def _tensor_kinds(tensors) -> dict[str, list[str]]:
+    """type name -> the tensor kinds using it ("attn_q", "ffn_down", "token_embd"): what placement names."""
+    out: dict[str, set[str]] = {}
+    for t in tensors:
+        parts = t.name.split(".")
+        if parts[0] == "blk" and len(parts) > 2:
+            parts = parts[2:]
+        if parts[-1] in ("weight", "bias") and len(parts) > 1:
+            parts = parts[:-1]
+        out.setdefault(t.tensor_type.name, set()).add(".".join(parts))
+    return {k: sorted(v) for k, v in sorted(out.items())}
 
 
 _PROBES = {"onnx": _probe_onnx, "tflite": _probe_tflite, "gguf": _probe_gguf}

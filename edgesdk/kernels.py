@@ -37,7 +37,7 @@ import numpy as np
 
 from . import _kernels_ref as ref
 from ._errors import KernelError
-from .quant._tensor import QuantizedTensor
+from .quant._tensor import BLOCKS, QuantizedTensor
 
 __all__ = ["KernelInfo", "available", "get_threads", "info", "matmul", "quantize_activations", "set_simd", "set_threads"]
 
@@ -236,7 +236,12 @@ def get_threads() -> int:
 
 def _desc(w: QuantizedTensor):
     d = w._kcache.get("desc")
-    if d is None:
+    if d is None and w.layout == BLOCKS:
+        d = _ffi.new("ek_weight *")
+        keep = [_ffi.from_buffer("unsigned char[]", w.qdata)]
+        d.q, (d.n, d.k), d.gtype = keep[0], w.shape, w.type_row.code
+        w._kcache["desc"], w._kcache["keep"] = d, keep
+    elif d is None:
         n, k = w.shape
         s = -(-k // 32)
         spb = s if w.block_size >= k else w.block_size // 32
@@ -250,6 +255,20 @@ def _desc(w: QuantizedTensor):
         w._kcache["desc"] = d
         w._kcache["keep"] = keep
     return d
+
+
+def _parts_desc(qts: list[QuantizedTensor]):
+    """One ek_weight for a fused projection whose parts differ in layout or type (stacked rows):
+    what the fused LLM loop calls as one matmul. Keeps the parts' descriptors alive."""
+    n, k = sum(q.shape[0] for q in qts), qts[0].shape[1]
+    if any(q.shape[1] != k for q in qts):
+        raise KernelError("fused parts must share K")
+    parts = _ffi.new("ek_weight[]", len(qts))
+    for i, q in enumerate(qts):
+        parts[i] = _desc(q)[0]
+    d = _ffi.new("ek_weight *")
+    d.n, d.k, d.parts, d.nparts = n, k, parts, len(qts)
+    return d, (parts, qts)
 
 
 _F32 = np.dtype(np.float32)

@@ -7,6 +7,6 @@ OUT="$(mktemp -d "${TMPDIR:-/tmp}/edgesdk-neon.XXXXXX")"
 trap 'rm -rf "$OUT"' EXIT
 CC="${CC:-aarch64-linux-gnu-gcc}"
 "$CC" -O2 -std=gnu11 -Wall -Wno-unused-function -fno-strict-aliasing -pthread -static -I"$ROOT/bindings" \
-    "$ROOT/scripts/neon_selftest.c" "$ROOT"/bindings/ekern.c "$ROOT"/bindings/ek_x86.c "$ROOT"/bindings/ek_neon.c "$ROOT"/bindings/ek_cpu.c \
+    "$ROOT/scripts/neon_selftest.c" "$ROOT"/bindings/ek*.c \
     -o "$OUT/selftest" -lm
 qemu-aarch64 "$OUT/selftest"

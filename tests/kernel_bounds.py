@@ -17,11 +17,13 @@ def raw_scale(x, qt):
     """|x| @ (d * (code + offset) + |m|).T: the int8 path sums codes and offset terms
     separately (d*dx*sum(code*xq) - offset*d*dx*sum(xq)), so float rounding scales with these."""
     n, k = qt.shape
-    blk = np.minimum(np.arange(k) // min(qt.block_size, k), qt.n_blocks - 1)
+    per = k // qt.n_blocks if qt.layout == "gguf" else min(qt.block_size, k)  # elements per scale
+    blk = np.minimum(np.arange(k) // per, qt.n_blocks - 1)
     d = np.abs(qt.scale_matrix()[:, blk]).astype(np.float64)
-    raw = d * (qt.codes().astype(np.float64) + qt.offset)
-    if qt.mins is not None:
-        raw += np.abs(qt.min_matrix()[:, blk])
+    raw = d * (np.abs(qt.codes().astype(np.float64)) + qt.offset)  # gguf codes are signed, offset 0
+    mins = qt.min_matrix()
+    if mins is not None:
+        raw += np.abs(mins[:, blk])
     return np.abs(x).astype(np.float64) @ raw.T + 1e-30
 
 

@@ -127,7 +127,8 @@ def _write_gguf(path, arch="llama", tensor_type=None):
     if tensor_type is None:
         w.add_tensor("output_norm.weight", np.ones(32, np.float32))
     else:
-        w.add_tensor("blk.0.attn_q.weight", np.zeros((32, 144), np.uint8), raw_dtype=tensor_type)
+        row = 8 * gguf.GGML_QUANT_SIZES[tensor_type][1]  # eight blocks per row
+        w.add_tensor("blk.0.attn_q.weight", np.zeros((32, row), np.uint8), raw_dtype=tensor_type)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -142,8 +143,9 @@ def test_unsupported_architecture_and_tensor_type(tmp_path):
 
     with pytest.raises(UnsupportedModelError, match="gemma3"):
         GGUFFile(_write_gguf(tmp_path / "g.gguf", "gemma3")).config()
-    g = GGUFFile(_write_gguf(tmp_path / "k.gguf", tensor_type=gguf.GGMLQuantizationType.Q4_K))
-    with pytest.raises(UnsupportedModelError, match="Q4_K"):
+    # Q8_1 (llama.cpp's activation type) is outside the quant-type table
+    g = GGUFFile(_write_gguf(tmp_path / "k.gguf", tensor_type=gguf.GGMLQuantizationType.Q8_1))
+    with pytest.raises(UnsupportedModelError, match="tensor 'blk.0.attn_q.weight': tensor type Q8_1 is not supported"):
         g.tensor("blk.0.attn_q.weight")
 
 

@@ -2,7 +2,8 @@
 
 The models are written here with ``gguf.GGUFWriter`` and cover what the real fixture does not:
 an untied F16 output head, mixed block types inside the fused Q/K/V projection, no fused C path,
-and the qwen2 architecture (neox RoPE, Q/K/V biases).
+the qwen2 architecture (neox RoPE, Q/K/V biases), and K-quant / Q5 / IQ4_NL weights (random blocks,
+since gguf-py has no K-quant quantizer; its dequantizer is the reference).
 The reference dequantizes with ``gguf.quants`` (not edgesdk code) and follows llama.cpp's layout.
 """
 
@@ -17,7 +18,12 @@ import pytest
 from edgesdk.llm import LLM
 from edgesdk.llm._tokenizer import _byte_decoder
 
-D, NH, NKV, HD, FF, CTX = 64, 4, 2, 16, 96, 64
+D, NH, NKV, HD, FF, CTX = 256, 4, 2, 64, 256, 64
+# Byte offsets of each block type's fp16 scale fields (d, dmin / m), for writing random blocks
+F16_FIELDS = {"Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,), "Q5_0": (0,),
+              "Q5_1": (0, 2), "IQ4_NL": (0,)}
+KQUANT = {"attn_q": "Q4_K", "attn_k": "Q5_K", "attn_v": "Q6_K", "ffn_gate": "Q2_K", "ffn_up": "Q3_K",
+          "ffn_down": "Q6_K", "attn_output": "IQ4_NL"}
 
 
 def _tokens() -> list[str]:
@@ -25,7 +31,23 @@ def _tokens() -> list[str]:
     return [by_byte[b] for b in range(256)] + ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def _write(path, *, tied: bool, mixed: bool, arch: str = "llama", seed: int = 0, head_count: int = NH):
+def _random_blocks(name: str, shape, rng, scale: float) -> np.ndarray:
+    """Random blocks of a type, scale fields set so the weights' max magnitude is about ``scale``."""
+    import gguf
+
+    qt = gguf.GGMLQuantizationType[name]
+    blk, nbytes = gguf.GGML_QUANT_SIZES[qt]
+    raw = rng.integers(0, 256, (shape[0], shape[1] // blk, nbytes), dtype=np.uint8)
+    for at in F16_FIELDS[name]:
+        raw[..., at:at + 2] = np.frombuffer(np.float16(1.0).tobytes(), np.uint8)
+    peak = np.abs(gguf.quants.dequantize(raw.reshape(shape[0], -1), qt)).max()
+    for at in F16_FIELDS[name]:  # w is linear in the scale fields
+        raw[..., at:at + 2] = np.frombuffer(np.float16(scale / peak).tobytes(), np.uint8)
+    return raw.reshape(shape[0], -1)
+
+
+def _write(path, *, tied: bool, mixed: bool, arch: str = "llama", seed: int = 0, head_count: int = NH,
+           kquant: bool = False):
     import gguf
 
     q = gguf.GGMLQuantizationType
@@ -60,9 +82,14 @@ def _write(path, *, tied: bool, mixed: bool, arch: str = "llama", seed: int = 0,
             w.add_tensor(name, data)
             ref[name] = data.astype(np.float64)
         else:
-            packed = gguf.quants.quantize(a, qtype)
+            kind = name.split(".")[2] if name.startswith("blk.") else ""
+            if kquant and kind in KQUANT:
+                qtype = q[KQUANT[kind]]
+                packed = _random_blocks(qtype.name, shape, rng, scale)
+            else:
+                packed = gguf.quants.quantize(a, qtype)
             w.add_tensor(name, packed, raw_dtype=qtype)
-            ref[name] = gguf.quants.dequantize(packed, qtype).astype(np.float64)
+            ref[name] = gguf.quants.dequantize(packed, qtype).astype(np.float64).reshape(shape)
 
     add("token_embd.weight", (vocab, D), q.Q8_0, 1.0)
     if not tied:
@@ -137,8 +164,9 @@ def _reference_logits(ref, ids, arch: str = "llama") -> np.ndarray:
 
 @pytest.fixture(
     scope="module",
-    params=[dict(tied=False, mixed=True), dict(tied=True, mixed=False), dict(tied=True, mixed=False, arch="qwen2")],
-    ids=["llama-untied-f16-mixed", "llama-tied-uniform", "qwen2-tied-bias"],
+    params=[dict(tied=False, mixed=True), dict(tied=True, mixed=False), dict(tied=True, mixed=False, arch="qwen2"),
+            dict(tied=True, mixed=False, kquant=True)],
+    ids=["llama-untied-f16-mixed", "llama-tied-uniform", "qwen2-tied-bias", "llama-kquants"],
 )
 def tiny(request, tmp_path_factory):
     kind = {"arch": "llama", **request.param}
@@ -179,3 +207,20 @@ def test_tensor_dims_must_match_metadata(tmp_path):
     path, _ = _write(tmp_path / "bad.gguf", tied=True, mixed=False, head_count=8)
     with pytest.raises(ModelFormatError, match="attn_k.weight"):
         LLM(path)
+
+
+def test_placement_names_each_type_a_backend_lacks(tmp_path):
+    """A backend that computes fewer types refuses with each missing type and the tensors using it."""
+    import types
+
+    from edgesdk._model import _probe_gguf
+    from edgesdk.llm._runner import gguf_refusal
+
+    path, _ = _write(tmp_path / "k.gguf", tied=True, mixed=False, kquant=True)
+    model = types.SimpleNamespace(info=_probe_gguf(path, os.path.getsize(path)))
+    assert gguf_refusal(model) is None  # the CPU runtime computes every type of the table
+    why = gguf_refusal(model, computes=("Q4_0", "Q4_1", "Q8_0", "F16", "F32"))
+    assert "does not compute IQ4_NL (attn_output), Q2_K (ffn_gate), Q3_K (ffn_up), Q4_K (attn_q), Q5_K (attn_k), " \
+           "Q6_K (attn_v, ffn_down)" in why and "it computes: F32, F16, Q4_0, Q4_1, Q8_0" in why
+    model.info["tensor_kinds"]["IQ2_XXS"] = ["ffn_up"]
+    assert "IQ2_XXS (ffn_up) are not supported by edgesdk" in gguf_refusal(model)

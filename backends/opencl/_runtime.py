@@ -12,6 +12,7 @@ from importlib import resources
 import numpy as np
 
 from edgesdk._errors import BackendError, UnsupportedModelError
+from edgesdk.quant import TYPES
 
 from ._progcache import BuildInfo, ProgramCache, build_program
 
@@ -35,8 +36,8 @@ GEMV_MAX_ROWS = 16
 BUILD_OPTIONS = f"-cl-std=CL1.2 -DGEMV_MAX_WG={GEMV_MAX_WG} -DRED_LS={RED_LS} -DMAX_HD={MAX_HD}"
 #: GGUF tensor type -> kernel format; F16 weights are widened to F32 on upload (rare: untied heads).
 FORMATS = {"Q4_0": "Q4_0", "Q4_1": "Q4_1", "Q8_0": "Q8_0", "F16": "F32", "F32": "F32"}
-# Bytes per 32-weight GGUF block and where its fields sit: (block bytes, has min, code bytes).
-_BLOCKS = {"Q4_0": (18, False, 16), "Q4_1": (20, True, 16), "Q8_0": (34, False, 32)}
+# Per block type the kernels read: (block bytes, has min, code bytes), from the quant-type table.
+_BLOCKS = {f: (TYPES[f].nbytes, TYPES[f].has_min, TYPES[f].block * TYPES[f].bits // 8) for f in ("Q4_0", "Q4_1", "Q8_0")}
 
 
 def kernel_source() -> str:

@@ -16,13 +16,14 @@ import attrs
 import numpy as np
 
 from .._errors import ModelFormatError, ModelNotFoundError, UnsupportedModelError
+from ..quant._types import TYPES, quant_type
 
 __all__ = ["ArchSpec", "ARCHITECTURES", "GGUFFile", "GGUFTensor", "ModelConfig", "SUPPORTED_TENSOR_TYPES"]
 
 log = logging.getLogger(__name__)
 
 #: Tensor encodings the runtime can compute with. K-quants (Q4_K, Q6_K, ...) are refused by name.
-SUPPORTED_TENSOR_TYPES = ("F32", "F16", "Q4_0", "Q4_1", "Q8_0")
+SUPPORTED_TENSOR_TYPES = tuple(TYPES)  # the quant-type table is the one list
 
 
 @attrs.frozen
@@ -226,10 +227,10 @@ class GGUFFile:
             t = self.tensors[name]
         except KeyError:
             raise ModelFormatError(self.path, f"tensor {name!r} is missing") from None
-        if t.tensor_type.name not in SUPPORTED_TENSOR_TYPES:
-            raise UnsupportedModelError(
-                self.path, f"tensor {name!r} uses type {t.tensor_type.name}; supported: {', '.join(SUPPORTED_TENSOR_TYPES)}"
-            )
+        try:
+            quant_type(t.tensor_type)
+        except UnsupportedModelError as e:
+            raise UnsupportedModelError(self.path, f"tensor {name!r}: {e.cause}") from None
         return t
 
     def config(self) -> ModelConfig:

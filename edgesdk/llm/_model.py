@@ -166,7 +166,12 @@ class _Fused:
         self._keep = []
 
         def addr(lin) -> object:
-            return ffi.cast("const void *", int(kffi.cast("uintptr_t", kernels._desc(lin._qt))))
+            if lin._qt is not None:
+                d = kernels._desc(lin._qt)
+            else:  # parts of different types: one composite descriptor
+                d, keep = kernels._parts_desc(lin._parts)
+                self._keep.append((d, keep))
+            return ffi.cast("const void *", int(kffi.cast("uintptr_t", d)))
 
         def floats(a: np.ndarray, kind: str = "float[]"):
             self._keep.append(a)
@@ -239,7 +244,7 @@ def _decode_threads(model: "Transformer") -> int:
         except ValueError:  # a typo in the environment must not stop a model from loading
             log.warning("EDGESDK_LLM_DECODE_THREADS=%r is not an integer; ignored", env)
     L = model.layers[0]
-    per_layer = sum(lin._qt.nbytes for lin in (L.wqkv, L.wo, L.w_gate_up, L.w_down))
+    per_layer = sum(lin.packed_bytes for lin in (L.wqkv, L.wo, L.w_gate_up, L.w_down))
     return 1 if per_layer < SMALL_LAYER_BYTES else 0
 
 
@@ -247,7 +252,7 @@ def _fused_for(model: "Transformer") -> _Fused | None:
     if model.impl != "kernels" or os.environ.get("EDGESDK_LLM_FUSED", "1") == "0":
         return None
     linears = [model.lm_head] + [lin for L in model.layers for lin in (L.wqkv, L.wo, L.w_gate_up, L.w_down)]
-    if any(lin._qt is None for lin in linears):
+    if any(lin._qt is None and not lin._parts for lin in linears):
         return None
     try:
         return _Fused(model)

@@ -15,16 +15,31 @@ from ..backend import Runner, TensorSpec
 __all__ = ["LlmRunner", "gguf_refusal"]
 
 
-def gguf_refusal(model) -> str | None:
-    """Why the LLM runtime cannot run ``model`` (architecture or tensor types), or None if it can."""
-    from ._gguf import ARCHITECTURES, SUPPORTED_TENSOR_TYPES
+def gguf_refusal(model, computes=None) -> str | None:
+    """Why the LLM runtime on a backend cannot run ``model``, or None if it can.
+
+    ``computes``: the tensor types the backend computes (names from ``edgesdk.quant.TYPES``; None:
+    all of them). The reason names the architecture, or each missing type with the tensor kinds
+    that use it.
+    """
+    from ..quant import TYPES
+    from ._gguf import ARCHITECTURES
 
     arch = model.info.get("architecture")
     if arch is not None and arch not in ARCHITECTURES:
         return f"architecture {arch!r} is not supported (supported: {', '.join(ARCHITECTURES)})"
-    bad = sorted(set(model.info.get("tensor_types", ())) - set(SUPPORTED_TENSOR_TYPES))
-    if bad:
-        return f"tensor types {', '.join(bad)} are not supported (supported: {', '.join(SUPPORTED_TENSOR_TYPES)})"
+    kinds = model.info.get("tensor_kinds") or {t: [] for t in model.info.get("tensor_types", ())}
+    have = set(TYPES) if computes is None else set(computes) & set(TYPES)
+
+    def named(ts):
+        return ", ".join(f"{t} ({', '.join(kinds[t])})" if kinds.get(t) else t for t in ts)
+
+    unknown = sorted(set(kinds) - set(TYPES))
+    if unknown:
+        return f"tensor types {named(unknown)} are not supported by edgesdk (supported: {', '.join(TYPES)})"
+    lacking = sorted(set(kinds) - have)
+    if lacking:
+        return f"this backend does not compute {named(lacking)} (it computes: {', '.join(t for t in TYPES if t in have)})"
     return None
 
 

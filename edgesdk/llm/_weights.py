@@ -6,9 +6,12 @@ Two implementations compute ``y = x @ W.T``:
   dequantizes them to fp32 with ``edgesdk.quant`` a few thousand rows at a time (a 49k-row LM
   head must not become a 113 MB fp32 temporary).
 - ``"kernels"``: :func:`edgesdk.kernels.matmul` (cffi C; activations quantized to int8 per
-  32-block like llama.cpp's, or exact fp32 with ``act="f32"``). The blocks are
-  repacked once by :func:`edgesdk.quant.from_gguf` and the file pages are then released, so
-  the process holds one packed copy of the weights, never an fp32 one.
+  32-block like llama.cpp's, or exact fp32 with ``act="f32"``). Q4_0/Q4_1/Q8_0 blocks are
+  repacked once by :func:`edgesdk.quant.from_gguf` (every other block type of the table is kept
+  as the file's blocks) and the file pages are then released, so the process holds one packed
+  copy of the weights, never an fp32 one.
+
+Which types exist, and how each decodes, is the quant-type table (``edgesdk.quant.TYPES``).
 
 Projections that read the same input (Q/K/V, gate/up) are fused into one matmul, which halves
 the per-layer call overhead that dominates decode of a small model.
@@ -24,13 +27,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .._errors import UnsupportedModelError
+from ..quant._types import quant_type
 
 __all__ = ["Linear", "Embedding", "dequantize_rows", "kernel_impl", "vector"]
 
 log = logging.getLogger(__name__)
 
-_TYPES = ("Q4_0", "Q4_1", "Q8_0", "F16", "F32")
-_KERNEL_TYPES = ("Q4_0", "Q4_1", "Q8_0")
 # Rows dequantized at once by the reference path: bounds its scratch memory (~ROWS*K*4 bytes).
 _CHUNK_ROWS = 4096
 
@@ -49,19 +51,16 @@ def kernel_impl() -> str:
 def dequantize_rows(raw: np.ndarray, qtype: str, k: int) -> np.ndarray:
     """fp32 rows from packed GGUF rows ``raw`` (shape (n, row bytes), or typed for F32/F16)."""
     n = raw.shape[0]
-    if qtype == "F32":
+    if qtype == "F32":  # already typed: no copy
         return raw.view(np.float32).reshape(n, k)
-    if qtype == "F16":
-        return raw.view(np.float16).reshape(n, k).astype(np.float32)
-    from ..quant import from_gguf_bytes
-
-    return from_gguf_bytes(np.ascontiguousarray(raw), qtype, (n, k)).dequantize()
+    return quant_type(qtype).dequantize(raw).reshape(n, k)
 
 
 def _check(tensor) -> tuple[str, int, int]:
-    qtype = tensor.tensor_type.name
-    if qtype not in _TYPES:
-        raise UnsupportedModelError("", f"tensor {tensor.name!r} has unsupported type {qtype}")
+    try:
+        qtype = quant_type(tensor.tensor_type).name
+    except UnsupportedModelError as e:
+        raise UnsupportedModelError("", f"tensor {tensor.name!r}: {e.cause}") from None
     k, n = (int(s) for s in tensor.shape[:2]) if len(tensor.shape) > 1 else (int(tensor.shape[0]), 1)
     return qtype, n, k
 
@@ -74,6 +73,9 @@ def _concat(qts):
     if len(qts) == 1:
         return first
     cat = lambda name: np.ascontiguousarray(np.concatenate([getattr(q, name) for q in qts]))  # noqa: E731
+    if first.layout == "gguf":
+        return QuantizedTensor.from_blocks(cat("qdata"), first.qtype, (sum(q.shape[0] for q in qts), first.shape[1]),
+                                           source=first.source)
     return QuantizedTensor(
         shape=(sum(q.shape[0] for q in qts), first.shape[1]),
         bits=first.bits,
@@ -104,7 +106,7 @@ class Linear:
         self._raw = [(t.data, q) for t, (q, _, _) in zip(tensors, parts)]  # memmap views, never copied
         self._qt = None
         self._parts: list = []
-        if impl == "kernels" and any(q not in _KERNEL_TYPES for q, _, _ in parts):
+        if impl == "kernels" and any(not quant_type(q).quantized for q, _, _ in parts):
             # The kernels take block-quantized weights only; an F16/F32 tensor (often an untied
             # output.weight) runs through the numpy path instead.
             log.info("%s: %s weights run in numpy, not the kernels", self.names, parts[0][0])
@@ -113,9 +115,10 @@ class Linear:
             from .. import kernels, quant
 
             qts = [quant.from_gguf(t) for t in tensors]
-            # The kernels pack rows 16 at a time: fusing is only a concatenation when every part is
-            # whole groups of the same encoding; otherwise each part is its own matmul.
-            if len(tensors) == 1 or (not any(n % 16 for n in self.sizes) and len({q for q, _, _ in parts}) == 1):
+            # i16x32 packs rows 16 at a time: fusing is only a concatenation when every part is whole
+            # groups of the same encoding (GGUF blocks: any rows); otherwise each part is its own matmul.
+            whole = qts[0].layout == "gguf" or not any(n % 16 for n in self.sizes)
+            if len(tensors) == 1 or (whole and len({q for q, _, _ in parts}) == 1):
                 self._qt = _concat(qts)
             else:
                 self._parts = qts
@@ -123,6 +126,11 @@ class Linear:
             if release is not None:
                 for t in tensors:
                     release(t)
+
+    @property
+    def packed_bytes(self) -> int:
+        """Bytes the kernels read per pass over the weights (0 on the numpy path)."""
+        return sum(q.nbytes for q in ([self._qt] if self._qt is not None else self._parts))
 
     def dequantize(self) -> np.ndarray:
         return np.concatenate([dequantize_rows(raw, q, self.k) for raw, q in self._raw])

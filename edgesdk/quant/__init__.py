@@ -1,14 +1,15 @@
-"""Block-wise INT4/INT8 weight quantization: packed tensors, GGUF import, ORT export, error reports.
+"""Block-wise weight quantization: the tensor-type table, packed tensors, GGUF import/export, ORT export, error reports.
 
 >>> qt = quantize(w, bits=4, block_size=32, scheme="sym")      # w: float (N, K)
 >>> y = edgesdk.kernels.matmul(x, qt)                           # y = x @ W.T
 """
 
-from ._gguf import GGUF_TYPES, from_gguf, from_gguf_bytes, to_gguf_bytes
+from ._gguf import from_gguf, from_gguf_bytes, to_gguf_bytes
 from ._ort import matmulnbits_model, to_matmulnbits
 from ._quantize import quantize
 from ._report import QuantErrorReport, error_report, sqnr_db
 from ._tensor import LAYOUT, QuantizedTensor
+from ._types import TYPES, QuantType, quant_type
 
 __all__ = [
     "QuantizedTensor",
@@ -17,7 +18,9 @@ __all__ = [
     "from_gguf",
     "from_gguf_bytes",
     "to_gguf_bytes",
-    "GGUF_TYPES",
+    "TYPES",
+    "QuantType",
+    "quant_type",
     "to_matmulnbits",
     "matmulnbits_model",
     "error_report",

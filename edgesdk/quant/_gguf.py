@@ -1,8 +1,9 @@
-"""Lossless GGUF Q4_0 / Q4_1 / Q8_0 import and export.
+"""Lossless GGUF import and export of every block-quantized type in the table (edgesdk.quant._types).
 
-A GGUF Q4 block's 16 code bytes hold element j in the low nibble and j+16 in the high
-nibble, the same pairing the i16x32 layout uses, so import is a byte permutation (one
-copy of the codes) and the round trip is bit-exact.
+Q4_0 / Q4_1 / Q8_0 go to the i16x32 layout the fast kernels use: a GGUF Q4 block's 16 code bytes
+hold element j in the low nibble and j+16 in the high nibble, the same pairing i16x32 uses, so
+import is a byte permutation (one copy of the codes) and the round trip is bit-exact. Every other
+type (K-quants, Q5_0/Q5_1, IQ4_NL) keeps the file's blocks as they are (layout "gguf").
 """
 
 from __future__ import annotations
@@ -10,24 +11,21 @@ from __future__ import annotations
 import numpy as np
 
 from .._errors import QuantizationError
-from ._tensor import ROWS, SUB, QuantizedTensor, pack_rows, unpack_rows
+from ._tensor import BLOCKS, I16X32_TYPES, ROWS, SUB, QuantizedTensor, pack_rows, unpack_rows
+from ._types import quant_type
 
-__all__ = ["from_gguf", "from_gguf_bytes", "to_gguf_bytes", "GGUF_TYPES"]
-
-# name -> (bytes per 32-block, bits, scheme)
-GGUF_TYPES = {"Q4_0": (18, 4, "sym"), "Q4_1": (20, 4, "asym"), "Q8_0": (34, 8, "sym")}
+__all__ = ["from_gguf", "from_gguf_bytes", "to_gguf_bytes"]
 
 
 def _qtype_name(qtype) -> str:
-    name = getattr(qtype, "name", qtype)
-    name = str(name).upper()
-    if name not in GGUF_TYPES:
-        raise QuantizationError(f"GGUF type {name} is not supported (Q4_0, Q4_1, Q8_0)")
-    return name
+    t = quant_type(qtype)  # UnsupportedModelError for a type outside the table
+    if not t.quantized:
+        raise QuantizationError(f"GGUF type {t.name} is a float type: read it as an array, not a QuantizedTensor")
+    return t.name
 
 
 def from_gguf(tensor) -> QuantizedTensor:
-    """Import a ``gguf.GGUFReader`` tensor (ReaderTensor) of type Q4_0, Q4_1 or Q8_0.
+    """Import a ``gguf.GGUFReader`` tensor (ReaderTensor) of any block-quantized type of the table.
 
     GGUF lists dims fastest-first: ne = [K, N] for a weight used as y = x @ W.T.
     """
@@ -40,9 +38,12 @@ def from_gguf(tensor) -> QuantizedTensor:
 
 
 def from_gguf_bytes(raw: np.ndarray, qtype, shape, *, source: str | None = None) -> QuantizedTensor:
-    """Import raw GGUF block bytes (any shape, uint8, N*K/32 blocks) of a (N, K) weight."""
+    """Import raw GGUF block bytes (any shape, uint8, N*K/block blocks) of a (N, K) weight."""
     name = _qtype_name(qtype)
-    bpb, bits, scheme = GGUF_TYPES[name]
+    if name not in I16X32_TYPES:
+        return QuantizedTensor.from_blocks(raw, name, shape, source=source)
+    bits, scheme = I16X32_TYPES[name]
+    bpb = quant_type(name).nbytes
     n, k = (int(s) for s in shape)
     if n <= 0 or k <= 0 or k % SUB:
         raise QuantizationError(f"GGUF {name} needs K to be a positive multiple of 32, got shape {(n, k)}")
@@ -82,12 +83,14 @@ def from_gguf_bytes(raw: np.ndarray, qtype, shape, *, source: str | None = None)
 
 
 def to_gguf_bytes(qt: QuantizedTensor) -> tuple[str, np.ndarray]:
-    """Export to GGUF block bytes: (type name, uint8 array (N, K/32 * block bytes))."""
+    """Export to GGUF block bytes: (type name, uint8 array (N, K/block * block bytes))."""
     n, k = qt.shape
+    if qt.layout == BLOCKS:
+        return qt.qtype, np.array(qt.qdata)
     if k % SUB or qt.block_size != SUB:
         raise QuantizationError("only 32-element blocks with K a multiple of 32 map onto GGUF Q4_0/Q4_1/Q8_0")
-    name = {(4, "sym"): "Q4_0", (4, "asym"): "Q4_1", (8, "sym"): "Q8_0"}[(qt.bits, qt.scheme)]
-    bpb = GGUF_TYPES[name][0]
+    name = qt.type_row.name
+    bpb = qt.type_row.nbytes
     g, s = qt.qdata.shape[:2]
     out = np.empty((n, s, bpb), np.uint8)
     out[:, :, 0:2] = unpack_rows(qt.scales, n)[..., None].view(np.uint8)

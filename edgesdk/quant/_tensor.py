@@ -6,6 +6,10 @@ byte [j][r][t] holds code 4j+t of row r (low nibble) and code 16+4j+t (high nibb
 8-bit codes take 512 bytes, byte [j][r][t] = code 4j+t of row r, biased by +128.
 A GGUF Q4_0/Q4_1 block's 16 bytes map onto this by a pure byte permutation, which is
 why import is one copy and no nibble arithmetic.
+
+Layout "gguf": every other type of the table (edgesdk.quant._types: K-quants, Q5_0/Q5_1, IQ4_NL)
+is held as the file's own blocks, row-major (N, K/block * bytes per block), so import and export
+are lossless by construction; the C kernels read these blocks directly (ek_matmul_blocks).
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ import numpy as np
 
 from .._errors import QuantizationError
 
-__all__ = ["QuantizedTensor", "LAYOUT", "pack_codes", "unpack_codes", "pack_rows", "unpack_rows"]
+__all__ = ["QuantizedTensor", "LAYOUT", "BLOCKS", "pack_codes", "unpack_codes", "pack_rows", "unpack_rows"]
 
 LAYOUT = "i16x32"
+BLOCKS = "gguf"
+# GGUF types that map onto i16x32 losslessly (by a byte permutation): name -> (bits, scheme)
+I16X32_TYPES = {"Q4_0": (4, "sym"), "Q4_1": (4, "asym"), "Q8_0": (8, "sym")}
 ROWS = 16
 SUB = 32
 
@@ -93,6 +100,10 @@ class QuantizedTensor:
     Dequantized value of row n, column k in scale block b: ``d[n,b] * (code - offset) + m[n,b]``
     with offset 8 (4-bit sym), 128 (8-bit sym, codes stored biased) or 0 (asym, m = block min).
     Arrays are read-only and validated here, because the C kernels trust their sizes.
+
+    ``layout="gguf"`` (``qtype`` names the table row): ``qdata`` is the (N, row bytes) GGUF blocks,
+    ``scales``/``mins`` are None (they live in the blocks), ``bits``/``block_size``/``scheme`` are the
+    type's code bits, block and whether it has mins; use :meth:`from_blocks`.
     """
 
     shape: tuple[int, int] = attrs.field(converter=lambda s: (int(s[0]), int(s[1])))
@@ -100,16 +111,41 @@ class QuantizedTensor:
     block_size: int
     scheme: str
     qdata: np.ndarray = attrs.field(repr=False)
-    scales: np.ndarray = attrs.field(repr=False)
+    scales: np.ndarray | None = attrs.field(repr=False)
     mins: np.ndarray | None = attrs.field(default=None, repr=False)
     layout: str = LAYOUT
     source: str = "rtn"
+    qtype: str = ""
     _kcache: dict = attrs.field(factory=dict, init=False, repr=False)
+
+    @classmethod
+    def from_blocks(cls, raw: np.ndarray, qtype, shape, *, source: str | None = None) -> "QuantizedTensor":
+        """A (N, K) weight held as GGUF blocks of ``qtype`` (layout "gguf"); raw is copied only if it
+        is not already a C-contiguous uint8 array."""
+        from ._types import quant_type
+
+        t = quant_type(qtype)
+        n, k = (int(v) for v in shape)
+        if not t.quantized:
+            raise QuantizationError(f"{t.name} is a float type, not a block-quantized one")
+        if n <= 0 or k <= 0 or k % t.block:
+            raise QuantizationError(f"{t.name} needs K to be a positive multiple of {t.block}, got shape {(n, k)}")
+        raw = np.asarray(raw)
+        if raw.dtype != np.uint8:
+            raise QuantizationError(f"raw GGUF data must be uint8, got {raw.dtype}")
+        want = n * (k // t.block) * t.nbytes
+        if raw.size != want:
+            raise QuantizationError(f"GGUF {t.name} {(n, k)} needs {want} bytes, got {raw.size}")
+        q = np.ascontiguousarray(raw).reshape(n, -1)
+        return cls(shape=(n, k), bits=t.bits, block_size=t.block, scheme="asym" if t.has_min else "sym", qdata=q,
+                   scales=None, layout=BLOCKS, qtype=t.name, source=source or f"gguf:{t.name}")
 
     def __attrs_post_init__(self):
         n, k = self.shape
         if n <= 0 or k <= 0:
             raise QuantizationError(f"shape must be positive, got {self.shape}")
+        if self.layout == BLOCKS:
+            return self._check_blocks()
         if self.bits not in (4, 8):
             raise QuantizationError(f"bits must be 4 or 8, got {self.bits}")
         if self.scheme not in ("sym", "asym"):
@@ -117,7 +153,7 @@ class QuantizedTensor:
         if self.bits == 8 and self.scheme != "sym":
             raise QuantizationError("8-bit weights are symmetric only")
         if self.layout != LAYOUT:
-            raise QuantizationError(f"unknown layout {self.layout!r}")
+            raise QuantizationError(f"unknown layout {self.layout!r} ({LAYOUT!r} or {BLOCKS!r})")
         check_block_size(k, self.block_size)
         g, s, nb, _ = geometry(n, k, self.block_size)
         want_q = (g, s, 256 if self.bits == 4 else 512)
@@ -132,37 +168,77 @@ class QuantizedTensor:
                 raise QuantizationError(f"{name} must be a C-contiguous {np.dtype(dt)} array of shape {shp}, got {got}")
             _readonly(a)
 
+    def _check_blocks(self):
+        from ._types import quant_type
+
+        t = quant_type(self.qtype)
+        n, k = self.shape
+        if not t.quantized or k % t.block:
+            raise QuantizationError(f"layout {BLOCKS!r} needs a block-quantized qtype with K a multiple of its block, "
+                                    f"got {t.name} and K={k}")
+        if (self.bits, self.block_size, self.scheme) != (t.bits, t.block, "asym" if t.has_min else "sym"):
+            raise QuantizationError(f"{t.name}: bits/block_size/scheme must be the type's, use QuantizedTensor.from_blocks")
+        if self.scales is not None or self.mins is not None:
+            raise QuantizationError(f"layout {BLOCKS!r} keeps scales inside the blocks: scales and mins must be None")
+        want = (n, k // t.block * t.nbytes)
+        a = self.qdata
+        if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.shape != want or not a.flags.c_contiguous:
+            raise QuantizationError(f"qdata must be a C-contiguous uint8 array of shape {want}, "
+                                    f"got {(getattr(a, 'dtype', type(a)), getattr(a, 'shape', None))}")
+        _readonly(a)
+
+    @property
+    def type_row(self):
+        """The quant-type table row of this tensor (edgesdk.quant._types)."""
+        from ._types import quant_type
+
+        if self.layout == BLOCKS:
+            return quant_type(self.qtype)
+        return quant_type(next(name for name, bs in I16X32_TYPES.items() if bs == (self.bits, self.scheme)))
+
     @property
     def offset(self) -> int:
+        if self.layout == BLOCKS:
+            return 0  # codes are signed, offsets applied
         return 0 if self.scheme == "asym" else (8 if self.bits == 4 else 128)
 
     @property
     def n_blocks(self) -> int:
         """Scale blocks per row."""
-        return self.scales.shape[1]
+        return self.shape[1] // self.type_row.sub if self.layout == BLOCKS else self.scales.shape[1]
 
     @property
     def nbytes(self) -> int:
         """Bytes of packed codes plus scales (and mins), padding included."""
-        return int(self.qdata.nbytes + self.scales.nbytes + (0 if self.mins is None else self.mins.nbytes))
+        extra = 0 if self.scales is None else self.scales.nbytes + (0 if self.mins is None else self.mins.nbytes)
+        return int(self.qdata.nbytes + extra)
 
     @property
     def bits_per_weight(self) -> float:
         return 8.0 * self.nbytes / (self.shape[0] * self.shape[1])
 
     def codes(self) -> np.ndarray:
-        """Unsigned codes (N, K) uint8; 8-bit codes are biased by +128."""
+        """Codes (N, K): unsigned uint8 for i16x32 (8-bit biased by +128); signed int8 for gguf."""
+        if self.layout == BLOCKS:
+            return self.type_row.decoded(self.qdata)[0].reshape(self.shape)
         return unpack_codes(self.qdata, self.bits, *self.shape)
 
     def scale_matrix(self) -> np.ndarray:
         """Scales per row and block, (N, n_blocks) float32."""
+        if self.layout == BLOCKS:
+            return self.type_row.decoded(self.qdata)[1].reshape(self.shape[0], -1)
         return unpack_rows(self.scales, self.shape[0]).astype(np.float32)
 
     def min_matrix(self) -> np.ndarray | None:
+        if self.layout == BLOCKS:
+            mn = self.type_row.decoded(self.qdata)[2]
+            return None if mn is None else mn.reshape(self.shape[0], -1)
         return None if self.mins is None else unpack_rows(self.mins, self.shape[0]).astype(np.float32)
 
     def dequantize(self) -> np.ndarray:
         n, k = self.shape
+        if self.layout == BLOCKS:
+            return self.type_row.dequantize(self.qdata).reshape(n, k)
         c = self.codes().astype(np.float32)
         if self.offset:
             c -= np.float32(self.offset)

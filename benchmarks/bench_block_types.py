@@ -1,0 +1,90 @@
+#!/usr/bin/env python
+"""Every block type of the quant-type table vs the memory-bandwidth floor, in one run.
+
+For each type: K x N = 4096 x 4096 weights (random valid blocks), cycling through distinct matrices
+totalling --set-gib so every read comes from DRAM; M = 1 at 1 and 2 threads as % of the streaming
+bandwidth measured in the same run at that thread count, and M = 128 GFLOP/s. Q4_0 and Q8_0 appear
+twice: through the i16x32 repack (the tuned tiles) and as GGUF blocks (the generic block kernel),
+which is the in-run peer of the K-quant kernels.
+
+    python benchmarks/bench_block_types.py              # ~0.5 GiB per type, a few minutes
+    python benchmarks/bench_block_types.py --set-gib 1  # the target's cold-weight size
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from bench_int4_matmul import GiB, bandwidth, cpu_name, time_cycle  # noqa: E402
+
+from edgesdk import kernels  # noqa: E402
+from edgesdk.quant import TYPES, QuantizedTensor, from_gguf_bytes  # noqa: E402
+
+BLOCK_TYPES = ["Q4_K", "Q5_K", "Q6_K", "Q2_K", "Q3_K", "Q5_0", "Q5_1", "IQ4_NL", "Q8_0", "Q4_0"]
+REPACKED = ["Q4_0", "Q8_0"]  # also through the i16x32 tiles
+
+
+def random_blocks(rng, name: str, n: int, k: int) -> np.ndarray:
+    """Random blocks with every block's values finite (others zeroed), as the kernels see real files."""
+    t = TYPES[name]
+    raw = rng.integers(0, 256, (n * k // t.block, t.nbytes), dtype=np.uint8)
+    with np.errstate(all="ignore"):
+        bad = ~np.isfinite(t.dequantize(raw).reshape(len(raw), -1)).all(1)
+    raw[bad] = 0
+    return raw.reshape(n, -1)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--set-gib", type=float, default=0.5)
+    ap.add_argument("--budget", type=float, default=2.0, help="seconds per measurement")
+    ap.add_argument("--types", default=",".join(BLOCK_TYPES))
+    a = ap.parse_args(argv)
+    if not kernels.available():
+        print("C kernels not available:", kernels.info().reason)
+        return 1
+    info = kernels.info()
+    k = n = 4096
+    set_bytes = int(a.set_gib * GiB)
+    bw = {t: bandwidth(set_bytes, t) for t in (1, 2)}
+    print(f"# {cpu_name()}  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  kernels={info.impl}/{info.simd}")
+    print(f"# DRAM read bandwidth: {bw[1]:.1f} GB/s (1 thread), {bw[2]:.1f} GB/s (2 threads); K=N={k}, "
+          f"{a.set_gib:g} GiB distinct weights per type")
+    print("| type | path | bits/w | M=1 1t ms | % bw | M=1 2t ms | % bw | M=128 2t GFLOP/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for name in a.types.split(","):
+        t = TYPES[name]
+        one = random_blocks(rng, name, n, k)
+        count = max(2, set_bytes // one.nbytes)
+        # distinct content per matrix (identical copies can share cache lines or pre-packing)
+        blocks = [one] + [np.roll(one, i * 977) for i in range(1, count)]
+        for layout in (["i16x32", "gguf"] if name in REPACKED else ["gguf"]):
+            qts = [from_gguf_bytes(b, name, (n, k)) if layout == "i16x32" else QuantizedTensor.from_blocks(b, name, (n, k))
+                   for b in blocks]
+            wbytes = qts[0].nbytes
+            row = [name, "repacked i16x32" if layout == "i16x32" else "GGUF blocks", f"{8 * wbytes / (n * k):.2f}"]
+            for m, th in ((1, 1), (1, 2)):
+                x = rng.standard_normal((m, k)).astype(np.float32)
+                out = np.empty((m, n), np.float32)
+                sec = time_cycle(lambda i, x=x, out=out, th=th: kernels.matmul(x, qts[i % count], out=out, threads=th),
+                                 count, count, a.budget)
+                row += [f"{sec * 1e3:.3f}", f"{100 * wbytes / sec / 1e9 / bw[th]:.0f}%"]
+            x = rng.standard_normal((128, k)).astype(np.float32)
+            out = np.empty((128, n), np.float32)
+            sec = time_cycle(lambda i, x=x, out=out: kernels.matmul(x, qts[i % count], out=out, threads=2), count, 2, a.budget)
+            row.append(f"{2 * 128 * n * k / sec / 1e9:.1f}")
+            print("| " + " | ".join(row) + " |", flush=True)
+            del qts
+        del blocks
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
