@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         one = random_blocks(rng, name, n, k)
         count = max(2, set_bytes // one.nbytes)
         # distinct content per matrix (identical copies can share cache lines or pre-packing)
-        blocks = [one] + [np.roll(one, i * 977) for i in range(1, count)]
+        blocks = [one] + [np.roll(one, i * 977, axis=0) for i in range(1, count)]  # whole rows: valid blocks
         for layout in (["i16x32", "gguf"] if name in REPACKED else ["gguf"]):
             qts = [from_gguf_bytes(b, name, (n, k)) if layout == "i16x32" else QuantizedTensor.from_blocks(b, name, (n, k))
                    for b in blocks]

@@ -1,7 +1,6 @@
 /* GGUF-native block decoders and their row kernels (see ek_blocks.h). */
 #include "ek_blocks.h"
 
-static inline float f16at(const uint8_t *b, int at) { return ek_h2f((uint16_t)(b[at] | b[at + 1] << 8)); }
 
 static void dec_q4_0(const uint8_t *b, int8_t *q, float *sc, float *mn)
 {
@@ -23,7 +22,6 @@ static void dec_q4_1(const uint8_t *b, int8_t *q, float *sc, float *mn)
     mn[0] = f16at(b, 2);
 }
 
-static inline uint32_t le32(const uint8_t *p) { return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
 
 static void dec_q5_0(const uint8_t *b, int8_t *q, float *sc, float *mn)
 {
@@ -95,18 +93,6 @@ static void dec_q3_k(const uint8_t *b, int8_t *q, float *sc, float *mn)
     for (int j = 0; j < 16; j++) {
         const int lo = j < 8 ? s[j] & 15 : s[j - 8] >> 4, hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
         sc[j] = d * (float)((lo | hi << 4) - 32);
-    }
-}
-
-/* Q4_K/Q5_K: eight 6-bit scales and mins in 12 bytes */
-static inline void k_scale_min(const uint8_t *s, const uint8_t *b, float *sc, float *mn)
-{
-    const float d = f16at(b, 0), dmin = f16at(b, 2);
-    for (int j = 0; j < 8; j++) {
-        const int scj = j < 4 ? s[j] & 63 : (s[j + 4] & 15) | ((s[j - 4] >> 2) & 0x30);
-        const int mj = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | ((s[j] >> 2) & 0x30);
-        sc[j] = d * (float)scj;
-        mn[j] = -(dmin * (float)mj);
     }
 }
 
@@ -186,8 +172,10 @@ int ek_block_decode(int code, const unsigned char *b, signed char *q, float *sc,
 }
 
 /* ---------------------------------------------------------------- row kernels, one per ISA */
+#define EK_LINK
 #define EK_TARGET
 #define EK_NAME ek_blocks_rows_portable
 #include "ek_blocks_rows.h"
 #undef EK_NAME
 #undef EK_TARGET
+#undef EK_LINK

@@ -10,6 +10,23 @@
 
 #define EK_QK_K 256
 
+static inline float f16at(const uint8_t *b, int at) { return ek_h2f((uint16_t)(b[at] | b[at + 1] << 8)); }
+
+static inline uint32_t le32(const uint8_t *p) { return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+
+/* Q4_K/Q5_K: eight 6-bit scales and mins in 12 bytes */
+static inline void k_scale_min(const uint8_t *s, const uint8_t *b, float *sc, float *mn)
+{
+    const float d = f16at(b, 0), dmin = f16at(b, 2);
+    for (int j = 0; j < 8; j++) {
+        const int scj = j < 4 ? s[j] & 63 : (s[j + 4] & 15) | ((s[j - 4] >> 2) & 0x30);
+        const int mj = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | ((s[j] >> 2) & 0x30);
+        sc[j] = d * (float)scj;
+        mn[j] = -(dmin * (float)mj);
+    }
+}
+
+
 typedef void (*ek_decode_fn)(const uint8_t *b, int8_t *q, float *sc, float *mn);
 
 typedef struct ek_btype {
@@ -31,6 +48,7 @@ typedef struct ek_bctx {
     int n, k, M;
     const int8_t *xq;   /* [M][k] int8 activations (k is a multiple of 32 here) */
     const float *dx;    /* [M][k/32] activation scale per 32-block */
+    const float *cs;    /* [M][k/32] dx * sum(xq) per 32-block */
     const float *xf;    /* [M][k] fp32 activations (exact path) */
     float *y;           /* [M][ldy] */
     int ldy;
@@ -40,4 +58,8 @@ typedef struct ek_bctx {
 /* Computes rows r0..r1 of y for every activation row. */
 typedef void (*ek_blocks_fn)(const struct ek_bctx *c, int r0, int r1);
 void ek_blocks_rows_portable(const ek_bctx *c, int r0, int r1);
+/* x86 (ek_blocks_x86.c): the plain-C kernel compiled per ISA, with hand-written AVX2 dots for the
+ * types of the common K-quant mixes (Q4_K, Q6_K, Q5_0) on the int8-activation path */
+void ek_blocks_rows_avx2(const ek_bctx *c, int r0, int r1);
+void ek_blocks_rows_avx512(const ek_bctx *c, int r0, int r1);
 #endif

@@ -11,6 +11,11 @@
 #define EK_ENONFINITE (-2)
 #define EK_ENOMEM (-3)
 
+/* What each x86 path's kernels are compiled for, and so what the CPU must have to run them */
+#define ISA512 "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c"
+#define ISA_AVX2 "avx2,fma,f16c"
+#define ISA_AVXVNNI ISA_AVX2 ",avxvnni"
+
 #define EK_MR 4          /* activation rows sharing one weight unpack */
 #ifndef EK_PF
 #define EK_PF 6144       /* software prefetch distance in weight bytes (tuned: 2 KiB on the Xeon, 4-8 KiB on Zen 5) */

@@ -5,10 +5,6 @@
 #include "ek_internal.h"
 #include "ek_blocks.h"
 
-/* What each path's kernels are compiled for, and so what the CPU must have to run them */
-#define ISA512 "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c"
-#define ISA_AVX2 "avx2,fma,f16c"
-#define ISA_AVXVNNI ISA_AVX2 ",avxvnni"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <cpuid.h>
@@ -317,18 +313,6 @@ static T512 int quant_rows512(const float *x, int m0, int m1, int k, int Kp, int
     return 0;
 }
 
-/* GGUF-native block rows: the plain-C kernel compiled for each ISA (vectorized by the compiler) */
-#define EK_TARGET static T_AVX2
-#define EK_NAME blocks_rows_avx2
-#include "ek_blocks_rows.h"
-#undef EK_NAME
-#undef EK_TARGET
-#define EK_TARGET static T512
-#define EK_NAME blocks_rows_avx512
-#include "ek_blocks_rows.h"
-#undef EK_NAME
-#undef EK_TARGET
-
 /* bandwidth probe: four independent 64-byte loads per step */
 static T512 uint64_t stream512(const uint8_t *p, size_t n)
 {
@@ -358,9 +342,9 @@ int ek_x86_amx_usable(void) { return 0; }
 const ek_path ek_x86_paths[EK_X86_NPATHS] = {
     {"avx512vnni", ISA512, BUILT, {X86(tile_q4_avx512vnni), X86(tile_q8_avx512vnni)},
      {X86(tile2_q4_avx512vnni), X86(tile2_q8_avx512vnni)}, {X86(tile_q4_f32_avx512), X86(tile_q8_f32_avx512)},
-     X86(quant_rows512), X86(stream512), X86(blocks_rows_avx512)},
+     X86(quant_rows512), X86(stream512), X86(ek_blocks_rows_avx512)},
     {"avxvnni", ISA_AVXVNNI, BUILT, {X86(tile_q4_avxvnni), X86(tile_q8_avxvnni)}, {NULL, NULL},
-     {X86(tile_q4_f32_avx2), X86(tile_q8_f32_avx2)}, NULL, NULL, X86(blocks_rows_avx2)},
+     {X86(tile_q4_f32_avx2), X86(tile_q8_f32_avx2)}, NULL, NULL, X86(ek_blocks_rows_avx2)},
     {"avx2", ISA_AVX2, BUILT, {X86(tile_q4_avx2), X86(tile_q8_avx2)}, {NULL, NULL},
-     {X86(tile_q4_f32_avx2), X86(tile_q8_f32_avx2)}, NULL, NULL, X86(blocks_rows_avx2)},
+     {X86(tile_q4_f32_avx2), X86(tile_q8_f32_avx2)}, NULL, NULL, X86(ek_blocks_rows_avx2)},
 };

@@ -604,7 +604,7 @@ static int matmul_blocks(const ek_weight *wt, const float *x, int m, float *y, i
         int8_t *xq = NULL;
         float *dx = NULL, *cs = NULL, *xf = NULL, *xs = NULL;
         rc = prepare_acts(path, x, m, k, k, act_int8, &xq, &dx, &cs, &xf, &xs);
-        j.c.xq = xq; j.c.dx = dx; j.c.xf = xf;
+        j.c.xq = xq; j.c.dx = dx; j.c.cs = cs; j.c.xf = xf;
     }
     if (rc) goto done;
     j.rows = path->blocks ? path->blocks : ek_blocks_rows_portable;

@@ -1,0 +1,166 @@
+/* x86 row kernels over GGUF-native blocks (see ek_blocks.h).
+ *
+ * The plain-C kernel (ek_blocks_rows.h) is compiled for AVX2 and AVX-512; on the int8-activation
+ * path Q4_K, Q6_K and Q5_0 (what Q4_K_M files are made of) get hand-written AVX2 dots instead:
+ * codes are unpacked in registers, multiplied with the int8 activations by vpmaddubsw (unsigned x
+ * signed; signed codes via abs/sign) and accumulated as floats per row, one horizontal sum per row.
+ * Each output is computed by one thread with one instruction sequence, whatever M or the thread
+ * count: results are bit-identical across both. */
+#include "ek_blocks.h"
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#define T2 __attribute__((target(ISA_AVX2)))
+#define T512 __attribute__((target(ISA512)))
+
+#define EK_LINK static
+#define EK_TARGET T2
+#define EK_NAME generic_avx2
+#include "ek_blocks_rows.h"
+#undef EK_NAME
+#undef EK_TARGET
+#define EK_TARGET T512
+#define EK_NAME generic_avx512
+#include "ek_blocks_rows.h"
+#undef EK_NAME
+#undef EK_TARGET
+#undef EK_LINK
+
+static inline T2 float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 8 int32 sums of 4 adjacent products each: u (unsigned bytes) x x (signed bytes) */
+static inline T2 __m256i dot_u8(__m256i u, __m256i x)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1));
+}
+
+/* the same for signed codes q (|q| <= 127) */
+static inline T2 __m256i dot_s8(__m256i q, __m256i x)
+{
+    return dot_u8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q));
+}
+
+/* Shared loop: per row, per EK_MR activation rows, per block: BLOCK(b, blk, i, acc, extra). */
+#define ROWS_LOOP(...)                                                                                 \
+    const int nblk = c->k / c->t->block, S = c->k / 32;                                              \
+    const size_t nbytes = (size_t)c->t->nbytes, row_bytes = (size_t)nblk * nbytes;                   \
+    for (int r = r0; r < r1; r++) {                                                                  \
+        const uint8_t *row = c->w + (size_t)r * row_bytes;                                           \
+        for (int i0 = 0; i0 < c->M; i0 += EK_MR) {                                                   \
+            const int mt = c->M - i0 < EK_MR ? c->M - i0 : EK_MR;                                    \
+            __m256 acc[EK_MR];                                                                       \
+            float extra[EK_MR];                                                                      \
+            for (int i = 0; i < EK_MR; i++) { acc[i] = _mm256_setzero_ps(); extra[i] = 0.0f; }       \
+            for (int b = 0; b < nblk; b++) {                                                         \
+                const uint8_t *blk = row + (size_t)b * nbytes;                                       \
+                __VA_ARGS__                                                                          \
+            }                                                                                        \
+            for (int i = 0; i < mt; i++) c->y[(size_t)(i0 + i) * c->ldy + r] = hsum8(acc[i]) + extra[i]; \
+        }                                                                                            \
+    }
+
+#define XQ(i, off) ((const __m256i *)(c->xq + (size_t)(i0 + (i)) * c->k + (size_t)b * c->t->block + (off)))
+#define DX(i, j) (c->dx[(size_t)(i0 + (i)) * S + (size_t)b * c->t->block / 32 + (j)])
+#define CS(i, j) (c->cs[(size_t)(i0 + (i)) * S + (size_t)b * c->t->block / 32 + (j)])
+
+static T2 void rows_q4_k(const ek_bctx *c, int r0, int r1)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    ROWS_LOOP({
+        float sc[8], mn[8];
+        k_scale_min(blk + 4, blk, sc, mn);
+        for (int ch = 0; ch < 4; ch++) { /* 64 elements: sub-blocks 2ch (low nibbles) and 2ch+1 (high) */
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * ch));
+            const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            for (int i = 0; i < mt; i++) {
+                const __m256i p0 = dot_u8(lo, _mm256_loadu_si256(XQ(i, 64 * ch)));
+                const __m256i p1 = dot_u8(hi, _mm256_loadu_si256(XQ(i, 64 * ch + 32)));
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(sc[2 * ch] * DX(i, 2 * ch)), acc[i]);
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(sc[2 * ch + 1] * DX(i, 2 * ch + 1)), acc[i]);
+            }
+        }
+        for (int i = 0; i < mt; i++)
+            for (int j = 0; j < 8; j++) extra[i] += mn[j] * CS(i, j);
+    })
+}
+
+static T2 void rows_q6_k(const ek_bctx *c, int r0, int r1)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03), o32 = _mm256_set1_epi8(32);
+    ROWS_LOOP({
+        const float d = f16at(blk, 208);
+        const int8_t *scl = (const int8_t *)(blk + 192);
+        for (int h = 0; h < 2; h++) {
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
+            for (int g = 0; g < 4; g++) { /* elements 128h + 32g .. +31: sub-blocks 8h+2g, 8h+2g+1 */
+                const __m256i ql = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32 * (g & 1)));
+                const __m256i lo = _mm256_and_si256(g < 2 ? ql : _mm256_srli_epi16(ql, 4), m4);
+                const __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), m2), 4);
+                const __m256i q = _mm256_sub_epi8(_mm256_or_si256(lo, hi), o32);
+                const int s0 = 8 * h + 2 * g;
+                const __m256 sv = _mm256_setr_m128(_mm_set1_ps(d * (float)scl[s0]), _mm_set1_ps(d * (float)scl[s0 + 1]));
+                for (int i = 0; i < mt; i++) {
+                    const __m256i p = dot_s8(q, _mm256_loadu_si256(XQ(i, 128 * h + 32 * g)));
+                    acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(sv, _mm256_set1_ps(DX(i, 4 * h + g))), acc[i]);
+                }
+            }
+        }
+    })
+}
+
+/* 32 bits -> 32 bytes, 0xFF where the bit is set (element j = bit j) */
+static inline T2 __m256i bits_to_bytes(uint32_t bits)
+{
+    const __m256i shuf = _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303);
+    const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), shuf);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x7fbfdfeff7fbfdfeull);
+    return _mm256_cmpeq_epi8(_mm256_or_si256(v, bit), _mm256_set1_epi64x(-1));
+}
+
+static T2 void rows_q5_0(const ek_bctx *c, int r0, int r1)
+{
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    const __m256i b16 = _mm256_set1_epi8(0x10);
+    ROWS_LOOP({
+        const float d = f16at(blk, 0);
+        const __m128i v = _mm_loadu_si128((const __m128i *)(blk + 6));
+        const __m256i nib = _mm256_setr_m128i(_mm_and_si128(v, m4), _mm_and_si128(_mm_srli_epi16(v, 4), m4));
+        const __m256i q = _mm256_sub_epi8(_mm256_or_si256(nib, _mm256_and_si256(bits_to_bytes(le32(blk + 2)), b16)), b16);
+        for (int i = 0; i < mt; i++)
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_s8(q, _mm256_loadu_si256(XQ(i, 0)))),
+                                     _mm256_set1_ps(d * DX(i, 0)), acc[i]);
+    })
+}
+
+static ek_blocks_fn avx2_dot(const ek_bctx *c)
+{
+    if (!c->act_int8) return NULL;
+    switch (c->t->code) {
+    case 12: return rows_q4_k;
+    case 14: return rows_q6_k;
+    case 6: return rows_q5_0;
+    default: return NULL;
+    }
+}
+
+T2 void ek_blocks_rows_avx2(const ek_bctx *c, int r0, int r1)
+{
+    const ek_blocks_fn f = avx2_dot(c);
+    if (f) f(c, r0, r1);
+    else generic_avx2(c, r0, r1);
+}
+
+/* AVX-512 CPUs run the AVX2 dots (their needs are a subset of the path's) */
+T512 void ek_blocks_rows_avx512(const ek_bctx *c, int r0, int r1)
+{
+    const ek_blocks_fn f = avx2_dot(c);
+    if (f) f(c, r0, r1);
+    else generic_avx512(c, r0, r1);
+}
+#endif
