@@ -46,7 +46,8 @@ static inline T2 __m256i dot_s8(__m256i q, __m256i x)
     return dot_u8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q));
 }
 
-/* Shared loop: per row, per EK_MR activation rows, per block: BLOCK(b, blk, i, acc, extra). */
+/* Shared loop: per row, per EK_MR activation rows, per block `blk` (index b): the body, which adds
+ * into acc[i] for the mt activation rows i. */
 #define ROWS_LOOP(...)                                                                                 \
     const int nblk = c->k / c->t->block, S = c->k / 32;                                              \
     const size_t nbytes = (size_t)c->t->nbytes, row_bytes = (size_t)nblk * nbytes;                   \
@@ -55,13 +56,12 @@ static inline T2 __m256i dot_s8(__m256i q, __m256i x)
         for (int i0 = 0; i0 < c->M; i0 += EK_MR) {                                                   \
             const int mt = c->M - i0 < EK_MR ? c->M - i0 : EK_MR;                                    \
             __m256 acc[EK_MR];                                                                       \
-            float extra[EK_MR];                                                                      \
-            for (int i = 0; i < EK_MR; i++) { acc[i] = _mm256_setzero_ps(); extra[i] = 0.0f; }       \
+            for (int i = 0; i < EK_MR; i++) acc[i] = _mm256_setzero_ps();                            \
             for (int b = 0; b < nblk; b++) {                                                         \
                 const uint8_t *blk = row + (size_t)b * nbytes;                                       \
                 __VA_ARGS__                                                                          \
             }                                                                                        \
-            for (int i = 0; i < mt; i++) c->y[(size_t)(i0 + i) * c->ldy + r] = hsum8(acc[i]) + extra[i]; \
+            for (int i = 0; i < mt; i++) c->y[(size_t)(i0 + i) * c->ldy + r] = hsum8(acc[i]);     \
         }                                                                                            \
     }
 
@@ -69,12 +69,38 @@ static inline T2 __m256i dot_s8(__m256i q, __m256i x)
 #define DX(i, j) (c->dx[(size_t)(i0 + (i)) * S + (size_t)b * c->t->block / 32 + (j)])
 #define CS(i, j) (c->cs[(size_t)(i0 + (i)) * S + (size_t)b * c->t->block / 32 + (j)])
 
+/* fp16 at byte offset `at` by the F16C instruction (the portable ek_h2f costs ~20 scalar ops) */
+static inline T2 float h2f_at(const uint8_t *b, int at)
+{
+    uint16_t h;
+    memcpy(&h, b + at, 2);
+    return _cvtsh_ss(h);
+}
+
+/* Q4_K/Q5_K scales and mins of one block as two vectors (the arithmetic of k_scale_min) */
+static inline T2 void k_scale_min8(const uint8_t *b, __m256 *sc, __m256 *mn)
+{
+    const uint8_t *s = b + 4;
+    int32_t si[8], mi[8];
+    for (int j = 0; j < 4; j++) {
+        si[j] = s[j] & 63;
+        mi[j] = s[j + 4] & 63;
+        si[j + 4] = (s[j + 8] & 15) | ((s[j] >> 2) & 0x30);
+        mi[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 2) & 0x30);
+    }
+    *sc = _mm256_mul_ps(_mm256_set1_ps(h2f_at(b, 0)), _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)si)));
+    *mn = _mm256_sub_ps(_mm256_setzero_ps(),
+                        _mm256_mul_ps(_mm256_set1_ps(h2f_at(b, 2)), _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)mi))));
+}
+
 static T2 void rows_q4_k(const ek_bctx *c, int r0, int r1)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     ROWS_LOOP({
-        float sc[8], mn[8];
-        k_scale_min(blk + 4, blk, sc, mn);
+        float sc[8];
+        __m256 scv, mnv;
+        k_scale_min8(blk, &scv, &mnv);
+        _mm256_storeu_ps(sc, scv);
         for (int ch = 0; ch < 4; ch++) { /* 64 elements: sub-blocks 2ch (low nibbles) and 2ch+1 (high) */
             const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * ch));
             const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
@@ -85,8 +111,8 @@ static T2 void rows_q4_k(const ek_bctx *c, int r0, int r1)
                 acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(sc[2 * ch + 1] * DX(i, 2 * ch + 1)), acc[i]);
             }
         }
-        for (int i = 0; i < mt; i++)
-            for (int j = 0; j < 8; j++) extra[i] += mn[j] * CS(i, j);
+        for (int i = 0; i < mt; i++) /* min term: the 8 sub-blocks' mins times dx * sum(xq), one FMA */
+            acc[i] = _mm256_fmadd_ps(mnv, _mm256_loadu_ps(&CS(i, 0)), acc[i]);
     })
 }
 
@@ -94,7 +120,7 @@ static T2 void rows_q6_k(const ek_bctx *c, int r0, int r1)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03), o32 = _mm256_set1_epi8(32);
     ROWS_LOOP({
-        const float d = f16at(blk, 208);
+        const float d = h2f_at(blk, 208);
         const int8_t *scl = (const int8_t *)(blk + 192);
         for (int h = 0; h < 2; h++) {
             const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
@@ -128,7 +154,7 @@ static T2 void rows_q5_0(const ek_bctx *c, int r0, int r1)
     const __m128i m4 = _mm_set1_epi8(0x0F);
     const __m256i b16 = _mm256_set1_epi8(0x10);
     ROWS_LOOP({
-        const float d = f16at(blk, 0);
+        const float d = h2f_at(blk, 0);
         const __m128i v = _mm_loadu_si128((const __m128i *)(blk + 6));
         const __m256i nib = _mm256_setr_m128i(_mm_and_si128(v, m4), _mm_and_si128(_mm_srli_epi16(v, 4), m4));
         const __m256i q = _mm256_sub_epi8(_mm256_or_si256(nib, _mm256_and_si256(bits_to_bytes(le32(blk + 2)), b16)), b16);

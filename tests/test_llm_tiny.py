@@ -17,11 +17,9 @@ import pytest
 
 from edgesdk.llm import LLM
 from edgesdk.llm._tokenizer import _byte_decoder
+from gguf_blocks import random_blocks
 
 D, NH, NKV, HD, FF, CTX = 256, 4, 2, 64, 256, 64
-# Byte offsets of each block type's fp16 scale fields (d, dmin / m), for writing random blocks
-F16_FIELDS = {"Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,), "Q5_0": (0,),
-              "Q5_1": (0, 2), "IQ4_NL": (0,)}
 KQUANT = {"attn_q": "Q4_K", "attn_k": "Q5_K", "attn_v": "Q6_K", "ffn_gate": "Q2_K", "ffn_up": "Q3_K",
           "ffn_down": "Q6_K", "attn_output": "IQ4_NL"}
 
@@ -29,21 +27,6 @@ KQUANT = {"attn_q": "Q4_K", "attn_k": "Q5_K", "attn_v": "Q6_K", "ffn_gate": "Q2_
 def _tokens() -> list[str]:
     by_byte = {b: c for c, b in _byte_decoder().items()}
     return [by_byte[b] for b in range(256)] + ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-
-
-def _random_blocks(name: str, shape, rng, scale: float) -> np.ndarray:
-    """Random blocks of a type, scale fields set so the weights' max magnitude is about ``scale``."""
-    import gguf
-
-    qt = gguf.GGMLQuantizationType[name]
-    blk, nbytes = gguf.GGML_QUANT_SIZES[qt]
-    raw = rng.integers(0, 256, (shape[0], shape[1] // blk, nbytes), dtype=np.uint8)
-    for at in F16_FIELDS[name]:
-        raw[..., at:at + 2] = np.frombuffer(np.float16(1.0).tobytes(), np.uint8)
-    peak = np.abs(gguf.quants.dequantize(raw.reshape(shape[0], -1), qt)).max()
-    for at in F16_FIELDS[name]:  # w is linear in the scale fields
-        raw[..., at:at + 2] = np.frombuffer(np.float16(scale / peak).tobytes(), np.uint8)
-    return raw.reshape(shape[0], -1)
 
 
 def _write(path, *, tied: bool, mixed: bool, arch: str = "llama", seed: int = 0, head_count: int = NH,
@@ -85,7 +68,7 @@ def _write(path, *, tied: bool, mixed: bool, arch: str = "llama", seed: int = 0,
             kind = name.split(".")[2] if name.startswith("blk.") else ""
             if kquant and kind in KQUANT:
                 qtype = q[KQUANT[kind]]
-                packed = _random_blocks(qtype.name, shape, rng, scale)
+                packed = random_blocks(qtype.name, shape, rng, scale)
             else:
                 packed = gguf.quants.quantize(a, qtype)
             w.add_tensor(name, packed, raw_dtype=qtype)

@@ -28,12 +28,14 @@ cl = pytest.importorskip("pyopencl", reason="pyopencl is not installed (pip inst
 
 from edgesdk.llm._model import Transformer, _rms_norm, _swiglu, rope_rotation  # noqa: E402
 from edgesdk.llm._weights import dequantize_rows  # noqa: E402
+from edgesdk.quant import TYPES  # noqa: E402
+from gguf_blocks import F16_FIELDS, random_blocks  # noqa: E402
 from edgesdk_backends.opencl import OpenCLBackend  # noqa: E402
 from edgesdk_backends.opencl._progcache import ProgramCache, build_program  # noqa: E402
 from edgesdk_backends.opencl._runtime import GEMM_KINDS, GEMV_MAX_ROWS, GEMV_SHAPES, ClRuntime, ClWeight  # noqa: E402
 
 _TINY_SRC = "kernel void one(global int *a) { a[get_global_id(0)] = 1; }"
-QTYPES = ("Q4_0", "Q4_1", "Q8_0", "F16", "F32")
+QTYPES = tuple(TYPES)  # every type of the quant-type table
 
 
 def _compiles(dev) -> str | None:
@@ -88,6 +90,8 @@ def _packed(rng, qtype, n, k):
     a = rng.standard_normal((n, k)).astype(np.float32)
     if qtype in ("F16", "F32"):
         raw = a.astype(np.float16 if qtype == "F16" else np.float32)
+    elif qtype in F16_FIELDS:  # no gguf-py quantizer: random blocks
+        raw = random_blocks(qtype, (n, k), rng, 1.0)
     else:
         raw = gguf.quants.quantize(a, getattr(gguf.GGMLQuantizationType, qtype))
     return raw, dequantize_rows(raw, qtype, k)
@@ -95,7 +99,7 @@ def _packed(rng, qtype, n, k):
 
 # --- kernels against the numpy reference ------------------------------------------------------------
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(qtype=st.sampled_from(QTYPES), m=st.sampled_from([1, 2, GEMV_MAX_ROWS, GEMV_MAX_ROWS + 1, 37]),
        n=st.integers(1, 70), kb=st.integers(1, 6), shape=st.sampled_from(sorted(GEMV_SHAPES)), accumulate=st.booleans(),
        seed=st.integers(0, 2**16))
@@ -104,7 +108,7 @@ def test_matmul_matches_dequantized_reference(rt, qtype, m, n, kb, shape, accumu
     tiles or register rows), every format, ragged N and M, writing at a column offset of a wider output,
     with and without accumulation."""
     rng = np.random.default_rng(seed)
-    k = 32 * kb
+    k = 32 * kb * (TYPES[qtype].block // 32 if TYPES[qtype].block > 32 else 1)  # K-quants: whole 256-blocks
     raw, w = _packed(rng, qtype, n, k)
     x = rng.standard_normal((m, k)).astype(np.float32)
     ldy, off = n + 5, 3
@@ -368,13 +372,16 @@ def test_smollm2_logits_and_chat_reuse(smollm):
     assert ocl.runner.last_stats.cached_tokens > 0  # the engine's KV reuse works on device buffers
 
 
-def test_qwen2_tiny_model_with_mixed_formats_matches_cpu(tmp_path, device):
-    """Biases, neox RoPE, a fused Q/K/V of Q4_0 + Q8_0 and an untied F16 head, against the CPU numpy reference."""
+@pytest.mark.parametrize("kind", [dict(tied=False, mixed=True, arch="qwen2"), dict(tied=True, mixed=False, kquant=True)],
+                         ids=["qwen2-mixed", "llama-kquants"])
+def test_tiny_model_matches_cpu(tmp_path, device, kind):
+    """qwen2: biases, neox RoPE, a fused Q/K/V of Q4_0 + Q8_0 and an untied F16 head; llama-kquants: Q4_K,
+    Q5_K, Q6_K, Q2_K, Q3_K and IQ4_NL projections; both against the CPU numpy reference."""
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     from test_llm_tiny import _write
 
-    path = tmp_path / "tiny-qwen2.gguf"
-    _write(path, tied=False, mixed=True, arch="qwen2")
+    path = tmp_path / "tiny.gguf"
+    _write(path, **kind)
     ids = np.array([[256, 72, 105, 33, 10, 200, 3]], np.int64)
     ocl = edgesdk.Session(str(path), SessionOptions(require=device.id))
     cpu = edgesdk.Session(str(path), SessionOptions(require="cpu:0", backend_options={"cpu": {"impl": "numpy"}}))

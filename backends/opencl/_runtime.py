@@ -34,8 +34,11 @@ RT_ROWS = 8
 #: a short prompt then see the same arithmetic row by row (greedy output cannot depend on batch size).
 GEMV_MAX_ROWS = 16
 BUILD_OPTIONS = f"-cl-std=CL1.2 -DGEMV_MAX_WG={GEMV_MAX_WG} -DRED_LS={RED_LS} -DMAX_HD={MAX_HD}"
-#: GGUF tensor type -> kernel format; F16 weights are widened to F32 on upload (rare: untied heads).
-FORMATS = {"Q4_0": "Q4_0", "Q4_1": "Q4_1", "Q8_0": "Q8_0", "F16": "F32", "F32": "F32"}
+#: GGUF tensor type -> kernel format, for every type of the quant-type table: Q4_0/Q4_1/Q8_0 as stored,
+#: float types widened to F32 on upload (rare: untied heads), every other block type as its decoded
+#: int8 codes with float scales/mins per 32 (I8F) or per 16 (I8F2) elements (llm.cl).
+FORMATS = {t.name: t.name if t.name in ("Q4_0", "Q4_1", "Q8_0") else "F32" if not t.quantized
+           else "I8F" if t.sub == 32 else "I8F2" for t in TYPES.values()}
 # Per block type the kernels read: (block bytes, has min, code bytes), from the quant-type table.
 _BLOCKS = {f: (TYPES[f].nbytes, TYPES[f].has_min, TYPES[f].block * TYPES[f].bits // 8) for f in ("Q4_0", "Q4_1", "Q8_0")}
 
@@ -45,17 +48,22 @@ def kernel_source() -> str:
 
 
 def split_blocks(raw: np.ndarray, qtype: str, k: int):
-    """GGUF rows -> struct-of-arrays (codes uint8, scales fp16, mins fp16 or None) as the kernels read them.
+    """GGUF rows -> struct-of-arrays (codes uint8, scales, mins or None) as the kernels read them.
 
-    Codes keep GGUF's order, so a block's 16 (Q4) or 32 (Q8) code bytes are one aligned vector load.
-    F16/F32 rows become fp32 "codes" with no scales.
+    Codes keep GGUF's order, so a block's 16 (Q4) or 32 (Q8) code bytes are one aligned vector load;
+    scales/mins are fp16 for Q4_0/Q4_1/Q8_0 and float32 for I8F/I8F2. Float rows become fp32 "codes".
     """
     if k % 32:
         raise UnsupportedModelError("", f"the OpenCL kernels need rows of whole 32-blocks, got K={k}")
     n = raw.shape[0]
-    if qtype in ("F16", "F32"):
-        w = np.ascontiguousarray(raw.view(np.float16 if qtype == "F16" else np.float32).reshape(n, k), np.float32)
-        return w.view(np.uint8).reshape(-1), None, None
+    t = TYPES[qtype]
+    if not t.quantized:
+        return np.ascontiguousarray(t.dequantize(raw), np.float32).view(np.uint8), None, None
+    if FORMATS[qtype] in ("I8F", "I8F2"):
+        codes, scale, mn = t.decoded(raw)
+        mn = np.zeros_like(scale) if mn is None else mn
+        return (np.ascontiguousarray(codes).view(np.uint8).reshape(-1), np.ascontiguousarray(scale, np.float32).reshape(-1),
+                np.ascontiguousarray(mn, np.float32).reshape(-1))
     size, has_min, code = _BLOCKS[qtype]
     b = np.ascontiguousarray(raw).reshape(n, k // 32, size)
     d = np.ascontiguousarray(b[..., 0:2]).view(np.float16).reshape(-1)
@@ -136,7 +144,7 @@ class ClRuntime:
         i32, f32 = np.int32, np.float32
         mat = [None, None, None, None, i32, None, i32, i32, i32, i32]
         self._k = {}
-        for fmt in ("Q4_0", "Q4_1", "Q8_0", "F32"):
+        for fmt in sorted(set(FORMATS.values())):
             self._kernel(f"gemv_{fmt}", mat + [i32])
             self._kernel(f"gemm_{fmt}", mat + [i32, i32])
             self._kernel(f"gemm_rt_{fmt}", mat + [i32, i32])

@@ -7,7 +7,10 @@
  * processing) stages 16x32 tiles of activations and dequantized weights in local memory.
  *
  * Weight formats: Q4_0 (d * (q - 8)), Q4_1 (d * q + m), Q8_0 (d * q), F32 (plain floats; F16 files are
- * widened on upload). Blocks of 32 along K; GGUF's nibble order: byte j holds element j (low nibble)
+ * widened on upload), and for every other type of edgesdk's quant-type table (K-quants, Q5_0/Q5_1,
+ * IQ4_NL) its decoded form: I8F (int8 codes, a float scale and min per 32: s * q + m) for types whose
+ * sub-blocks are 32 wide, I8F2 (two of each per 32, one per 16 elements) for 16-wide ones. Those two
+ * read d and m as float arrays through the same half pointers. Blocks of 32 along K; GGUF's nibble order: byte j holds element j (low nibble)
  * and element j + 16 (high nibble). Every format kernel has the same signature, (qs, d, m, ...), where
  * d/m are unused by the formats that have no scale/min.
  *
@@ -65,6 +68,23 @@ inline float dot_F32(global const uchar *qs, global const half *d, global const 
     return hsum16(vload16(2 * blk, w) * vload16(0, x) + vload16(2 * blk + 1, w) * vload16(1, x));
 }
 
+inline float dot_I8F(global const uchar *qs, global const half *d, global const half *m, size_t blk, global const float *x)
+{
+    global const char *c = (global const char *)qs;
+    const float16 x0 = vload16(0, x), x1 = vload16(1, x);
+    const float16 a = convert_float16(vload16(2 * blk, c)), b = convert_float16(vload16(2 * blk + 1, c));
+    return ((global const float *)d)[blk] * hsum16(a * x0 + b * x1) + ((global const float *)m)[blk] * hsum16(x0 + x1);
+}
+
+inline float dot_I8F2(global const uchar *qs, global const half *d, global const half *m, size_t blk, global const float *x)
+{
+    global const char *c = (global const char *)qs;
+    global const float *s = (global const float *)d + 2 * blk, *mn = (global const float *)m + 2 * blk;
+    const float16 x0 = vload16(0, x), x1 = vload16(1, x);
+    const float16 a = convert_float16(vload16(2 * blk, c)), b = convert_float16(vload16(2 * blk + 1, c));
+    return s[0] * hsum16(a * x0) + s[1] * hsum16(b * x1) + mn[0] * hsum16(x0) + mn[1] * hsum16(x1);
+}
+
 /* --- elements j and j + 16 (j < 16) of one block, dequantized (GEMM tile loads) ----------------- */
 
 inline float2 pair_Q4_0(global const uchar *qs, global const half *d, global const half *m, size_t blk, int j)
@@ -89,6 +109,19 @@ inline float2 pair_F32(global const uchar *qs, global const half *d, global cons
 {
     global const float *w = (global const float *)qs + blk * 32;
     return (float2)(w[j], w[j + 16]);
+}
+
+inline float2 pair_I8F(global const uchar *qs, global const half *d, global const half *m, size_t blk, int j)
+{
+    global const char *c = (global const char *)qs + blk * 32;
+    return ((global const float *)d)[blk] * (float2)((float)c[j], (float)c[j + 16]) + ((global const float *)m)[blk];
+}
+
+inline float2 pair_I8F2(global const uchar *qs, global const half *d, global const half *m, size_t blk, int j)
+{
+    global const char *c = (global const char *)qs + blk * 32;
+    global const float *s = (global const float *)d + 2 * blk, *mn = (global const float *)m + 2 * blk;
+    return (float2)(s[0] * (float)c[j] + mn[0], s[1] * (float)c[j + 16] + mn[1]);
 }
 
 /* --- one block as 32 floats: elements 0..15 in lo, 16..31 in hi (register-tiled GEMM) ------------ */
@@ -122,6 +155,22 @@ inline void deq_F32(global const uchar *qs, global const half *d, global const h
     global const float *w = (global const float *)qs;
     *lo = vload16(2 * blk, w);
     *hi = vload16(2 * blk + 1, w);
+}
+
+inline void deq_I8F(global const uchar *qs, global const half *d, global const half *m, size_t blk, float16 *lo, float16 *hi)
+{
+    global const char *c = (global const char *)qs;
+    const float s = ((global const float *)d)[blk], mn = ((global const float *)m)[blk];
+    *lo = convert_float16(vload16(2 * blk, c)) * s + mn;
+    *hi = convert_float16(vload16(2 * blk + 1, c)) * s + mn;
+}
+
+inline void deq_I8F2(global const uchar *qs, global const half *d, global const half *m, size_t blk, float16 *lo, float16 *hi)
+{
+    global const char *c = (global const char *)qs;
+    global const float *s = (global const float *)d + 2 * blk, *mn = (global const float *)m + 2 * blk;
+    *lo = convert_float16(vload16(2 * blk, c)) * s[0] + mn[0];
+    *hi = convert_float16(vload16(2 * blk + 1, c)) * s[1] + mn[1];
 }
 
 /* y[t, y_off + n] (+)= sum_k W[n, k] * x[t, k]. Local size (lanes, rows): `lanes` work-items share one
@@ -221,14 +270,20 @@ GEMV(Q4_0)
 GEMV(Q4_1)
 GEMV(Q8_0)
 GEMV(F32)
+GEMV(I8F)
+GEMV(I8F2)
 GEMM(Q4_0)
 GEMM(Q4_1)
 GEMM(Q8_0)
 GEMM(F32)
+GEMM(I8F)
+GEMM(I8F2)
 GEMM_RT(Q4_0)
 GEMM_RT(Q4_1)
 GEMM_RT(Q8_0)
 GEMM_RT(F32)
+GEMM_RT(I8F)
+GEMM_RT(I8F2)
 
 /* out[r] = x[row0 + r] / sqrt(mean(x^2) + eps) * w. One work-group of RED_LS per row. */
 kernel __attribute__((reqd_work_group_size(RED_LS, 1, 1))) void rms_norm(
