@@ -47,8 +47,9 @@ typedef struct ek_bctx {
     const uint8_t *w;   /* (n, k / block * nbytes) */
     int n, k, M;
     const int8_t *xq;   /* [M][k] int8 activations (k is a multiple of 32 here) */
-    const float *dx;    /* [M][k/32] activation scale per 32-block */
-    const float *cs;    /* [M][k/32] dx * sum(xq) per 32-block */
+    int ab;             /* elements per activation scale: the weight block, 32 or 256 */
+    const float *dx;    /* [M][k/ab] activation scales */
+    const float *cs;    /* [M][k/32] dx * sum(xq) per 32 elements */
     const float *xf;    /* [M][k] fp32 activations (exact path) */
     float *y;           /* [M][ldy] */
     int ldy;

@@ -11,7 +11,7 @@ static inline __attribute__((always_inline)) EK_TARGET void
 EK_BODY_NAME(const ek_bctx *c, int r0, int r1, const int SUBN, const int HAS_MIN, const int A8)
 {
     const ek_btype *t = c->t;
-    const int B = t->block, ns = B / SUBN, nblk = c->k / B, S = c->k / 32;
+    const int B = t->block, ns = B / SUBN, nblk = c->k / B, S = c->k / c->ab;
     const size_t row_bytes = (size_t)nblk * t->nbytes;
     int8_t q[EK_QK_K] __attribute__((aligned(32)));
     float sc[EK_QK_K / 16], mn[EK_QK_K / 16];
@@ -28,11 +28,11 @@ EK_BODY_NAME(const ek_bctx *c, int r0, int r1, const int SUBN, const int HAS_MIN
                     float a = 0.0f;
                     if (A8) {
                         const int8_t *xq = c->xq + (size_t)(i0 + i) * c->k + e0;
-                        const float *dx = c->dx + (size_t)(i0 + i) * S + e0 / 32;
+                        const float *dx = c->dx + (size_t)(i0 + i) * S + e0 / c->ab;
                         for (int s = 0; s < ns; s++) {
                             int32_t dot = 0, xs = 0;
                             for (int e = 0; e < SUBN; e++) dot += (int32_t)q[s * SUBN + e] * xq[s * SUBN + e];
-                            const float d = dx[s * SUBN / 32];
+                            const float d = dx[s * SUBN / c->ab];
                             a += sc[s] * (d * (float)dot);
                             if (HAS_MIN) {
                                 for (int e = 0; e < SUBN; e++) xs += xq[s * SUBN + e];

@@ -49,7 +49,7 @@ static inline T2 __m256i dot_s8(__m256i q, __m256i x)
 /* Shared loop: per row, per EK_MR activation rows, per block `blk` (index b): the body, which adds
  * into acc[i] for the mt activation rows i. */
 #define ROWS_LOOP(...)                                                                                 \
-    const int nblk = c->k / c->t->block, S = c->k / 32;                                              \
+    const int nblk = c->k / c->t->block, SA = c->k / c->ab;                                          \
     const size_t nbytes = (size_t)c->t->nbytes, row_bytes = (size_t)nblk * nbytes;                   \
     for (int r = r0; r < r1; r++) {                                                                  \
         const uint8_t *row = c->w + (size_t)r * row_bytes;                                           \
@@ -66,8 +66,8 @@ static inline T2 __m256i dot_s8(__m256i q, __m256i x)
     }
 
 #define XQ(i, off) ((const __m256i *)(c->xq + (size_t)(i0 + (i)) * c->k + (size_t)b * c->t->block + (off)))
-#define DX(i, j) (c->dx[(size_t)(i0 + (i)) * S + (size_t)b * c->t->block / 32 + (j)])
-#define CS(i, j) (c->cs[(size_t)(i0 + (i)) * S + (size_t)b * c->t->block / 32 + (j)])
+#define DX(i, j) (c->dx[(size_t)(i0 + (i)) * SA + (size_t)b * c->t->block / c->ab + (j)])
+#define CS(i, j) (c->cs[(size_t)(i0 + (i)) * (c->k / 32) + (size_t)b * c->t->block / 32 + (j)])
 
 /* fp16 at byte offset `at` by the F16C instruction (the portable ek_h2f costs ~20 scalar ops) */
 static inline T2 float h2f_at(const uint8_t *b, int at)
@@ -77,65 +77,72 @@ static inline T2 float h2f_at(const uint8_t *b, int at)
     return _cvtsh_ss(h);
 }
 
-/* Q4_K/Q5_K scales and mins of one block as two vectors (the arithmetic of k_scale_min) */
-static inline T2 void k_scale_min8(const uint8_t *b, __m256 *sc, __m256 *mn)
-{
-    const uint8_t *s = b + 4;
-    int32_t si[8], mi[8];
-    for (int j = 0; j < 4; j++) {
-        si[j] = s[j] & 63;
-        mi[j] = s[j + 4] & 63;
-        si[j + 4] = (s[j + 8] & 15) | ((s[j] >> 2) & 0x30);
-        mi[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 2) & 0x30);
-    }
-    *sc = _mm256_mul_ps(_mm256_set1_ps(h2f_at(b, 0)), _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)si)));
-    *mn = _mm256_sub_ps(_mm256_setzero_ps(),
-                        _mm256_mul_ps(_mm256_set1_ps(h2f_at(b, 2)), _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)mi))));
-}
-
+/* Q4_K, activations per 256: each 32-element sub-block's integer dot is weighted by its 6-bit scale in
+ * int16/int32 (vpmaddwd), the super-block sums in integers, one float FMA per block; mins through cs. */
 static T2 void rows_q4_k(const ek_bctx *c, int r0, int r1)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     ROWS_LOOP({
-        float sc[8];
-        __m256 scv, mnv;
-        k_scale_min8(blk, &scv, &mnv);
-        _mm256_storeu_ps(sc, scv);
-        for (int ch = 0; ch < 4; ch++) { /* 64 elements: sub-blocks 2ch (low nibbles) and 2ch+1 (high) */
-            const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * ch));
-            const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            for (int i = 0; i < mt; i++) {
-                const __m256i p0 = dot_u8(lo, _mm256_loadu_si256(XQ(i, 64 * ch)));
-                const __m256i p1 = dot_u8(hi, _mm256_loadu_si256(XQ(i, 64 * ch + 32)));
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(sc[2 * ch] * DX(i, 2 * ch)), acc[i]);
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(sc[2 * ch + 1] * DX(i, 2 * ch + 1)), acc[i]);
-            }
+        const uint8_t *s = blk + 4;
+        int16_t si[8];
+        int32_t mi[8];
+        for (int j = 0; j < 4; j++) {
+            si[j] = (int16_t)(s[j] & 63);
+            mi[j] = s[j + 4] & 63;
+            si[j + 4] = (int16_t)((s[j + 8] & 15) | ((s[j] >> 2) & 0x30));
+            mi[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 2) & 0x30);
         }
-        for (int i = 0; i < mt; i++) /* min term: the 8 sub-blocks' mins times dx * sum(xq), one FMA */
-            acc[i] = _mm256_fmadd_ps(mnv, _mm256_loadu_ps(&CS(i, 0)), acc[i]);
+        const float d = h2f_at(blk, 0);
+        const __m256 mnv = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(_mm256_set1_ps(h2f_at(blk, 2)),
+                                                                            _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)mi))));
+        __m256i lo[4], hi[4];
+        for (int ch = 0; ch < 4; ch++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * ch));
+            lo[ch] = _mm256_and_si256(v, m4);
+            hi[ch] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        }
+        for (int i = 0; i < mt; i++) {
+            __m256i sumi = _mm256_setzero_si256();
+            for (int ch = 0; ch < 4; ch++) {
+                const __m256i p0 = _mm256_maddubs_epi16(lo[ch], _mm256_loadu_si256(XQ(i, 64 * ch)));
+                const __m256i p1 = _mm256_maddubs_epi16(hi[ch], _mm256_loadu_si256(XQ(i, 64 * ch + 32)));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p0, _mm256_set1_epi16(si[2 * ch])));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p1, _mm256_set1_epi16(si[2 * ch + 1])));
+            }
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d * DX(i, 0)), acc[i]);
+            acc[i] = _mm256_fmadd_ps(mnv, _mm256_loadu_ps(&CS(i, 0)), acc[i]); /* min term */
+        }
     })
 }
 
+/* Q6_K, activations per 256: signed codes via abs/sign, each 16-element sub-block weighted by its
+ * int8 scale in vpmaddwd, integer sums over the super-block, one float FMA per block. */
 static T2 void rows_q6_k(const ek_bctx *c, int r0, int r1)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03), o32 = _mm256_set1_epi8(32);
     ROWS_LOOP({
         const float d = h2f_at(blk, 208);
         const int8_t *scl = (const int8_t *)(blk + 192);
+        __m256i q[8], sv[8];
         for (int h = 0; h < 2; h++) {
             const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
             for (int g = 0; g < 4; g++) { /* elements 128h + 32g .. +31: sub-blocks 8h+2g, 8h+2g+1 */
                 const __m256i ql = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32 * (g & 1)));
                 const __m256i lo = _mm256_and_si256(g < 2 ? ql : _mm256_srli_epi16(ql, 4), m4);
-                const __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), m2), 4);
-                const __m256i q = _mm256_sub_epi8(_mm256_or_si256(lo, hi), o32);
+                const __m256i hb = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), m2), 4);
                 const int s0 = 8 * h + 2 * g;
-                const __m256 sv = _mm256_setr_m128(_mm_set1_ps(d * (float)scl[s0]), _mm_set1_ps(d * (float)scl[s0 + 1]));
-                for (int i = 0; i < mt; i++) {
-                    const __m256i p = dot_s8(q, _mm256_loadu_si256(XQ(i, 128 * h + 32 * g)));
-                    acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(sv, _mm256_set1_ps(DX(i, 4 * h + g))), acc[i]);
-                }
+                q[4 * h + g] = _mm256_sub_epi8(_mm256_or_si256(lo, hb), o32);
+                sv[4 * h + g] = _mm256_setr_m128i(_mm_set1_epi16(scl[s0]), _mm_set1_epi16(scl[s0 + 1]));
             }
+        }
+        for (int i = 0; i < mt; i++) {
+            __m256i sumi = _mm256_setzero_si256();
+            for (int u = 0; u < 8; u++) {
+                const __m256i x = _mm256_loadu_si256(XQ(i, 32 * u));
+                const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(q[u], q[u]), _mm256_sign_epi8(x, q[u]));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sv[u]));
+            }
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d * DX(i, 0)), acc[i]);
         }
     })
 }

@@ -317,6 +317,40 @@ static int quant_rows(const float *x, int m0, int m1, int k, int Kp, int8_t *xq,
     return 0;
 }
 
+/* Activations of K-quant matmuls: one scale per 256 elements (what llama.cpp's Q8_K uses), so a
+ * super-block's sub-block dots add up in integers; same rounding as quant_rows. dx[m][k/256],
+ * cs[m][k/32] = dx * sum(xq) per 32 elements (the min terms). k is a multiple of 256. */
+static int quant_rows_super(const float *x, int m, int k, int8_t *xq, float *dx, float *cs)
+{
+    const int nb = k / 256;
+    for (int i = 0; i < m; i++)
+        for (int b = 0; b < nb; b++) {
+            const float *xr = x + (size_t)i * k + 256 * b;
+            float amax = 0.0f;
+            int bad = 0;
+            for (int t = 0; t < 256; t++) {
+                const float a = fabsf(xr[t]);
+                bad |= nonfinite(a);
+                amax = a > amax ? a : amax;
+            }
+            if (bad) return EK_ENONFINITE;
+            const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+            int8_t *q = xq + (size_t)i * k + 256 * b;
+            for (int s = 0; s < 8; s++) {
+                int32_t sum = 0;
+                for (int t = 32 * s; t < 32 * s + 32; t++) {
+                    float v = nearbyintf(xr[t] * id);
+                    v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+                    q[t] = (int8_t)v;
+                    sum += (int8_t)v;
+                }
+                cs[(size_t)i * (k / 32) + 8 * b + s] = d * (float)sum;
+            }
+            dx[(size_t)i * nb + b] = d;
+        }
+    return 0;
+}
+
 static int copy_rows(const float *x, int m0, int m1, int k, int Kp, float *xf, float *xs)
 {
     const int S = Kp / 32;
@@ -600,7 +634,14 @@ static int matmul_blocks(const ek_weight *wt, const float *x, int m, float *y, i
     ek_bjob j;
     memset(&j, 0, sizeof j);
     j.c = (ek_bctx){.t = t, .w = w, .n = n, .k = k, .M = m, .y = y, .ldy = ldy, .act_int8 = act_int8 ? 1 : 0};
-    {
+    j.c.ab = t->block >= 256 ? 256 : 32; /* activations are quantized per weight block */
+    if (act_int8 && j.c.ab == 256) {
+        int8_t *xq = scratch_get(0, (size_t)m * k);
+        float *dx = scratch_get(1, sizeof(float) * (size_t)m * (k / 256));
+        float *cs = scratch_get(2, sizeof(float) * (size_t)m * (k / 32));
+        rc = (!xq || !dx || !cs) ? EK_ENOMEM : quant_rows_super(x, m, k, xq, dx, cs);
+        j.c.xq = xq; j.c.dx = dx; j.c.cs = cs;
+    } else {
         int8_t *xq = NULL;
         float *dx = NULL, *cs = NULL, *xf = NULL, *xs = NULL;
         rc = prepare_acts(path, x, m, k, k, act_int8, &xq, &dx, &cs, &xf, &xs);

@@ -9,23 +9,24 @@ from .quant._tensor import BLOCKS, QuantizedTensor
 __all__ = ["quantize_activations", "matmul_f32", "matmul_int8", "matmul_int8_exact"]
 
 
-def quantize_activations(x: np.ndarray):
-    """Per-32-block int8 activations, bit-identical to the C quantizer.
+def quantize_activations(x: np.ndarray, block: int = 32):
+    """Per-block int8 activations, bit-identical to the C quantizers (32: every matmul but K-quants';
+    256: K-quant weights, whose activations share one scale per super-block like llama.cpp's Q8_K).
 
-    Returns xq (M, Kp) int8, dx (M, S) float32 scales, cs (M, S) float32 = dx * sum(xq).
+    Returns xq (M, Kp) int8, dx (M, S) float32 scales, cs (M, S) float32 = dx * sum(xq) per block.
     """
     x = np.asarray(x, np.float32).reshape(-1, x.shape[-1])
     m, k = x.shape
-    s = -(-k // 32)
-    xp = np.zeros((m, s * 32), np.float32)
+    s = -(-k // block)
+    xp = np.zeros((m, s * block), np.float32)
     xp[:, :k] = x
-    xb = xp.reshape(m, s, 32)
+    xb = xp.reshape(m, s, block)
     d = (np.abs(xb).max(axis=-1) / np.float32(127)).astype(np.float32)
     with np.errstate(divide="ignore"):
         inv = np.where(d > 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
     q = np.clip(np.rint(xb * inv[..., None]), -127, 127).astype(np.int8)
     cs = (d * q.sum(axis=-1, dtype=np.int32).astype(np.float32)).astype(np.float32)
-    return q.reshape(m, s * 32), d, cs
+    return q.reshape(m, s * block), d, cs
 
 
 def matmul_f32(x: np.ndarray, w: QuantizedTensor) -> np.ndarray:
@@ -39,9 +40,10 @@ def matmul_int8(x: np.ndarray, w: QuantizedTensor) -> np.ndarray:
     Mathematically equal to the integer-dot formula; differs only by float rounding.
     """
     x2 = np.asarray(x, np.float32).reshape(-1, w.shape[1])
-    xq, d, _ = quantize_activations(x2)
+    ab = 256 if w.layout == BLOCKS and w.block_size >= 256 else 32
+    xq, d, _ = quantize_activations(x2, ab)
     m = x2.shape[0]
-    xd = (xq.reshape(m, -1, 32).astype(np.float32) * d[..., None]).reshape(m, -1)[:, : w.shape[1]]
+    xd = (xq.reshape(m, -1, ab).astype(np.float32) * d[..., None]).reshape(m, -1)[:, : w.shape[1]]
     return xd @ w.dequantize().T
 
 
@@ -49,9 +51,11 @@ def matmul_int8_exact(x: np.ndarray, w: QuantizedTensor) -> np.ndarray:
     """int8-activation path evaluated as the C kernels do (integer block dots), in float64."""
     x2 = np.asarray(x, np.float32).reshape(-1, w.shape[1])
     n, k = w.shape
-    xq, d, cs = quantize_activations(x2)
     if w.layout == BLOCKS:
-        return _blocks_int8_exact(xq, d, w)
+        ab = 256 if w.block_size >= 256 else 32  # activations are quantized per weight block
+        xq, d, _ = quantize_activations(x2, ab)
+        return _blocks_int8_exact(xq, d, w, ab)
+    xq, d, cs = quantize_activations(x2)
     m, kp = xq.shape
     s = kp // 32
     codes = np.zeros((n, kp), np.int64)
@@ -66,7 +70,7 @@ def matmul_int8_exact(x: np.ndarray, w: QuantizedTensor) -> np.ndarray:
     return y
 
 
-def _blocks_int8_exact(xq: np.ndarray, d: np.ndarray, w: QuantizedTensor) -> np.ndarray:
+def _blocks_int8_exact(xq: np.ndarray, d: np.ndarray, w: QuantizedTensor, ab: int) -> np.ndarray:
     """GGUF-block weights: per sub-block scale * dx * sum(code * xq) + min * dx * sum(xq), in float64."""
     n, k = w.shape
     m = xq.shape[0]
@@ -74,7 +78,7 @@ def _blocks_int8_exact(xq: np.ndarray, d: np.ndarray, w: QuantizedTensor) -> np.
     j = k // sub
     xs = xq.reshape(m, j, sub).astype(np.int64)
     idot = np.einsum("mje,nje->mnj", xs, w.codes().reshape(n, j, sub).astype(np.int64))
-    dxs = d.astype(np.float64)[:, (np.arange(j) * sub) // 32]              # (M, J): each sub-block's dx
+    dxs = d.astype(np.float64)[:, (np.arange(j) * sub) // ab]              # (M, J): each sub-block's dx
     y = (idot * w.scale_matrix().astype(np.float64)[None] * dxs[:, None, :]).sum(-1)
     mn = w.min_matrix()
     if mn is not None:
