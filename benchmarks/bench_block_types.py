@@ -5,7 +5,9 @@ For each type: K x N = 4096 x 4096 weights (random valid blocks), cycling throug
 totalling --set-gib so every read comes from DRAM; M = 1 at 1 and 2 threads as % of the streaming
 bandwidth measured in the same run at that thread count, and M = 128 GFLOP/s. Q4_0 and Q8_0 appear
 twice: through the i16x32 repack (the tuned tiles) and as GGUF blocks (the generic block kernel),
-which is the in-run peer of the K-quant kernels.
+which is the in-run reference of the K-quant kernels. The peer: llama.cpp (llama-cpp-python) decoding
+the real Gemma 3 270M Q4_K_M file (Q4_K, Q6_K, Q5_0, Q8_0 tensors) at 1 and 2 threads, as effective
+weight bandwidth (all tensor bytes read per token x tokens/s) against the same measured bandwidth.
 
     python benchmarks/bench_block_types.py              # ~0.5 GiB per type, a few minutes
     python benchmarks/bench_block_types.py --set-gib 1  # the target's cold-weight size
@@ -45,6 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set-gib", type=float, default=0.5)
     ap.add_argument("--budget", type=float, default=2.0, help="seconds per measurement")
     ap.add_argument("--types", default=",".join(BLOCK_TYPES))
+    ap.add_argument("--no-peer", action="store_true", help="skip llama.cpp on Gemma 3 270M")
     a = ap.parse_args(argv)
     if not kernels.available():
         print("C kernels not available:", kernels.info().reason)
@@ -83,7 +86,44 @@ def main(argv=None) -> int:
             print("| " + " | ".join(row) + " |", flush=True)
             del qts
         del blocks
+    if not a.no_peer:
+        peer(bw)
     return 0
+
+
+def peer(bw: dict) -> None:
+    """llama.cpp decoding Gemma 3 270M Q4_K_M: tokens/s and effective weight bandwidth per thread count."""
+    try:
+        import llama_cpp
+
+        from edgesdk import hub
+        path = hub.path("gemma3-270m")
+    except Exception as exc:  # noqa: BLE001 - the peer is optional: say why it is missing
+        print(f"# peer skipped: {type(exc).__name__}: {exc}")
+        return
+    from edgesdk.llm import GGUFFile
+
+    g = GGUFFile(str(path))
+    wbytes = sum(t.n_bytes for t in g.tensors.values())
+    g.close()
+    print(f"\n# peer: llama.cpp {llama_cpp.__version__} decoding {path.name} ({wbytes / 1e6:.0f} MB of tensors read per token)")
+    print("| threads | tok/s | effective GB/s | % bw |")
+    print("|---|---|---|---|")
+    for th in (1, 2):
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=th, n_threads_batch=th, verbose=False)
+        ids = llm.tokenize(b"The capital of France is")
+        llm.eval(ids)
+        n_vocab = llm.n_vocab()
+        tok = int(np.argmax(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))))
+        ts = []
+        for _ in range(48):
+            t = time.perf_counter()
+            llm.eval([tok])
+            ts.append(time.perf_counter() - t)
+            tok = int(np.argmax(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))))
+        sec = float(np.median(ts[8:]))
+        print(f"| {th} | {1 / sec:.1f} | {wbytes / sec / 1e9:.1f} | {100 * wbytes / sec / 1e9 / bw[th]:.0f}% |")
+        llm.close()
 
 
 if __name__ == "__main__":

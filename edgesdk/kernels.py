@@ -12,7 +12,9 @@ the missing features and the best runnable path runs instead; ``info()`` says wh
 what runs.  The fused LLM loop (``edgesdk._cllm``) uses no feature the kernels' path does not.
 
 int8-activation path (act="int8", default): x is quantized per 32-element block to int8
-(scale = amax/127, round-half-even) and multiplied with integer dot products.  Versus the
+(scale = amax/127, round-half-even) and multiplied with integer dot products; for K-quant weights
+(256-element super-blocks) per 256 elements, as llama.cpp's Q8_K does, so a super-block's sub-block
+dots add up in integers. ``_kernels_ref`` computes the same arithmetic in float64.  Versus the
 exact result its error per output is at most sum over blocks of (dx_b / 2) * sum|W[n, b]|
 (|rounding| <= half a step per activation); versus the numpy reference of the same
 arithmetic (``_kernels_ref.matmul_int8_exact``) it differs only by float32 rounding,
