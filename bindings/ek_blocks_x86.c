@@ -47,10 +47,16 @@ static inline T2 __m256i dot_s8(__m256i q, __m256i x)
 }
 
 /* Shared loop: per row, per EK_MR activation rows, per block `blk` (index b): the body, which adds
- * into acc[i] for the mt activation rows i. */
+ * into acc[i] for the mt activation rows i. Activations are quantized per weight block (ab == block),
+ * so block b's activation scale is dx[b]; everything indexed is computed here, once. */
 #define ROWS_LOOP(...)                                                                                 \
-    const int nblk = c->k / c->t->block, SA = c->k / c->ab;                                          \
-    const size_t nbytes = (size_t)c->t->nbytes, row_bytes = (size_t)nblk * nbytes;                   \
+    const int B = c->t->block, nblk = c->k / B, B32 = B / 32;                                        \
+    const size_t K = (size_t)c->k, S32 = K / 32, nbytes = (size_t)c->t->nbytes, row_bytes = (size_t)nblk * nbytes; \
+    const int8_t *const xq0 = c->xq;                                                                 \
+    const float *const dx0 = c->dx, *const cs0 = c->cs;                                              \
+    (void)cs0;                                                                                       \
+    (void)S32;                                                                                       \
+    (void)B32;                                                                                       \
     for (int r = r0; r < r1; r++) {                                                                  \
         const uint8_t *row = c->w + (size_t)r * row_bytes;                                           \
         for (int i0 = 0; i0 < c->M; i0 += EK_MR) {                                                   \
@@ -65,9 +71,11 @@ static inline T2 __m256i dot_s8(__m256i q, __m256i x)
         }                                                                                            \
     }
 
-#define XQ(i, off) ((const __m256i *)(c->xq + (size_t)(i0 + (i)) * c->k + (size_t)b * c->t->block + (off)))
-#define DX(i, j) (c->dx[(size_t)(i0 + (i)) * SA + (size_t)b * c->t->block / c->ab + (j)])
-#define CS(i, j) (c->cs[(size_t)(i0 + (i)) * (c->k / 32) + (size_t)b * c->t->block / 32 + (j)])
+/* the activation rows of a tile: a constant trip count keeps acc[] in registers */
+#define FOR_ROWS(i) for (int i = 0; i < EK_MR; i++) if (i < mt)
+#define XQ(i, off) ((const __m256i *)(xq0 + (size_t)(i0 + (i)) * K + (size_t)b * B + (off)))
+#define DX(i, j) (dx0[(size_t)(i0 + (i)) * nblk + b + (j)])
+#define CS(i, j) (cs0[(size_t)(i0 + (i)) * S32 + (size_t)b * B32 + (j)])
 
 /* fp16 at byte offset `at` by the F16C instruction (the portable ek_h2f costs ~20 scalar ops) */
 static inline T2 float h2f_at(const uint8_t *b, int at)
@@ -101,7 +109,7 @@ static T2 void rows_q4_k(const ek_bctx *c, int r0, int r1)
             lo[ch] = _mm256_and_si256(v, m4);
             hi[ch] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
         }
-        for (int i = 0; i < mt; i++) {
+        FOR_ROWS(i) {
             __m256i sumi = _mm256_setzero_si256();
             for (int ch = 0; ch < 4; ch++) {
                 const __m256i p0 = _mm256_maddubs_epi16(lo[ch], _mm256_loadu_si256(XQ(i, 64 * ch)));
@@ -135,7 +143,7 @@ static T2 void rows_q6_k(const ek_bctx *c, int r0, int r1)
                 sv[4 * h + g] = _mm256_setr_m128i(_mm_set1_epi16(scl[s0]), _mm_set1_epi16(scl[s0 + 1]));
             }
         }
-        for (int i = 0; i < mt; i++) {
+        FOR_ROWS(i) {
             __m256i sumi = _mm256_setzero_si256();
             for (int u = 0; u < 8; u++) {
                 const __m256i x = _mm256_loadu_si256(XQ(i, 32 * u));
@@ -165,7 +173,7 @@ static T2 void rows_q5_0(const ek_bctx *c, int r0, int r1)
         const __m128i v = _mm_loadu_si128((const __m128i *)(blk + 6));
         const __m256i nib = _mm256_setr_m128i(_mm_and_si128(v, m4), _mm_and_si128(_mm_srli_epi16(v, 4), m4));
         const __m256i q = _mm256_sub_epi8(_mm256_or_si256(nib, _mm256_and_si256(bits_to_bytes(le32(blk + 2)), b16)), b16);
-        for (int i = 0; i < mt; i++)
+        FOR_ROWS(i)
             acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_s8(q, _mm256_loadu_si256(XQ(i, 0)))),
                                      _mm256_set1_ps(d * DX(i, 0)), acc[i]);
     })
