@@ -19,18 +19,25 @@ import numpy as np
 
 import edgesdk
 from edgesdk import kernels
-from edgesdk.quant import quantize
+from edgesdk.quant import QuantizedTensor, quantize
+from gguf_blocks import random_blocks
 
-# (m, n, k, bits, scheme, block): decode and prefill rows, ragged N and K, every weight scheme
+# (m, n, k, bits, scheme, block): decode and prefill rows, ragged N and K, every weight scheme; then
+# (m, n, k, GGUF block type): the block kernels (hand-written AVX2 for Q4_K, Q6_K, Q5_0; generic for Q3_K)
 CASES = [(1, 40, 96, 4, "sym", 32), (3, 37, 100, 4, "asym", 32), (5, 70, 64, 8, "sym", 32),
-         (9, 33, 200, 4, "sym", 64), (2, 48, 130, 8, "sym", 10**6), (4, 20, 257, 4, "asym", 128)]
+         (9, 33, 200, 4, "sym", 64), (2, 48, 130, 8, "sym", 10**6), (4, 20, 257, 4, "asym", 128),
+         (1, 24, 512, "Q4_K"), (5, 17, 256, "Q6_K"), (3, 9, 96, "Q5_0"), (2, 8, 256, "Q3_K")]
 PROMPT = "The capital of France is"
 
 
 def case_inputs(i: int):
     """The inputs of case i: the same on every CPU (numpy's generator is platform-independent)."""
-    m, n, k, bits, scheme, bs = CASES[i]
     rng = np.random.default_rng(1000 + i)
+    if len(CASES[i]) == 4:
+        m, n, k, qtype = CASES[i]
+        x = (rng.standard_normal((m, k)) * 3).astype(np.float32)
+        return x, QuantizedTensor.from_blocks(random_blocks(qtype, (n, k), rng, 1.0), qtype, (n, k))
+    m, n, k, bits, scheme, bs = CASES[i]
     w = rng.standard_normal((n, k)).astype(np.float32)
     x = (rng.standard_normal((m, k)) * 3).astype(np.float32)
     return x, quantize(w, bits=bits, block_size=bs, scheme=scheme)
