@@ -455,16 +455,35 @@ unsigned long long ek_stream_read(const void *p, size_t n, int nthreads)
 }
 
 /* ---------------------------------------------------------------- matmul */
+/* The pool's work split: items [0, total) handed out `chunk` at a time to whichever thread asks
+ * (dynamic, never by thread id). Every matmul job struct starts with one. */
+typedef struct ek_range {
+    atomic_int next;
+    int chunk, total;
+    void (*run)(const void *job, int lo, int hi);
+} ek_range;
+
+static void range_main(void *arg, int tid)
+{
+    ek_range *r = arg;
+    (void)tid;
+    for (;;) {
+        const int lo = atomic_fetch_add_explicit(&r->next, r->chunk, memory_order_relaxed);
+        if (lo >= r->total) break;
+        r->run(arg, lo, lo + r->chunk < r->total ? lo + r->chunk : r->total);
+    }
+}
+
 typedef struct {
+    ek_range range;      /* over row groups */
     ek_ctx c;
     ek_tile_fn tile;
     ek_tile_fn tile2;    /* two row groups at once (GEMM), or NULL */
-    int chunk;            /* row groups per work item */
-    atomic_int next;
 } ek_job;
 
-static void run_groups(const ek_job *j, int g0, int g1)
+static void run_groups(const void *job, int g0, int g1)
 {
+    const ek_job *j = job;
     const ek_ctx *c = &j->c;
     const int N = c->w->n, M = c->M;
     float out[2 * EK_MR * 16];
@@ -482,18 +501,6 @@ static void run_groups(const ek_job *j, int g0, int g1)
                     memcpy(c->y + (size_t)(m0 + i) * c->ldy + n0, out + (h * EK_MR + i) * 16, sizeof(float) * (size_t)nr);
             }
         }
-    }
-}
-
-static void job_main(void *arg, int tid)
-{
-    ek_job *j = arg;
-    (void)tid;
-    for (;;) {
-        const int g0 = atomic_fetch_add_explicit(&j->next, j->chunk, memory_order_relaxed);
-        if (g0 >= j->c.G) break;
-        const int g1 = g0 + j->chunk < j->c.G ? g0 + j->chunk : j->c.G;
-        run_groups(j, g0, g1);
     }
 }
 
@@ -588,16 +595,17 @@ static int matmul_one(const ek_weight *w, const float *x, int m, float *y, int l
 
     const int nt = threads_for(nthreads, (size_t)w->n * Kp * (size_t)w->bits / 8, m, j.c.G);
     /* ~4 work items per thread balances load without hurting weight streaming */
-    j.chunk = j.c.G / (nt * 4);
+    int chunk = j.c.G / (nt * 4);
     if (m > 1) {
         /* keep a chunk's weights (reused by every activation tile) within ~512 KiB of L2 */
         const int cap = (int)((512 * 1024) / ((size_t)16 * Kp * (size_t)w->bits / 8));
-        if (j.chunk > cap) j.chunk = cap;
+        if (chunk > cap) chunk = cap;
     }
-    if (j.chunk < 1) j.chunk = 1;
-    if (j.chunk > 64) j.chunk = 64;
-    atomic_store(&j.next, 0);
-    pool_run(job_main, &j, nt);
+    j.range.chunk = chunk < 1 ? 1 : chunk > 64 ? 64 : chunk;
+    j.range.total = j.c.G;
+    j.range.run = run_groups;
+    atomic_store(&j.range.next, 0);
+    pool_run(range_main, &j, nt);
 done:
     pthread_mutex_unlock(&call_mu);
     return rc;
@@ -605,21 +613,15 @@ done:
 
 /* ---------------------------------------------------------------- GGUF-native block rows */
 typedef struct {
+    ek_range range;      /* over weight rows */
     ek_bctx c;
     ek_blocks_fn rows;
-    int chunk;
-    atomic_int next;
 } ek_bjob;
 
-static void bjob_main(void *arg, int tid)
+static void run_rows(const void *job, int r0, int r1)
 {
-    ek_bjob *j = arg;
-    (void)tid;
-    for (;;) {
-        const int r0 = atomic_fetch_add_explicit(&j->next, j->chunk, memory_order_relaxed);
-        if (r0 >= j->c.n) break;
-        j->rows(&j->c, r0, r0 + j->chunk < j->c.n ? r0 + j->chunk : j->c.n);
-    }
+    const ek_bjob *j = job;
+    j->rows(&j->c, r0, r1);
 }
 
 static int matmul_blocks(const ek_weight *wt, const float *x, int m, float *y, int ldy, int act_int8, int nthreads)
@@ -650,10 +652,12 @@ static int matmul_blocks(const ek_weight *wt, const float *x, int m, float *y, i
     if (rc) goto done;
     j.rows = path->blocks ? path->blocks : ek_blocks_rows_portable;
     const int nt = threads_for(nthreads, (size_t)n * (k / t->block) * (size_t)t->nbytes, m, n);
-    j.chunk = n / (nt * 4) > 0 ? n / (nt * 4) : 1;
-    if (j.chunk > 256) j.chunk = 256;
-    atomic_store(&j.next, 0);
-    pool_run(bjob_main, &j, nt);
+    const int chunk = n / (nt * 4);
+    j.range.chunk = chunk < 1 ? 1 : chunk > 256 ? 256 : chunk;
+    j.range.total = n;
+    j.range.run = run_rows;
+    atomic_store(&j.range.next, 0);
+    pool_run(range_main, &j, nt);
 done:
     pthread_mutex_unlock(&call_mu);
     return rc;
