@@ -174,18 +174,16 @@ class KernelInfo:
     llm_loop: str = "none"                # SIMD path of the fused LLM loop, "none" when not built
 
     def describe(self) -> str:
-        """One line for `edgesdk devices`."""
+        """The kernels' lines of `edgesdk devices`: what runs, what was asked, what could run."""
         if self.impl != "c":
             return f"kernels: numpy reference ({self.reason})"
         amx = "usable" if self.amx_usable else "not usable"
-        asked = ""
-        if self.simd_requested and self.simd_note:
-            asked = f", asked {self.simd_requested}: {self.simd_note}"
-        elif self.simd_requested:
-            asked = f" (asked {self.simd_requested})"
-        return (f"kernels: C {self.simd}{asked}; runnable here: {', '.join(self.simd_runnable)}; "
-                f"fused LLM loop {self.llm_loop}; {self.threads} threads, AMX {amx}; "
-                f"CPU features: {' '.join(self.cpu_features) or 'baseline'}; {self.build}")
+        lines = [f"kernels: C, SIMD path {self.simd} (runnable here: {', '.join(self.simd_runnable)}), "
+                 f"fused LLM loop {self.llm_loop}, {self.threads} threads"]
+        if self.simd_requested:
+            lines.append(f"asked {self.simd_requested}: {self.simd_note or 'running it'}")
+        lines.append(f"CPU features: {' '.join(self.cpu_features) or 'baseline x86-64/arm64'}; AMX {amx}; {self.build}")
+        return "\n  ".join(lines)
 
 
 def available() -> bool:
