@@ -60,7 +60,7 @@ typedef struct ek_bctx {
 typedef void (*ek_blocks_fn)(const struct ek_bctx *c, int r0, int r1);
 void ek_blocks_rows_portable(const ek_bctx *c, int r0, int r1);
 /* x86 (ek_blocks_x86.c): the plain-C kernel compiled per ISA, with hand-written AVX2 dots for the
- * types of the common K-quant mixes (Q4_K, Q6_K, Q5_0) on the int8-activation path */
+ * types of the common K-quant mixes (Q4_K, Q5_K, Q6_K, Q5_0) on the int8-activation path */
 void ek_blocks_rows_avx2(const ek_bctx *c, int r0, int r1);
 void ek_blocks_rows_avx512(const ek_bctx *c, int r0, int r1);
 #endif

@@ -1,7 +1,7 @@
 /* x86 row kernels over GGUF-native blocks (see ek_blocks.h).
  *
  * The plain-C kernel (ek_blocks_rows.h) is compiled for AVX2 and AVX-512; on the int8-activation
- * path Q4_K, Q6_K and Q5_0 (what Q4_K_M files are made of) get hand-written AVX2 dots instead:
+ * path Q4_K, Q5_K, Q6_K and Q5_0 (what Q4_K_M / Q5_K_M files are made of) get hand-written AVX2 dots:
  * codes are unpacked in registers, multiplied with the int8 activations by vpmaddubsw (unsigned x
  * signed; signed codes via abs/sign) and accumulated as floats per row, one horizontal sum per row.
  * Each output is computed by one thread with one instruction sequence, whatever M or the thread
@@ -85,11 +85,12 @@ static inline T2 float h2f_at(const uint8_t *b, int at)
     return _cvtsh_ss(h);
 }
 
-/* Q4_K, activations per 256: each 32-element sub-block's integer dot is weighted by its 6-bit scale in
- * int16/int32 (vpmaddwd), the super-block sums in integers, one float FMA per block; mins through cs. */
-static T2 void rows_q4_k(const ek_bctx *c, int r0, int r1)
+/* Q4_K / Q5_K (Q5: a fifth bit per code from qh), activations per 256: each 32-element sub-block's
+ * integer dot is weighted by its 6-bit scale in int16/int32 (vpmaddwd), the super-block sums in
+ * integers, one float FMA per block; mins through cs. */
+static inline __attribute__((always_inline)) T2 void rows_k4(const ek_bctx *c, int r0, int r1, const int Q5)
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
     ROWS_LOOP({
         const uint8_t *s = blk + 4;
         int16_t si[8];
@@ -104,10 +105,15 @@ static T2 void rows_q4_k(const ek_bctx *c, int r0, int r1)
         const __m256 mnv = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(_mm256_set1_ps(h2f_at(blk, 2)),
                                                                             _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)mi))));
         __m256i lo[4], hi[4];
+        const __m256i qh = Q5 ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
         for (int ch = 0; ch < 4; ch++) {
-            const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * ch));
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + (Q5 ? 48 : 16) + 32 * ch));
             lo[ch] = _mm256_and_si256(v, m4);
             hi[ch] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            if (Q5) { /* element 32j + t: bit j of qh[t] is its fifth bit */
+                lo[ch] = _mm256_or_si256(lo[ch], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * ch), one), 4));
+                hi[ch] = _mm256_or_si256(hi[ch], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * ch + 1), one), 4));
+            }
         }
         FOR_ROWS(i) {
             __m256i sumi = _mm256_setzero_si256();
@@ -122,6 +128,10 @@ static T2 void rows_q4_k(const ek_bctx *c, int r0, int r1)
         }
     })
 }
+
+static T2 void rows_q4_k(const ek_bctx *c, int r0, int r1) { rows_k4(c, r0, r1, 0); }
+
+static T2 void rows_q5_k(const ek_bctx *c, int r0, int r1) { rows_k4(c, r0, r1, 1); }
 
 /* Q6_K, activations per 256: signed codes via abs/sign, each 16-element sub-block weighted by its
  * int8 scale in vpmaddwd, integer sums over the super-block, one float FMA per block. */
@@ -184,6 +194,7 @@ static ek_blocks_fn avx2_dot(const ek_bctx *c)
     if (!c->act_int8) return NULL;
     switch (c->t->code) {
     case 12: return rows_q4_k;
+    case 13: return rows_q5_k;
     case 14: return rows_q6_k;
     case 6: return rows_q5_0;
     default: return NULL;
