@@ -23,23 +23,15 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from bench_int4_matmul import GiB, bandwidth, cpu_name, time_cycle  # noqa: E402
+from gguf_blocks import finite_blocks  # noqa: E402
 
 from edgesdk import kernels  # noqa: E402
 from edgesdk.quant import TYPES, QuantizedTensor, from_gguf_bytes  # noqa: E402
 
 BLOCK_TYPES = ["Q4_K", "Q5_K", "Q6_K", "Q2_K", "Q3_K", "Q5_0", "Q5_1", "IQ4_NL", "Q8_0", "Q4_0"]
 REPACKED = ["Q4_0", "Q8_0"]  # also through the i16x32 tiles
-
-
-def random_blocks(rng, name: str, n: int, k: int) -> np.ndarray:
-    """Random blocks with every block's values finite (others zeroed), as the kernels see real files."""
-    t = TYPES[name]
-    raw = rng.integers(0, 256, (n * k // t.block, t.nbytes), dtype=np.uint8)
-    with np.errstate(all="ignore"):
-        bad = ~np.isfinite(t.dequantize(raw).reshape(len(raw), -1)).all(1)
-    raw[bad] = 0
-    return raw.reshape(n, -1)
 
 
 def main(argv=None) -> int:
@@ -64,7 +56,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     for name in a.types.split(","):
         t = TYPES[name]
-        one = random_blocks(rng, name, n, k)
+        one = finite_blocks(name, rng, n * k // t.block).reshape(n, -1)
         count = max(2, set_bytes // one.nbytes)
         # distinct content per matrix (identical copies can share cache lines or pre-packing)
         blocks = [one] + [np.roll(one, i * 977, axis=0) for i in range(1, count)]  # whole rows: valid blocks

@@ -284,8 +284,31 @@ static int nonfinite(float v)
     return (u & 0x7f800000u) == 0x7f800000u;
 }
 
-/* Same arithmetic as edgesdk/_kernels_ref.py:quantize_activations, bit for bit:
- * d = amax / 127, q = rint(x * (1/d)) clamped to +-127, round-half-even. */
+/* amax / 127 of n activations (the block's scale) and its inverse (0 for an all-zero block);
+ * EK_ENONFINITE on NaN/Inf. Same arithmetic as edgesdk/_kernels_ref.py:quantize_activations. */
+static int block_scale(const float *x, int n, float *d, float *id)
+{
+    float amax = 0.0f;
+    int bad = 0;
+    for (int t = 0; t < n; t++) {
+        const float a = fabsf(x[t]);
+        bad |= nonfinite(a);
+        amax = a > amax ? a : amax;
+    }
+    if (bad) return EK_ENONFINITE;
+    *d = amax / 127.0f;
+    *id = *d > 0.0f ? 1.0f / *d : 0.0f;
+    return 0;
+}
+
+/* One int8 code: rint(x * id) (round-half-even) clamped to +-127 */
+static inline int8_t quant1(float x, float id)
+{
+    const float v = nearbyintf(x * id);
+    return (int8_t)(v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v));
+}
+
+/* Activations per 32-block, bit for bit the reference: dx[m][S] scales, cs[m][S] = dx * sum(xq). */
 static int quant_rows(const float *x, int m0, int m1, int k, int Kp, int8_t *xq, float *dx, float *cs)
 {
     const int S = Kp / 32;
@@ -293,22 +316,13 @@ static int quant_rows(const float *x, int m0, int m1, int k, int Kp, int8_t *xq,
         const float *xr = x + (size_t)i * k;
         for (int s = 0; s < S; s++) {
             const int k0 = s * 32, n = k - k0 < 32 ? k - k0 : 32;
-            float amax = 0.0f;
-            int bad = 0;
-            for (int t = 0; t < n; t++) {
-                const float a = fabsf(xr[k0 + t]);
-                bad |= nonfinite(a);
-                amax = a > amax ? a : amax;
-            }
-            if (bad) return EK_ENONFINITE;
-            const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+            float d, id;
+            if (block_scale(xr + k0, n, &d, &id)) return EK_ENONFINITE;
             int8_t *q = xq + (size_t)i * Kp + k0;
             int32_t sum = 0;
             for (int t = 0; t < 32; t++) {
-                float v = t < n ? nearbyintf(xr[k0 + t] * id) : 0.0f;
-                v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
-                q[t] = (int8_t)v;
-                sum += (int8_t)v;
+                q[t] = t < n ? quant1(xr[k0 + t], id) : 0;
+                sum += q[t];
             }
             dx[(size_t)i * S + s] = d;
             cs[(size_t)i * S + s] = d * (float)sum;
@@ -326,23 +340,14 @@ static int quant_rows_super(const float *x, int m, int k, int8_t *xq, float *dx,
     for (int i = 0; i < m; i++)
         for (int b = 0; b < nb; b++) {
             const float *xr = x + (size_t)i * k + 256 * b;
-            float amax = 0.0f;
-            int bad = 0;
-            for (int t = 0; t < 256; t++) {
-                const float a = fabsf(xr[t]);
-                bad |= nonfinite(a);
-                amax = a > amax ? a : amax;
-            }
-            if (bad) return EK_ENONFINITE;
-            const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+            float d, id;
+            if (block_scale(xr, 256, &d, &id)) return EK_ENONFINITE;
             int8_t *q = xq + (size_t)i * k + 256 * b;
             for (int s = 0; s < 8; s++) {
                 int32_t sum = 0;
                 for (int t = 32 * s; t < 32 * s + 32; t++) {
-                    float v = nearbyintf(xr[t] * id);
-                    v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
-                    q[t] = (int8_t)v;
-                    sum += (int8_t)v;
+                    q[t] = quant1(xr[t], id);
+                    sum += q[t];
                 }
                 cs[(size_t)i * (k / 32) + 8 * b + s] = d * (float)sum;
             }
@@ -398,65 +403,8 @@ static void *scratch_get(int i, size_t bytes)
     return scratch[i];
 }
 
-/* ---------------------------------------------------------------- bandwidth probe */
-typedef struct {
-    const uint8_t *p;
-    ek_stream_fn read;
-    size_t n, chunk;
-    atomic_size_t next;
-    _Atomic uint64_t sum;
-} ek_stream_job;
-
-static uint64_t stream_portable(const uint8_t *p, size_t n)
-{
-    uint64_t a[8] = {0}, v, s = 0;
-    size_t i = 0;
-    for (; i + 64 <= n; i += 64)
-        for (int k = 0; k < 8; k++) {
-            memcpy(&v, p + i + 8 * k, 8);
-            a[k] ^= v;
-        }
-    for (int k = 0; k < 8; k++) s ^= a[k];
-    for (; i < n; i++) s += p[i];
-    return s;
-}
-
-static void stream_main(void *arg, int tid)
-{
-    ek_stream_job *j = arg;
-    (void)tid;
-    for (;;) {
-        const size_t lo = atomic_fetch_add_explicit(&j->next, j->chunk, memory_order_relaxed);
-        if (lo >= j->n) break;
-        const size_t len = j->n - lo < j->chunk ? j->n - lo : j->chunk;
-        const uint64_t s = j->read(j->p + lo, len);
-        atomic_fetch_xor_explicit(&j->sum, s, memory_order_relaxed);
-    }
-}
-
-unsigned long long ek_stream_read(const void *p, size_t n, int nthreads)
-{
-    static ek_stream_job j;
-    if (!p) return 0;
-    pthread_mutex_lock(&call_mu);
-    int nt = nthreads > 0 ? nthreads : pool_size;
-    if (nt > EK_MAXT) nt = EK_MAXT;
-    if (nt > 1 && pool_grow(nt) != 0) nt = pool.nworkers + 1;
-    j.p = p;
-    j.read = path_now()->stream ? path_now()->stream : stream_portable;
-    j.n = n;
-    j.chunk = 1 << 20;
-    atomic_store(&j.next, 0);
-    atomic_store(&j.sum, 0);
-    pool_run(stream_main, &j, nt);
-    const uint64_t s = atomic_load(&j.sum);
-    pthread_mutex_unlock(&call_mu);
-    return s;
-}
-
-/* ---------------------------------------------------------------- matmul */
 /* The pool's work split: items [0, total) handed out `chunk` at a time to whichever thread asks
- * (dynamic, never by thread id). Every matmul job struct starts with one. */
+ * (dynamic, never by thread id). Every job struct (probe, matmuls) starts with one. */
 typedef struct ek_range {
     atomic_int next;
     int chunk, total;
@@ -474,6 +422,66 @@ static void range_main(void *arg, int tid)
     }
 }
 
+/* Runs `job` (whose first member is r) over [0, total) on nt threads, chunk items at a time (>= 1). */
+static void range_run(ek_range *r, int total, int chunk, void (*run)(const void *, int, int), int nt)
+{
+    r->total = total;
+    r->chunk = chunk < 1 ? 1 : chunk;
+    r->run = run;
+    atomic_store(&r->next, 0);
+    pool_run(range_main, r, nt);
+}
+
+/* ---------------------------------------------------------------- bandwidth probe */
+#define EK_STREAM_PIECE (1 << 20) /* bytes per work item */
+typedef struct {
+    ek_range range;       /* over 1 MiB pieces */
+    const uint8_t *p;
+    ek_stream_fn read;
+    size_t n;
+    _Atomic uint64_t sum;
+} ek_stream_job;
+
+static uint64_t stream_portable(const uint8_t *p, size_t n)
+{
+    uint64_t a[8] = {0}, v, s = 0;
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64)
+        for (int k = 0; k < 8; k++) {
+            memcpy(&v, p + i + 8 * k, 8);
+            a[k] ^= v;
+        }
+    for (int k = 0; k < 8; k++) s ^= a[k];
+    for (; i < n; i++) s += p[i];
+    return s;
+}
+
+static void run_stream(const void *job, int lo, int hi)
+{
+    ek_stream_job *j = (ek_stream_job *)job;
+    const size_t a = (size_t)lo * EK_STREAM_PIECE, b = (size_t)hi * EK_STREAM_PIECE < j->n ? (size_t)hi * EK_STREAM_PIECE : j->n;
+    atomic_fetch_xor_explicit(&j->sum, j->read(j->p + a, b - a), memory_order_relaxed);
+}
+
+unsigned long long ek_stream_read(const void *p, size_t n, int nthreads)
+{
+    static ek_stream_job j;
+    if (!p) return 0;
+    pthread_mutex_lock(&call_mu);
+    int nt = nthreads > 0 ? nthreads : pool_size;
+    if (nt > EK_MAXT) nt = EK_MAXT;
+    if (nt > 1 && pool_grow(nt) != 0) nt = pool.nworkers + 1;
+    j.p = p;
+    j.read = path_now()->stream ? path_now()->stream : stream_portable;
+    j.n = n;
+    atomic_store(&j.sum, 0);
+    range_run(&j.range, (int)((n + EK_STREAM_PIECE - 1) / EK_STREAM_PIECE), 1, run_stream, nt);
+    const uint64_t s = atomic_load(&j.sum);
+    pthread_mutex_unlock(&call_mu);
+    return s;
+}
+
+/* ---------------------------------------------------------------- matmul */
 typedef struct {
     ek_range range;      /* over row groups */
     ek_ctx c;
@@ -601,11 +609,7 @@ static int matmul_one(const ek_weight *w, const float *x, int m, float *y, int l
         const int cap = (int)((512 * 1024) / ((size_t)16 * Kp * (size_t)w->bits / 8));
         if (chunk > cap) chunk = cap;
     }
-    j.range.chunk = chunk < 1 ? 1 : chunk > 64 ? 64 : chunk;
-    j.range.total = j.c.G;
-    j.range.run = run_groups;
-    atomic_store(&j.range.next, 0);
-    pool_run(range_main, &j, nt);
+    range_run(&j.range, j.c.G, chunk > 64 ? 64 : chunk, run_groups, nt);
 done:
     pthread_mutex_unlock(&call_mu);
     return rc;
@@ -653,11 +657,7 @@ static int matmul_blocks(const ek_weight *wt, const float *x, int m, float *y, i
     j.rows = path->blocks ? path->blocks : ek_blocks_rows_portable;
     const int nt = threads_for(nthreads, (size_t)n * (k / t->block) * (size_t)t->nbytes, m, n);
     const int chunk = n / (nt * 4);
-    j.range.chunk = chunk < 1 ? 1 : chunk > 256 ? 256 : chunk;
-    j.range.total = n;
-    j.range.run = run_rows;
-    atomic_store(&j.range.next, 0);
-    pool_run(range_main, &j, nt);
+    range_run(&j.range, n, chunk > 256 ? 256 : chunk, run_rows, nt);
 done:
     pthread_mutex_unlock(&call_mu);
     return rc;

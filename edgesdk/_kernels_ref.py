@@ -29,6 +29,12 @@ def quantize_activations(x: np.ndarray, block: int = 32):
     return q.reshape(m, s * block), d, cs
 
 
+def act_block(w: QuantizedTensor) -> int:
+    """Elements per activation scale on the int8 path: 256 for K-quant (super-block) weights, else 32
+    (the C kernels' rule, ek_matmul)."""
+    return 256 if w.layout == BLOCKS and w.block_size >= 256 else 32
+
+
 def matmul_f32(x: np.ndarray, w: QuantizedTensor) -> np.ndarray:
     """Exact path: x @ dequantize(W).T in float32 (BLAS)."""
     return np.asarray(x, np.float32) @ w.dequantize().T
@@ -40,7 +46,7 @@ def matmul_int8(x: np.ndarray, w: QuantizedTensor) -> np.ndarray:
     Mathematically equal to the integer-dot formula; differs only by float rounding.
     """
     x2 = np.asarray(x, np.float32).reshape(-1, w.shape[1])
-    ab = 256 if w.layout == BLOCKS and w.block_size >= 256 else 32
+    ab = act_block(w)
     xq, d, _ = quantize_activations(x2, ab)
     m = x2.shape[0]
     xd = (xq.reshape(m, -1, ab).astype(np.float32) * d[..., None]).reshape(m, -1)[:, : w.shape[1]]
@@ -52,7 +58,7 @@ def matmul_int8_exact(x: np.ndarray, w: QuantizedTensor) -> np.ndarray:
     x2 = np.asarray(x, np.float32).reshape(-1, w.shape[1])
     n, k = w.shape
     if w.layout == BLOCKS:
-        ab = 256 if w.block_size >= 256 else 32  # activations are quantized per weight block
+        ab = act_block(w)
         xq, d, _ = quantize_activations(x2, ab)
         return _blocks_int8_exact(xq, d, w, ab)
     xq, d, cs = quantize_activations(x2)

@@ -1,4 +1,5 @@
-"""Random GGUF blocks of the types gguf-py cannot quantize (K-quants, IQ4_NL), for tests that need real-looking weights."""
+"""Random GGUF blocks for tests and benchmarks: realistic ones of the types gguf-py cannot quantize
+(``random_blocks``), and raw random ones with only the non-finite blocks zeroed (``finite_blocks``)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,16 @@ def random_blocks(name: str, shape, rng, scale: float) -> np.ndarray:
     for at in F16_FIELDS[name]:  # w is linear in the scale fields
         raw[..., at:at + 2] = np.frombuffer(np.float16(scale / peak).tobytes(), np.uint8)
     return raw.reshape(shape[0], -1)
+
+
+def finite_blocks(name: str, rng, nblocks: int) -> np.ndarray:
+    """Random bytes as (nblocks, bytes per block) of any block type; blocks whose values are not all
+    finite are zeroed (a valid all-zero block). Scales span fp16's whole range: a kernel stress test."""
+    from edgesdk.quant import TYPES
+
+    t = TYPES[name]
+    raw = rng.integers(0, 256, (nblocks, t.nbytes), dtype=np.uint8)
+    with np.errstate(all="ignore"):
+        bad = ~np.isfinite(t.dequantize(raw).reshape(nblocks, -1)).all(1)
+    raw[bad] = 0
+    return raw

@@ -281,3 +281,16 @@ def test_pool_survives_fork():
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
+
+
+@needs_c
+def test_bandwidth_probe_reads_every_byte_on_every_path():
+    """ek_stream_read XORs every 64-bit word (no tail when the size is a multiple of 256): each path and
+    thread count must see the whole buffer, split into its 1 MiB pieces."""
+    buf = np.random.default_rng(11).integers(0, 2**63, (3 << 20) // 8 + 512, dtype=np.uint64)
+    want = int(np.bitwise_xor.reduce(buf))
+    ptr = kernels._ffi.cast("void *", kernels._ffi.from_buffer(buf))
+    for path in simd_paths():
+        assert kernels.set_simd(path) == path
+        for th in (1, 2, 3):
+            assert kernels._lib.ek_stream_read(ptr, buf.nbytes, th) == want, (path, th)

@@ -14,6 +14,7 @@ from edgesdk import _kernels_ref as ref  # noqa: E402
 from edgesdk import hub, kernels  # noqa: E402
 from edgesdk._errors import QuantizationError, UnsupportedModelError  # noqa: E402
 from edgesdk.quant import TYPES, QuantizedTensor, from_gguf, from_gguf_bytes, quant_type, to_gguf_bytes  # noqa: E402
+from gguf_blocks import finite_blocks  # noqa: E402
 from kernel_bounds import within_f32_bound, within_int8_bound  # noqa: E402
 
 QUANTIZED = [t for t in TYPES.values() if t.quantized]
@@ -43,21 +44,12 @@ def test_dequantize_equals_gguf_py_bit_for_bit(t, nblocks, data):
         assert same_bits(t.dequantize(raw), gguf_dequantize(raw.reshape(1, -1), gguf.GGMLQuantizationType[t.name]))
 
 
-def _finite_blocks(t, rng, nblocks: int) -> np.ndarray:
-    """Random blocks, any whose values are not all finite zeroed (a valid all-zero block)."""
-    raw = rng.integers(0, 256, (nblocks, t.nbytes), dtype=np.uint8)
-    with np.errstate(all="ignore"):
-        bad = ~np.isfinite(t.dequantize(raw).reshape(nblocks, -1)).all(1)
-    raw[bad] = 0
-    return raw
-
-
 @needs_c
 @pytest.mark.parametrize("t", QUANTIZED, ids=lambda t: t.name)
 def test_c_decoder_is_the_table_row(t):
     block, nbytes = kernels._ffi.new("int *"), kernels._ffi.new("int *")
     assert kernels._lib.ek_block_type(t.code, block, nbytes) == 0 and (block[0], nbytes[0]) == (t.block, t.nbytes)
-    raw = _finite_blocks(t, np.random.default_rng(t.code), 40)
+    raw = finite_blocks(t.name, np.random.default_rng(t.code), 40)
     codes, scale, mn = t.decoded(raw)
     q = np.empty(t.block, np.int8)
     sc, m = np.empty(t.block // t.sub, np.float32), np.empty(t.block // t.sub, np.float32)
@@ -75,7 +67,7 @@ def test_c_decoder_is_the_table_row(t):
 def test_matmul_every_type_every_path(t):
     rng = np.random.default_rng(100 + t.code)
     for m, n, k in ((1, 37, 512), (5, 20, 256 * 3), (9, 48, 1024)):
-        qt = QuantizedTensor.from_blocks(_finite_blocks(t, rng, n * k // t.block), t.name, (n, k))
+        qt = QuantizedTensor.from_blocks(finite_blocks(t.name, rng, n * k // t.block), t.name, (n, k))
         x = (rng.standard_normal((m, k)) * 2).astype(np.float32)
         for path in kernels.info().simd_runnable:
             kernels.set_simd(path)
@@ -89,7 +81,7 @@ def test_block_results_identical_for_all_thread_counts():
     rng = np.random.default_rng(7)
     for name in ("Q4_K", "Q6_K", "Q5_0"):
         t = TYPES[name]
-        qt = QuantizedTensor.from_blocks(_finite_blocks(t, rng, 300 * 1024 // t.block), name, (300, 1024))
+        qt = QuantizedTensor.from_blocks(finite_blocks(t.name, rng, 300 * 1024 // t.block), name, (300, 1024))
         x = rng.standard_normal((3, 1024)).astype(np.float32)
         for act in ("int8", "f32"):
             base = kernels.matmul(x, qt, act=act, threads=1)
