@@ -1,6 +1,7 @@
 /* Shared between the kernel translation units; not part of the cffi interface. */
 #ifndef EK_INTERNAL_H
 #define EK_INTERNAL_H
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -36,6 +37,25 @@ typedef struct ek_ctx {
 
 /* Computes out[i][r] (i < mr <= EK_MR, r < 16) for rows 16g.. and activation rows m0... */
 typedef void (*ek_tile_fn)(const ek_ctx *c, int g, int m0, int mr, float *out);
+
+/* x rounded to the nearest fp16 value (ties to even), kept as a float; |x| must be below 65520. */
+static inline float ek_round_f16(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    const uint32_t a = u & 0x7fffffffu;
+    if (a < 0x38800000u) { /* below 2^-14: fp16 subnormals are the multiples of 2^-24 */
+        const float s = (float)(int32_t)(fabsf(x) * 16777216.0f + 0.5f);
+        const float lo = fabsf(x) * 16777216.0f;
+        /* ties to even: (int)(v + 0.5) rounds a tie up; step back when that made it odd */
+        const float r = (s - lo == 0.5f && ((int32_t)s & 1)) ? s - 1.0f : s;
+        return (x < 0 ? -r : r) * (1.0f / 16777216.0f);
+    }
+    const uint32_t r = (a + 0xfffu + ((a >> 13) & 1u)) & ~0x1fffu; /* keep 10 mantissa bits */
+    u = (u & 0x80000000u) | r;
+    memcpy(&x, &u, 4);
+    return x;
+}
 
 static inline float ek_h2f(uint16_t h)
 {

@@ -274,7 +274,7 @@ static T_AVXVNNI EK_DEF_MR2(tile_q4_avxvnni, tile256_avxvnni, 4)
 static T_AVXVNNI EK_DEF_MR2(tile_q8_avxvnni, tile256_avxvnni, 8)
 
 /* ------------------------------------------------------------ activation quantizers */
-/* Bit-identical to the scalar quant_rows in ekern.c: same amax, d = amax/127, id = 1/d,
+/* Bit-identical to the scalar quant_rows in ekern.c: same amax, d = fp16(amax/127), id = 127/amax,
  * cvtps2dq rounds half-to-even under the default MXCSR exactly like nearbyintf. */
 static T512 int quant_block512(const float *x, int n, int8_t *q, float *dx, float *cs)
 {
@@ -285,7 +285,7 @@ static T512 int quant_block512(const float *x, int n, int8_t *q, float *dx, floa
     if (_mm512_fpclass_ps_mask(v0, 0x99) | _mm512_fpclass_ps_mask(v1, 0x99)) return EK_ENONFINITE;
     const __m512 a = _mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1));
     const float amax = _mm512_reduce_max_ps(a);
-    const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+    const float d0 = amax / 127.0f, d = d0 < 65504.0f ? ek_round_f16(d0) : d0, id = amax > 0.0f ? 127.0f / amax : 0.0f;
     const __m512 vid = _mm512_set1_ps(id);
     const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
     __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, vid));

@@ -284,9 +284,11 @@ static int nonfinite(float v)
     return (u & 0x7f800000u) == 0x7f800000u;
 }
 
-/* amax / 127 of n activations (the block's scale) and its inverse (0 for an all-zero block);
- * EK_ENONFINITE on NaN/Inf. Same arithmetic as edgesdk/_kernels_ref.py:quantize_activations. */
-static int block_scale(const float *x, int n, float *d, float *id)
+/* amax / 127 of n activations (the block's scale) and the multiplier 127 / amax making the codes
+ * (0 for an all-zero block); EK_ENONFINITE on NaN/Inf. `half`: the scale is rounded to fp16, as
+ * llama.cpp's Q8_0 stores it (its Q8_K, for K-quants, keeps it in f32), so the int8 path computes
+ * llama.cpp's numbers. Same arithmetic as edgesdk/_kernels_ref.py:quantize_activations. */
+static int block_scale(const float *x, int n, int half, float *d, float *id)
 {
     float amax = 0.0f;
     int bad = 0;
@@ -297,7 +299,8 @@ static int block_scale(const float *x, int n, float *d, float *id)
     }
     if (bad) return EK_ENONFINITE;
     *d = amax / 127.0f;
-    *id = *d > 0.0f ? 1.0f / *d : 0.0f;
+    if (half && *d < 65504.0f) *d = ek_round_f16(*d);
+    *id = amax > 0.0f ? 127.0f / amax : 0.0f;
     return 0;
 }
 
@@ -317,7 +320,7 @@ static int quant_rows(const float *x, int m0, int m1, int k, int Kp, int8_t *xq,
         for (int s = 0; s < S; s++) {
             const int k0 = s * 32, n = k - k0 < 32 ? k - k0 : 32;
             float d, id;
-            if (block_scale(xr + k0, n, &d, &id)) return EK_ENONFINITE;
+            if (block_scale(xr + k0, n, 1, &d, &id)) return EK_ENONFINITE;
             int8_t *q = xq + (size_t)i * Kp + k0;
             int32_t sum = 0;
             for (int t = 0; t < 32; t++) {
@@ -341,7 +344,7 @@ static int quant_rows_super(const float *x, int m, int k, int8_t *xq, float *dx,
         for (int b = 0; b < nb; b++) {
             const float *xr = x + (size_t)i * k + 256 * b;
             float d, id;
-            if (block_scale(xr, 256, &d, &id)) return EK_ENONFINITE;
+            if (block_scale(xr, 256, 0, &d, &id)) return EK_ENONFINITE;
             int8_t *q = xq + (size_t)i * k + 256 * b;
             for (int s = 0; s < 8; s++) {
                 int32_t sum = 0;

@@ -1,7 +1,10 @@
 /* edgesdk LLM fused forward: decode, speculative verification and prefill chunks.
  *
- * One call runs every layer of a llama-family decoder for T <= LLM_MAX_ROWS tokens: RMSNorm, RoPE, KV-cache
- * store, grouped-query attention, SwiGLU and the residual stream, calling the weight matmul through
+ * One call runs every layer of a decoder-only transformer for T <= LLM_MAX_ROWS tokens: RMSNorm (also
+ * per head: QK-norm; and after each block: sandwich norms), RoPE from one of the model's tables,
+ * KV-cache store, grouped-query attention (optionally over a sliding window), SwiGLU or GeGLU and the
+ * residual stream, each step switched by the layer/model fields (edgesdk/llm/arch describes which an
+ * architecture needs), calling the weight matmul through
  * a function pointer (edgesdk._ckernels' ek_matmul, passed in by Python). Doing this per token in
  * numpy costs ~60 small array operations per layer; in C it costs nothing next to the matmuls.
  * Prefill attention also stays here: numpy would hand it to a multithreaded BLAS whose spinning
@@ -43,11 +46,24 @@ static void axpy_portable(float *y, float a, const float *x, int n)
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-static void attend_portable(const float *q, const float *K, const float *V, int S, int hd, float scale, float *sc, float *o)
+/* Keys/values of one attention call: S positions from slot `start` of a ring of `cap` rows of hd floats. */
+typedef struct kv_span {
+    const float *K, *V;
+    int start, cap, S, hd;
+} kv_span;
+
+static inline size_t slot(const kv_span *a, int s)
 {
+    const int i = a->start + s;
+    return (size_t)(i >= a->cap ? i - a->cap : i) * a->hd;
+}
+
+static void attend_portable(const float *q, const kv_span *a, float scale, float *sc, float *o)
+{
+    const int S = a->S, hd = a->hd;
     float mx = -INFINITY;
     for (int s = 0; s < S; s++) {
-        sc[s] = dot_portable(q, K + (size_t)s * hd, hd) * scale;
+        sc[s] = dot_portable(q, a->K + slot(a, s), hd) * scale;
         if (sc[s] > mx) mx = sc[s];
     }
     float sum = 0.f;
@@ -57,13 +73,24 @@ static void attend_portable(const float *q, const float *K, const float *V, int 
     }
     const float inv = 1.f / sum;
     memset(o, 0, hd * sizeof(float));
-    for (int s = 0; s < S; s++) axpy_portable(o, sc[s], V + (size_t)s * hd, hd);
+    for (int s = 0; s < S; s++) axpy_portable(o, sc[s], a->V + slot(a, s), hd);
     for (int i = 0; i < hd; i++) o[i] *= inv;
 }
 
 static void silu_mul_portable(const float *g, const float *up, float *out, int n)
 {
     for (int i = 0; i < n; i++) out[i] = g[i] / (1.f + expf(-g[i])) * up[i];
+}
+
+#define GELU_C 0.7978845608028654f /* sqrt(2 / pi) */
+
+/* tanh-GELU as 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)): one exp, no tanh, and exact limits. */
+static void gelu_mul_portable(const float *g, const float *up, float *out, int n)
+{
+    for (int i = 0; i < n; i++) {
+        const float x = g[i], u = GELU_C * (x + 0.044715f * x * x * x);
+        out[i] = x / (1.f + expf(-2.f * u)) * up[i];
+    }
 }
 
 #ifdef LLM_X86
@@ -106,10 +133,11 @@ static LLM_AVX2 __m256 exp256(__m256 x)
 
 /* One query head over S keys: 8 dot products per step reduced together (one transpose-add for 8
  * scores instead of a horizontal sum each), vector exp, and the output kept in registers. */
-static LLM_AVX2 void attend_avx2(const float *q, const float *K, const float *V, int S, int hd, float scale, float *sc, float *o)
+static LLM_AVX2 void attend_avx2(const float *q, const kv_span *a, float scale, float *sc, float *o)
 {
+    const int S = a->S, hd = a->hd;
     if (hd % 8 || hd > 256) {
-        attend_portable(q, K, V, S, hd, scale, sc, o);
+        attend_portable(q, a, scale, sc, o);
         return;
     }
     const int nb = hd / 8;
@@ -119,14 +147,14 @@ static LLM_AVX2 void attend_avx2(const float *q, const float *K, const float *V,
         for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
         for (int b = 0; b < nb; b++) {
             const __m256 qv = _mm256_loadu_ps(q + 8 * b);
-            for (int j = 0; j < 8; j++) acc[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(K + (size_t)(s + j) * hd + 8 * b), acc[j]);
+            for (int j = 0; j < 8; j++) acc[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(a->K + slot(a, s + j) + 8 * b), acc[j]);
         }
         __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
         __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(acc[4], acc[5]), _mm256_hadd_ps(acc[6], acc[7]));
         __m256 sum = _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
         _mm256_storeu_ps(sc + s, _mm256_mul_ps(sum, _mm256_set1_ps(scale)));
     }
-    for (; s < S; s++) sc[s] = dot_avx2(q, K + (size_t)s * hd, hd) * scale;
+    for (; s < S; s++) sc[s] = dot_avx2(q, a->K + slot(a, s), hd) * scale;
     __m256 vmx = _mm256_set1_ps(-INFINITY);
     for (s = 0; s + 8 <= S; s += 8) vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(sc + s));
     __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmx), _mm256_extractf128_ps(vmx, 1));
@@ -156,7 +184,7 @@ static LLM_AVX2 void attend_avx2(const float *q, const float *K, const float *V,
     for (int b = 0; b < nb; b++) out[b] = _mm256_setzero_ps();
     for (s = 0; s < S; s++) {
         const __m256 p = _mm256_set1_ps(sc[s]);
-        const float *v = V + (size_t)s * hd;
+        const float *v = a->V + slot(a, s);
         for (int b = 0; b < nb; b++) out[b] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8 * b), out[b]);
     }
     const __m256 inv = _mm256_set1_ps(1.f / total);
@@ -174,6 +202,19 @@ static LLM_AVX2 void silu_mul_avx2(const float *g, const float *up, float *out, 
     }
     for (; i < n; i++) out[i] = g[i] / (1.f + expf(-g[i])) * up[i];
 }
+
+static LLM_AVX2 void gelu_mul_avx2(const float *g, const float *up, float *out, int n)
+{
+    int i = 0;
+    const __m256 one = _mm256_set1_ps(1.f), c = _mm256_set1_ps(-2.f * GELU_C), k = _mm256_set1_ps(0.044715f);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(g + i);
+        const __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+        const __m256 e = exp256(_mm256_mul_ps(c, _mm256_fmadd_ps(k, x3, x)));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
+    }
+    gelu_mul_portable(g + i, up + i, out + i, n - i);
+}
 #endif
 
 /* The loop's own SIMD paths, in order of preference (see ek_cpu.h: a path's target string is what
@@ -181,15 +222,16 @@ static LLM_AVX2 void silu_mul_avx2(const float *g, const float *up, float *out, 
 typedef struct loop_path {
     const char *name;
     const char *isa;
-    void (*attend)(const float *, const float *, const float *, int, int, float, float *, float *);
+    void (*attend)(const float *, const kv_span *, float, float *, float *);
     void (*silu_mul)(const float *, const float *, float *, int);
+    void (*gelu_mul)(const float *, const float *, float *, int);
 } loop_path;
 
 static const loop_path paths[] = {
 #ifdef LLM_X86
-    {"avx2", ISA_AVX2, attend_avx2, silu_mul_avx2},
+    {"avx2", ISA_AVX2, attend_avx2, silu_mul_avx2, gelu_mul_avx2},
 #endif
-    {"portable", "", attend_portable, silu_mul_portable},
+    {"portable", "", attend_portable, silu_mul_portable, gelu_mul_portable},
 };
 
 static const loop_path *pick(unsigned allowed)
@@ -227,34 +269,54 @@ static void rope(float *v, int n_heads, int hd, int rope_dim, int neox, const fl
     }
 }
 
+/* The block output `y` (T rows of n), RMS-normed first when the layer has a post norm, added to x. */
+static void residual_add(float *x, float *y, const float *post_norm, int T, int n, float eps)
+{
+    for (int t = 0; t < T; t++) {
+        float *yt = y + (size_t)t * n, *xt = x + (size_t)t * n;
+        if (post_norm) rms_norm(yt, post_norm, yt, n, eps);
+        for (int i = 0; i < n; i++) xt[i] += yt[i];
+    }
+}
+
 int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, int logits_from)
 {
-    if (!m || !x || T < 1 || T > LLM_MAX_ROWS || pos0 < 0 || pos0 + T > m->n_ctx) return -1;
+    if (!m || !x || T < 1 || T > LLM_MAX_ROWS || pos0 < 0 || pos0 + T > m->n_ctx || m->n_rope < 1) return -1;
     const loop_path *path = pick(m->cpu_allowed);
     const int d = m->n_embd, nh = m->n_head, nkv = m->n_head_kv, hd = m->head_dim, ff = m->n_ff;
     const int g = nh / nkv, nq = nh * hd, nk = nkv * hd, nqkv = nq + 2 * nk, half = m->rope_dim / 2;
-    const int S_max = pos0 + T;
+    const int S_max = pos0 + T, nrope = m->n_rope;
     const float scale = (float)(1.0 / sqrt((double)hd));
-    const size_t need = (size_t)T * (d + nqkv + nq + 2 * ff + ff + d) + (size_t)S_max + (size_t)T * half * 2;
+    const size_t tab = (size_t)T * half; /* one RoPE table's cos (or sin) values */
+    const size_t need = (size_t)T * (d + nqkv + nq + 2 * ff + ff + d) + (size_t)S_max + tab * 2 * nrope;
     float *buf = (float *)malloc(need * sizeof(float));
     if (!buf) return -3;
     float *h = buf, *qkv = h + (size_t)T * d, *att = qkv + (size_t)T * nqkv, *gu = att + (size_t)T * nq;
     float *act = gu + (size_t)T * 2 * ff, *tmp = act + (size_t)T * ff, *sc = tmp + (size_t)T * d;
-    float *cs = sc + S_max, *sn = cs + (size_t)T * half;
+    float *cs = sc + S_max, *sn = cs + tab * nrope;
     int rc = 0;
     /* Up to 16 rows a matmul still costs about one pass over the weights (decode, verification). */
     const int nt = (T <= 16 && m->nthreads_decode > 0) ? m->nthreads_decode : m->nthreads;
+    void (*gated)(const float *, const float *, float *, int) = m->act_gelu ? path->gelu_mul : path->silu_mul;
 
-    for (int t = 0; t < T; t++) {
-        const double p = (double)(pos0 + t) / m->rope_scale;
-        for (int i = 0; i < half; i++) {
-            const double a = p * m->inv_freq[i];
-            cs[(size_t)t * half + i] = (float)cos(a);
-            sn[(size_t)t * half + i] = (float)sin(a);
+    for (int r = 0; r < nrope; r++)
+        for (int t = 0; t < T; t++) {
+            const double p = (double)(pos0 + t) / m->rope_scale[r];
+            for (int i = 0; i < half; i++) {
+                const double a = p * m->inv_freq[(size_t)r * half + i];
+                cs[r * tab + (size_t)t * half + i] = (float)cos(a);
+                sn[r * tab + (size_t)t * half + i] = (float)sin(a);
+            }
         }
-    }
     for (int l = 0; l < m->n_layer && !rc; l++) {
         const llm_layer *L = &m->layers[l];
+        /* a ring must hold a call's keys and the window before its first query */
+        if (L->rope < 0 || L->rope >= nrope || L->window < 0 || L->kv_cap < 1 || L->kv_cap > m->n_ctx ||
+            (L->kv_cap < m->n_ctx && L->kv_cap < L->window + T - 1) || (!L->window && L->kv_cap != m->n_ctx)) {
+            rc = -1;
+            break;
+        }
+        const float *lcs = cs + L->rope * tab, *lsn = sn + L->rope * tab;
         for (int t = 0; t < T; t++) rms_norm(x + (size_t)t * d, L->attn_norm, h + (size_t)t * d, d, m->rms_eps);
         if ((rc = m->matmul(L->wqkv, h, T, qkv, m->act_int8, nt))) break;
         if (L->bqkv)
@@ -263,27 +325,33 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
         for (int t = 0; t < T; t++) {
             float *row = qkv + (size_t)t * nqkv;
             const int pos = pos0 + t;
-            rope(row, nh + nkv, hd, m->rope_dim, m->rope_neox, cs + (size_t)t * half, sn + (size_t)t * half);
+            if (L->q_norm)
+                for (int hh = 0; hh < nh + nkv; hh++) {
+                    float *v = row + (size_t)hh * hd;
+                    rms_norm(v, hh < nh ? L->q_norm : L->k_norm, v, hd, m->rms_eps);
+                }
+            rope(row, nh + nkv, hd, m->rope_dim, m->rope_neox, lcs + (size_t)t * half, lsn + (size_t)t * half);
             for (int kh = 0; kh < nkv; kh++) {
-                memcpy(L->k + ((size_t)kh * m->n_ctx + pos) * hd, row + nq + (size_t)kh * hd, hd * sizeof(float));
-                memcpy(L->v + ((size_t)kh * m->n_ctx + pos) * hd, row + nq + nk + (size_t)kh * hd, hd * sizeof(float));
+                const size_t at = ((size_t)kh * L->kv_cap + pos % L->kv_cap) * hd;
+                memcpy(L->k + at, row + nq + (size_t)kh * hd, hd * sizeof(float));
+                memcpy(L->v + at, row + nq + nk + (size_t)kh * hd, hd * sizeof(float));
             }
         }
         for (int t = 0; t < T; t++) {
-            const int S = pos0 + t + 1;
+            const int S = pos0 + t + 1, s0 = (L->window && S > L->window) ? S - L->window : 0;
             for (int head = 0; head < nh; head++) {
-                const int kh = head / g;
-                path->attend(qkv + (size_t)t * nqkv + (size_t)head * hd, L->k + (size_t)kh * m->n_ctx * hd,
-                       L->v + (size_t)kh * m->n_ctx * hd, S, hd, scale, sc, att + (size_t)t * nq + (size_t)head * hd);
+                const size_t base = (size_t)(head / g) * L->kv_cap * hd;
+                const kv_span span = {L->k + base, L->v + base, s0 % L->kv_cap, L->kv_cap, S - s0, hd};
+                path->attend(qkv + (size_t)t * nqkv + (size_t)head * hd, &span, scale, sc, att + (size_t)t * nq + (size_t)head * hd);
             }
         }
         if ((rc = m->matmul(L->wo, att, T, tmp, m->act_int8, nt))) break;
-        for (size_t i = 0; i < (size_t)T * d; i++) x[i] += tmp[i];
+        residual_add(x, tmp, L->post_attn_norm, T, d, m->rms_eps);
         for (int t = 0; t < T; t++) rms_norm(x + (size_t)t * d, L->ffn_norm, h + (size_t)t * d, d, m->rms_eps);
         if ((rc = m->matmul(L->wgu, h, T, gu, m->act_int8, nt))) break;
-        for (int t = 0; t < T; t++) path->silu_mul(gu + (size_t)t * 2 * ff, gu + (size_t)t * 2 * ff + ff, act + (size_t)t * ff, ff);
+        for (int t = 0; t < T; t++) gated(gu + (size_t)t * 2 * ff, gu + (size_t)t * 2 * ff + ff, act + (size_t)t * ff, ff);
         if ((rc = m->matmul(L->wdown, act, T, tmp, m->act_int8, nt))) break;
-        for (size_t i = 0; i < (size_t)T * d; i++) x[i] += tmp[i];
+        residual_add(x, tmp, L->post_ffn_norm, T, d, m->rms_eps);
     }
     if (!rc && logits && logits_from < T) {
         const int n = T - logits_from;

@@ -1,4 +1,4 @@
-/* edgesdk._cllm: fused llama-family forward (decode, verification and prefill chunks). Also fed to cffi's cdef():
+/* edgesdk._cllm: fused decoder forward (decode, verification and prefill chunks). Also fed to cffi's cdef():
  * plain declarations only (no includes, no expressions in array sizes). */
 typedef int (*llm_matmul_fn)(const void *w, const float *x, int m, float *y, int act_int8, int nthreads);
 
@@ -10,8 +10,15 @@ typedef struct llm_layer {
     const float *attn_norm;
     const float *ffn_norm;
     const float *bqkv;       /* Q|K|V bias (n_head + 2 n_head_kv) * head_dim, or NULL */
-    float *k;                /* this layer's key cache, (n_head_kv, n_ctx, head_dim) */
+    const float *q_norm;     /* per-head RMS norm weights of Q and K (head_dim each) before RoPE, or NULL */
+    const float *k_norm;
+    const float *post_attn_norm; /* RMS norm of the attention / FFN output before the residual add, or NULL */
+    const float *post_ffn_norm;
+    int window;              /* keys attended: the last `window` positions incl. the query's own; 0 = all */
+    int rope;                /* which RoPE table (row of llm_model.inv_freq) */
+    float *k;                /* this layer's key cache, (n_head_kv, kv_cap, head_dim): position p in slot p % kv_cap */
     float *v;
+    int kv_cap;              /* positions the cache holds: n_ctx, or a ring of >= window + LLM_MAX_ROWS */
 } llm_layer;
 
 typedef struct llm_model {
@@ -24,9 +31,11 @@ typedef struct llm_model {
     int rope_dim;
     int n_ctx;
     int rope_neox;           /* 0: rotate pairs (2i, 2i+1); 1: rotate (i, i + rope_dim/2) */
+    int act_gelu;            /* FFN activation of the gate: 0 SiLU (SwiGLU), 1 tanh-GELU (GeGLU) */
     float rms_eps;
-    float rope_scale;        /* positions are divided by this (linear scaling) */
-    const double *inv_freq;  /* rope_dim / 2 frequencies */
+    int n_rope;              /* RoPE tables: distinct (base, scale) pairs used by the layers */
+    const double *inv_freq;  /* n_rope x rope_dim / 2 frequencies */
+    const float *rope_scale; /* n_rope: positions are divided by this (linear scaling) */
     const llm_layer *layers;
     const void *lm_head;
     const float *out_norm;

@@ -21,9 +21,12 @@ def quantize_activations(x: np.ndarray, block: int = 32):
     xp = np.zeros((m, s * block), np.float32)
     xp[:, :k] = x
     xb = xp.reshape(m, s, block)
-    d = (np.abs(xb).max(axis=-1) / np.float32(127)).astype(np.float32)
+    amax = np.abs(xb).max(axis=-1)
+    d = (amax / np.float32(127)).astype(np.float32)
+    if block == 32:  # llama.cpp's Q8_0 stores the scale as fp16 (its Q8_K, per 256, as f32)
+        d = np.where(d < 65504, d.astype(np.float16).astype(np.float32), d)
     with np.errstate(divide="ignore"):
-        inv = np.where(d > 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
+        inv = np.where(amax > 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
     q = np.clip(np.rint(xb * inv[..., None]), -127, 127).astype(np.int8)
     cs = (d * q.sum(axis=-1, dtype=np.int32).astype(np.float32)).astype(np.float32)
     return q.reshape(m, s * block), d, cs

@@ -229,9 +229,18 @@ def _probe_gguf(p: Path, size: int) -> dict:
             "tensor_types": sorted({t.tensor_type.name for t in f.tensors.values()}),
             "tensor_kinds": _tensor_kinds(f.tensors.values()),
             "context_length": f.meta.get(f"{arch}.context_length") if arch else None,
+            "features": _gguf_features(f),
         }
     finally:
         f.close()
+
+
+def _gguf_features(f) -> list[str] | None:
+    """The forward-pass primitives the model needs (placement matches them to backends); None if unknown."""
+    try:
+        return sorted(f.config().features)
+    except ModelLoadError:  # unknown architecture or missing metadata: refused later, by name
+        return None
 
 
 def _tensor_kinds(tensors) -> dict[str, list[str]]:

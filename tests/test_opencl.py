@@ -1,7 +1,7 @@
 """The OpenCL backend for real: PoCL gives CI and CPU-only machines an OpenCL device on the CPU.
 
 Every kernel is compared with the numpy reference the CPU backend already uses (dequantize_rows,
-_rms_norm, Transformer._rope/_attend_one, _swiglu). SmolLM2 greedy tokens are compared with the CPU
+_rms_norm, Transformer._rope/_attend_one, _gated). SmolLM2 greedy tokens are compared with the CPU
 backend in its exact mode (``activations="f32"``): the OpenCL kernels keep activations in fp32, so
 the two differ only by summation order (~1e-6 relative). The CPU default (int8 activations per
 32-block) rounds every activation to 8 bits, a different arithmetic, not a reference for fp32 kernels.
@@ -26,7 +26,7 @@ from edgesdk._errors import BackendUnavailable, PlacementError
 
 cl = pytest.importorskip("pyopencl", reason="pyopencl is not installed (pip install -e '.[opencl]')")
 
-from edgesdk.llm._model import Transformer, _rms_norm, _swiglu, rope_rotation  # noqa: E402
+from edgesdk.llm._model import Transformer, _gated, _rms_norm, rope_rotation  # noqa: E402
 from edgesdk.llm._weights import dequantize_rows  # noqa: E402
 from edgesdk.quant import TYPES  # noqa: E402
 from gguf_blocks import F16_FIELDS, random_blocks  # noqa: E402
@@ -152,9 +152,10 @@ def test_rms_norm(rt, rows, n, row0, seed):
 
 
 def _cfg(mode="norm", nh=4, nkv=2, hd=16, rope_dim=None, scale=1.0):
-    from edgesdk.llm._gguf import ArchSpec, ModelConfig
+    from edgesdk.llm._gguf import ModelConfig
+    from edgesdk.llm.arch import Architecture
 
-    return ModelConfig(ArchSpec("t", rope_mode=mode), 1, nh * hd, 8, nh, nkv, hd, 256, 10, 1e-5, 10000.0,
+    return ModelConfig(Architecture("t", rope=mode), 1, nh * hd, 8, nh, nkv, hd, 256, 10, 1e-5, 10000.0,
                        rope_dim or hd, rope_scale=scale)
 
 
@@ -199,7 +200,7 @@ def test_kv_store_and_attention_match_attend_one(rt, pos0, T, g, hd, seed):
     np.testing.assert_array_equal(_read(rt, kc, cache.k[0].shape), cache.k[0])
     np.testing.assert_array_equal(_read(rt, vc, cache.v[0].shape), cache.v[0])
     ref = types.SimpleNamespace(cfg=types.SimpleNamespace(n_head=nh, n_head_kv=nkv, head_dim=hd))
-    want = np.stack([Transformer._attend_one(ref, qkv[t, :nq], cache, 0, pos0 + t + 1, np.float32(scale)) for t in range(T)])
+    want = np.stack([Transformer._attend_one(ref, qkv[t, :nq], cache, 0, pos0 + t + 1, np.float32(scale), 0) for t in range(T)])
     np.testing.assert_allclose(_read(rt, out, (T, nq)), want, rtol=1e-5, atol=1e-5)
 
 
@@ -209,7 +210,7 @@ def test_swiglu_and_bias(rt):
     gu = rng.standard_normal((T, 2 * ff)).astype(np.float32) * 4
     out = rt.empty(T * ff * 4)
     rt.swiglu(_buf(rt, gu), out, T, ff)
-    np.testing.assert_allclose(_read(rt, out, (T, ff)), _swiglu(gu.copy(), ff), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_read(rt, out, (T, ff)), _gated(gu.copy(), ff, "silu"), rtol=1e-5, atol=1e-6)
     b = rng.standard_normal(2 * ff).astype(np.float32)
     yb = _buf(rt, gu)
     rt.add_bias(yb, 2 * ff, _buf(rt, b), T, 2 * ff)

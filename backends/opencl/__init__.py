@@ -120,9 +120,10 @@ class OpenCLBackend(Backend):
             return Support.refuse(str(exc))
         if oo.device is not None and oo.device != device.id:
             return Support.refuse(f"backend option device={oo.device!r} names another OpenCL device")
+        from ._model import IMPLEMENTS
         from ._runtime import FORMATS
 
-        why = gguf_refusal(model, computes=FORMATS)
+        why = gguf_refusal(model, computes=FORMATS, implements=IMPLEMENTS)
         return Support.refuse(why) if why else Support(ok=True)
 
     def runtime(self, device_id: str, oo: OpenCLOptions):

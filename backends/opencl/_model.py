@@ -13,13 +13,17 @@ import threading
 
 import numpy as np
 
-from edgesdk._errors import ContextLengthError
+from edgesdk._errors import ContextLengthError, UnsupportedModelError
 from edgesdk.llm._model import TokenCache, _expected_shapes, layer_tensor, rope_rotation
 from edgesdk.llm._weights import Embedding, vector
 
 from ._runtime import ClWeight
 
-__all__ = ["ClKVCache", "ClTransformer"]
+__all__ = ["ClKVCache", "ClTransformer", "IMPLEMENTS"]
+
+#: The forward-pass primitives (edgesdk.llm.arch.FEATURES) this pass implements; placement refuses
+#: models needing others, by name.
+IMPLEMENTS = ("attn_bias",)
 
 log = logging.getLogger("edgesdk.backends.opencl")
 
@@ -85,6 +89,9 @@ class ClTransformer:
         self.gguf = gguf
         self.rt = rt
         self.cfg = cfg = gguf.config()
+        missing = sorted(cfg.features - set(IMPLEMENTS))
+        if missing:
+            raise UnsupportedModelError(gguf.path, f"the OpenCL pass does not implement {', '.join(missing)}, which {cfg.arch.name} needs")
         self.chunk = int(prefill_chunk)
         self.max_ctx = max_ctx
         head = gguf.tensor("token_embd.weight" if cfg.tied_embeddings else "output.weight")
@@ -162,7 +169,7 @@ class ClTransformer:
             if L.bqkv is not None:
                 rt.add_bias(qkv, nqkv, L.bqkv, T, nqkv)
             # Q and K heads are adjacent columns: one launch rotates both.
-            rt.rope(qkv, nqkv, T, nh + nkv, hd, cfg.rope_dim, cfg.arch.rope_mode == "neox", cs, sn, pos)
+            rt.rope(qkv, nqkv, T, nh + nkv, hd, cfg.rope_dim, cfg.arch.rope == "neox", cs, sn, pos)
             rt.kv_store(qkv, nqkv, T, nq, nkv, hd, cache.k[li], cache.v[li], cache.n_ctx, pos)
             rt.attention(qkv, nqkv, T, cache.k[li], cache.v[li], att, nq, nh, nkv, hd, cache.n_ctx, pos, scale)
             L.wo(att, nq, T, x, d, accumulate=True)

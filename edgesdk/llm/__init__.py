@@ -21,18 +21,20 @@ keeps the kernels but drops the fused C layer loop (``edgesdk._cllm``).
 
 from ._config import GenerationConfig, GenerationStats
 from ._engine import LLM, prompt_lookup
-from ._gguf import ARCHITECTURES, ArchSpec, GGUFFile, ModelConfig
+from ._gguf import GGUFFile, LayerPlan, ModelConfig
+from .arch import ARCHITECTURES, Architecture
 from ._perplexity import PerplexityResult
 from ._runner import LlmRunner
 from ._tokenizer import Tokenizer
 
 __all__ = [
     "ARCHITECTURES",
-    "ArchSpec",
+    "Architecture",
     "GGUFFile",
     "GenerationConfig",
     "GenerationStats",
     "LLM",
+    "LayerPlan",
     "LlmRunner",
     "ModelConfig",
     "PerplexityResult",

@@ -11,7 +11,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .._errors import ContextLengthError, GenerationError
-from ._chat import render_chat
+from ._chat import render_chat, template_for
 from ._config import GenerationConfig, GenerationStats
 from ._gguf import GGUFFile
 from ._model import TokenCache, Transformer
@@ -49,6 +49,8 @@ class LLM:
         self.gguf = GGUFFile(path)
         self.config = self.gguf.config()
         self.tokenizer = Tokenizer(self.gguf)
+        #: The chat template rendered for message prompts: the file's, else its architecture's built-in one.
+        self.chat_template = template_for(self.tokenizer.chat_template, self.config.arch.chat_template)
         if model_factory is None:
             self.model = Transformer(self.gguf, impl=impl, threads=threads, activations=activations)
         else:
@@ -78,7 +80,7 @@ class LLM:
             if bad:
                 raise GenerationError(f"token ids out of range [0, {self.tokenizer.vocab_size}): {bad[:5]}")
         elif isinstance(prompt, Sequence):
-            text = render_chat(self.tokenizer.chat_template, prompt, add_generation_prompt=add_generation_prompt)
+            text = self.apply_chat_template(prompt, add_generation_prompt)
             # The template writes the BOS text itself when the model wants one.
             ids = self.tokenizer.encode(text, add_bos=False)
         else:
@@ -88,7 +90,9 @@ class LLM:
         return ids
 
     def apply_chat_template(self, messages, add_generation_prompt: bool = True) -> str:
-        return render_chat(self.tokenizer.chat_template, messages, add_generation_prompt=add_generation_prompt)
+        tok = self.tokenizer
+        return render_chat(self.chat_template, messages, add_generation_prompt=add_generation_prompt,
+                           bos_token=tok.token_text(tok.bos_id), eos_token=tok.token_text(tok.eos_id))
 
     # --- generation ----------------------------------------------------------------------------
 
@@ -117,6 +121,7 @@ class LLM:
         if reuse == len(ids):
             reuse -= 1  # the last token must be run again to get its logits
         cache.truncate(reuse)
+        reuse = len(cache)  # a sliding-window cache may have had to drop more than asked
         logits = None
         for s in range(reuse, len(ids), PREFILL_CHUNK):
             logits = self.model.forward(ids[s : s + PREFILL_CHUNK], cache)

@@ -1,7 +1,7 @@
-"""GGUF files: memory-mapped tensors, metadata, and the per-architecture model configuration.
+"""GGUF files: memory-mapped tensors, metadata, and the model configuration.
 
-Adding an architecture means adding an :class:`ArchSpec` to :data:`ARCHITECTURES`: the forward pass
-reads every architectural choice (RoPE layout, biases, activations, norms) from :class:`ModelConfig`.
+:meth:`GGUFFile.config` combines the file's ``<arch>.*`` metadata with the architecture's
+description (:mod:`edgesdk.llm.arch`) into a :class:`ModelConfig`, which is all a forward pass reads.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import numpy as np
 
 from .._errors import ModelFormatError, ModelNotFoundError, UnsupportedModelError
 from ..quant._types import TYPES, quant_type
+from .arch import ARCHITECTURES, Architecture, architecture
 
-__all__ = ["ArchSpec", "ARCHITECTURES", "GGUFFile", "GGUFTensor", "ModelConfig", "SUPPORTED_TENSOR_TYPES"]
+__all__ = ["ARCHITECTURES", "GGUFFile", "GGUFTensor", "LayerPlan", "ModelConfig", "SUPPORTED_TENSOR_TYPES"]
 
 log = logging.getLogger(__name__)
 
@@ -27,37 +28,24 @@ SUPPORTED_TENSOR_TYPES = tuple(TYPES)  # the quant-type table is the one list
 
 
 @attrs.frozen
-class ArchSpec:
-    """What distinguishes one decoder-only architecture from another, as far as the forward pass cares.
+class LayerPlan:
+    """How one layer attends: ``window`` keys back (0: the whole context) with RoPE table ``rope``
+    (an index into :attr:`ModelConfig.ropes`)."""
 
-    ``rope_mode`` "norm" rotates adjacent pairs (llama.cpp's layout for llama-family GGUF, whose
-    converter permutes Q/K rows), "neox" rotates the two halves of each head (Qwen2, Gemma).
-    ``attn_bias``: Q/K/V projections carry biases (``blk.N.attn_{q,k,v}.bias``). Gemma 3 would add
-    QK-norm, sliding-window layers and GELU: each becomes a field here, read by
-    ``_model.Transformer`` and ``bindings/llm_decode.c``.
-    """
-
-    name: str
-    rope_mode: str = "norm"
-    attn_bias: bool = False
-
-
-#: Architectures whose forward pass is implemented. llama is verified on SmolLM2-135M against
-#: llama.cpp; qwen2 against an independent float64 implementation on random weights (tests/test_llm_tiny.py).
-ARCHITECTURES: Mapping[str, ArchSpec] = {
-    "llama": ArchSpec("llama", rope_mode="norm"),
-    "qwen2": ArchSpec("qwen2", rope_mode="neox", attn_bias=True),
-}
-
-# Known but not implemented yet: named in the error so users know it is a runtime gap, not a bad file.
-_PLANNED = {"gemma3": "Gemma 3 (sliding-window attention, QK-norm, GELU, SentencePiece tokenizer)"}
+    window: int = 0
+    rope: int = 0
 
 
 @attrs.frozen
 class ModelConfig:
-    """Hyper-parameters read from GGUF metadata (``<arch>.*`` keys)."""
+    """Hyper-parameters read from GGUF metadata (``<arch>.*`` keys) and the architecture's description.
 
-    arch: ArchSpec
+    ``ropes``: the distinct (base, linear scale) pairs of RoPE, global layers' first. ``rope_freqs``:
+    the file has per-dimension frequency divisors (``rope_freqs.weight``, Llama 3.x). ``embed_scale``
+    multiplies token embeddings; ``logit_softcap`` c > 0 maps logits to c * tanh(logits / c).
+    """
+
+    arch: Architecture
     n_layer: int
     n_embd: int
     n_ff: int
@@ -71,6 +59,25 @@ class ModelConfig:
     rope_dim: int
     rope_scale: float = 1.0  # linear position scaling: positions are divided by this
     tied_embeddings: bool = True
+    layers: tuple[LayerPlan, ...] = ()
+    ropes: tuple[tuple[float, float], ...] = ()
+    rope_freqs: bool = False
+    embed_scale: float = 1.0
+    logit_softcap: float = 0.0
+
+    def __attrs_post_init__(self):
+        if not self.layers:  # hand-built configs (tests): every layer global
+            object.__setattr__(self, "layers", (LayerPlan(),) * self.n_layer)
+        if not self.ropes:
+            object.__setattr__(self, "ropes", ((self.rope_base, self.rope_scale),))
+
+    @property
+    def features(self) -> frozenset[str]:
+        """The forward-pass primitives (:data:`edgesdk.llm.arch.FEATURES`) this model needs."""
+        extra = {"rope_freqs"} if self.rope_freqs else set()
+        if self.logit_softcap:
+            extra.add("logit_softcap")
+        return self.arch.features | extra
 
 
 _SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
@@ -234,30 +241,34 @@ class GGUFFile:
         return t
 
     def config(self) -> ModelConfig:
-        arch_name = self.require("general.architecture")
-        spec = ARCHITECTURES.get(arch_name)
-        if spec is None:
-            planned = f" ({_PLANNED[arch_name]} is planned)" if arch_name in _PLANNED else ""
-            raise UnsupportedModelError(
-                self.path, f"architecture {arch_name!r} is not supported{planned}; supported: {', '.join(ARCHITECTURES)}"
-            )
-        a = arch_name
+        a = self.require("general.architecture")
+        spec = architecture(a, self.path)
         n_embd = int(self.require(f"{a}.embedding_length"))
         n_head = int(self.require(f"{a}.attention.head_count"))
+        n_layer = int(self.require(f"{a}.block_count"))
         head_dim = int(self.get(f"{a}.attention.key_length", n_embd // n_head))
         scaling = self.get(f"{a}.rope.scaling.type", "none")
         scale = 1.0
         if scaling == "linear":
             scale = float(self.require(f"{a}.rope.scaling.factor"))
         elif scaling not in ("none", None):
-            raise UnsupportedModelError(self.path, f"RoPE scaling {scaling!r} is not supported (only linear)")
-        if "rope_freqs.weight" in self.tensors:
-            raise UnsupportedModelError(self.path, "per-dimension RoPE frequency factors (rope_freqs.weight) are not supported")
+            raise UnsupportedModelError(self.path, f"RoPE scaling {scaling!r} is not supported (linear, or llama3's rope_freqs)")
+        rope_base = float(self.get(f"{a}.rope.freq_base", 10000.0))
+        ropes, layers = [(rope_base, scale)], [LayerPlan()] * n_layer
+        sw = spec.sliding_window
+        if sw is not None:
+            window = int(self.require(f"{a}.attention.sliding_window"))
+            base = self.get(f"{a}.rope.freq_base_swa", sw.rope_base)
+            rope = 0
+            if base is not None and (float(base), 1.0) != ropes[0]:
+                ropes.append((float(base), 1.0))  # windowed layers are never position-scaled
+                rope = 1
+            layers = [LayerPlan(window, rope) if sw.windowed(i) else LayerPlan() for i in range(n_layer)]
         embd = self.tensors.get("token_embd.weight")
         vocab = int(self.get(f"{a}.vocab_size", 0) or (embd.shape[1] if embd is not None else 0))
         return ModelConfig(
             arch=spec,
-            n_layer=int(self.require(f"{a}.block_count")),
+            n_layer=n_layer,
             n_embd=n_embd,
             n_ff=int(self.require(f"{a}.feed_forward_length")),
             n_head=n_head,
@@ -266,10 +277,15 @@ class GGUFFile:
             n_ctx_train=int(self.require(f"{a}.context_length")),
             vocab_size=vocab,
             rms_eps=float(self.get(f"{a}.attention.layer_norm_rms_epsilon", 1e-5)),
-            rope_base=float(self.get(f"{a}.rope.freq_base", 10000.0)),
+            rope_base=rope_base,
             rope_dim=int(self.get(f"{a}.rope.dimension_count", head_dim)),
             rope_scale=scale,
             tied_embeddings="output.weight" not in self.tensors,
+            layers=tuple(layers),
+            ropes=tuple(ropes),
+            rope_freqs="rope_freqs.weight" in self.tensors,
+            embed_scale=float(np.sqrt(np.float32(n_embd))) if spec.embed_scale else 1.0,
+            logit_softcap=float(self.get(f"{a}.final_logit_softcapping", 0.0) or 0.0),
         )
 
     def close(self) -> None:

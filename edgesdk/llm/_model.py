@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 # row-by-row for every chunk size.)
 EXACT_ROWS = 64
 
+# Most tokens one forward call appends (the fused loop's LLM_MAX_ROWS; longer inputs are split). A
+# sliding-window layer's cache is a ring of window + MAX_ROWS positions: a call stores all its keys
+# before attending, and its first query still needs the window before it.
+MAX_ROWS = 512
+
 
 def _lazy_zeros(shape) -> np.ndarray:
     """A float32 zero array whose memory is committed 4 KiB at a time, as it is written.
@@ -71,58 +76,97 @@ class TokenCache:
 
 
 class KVCache(TokenCache):
-    """Keys/values for every layer in host memory, allocated once for the whole context.
+    """Keys/values of every layer in host memory, allocated once for the whole context.
 
-    ``np.zeros`` maps untouched pages lazily, so a long context costs memory only as it fills.
+    A layer attending to the whole context holds ``n_ctx`` positions; a sliding-window layer holds
+    only a ring of ``window + MAX_ROWS`` (position p in slot p % capacity). Pages are mapped lazily,
+    so a long context costs memory only as it fills.
     """
 
     def __init__(self, cfg: ModelConfig, n_ctx: int):
         super().__init__(n_ctx)
-        shape = (cfg.n_layer, cfg.n_head_kv, n_ctx, cfg.head_dim)
-        self.k = _lazy_zeros(shape)
-        self.v = _lazy_zeros(shape)
+        self.windows = [p.window for p in cfg.layers]
+        self.caps = [min(n_ctx, w + MAX_ROWS) if w else n_ctx for w in self.windows]
+        self.k = [_lazy_zeros((cfg.n_head_kv, c, cfg.head_dim)) for c in self.caps]
+        self.v = [_lazy_zeros((cfg.n_head_kv, c, cfg.head_dim)) for c in self.caps]
         self.native = None  # (fused forward, its per-layer C structs) bound to this cache
 
     @property
     def nbytes(self) -> int:
-        return self.k.nbytes + self.v.nbytes
+        return sum(a.nbytes for a in self.k + self.v)
+
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` positions, or none if a ring has overwritten keys that position n still sees."""
+        held = len(self)
+        for w, cap in zip(self.windows, self.caps):
+            if w and n < held and n - w + 1 < held - cap:
+                n = 0
+                break
+        super().truncate(n)
+
+
+def _slots(cap: int, p0: int, p1: int):
+    """Cache slots of positions p0..p1-1 in a ring of ``cap``: a slice when they do not wrap."""
+    a, b = p0 % cap, p0 % cap + (p1 - p0)
+    return slice(a, b) if b <= cap else np.arange(p0, p1) % cap
 
 
 def _rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
-    ms = np.einsum("ij,ij->i", x, x)[:, None] / np.float32(x.shape[-1])
+    """RMS norm over the last axis (any leading shape: rows, or rows x heads for QK-norm)."""
+    ms = np.einsum("...i,...i->...", x, x)[..., None] / np.float32(x.shape[-1])
     return x * (w / np.sqrt(ms + np.float32(eps)))
 
 
-def _inv_freq(cfg: ModelConfig) -> np.ndarray:
-    half = cfg.rope_dim // 2
-    return (1.0 / cfg.rope_base ** (np.arange(half, dtype=np.float64) * 2.0 / cfg.rope_dim)).astype(np.float64)
+def rope_inv_freq(cfg: ModelConfig, rope: int = 0, factors: np.ndarray | None = None) -> np.ndarray:
+    """Frequencies (rope_dim / 2,) in float64 of RoPE table ``rope``, divided by ``rope_freqs`` factors if given."""
+    base = cfg.ropes[rope][0]
+    inv = 1.0 / base ** (np.arange(cfg.rope_dim // 2, dtype=np.float64) * 2.0 / cfg.rope_dim)
+    return inv if factors is None else inv / np.asarray(factors, np.float64)
 
 
-def rope_rotation(cfg: ModelConfig, pos: np.ndarray) -> np.ndarray:
+def rope_rotation(cfg: ModelConfig, pos: np.ndarray, rope: int = 0, factors: np.ndarray | None = None) -> np.ndarray:
     """RoPE angles of positions ``pos`` as unit complex64 numbers (T, rope_dim / 2), computed in float64."""
-    ang = (np.asarray(pos)[:, None].astype(np.float64) / cfg.rope_scale) * _inv_freq(cfg)[None, :]
+    ang = (np.asarray(pos)[:, None].astype(np.float64) / cfg.ropes[rope][1]) * rope_inv_freq(cfg, rope, factors)[None, :]
     return np.exp(1j * ang).astype(np.complex64)
 
 
-def _swiglu(gu: np.ndarray, n_ff: int) -> np.ndarray:
-    """SiLU(gate) * up of a fused gate|up projection (T, 2 * n_ff)."""
+def _gated(gu: np.ndarray, n_ff: int, activation: str) -> np.ndarray:
+    """act(gate) * up of a fused gate|up projection (T, 2 * n_ff): SiLU (SwiGLU) or tanh-GELU (GeGLU)."""
     gate, up = gu[:, :n_ff], gu[:, n_ff:]
-    act = np.exp(-gate)
-    act += 1.0
-    np.divide(gate, act, out=act)
+    if activation == "gelu_tanh":
+        c = np.float32(np.sqrt(2.0 / np.pi))
+        act = np.tanh(c * (gate + np.float32(0.044715) * gate * gate * gate))
+        act += 1.0
+        act *= gate
+        act *= np.float32(0.5)
+    else:
+        act = np.exp(-gate)
+        act += 1.0
+        np.divide(gate, act, out=act)
     act *= up
     return act
 
 
+def softcap(logits: np.ndarray, cap: float) -> np.ndarray:
+    """Gemma-style logit soft-capping, in place: cap * tanh(logits / cap) (cap 0: unchanged)."""
+    if cap:
+        np.multiply(np.tanh(logits / np.float32(cap)), np.float32(cap), out=logits)
+    return logits
+
+
 def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """GGUF dims (fastest first) of one layer's tensors, from the config: a mismatch is a bad file."""
-    d, q, kv, ff = cfg.n_embd, cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim, cfg.n_ff
-    return {
-        "attn_norm.weight": (d,), "ffn_norm.weight": (d,),
-        "attn_q.weight": (d, q), "attn_k.weight": (d, kv), "attn_v.weight": (d, kv), "attn_output.weight": (q, d),
-        "ffn_gate.weight": (d, ff), "ffn_up.weight": (d, ff), "ffn_down.weight": (ff, d),
-        "attn_q.bias": (q,), "attn_k.bias": (kv,), "attn_v.bias": (kv,),
+    d, q, kv, ff, hd = cfg.n_embd, cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim, cfg.n_ff, cfg.head_dim
+    shapes = {
+        "attn_norm.weight": (d,), "ffn_norm.weight": (d,), "attn_output.weight": (q, d), "ffn_down.weight": (ff, d),
+        "attn_q_norm.weight": (hd,), "attn_k_norm.weight": (hd,),
+        "post_attention_norm.weight": (d,), "post_ffw_norm.weight": (d,),
     }
+    qkv, gate_up = cfg.arch.qkv, cfg.arch.gate_up
+    for names, rows in ((qkv, (q, kv, kv) if len(qkv) == 3 else (q + 2 * kv,)), (gate_up, (ff, ff) if len(gate_up) == 2 else (2 * ff,))):
+        shapes.update({f"{n}.weight": (d, r) for n, r in zip(names, rows)})
+        shapes.update({f"{n}.bias": (r,) for n, r in zip(names, rows)})
+    return shapes
 
 
 def layer_tensor(g: GGUFFile, i: int, n: str, kind: str, shapes: dict):
@@ -134,19 +178,37 @@ def layer_tensor(g: GGUFFile, i: int, n: str, kind: str, shapes: dict):
     return tensor
 
 
-class _Layer:
-    def __init__(self, g: GGUFFile, i: int, impl: str, threads, act: str, bias: bool, shapes: dict):
-        def t(n: str, kind: str = "weight"):
-            return layer_tensor(g, i, n, kind, shapes)
+class LayerNorms:
+    """A layer's small fp32 vectors, as its architecture needs them (None where it has none)."""
 
+    def __init__(self, g: GGUFFile, i: int, cfg: ModelConfig, shapes: dict, load=None):
+        arch = cfg.arch
+        load = load or (lambda a: a)
+
+        def t(n: str, kind: str = "weight"):
+            return load(vector(layer_tensor(g, i, n, kind, shapes)))
+
+        self.attn_norm, self.ffn_norm = t("attn_norm"), t("ffn_norm")
         # Q|K|V biases, concatenated like the fused projection's output columns.
-        self.bqkv = np.concatenate([vector(t(f"attn_{n}", "bias")) for n in "qkv"]) if bias else None
-        self.attn_norm = vector(t("attn_norm"))
-        self.ffn_norm = vector(t("ffn_norm"))
-        self.wqkv = Linear([t("attn_q"), t("attn_k"), t("attn_v")], impl, threads, g.release, act)
-        self.wo = Linear([t("attn_output")], impl, threads, g.release, act)
-        self.w_gate_up = Linear([t("ffn_gate"), t("ffn_up")], impl, threads, g.release, act)
-        self.w_down = Linear([t("ffn_down")], impl, threads, g.release, act)
+        self.bqkv = load(np.concatenate([vector(layer_tensor(g, i, n, "bias", shapes)) for n in arch.qkv])) if arch.attn_bias else None
+        self.q_norm = t("attn_q_norm") if arch.qk_norm else None
+        self.k_norm = t("attn_k_norm") if arch.qk_norm else None
+        self.post_attn_norm = t("post_attention_norm") if arch.post_norms else None
+        self.post_ffn_norm = t("post_ffw_norm") if arch.post_norms else None
+
+
+class _Layer(LayerNorms):
+    def __init__(self, g: GGUFFile, i: int, cfg: ModelConfig, impl: str, threads, act: str, shapes: dict):
+        super().__init__(g, i, cfg, shapes)
+
+        def lin(names):
+            return Linear([layer_tensor(g, i, n, "weight", shapes) for n in names], impl, threads, g.release, act)
+
+        self.plan = cfg.layers[i]
+        self.wqkv = lin(cfg.arch.qkv)
+        self.wo = lin(("attn_output",))
+        self.w_gate_up = lin(cfg.arch.gate_up)
+        self.w_down = lin(("ffn_down",))
 
 
 class _Fused:
@@ -181,9 +243,12 @@ class _Fused:
         m = ffi.new("llm_model *")
         m.n_layer, m.n_embd, m.n_ff = cfg.n_layer, cfg.n_embd, cfg.n_ff
         m.n_head, m.n_head_kv, m.head_dim, m.rope_dim = cfg.n_head, cfg.n_head_kv, cfg.head_dim, cfg.rope_dim
-        m.rope_neox = int(cfg.arch.rope_mode == "neox")
-        m.rms_eps, m.rope_scale = cfg.rms_eps, cfg.rope_scale
-        m.inv_freq = floats(np.ascontiguousarray(model._inv_freq, np.float64), "double[]")
+        m.rope_neox = int(cfg.arch.rope == "neox")
+        m.act_gelu = int(cfg.arch.activation == "gelu_tanh")
+        m.rms_eps = cfg.rms_eps
+        m.n_rope = len(cfg.ropes)
+        m.inv_freq = floats(np.ascontiguousarray(model.inv_freq, np.float64), "double[]")
+        m.rope_scale = floats(np.array([sc for _, sc in cfg.ropes], np.float32))
         m.lm_head = addr(model.lm_head)
         m.out_norm = floats(model.out_norm)
         m.matmul = ffi.cast("llm_matmul_fn", int(kffi.cast("uintptr_t", kffi.addressof(kernels._lib, "ek_matmul"))))
@@ -191,9 +256,12 @@ class _Fused:
         m.nthreads_decode = _decode_threads(model)
         m.act_int8 = int(model.activations == "int8")
         self.m = m
+        opt = lambda a: ffi.NULL if a is None else floats(a)  # noqa: E731
         self.weights = [
-            (addr(L.wqkv), addr(L.wo), addr(L.w_gate_up), addr(L.w_down), floats(L.attn_norm), floats(L.ffn_norm),
-             ffi.NULL if L.bqkv is None else floats(L.bqkv))
+            dict(wqkv=addr(L.wqkv), wo=addr(L.wo), wgu=addr(L.w_gate_up), wdown=addr(L.w_down),
+                 attn_norm=floats(L.attn_norm), ffn_norm=floats(L.ffn_norm), bqkv=opt(L.bqkv),
+                 q_norm=opt(L.q_norm), k_norm=opt(L.k_norm), post_attn_norm=opt(L.post_attn_norm),
+                 post_ffn_norm=opt(L.post_ffn_norm), window=L.plan.window, rope=L.plan.rope)
             for L in model.layers
         ]
         self.vocab = model.lm_head.n
@@ -203,14 +271,16 @@ class _Fused:
         if cache.native is None or cache.native[0] is not self:
             ffi = self.ffi
             layers = ffi.new("llm_layer[]", len(self.weights))
-            kbase = ffi.from_buffer("float[]", cache.k, require_writable=True)
-            vbase = ffi.from_buffer("float[]", cache.v, require_writable=True)
-            per_layer = cache.k[0].size
-            for i, (wqkv, wo, wgu, wdown, an, fn, bqkv) in enumerate(self.weights):
+            keep = []
+            for i, fields in enumerate(self.weights):
                 L = layers[i]
-                L.wqkv, L.wo, L.wgu, L.wdown, L.attn_norm, L.ffn_norm, L.bqkv = wqkv, wo, wgu, wdown, an, fn, bqkv
-                L.k, L.v = kbase + i * per_layer, vbase + i * per_layer
-            cache.native = (self, layers, kbase, vbase)
+                for name, value in fields.items():
+                    setattr(L, name, value)
+                L.k = ffi.from_buffer("float[]", cache.k[i], require_writable=True)
+                L.v = ffi.from_buffer("float[]", cache.v[i], require_writable=True)
+                L.kv_cap = cache.caps[i]
+                keep += [L.k, L.v]
+            cache.native = (self, layers, keep)
         return cache.native[1]
 
     def forward(self, x: np.ndarray, T: int, cache: KVCache, start: int) -> np.ndarray:
@@ -262,7 +332,7 @@ def _fused_for(model: "Transformer") -> _Fused | None:
 
 
 class Transformer:
-    """Llama-family decoder over packed weights.
+    """Decoder-only transformer over packed weights, every choice read from ``gguf.config()``.
 
     ``impl`` is "numpy" or "kernels" (see _weights). ``activations`` ("int8" or "f32") is how the
     kernels see activations: int8 per 32-block is llama.cpp's choice and the fast one; f32 is exact
@@ -278,11 +348,14 @@ class Transformer:
         # The LM head is the largest tensor: repacking it first keeps its transient copy off the peak RSS.
         head = gguf.tensor("token_embd.weight" if cfg.tied_embeddings else "output.weight")
         self.lm_head = Linear([head], self.impl, threads, gguf.release, activations)
-        self.embed = Embedding(gguf.tensor("token_embd.weight"))
+        self.embed = Embedding(gguf.tensor("token_embd.weight"), cfg.embed_scale)
         shapes = _expected_shapes(cfg)
-        self.layers = [_Layer(gguf, i, self.impl, threads, activations, cfg.arch.attn_bias, shapes) for i in range(cfg.n_layer)]
+        self.layers = [_Layer(gguf, i, cfg, self.impl, threads, activations, shapes) for i in range(cfg.n_layer)]
         self.out_norm = vector(gguf.tensor("output_norm.weight"))
-        self._inv_freq = _inv_freq(cfg)
+        factors = rope_factors(gguf, cfg)
+        #: (len(cfg.ropes), rope_dim / 2) float64 RoPE frequencies, one row per table.
+        self.inv_freq = np.stack([rope_inv_freq(cfg, r, factors) for r in range(len(cfg.ropes))])
+        self._factors = factors
         #: Tokens processed by forward() since load: lets tests check that cached prefixes are not recomputed.
         self.tokens_processed = 0
         self.fused = _fused_for(self)
@@ -290,14 +363,10 @@ class Transformer:
     def new_cache(self, n_ctx: int | None = None) -> KVCache:
         return KVCache(self.cfg, min(n_ctx or self.cfg.n_ctx_train, self.cfg.n_ctx_train))
 
-    def _rotation(self, pos: np.ndarray) -> np.ndarray:
-        """RoPE as unit complex numbers (T, 1, rope_dim / 2) for positions ``pos``."""
-        return rope_rotation(self.cfg, pos)[:, None, :]
-
     def _rope(self, x: np.ndarray, rot: np.ndarray) -> None:
         """Rotate heads of ``x`` (T, H, D) in place: "norm" pairs dims (2i, 2i+1), "neox" pairs (i, i + D/2)."""
         rd = self.cfg.rope_dim
-        if self.cfg.arch.rope_mode == "norm":
+        if self.cfg.arch.rope == "norm":
             # Adjacent float pairs are exactly complex64 numbers: one complex multiply rotates them all.
             z = x[..., :rd].view(np.complex64)
             z *= rot
@@ -309,32 +378,40 @@ class Transformer:
             a[...] = a0 * c - b * s
             b[...] = a0 * s + b * c
 
-    def _attend_one(self, q: np.ndarray, cache: KVCache, li: int, S: int, scale) -> np.ndarray:
-        """Attention of one query row over keys 0..S-1; GQA: query head j reads kv head j // g."""
+    def _attend_one(self, q: np.ndarray, cache: KVCache, li: int, S: int, scale, window: int) -> np.ndarray:
+        """Attention of one query row over keys S-window..S-1 (0..S-1 without a window); GQA: query head j reads kv head j // g."""
         cfg = self.cfg
         g = cfg.n_head // cfg.n_head_kv
-        s = np.matmul(q.reshape(cfg.n_head_kv, g, cfg.head_dim), cache.k[li, :, :S].transpose(0, 2, 1))  # (nkv, g, S)
+        s0 = max(0, S - window) if window else 0
+        K, V = cache.k[li], cache.v[li]
+        at = _slots(K.shape[1], s0, S)
+        s = np.matmul(q.reshape(cfg.n_head_kv, g, cfg.head_dim), K[:, at].transpose(0, 2, 1))  # (nkv, g, S)
         s *= scale
         s -= s.max(axis=-1, keepdims=True)
         np.exp(s, out=s)
         s /= s.sum(axis=-1, keepdims=True)
-        return np.matmul(s, cache.v[li, :, :S]).reshape(-1)
+        return np.matmul(s, V[:, at]).reshape(-1)
 
-    def _attend_batch(self, q: np.ndarray, cache: KVCache, li: int, p0: int, T: int, scale) -> np.ndarray:
-        """Causal attention of T query rows at positions p0.. in one batched matmul (prefill)."""
+    def _attend_batch(self, q: np.ndarray, cache: KVCache, li: int, p0: int, T: int, scale, window: int) -> np.ndarray:
+        """Causal (optionally windowed) attention of T query rows at positions p0.. in one batched matmul (prefill)."""
         cfg = self.cfg
         nkv, hd = cfg.n_head_kv, cfg.head_dim
         g = cfg.n_head // nkv
         S = p0 + T
+        s0 = max(0, p0 - window + 1) if window else 0  # the first key any of the T queries sees
+        K, V = cache.k[li], cache.v[li]
+        at = _slots(K.shape[1], s0, S)
         qg = q.reshape(T, nkv, g, hd).transpose(1, 2, 0, 3).reshape(nkv, g * T, hd)
-        s = np.matmul(qg, cache.k[li, :, :S].transpose(0, 2, 1)).reshape(nkv, g, T, S)
+        s = np.matmul(qg, K[:, at].transpose(0, 2, 1)).reshape(nkv, g, T, S - s0)
         s *= scale
-        # Query t (at position p0 + t) sees keys 0..p0 + t.
-        s += np.where(np.arange(S)[None, :] > np.arange(p0, S)[:, None], np.float32(-np.inf), np.float32(0.0))
+        # Query t (at position p0 + t) sees keys 0..p0 + t, or only the last `window` of them.
+        key, qpos = np.arange(s0, S)[None, :], np.arange(p0, S)[:, None]
+        hidden = (key > qpos) | ((qpos - key >= window) if window else False)
+        s += np.where(hidden, np.float32(-np.inf), np.float32(0.0))
         s -= s.max(axis=-1, keepdims=True)
         np.exp(s, out=s)
         s /= s.sum(axis=-1, keepdims=True)
-        o = np.matmul(s.reshape(nkv, g * T, S), cache.v[li, :, :S])  # (nkv, g*T, hd)
+        o = np.matmul(s.reshape(nkv, g * T, S - s0), V[:, at])  # (nkv, g*T, hd)
         return o.reshape(nkv, g, T, hd).transpose(2, 0, 1, 3).reshape(T, cfg.n_head * hd)
 
     def forward(self, ids, cache: KVCache, logits: str = "last") -> np.ndarray:
@@ -349,17 +426,31 @@ class Transformer:
         p0 = len(cache)
         if p0 + T > cache.n_ctx:
             raise ContextLengthError(f"{p0 + T} tokens exceed the context length {cache.n_ctx}")
+        if T > MAX_ROWS:
+            start = T - 1 if logits == "last" else (0 if logits == "all" else int(logits))
+            parts = [self.forward(ids[s : s + MAX_ROWS], cache, max(start - s, 0) if start < s + MAX_ROWS else MAX_ROWS)
+                     for s in range(0, T, MAX_ROWS)]
+            out = np.concatenate(parts)
+            return out[0] if logits == "last" else out
+        if self.fused is not None:
+            start = T - 1 if logits == "last" else (0 if logits == "all" else int(logits))
+            out = softcap(self.fused.forward(self.embed(ids), T, cache, start), cfg.logit_softcap)
+            cache.tokens.extend(int(i) for i in ids)
+            self.tokens_processed += T
+            return out[0] if logits == "last" else out
+        out = softcap(self._forward_numpy(ids, cache, logits), cfg.logit_softcap)
+        cache.tokens.extend(int(i) for i in ids)
+        self.tokens_processed += T
+        return out
+
+    def _forward_numpy(self, ids: np.ndarray, cache: KVCache, logits) -> np.ndarray:
+        cfg = self.cfg
+        T, p0 = ids.shape[0], len(cache)
         pos = np.arange(p0, p0 + T)
         nh, nkv, hd = cfg.n_head, cfg.n_head_kv, cfg.head_dim
         scale = np.float32(1.0 / np.sqrt(hd))
         S = p0 + T
-        if self.fused is not None and T <= self.fused.max_rows:
-            start = T - 1 if logits == "last" else (0 if logits == "all" else int(logits))
-            out = self.fused.forward(self.embed(ids), T, cache, start)
-            cache.tokens.extend(int(i) for i in ids)
-            self.tokens_processed += T
-            return out[0] if logits == "last" else out
-        rot = self._rotation(pos)
+        rots = [rope_rotation(cfg, pos, r, self._factors)[:, None, :] for r in range(len(cfg.ropes))]
         nq, nk = nh * hd, nkv * hd
         x = self.embed(ids)
         for li, L in enumerate(self.layers):
@@ -367,27 +458,41 @@ class Transformer:
             qkv = L.wqkv(h)
             if L.bqkv is not None:
                 qkv += L.bqkv
-            # Q and K are adjacent columns of the fused projection: rotate both heads at once.
-            self._rope(qkv[:, : nq + nk].reshape(T, nh + nkv, hd), rot)
+            # Q and K are adjacent columns of the fused projection: normalize and rotate their heads in place.
+            heads = qkv[:, : nq + nk].reshape(T, nh + nkv, hd)
+            if L.q_norm is not None:
+                heads[:, :nh] = _rms_norm(heads[:, :nh], L.q_norm, cfg.rms_eps)
+                heads[:, nh:] = _rms_norm(heads[:, nh:], L.k_norm, cfg.rms_eps)
+            self._rope(heads, rots[L.plan.rope])
             q = qkv[:, :nq]
-            cache.k[li, :, p0:S] = qkv[:, nq : nq + nk].reshape(T, nkv, hd).transpose(1, 0, 2)
-            cache.v[li, :, p0:S] = qkv[:, nq + nk :].reshape(T, nkv, hd).transpose(1, 0, 2)
+            at = _slots(cache.caps[li], p0, S)
+            cache.k[li][:, at] = qkv[:, nq : nq + nk].reshape(T, nkv, hd).transpose(1, 0, 2)
+            cache.v[li][:, at] = qkv[:, nq + nk :].reshape(T, nkv, hd).transpose(1, 0, 2)
             if T <= EXACT_ROWS:
                 o = np.empty((T, nq), np.float32)
                 for t in range(T):
-                    o[t] = self._attend_one(q[t], cache, li, p0 + t + 1, scale)
+                    o[t] = self._attend_one(q[t], cache, li, p0 + t + 1, scale, L.plan.window)
             else:
-                o = self._attend_batch(q, cache, li, p0, T, scale)
-            x += L.wo(o)
+                o = self._attend_batch(q, cache, li, p0, T, scale, L.plan.window)
+            y = L.wo(o)
+            x += y if L.post_attn_norm is None else _rms_norm(y, L.post_attn_norm, cfg.rms_eps)
             h = _rms_norm(x, L.ffn_norm, cfg.rms_eps)
-            gu = L.w_gate_up(h)
-            x += L.w_down(_swiglu(gu, cfg.n_ff))
+            y = L.w_down(_gated(L.w_gate_up(h), cfg.n_ff, cfg.arch.activation))
+            x += y if L.post_ffn_norm is None else _rms_norm(y, L.post_ffn_norm, cfg.rms_eps)
 
-        cache.tokens.extend(int(i) for i in ids)
-        self.tokens_processed += T
         if logits == "last":
             return self.lm_head(_rms_norm(x[-1:], self.out_norm, cfg.rms_eps))[0]
         start = 0 if logits == "all" else int(logits)
         if start >= T:
             return np.empty((0, self.lm_head.n), np.float32)
         return self.lm_head(_rms_norm(x[start:], self.out_norm, cfg.rms_eps))
+
+
+def rope_factors(gguf: GGUFFile, cfg: ModelConfig) -> np.ndarray | None:
+    """Llama 3.x's per-dimension frequency divisors (``rope_freqs.weight``), or None."""
+    if not cfg.rope_freqs:
+        return None
+    f = vector(gguf.tensor("rope_freqs.weight"))
+    if f.shape != (cfg.rope_dim // 2,):
+        raise ModelFormatError(gguf.path, f"rope_freqs.weight has {f.size} values, RoPE needs {cfg.rope_dim // 2}")
+    return f

@@ -15,19 +15,24 @@ from ..backend import Runner, TensorSpec
 __all__ = ["LlmRunner", "gguf_refusal"]
 
 
-def gguf_refusal(model, computes=None) -> str | None:
+def gguf_refusal(model, computes=None, implements=None) -> str | None:
     """Why the LLM runtime on a backend cannot run ``model``, or None if it can.
 
     ``computes``: the tensor types the backend computes (names from ``edgesdk.quant.TYPES``; None:
-    all of them). The reason names the architecture, or each missing type with the tensor kinds
-    that use it.
+    all of them). ``implements``: the forward-pass primitives (``edgesdk.llm.arch.FEATURES``) it
+    implements (None: all). The reason names the architecture and the primitives it lacks, or each
+    missing type with the tensor kinds that use it.
     """
     from ..quant import TYPES
-    from ._gguf import ARCHITECTURES
+    from .arch import ARCHITECTURES, FEATURES
 
     arch = model.info.get("architecture")
     if arch is not None and arch not in ARCHITECTURES:
         return f"architecture {arch!r} is not supported (supported: {', '.join(ARCHITECTURES)})"
+    needs = set(model.info.get("features") or (ARCHITECTURES[arch].features if arch else ()))
+    missing = sorted(needs - set(FEATURES if implements is None else implements))
+    if missing:
+        return f"this backend does not implement {', '.join(missing)}, which {arch} needs"
     kinds = model.info.get("tensor_kinds") or {t: [] for t in model.info.get("tensor_types", ())}
     have = set(TYPES) if computes is None else set(computes) & set(TYPES)
 

@@ -155,14 +155,18 @@ class Linear:
 
 
 class Embedding:
-    """Token embedding lookup that dequantizes only the rows asked for."""
+    """Token embedding lookup that dequantizes only the rows asked for, times ``scale`` (Gemma's sqrt(n_embd))."""
 
-    def __init__(self, tensor):
+    def __init__(self, tensor, scale: float = 1.0):
         self.qtype, self.n, self.k = _check(tensor)
         self.raw = tensor.data
+        self.scale = np.float32(scale)
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
-        return dequantize_rows(np.ascontiguousarray(self.raw[np.asarray(ids, np.int64)]), self.qtype, self.k)
+        rows = dequantize_rows(np.ascontiguousarray(self.raw[np.asarray(ids, np.int64)]), self.qtype, self.k)
+        if self.scale != 1:
+            rows = rows * self.scale  # a new array: F32 tables come back as views of the file
+        return rows
 
 
 def vector(tensor) -> np.ndarray:

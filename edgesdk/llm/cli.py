@@ -48,7 +48,7 @@ def cmd_generate(args, options_fn) -> int:
         try:
             if draft is not None:
                 kw["draft"] = draft
-            prompt = args.prompt if args.raw or not runner.tokenizer.chat_template else [{"role": "user", "content": args.prompt}]
+            prompt = args.prompt if args.raw or not runner.llm.chat_template else [{"role": "user", "content": args.prompt}]
             for piece in s.generate_stream(prompt, **kw):
                 sys.stdout.write(piece)
                 sys.stdout.flush()
