@@ -5,6 +5,8 @@ _rms_norm, Transformer._rope/_attend_one, _gated). SmolLM2 greedy tokens are com
 backend in its exact mode (``activations="f32"``): the OpenCL kernels keep activations in fp32, so
 the two differ only by summation order (~1e-6 relative). The CPU default (int8 activations per
 32-block) rounds every activation to 8 bits, a different arithmetic, not a reference for fp32 kernels.
+Every architecture of ``test_architectures.py`` (its "mix" files: Q4_K_M's tensor types) is compared
+with the numpy reference the same way: logits and greedy tokens.
 """
 
 from __future__ import annotations
@@ -26,11 +28,14 @@ from edgesdk._errors import BackendUnavailable, PlacementError
 
 cl = pytest.importorskip("pyopencl", reason="pyopencl is not installed (pip install -e '.[opencl]')")
 
-from edgesdk.llm._model import Transformer, _gated, _rms_norm, rope_rotation  # noqa: E402
+from edgesdk.llm import LLM  # noqa: E402
+from edgesdk.llm._model import Transformer, _gated, _rms_norm, rope_rotation, softcap  # noqa: E402
+from edgesdk.llm.arch import FEATURES  # noqa: E402
 from edgesdk.llm._weights import dequantize_rows  # noqa: E402
 from edgesdk.quant import TYPES  # noqa: E402
 from gguf_blocks import F16_FIELDS, random_blocks  # noqa: E402
 from edgesdk_backends.opencl import OpenCLBackend  # noqa: E402
+from edgesdk_backends.opencl._model import IMPLEMENTS, rope_tables  # noqa: E402
 from edgesdk_backends.opencl._progcache import ProgramCache, build_program  # noqa: E402
 from edgesdk_backends.opencl._runtime import GEMM_KINDS, GEMV_MAX_ROWS, GEMV_SHAPES, ClRuntime, ClWeight  # noqa: E402
 
@@ -141,22 +146,44 @@ def test_fused_projection_of_mixed_formats_writes_each_part_in_its_columns(rt):
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.integers(1, 5), n=st.sampled_from([32, 100, 576]), row0=st.integers(0, 2), seed=st.integers(0, 999))
-def test_rms_norm(rt, rows, n, row0, seed):
+@given(rows=st.integers(1, 5), n=st.sampled_from([32, 100, 576]), row0=st.integers(0, 2), accumulate=st.booleans(),
+       seed=st.integers(0, 999))
+def test_rms_norm(rt, rows, n, row0, accumulate, seed):
+    """Plain, and accumulating into the residual stream as a post norm does (x += norm(y))."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((rows + row0, n)).astype(np.float32) * 3
     w = rng.standard_normal(n).astype(np.float32)
-    out = rt.empty(rows * n * 4)
-    rt.rms_norm(_buf(rt, x), row0, _buf(rt, w), out, rows, n, 1e-5)
-    np.testing.assert_allclose(_read(rt, out, (rows, n)), _rms_norm(x[row0:], w, 1e-5), rtol=1e-5, atol=1e-5)
+    res = rng.standard_normal((rows, n)).astype(np.float32)
+    out = _buf(rt, res)
+    rt.rms_norm(_buf(rt, x), row0, _buf(rt, w), out, rows, n, 1e-5, accumulate)
+    want = _rms_norm(x[row0:], w, 1e-5) + (res if accumulate else 0)
+    np.testing.assert_allclose(_read(rt, out, (rows, n)), want, rtol=1e-5, atol=1e-5)
 
 
-def _cfg(mode="norm", nh=4, nkv=2, hd=16, rope_dim=None, scale=1.0):
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(T=st.integers(1, 3), nh=st.sampled_from([1, 4]), nkv=st.sampled_from([1, 2]), hd=st.sampled_from([16, 64, 100, 128, 256]),
+       seed=st.integers(0, 999))
+def test_head_norm_matches_qk_norm(rt, T, nh, nkv, hd, seed):
+    """QK-norm in place on the Q|K columns of strided qkv rows; V columns (and the row's padding) untouched."""
+    rng = np.random.default_rng(seed)
+    ld = (nh + 2 * nkv) * hd + 3
+    qkv = (rng.standard_normal((T, ld)) * 5).astype(np.float32)
+    wq, wk = (rng.standard_normal(hd).astype(np.float32) for _ in range(2))
+    buf = _buf(rt, qkv)
+    rt.head_norm(buf, ld, T, nh, nkv, hd, _buf(rt, wq), _buf(rt, wk), 1e-6)
+    got = _read(rt, buf, (T, ld))
+    heads = qkv[:, : (nh + nkv) * hd].reshape(T, nh + nkv, hd)
+    want = np.concatenate([_rms_norm(heads[:, :nh], wq, 1e-6), _rms_norm(heads[:, nh:], wk, 1e-6)], axis=1).reshape(T, -1)
+    np.testing.assert_allclose(got[:, : (nh + nkv) * hd], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got[:, (nh + nkv) * hd:], qkv[:, (nh + nkv) * hd:])
+
+
+def _cfg(mode="norm", nh=4, nkv=2, hd=16, rope_dim=None, scale=1.0, ropes=()):
     from edgesdk.llm._gguf import ModelConfig
     from edgesdk.llm.arch import Architecture
 
     return ModelConfig(Architecture("t", rope=mode), 1, nh * hd, 8, nh, nkv, hd, 256, 10, 1e-5, 10000.0,
-                       rope_dim or hd, rope_scale=scale)
+                       rope_dim or hd, rope_scale=scale, ropes=ropes)
 
 
 @pytest.mark.parametrize("mode,rope_dim", [("norm", 16), ("neox", 16), ("neox", 8)])
@@ -175,12 +202,37 @@ def test_rope_matches_transformer_rope(rt, mode, rope_dim):
     np.testing.assert_allclose(_read(rt, buf, (T, ld)), want, rtol=1e-6, atol=1e-6)
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize("factors", [False, True], ids=["plain", "rope_freqs"])
+def test_rope_tables_per_rope_with_factors(rt, factors):
+    """One table per (base, linear scale) entry of cfg.ropes, each with the rope_freqs divisors applied,
+    rotating exactly as the reference rotates with that entry."""
+    cfg = _cfg("neox", ropes=((1e6, 2.0), (10000.0, 1.0)))
+    f = np.geomspace(1.0, 8.0, cfg.rope_dim // 2).astype(np.float32) if factors else None
+    tables = rope_tables(rt, cfg, 40, f)
+    assert len(tables) == 2
+    rng = np.random.default_rng(2)
+    T, pos0, heads = 3, 30, cfg.n_head + cfg.n_head_kv
+    qkv = rng.standard_normal((T, heads * cfg.head_dim)).astype(np.float32)
+    ref = types.SimpleNamespace(cfg=cfg)
+    outs = []
+    for r, (cs, sn) in enumerate(tables):
+        buf = _buf(rt, qkv)
+        rt.rope(buf, qkv.shape[1], T, heads, cfg.head_dim, cfg.rope_dim, True, cs, sn, pos0)
+        want = qkv.copy()
+        rot = rope_rotation(cfg, np.arange(pos0, pos0 + T), r, f)[:, None, :]
+        Transformer._rope(ref, want.reshape(T, heads, cfg.head_dim), rot)
+        outs.append(_read(rt, buf, qkv.shape))
+        np.testing.assert_allclose(outs[-1], want, rtol=1e-6, atol=1e-6)
+    assert np.abs(outs[0] - outs[1]).max() > 0.1  # the two tables really differ
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pos0=st.sampled_from([0, 1, 63, 64, 130]), T=st.integers(1, 4), g=st.sampled_from([1, 3]),
-       hd=st.sampled_from([16, 64, 96]), seed=st.integers(0, 999))
-def test_kv_store_and_attention_match_attend_one(rt, pos0, T, g, hd, seed):
-    """Keys/values appended at pos0.., then causal GQA attention of each row over 0..pos0+t,
-    across key-chunk boundaries (64 keys per chunk) and head dims that are not a multiple of 64."""
+       hd=st.sampled_from([16, 64, 96]), window=st.sampled_from([0, 0, 1, 6, 70]), seed=st.integers(0, 999))
+def test_kv_store_and_attention_match_attend_one(rt, pos0, T, g, hd, window, seed):
+    """Keys/values appended at pos0.., then causal GQA attention of each row over 0..pos0+t (or over its
+    last `window` keys), across key-chunk boundaries (64 keys per chunk) and head dims that are not a
+    multiple of 64."""
     nkv, n_ctx = 2, 160
     nh = nkv * g
     rng = np.random.default_rng(seed)
@@ -193,14 +245,14 @@ def test_kv_store_and_attention_match_attend_one(rt, pos0, T, g, hd, seed):
     qb = _buf(rt, qkv)
     scale = float(np.float32(1 / np.sqrt(hd)))
     rt.kv_store(qb, nq + 2 * nk, T, nq, nkv, hd, kc, vc, n_ctx, pos0)
-    rt.attention(qb, nq + 2 * nk, T, kc, vc, out, nq, nh, nkv, hd, n_ctx, pos0, scale)
+    rt.attention(qb, nq + 2 * nk, T, kc, vc, out, nq, nh, nkv, hd, n_ctx, pos0, scale, window)
     cache = types.SimpleNamespace(k=k_old[None].copy(), v=v_old[None].copy())
     cache.k[0, :, pos0:pos0 + T] = qkv[:, nq:nq + nk].reshape(T, nkv, hd).transpose(1, 0, 2)
     cache.v[0, :, pos0:pos0 + T] = qkv[:, nq + nk:].reshape(T, nkv, hd).transpose(1, 0, 2)
     np.testing.assert_array_equal(_read(rt, kc, cache.k[0].shape), cache.k[0])
     np.testing.assert_array_equal(_read(rt, vc, cache.v[0].shape), cache.v[0])
     ref = types.SimpleNamespace(cfg=types.SimpleNamespace(n_head=nh, n_head_kv=nkv, head_dim=hd))
-    want = np.stack([Transformer._attend_one(ref, qkv[t, :nq], cache, 0, pos0 + t + 1, np.float32(scale), 0) for t in range(T)])
+    want = np.stack([Transformer._attend_one(ref, qkv[t, :nq], cache, 0, pos0 + t + 1, np.float32(scale), window) for t in range(T)])
     np.testing.assert_allclose(_read(rt, out, (T, nq)), want, rtol=1e-5, atol=1e-5)
 
 
@@ -215,6 +267,17 @@ def test_swiglu_and_bias(rt):
     yb = _buf(rt, gu)
     rt.add_bias(yb, 2 * ff, _buf(rt, b), T, 2 * ff)
     np.testing.assert_array_equal(_read(rt, yb, gu.shape), gu + b)
+
+
+def test_geglu_matches_gated_gelu_tanh(rt):
+    """Including gates far out on both sides, where tanh saturates (the kernel's exp form must too)."""
+    rng = np.random.default_rng(4)
+    T, ff = 3, 96
+    gu = (rng.standard_normal((T, 2 * ff)) * 4).astype(np.float32)
+    gu[0, :8] = [-100, -30, -9, -1e-3, 0, 1e-3, 9, 100]
+    out = rt.empty(T * ff * 4)
+    rt.gated(_buf(rt, gu), out, T, ff, "gelu_tanh")
+    np.testing.assert_allclose(_read(rt, out, (T, ff)), _gated(gu.copy(), ff, "gelu_tanh"), rtol=1e-5, atol=1e-6)
 
 
 # --- program build cache ----------------------------------------------------------------------------
@@ -393,3 +456,91 @@ def test_tiny_model_matches_cpu(tmp_path, device, kind):
     finally:
         ocl.close()
         cpu.close()
+
+
+# --- every architecture: the primitives of edgesdk.llm.arch end to end ------------------------------
+
+def test_implements_every_feature():
+    assert set(IMPLEMENTS) == set(FEATURES)
+
+
+def _greedy(model, ids, n_ctx, n=16):
+    """Logits at every prompt position and the next ``n`` greedy tokens, on a fresh cache."""
+    cache = model.new_cache(n_ctx)
+    logits = model.forward(ids, cache, logits="all")
+    out, last = [], logits[-1]
+    for _ in range(n):
+        out.append(int(np.argmax(last)))
+        last = model.forward([out[-1]], cache)
+    return logits, out
+
+
+def _arch_file(tmp_path, name):
+    from test_architectures import ARCH_CASES, MIX, write_model
+
+    kw = dict(ARCH_CASES[name])
+    return write_model(tmp_path / f"{name}.gguf", kw.pop("arch", name), types=MIX, **kw)
+
+
+def _arch_cases():
+    from test_architectures import ARCH_CASES
+
+    return sorted(ARCH_CASES)
+
+
+# The OpenCL pass keeps activations in fp32 on the same decoded weights as the numpy reference
+# (impl="numpy", activations="f32"): only summation order differs, ~1e-6 of the logits' range on these
+# files. 1e-4 leaves room for other devices' exp/sqrt and FMA contraction while any wrong primitive
+# (norm placement, window, RoPE table, activation) is off by far more than that.
+ARCH_TOLERANCE = 1e-4
+
+
+@pytest.mark.parametrize("name", _arch_cases())
+def test_architecture_matches_numpy_reference(tmp_path, device, name):
+    """Q4_K_M-typed random files of every architecture: logits at all 48 prompt positions and 16 greedy
+    tokens. The prompt runs in chunks of 20 (GEMM), 20 and 8 rows (row-by-row GEMV), so windowed
+    layers slide across chunk boundaries; decoding then appends one row at a time."""
+    from test_architectures import CTX, _prompt
+
+    path = _arch_file(tmp_path, name)
+    ids = _prompt()
+    ref = LLM(path, impl="numpy", activations="f32", n_ctx=CTX)
+    ocl = edgesdk.Session(path, SessionOptions(require=device.id, backend_options={"opencl": {"n_ctx": CTX}}))
+    try:
+        model = ocl.runner.llm.model
+        assert model.impl == "opencl" and model.cfg.features <= set(IMPLEMENTS)
+        model.chunk = 20
+        want, want_tokens = _greedy(ref.model, ids, CTX)
+        got, got_tokens = _greedy(model, ids, CTX)
+        err = float(np.abs(got - want).max() / np.abs(want).max())
+        assert err < ARCH_TOLERANCE, f"{name}: logits differ from the numpy reference by {err:.2e} of their range"
+        assert got_tokens == want_tokens
+    finally:
+        ocl.close()
+        ref.close()
+
+
+def test_logit_softcap_applied_to_what_is_read_back(tmp_path, device):
+    """No test architecture's file sets final_logit_softcapping: both passes get it through their config."""
+    import attrs
+
+    from test_architectures import CTX, _prompt
+
+    path = _arch_file(tmp_path, "llama")
+    ids = _prompt()[:12]
+    ref = LLM(path, impl="numpy", activations="f32", n_ctx=CTX)
+    ocl = edgesdk.Session(path, SessionOptions(require=device.id, backend_options={"opencl": {"n_ctx": CTX}}))
+    try:
+        model = ocl.runner.llm.model
+        plain = model.forward(ids, model.new_cache(CTX), logits="all")
+        cap = float(np.abs(plain).max() / 2)  # caps the largest logits hard, the small ones barely
+        for m in (ref.model, model):
+            m.cfg = attrs.evolve(m.cfg, logit_softcap=cap)
+        got = model.forward(ids, model.new_cache(CTX), logits="all")
+        want = ref.model.forward(ids, ref.model.new_cache(CTX), logits="all")
+        np.testing.assert_allclose(got, softcap(plain.copy(), cap), rtol=1e-6, atol=1e-6)
+        assert np.abs(got).max() < cap
+        np.testing.assert_allclose(got, want, atol=ARCH_TOLERANCE * np.abs(want).max())
+    finally:
+        ocl.close()
+        ref.close()

@@ -14,16 +14,18 @@ import threading
 import numpy as np
 
 from edgesdk._errors import ContextLengthError, UnsupportedModelError
-from edgesdk.llm._model import TokenCache, _expected_shapes, layer_tensor, rope_rotation
+from edgesdk.llm._model import LayerNorms, TokenCache, _expected_shapes, layer_tensor, rope_factors, rope_rotation, softcap
 from edgesdk.llm._weights import Embedding, vector
+from edgesdk.llm.arch import FEATURES
 
 from ._runtime import ClWeight
 
-__all__ = ["ClKVCache", "ClTransformer", "IMPLEMENTS"]
+__all__ = ["ClKVCache", "ClTransformer", "IMPLEMENTS", "rope_tables"]
 
-#: The forward-pass primitives (edgesdk.llm.arch.FEATURES) this pass implements; placement refuses
-#: models needing others, by name.
-IMPLEMENTS = ("attn_bias",)
+#: The forward-pass primitives (edgesdk.llm.arch.FEATURES) this pass implements: all of them. It is
+#: FEATURES itself so that placement keeps sending every model here; a primitive added there must be
+#: implemented in this pass too (or listed out of an explicit tuple here, so placement refuses by name).
+IMPLEMENTS = FEATURES
 
 log = logging.getLogger("edgesdk.backends.opencl")
 
@@ -55,25 +57,36 @@ class ClKVCache(TokenCache):
         self.k, self.v = [], []
 
 
-class _Layer:
-    def __init__(self, rt, g, i: int, bias: bool, shapes: dict):
-        def t(n: str, kind: str = "weight"):
-            return layer_tensor(g, i, n, kind, shapes)
+def rope_tables(rt, cfg, n: int, factors=None) -> list:
+    """(cos, sin) device buffers of positions 0..n-1 per entry of ``cfg.ropes`` (base, linear scale),
+    ``factors`` (rope_freqs) dividing the frequencies: the very values the CPU reference's
+    :func:`rope_rotation` computes (float64 on the host), so the device needs no fp64."""
+    out = []
+    for r in range(len(cfg.ropes)):
+        rot = rope_rotation(cfg, np.arange(n), r, factors)
+        out.append((rt.upload(np.ascontiguousarray(rot.real)), rt.upload(np.ascontiguousarray(rot.imag))))
+    return out
 
-        def lin(*names):
-            ts = [t(n) for n in names]
+
+class _Layer(LayerNorms):
+    """One layer's device buffers: the norm/bias vectors the architecture has (None where it has none,
+    which is what switches each optional launch off) and its four projections."""
+
+    def __init__(self, rt, g, i: int, cfg, shapes: dict):
+        super().__init__(g, i, cfg, shapes, load=rt.upload)
+
+        def lin(names):
+            ts = [layer_tensor(g, i, n, "weight", shapes) for n in names]
             w = ClWeight(rt, _parts(ts), [x.name for x in ts])
             for x in ts:
                 g.release(x)  # uploaded: the file pages need not stay resident
             return w
 
-        self.attn_norm = rt.upload(vector(t("attn_norm")))
-        self.ffn_norm = rt.upload(vector(t("ffn_norm")))
-        self.bqkv = rt.upload(np.concatenate([vector(t(f"attn_{n}", "bias")) for n in "qkv"])) if bias else None
-        self.wqkv = lin("attn_q", "attn_k", "attn_v")
-        self.wo = lin("attn_output")
-        self.w_gate_up = lin("ffn_gate", "ffn_up")
-        self.w_down = lin("ffn_down")
+        self.plan = cfg.layers[i]
+        self.wqkv = lin(cfg.arch.qkv)
+        self.wo = lin(("attn_output",))
+        self.w_gate_up = lin(cfg.arch.gate_up)
+        self.w_down = lin(("ffn_down",))
 
     @property
     def nbytes(self) -> int:
@@ -81,7 +94,8 @@ class _Layer:
 
 
 class ClTransformer:
-    """Llama-family decoder on one OpenCL device (see :mod:`._runtime` for the kernels)."""
+    """Decoder-only transformer on one OpenCL device, every choice read from ``gguf.config()`` like the
+    CPU :class:`~edgesdk.llm._model.Transformer` (see :mod:`._runtime` for the kernels)."""
 
     impl = "opencl"
 
@@ -96,12 +110,13 @@ class ClTransformer:
         self.max_ctx = max_ctx
         head = gguf.tensor("token_embd.weight" if cfg.tied_embeddings else "output.weight")
         self.lm_head = ClWeight(rt, _parts([head]), [head.name])
-        self.embed = Embedding(gguf.tensor("token_embd.weight"))
+        self.embed = Embedding(gguf.tensor("token_embd.weight"), cfg.embed_scale)
         shapes = _expected_shapes(cfg)
-        self.layers = [_Layer(rt, gguf, i, cfg.arch.attn_bias, shapes) for i in range(cfg.n_layer)]
+        self.layers = [_Layer(rt, gguf, i, cfg, shapes) for i in range(cfg.n_layer)]
         self.out_norm = rt.upload(vector(gguf.tensor("output_norm.weight")))
         self.weight_bytes = self.lm_head.nbytes + sum(L.nbytes for L in self.layers)
-        self._rope = (0, None, None)  # (positions covered, cos buffer, sin buffer)
+        self._factors = rope_factors(gguf, cfg)
+        self._rope: tuple[int, list] = (0, [])  # (positions covered, (cos, sin) buffers per cfg.ropes entry)
         self._scratch: dict[str, object] = {}
         self._rows = 0
         # One set of activation buffers and one in-order queue: concurrent run() calls take turns.
@@ -114,12 +129,11 @@ class ClTransformer:
         cap = self.cfg.n_ctx_train if self.max_ctx is None else min(self.max_ctx, self.cfg.n_ctx_train)
         return ClKVCache(self, min(n_ctx or cap, self.cfg.n_ctx_train))
 
-    def rope_tables(self, n: int):
-        """cos/sin buffers for positions 0..n-1, computed on the host in float64 like the CPU backend."""
+    def rope_tables(self, n: int) -> list:
+        """(cos, sin) buffers covering positions 0..n-1, one pair per RoPE table (see :func:`rope_tables`)."""
         if self._rope[0] < n:
-            rot = rope_rotation(self.cfg, np.arange(n))
-            self._rope = (n, self.rt.upload(np.ascontiguousarray(rot.real)), self.rt.upload(np.ascontiguousarray(rot.imag)))
-        return self._rope[1], self._rope[2]
+            self._rope = (n, rope_tables(self.rt, self.cfg, n, self._factors))
+        return self._rope[1]
 
     def _buffers(self, rows: int) -> dict:
         """Activation buffers for ``rows`` rows (grown when a longer chunk arrives, reused otherwise)."""
@@ -150,6 +164,7 @@ class ClTransformer:
                 first = max(start - s, 0)  # first row of this chunk whose logits are wanted
                 self._chunk(x[s : s + rows], cache, p0 + s, out[s + first - start : s + rows - start] if first < rows else None, first)
             self.tokens_processed += T
+        softcap(out, self.cfg.logit_softcap)  # host side: a tanh over the few rows read back
         cache.tokens.extend(int(i) for i in ids)
         return out[0] if logits == "last" else out
 
@@ -160,23 +175,30 @@ class ClTransformer:
         x, h, qkv, att, gu, act = b["x"], b["h"], b["qkv"], b["att"], b["gu"], b["act"]
         d, nh, nkv, hd, ff = cfg.n_embd, cfg.n_head, cfg.n_head_kv, cfg.head_dim, cfg.n_ff
         nq, nqkv = nh * hd, (nh + 2 * nkv) * hd
+        eps, neox = cfg.rms_eps, cfg.arch.rope == "neox"
         scale = float(np.float32(1.0 / np.sqrt(hd)))
-        cs, sn = self.rope_tables(cache.n_ctx)
+        ropes = self.rope_tables(cache.n_ctx)
         rt.write(x, x_host)
         for li, L in enumerate(self.layers):
-            rt.rms_norm(x, 0, L.attn_norm, h, T, d, cfg.rms_eps)
+            rt.rms_norm(x, 0, L.attn_norm, h, T, d, eps)
             L.wqkv(h, d, T, qkv, nqkv)
             if L.bqkv is not None:
                 rt.add_bias(qkv, nqkv, L.bqkv, T, nqkv)
-            # Q and K heads are adjacent columns: one launch rotates both.
-            rt.rope(qkv, nqkv, T, nh + nkv, hd, cfg.rope_dim, cfg.arch.rope == "neox", cs, sn, pos)
+            # Q and K heads are adjacent columns: one launch normalizes, one rotates, both of them.
+            if L.q_norm is not None:
+                rt.head_norm(qkv, nqkv, T, nh, nkv, hd, L.q_norm, L.k_norm, eps)
+            cs, sn = ropes[L.plan.rope]
+            rt.rope(qkv, nqkv, T, nh + nkv, hd, cfg.rope_dim, neox, cs, sn, pos)
             rt.kv_store(qkv, nqkv, T, nq, nkv, hd, cache.k[li], cache.v[li], cache.n_ctx, pos)
-            rt.attention(qkv, nqkv, T, cache.k[li], cache.v[li], att, nq, nh, nkv, hd, cache.n_ctx, pos, scale)
-            L.wo(att, nq, T, x, d, accumulate=True)
-            rt.rms_norm(x, 0, L.ffn_norm, h, T, d, cfg.rms_eps)
+            rt.attention(qkv, nqkv, T, cache.k[li], cache.v[li], att, nq, nh, nkv, hd, cache.n_ctx, pos, scale, L.plan.window)
+            # A block's output goes straight into the residual stream (the matmul accumulates) unless the
+            # layer has a post norm: then into h (free once the block's input projection has run), from
+            # which one launch norms it and adds it to the stream.
+            self._residual(L.wo, att, nq, T, x, h, L.post_attn_norm, d, eps)
+            rt.rms_norm(x, 0, L.ffn_norm, h, T, d, eps)
             L.w_gate_up(h, d, T, gu, 2 * ff)
-            rt.swiglu(gu, act, T, ff)
-            L.w_down(act, ff, T, x, d, accumulate=True)
+            rt.gated(gu, act, T, ff, cfg.arch.activation)
+            self._residual(L.w_down, act, ff, T, x, h, L.post_ffn_norm, d, eps)
         if out is not None:
             n = T - first
             rt.rms_norm(x, first, self.out_norm, h, n, d, cfg.rms_eps)
@@ -184,6 +206,13 @@ class ClTransformer:
             rt.read(out, b["logits"])
         else:
             rt.finish()
+
+    def _residual(self, w, inp, k: int, T: int, x, tmp, post_norm, d: int, eps: float) -> None:
+        if post_norm is None:
+            w(inp, k, T, x, d, accumulate=True)
+        else:
+            w(inp, k, T, tmp, d)
+            self.rt.rms_norm(tmp, 0, post_norm, x, T, d, eps, accumulate=True)
 
     def close(self) -> None:
         with self._lock:

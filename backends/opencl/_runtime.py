@@ -148,12 +148,14 @@ class ClRuntime:
             self._kernel(f"gemv_{fmt}", mat + [i32])
             self._kernel(f"gemm_{fmt}", mat + [i32, i32])
             self._kernel(f"gemm_rt_{fmt}", mat + [i32, i32])
-        self._kernel("rms_norm", [None, i32, None, None, i32, f32])
+        self._kernel("rms_norm", [None, i32, None, None, i32, f32, i32])
+        self._kernel("head_norm", [None, i32, i32, i32, None, None, f32])
         self._kernel("add_bias", [None, i32, None])
         self._kernel("rope", [None, i32, i32, i32, i32, None, None, i32])
         self._kernel("kv_store", [None, i32, i32, i32, None, None, i32, i32])
-        self._kernel("attention", [None, i32, None, None, None, i32, i32, i32, i32, i32, i32, f32])
+        self._kernel("attention", [None, i32, None, None, None, i32, i32, i32, i32, i32, i32, f32, i32])
         self._kernel("swiglu", [None, None, i32])
+        self._kernel("geglu", [None, None, i32])
 
     def _kernel(self, name: str, dtypes) -> None:
         k = self.cl.Kernel(self.program, name)
@@ -199,8 +201,15 @@ class ClRuntime:
             g = (-(-n // TILE) * TILE, -(-rows // TILE) * TILE)
             self._k[f"gemm_{fmt}"](self.queue, g, (TILE, TILE), qb, db, mb, x, ldx, y, ldy, y_off, k, n, rows, acc)
 
-    def rms_norm(self, x, row0: int, w, out, rows: int, n: int, eps: float) -> None:
-        self._k["rms_norm"](self.queue, (RED_LS, rows), (RED_LS, 1), x, row0, w, out, n, eps)
+    def rms_norm(self, x, row0: int, w, out, rows: int, n: int, eps: float, accumulate: bool = False) -> None:
+        """out[:rows] (+)= RMSNorm(x[row0:row0 + rows]) * w (rows of n floats)."""
+        self._k["rms_norm"](self.queue, (RED_LS, rows), (RED_LS, 1), x, row0, w, out, n, eps, int(bool(accumulate)))
+
+    def head_norm(self, qkv, ld: int, rows: int, n_q: int, n_k: int, hd: int, wq, wk, eps: float) -> None:
+        """In place: RMS norm of each of the first n_q (with wq) + n_k (with wk) heads of hd floats of each row."""
+        if hd > MAX_HD:
+            raise UnsupportedModelError("", f"the OpenCL QK-norm kernel needs head_dim <= {MAX_HD}, got {hd}")
+        self._k["head_norm"](self.queue, (RED_LS, n_q + n_k, rows), (RED_LS, 1, 1), qkv, ld, hd, n_q, wq, wk, eps)
 
     def add_bias(self, y, ld: int, b, rows: int, n: int) -> None:
         self._k["add_bias"](self.queue, (n, rows), None, y, ld, b)
@@ -212,11 +221,18 @@ class ClRuntime:
         self._k["kv_store"](self.queue, (hd, n_head_kv, rows), None, qkv, ld, nq, n_head_kv * hd, kc, vc, n_ctx, pos0)
 
     def attention(self, qkv, ld: int, rows: int, kc, vc, out, ldo: int, n_head: int, n_head_kv: int, hd: int,
-                  n_ctx: int, pos0: int, scale: float) -> None:
+                  n_ctx: int, pos0: int, scale: float, window: int = 0) -> None:
         if hd > MAX_HD or hd % 4:
             raise UnsupportedModelError("", f"the OpenCL attention kernel needs head_dim <= {MAX_HD} and a multiple of 4, got {hd}")
         self._k["attention"](self.queue, (RED_LS * n_head, rows), (RED_LS, 1), qkv, ld, kc, vc, out, ldo,
-                             n_head, n_head_kv, hd, n_ctx, pos0, scale)
+                             n_head, n_head_kv, hd, n_ctx, pos0, scale, window)
 
     def swiglu(self, gu, out, rows: int, ff: int) -> None:
         self._k["swiglu"](self.queue, (ff, rows), None, gu, out, ff)
+
+    def geglu(self, gu, out, rows: int, ff: int) -> None:
+        self._k["geglu"](self.queue, (ff, rows), None, gu, out, ff)
+
+    def gated(self, gu, out, rows: int, ff: int, activation: str) -> None:
+        """act(gate) * up of a fused gate|up output: "silu" (SwiGLU) or "gelu_tanh" (GeGLU)."""
+        (self.geglu if activation == "gelu_tanh" else self.swiglu)(gu, out, rows, ff)

@@ -285,9 +285,11 @@ GEMM_RT(F32)
 GEMM_RT(I8F)
 GEMM_RT(I8F2)
 
-/* out[r] = x[row0 + r] / sqrt(mean(x^2) + eps) * w. One work-group of RED_LS per row. */
+/* out[r] (+)= x[row0 + r] / sqrt(mean(x^2) + eps) * w. One work-group of RED_LS per row. `accumulate`
+ * is the post norm of a sandwich-norm block (x is the block output, out the residual stream): one
+ * launch instead of a norm into scratch plus an add. */
 kernel __attribute__((reqd_work_group_size(RED_LS, 1, 1))) void rms_norm(
-    global const float *x, int row0, global const float *w, global float *out, int n, float eps)
+    global const float *x, int row0, global const float *w, global float *out, int n, float eps, int accumulate)
 {
     local float part[RED_LS];
     const int j = get_local_id(0), r = get_group_id(1);
@@ -302,7 +304,37 @@ kernel __attribute__((reqd_work_group_size(RED_LS, 1, 1))) void rms_norm(
     }
     const float inv = 1.0f / sqrt(part[0] / (float)n + eps);
     global float *o = out + (size_t)r * n;
-    for (int i = j; i < n; i += RED_LS) o[i] = xr[i] * inv * w[i];
+    if (accumulate)
+        for (int i = j; i < n; i += RED_LS) o[i] += xr[i] * inv * w[i];
+    else
+        for (int i = j; i < n; i += RED_LS) o[i] = xr[i] * inv * w[i];
+}
+
+/* QK-norm, in place: RMS norm of each of the first n_q + n_k heads (hd values) of each qkv row, Q heads
+ * with wq and K heads with wk. The head's values are held in registers from before the reduction, so
+ * the writes depend on nothing this work-group overwrites. One work-group of RED_LS per (head, row);
+ * global size (RED_LS, n_q + n_k, T). */
+kernel __attribute__((reqd_work_group_size(RED_LS, 1, 1))) void head_norm(
+    global float *qkv, int ld, int hd, int n_q, global const float *wq, global const float *wk, float eps)
+{
+    local float part[RED_LS];
+    const int j = get_local_id(0), h = get_group_id(1), t = get_group_id(2);
+    global float *x = qkv + (size_t)t * ld + (size_t)h * hd;
+    global const float *w = h < n_q ? wq : wk;
+    float v[MAX_HD / RED_LS];
+    float s = 0.0f;
+    for (int e = 0, i = j; e < MAX_HD / RED_LS && i < hd; e++, i += RED_LS) {
+        v[e] = x[i];
+        s = fma(v[e], v[e], s);
+    }
+    part[j] = s;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int k = RED_LS / 2; k > 0; k >>= 1) {
+        if (j < k) part[j] += part[j + k];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const float inv = 1.0f / sqrt(part[0] / (float)hd + eps);
+    for (int e = 0, i = j; e < MAX_HD / RED_LS && i < hd; e++, i += RED_LS) x[i] = v[e] * inv * w[i];
 }
 
 /* y[t, i] += b[i] (Q/K/V biases). Global size (n, T). */
@@ -338,19 +370,20 @@ kernel void kv_store(global const float *qkv, int ld, int nq, int nk, global flo
     vc[at] = row[nq + nk];
 }
 
-/* Causal attention of query row t (position pos0 + t) of head h over cached keys 0..pos0 + t.
- * One work-group per (head, row). Keys are taken RED_LS at a time: each work-item scores one key
- * (vector loads of q and k), then every work-item updates the running softmax and the output dims it
- * owns (h-th dims j, j + RED_LS, ...): V is read row by row, coalesced, with no scratch in global memory.
+/* Causal attention of query row t (position pos0 + t) of head h over cached keys 0..pos0 + t, or over
+ * its last `window` keys only (sliding-window layers; 0: all of them). One work-group per (head, row).
+ * Keys are taken RED_LS at a time: each work-item scores one key (vector loads of q and k), then every
+ * work-item updates the running softmax and the output dims it owns (h-th dims j, j + RED_LS, ...): V is
+ * read row by row, coalesced, with no scratch in global memory.
  * GQA: query head h reads KV head h / (n_head / n_head_kv). Global size (RED_LS * n_head, T). */
 kernel __attribute__((reqd_work_group_size(RED_LS, 1, 1))) void attention(
     global const float *qkv, int ld, global const float *kc, global const float *vc, global float *out, int ldo,
-    int n_head, int n_head_kv, int hd, int n_ctx, int pos0, float scale)
+    int n_head, int n_head_kv, int hd, int n_ctx, int pos0, float scale, int window)
 {
     local float q[MAX_HD];
     local float sc[RED_LS];
     const int j = get_local_id(0), h = get_group_id(0), t = get_group_id(1);
-    const int kh = h / (n_head / n_head_kv), S = pos0 + t + 1;
+    const int kh = h / (n_head / n_head_kv), S = pos0 + t + 1, s0 = (window && S > window) ? S - window : 0;
     global const float *qp = qkv + (size_t)t * ld + (size_t)h * hd;
     for (int i = j; i < hd; i += RED_LS) q[i] = qp[i];
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -359,7 +392,7 @@ kernel __attribute__((reqd_work_group_size(RED_LS, 1, 1))) void attention(
     float acc[MAX_HD / RED_LS];
     for (int i = 0; i < MAX_HD / RED_LS; i++) acc[i] = 0.0f;
     float mx = -INFINITY, l = 0.0f;
-    for (int c0 = 0; c0 < S; c0 += RED_LS) {
+    for (int c0 = s0; c0 < S; c0 += RED_LS) {
         float s = -INFINITY;
         if (c0 + j < S) {
             global const float *k = K + (size_t)(c0 + j) * hd;
@@ -394,4 +427,14 @@ kernel void swiglu(global const float *gu, global float *out, int ff)
     const int i = get_global_id(0), t = get_global_id(1);
     const float g = gu[(size_t)t * 2 * ff + i];
     out[(size_t)t * ff + i] = g / (1.0f + exp(-g)) * gu[(size_t)t * 2 * ff + ff + i];
+}
+
+/* out[t, i] = gelu_tanh(gu[t, i]) * gu[t, ff + i] (GeGLU). 0.5 g (1 + tanh(u)) is written g / (1 + exp(-2u)),
+ * as the CPU loop does: one exp, and exact limits where tanh saturates. Global size (ff, T). */
+kernel void geglu(global const float *gu, global float *out, int ff)
+{
+    const int i = get_global_id(0), t = get_global_id(1);
+    const float g = gu[(size_t)t * 2 * ff + i];
+    const float u = 0.7978845608028654f * (g + 0.044715f * g * g * g);
+    out[(size_t)t * ff + i] = g / (1.0f + exp(-2.0f * u)) * gu[(size_t)t * 2 * ff + ff + i];
 }
