@@ -88,10 +88,17 @@ def _check_same_as_native(meta, arrays, native, cpu):
                     np.testing.assert_array_equal(v, narr[f"{path}/{i}/{a}"], err_msg=f"{cpu} {path} case {i} {a}")
     best = runnable[0]
     assert meta["fused"] and meta["llm_loop"][best] == ("avx2" if best == "avx2" else "portable")
-    assert nmeta["text"][best] == meta["text"][best], (cpu, meta["text"], nmeta["text"])
-    native_best = nmeta["info"]["simd"]
-    assert nmeta["text"][native_best] == meta["text"][best], "greedy tokens differ from the native best path"
-    np.testing.assert_array_equal(arrays[f"{best}/logits"], narr[f"{best}/logits"])
+    # The LLM loop also calls libm (expf, cos, sin), whose glibc variant follows the CPU (FMA or not):
+    # on a CPU with FMA like this one's, the same path gives the same bits and the same greedy text;
+    # without it the last bits differ, which can flip a near-tie in a long greedy run, so the logits
+    # must agree closely (and with the native best path's, whose loop differs the same way).
+    a = arrays[f"{best}/logits"]
+    if "fma" in meta["info"]["cpu_features"]:
+        np.testing.assert_array_equal(a, narr[f"{best}/logits"])
+        assert nmeta["text"][best] == meta["text"][best], (cpu, meta["text"], nmeta["text"])
+    for ref in {best, nmeta["info"]["simd"]}:
+        b = narr[f"{ref}/logits"]
+        assert np.abs(a - b).max() < 0.05 * np.abs(b).max() and a.argmax() == b.argmax(), f"{cpu} {best} logits vs native {ref}"
 
 
 def test_haswell_matches_native_and_never_runs_avx512(native, tmp_path):
