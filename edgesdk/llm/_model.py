@@ -253,7 +253,7 @@ class _Fused:
         m.out_norm = floats(model.out_norm)
         m.matmul = ffi.cast("llm_matmul_fn", int(kffi.cast("uintptr_t", kffi.addressof(kernels._lib, "ek_matmul"))))
         m.nthreads = int(model.threads or 0)
-        m.nthreads_decode = _decode_threads(model)
+        m.nthreads_decode = 0
         m.act_int8 = int(model.activations == "int8")
         self.m = m
         opt = lambda a: ffi.NULL if a is None else floats(a)  # noqa: E731
@@ -266,6 +266,33 @@ class _Fused:
         ]
         self.vocab = model.lm_head.n
         self.max_rows = int(self.lib.LLM_MAX_ROWS)
+        chosen = _decode_threads(model)
+        m.nthreads_decode = self.tune_decode_threads(model) if chosen is None else chosen
+
+    def tune_decode_threads(self, model: "Transformer", rounds: int = 3) -> int:
+        """1 or 0 (the pool) for decode steps' layer matmuls, whichever runs a token faster here.
+
+        Each matmul wakes the kernel pool (~70-120 times per token): on layers that one core streams
+        in microseconds that costs more than a second thread saves, on layers whose kernels are
+        compute-bound it halves the step. Which one holds depends on the CPU, its memory bandwidth
+        and the weight types, so it is measured: a few one-token steps (no LM head) each way.
+        """
+        import time
+
+        if int(model.threads or self._kernels.get_threads()) <= 1:
+            return 1
+        cache = KVCache(model.cfg, 2)
+        x = model.embed(np.zeros(1, np.int64))
+        best = {}
+        for _ in range(rounds):
+            for nt in (1, 0):
+                self.m.nthreads_decode = nt
+                cache.tokens = []
+                t0 = time.perf_counter()
+                self.forward(x.copy(), 1, cache, 1)
+                dt = time.perf_counter() - t0
+                best[nt] = min(best.get(nt, dt), dt)
+        return 1 if best[1] <= best[0] else 0
 
     def _layers(self, cache: KVCache):
         if cache.native is None or cache.native[0] is not self:
@@ -299,23 +326,16 @@ class _Fused:
         return out
 
 
-# Per-layer packed weights below which steps of up to 16 tokens (decode, speculative verification)
-# run their layer matmuls on one thread: each matmul wakes the kernel pool (121 times per token for
-# a 30-layer model), and on small layers that costs more than a second thread saves. Measured on the 2-vCPU VM with SmolLM2-135M (2.2 MB/layer):
-# 1 thread 250 tok/s vs 2 threads 237 when quiet, ~250 vs ~135 with another process on the cores.
-SMALL_LAYER_BYTES = 4 << 20
-
-
-def _decode_threads(model: "Transformer") -> int:
+def _decode_threads(model: "Transformer") -> int | None:
+    """``EDGESDK_LLM_DECODE_THREADS`` (threads for the layer matmuls of steps of <= 16 tokens), or
+    None: then the fused loop measures which is faster here (see :meth:`_Fused.tune_decode_threads`)."""
     env = os.environ.get("EDGESDK_LLM_DECODE_THREADS", "").strip()
     if env:
         try:
             return min(max(0, int(env)), 256)
         except ValueError:  # a typo in the environment must not stop a model from loading
             log.warning("EDGESDK_LLM_DECODE_THREADS=%r is not an integer; ignored", env)
-    L = model.layers[0]
-    per_layer = sum(lin.packed_bytes for lin in (L.wqkv, L.wo, L.w_gate_up, L.w_down))
-    return 1 if per_layer < SMALL_LAYER_BYTES else 0
+    return None
 
 
 def _fused_for(model: "Transformer") -> _Fused | None:
