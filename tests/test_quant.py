@@ -110,6 +110,31 @@ def test_gguf_bytes_roundtrip_bit_exact(qtype, n, k):
     assert np.array_equal(qt.dequantize(), ref)
 
 
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
+@pytest.mark.parametrize("n", [64, 100])
+def test_gguf_import_by_chunks_is_the_whole_import(qtype, n, monkeypatch):
+    """Large tensors are repacked 16k rows at a time (their file pages are released chunk by chunk):
+    the result is the one-piece import's, and every row is reported done exactly once."""
+    import types
+
+    import gguf
+
+    from edgesdk.quant import _gguf
+
+    raw = _random_gguf(np.random.default_rng(n), qtype, n, 96)
+    tensor = types.SimpleNamespace(name="w", tensor_type=getattr(gguf.GGMLQuantizationType, qtype),
+                                   shape=np.array([96, n], np.uint64), data=raw)
+    whole = from_gguf(tensor)
+    monkeypatch.setattr(_gguf, "_CHUNK_ROWS", 32)
+    done = []
+    chunked = from_gguf(tensor, done_rows=lambda r0, r1: done.append((r0, r1)))
+    assert done == [(r, min(n, r + 32)) for r in range(0, n, 32)]
+    for a in ("qdata", "scales", "mins"):
+        x, y = getattr(whole, a), getattr(chunked, a)
+        assert (x is None and y is None) or np.array_equal(x, y)
+    assert to_gguf_bytes(chunked)[1].tobytes() == raw.tobytes()
+
+
 @needs_gguf
 def test_real_smollm2_tensors_import_bit_exact():
     import gguf

@@ -210,8 +210,9 @@ class GGUFFile:
         v = self.meta.get(key)
         return None if v is None else np.asarray(v).astype(dtype or np.int64)
 
-    def release(self, tensor: GGUFTensor) -> None:
-        """Drop the resident file pages of a tensor whose bytes were copied elsewhere (repacked).
+    def release(self, tensor: GGUFTensor, rows: tuple[int, int] | None = None) -> None:
+        """Drop the resident file pages of a tensor (or of its rows r0..r1) whose bytes were copied
+        elsewhere (repacked).
 
         The mapping stays valid (pages come back from the page cache if read again); this only keeps
         the process's RSS at one copy of the weights instead of two.
@@ -219,10 +220,14 @@ class GGUFFile:
         mm = getattr(self._mm, "_mmap", None)
         if mm is None or not hasattr(mm, "madvise"):
             return
+        lo, hi = tensor.data_offset, tensor.data_offset + tensor.n_bytes
+        if rows is not None:
+            row_bytes = tensor.n_bytes // max(1, tensor.data.shape[0])
+            lo, hi = lo + rows[0] * row_bytes, lo + rows[1] * row_bytes
         page = mmap.PAGESIZE
-        # Only whole pages inside the tensor, so neighbours being read are untouched.
-        start = -(-tensor.data_offset // page) * page
-        end = ((tensor.data_offset + tensor.n_bytes) // page) * page
+        # Only whole pages inside the range, so neighbours being read are untouched.
+        start = -(-lo // page) * page
+        end = (hi // page) * page
         if end > start:
             try:
                 mm.madvise(mmap.MADV_DONTNEED, start, end - start)

@@ -114,7 +114,9 @@ class Linear:
         if impl == "kernels":
             from .. import kernels, quant
 
-            qts = [quant.from_gguf(t) for t in tensors]
+            # Rows already repacked give their file pages back while the rest is converted.
+            qts = [quant.from_gguf(t, None if release is None else (lambda r0, r1, t=t: release(t, (r0, r1))))
+                   for t in tensors]
             # i16x32 packs rows 16 at a time: fusing is only a concatenation when every part is whole
             # groups of the same encoding (GGUF blocks: any rows); otherwise each part is its own matmul.
             whole = qts[0].layout == "gguf" or not any(n % 16 for n in self.sizes)

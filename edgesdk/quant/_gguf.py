@@ -24,17 +24,43 @@ def _qtype_name(qtype) -> str:
     return t.name
 
 
-def from_gguf(tensor) -> QuantizedTensor:
+# Rows repacked at once: a whole 262k-row LM head at once would hold its file pages and the full
+# repacked copy at the same time (twice its size at peak); by chunks, each chunk's source pages can
+# be dropped as soon as it is converted.
+_CHUNK_ROWS = 16384
+
+
+def from_gguf(tensor, done_rows=None) -> QuantizedTensor:
     """Import a ``gguf.GGUFReader`` tensor (ReaderTensor) of any block-quantized type of the table.
 
-    GGUF lists dims fastest-first: ne = [K, N] for a weight used as y = x @ W.T.
+    GGUF lists dims fastest-first: ne = [K, N] for a weight used as y = x @ W.T. ``done_rows(r0, r1)``
+    is called after rows r0..r1 of a repacked (Q4_0/Q4_1/Q8_0) tensor were copied, so the caller can
+    release their source pages.
     """
     name = _qtype_name(tensor.tensor_type)
     dims = [int(d) for d in tensor.shape]
     if len(dims) != 2:
         raise QuantizationError(f"tensor {tensor.name!r}: expected 2 dims, got {dims}")
     k, n = dims
-    return from_gguf_bytes(np.asarray(tensor.data), name, (n, k), source=f"gguf:{name}")
+    raw = np.asarray(tensor.data)
+    if name not in I16X32_TYPES or n <= _CHUNK_ROWS or raw.ndim != 2:
+        qt = from_gguf_bytes(raw, name, (n, k), source=f"gguf:{name}")
+        if done_rows is not None and name in I16X32_TYPES:
+            done_rows(0, n)
+        return qt
+    first = from_gguf_bytes(raw[:_CHUNK_ROWS], name, (_CHUNK_ROWS, k))
+    g = -(-n // ROWS)
+    out = {a: np.empty((g,) + getattr(first, a).shape[1:], getattr(first, a).dtype)
+           for a in ("qdata", "scales", "mins") if getattr(first, a) is not None}
+    for r0 in range(0, n, _CHUNK_ROWS):
+        r1 = min(n, r0 + _CHUNK_ROWS)
+        part = first if r0 == 0 else from_gguf_bytes(raw[r0:r1], name, (r1 - r0, k))
+        for a, arr in out.items():
+            arr[r0 // ROWS : r0 // ROWS + getattr(part, a).shape[0]] = getattr(part, a)
+        if done_rows is not None:
+            done_rows(r0, r1)
+    return QuantizedTensor(shape=(n, k), bits=first.bits, block_size=first.block_size, scheme=first.scheme,
+                           qdata=out["qdata"], scales=out["scales"], mins=out.get("mins"), source=f"gguf:{name}")
 
 
 def from_gguf_bytes(raw: np.ndarray, qtype, shape, *, source: str | None = None) -> QuantizedTensor:
