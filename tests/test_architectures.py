@@ -36,6 +36,7 @@ N_PROMPT, N_GREEDY = 48, 32
 ARCH_CASES = {
     "llama": dict(layers=2),
     "llama3-rope-freqs": dict(arch="llama", layers=2, rope_freqs=True),
+    "mistral-spm": dict(arch="llama", layers=2, spm=True),
     "qwen2": dict(layers=2),
     "qwen3": dict(layers=2),
     "phi3": dict(layers=2, untied=True),
@@ -52,17 +53,30 @@ def _tokens() -> list[str]:
     return [by_byte[b] for b in range(256)] + ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "ab"]
 
 
+# A SentencePiece vocabulary as Mistral/Llama 2 GGUFs have it: <unk> <s> </s>, 256 byte tokens, scored pieces.
+_SPM_PIECES = ["\u2581", "\u2581t", "\u2581a", "he", "\u2581the", "in", "er", "\u2581w", "on", "at", "\u2581c", "\u2581cat",
+               "\u2581s", "st", "en", "\u2581is", "\u2581on", "\u2581mat"] + list("abcdefghijklmnopqrstuvwxyz.,!")
+
+
+def _spm_vocab() -> tuple[list[str], list[int], list[float]]:
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + _SPM_PIECES
+    types = [2, 3, 3] + [6] * 256 + [1] * len(_SPM_PIECES)
+    scores = [0.0] * 259 + [-float(i) for i in range(len(_SPM_PIECES))]
+    return tokens, types, scores
+
+
 def write_model(path, arch: str, layers: int, untied: bool = False, rope_freqs: bool = False, seed: int = 0,
-                drop: str | None = None, types: dict | None = None) -> str:
+                drop: str | None = None, types: dict | None = None, spm: bool = False) -> str:
     """A random-weight GGUF of ``arch``: matrices of the types in ``types`` (kind -> type; F32 if
-    absent, the default is :data:`MIX`), ``drop``: a tensor or metadata key left out, to test the error."""
+    absent, the default is :data:`MIX`), ``drop``: a tensor or metadata key left out, to test the
+    error; ``spm``: a SentencePiece vocabulary (Mistral-style llama) instead of byte-level BPE."""
     types = MIX if types is None else types
     import gguf
 
     q = gguf.GGMLQuantizationType
     spec = ARCHITECTURES[arch]
     rng = np.random.default_rng(seed)
-    vocab = len(_tokens())
+    vocab = len(_spm_vocab()[0] if spm else _tokens())
     w = gguf.GGUFWriter(str(path), arch)
     w.add_block_count(layers)
     w.add_context_length(CTX)
@@ -78,14 +92,24 @@ def write_model(path, arch: str, layers: int, untied: bool = False, rope_freqs: 
     if spec.sliding_window is not None and drop != f"{arch}.attention.sliding_window":
         w.add_sliding_window(WINDOW)
     w.add_vocab_size(vocab)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(_tokens())
-    w.add_token_types([1] * 256 + [3, 3, 3, 1])
-    w.add_token_merges(["a b"])
-    w.add_eos_token_id(258)
-    w.add_bos_token_id(256)
-    w.add_add_bos_token(False)
+    if spm:
+        tokens, ttypes, scores = _spm_vocab()
+        w.add_tokenizer_model("llama")
+        w.add_token_list(tokens)
+        w.add_token_types(ttypes)
+        w.add_token_scores(scores)
+        w.add_bos_token_id(1)
+        w.add_eos_token_id(2)
+        w.add_unk_token_id(0)
+    else:
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("default")
+        w.add_token_list(_tokens())
+        w.add_token_types([1] * 256 + [3, 3, 3, 1])
+        w.add_token_merges(["a b"])
+        w.add_eos_token_id(258)
+        w.add_bos_token_id(256)
+        w.add_add_bos_token(False)
 
     def add(name, shape, scale=0.3, offset=0.0):
         if name == drop:
@@ -213,6 +237,23 @@ def test_matches_llama_cpp(case, monkeypatch):
         got, _ = _run(path, ids, "kernels", "f32", True, monkeypatch)
         assert _rel(got, ref) < 1e-4
         assert _rel(ref, want_logits) < 0.05  # the exact pass is near llama.cpp too (which rounds activations)
+
+
+def test_spm_vocabulary_tokenizes_like_llama_cpp(tmp_path):
+    """A Mistral-style file (llama architecture, SentencePiece vocabulary): text to ids as llama.cpp."""
+    import llama_cpp
+
+    path = write_model(tmp_path / "m.gguf", "llama", layers=2, spm=True)
+    llm = LLM(path, impl="numpy", n_ctx=CTX)
+    ref = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+    try:
+        for text in ["the cat is on the mat.", " leading space", "</s>x<s>", "naïve café ✓", "tab\there\n\nnew"]:
+            ids = llm.tokenizer.encode(text, add_bos=False)
+            assert [ref.token_bos()] + ids == ref.tokenize(text.encode(), add_bos=True, special=True), text
+            assert llm.tokenizer.decode(ids).encode() == ref.detokenize(ids, special=True), text
+    finally:
+        ref.close()
+        llm.close()
 
 
 def test_every_architecture_has_a_case():
