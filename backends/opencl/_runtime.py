@@ -14,7 +14,7 @@ import numpy as np
 from edgesdk._errors import BackendError, UnsupportedModelError
 from edgesdk.quant import TYPES
 
-from ._progcache import BuildInfo, ProgramCache, build_program
+from ._progcache import ProgramCache, build_program
 
 __all__ = ["ClRuntime", "ClWeight", "FORMATS", "GEMM_KINDS", "GEMV_MAX_ROWS", "GEMV_SHAPES", "kernel_source", "split_blocks"]
 

@@ -10,7 +10,7 @@ import logging
 import mmap
 import os
 import struct
-from typing import Any, Mapping
+from typing import Any
 
 import attrs
 import numpy as np

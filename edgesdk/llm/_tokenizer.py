@@ -156,6 +156,59 @@ _ESCAPED_SPACE = "\u2581"
 _MAX_CACHE = 1 << 16
 
 
+
+def _merge(text: str, priority) -> list[str]:
+    """``text`` cut into symbols by repeatedly joining the adjacent pair with the lowest
+    ``priority(left, right)`` (None: never joined), leftmost first on ties; the symbols in order.
+
+    SentencePiece (by piece score) and byte-level BPE (by merge rank) differ only in ``priority``.
+    Symbol ``i`` always starts at character ``i``: merging only grows the left symbol, so a heap
+    entry (priority, left, size) is still valid exactly when the two symbols still add up to ``size``.
+    """
+    n = len(text)
+    if n == 0:
+        return []
+    length = [1] * n
+    nxt = list(range(1, n + 1))
+    nxt[-1] = -1
+    prv = list(range(-1, n - 1))
+    heap = []
+    for i in range(n - 1):
+        p = priority(text[i], text[i + 1])
+        if p is not None:
+            heap.append((p, i, 2))
+    heapq.heapify(heap)
+    pop, push = heapq.heappop, heapq.heappush
+    while heap:
+        _, left, size = pop(heap)
+        ln = length[left]
+        if not ln:
+            continue
+        right = nxt[left]
+        if right < 0 or ln + length[right] != size:
+            continue
+        length[left] = size
+        length[right] = 0
+        after = nxt[right]
+        nxt[left] = after
+        merged = text[left : left + size]
+        if after >= 0:
+            prv[after] = left
+            p = priority(merged, text[after : after + length[after]])
+            if p is not None:
+                push(heap, (p, left, size + length[after]))
+        before = prv[left]
+        if before >= 0:
+            p = priority(text[before:left], merged)
+            if p is not None:
+                push(heap, (p, before, length[before] + size))
+    out = []
+    i = 0
+    while i >= 0:
+        out.append(text[i : i + length[i]])
+        i = nxt[i]
+    return out
+
 class Tokenizer:
     """Text <-> token ids for one model, as llama.cpp tokenizes it.
 
@@ -393,57 +446,20 @@ class Tokenizer:
 
     def _spm_merge(self, text: str, out: list[int]) -> None:
         """SentencePiece BPE: repeatedly merge the adjacent pair whose joined text is the highest-scored
-        piece (leftmost on ties), then spell unmatched characters as bytes.
+        piece (leftmost on ties), then spell unmatched characters as bytes."""
+        vocab, score = self._vocab.get, self._scores
 
-        Symbol ``i`` always starts at character ``i``: merging only grows the left symbol, so a heap
-        entry (-score, left, size) is still valid exactly when the two symbols still add up to ``size``.
-        """
-        n = len(text)
-        vocab = self._vocab.get
-        score = self._scores
-        length = [1] * n
-        nxt = list(range(1, n + 1))
-        nxt[-1] = -1
-        prv = list(range(-1, n - 1))
-        heap = []
-        for i in range(n - 1):
-            t = vocab(text[i : i + 2])
-            if t is not None:
-                heap.append((-score[t], i, 2))
-        heapq.heapify(heap)
-        pop, push = heapq.heappop, heapq.heappush
-        while heap:
-            _, left, size = pop(heap)
-            ln = length[left]
-            if not ln:
-                continue
-            right = nxt[left]
-            if right < 0 or ln + length[right] != size:
-                continue
-            length[left] = size
-            length[right] = 0
-            after = nxt[right]
-            nxt[left] = after
-            if after >= 0:
-                prv[after] = left
-                t = vocab(text[left : after + length[after]])
-                if t is not None:
-                    push(heap, (-score[t], left, size + length[after]))
-            before = prv[left]
-            if before >= 0:
-                t = vocab(text[before : left + size])
-                if t is not None:
-                    push(heap, (-score[t], before, length[before] + size))
-        i = 0
+        def priority(a: str, b: str):
+            t = vocab(a + b)
+            return None if t is None else -score[t]
+
         byte_ids = self._byte_ids
-        while i >= 0:
-            piece = text[i : i + length[i]]
+        for piece in _merge(text, priority):
             t = vocab(piece)
             if t is not None:
                 out.append(t)
             else:
                 out.extend(byte_ids[b] for b in piece.encode())
-            i = nxt[i]
 
     def _pretokenize(self, text: str) -> list[str]:
         col = _collapse(text)
@@ -481,54 +497,16 @@ class Tokenizer:
 
     def _bpe_merge(self, w: str) -> list[int]:
         """Rank-ordered BPE over one word: the adjacent pair with the lowest merge rank (leftmost on
-        ties) merges first. Heap entries are validated as in :meth:`_spm_merge`."""
-        n = len(w)
+        ties) merges first."""
         rank = self._ranks.get
-        length = [1] * n
-        nxt = list(range(1, n + 1))
-        nxt[-1] = -1
-        prv = list(range(-1, n - 1))
-        heap = []
-        for i in range(n - 1):
-            r = rank(w[i] + " " + w[i + 1])
-            if r is not None:
-                heap.append((r, i, 2))
-        heapq.heapify(heap)
-        pop, push = heapq.heappop, heapq.heappush
-        while heap:
-            _, left, size = pop(heap)
-            ln = length[left]
-            if not ln:
-                continue
-            right = nxt[left]
-            if right < 0 or ln + length[right] != size:
-                continue
-            length[left] = size
-            length[right] = 0
-            after = nxt[right]
-            nxt[left] = after
-            merged = w[left : left + size]
-            if after >= 0:
-                prv[after] = left
-                r = rank(merged + " " + w[after : after + length[after]])
-                if r is not None:
-                    push(heap, (r, left, size + length[after]))
-            before = prv[left]
-            if before >= 0:
-                r = rank(w[before:left] + " " + merged)
-                if r is not None:
-                    push(heap, (r, before, length[before] + size))
         vocab = self._vocab
         out = []
-        i = 0
-        while i >= 0:
-            sym = w[i : i + length[i]]
+        for sym in _merge(w, lambda a, b: rank(a + " " + b)):
             t = vocab.get(sym)
             if t is not None:
                 out.append(t)
             else:  # only single-byte (ASCII) spellings can be looked up on their own, as in llama.cpp
                 out.extend(vocab[c] for c in sym if c < "\x80" and c in vocab)
-            i = nxt[i]
         return out
 
     # --- decoding ---------------------------------------------------------------------------
