@@ -233,6 +233,13 @@ def test_seeded_sampling_is_reproducible(llm):
     assert llm.generate("Once upon a time", max_tokens=6, temperature=0.7, top_k=1, seed=3) == llm.generate("Once upon a time", max_tokens=6)
 
 
+def test_config_takes_numpy_integers():
+    cfg = GenerationConfig(max_tokens=np.int64(7), top_k=np.int32(2), seed=np.uint8(3))
+    assert (cfg.max_tokens, cfg.top_k, cfg.seed) == (7, 2, 3) and type(cfg.max_tokens) is int
+    with pytest.raises(GenerationError, match="max_tokens"):
+        GenerationConfig(max_tokens=7.0)
+
+
 def test_sampling_filters():
     from edgesdk.llm._sampling import apply_repetition_penalty, probabilities
 

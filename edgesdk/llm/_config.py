@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+import numpy as np
 
 from .._errors import GenerationError
 
@@ -16,6 +17,11 @@ _SPECULATIVE = (None, "prompt_lookup", "draft")
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise GenerationError(msg)
+
+
+def _int(v):
+    """numpy integers (a token count from an array) as Python ints; anything else is left to the checks."""
+    return int(v) if isinstance(v, np.integer) else v
 
 
 def _stop_converter(v) -> tuple[str, ...]:
@@ -40,18 +46,18 @@ class GenerationConfig:
     end-of-turn tokens (benchmarks that need exactly ``max_tokens``).
     """
 
-    max_tokens: int = 256
+    max_tokens: int = attrs.field(default=256, converter=_int)
     temperature: float = 0.0
-    top_k: int = 0
+    top_k: int = attrs.field(default=0, converter=_int)
     top_p: float = 1.0
     min_p: float = 0.0
     repetition_penalty: float = 1.0
-    seed: int | None = None
+    seed: int | None = attrs.field(default=None, converter=_int)
     stop: tuple[str, ...] = attrs.field(default=(), converter=_stop_converter)
     speculative: str | None = None
     draft: Any = attrs.field(default=None, eq=False, repr=False)
-    num_draft_tokens: int = 6
-    ngram_max: int = 3
+    num_draft_tokens: int = attrs.field(default=6, converter=_int)
+    ngram_max: int = attrs.field(default=3, converter=_int)
     add_generation_prompt: bool = True
     skip_special_tokens: bool = True
     ignore_eos: bool = False
