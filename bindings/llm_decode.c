@@ -18,52 +18,172 @@
 #include "ek_cpu.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define ISA_AVX2 "avx2,fma"
+#define ISA_AVX2_F16C "avx2,fma,f16c"
 #if defined(__x86_64__) && defined(__GNUC__)
 #define LLM_X86 1
 #define LLM_AVX2 __attribute__((target(ISA_AVX2)))
+#define LLM_F16C __attribute__((target(ISA_AVX2_F16C)))
+#define LLM_INLINE __attribute__((always_inline)) inline
 #endif
 
-static float dot_portable(const float *a, const float *b, int n)
+#define QK8_0 32        /* values per Q8_0 block */
+#define Q8_0_BYTES 34   /* its fp16 scale + 32 int8 codes, unpadded as in llama.cpp */
+
+/* --- KV-cache rows ---------------------------------------------------------------------------
+ * Keys/values are stored once per token and read S times per query head afterwards, so the
+ * encoders are plain C on every path (they must also give numpy's bits exactly) while the
+ * readers below are per-path. */
+
+static float h2f(uint16_t h)
 {
-    float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
-    int i = 0;
-    for (; i + 4 <= n; i += 4) {
-        s0 += a[i] * b[i];
-        s1 += a[i + 1] * b[i + 1];
-        s2 += a[i + 2] * b[i + 2];
-        s3 += a[i + 3] * b[i + 3];
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+    uint32_t u;
+    if (e == 0x1f) u = sign | 0x7f800000u | mant << 13;
+    else if (e) u = sign | (e + 112u) << 23 | mant << 13;
+    else {
+        const float f = (float)mant * 5.9604644775390625e-8f; /* subnormal: mant * 2^-24, exact */
+        return sign ? -f : f;
     }
-    for (; i < n; i++) s0 += a[i] * b[i];
-    return (s0 + s1) + (s2 + s3);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
 }
 
-static void axpy_portable(float *y, float a, const float *x, int n)
+/* Round to nearest even, subnormals and overflow to inf included, as numpy's astype(float16) and
+ * F16C's vcvtps2ph do (F. Giesen's float_to_half_fast3_rtne). */
+static uint16_t f2h(float f)
 {
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
+    const uint32_t f16max = (127u + 16u) << 23, magic_bits = (127u - 15u + 23u - 10u + 1u) << 23;
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    const uint32_t sign = u & 0x80000000u;
+    u ^= sign;
+    uint16_t o;
+    if (u >= f16max) o = u > 0x7f800000u ? 0x7e00 : 0x7c00;
+    else if (u < 113u << 23) {
+        /* below the smallest normal half: adding 0.5 lets the FPU round to the 2^-24 grid */
+        float fu, magic;
+        memcpy(&fu, &u, 4);
+        memcpy(&magic, &magic_bits, 4);
+        fu += magic;
+        memcpy(&u, &fu, 4);
+        o = (uint16_t)(u - magic_bits);
+    } else {
+        const uint32_t odd = (u >> 13) & 1u;
+        u -= 112u << 23;
+        u += 0xfffu + odd;
+        o = (uint16_t)(u >> 13);
+    }
+    return (uint16_t)(o | sign >> 16);
 }
 
-/* Keys/values of one attention call: S positions from slot `start` of a ring of `cap` rows of hd floats. */
+long llm_kv_row_bytes(int kv_type, int n)
+{
+    if (n < 1) return -1;
+    switch (kv_type) {
+    case LLM_KV_F32: return 4L * n;
+    case LLM_KV_F16: return 2L * n;
+    case LLM_KV_Q8_0: return n % QK8_0 ? -1 : (long)(n / QK8_0) * Q8_0_BYTES;
+    default: return -1;
+    }
+}
+
+static void kv_encode(int kv_type, const float *x, int n, unsigned char *o)
+{
+    if (kv_type == LLM_KV_F32) {
+        memcpy(o, x, (size_t)n * sizeof(float));
+    } else if (kv_type == LLM_KV_F16) {
+        for (int i = 0; i < n; i++) {
+            const uint16_t h = f2h(x[i]);
+            memcpy(o + 2 * i, &h, 2);
+        }
+    } else {
+        for (int b = 0; b < n / QK8_0; b++, x += QK8_0, o += Q8_0_BYTES) {
+            float amax = 0.f;
+            for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(x[j]));
+            const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
+            const uint16_t h = f2h(d);
+            memcpy(o, &h, 2);
+            for (int j = 0; j < QK8_0; j++) {
+                const float r = roundf(x[j] * id);
+                o[2 + j] = (unsigned char)(int8_t)(r == r ? r : 0.f); /* NaN in: code 0, not UB */
+            }
+        }
+    }
+}
+
+int llm_kv_encode(int kv_type, const float *x, int n, void *out)
+{
+    if (!x || !out || llm_kv_row_bytes(kv_type, n) < 0) return -1;
+    kv_encode(kv_type, x, n, (unsigned char *)out);
+    return 0;
+}
+
+/* Keys/values of one attention call: S positions from slot `start` of a ring of `cap` rows of hd
+ * values, `row` bytes each as stored. */
 typedef struct kv_span {
-    const float *K, *V;
+    const unsigned char *K, *V;
     int start, cap, S, hd;
+    size_t row;
 } kv_span;
 
 static inline size_t slot(const kv_span *a, int s)
 {
     const int i = a->start + s;
-    return (size_t)(i >= a->cap ? i - a->cap : i) * a->hd;
+    return (size_t)(i >= a->cap ? i - a->cap : i) * a->row;
 }
 
-static void attend_portable(const float *q, const kv_span *a, float scale, float *sc, float *o)
+/* Portable readers: each value as float32 (exact for every stored type), then f32 arithmetic in
+ * the same order for all types. */
+static inline float kv_f32(const unsigned char *row, int i)
+{
+    float f;
+    memcpy(&f, row + 4 * (size_t)i, 4);
+    return f;
+}
+
+static inline float kv_f16(const unsigned char *row, int i)
+{
+    uint16_t h;
+    memcpy(&h, row + 2 * (size_t)i, 2);
+    return h2f(h);
+}
+
+static inline float kv_q8(const unsigned char *row, int i)
+{
+    const unsigned char *b = row + (size_t)(i / QK8_0) * Q8_0_BYTES;
+    uint16_t h;
+    memcpy(&h, b, 2);
+    return h2f(h) * (float)(int8_t)b[2 + i % QK8_0];
+}
+
+typedef float (*kv_get_fn)(const unsigned char *row, int i);
+
+static inline float dot_rows(const float *a, const unsigned char *row, int n, kv_get_fn get)
+{
+    float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += a[i] * get(row, i);
+        s1 += a[i + 1] * get(row, i + 1);
+        s2 += a[i + 2] * get(row, i + 2);
+        s3 += a[i + 3] * get(row, i + 3);
+    }
+    for (; i < n; i++) s0 += a[i] * get(row, i);
+    return (s0 + s1) + (s2 + s3);
+}
+
+static inline void attend_rows(const float *q, const kv_span *a, float scale, float *sc, float *o, kv_get_fn get)
 {
     const int S = a->S, hd = a->hd;
     float mx = -INFINITY;
     for (int s = 0; s < S; s++) {
-        sc[s] = dot_portable(q, a->K + slot(a, s), hd) * scale;
+        sc[s] = dot_rows(q, a->K + slot(a, s), hd, get) * scale;
         if (sc[s] > mx) mx = sc[s];
     }
     float sum = 0.f;
@@ -73,9 +193,17 @@ static void attend_portable(const float *q, const kv_span *a, float scale, float
     }
     const float inv = 1.f / sum;
     memset(o, 0, hd * sizeof(float));
-    for (int s = 0; s < S; s++) axpy_portable(o, sc[s], a->V + slot(a, s), hd);
+    for (int s = 0; s < S; s++) {
+        const unsigned char *v = a->V + slot(a, s);
+        const float p = sc[s];
+        for (int i = 0; i < hd; i++) o[i] += p * get(v, i);
+    }
     for (int i = 0; i < hd; i++) o[i] *= inv;
 }
+
+static void attend_portable(const float *q, const kv_span *a, float scale, float *sc, float *o) { attend_rows(q, a, scale, sc, o, kv_f32); }
+static void attend_f16_portable(const float *q, const kv_span *a, float scale, float *sc, float *o) { attend_rows(q, a, scale, sc, o, kv_f16); }
+static void attend_q8_portable(const float *q, const kv_span *a, float scale, float *sc, float *o) { attend_rows(q, a, scale, sc, o, kv_q8); }
 
 static void silu_mul_portable(const float *g, const float *up, float *out, int n)
 {
@@ -93,24 +221,71 @@ static void gelu_mul_portable(const float *g, const float *up, float *out, int n
     }
 }
 
+typedef void (*attend_fn)(const float *, const kv_span *, float, float *, float *);
+
 #ifdef LLM_X86
 #include <immintrin.h>
-static LLM_AVX2 float dot_avx2(const float *a, const float *b, int n)
+
+/* Stored values of a row as float32 (exact for every type): 8 from value i (a multiple of 8), and
+ * 32 from i a multiple of 32, one Q8_0 block, so its scale is converted once, not per 8 values. */
+typedef __m256 (*kv_ld8_fn)(const unsigned char *row, int i);
+typedef void (*kv_ld32_fn)(const unsigned char *row, int i, __m256 *out);
+
+static LLM_AVX2 inline __m256 ld8_f32(const unsigned char *row, int i) { return _mm256_loadu_ps((const float *)row + i); }
+
+static LLM_F16C inline __m256 ld8_f16(const unsigned char *row, int i)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * (size_t)i)));
+}
+
+static LLM_F16C inline __m256 ld8_q8(const unsigned char *row, int i)
+{
+    const unsigned char *b = row + (size_t)(i / QK8_0) * Q8_0_BYTES;
+    uint16_t h;
+    memcpy(&h, b, 2);
+    const __m256 codes = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b + 2 + i % QK8_0))));
+    return _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(h)), codes);
+}
+
+static LLM_AVX2 inline void ld32_f32(const unsigned char *row, int i, __m256 *out)
+{
+    for (int u = 0; u < 4; u++) out[u] = _mm256_loadu_ps((const float *)row + i + 8 * u);
+}
+
+static LLM_F16C inline void ld32_f16(const unsigned char *row, int i, __m256 *out)
+{
+    for (int u = 0; u < 4; u++) out[u] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * ((size_t)i + 8 * u))));
+}
+
+static LLM_F16C inline void ld32_q8(const unsigned char *row, int i, __m256 *out)
+{
+    const unsigned char *b = row + (size_t)(i / QK8_0) * Q8_0_BYTES;
+    uint16_t h;
+    memcpy(&h, b, 2);
+    const __m256 d = _mm256_set1_ps(_cvtsh_ss(h));
+    for (int u = 0; u < 4; u++)
+        out[u] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b + 2 + 8 * u)))));
+}
+
+static LLM_AVX2 LLM_INLINE float hsum256(__m256 v)
+{
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    return _mm_cvtss_f32(h);
+}
+
+/* n a multiple of 8; two accumulators, as the f32 path has always summed. */
+static LLM_AVX2 LLM_INLINE float dot_avx2(const float *q, const unsigned char *row, int n, kv_ld8_fn ld)
 {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     int i = 0;
     for (; i + 16 <= n; i += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), ld(row, i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), ld(row, i + 8), s1);
     }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s0 = _mm256_add_ps(s0, s1);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-    float s = _mm_cvtss_f32(h);
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), ld(row, i), s0);
+    return hsum256(_mm256_add_ps(s0, s1));
 }
 
 /* Cephes-style expf on 8 lanes (max rel. error ~2e-7); inputs clamped to the normal-float range. */
@@ -132,29 +307,47 @@ static LLM_AVX2 __m256 exp256(__m256 x)
 }
 
 /* One query head over S keys: 8 dot products per step reduced together (one transpose-add for 8
- * scores instead of a horizontal sum each), vector exp, and the output kept in registers. */
-static LLM_AVX2 void attend_avx2(const float *q, const kv_span *a, float scale, float *sc, float *o)
+ * scores instead of a horizontal sum each), vector exp, and the output kept in registers. Inlined
+ * into one function per stored type, whose target adds what its loader `ld` needs (F16C), so the
+ * loads become plain conversions in the loop; `fallback` is that type's portable path. */
+static LLM_AVX2 LLM_INLINE void attend_avx2_rows(const float *q, const kv_span *a, float scale, float *sc, float *o,
+                                                 kv_ld8_fn ld, kv_ld32_fn ld32, attend_fn fallback)
 {
     const int S = a->S, hd = a->hd;
     if (hd % 8 || hd > 256) {
-        attend_portable(q, a, scale, sc, o);
+        fallback(q, a, scale, sc, o);
         return;
     }
     const int nb = hd / 8;
     int s = 0;
     for (; s + 8 <= S; s += 8) {
+        const unsigned char *kr[8];
         __m256 acc[8];
-        for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
-        for (int b = 0; b < nb; b++) {
+        for (int j = 0; j < 8; j++) {
+            kr[j] = a->K + slot(a, s + j);
+            acc[j] = _mm256_setzero_ps();
+        }
+        /* per key, the same FMAs in the same order whichever loader reads its values */
+        int b = 0;
+        for (; b + 4 <= nb; b += 4) {
+            __m256 qv[4];
+            for (int u = 0; u < 4; u++) qv[u] = _mm256_loadu_ps(q + 8 * (b + u));
+            for (int j = 0; j < 8; j++) {
+                __m256 kv[4];
+                ld32(kr[j], 8 * b, kv);
+                for (int u = 0; u < 4; u++) acc[j] = _mm256_fmadd_ps(qv[u], kv[u], acc[j]);
+            }
+        }
+        for (; b < nb; b++) {
             const __m256 qv = _mm256_loadu_ps(q + 8 * b);
-            for (int j = 0; j < 8; j++) acc[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(a->K + slot(a, s + j) + 8 * b), acc[j]);
+            for (int j = 0; j < 8; j++) acc[j] = _mm256_fmadd_ps(qv, ld(kr[j], 8 * b), acc[j]);
         }
         __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
         __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(acc[4], acc[5]), _mm256_hadd_ps(acc[6], acc[7]));
         __m256 sum = _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
         _mm256_storeu_ps(sc + s, _mm256_mul_ps(sum, _mm256_set1_ps(scale)));
     }
-    for (; s < S; s++) sc[s] = dot_avx2(q, a->K + slot(a, s), hd) * scale;
+    for (; s < S; s++) sc[s] = dot_avx2(q, a->K + slot(a, s), hd, ld) * scale;
     __m256 vmx = _mm256_set1_ps(-INFINITY);
     for (s = 0; s + 8 <= S; s += 8) vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(sc + s));
     __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmx), _mm256_extractf128_ps(vmx, 1));
@@ -169,10 +362,7 @@ static LLM_AVX2 void attend_avx2(const float *q, const kv_span *a, float scale, 
         _mm256_storeu_ps(sc + s, e);
         vs = _mm256_add_ps(vs, e);
     }
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(vs), _mm256_extractf128_ps(vs, 1));
-    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
-    float total = _mm_cvtss_f32(s4);
+    float total = hsum256(vs);
     for (; s < S; s++) {
         float tail[8] = {0};
         tail[0] = sc[s] - mx;
@@ -184,11 +374,32 @@ static LLM_AVX2 void attend_avx2(const float *q, const kv_span *a, float scale, 
     for (int b = 0; b < nb; b++) out[b] = _mm256_setzero_ps();
     for (s = 0; s < S; s++) {
         const __m256 p = _mm256_set1_ps(sc[s]);
-        const float *v = a->V + slot(a, s);
-        for (int b = 0; b < nb; b++) out[b] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8 * b), out[b]);
+        const unsigned char *v = a->V + slot(a, s);
+        int b = 0;
+        for (; b + 4 <= nb; b += 4) {
+            __m256 vv[4];
+            ld32(v, 8 * b, vv);
+            for (int u = 0; u < 4; u++) out[b + u] = _mm256_fmadd_ps(p, vv[u], out[b + u]);
+        }
+        for (; b < nb; b++) out[b] = _mm256_fmadd_ps(p, ld(v, 8 * b), out[b]);
     }
     const __m256 inv = _mm256_set1_ps(1.f / total);
     for (int b = 0; b < nb; b++) _mm256_storeu_ps(o + 8 * b, _mm256_mul_ps(out[b], inv));
+}
+
+static LLM_AVX2 void attend_avx2(const float *q, const kv_span *a, float scale, float *sc, float *o)
+{
+    attend_avx2_rows(q, a, scale, sc, o, ld8_f32, ld32_f32, attend_portable);
+}
+
+static LLM_F16C void attend_f16_avx2(const float *q, const kv_span *a, float scale, float *sc, float *o)
+{
+    attend_avx2_rows(q, a, scale, sc, o, ld8_f16, ld32_f16, attend_f16_portable);
+}
+
+static LLM_F16C void attend_q8_avx2(const float *q, const kv_span *a, float scale, float *sc, float *o)
+{
+    attend_avx2_rows(q, a, scale, sc, o, ld8_q8, ld32_q8, attend_q8_portable);
 }
 
 static LLM_AVX2 void silu_mul_avx2(const float *g, const float *up, float *out, int n)
@@ -217,34 +428,69 @@ static LLM_AVX2 void gelu_mul_avx2(const float *g, const float *up, float *out, 
 }
 #endif
 
+static int runnable(unsigned allowed, const char *isa)
+{
+    const unsigned have = allowed & ek_cpu_features(), need = ek_cpu_parse(isa);
+    return (have & need) == need;
+}
+
 /* The loop's own SIMD paths, in order of preference (see ek_cpu.h: a path's target string is what
  * it needs).  Each call takes the first one the caller allows and this CPU has. */
 typedef struct loop_path {
     const char *name;
     const char *isa;
-    void (*attend)(const float *, const kv_span *, float, float *, float *);
     void (*silu_mul)(const float *, const float *, float *, int);
     void (*gelu_mul)(const float *, const float *, float *, int);
 } loop_path;
 
 static const loop_path paths[] = {
 #ifdef LLM_X86
-    {"avx2", ISA_AVX2, attend_avx2, silu_mul_avx2, gelu_mul_avx2},
+    {"avx2", ISA_AVX2, silu_mul_avx2, gelu_mul_avx2},
 #endif
-    {"portable", "", attend_portable, silu_mul_portable, gelu_mul_portable},
+    {"portable", "", silu_mul_portable, gelu_mul_portable},
+};
+
+/* Attention per stored KV type, picked the same way: the reader of a type may need more than the
+ * loop path (halves need F16C), and every type has a portable entry, so some entry always runs. */
+typedef struct attend_path {
+    const char *name;
+    const char *isa;
+    int kv_type;
+    attend_fn attend;
+} attend_path;
+
+static const attend_path attends[] = {
+#ifdef LLM_X86
+    {"avx2", ISA_AVX2, LLM_KV_F32, attend_avx2},
+    {"avx2+f16c", ISA_AVX2_F16C, LLM_KV_F16, attend_f16_avx2},
+    {"avx2+f16c", ISA_AVX2_F16C, LLM_KV_Q8_0, attend_q8_avx2},
+#endif
+    {"portable", "", LLM_KV_F32, attend_portable},
+    {"portable", "", LLM_KV_F16, attend_f16_portable},
+    {"portable", "", LLM_KV_Q8_0, attend_q8_portable},
 };
 
 static const loop_path *pick(unsigned allowed)
 {
-    const unsigned have = allowed & ek_cpu_features();
-    for (size_t i = 0; i + 1 < sizeof paths / sizeof paths[0]; i++) {
-        const unsigned need = ek_cpu_parse(paths[i].isa);
-        if ((have & need) == need) return &paths[i];
-    }
+    for (size_t i = 0; i + 1 < sizeof paths / sizeof paths[0]; i++)
+        if (runnable(allowed, paths[i].isa)) return &paths[i];
     return &paths[sizeof paths / sizeof paths[0] - 1];
 }
 
+static const attend_path *pick_attend(unsigned allowed, int kv_type)
+{
+    for (size_t i = 0; i < sizeof attends / sizeof attends[0]; i++)
+        if (attends[i].kv_type == kv_type && runnable(allowed, attends[i].isa)) return &attends[i];
+    return NULL;
+}
+
 const char *llm_path(unsigned allowed) { return pick(allowed)->name; }
+
+const char *llm_attend_path(unsigned allowed, int kv_type)
+{
+    const attend_path *p = pick_attend(allowed, kv_type);
+    return p ? p->name : NULL;
+}
 
 static void rms_norm(const float *x, const float *w, float *out, int n, float eps)
 {
@@ -283,6 +529,10 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
 {
     if (!m || !x || T < 1 || T > LLM_MAX_ROWS || pos0 < 0 || pos0 + T > m->n_ctx || m->n_rope < 1) return -1;
     const loop_path *path = pick(m->cpu_allowed);
+    const attend_path *attend = pick_attend(m->cpu_allowed, m->kv_type);
+    const long row_bytes = llm_kv_row_bytes(m->kv_type, m->head_dim);
+    if (!attend || row_bytes < 0) return -1;
+    const size_t rb = (size_t)row_bytes;
     const int d = m->n_embd, nh = m->n_head, nkv = m->n_head_kv, hd = m->head_dim, ff = m->n_ff;
     const int g = nh / nkv, nq = nh * hd, nk = nkv * hd, nqkv = nq + 2 * nk, half = m->rope_dim / 2;
     const int S_max = pos0 + T, nrope = m->n_rope;
@@ -332,17 +582,18 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
                 }
             rope(row, nh + nkv, hd, m->rope_dim, m->rope_neox, lcs + (size_t)t * half, lsn + (size_t)t * half);
             for (int kh = 0; kh < nkv; kh++) {
-                const size_t at = ((size_t)kh * L->kv_cap + pos % L->kv_cap) * hd;
-                memcpy(L->k + at, row + nq + (size_t)kh * hd, hd * sizeof(float));
-                memcpy(L->v + at, row + nq + nk + (size_t)kh * hd, hd * sizeof(float));
+                const size_t at = ((size_t)kh * L->kv_cap + pos % L->kv_cap) * rb;
+                kv_encode(m->kv_type, row + nq + (size_t)kh * hd, hd, (unsigned char *)L->k + at);
+                kv_encode(m->kv_type, row + nq + nk + (size_t)kh * hd, hd, (unsigned char *)L->v + at);
             }
         }
         for (int t = 0; t < T; t++) {
             const int S = pos0 + t + 1, s0 = (L->window && S > L->window) ? S - L->window : 0;
             for (int head = 0; head < nh; head++) {
-                const size_t base = (size_t)(head / g) * L->kv_cap * hd;
-                const kv_span span = {L->k + base, L->v + base, s0 % L->kv_cap, L->kv_cap, S - s0, hd};
-                path->attend(qkv + (size_t)t * nqkv + (size_t)head * hd, &span, scale, sc, att + (size_t)t * nq + (size_t)head * hd);
+                const size_t base = (size_t)(head / g) * L->kv_cap * rb;
+                const kv_span span = {(const unsigned char *)L->k + base, (const unsigned char *)L->v + base, s0 % L->kv_cap,
+                                      L->kv_cap, S - s0, hd, rb};
+                attend->attend(qkv + (size_t)t * nqkv + (size_t)head * hd, &span, scale, sc, att + (size_t)t * nq + (size_t)head * hd);
             }
         }
         if ((rc = m->matmul(L->wo, att, T, tmp, m->act_int8, nt))) break;

@@ -16,8 +16,8 @@ typedef struct llm_layer {
     const float *post_ffn_norm;
     int window;              /* keys attended: the last `window` positions incl. the query's own; 0 = all */
     int rope;                /* which RoPE table (row of llm_model.inv_freq) */
-    float *k;                /* this layer's key cache, (n_head_kv, kv_cap, head_dim): position p in slot p % kv_cap */
-    float *v;
+    void *k;                 /* this layer's key cache, (n_head_kv, kv_cap) rows stored as kv_type: position p in slot p % kv_cap */
+    void *v;
     int kv_cap;              /* positions the cache holds: n_ctx, or a ring of >= window + LLM_MAX_ROWS */
 } llm_layer;
 
@@ -44,15 +44,33 @@ typedef struct llm_model {
     int nthreads_decode;     /* layer matmuls of steps of <= 16 tokens (0 = nthreads): see _model.py */
     int act_int8;            /* passed to matmul: 1 = int8 activations, 0 = exact fp32 */
     unsigned cpu_allowed;    /* CPU features (ek_cpu.h bits) the loop's SIMD code may use: the kernels' path needs */
+    int kv_type;             /* LLM_KV_*: how every layer's k/v rows are stored */
 } llm_model;
+
+/* KV-cache storage types. A row of head_dim values is head_dim floats (F32), head_dim IEEE halves
+ * (F16), or head_dim / 32 blocks of llama.cpp's block_q8_0 (Q8_0: an fp16 scale d, then 32 int8
+ * codes; 34 bytes, not padded). Attention reads the stored type back as float32. */
+#define LLM_KV_F32 0
+#define LLM_KV_F16 1
+#define LLM_KV_Q8_0 2
 
 /* x: (T, n_embd) token embeddings in, residual stream out. Appends T tokens at positions
  * pos0.. to the KV cache. logits: (T - logits_from, n_vocab) or NULL.
  * Returns 0, -1 (bad arguments), -3 (out of memory) or the matmul's error code. */
 int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, int logits_from);
 
-/* Name of the SIMD path the loop runs (attention, SwiGLU) when allowed these features: the first of
- * its paths whose needs are all allowed and present on this CPU ("portable" when none). */
+/* Name of the SIMD path the loop runs (SwiGLU/GeGLU; attention: llm_attend_path) when allowed these
+ * features: the first of its paths whose needs are all allowed and present on this CPU ("portable" when none). */
 const char *llm_path(unsigned allowed);
+
+/* Name of the attention path that reads a cache of kv_type with these features allowed (its own
+ * table: the half-precision readers need F16C on top of AVX2). NULL for an unknown kv_type. */
+const char *llm_attend_path(unsigned allowed, int kv_type);
+
+/* Bytes of one stored row of n values (-1: n does not fit the type), and the row encoder the loop
+ * stores keys/values with: round-to-nearest-even halves; Q8_0 exactly as llama.cpp's
+ * quantize_row_q8_0_ref (d = amax / 127, codes roundf(x * (1 / d))). Returns 0, or -1 for bad arguments. */
+long llm_kv_row_bytes(int kv_type, int n);
+int llm_kv_encode(int kv_type, const float *x, int n, void *out);
 
 #define LLM_MAX_ROWS 512

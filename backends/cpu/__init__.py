@@ -2,8 +2,10 @@
 
 Backend options (``SessionOptions(backend_options={"cpu": {...}})``): ``n_ctx`` (KV-cache length,
 default: the model's training context; pages are committed only as the cache fills), ``impl``
-("kernels" or "numpy"; default follows ``EDGESDK_KERNELS``) and ``activations`` ("int8", the
-default, quantizes activations per 32-block like llama.cpp; "f32" is exact and slower).
+("kernels" or "numpy"; default follows ``EDGESDK_KERNELS``), ``activations`` ("int8", the
+default, quantizes activations per 32-block like llama.cpp; "f32" is exact and slower) and
+``kv_dtype`` (how the KV cache stores keys/values: "f32", the default; "f16", half the memory;
+"q8_0", llama.cpp's 8-bit blocks, 0.27x; LLM validates it).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from edgesdk.llm._runner import LlmRunner, gguf_refusal
 
 log = logging.getLogger("edgesdk.backends.cpu")
 
-_OPTIONS = ("n_ctx", "impl", "activations")
+_OPTIONS = ("n_ctx", "impl", "activations", "kv_dtype")
 
 
 class CpuLlmRunner(LlmRunner):
@@ -68,8 +70,9 @@ class CpuBackend(Backend):
         if unknown:
             raise GenerationError(f"unknown cpu backend option(s) {', '.join(unknown)}; valid: {', '.join(_OPTIONS)}")
         threads = getattr(options, "threads", None)
-        llm = LLM(model.path, n_ctx=opts.get("n_ctx"), threads=threads, impl=opts.get("impl"), activations=opts.get("activations", "int8"))
-        log.info("loaded %s (%s, %d layers) with impl=%s", model.path, llm.config.arch.name, llm.config.n_layer, llm.impl)
+        llm = LLM(model.path, n_ctx=opts.get("n_ctx"), threads=threads, impl=opts.get("impl"), activations=opts.get("activations", "int8"),
+                  kv_dtype=opts.get("kv_dtype", "f32"))
+        log.info("loaded %s (%s, %d layers) with impl=%s, kv_dtype=%s", model.path, llm.config.arch.name, llm.config.n_layer, llm.impl, llm.kv_dtype)
         return CpuLlmRunner(llm, device.id)
 
 

@@ -14,7 +14,7 @@ from .._errors import ContextLengthError, GenerationError
 from ._chat import render_chat, template_for
 from ._config import GenerationConfig, GenerationStats
 from ._gguf import GGUFFile
-from ._model import TokenCache, Transformer
+from ._model import TokenCache, Transformer, check_kv_dtype
 from ._perplexity import PerplexityResult, perplexity_from_logits
 from ._sampling import apply_repetition_penalty, probabilities, sample
 from ._tokenizer import Tokenizer
@@ -35,24 +35,30 @@ class LLM:
     ``activations`` "int8" (default, fast, llama.cpp's arithmetic) or "f32" (exact) for the kernels.
     ``model_factory(gguf)`` replaces the CPU :class:`Transformer` with another forward pass (another
     backend's: it needs ``cfg``, ``impl``, ``new_cache(n_ctx)`` and ``forward(ids, cache, logits=)``);
-    ``impl``/``activations``/``threads`` then do not apply.
+    ``impl``/``activations``/``threads`` then do not apply, and ``kv_dtype`` must stay "f32".
+    ``kv_dtype`` is how the KV cache stores keys/values (:data:`edgesdk.llm._model.KV_DTYPES`):
+    "f32" (default), "f16" (half the memory) or "q8_0" (llama.cpp's 8-bit blocks, 0.27x).
     """
 
     def __init__(self, path, *, n_ctx: int | None = None, threads: int | None = None, impl: str | None = None,
-                 activations: str = "int8", model_factory=None):
+                 activations: str = "int8", model_factory=None, kv_dtype: str = "f32"):
         if n_ctx is not None and (not isinstance(n_ctx, int) or n_ctx < 2):
             raise GenerationError(f"n_ctx must be an int >= 2, got {n_ctx!r}")
         if activations not in ("int8", "f32"):
             raise GenerationError(f"activations must be 'int8' or 'f32', got {activations!r}")
         if impl not in (None, "numpy", "kernels"):
             raise GenerationError(f"impl must be 'numpy' or 'kernels', got {impl!r}")
+        check_kv_dtype(kv_dtype)  # before the file is opened; the model checks its head_dim
+        if model_factory is not None and kv_dtype != "f32":
+            # Another backend's forward pass keeps its own cache: silently storing f32 would defeat the ask.
+            raise GenerationError(f"kv_dtype {kv_dtype!r} applies to the CPU forward pass only; this model_factory keeps an f32 KV cache")
         self.gguf = GGUFFile(path)
         self.config = self.gguf.config()
         self.tokenizer = Tokenizer(self.gguf)
         #: The chat template rendered for message prompts: the file's, else its architecture's built-in one.
         self.chat_template = template_for(self.tokenizer.chat_template, self.config.arch.chat_template)
         if model_factory is None:
-            self.model = Transformer(self.gguf, impl=impl, threads=threads, activations=activations)
+            self.model = Transformer(self.gguf, impl=impl, threads=threads, activations=activations, kv_dtype=kv_dtype)
         else:
             self.model = model_factory(self.gguf)
         self.cache = self.model.new_cache(n_ctx)
@@ -67,6 +73,11 @@ class LLM:
     @property
     def impl(self) -> str:
         return self.model.impl
+
+    @property
+    def kv_dtype(self) -> str:
+        """How the KV cache stores keys/values (another backend's model: "f32", its own cache)."""
+        return getattr(self.model, "kv_dtype", "f32")
 
     # --- prompts -------------------------------------------------------------------------------
 

@@ -12,11 +12,11 @@ import os
 
 import numpy as np
 
-from .._errors import ContextLengthError, ModelFormatError
+from .._errors import ContextLengthError, GenerationError, ModelFormatError
 from ._gguf import GGUFFile, ModelConfig
 from ._weights import Embedding, Linear, kernel_impl, vector
 
-__all__ = ["KVCache", "TokenCache", "Transformer"]
+__all__ = ["KV_DTYPES", "KVCache", "TokenCache", "Transformer"]
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +32,74 @@ EXACT_ROWS = 64
 # before attending, and its first query still needs the window before it.
 MAX_ROWS = 512
 
+#: How a KV cache stores keys/values (``kv_dtype``), the one list of valid values. "f32": as
+#: computed. "f16": IEEE half (round to nearest even), half the memory. "q8_0": llama.cpp's Q8_0
+#: per 32 values of a head row (an fp16 scale and 32 int8 codes, 34 bytes: 0.27x of f32).
+#: Attention reads every type back as float32; the fused C loop stores the same bits as numpy.
+KV_DTYPES = ("f32", "f16", "q8_0")
+QK8_0 = 32
+#: llama.cpp's block_q8_0, unpadded: d = amax / 127 as fp16, codes = roundf(x * (1 / d)).
+Q8_0_BLOCK = np.dtype([("d", "<f2"), ("qs", "i1", (QK8_0,))])
 
-def _lazy_zeros(shape) -> np.ndarray:
-    """A float32 zero array whose memory is committed 4 KiB at a time, as it is written.
+
+def check_kv_dtype(kv_dtype, head_dim: int | None = None) -> str:
+    """``kv_dtype`` if it is valid (for a model of this ``head_dim``, when given); else GenerationError."""
+    if not isinstance(kv_dtype, str) or kv_dtype not in KV_DTYPES:
+        raise GenerationError(f"kv_dtype must be one of {', '.join(map(repr, KV_DTYPES))}, got {kv_dtype!r}")
+    if kv_dtype == "q8_0" and head_dim is not None and head_dim % QK8_0:
+        raise GenerationError(f"kv_dtype 'q8_0' quantizes blocks of {QK8_0} values of a head; "
+                              f"this model's head_dim {head_dim} is not a multiple of {QK8_0}")
+    return kv_dtype
+
+
+def quantize_q8_0(x: np.ndarray) -> np.ndarray:
+    """Rows (..., n) of float32, n a multiple of 32, as (..., n / 32) Q8_0 blocks, bit for bit llama.cpp's."""
+    xb = np.asarray(x, np.float32).reshape(*np.shape(x)[:-1], -1, QK8_0)
+    d = np.abs(xb).max(axis=-1) / np.float32(127)
+    with np.errstate(divide="ignore"):
+        inv = np.where(d != 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
+    v = xb * inv[..., None]
+    r = np.trunc(v)
+    r += np.sign(v) * (np.abs(v - r) >= 0.5)  # C's roundf: halves away from zero (np.rint: to even)
+    out = np.empty(xb.shape[:-1], Q8_0_BLOCK)
+    out["d"] = d
+    out["qs"] = np.nan_to_num(r, nan=0.0)
+    return out
+
+
+# Per kv_dtype: the numpy dtype of the cache arrays and how many head_dim values one element holds.
+_STORAGE = {"f32": (np.dtype(np.float32), 1), "f16": (np.dtype(np.float16), 1), "q8_0": (Q8_0_BLOCK, QK8_0)}
+
+
+def encode_kv(x: np.ndarray, kv_dtype: str) -> np.ndarray:
+    """Float32 rows (..., head_dim) as a cache of ``kv_dtype`` stores them (f32: ``x`` itself)."""
+    dtype = _STORAGE[kv_dtype][0]
+    return quantize_q8_0(x) if dtype == Q8_0_BLOCK else np.asarray(x, np.float32).astype(dtype, copy=False)
+
+
+def decode_kv(a: np.ndarray) -> np.ndarray:
+    """Stored rows back as float32 (..., head_dim), exactly (every stored value is a float32), by
+    the array's own dtype: a cache is anything holding k/v arrays (test_opencl passes a namespace)."""
+    if a.dtype == Q8_0_BLOCK:
+        return (a["qs"].astype(np.float32) * a["d"].astype(np.float32)[..., None]).reshape(*a.shape[:-1], -1)
+    return a.astype(np.float32, copy=False)
+
+
+def _lazy_zeros(shape, dtype=np.float32) -> np.ndarray:
+    """A zero array whose memory is committed 4 KiB at a time, as it is written.
 
     Each (layer, head) row of the cache is touched at its first positions only; with transparent
     huge pages every touch would commit 2 MiB, i.e. the whole cache at the first token.
     """
-    nbytes = int(np.prod(shape)) * 4
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
     try:
         mm = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         if hasattr(mmap, "MADV_NOHUGEPAGE"):
             mm.madvise(mmap.MADV_NOHUGEPAGE)
     except (OSError, ValueError, AttributeError):  # not Linux/BSD: calloc pages are lazy enough
-        return np.zeros(shape, np.float32)
-    return np.frombuffer(mm, np.float32).reshape(shape)
+        return np.zeros(shape, dtype)
+    return np.frombuffer(mm, dtype).reshape(shape)
 
 
 class TokenCache:
@@ -80,16 +133,25 @@ class KVCache(TokenCache):
 
     A layer attending to the whole context holds ``n_ctx`` positions; a sliding-window layer holds
     only a ring of ``window + MAX_ROWS`` (position p in slot p % capacity). Pages are mapped lazily,
-    so a long context costs memory only as it fills.
+    so a long context costs memory only as it fills. ``kv_dtype`` (:data:`KV_DTYPES`) is how
+    ``k[li]``/``v[li]`` hold them: (n_head_kv, capacity, head_dim) float32 or float16, or
+    (n_head_kv, capacity, head_dim / 32) :data:`Q8_0_BLOCK`.
     """
 
-    def __init__(self, cfg: ModelConfig, n_ctx: int):
+    def __init__(self, cfg: ModelConfig, n_ctx: int, kv_dtype: str = "f32"):
         super().__init__(n_ctx)
+        self.kv_dtype = check_kv_dtype(kv_dtype, cfg.head_dim)
         self.windows = [p.window for p in cfg.layers]
         self.caps = [min(n_ctx, w + MAX_ROWS) if w else n_ctx for w in self.windows]
-        self.k = [_lazy_zeros((cfg.n_head_kv, c, cfg.head_dim)) for c in self.caps]
-        self.v = [_lazy_zeros((cfg.n_head_kv, c, cfg.head_dim)) for c in self.caps]
+        dtype, per = _STORAGE[kv_dtype]
+        self.k = [_lazy_zeros((cfg.n_head_kv, c, cfg.head_dim // per), dtype) for c in self.caps]
+        self.v = [_lazy_zeros((cfg.n_head_kv, c, cfg.head_dim // per), dtype) for c in self.caps]
         self.native = None  # (fused forward, its per-layer C structs) bound to this cache
+
+    def store(self, li: int, at, k: np.ndarray, v: np.ndarray) -> None:
+        """Keys/values (n_head_kv, T, head_dim) of layer ``li`` into slots ``at`` (see :func:`_slots`)."""
+        self.k[li][:, at] = encode_kv(k, self.kv_dtype)
+        self.v[li][:, at] = encode_kv(v, self.kv_dtype)
 
     @property
     def nbytes(self) -> int:
@@ -303,8 +365,8 @@ class _Fused:
                 L = layers[i]
                 for name, value in fields.items():
                     setattr(L, name, value)
-                L.k = ffi.from_buffer("float[]", cache.k[i], require_writable=True)
-                L.v = ffi.from_buffer("float[]", cache.v[i], require_writable=True)
+                L.k = ffi.from_buffer("char[]", cache.k[i], require_writable=True)
+                L.v = ffi.from_buffer("char[]", cache.v[i], require_writable=True)
                 L.kv_cap = cache.caps[i]
                 keep += [L.k, L.v]
             cache.native = (self, layers, keep)
@@ -318,6 +380,7 @@ class _Fused:
         m.layers = self._layers(cache)
         m.cpu_allowed = self._kernels._path_needs()  # the loop's SIMD code follows the kernels' path
         m.n_ctx = cache.n_ctx
+        m.kv_type = getattr(self.lib, "LLM_KV_" + cache.kv_dtype.upper())
         out = np.empty((max(T - start, 0), self.vocab), np.float32)
         optr = self.ffi.from_buffer("float[]", out) if out.size else self.ffi.NULL
         rc = self.lib.llm_forward(m, self.ffi.from_buffer("float[]", x), T, len(cache), optr, start)
@@ -356,12 +419,15 @@ class Transformer:
 
     ``impl`` is "numpy" or "kernels" (see _weights). ``activations`` ("int8" or "f32") is how the
     kernels see activations: int8 per 32-block is llama.cpp's choice and the fast one; f32 is exact
-    and gives the numpy reference's greedy tokens.
+    and gives the numpy reference's greedy tokens. ``kv_dtype`` (:data:`KV_DTYPES`) is how
+    :meth:`new_cache` stores keys/values.
     """
 
-    def __init__(self, gguf: GGUFFile, impl: str | None = None, threads: int | None = None, activations: str = "int8"):
+    def __init__(self, gguf: GGUFFile, impl: str | None = None, threads: int | None = None, activations: str = "int8",
+                 kv_dtype: str = "f32"):
         self.gguf = gguf
         self.cfg = cfg = gguf.config()
+        self.kv_dtype = check_kv_dtype(kv_dtype, cfg.head_dim)
         self.impl = impl or kernel_impl()
         self.threads = threads
         self.activations = activations
@@ -380,8 +446,9 @@ class Transformer:
         self.tokens_processed = 0
         self.fused = _fused_for(self)
 
-    def new_cache(self, n_ctx: int | None = None) -> KVCache:
-        return KVCache(self.cfg, min(n_ctx or self.cfg.n_ctx_train, self.cfg.n_ctx_train))
+    def new_cache(self, n_ctx: int | None = None, kv_dtype: str | None = None) -> KVCache:
+        """A cache of ``n_ctx`` positions (the training context at most) stored as ``kv_dtype`` (default: the model's)."""
+        return KVCache(self.cfg, min(n_ctx or self.cfg.n_ctx_train, self.cfg.n_ctx_train), kv_dtype or self.kv_dtype)
 
     def _rope(self, x: np.ndarray, rot: np.ndarray) -> None:
         """Rotate heads of ``x`` (T, H, D) in place: "norm" pairs dims (2i, 2i+1), "neox" pairs (i, i + D/2)."""
@@ -405,12 +472,12 @@ class Transformer:
         s0 = max(0, S - window) if window else 0
         K, V = cache.k[li], cache.v[li]
         at = _slots(K.shape[1], s0, S)
-        s = np.matmul(q.reshape(cfg.n_head_kv, g, cfg.head_dim), K[:, at].transpose(0, 2, 1))  # (nkv, g, S)
+        s = np.matmul(q.reshape(cfg.n_head_kv, g, cfg.head_dim), decode_kv(K[:, at]).transpose(0, 2, 1))  # (nkv, g, S)
         s *= scale
         s -= s.max(axis=-1, keepdims=True)
         np.exp(s, out=s)
         s /= s.sum(axis=-1, keepdims=True)
-        return np.matmul(s, V[:, at]).reshape(-1)
+        return np.matmul(s, decode_kv(V[:, at])).reshape(-1)
 
     def _attend_batch(self, q: np.ndarray, cache: KVCache, li: int, p0: int, T: int, scale, window: int) -> np.ndarray:
         """Causal (optionally windowed) attention of T query rows at positions p0.. in one batched matmul (prefill)."""
@@ -422,7 +489,7 @@ class Transformer:
         K, V = cache.k[li], cache.v[li]
         at = _slots(K.shape[1], s0, S)
         qg = q.reshape(T, nkv, g, hd).transpose(1, 2, 0, 3).reshape(nkv, g * T, hd)
-        s = np.matmul(qg, K[:, at].transpose(0, 2, 1)).reshape(nkv, g, T, S - s0)
+        s = np.matmul(qg, decode_kv(K[:, at]).transpose(0, 2, 1)).reshape(nkv, g, T, S - s0)
         s *= scale
         # Query t (at position p0 + t) sees keys 0..p0 + t, or only the last `window` of them.
         key, qpos = np.arange(s0, S)[None, :], np.arange(p0, S)[:, None]
@@ -431,7 +498,7 @@ class Transformer:
         s -= s.max(axis=-1, keepdims=True)
         np.exp(s, out=s)
         s /= s.sum(axis=-1, keepdims=True)
-        o = np.matmul(s.reshape(nkv, g * T, S - s0), V[:, at])  # (nkv, g*T, hd)
+        o = np.matmul(s.reshape(nkv, g * T, S - s0), decode_kv(V[:, at]))  # (nkv, g*T, hd)
         return o.reshape(nkv, g, T, hd).transpose(2, 0, 1, 3).reshape(T, cfg.n_head * hd)
 
     def forward(self, ids, cache: KVCache, logits: str = "last") -> np.ndarray:
@@ -486,8 +553,8 @@ class Transformer:
             self._rope(heads, rots[L.plan.rope])
             q = qkv[:, :nq]
             at = _slots(cache.caps[li], p0, S)
-            cache.k[li][:, at] = qkv[:, nq : nq + nk].reshape(T, nkv, hd).transpose(1, 0, 2)
-            cache.v[li][:, at] = qkv[:, nq + nk :].reshape(T, nkv, hd).transpose(1, 0, 2)
+            cache.store(li, at, qkv[:, nq : nq + nk].reshape(T, nkv, hd).transpose(1, 0, 2),
+                        qkv[:, nq + nk :].reshape(T, nkv, hd).transpose(1, 0, 2))
             if T <= EXACT_ROWS:
                 o = np.empty((T, nq), np.float32)
                 for t in range(T):

@@ -6,17 +6,20 @@ import sys
 
 import attrs
 
+from ._model import KV_DTYPES
+
 __all__ = ["add_commands"]
 
 
-def _session(args, options_fn, n_ctx=None):
+def _session(args, options_fn, n_ctx=None, kv_dtype=None):
     from .. import hub
     from .._session import Session
 
     opts = options_fn(args)
-    if n_ctx:
+    cpu = {k: v for k, v in (("n_ctx", n_ctx), ("kv_dtype", kv_dtype)) if v}
+    if cpu:
         backend_options = {k: dict(v) for k, v in opts.backend_options.items()}
-        backend_options.setdefault("cpu", {})["n_ctx"] = n_ctx
+        backend_options.setdefault("cpu", {}).update(cpu)
         opts = attrs.evolve(opts, backend_options=backend_options)
     return Session(hub.resolve(args.model), opts)
 
@@ -42,13 +45,13 @@ def cmd_generate(args, options_fn) -> int:
     )
     if args.speculative:
         kw["speculative"] = args.speculative
-    with _session(args, options_fn, args.n_ctx) as s:
+    with _session(args, options_fn, args.n_ctx, args.kv_dtype) as s:
         runner = _runner(s)
-        draft = _session(args.__class__(**{**vars(args), "model": args.draft}), options_fn, args.n_ctx) if args.draft else None
+        draft = _session(args.__class__(**{**vars(args), "model": args.draft}), options_fn, args.n_ctx, args.kv_dtype) if args.draft else None
         try:
             if draft is not None:
                 kw["draft"] = draft
-            prompt = args.prompt if args.raw or not runner.llm.chat_template else [{"role": "user", "content": args.prompt}]
+            prompt = args.prompt if args.raw or not runner.tokenizer.chat_template else [{"role": "user", "content": args.prompt}]
             for piece in s.generate_stream(prompt, **kw):
                 sys.stdout.write(piece)
                 sys.stdout.flush()
@@ -69,7 +72,7 @@ def cmd_perplexity(args, options_fn) -> int:
             text = f.read()
     except OSError as exc:
         raise GenerationError(f"cannot read {args.file!r}: {exc}") from None
-    with _session(args, options_fn, args.n_ctx) as s:
+    with _session(args, options_fn, args.n_ctx, args.kv_dtype) as s:
         r = _runner(s).perplexity(text, n_ctx=args.n_ctx, max_chunks=args.max_chunks)
     print(
         f"perplexity: {r.ppl:.4f} +/- {r.stderr:.4f} ({r.chunks} chunks of {r.n_ctx} tokens, "
@@ -93,6 +96,7 @@ def add_commands(sub, add_placement_args, options_fn) -> None:
     p.add_argument("--speculative", choices=["prompt_lookup"], help="draft-free speculative decoding")
     p.add_argument("--draft", metavar="MODEL", help="draft model (same vocabulary) for speculative decoding")
     p.add_argument("--n-ctx", type=int, help="KV-cache length (default: the model's context length)")
+    p.add_argument("--kv-dtype", choices=KV_DTYPES, help="KV-cache storage (cpu backend; default f32)")
     add_placement_args(p)
     p.set_defaults(fn=lambda a: cmd_generate(a, options_fn))
 
@@ -101,5 +105,6 @@ def add_commands(sub, add_placement_args, options_fn) -> None:
     p.add_argument("file", help="UTF-8 text file")
     p.add_argument("--n-ctx", type=int, default=512, help="chunk length in tokens (default 512)")
     p.add_argument("--max-chunks", type=int, help="score only the first N chunks")
+    p.add_argument("--kv-dtype", choices=KV_DTYPES, help="KV-cache storage (cpu backend; default f32)")
     add_placement_args(p)
     p.set_defaults(fn=lambda a: cmd_perplexity(a, options_fn))
