@@ -27,17 +27,10 @@ DECODE_CTX, DECODE_PROMPT, DECODE_TOKENS = 2048, 1900, 64
 
 
 def default_models() -> list[str]:
-    from edgesdk import hub
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_llm import default_models as hub_models  # one list of the hub's language models
 
-    found = []
-    for name in ("smollm2-135m", "gemma3-270m"):
-        try:
-            found.append(str(hub.path(name)))
-        except hub.HubError as exc:
-            print(f"# skipping {name}: {exc}", file=sys.stderr)
-    if not found:
-        sys.exit("neither hub model is installed (see README: scripts/setup.sh), or pass --model")
-    return found
+    return hub_models()
 
 
 def measure(path: str, kv_dtype: str, text: str, args) -> dict:
