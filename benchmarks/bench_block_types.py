@@ -3,11 +3,12 @@
 
 For each type: K x N = 4096 x 4096 weights (random valid blocks), cycling through distinct matrices
 totalling --set-gib so every read comes from DRAM; M = 1 at 1 and 2 threads as % of the streaming
-bandwidth measured in the same run at that thread count, and M = 128 GFLOP/s. Q4_0 and Q8_0 appear
-twice: through the i16x32 repack (the tuned tiles) and as GGUF blocks (the generic block kernel),
-which is the in-run reference of the K-quant kernels. The peer: llama.cpp (llama-cpp-python) decoding
-the real Gemma 3 270M Q4_K_M file (Q4_K, Q6_K, Q5_0, Q8_0 tensors) at 1 and 2 threads, as effective
-weight bandwidth (all tensor bytes read per token x tokens/s) against the same measured bandwidth.
+bandwidth measured in the same run at that thread count, and prompt-sized M = 128 and 512 GFLOP/s at
+1 and 2 threads. Q4_0 and Q8_0 appear twice: through the i16x32 repack (the tuned tiles) and as GGUF
+blocks (the generic block kernel), which is the in-run reference of the K-quant kernels. The peer:
+llama.cpp (llama-cpp-python) decoding the real Gemma 3 270M Q4_K_M file (Q4_K, Q6_K, Q5_0, Q8_0
+tensors) at 1 and 2 threads, as effective weight bandwidth (all tensor bytes read per token x
+tokens/s) against the same measured bandwidth.
 
     python benchmarks/bench_block_types.py              # ~0.5 GiB per type, a few minutes
     python benchmarks/bench_block_types.py --set-gib 1  # the target's cold-weight size
@@ -51,8 +52,8 @@ def main(argv=None) -> int:
     print(f"# {cpu_name()}  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  kernels={info.impl}/{info.simd}")
     print(f"# DRAM read bandwidth: {bw[1]:.1f} GB/s (1 thread), {bw[2]:.1f} GB/s (2 threads); K=N={k}, "
           f"{a.set_gib:g} GiB distinct weights per type")
-    print("| type | path | bits/w | M=1 1t ms | % bw | M=1 2t ms | % bw | M=128 2t GFLOP/s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| type | path | bits/w | M=1 1t ms | % bw | M=1 2t ms | % bw | M=128 1t GFLOP/s | M=128 2t | M=512 1t | M=512 2t |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     for name in a.types.split(","):
         t = TYPES[name]
@@ -71,10 +72,12 @@ def main(argv=None) -> int:
                 sec = time_cycle(lambda i, x=x, out=out, th=th: kernels.matmul(x, qts[i % count], out=out, threads=th),
                                  count, count, a.budget)
                 row += [f"{sec * 1e3:.3f}", f"{100 * wbytes / sec / 1e9 / bw[th]:.0f}%"]
-            x = rng.standard_normal((128, k)).astype(np.float32)
-            out = np.empty((128, n), np.float32)
-            sec = time_cycle(lambda i, x=x, out=out: kernels.matmul(x, qts[i % count], out=out, threads=2), count, 2, a.budget)
-            row.append(f"{2 * 128 * n * k / sec / 1e9:.1f}")
+            for m, th in ((128, 1), (128, 2), (512, 1), (512, 2)):
+                x = rng.standard_normal((m, k)).astype(np.float32)
+                out = np.empty((m, n), np.float32)
+                sec = time_cycle(lambda i, x=x, out=out, th=th: kernels.matmul(x, qts[i % count], out=out, threads=th),
+                                 count, 2, a.budget)
+                row.append(f"{2 * m * n * k / sec / 1e9:.1f}")
             print("| " + " | ".join(row) + " |", flush=True)
             del qts
         del blocks

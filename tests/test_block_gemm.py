@@ -1,0 +1,85 @@
+"""Prompt-sized M on the GGUF-block kernels of the K-quant mixes (Q4_K, Q5_K, Q6_K, Q5_0).
+
+An output's bits must not depend on how many activation rows are computed with it, nor on the
+thread count: verifying k draft tokens in one matmul then gives exactly the logits of k single-token
+steps. M sweeps the kernels' tilings (tiles of 8 rows, the rows left over in tiles of 4, one row);
+N = 1001 rows is a multiple of no tile, and spans several passes of rows per thread's share of them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgesdk import kernels
+from edgesdk.quant import TYPES, QuantizedTensor
+from gguf_blocks import finite_blocks
+from kernel_bounds import within_int8_bound
+
+needs_c = pytest.mark.skipif(not kernels.available(), reason="C kernels not built")
+
+NAMES = ["Q4_K", "Q5_K", "Q6_K", "Q5_0"]
+MS = (1, 2, 3, 4, 5, 7, 8, 16, 33, 128)
+N = 1001
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit-identical, NaN payloads aside."""
+    a, b = np.asarray(a, np.float32).reshape(-1), np.asarray(b, np.float32).reshape(-1)
+    na, nb = np.isnan(a), np.isnan(b)
+    return a.shape == b.shape and np.array_equal(na, nb) and np.array_equal(a[~na].view(np.uint32), b[~nb].view(np.uint32))
+
+
+def _case(name: str, n: int, k: int, m: int, seed: int):
+    t = TYPES[name]
+    rng = np.random.default_rng(seed)
+    qt = QuantizedTensor.from_blocks(finite_blocks(name, rng, n * k // t.block), name, (n, k))
+    # rows of different magnitudes: each gets its own activation scales
+    x = (rng.standard_normal((m, k)) * rng.uniform(0.05, 4.0, (m, 1))).astype(np.float32)
+    return qt, x
+
+
+def _ks(name: str):
+    # Q5_0 goes four blocks at a time: 800 and 96 leave a partial group
+    return (256, 768, 2048) if TYPES[name].block == 256 else (256, 640, 2048, 800, 96)
+
+
+@pytest.fixture(autouse=True)
+def _restore():
+    threads = kernels.get_threads()
+    yield
+    kernels.set_simd("auto")
+    kernels.set_threads(threads)
+
+
+@needs_c
+@pytest.mark.parametrize("name", NAMES)
+def test_outputs_identical_across_m_and_threads(name):
+    for k in _ks(name):
+        qt, x = _case(name, N, k, max(MS), seed=k + TYPES[name].code)
+        alone = np.stack([kernels.matmul(x[i], qt, threads=1) for i in range(len(x))])
+        for m in MS:
+            for th in (1, 2):
+                assert same_bits(kernels.matmul(x[:m], qt, threads=th), alone[:m]), (name, k, m, th)
+
+
+@needs_c
+@pytest.mark.parametrize("name", NAMES)
+def test_prompt_sized_m_within_reference_bounds(name):
+    for k in _ks(name):
+        qt, x = _case(name, 67, k, 40, seed=3 * k + TYPES[name].code)
+        for path in kernels.info().simd_runnable:
+            kernels.set_simd(path)
+            assert within_int8_bound(kernels.matmul(x, qt, threads=2), x, qt), (name, k, path)
+
+
+@needs_c
+@pytest.mark.parametrize("name,k", [("Q4_K", 71680), ("Q5_K", 71680), ("Q6_K", 65792), ("Q6_K", 98560), ("Q5_0", 49248)])
+def test_long_rows_keep_the_bits(name, k):
+    """Rows too long to decode into the kernels' stack buffer (then decoded per tile), and per-tile
+    activation sums that do not fit there either (then made where used)."""
+    qt, x = _case(name, 13, k, 11, seed=5)
+    alone = np.stack([kernels.matmul(x[i], qt) for i in range(len(x))])
+    for m in (8, 9, 11):
+        assert same_bits(kernels.matmul(x[:m], qt), alone[:m]), (name, k, m)
+    assert within_int8_bound(kernels.matmul(x[:9], qt), x[:9], qt)
