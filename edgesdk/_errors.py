@@ -24,6 +24,7 @@ __all__ = [
     "QuantizationError",
     "GenerationError",
     "ContextLengthError",
+    "StructuredOutputError",
     "MissingDependencyError",
     "PipelineError",
     "ImageLoadError",
@@ -110,6 +111,17 @@ class GenerationError(EdgeSDKError, ValueError):
 
 class ContextLengthError(GenerationError):
     """The prompt plus requested tokens exceed the model's context length."""
+
+
+class StructuredOutputError(GenerationError):
+    """Constrained generation ended before its grammar was complete (``max_tokens``, a stop string).
+
+    ``partial`` is the text generated so far; it is not valid output and is never returned as such.
+    """
+
+    def __init__(self, message: str, partial: str = ""):
+        self.partial = partial
+        super().__init__(message)
 
 
 class MissingDependencyError(EdgeSDKError, ImportError):

@@ -51,6 +51,16 @@ def _avoid(value) -> Mapping[str, str]:
     return {_target(k): v for k, v in value.items()}
 
 
+def _adapters(value) -> Mapping[str, str]:
+    import os
+
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and k and isinstance(v, (str, os.PathLike)) for k, v in value.items()):
+        raise ValueError("adapters must map an adapter name to the path of its GGUF LoRA file")
+    return {k: os.fspath(v) for k, v in value.items()}
+
+
 def _backend_options(value) -> Mapping[str, Mapping[str, Any]]:
     if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, Mapping) for k, v in value.items()):
         raise ValueError("backend_options must map a backend name to a dict of that backend's options")
@@ -95,6 +105,8 @@ class SessionOptions:
     ``backend_options`` passes typed options to one backend, keyed by backend name.
     ``avoid`` maps targets placement must not use to the reason, which the refusal reports
     (a pipeline uses it for devices whose memory its other stages already hold).
+    ``adapters`` maps a name to a GGUF LoRA adapter file loaded beside a GGUF model; a generation
+    picks one per request (``generate(..., adapter="name")``).
     """
 
     prefer: tuple[str, ...] = attrs.field(default=("npu", "gpu", "cpu"), converter=_prefer)
@@ -105,6 +117,7 @@ class SessionOptions:
     device_class: str | None = None
     backend_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=_backend_options, eq=False, hash=False)
     avoid: Mapping[str, str] = attrs.field(factory=dict, converter=_avoid, eq=False, hash=False)
+    adapters: Mapping[str, str] = attrs.field(factory=dict, converter=_adapters, eq=False, hash=False)
 
     @classmethod
     def for_device(cls, name: str, **overrides) -> "SessionOptions":

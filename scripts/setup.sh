@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-extras="test,audio"
+extras="test,audio,serve"
 # onnxruntime-qnn ships its HTP simulator for x86-64 Linux (and Windows/Android on Arm): test the NPU backend for real there.
 if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ]; then extras="$extras,qnn"; fi
 # pyopencl + PoCL (OpenCL on the CPU): the OpenCL backend runs for real on CPU-only machines and CI.

@@ -44,6 +44,15 @@ class GenerationConfig:
     Session/runner with the same vocabulary). Speculation never changes greedy output, and with
     sampling it preserves the output distribution. ``ignore_eos`` keeps generating past
     end-of-turn tokens (benchmarks that need exactly ``max_tokens``).
+
+    Constrained output (at most one of): ``response_format`` (OpenAI's: ``{"type": "json_object"}``,
+    ``{"type": "json_schema", "json_schema": {"schema": {...}}}``, or a JSON schema dict itself),
+    ``grammar`` (Lark, or GBNF as llama.cpp writes it) or ``regex``. The output always matches; if
+    ``max_tokens`` ends first, :class:`edgesdk.errors.StructuredOutputError` carries the partial text.
+    ``tools`` (OpenAI-style function list) with ``tool_choice`` ``"auto"``, ``"none"``, ``"required"``
+    or ``{"type": "function", "function": {"name": ...}}``: the reply's ``tool_calls`` are parsed and
+    validated against each function's parameters. ``adapter`` names a LoRA adapter the Session was
+    opened with, applied at ``adapter_scale`` for this request only.
     """
 
     max_tokens: int = attrs.field(default=256, converter=_int)
@@ -61,6 +70,13 @@ class GenerationConfig:
     add_generation_prompt: bool = True
     skip_special_tokens: bool = True
     ignore_eos: bool = False
+    response_format: Any = attrs.field(default=None, eq=False)
+    grammar: str | None = None
+    regex: str | None = None
+    tools: Any = attrs.field(default=None, eq=False)
+    tool_choice: Any = attrs.field(default="auto", eq=False)
+    adapter: str | None = None
+    adapter_scale: float = 1.0
 
     def __attrs_post_init__(self):
         _check(isinstance(self.max_tokens, int) and self.max_tokens >= 0, f"max_tokens must be an int >= 0, got {self.max_tokens!r}")
@@ -78,6 +94,11 @@ class GenerationConfig:
         _check(self.speculative != "draft" or self.draft is not None, "speculative='draft' needs draft=<Session or runner>")
         _check(isinstance(self.num_draft_tokens, int) and 1 <= self.num_draft_tokens <= 63, "num_draft_tokens must be in 1..63")
         _check(isinstance(self.ngram_max, int) and 1 <= self.ngram_max <= 8, "ngram_max must be in 1..8")
+        _check(self.adapter is None or (isinstance(self.adapter, str) and self.adapter), f"adapter must be an adapter name or None, got {self.adapter!r}")
+        _check(
+            isinstance(self.adapter_scale, (int, float)) and not isinstance(self.adapter_scale, bool) and np.isfinite(self.adapter_scale),
+            f"adapter_scale must be a finite number, got {self.adapter_scale!r}",
+        )
 
     @property
     def greedy(self) -> bool:

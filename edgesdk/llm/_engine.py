@@ -63,6 +63,9 @@ class LLM:
             self.model = model_factory(self.gguf)
         self.cache = self.model.new_cache(n_ctx)
         self.last_stats: GenerationStats | None = None
+        #: LoRA adapters by name (see :meth:`_use_adapter`); the key of the one the cache was built with.
+        self.adapters: dict = {}
+        self._adapter_key = None
         self._lock = threading.Lock()
         self._owner: int | None = None  # thread whose generation holds _lock
 
@@ -123,6 +126,7 @@ class LLM:
                 f"prompt ({len(ids)} tokens) + max_tokens ({cfg.max_tokens}) exceed the context length {self.n_ctx}"
             )
         draft = _resolve_draft(cfg.draft, self) if cfg.draft is not None else None
+        self._check_adapter(cfg)
         self._check_not_suspended(draft)
         return self._stream(ids, cfg, draft)
 
@@ -176,6 +180,7 @@ class LLM:
         try:
             if cfg.max_tokens == 0:
                 return
+            self._use_adapter(cfg)
             logits, cached = self._prefill(ids, self.cache)
             prefill_s = time.perf_counter() - t0
             passes += 1
@@ -268,6 +273,22 @@ class LLM:
                 break
             logits = draft.model.forward([t], draft.cache)
         return out
+
+    # --- LoRA adapters -------------------------------------------------------------------------
+
+    def _check_adapter(self, cfg: GenerationConfig) -> None:
+        """Refuse a request for an adapter this model was not opened with (before any work starts)."""
+        if cfg.adapter is not None and cfg.adapter not in self.adapters:
+            have = ", ".join(sorted(self.adapters)) or "none were given (Session(model, adapters={name: path}))"
+            raise GenerationError(f"unknown adapter {cfg.adapter!r}; this model's adapters: {have}")
+
+    def _use_adapter(self, cfg: GenerationConfig) -> None:
+        """Compute with ``cfg``'s adapter (or none); keys/values from another adapter are never reused."""
+        key = (cfg.adapter, float(cfg.adapter_scale)) if cfg.adapter is not None else None
+        if key != self._adapter_key:
+            self.cache.truncate(0)
+            self.model.set_adapter(self.adapters[cfg.adapter] if key else None, key[1] if key else 0.0)
+            self._adapter_key = key
 
     # --- scoring -------------------------------------------------------------------------------
 
