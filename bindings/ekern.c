@@ -178,10 +178,9 @@ int ek_set_threads(int n)
     if (n < 1) n = 1;
     if (n > EK_MAXT) n = EK_MAXT;
     pthread_mutex_lock(&call_mu);
-    int rc = pool_grow(n);
-    if (rc == 0) pool_size = n;
+    pool_size = n; /* workers start with the first call that uses them (threads_for), not at import */
     pthread_mutex_unlock(&call_mu);
-    return rc;
+    return 0;
 }
 
 int ek_get_threads(void) { return pool_size; }

@@ -6,6 +6,7 @@
     print(s.placement)
 """
 
+from . import errors
 from ._errors import (
     BackendError,
     EdgeSDKError,
@@ -35,27 +36,28 @@ def devices():
 
 
 __all__ = [
-    "Session",
-    "SessionOptions",
-    "DeviceClass",
+    "BackendError",
     "DEVICE_CLASSES",
-    "Placement",
-    "Refusal",
     "Device",
-    "TensorSpec",
-    "hookimpl",
-    "devices",
-    "get_registry",
+    "DeviceClass",
     "EdgeSDKError",
-    "ModelLoadError",
-    "ModelNotFoundError",
-    "ModelFormatError",
-    "UnsupportedModelError",
+    "InputDtypeError",
     "InputError",
     "InputNameError",
     "InputShapeError",
-    "InputDtypeError",
+    "ModelFormatError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "Placement",
     "PlacementError",
-    "BackendError",
+    "Refusal",
+    "Session",
+    "SessionOptions",
+    "TensorSpec",
+    "UnsupportedModelError",
     "__version__",
+    "devices",
+    "errors",
+    "get_registry",
+    "hookimpl",
 ]

