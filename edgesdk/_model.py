@@ -65,25 +65,34 @@ def open_model(path, registry=None) -> Model:
 
 
 def _onnx_specs(values, initializers=frozenset()):
-    from onnx import helper
+    return tuple(_onnx_value_spec(v.name, v.type) for v in values if v.name not in initializers)
 
-    specs = []
-    for v in values:
-        if v.name in initializers:
-            continue
-        tt = v.type.tensor_type if v.type.HasField("tensor_type") else None
-        if tt is None:
-            specs.append(TensorSpec(v.name, None, np.dtype(object)))
-            continue
-        try:
-            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
-        except Exception:
-            dtype = np.dtype(object)
+
+def _onnx_value_spec(name: str, tp) -> TensorSpec:
+    """The TensorSpec of an ONNX TypeProto: a tensor, or a sequence/optional/map of what it holds."""
+    which = tp.WhichOneof("value")
+    if which == "tensor_type":
+        tt = tp.tensor_type
         shape = None
         if tt.HasField("shape"):
             shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
-        specs.append(TensorSpec(v.name, shape, dtype))
-    return tuple(specs)
+        return TensorSpec(name, shape, _onnx_dtype(tt.elem_type))
+    if which == "sequence_type":
+        return TensorSpec.sequence(name, _onnx_value_spec(name, tp.sequence_type.elem_type))
+    if which == "optional_type":
+        return TensorSpec.optional(name, _onnx_value_spec(name, tp.optional_type.elem_type))
+    if which == "map_type":
+        return TensorSpec.map(name, _onnx_dtype(tp.map_type.key_type), _onnx_value_spec(name, tp.map_type.value_type))
+    return TensorSpec(name, None, np.dtype(object))  # untyped or sparse: nothing to check against
+
+
+def _onnx_dtype(elem_type: int) -> np.dtype:
+    from onnx import helper
+
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:  # UNDEFINED and types numpy cannot name
+        return np.dtype(object)
 
 
 def _probe_onnx(p: Path, size: int) -> dict:

@@ -58,7 +58,7 @@ class Session:
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
-        """The model's inputs: names, shapes (symbolic dims as strings) and dtypes."""
+        """The model's inputs: names, shapes (symbolic dims as strings), dtypes, and the kind of non-tensor ones."""
         return self._runner.inputs
 
     @property
@@ -75,7 +75,11 @@ class Session:
         return self._runner
 
     def run(self, feeds: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Run the model on ``feeds`` (name -> array); returns name -> array for ``output_names`` or all outputs."""
+        """Run the model on ``feeds`` (name -> array); returns name -> array for ``output_names`` or all outputs.
+
+        ONNX sequence inputs take a list of arrays and optional ones also None; outputs of those
+        kinds come back the same way (a list of arrays, None for an empty optional).
+        """
         if self._closed:
             raise EdgeSDKError("session is closed")
         feeds = self._validate(feeds)

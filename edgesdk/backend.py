@@ -21,6 +21,7 @@ __all__ = [
     "Runner",
     "Support",
     "TensorSpec",
+    "VALUE_KINDS",
 ]
 
 #: Bumped when the Backend/Runner contract changes incompatibly; backends declaring another value are refused.
@@ -55,17 +56,64 @@ class Device:
     details: Mapping[str, str] = attrs.field(factory=dict, eq=False, hash=False)
 
 
+#: What a signature entry holds: ONNX has sequences, optionals and maps besides tensors.
+VALUE_KINDS = ("tensor", "sequence", "optional", "map")
+
+
+def _value_kind(instance, attribute, value):
+    if value not in VALUE_KINDS:
+        raise ValueError(f"{attribute.name} must be one of {VALUE_KINDS}, got {value!r}")
+
+
+def _element_for_kind(instance, attribute, value):
+    if (instance.kind == "tensor") != (value is None):
+        raise ValueError(f"a {instance.kind} spec {'takes no' if value is not None else 'needs an'} element spec")
+
+
 @attrs.frozen
 class TensorSpec:
-    """A named tensor of a model signature. Symbolic dims are kept as strings, unknown ones as None."""
+    """A named value of a model signature: a tensor unless ``kind`` says otherwise.
+
+    A tensor has a ``shape`` (symbolic dims kept as strings, unknown ones as None; None when even
+    the rank is unknown) and a ``dtype``. The other kinds wrap ``element``, the spec of what they
+    hold: a sequence's elements (tensors, or maps), an optional's value (a tensor or a sequence),
+    a map's values, with ``key_dtype`` for its keys. For those ``shape`` is None and ``dtype`` is
+    the innermost tensor's, so code that only reads ``dtype`` still learns the element type. Build
+    them with :meth:`sequence`, :meth:`optional` and :meth:`map`.
+    """
 
     name: str
     shape: tuple[int | str | None, ...] | None
     dtype: np.dtype = attrs.field(converter=np.dtype)
+    kind: str = attrs.field(default="tensor", validator=_value_kind)
+    element: TensorSpec | None = attrs.field(default=None, validator=_element_for_kind)
+    key_dtype: np.dtype | None = attrs.field(default=None, converter=attrs.converters.optional(np.dtype))
+
+    @classmethod
+    def sequence(cls, name: str, element: TensorSpec) -> TensorSpec:
+        return cls(name, None, element.dtype, "sequence", element)
+
+    @classmethod
+    def optional(cls, name: str, value: TensorSpec) -> TensorSpec:
+        return cls(name, None, value.dtype, "optional", value)
+
+    @classmethod
+    def map(cls, name: str, key_dtype, value: TensorSpec) -> TensorSpec:
+        return cls(name, None, value.dtype, "map", value, key_dtype)
+
+    def type_str(self, nested: bool = False) -> str:
+        """The value type without the name: ``float32[?, 3]``, ``seq(float32)``, ``optional(seq(int64[2]))``."""
+        if self.kind == "tensor":
+            if self.shape is None:
+                return str(self.dtype) if nested else f"{self.dtype}?"
+            return f"{self.dtype}[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+        inner = self.element.type_str(nested=True)
+        if self.kind == "map":
+            return f"map({self.key_dtype}, {inner})"
+        return f"{'seq' if self.kind == 'sequence' else 'optional'}({inner})"
 
     def __str__(self) -> str:
-        shape = "?" if self.shape is None else "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
-        return f"{self.name}: {self.dtype}{shape}"
+        return f"{self.name}: {self.type_str()}"
 
 
 @attrs.frozen
@@ -114,7 +162,9 @@ class Runner:
     """A model loaded on one device. Subclasses set ``inputs``/``outputs`` and implement ``run``.
 
     ``run`` receives feeds that edgesdk has already validated against ``inputs`` (names, shapes,
-    dtypes, C-contiguous) and must be safe to call from several threads at once.
+    dtypes, C-contiguous) and must be safe to call from several threads at once. Values of the
+    non-tensor kinds arrive, and are returned, as ONNX Runtime's Python API takes them: a sequence
+    as a list of arrays, an optional as its value or None, a map as a dict.
     ``nodes`` reports the actual per-node placement after loading, when the runtime exposes it.
     """
 

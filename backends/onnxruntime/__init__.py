@@ -87,7 +87,8 @@ class OnnxRuntimeBackend(Backend):
                                         provider_options=[o for _, o in providers])
         except Exception as exc:
             raise BackendError(f"onnxruntime could not load {model.path} on {ep}: {exc}") from exc
-        return OrtRunner(sess, device, {v: k for k, v in self._ep_of.items()}, ort.RunOptions())
+        declared = model.info.get("inputs", ()) + model.info.get("outputs", ())
+        return OrtRunner(sess, device, {v: k for k, v in self._ep_of.items()}, ort.RunOptions(), declared)
 
 
 _ORT_TYPES = {
@@ -98,24 +99,50 @@ _ORT_TYPES = {
 }
 
 
-def ort_specs(args):
-    """TensorSpecs from ORT NodeArgs ("tensor(float)" -> float32; symbolic dims kept as strings)."""
+def parse_ort_type(name: str, type_str: str, shape=None) -> TensorSpec:
+    """The TensorSpec of an ORT type string: ``tensor(float)``, ``seq(tensor(int64))``,
+    ``optional(seq(tensor(float)))``, ``map(string,tensor(float))``, ``seq(map(int64,tensor(float)))``.
+
+    ``shape`` is the NodeArg's: ORT reports the tensor's own (through an optional, the inner
+    tensor's) and ``[]`` for a sequence or map, whose element shapes it does not expose.
+    """
+    head, _, rest = type_str.replace(" ", "").partition("(")
+    inner = rest[:-1]
+    if head == "seq":
+        return TensorSpec.sequence(name, parse_ort_type(name, inner))
+    if head == "optional":
+        return TensorSpec.optional(name, parse_ort_type(name, inner, shape))
+    if head == "map":
+        key, _, value = inner.partition(",")
+        return TensorSpec.map(name, _ORT_TYPES.get(key, "object"), parse_ort_type(name, value))
+    if head == "tensor":
+        return TensorSpec(name, shape, _ORT_TYPES.get(inner, "object"))
+    return TensorSpec(name, None, "object")  # sparse tensors and kinds this ORT adds later: unchecked
+
+
+def ort_specs(args, declared=()):
+    """TensorSpecs from ORT NodeArgs (symbolic dims kept as strings).
+
+    ``declared`` are the model file's own specs: ORT reports a tensor of unknown rank as shape
+    ``[]``, like a scalar, and only the file tells the two apart (a rank-0 check would refuse
+    every array such an input accepts).
+    """
+    unranked = {s.name for s in declared if s.kind == "tensor" and s.shape is None}
     out = []
     for a in args:
-        t = a.type[len("tensor("):-1] if a.type.startswith("tensor(") else "object"
         shape = None if a.shape is None else tuple(d if isinstance(d, (int, str)) else None for d in a.shape)
-        out.append(TensorSpec(a.name, shape, _ORT_TYPES.get(t, "object")))
+        out.append(parse_ort_type(a.name, a.type, None if shape == () and a.name in unranked else shape))
     return tuple(out)
 
 
 class OrtRunner(Runner):
-    def __init__(self, sess, device, device_of_ep, run_options):
+    def __init__(self, sess, device, device_of_ep, run_options, declared=()):
         self._sess = sess
         # Failures are raised as BackendError with ORT's message; its own stderr log would say it twice.
         run_options.log_severity_level = 4
         self._run_options = run_options
-        self.inputs = ort_specs(sess.get_inputs())
-        self.outputs = ort_specs(sess.get_outputs())
+        self.inputs = ort_specs(sess.get_inputs(), declared)
+        self.outputs = ort_specs(sess.get_outputs(), declared)
         self._out_names = [o.name for o in self.outputs]
         nodes = []
         try:

@@ -114,6 +114,12 @@ class QnnBackend(Backend):
             return Support.refuse(str(exc))
         if model.info.get("external_data"):
             return Support.refuse("models with external data files are not supported by the QNN backend yet")
+        structured = [s for s in (*model.info.get("inputs", ()), *model.info.get("outputs", ())) if s.kind != "tensor"]
+        if structured:
+            # HTP graphs carry tensors only; ORT would run every node touching these on the CPU EP.
+            values = ", ".join(str(s) for s in structured)
+            return Support.refuse(f"HTP runs tensors only and the model's signature has {values}; "
+                                  f"ONNX sequence/optional/map values run on the onnxruntime backend")
         from edgesdk._onnxgraph import dynamic_inputs, is_qdq
 
         missing = [s for s in dynamic_inputs(model.info.get("inputs", ())) if s.name not in qo.input_shapes]
