@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import io
-import math
 import os
 import wave
-from functools import lru_cache
 from pathlib import Path
 
 import attrs
@@ -14,8 +12,13 @@ import numpy as np
 
 from .._errors import InputError
 from .._io import atomic_write_bytes
+from ._resample import output_length, resample_blocks
+from ._wavfile import WavReader
 
 __all__ = ["Audio", "read_wav", "write_wav", "resample"]
+
+_MIN_RATE, _MAX_RATE = 1000, 384_000
+_SLICE = 1 << 16  # samples per step through an in-memory array: scratch memory stays O(slice), not O(n)
 
 
 def _samples(value) -> np.ndarray:
@@ -29,14 +32,18 @@ def _samples(value) -> np.ndarray:
     elif a.dtype.kind == "u":
         a = a.astype(np.float32) / float(2 ** (8 * a.dtype.itemsize - 1)) - 1.0
     a = np.ascontiguousarray(a, dtype=np.float32)
-    if not np.isfinite(a).all():
+    if not all(np.isfinite(a[i:i + _SLICE]).all() for i in range(0, a.size, _SLICE)):
         raise InputError("audio samples contain NaN or infinity")
     return a
 
 
 def _rate(instance, attribute, value):
-    if not isinstance(value, int) or isinstance(value, bool) or not 1000 <= value <= 384_000:
-        raise InputError(f"sample_rate must be an integer in [1000, 384000] Hz, got {value!r}")
+    _check_rate(value)
+
+
+def _check_rate(value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not _MIN_RATE <= value <= _MAX_RATE:
+        raise InputError(f"sample_rate must be an integer in [{_MIN_RATE}, {_MAX_RATE}] Hz, got {value!r}")
 
 
 @attrs.frozen(eq=False)
@@ -70,33 +77,42 @@ class Audio:
         return cls(np.zeros(int(round(seconds * sample_rate)), np.float32), sample_rate)
 
 
-def read_wav(path) -> Audio:
-    """Read a PCM WAV file (8/16/24/32-bit integer, any channel count: channels are averaged)."""
+def read_wav(path, sample_rate: int | None = None) -> Audio:
+    """Read an uncompressed WAV file: 8-bit unsigned, 16/24/32-bit PCM or 32/64-bit float, plain or
+    WAVE_FORMAT_EXTENSIBLE, any channel count (channels are averaged).
+
+    With ``sample_rate`` the samples are resampled while they are read, so a long recording never sits in
+    memory at its original rate: ``read_wav(p, 16000)`` equals ``read_wav(p).to(16000)``.
+    """
     p = Path(os.fspath(path))
+    if sample_rate is not None:
+        _check_rate(sample_rate)
+    with WavReader(p) as wav:
+        if not _MIN_RATE <= wav.sample_rate <= _MAX_RATE:
+            raise InputError(f"{p}: sample rate {wav.sample_rate} Hz is outside [{_MIN_RATE}, {_MAX_RATE}] Hz")
+        if wav.frames == 0:
+            raise InputError(f"{p}: WAV file has no samples")
+        rate = sample_rate or wav.sample_rate
+        out = _empty(output_length(wav.frames, wav.sample_rate, rate), p)
+        if rate == wav.sample_rate:
+            _fill(out, wav.blocks())
+        else:
+            resample_blocks(wav.blocks(), wav.frames, wav.sample_rate, rate, out)
+    return Audio(out, rate)
+
+
+def _empty(n: int, p: Path) -> np.ndarray:
     try:
-        with wave.open(str(p), "rb") as w:
-            width, channels, rate, n = w.getsampwidth(), w.getnchannels(), w.getframerate(), w.getnframes()
-            raw = w.readframes(n)
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such WAV file") from None
-    except (wave.Error, EOFError) as exc:
-        raise InputError(f"{p}: not a PCM WAV file ({exc})") from None
-    if width == 1:
-        x = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif width == 2:
-        x = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
-    elif width == 3:
-        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
-        x = ((b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)) << 8 >> 8).astype(np.float32) / 8388608.0
-    elif width == 4:
-        x = np.frombuffer(raw, "<i4").astype(np.float32) / 2147483648.0
-    else:
-        raise InputError(f"{p}: unsupported sample width {width} bytes")
-    if channels > 1:
-        x = x[: x.size // channels * channels].reshape(-1, channels).mean(axis=1)
-    if x.size == 0:
-        raise InputError(f"{p}: WAV file has no samples")
-    return Audio(x, rate)
+        return np.empty(n, np.float32)
+    except MemoryError:  # a huge but well-formed file: say so instead of numpy's allocator message
+        raise InputError(f"{p}: {n} samples need {n * 4 / 2**30:.1f} GiB, more memory than is free") from None
+
+
+def _fill(out: np.ndarray, blocks) -> None:
+    at = 0
+    for b in blocks:
+        out[at:at + b.size] = b
+        at += b.size
 
 
 def write_wav(path, audio: Audio) -> None:
@@ -112,43 +128,21 @@ def write_wav(path, audio: Audio) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-_HALF_TAPS = 16  # zero crossings each side of the windowed-sinc kernel: ~-90 dB stop band with the Kaiser window below
-
-
-@lru_cache(maxsize=16)
-def _filter_bank(up: int, down: int) -> tuple[np.ndarray, np.ndarray]:
-    """For output phase p (0 <= p < up): the input offsets and taps of a Kaiser-windowed sinc low-pass."""
-    cutoff = min(1.0, up / down)  # relative to the input Nyquist: anti-aliasing when downsampling
-    half = int(math.ceil(_HALF_TAPS / cutoff))
-    offs = np.arange(-half + 1, half + 1)
-    phases = np.arange(up) * down % up / up  # fractional position of each output phase between input samples
-    t = offs[None, :] - phases[:, None]
-    taps = cutoff * np.sinc(cutoff * t) * np.kaiser(2 * half + 1, 9.0)[np.clip(np.round(t + half).astype(int), 0, 2 * half)]
-    taps /= taps.sum(axis=1, keepdims=True)  # unity DC gain per phase
-    return offs, taps.astype(np.float32)
-
-
 def resample(samples, sr_from: int, sr_to: int) -> np.ndarray:
-    """Band-limited resampling by the rational ratio ``sr_to / sr_from`` (windowed sinc, polyphase)."""
+    """Band-limited resampling by the ratio ``sr_to / sr_from``: ``ceil(n * sr_to / sr_from)`` samples.
+
+    soxr does it when installed, else a numpy windowed-sinc (``EDGESDK_RESAMPLER`` overrides); either
+    way the memory beyond the result is a few MiB, however long the input.
+    """
     x = _samples(samples)
     for r in (sr_from, sr_to):
-        if not isinstance(r, int) or r <= 0:
+        if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
             raise InputError(f"sample rates must be positive integers, got {sr_from!r} -> {sr_to!r}")
     if sr_from == sr_to or x.size == 0:
         return x.copy()
-    g = math.gcd(sr_from, sr_to)
-    up, down = sr_to // g, sr_from // g
-    offs, taps = _filter_bank(up, down)
-    n_out = int(math.ceil(x.size * up / down))
-    k = np.arange(n_out)
-    base = k * down // up  # input sample at or before each output sample
-    pad = offs.size
-    xp = np.concatenate([np.zeros(pad, np.float32), x, np.zeros(pad, np.float32)])
-    out = np.empty(n_out, np.float32)
-    phase = k % up
-    for p in range(up):  # one gather + dot per phase keeps memory at O(n_out * taps / up)
-        sel = np.nonzero(phase == p)[0]
-        if sel.size:
-            idx = base[sel, None] + offs[None, :] + pad
-            out[sel] = xp[idx] @ taps[p]
-    return out
+    return resample_blocks(_slices(x), x.size, sr_from, sr_to)
+
+
+def _slices(x: np.ndarray):
+    for i in range(0, x.size, _SLICE):
+        yield x[i:i + _SLICE]
