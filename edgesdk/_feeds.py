@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
+import attrs
 import numpy as np
 
 from ._errors import InputError
@@ -11,8 +12,20 @@ from ._errors import InputError
 __all__ = ["random_feed", "random_feeds", "parse_dims", "load_inputs"]
 
 
-def random_feed(spec, rng: np.random.Generator, dims: Mapping[str, int] | None = None) -> np.ndarray:
-    """A random value for one input: normal floats, zero ints/bools; symbolic dims from ``dims`` or 1."""
+def random_feed(spec, rng: np.random.Generator, dims: Mapping[str, int] | None = None):
+    """A random value for one input: normal floats, zero ints/bools; symbolic dims from ``dims`` or 1.
+
+    A sequence gets one random element, an optional a random value (not None), a map no entries.
+    """
+    kind = getattr(spec, "kind", "tensor")
+    if kind == "sequence":
+        # ORT never states element shapes; a one-element vector suits more ops than a scalar does.
+        element = spec.element if spec.element.shape is not None else attrs.evolve(spec.element, shape=(1,))
+        return [random_feed(element, rng, dims)]
+    if kind == "optional":
+        return random_feed(spec.element, rng, dims)
+    if kind == "map":
+        return {}
     dims = dims or {}
     shape = tuple(d if isinstance(d, int) and d > 0 else dims.get(d, 1) for d in (spec.shape or ()))
     if spec.dtype.kind == "f":

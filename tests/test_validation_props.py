@@ -177,3 +177,11 @@ def test_sequence_validator_accepts_or_raises_typed(value, optional):
     for x in out:
         assert isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous
         assert x.ndim == 2 and x.shape[0] == 2
+
+
+def test_random_feeds_follow_value_kinds():
+    from edgesdk._feeds import random_feeds
+
+    f32 = TensorSpec("x", None, np.float32)
+    feeds = random_feeds([TensorSpec.sequence("s", f32), TensorSpec.optional("o", TensorSpec("v", (2,), np.float32))])
+    assert isinstance(feeds["s"], list) and feeds["s"][0].shape == (1,) and feeds["o"].shape == (2,)
