@@ -1,15 +1,12 @@
 """Cloud faults on loopback: the user always gets a device answer, and the audit log says why.
 
-The faults (down, slow, HTTP 500, malformed JSON, connection reset mid-stream) come from a small
-socket server bound to 127.0.0.1 that serves a bounded number of requests and is stopped by the
-fixture. The happy path against a real serving engine is in test_hybrid_engine.py.
+The faults (down, slow, HTTP 500, malformed JSON, connection reset mid-stream) come from the
+scripted loopback server in hybrid_faults.py, which serves a bounded number of requests and is
+stopped by the fixture; the transport's own fault cases are in test_hybrid_http.py. The happy
+path against a real serving engine is in test_hybrid_engine.py.
 """
 
 import json
-import socket
-import struct
-import threading
-import time
 
 import pytest
 
@@ -17,61 +14,7 @@ import edgesdk
 from edgesdk.hybrid import CloudError, DeviceState, OpenAICompatible, Orchestrator, Policy
 
 from conftest import free_port, hub_path
-
-
-class FaultServer:
-    def __init__(self, mode: str, max_requests: int = 8):
-        self.mode, self.max_requests, self.requests = mode, max_requests, []
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def _serve(self):
-        while not self._stop.is_set() and len(self.requests) < self.max_requests:
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            with conn:
-                conn.settimeout(2)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = next((int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")), 0)
-                while len(body) < length:
-                    body += conn.recv(65536)
-                self.requests.append(json.loads(body) if body else None)
-                self._respond(conn)
-
-    def _respond(self, conn):
-        if self.mode == "slow":
-            self._stop.wait(1.5)
-        elif self.mode == "500":
-            conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5\r\nConnection: close\r\n\r\noops!")
-        elif self.mode == "malformed":
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot json{")
-        elif self.mode == "reset":
-            event = json.dumps({"choices": [{"delta": {"content": "Partial cloud "}}]})
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n" + f"data: {event}\n\n".encode())
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
-
-    def close(self):
-        self._stop.set()
-        self.thread.join(5)
-        self.sock.close()
+from hybrid_faults import FaultServer, chunk, sse_body, sse_reply
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +133,49 @@ def test_chat_cli_shows_where_each_answer_came_from(tmp_path):
     assert "[device] escalation refused" in p.stderr
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["route"] for r in records] == ["device", "device", "device"] and all(r["sent"] is None for r in records)
+
+
+def _cloud_first(device, url, tmp_path, **policy):
+    """An orchestrator whose device is on low battery, so every allowed request goes to the cloud first."""
+    cloud = OpenAICompatible(url, model="m", timeout_s=2, retries=0)
+    return Orchestrator(device, cloud, Policy(min_battery_percent=20, **policy), audit_log=tmp_path / "a.jsonl",
+                        max_tokens=12, state_fn=lambda: DeviceState(battery_percent=5, on_battery=True))
+
+
+def test_blocking_and_streaming_route_charge_and_explain_alike(device, fault, tmp_path):
+    usage = {"prompt_tokens": 10, "completion_tokens": 20}
+    body = sse_body(chunk("Hello, "), chunk("world", "stop"), {"choices": [], "usage": usage}, "data: [DONE]\n\n")
+    srv = fault(sse_reply(body))
+    o = _cloud_first(device, srv.url, tmp_path, privacy="allow", price_in_per_1k=1.0, price_out_per_1k=1.0)
+    ans = o.generate("Name one planet.")
+    assert (ans.route, ans.text) == ("cloud", "Hello, world")
+    assert o._spent == pytest.approx(0.030)  # the server's token counts, not an estimate
+    stream = o.generate_stream("Name one planet.")
+    assert "".join(stream) == "Hello, world"
+    assert (stream.answer.route, stream.answer.text, stream.answer.reasons) == (ans.route, ans.text, ans.reasons)
+    assert o._spent == pytest.approx(0.060)
+    assert [r["route"] for r in o.audit.records()] == ["cloud", "cloud"]
+
+
+def test_cost_is_estimated_when_the_server_reports_no_usage(device, fault, tmp_path):
+    srv = fault(sse_reply(sse_body(chunk("Hello, world", "stop"))))
+    o = _cloud_first(device, srv.url, tmp_path, privacy="allow", price_in_per_1k=1.0, price_out_per_1k=1.0)
+    assert o.generate("Name one planet.").route == "cloud"
+    assert o._spent == pytest.approx((len("Name one planet.") // 4 + 1 + len("Hello, world") // 4 + 1) / 1000)
+
+
+def test_placeholder_split_across_stream_pieces_is_restored(device, fault, tmp_path):
+    srv = fault(sse_reply(sse_body(chunk("Sent to [EMA"), chunk("IL_1"), chunk("] today.", "stop"))))
+    o = _cloud_first(device, srv.url, tmp_path, privacy="redact")
+    stream = o.generate_stream("Write to anna@example.com")
+    pieces = list(stream)
+    assert "".join(pieces) == stream.answer.text == "Sent to anna@example.com today."
+    assert "anna@example.com" not in json.dumps(srv.requests)
+
+
+def test_stream_without_done_or_finish_reason_falls_back_to_device(device, fault, tmp_path):
+    srv = fault(sse_reply(sse_body(chunk("Half an ans"))))
+    o = _cloud_first(device, srv.url, tmp_path, privacy="allow")
+    ans = o.generate("Name one planet.")
+    assert ans.route == "device" and ans.text.strip() and "Half an ans" not in ans.text
+    assert any("ended before the answer was complete" in r for r in ans.reasons), ans.reasons

@@ -10,14 +10,26 @@
 """
 
 from ._audit import AuditLog
-from ._cloud import CloudReply, OpenAICompatible, V2Client
+from ._cloud import ChatStream, CloudReply, OpenAICompatible, V2Client
 from ._http import CircuitBreaker, CloudError
 from ._orchestrator import Answer, AnswerStream, DeviceState, Orchestrator, read_device_state
 from ._policy import Guardrails, Policy
-from ._privacy import BUILTIN_DETECTORS, Redaction, RegexDetector, Span, find_private, redact
+from ._privacy import (
+    BUILTIN_DETECTORS,
+    DEFAULT_PHONE_REGIONS,
+    Findings,
+    Redaction,
+    RegexDetector,
+    Span,
+    Unsure,
+    builtin_detectors,
+    find_private,
+    redact,
+)
 
-__all__ = [
-    "Orchestrator", "Answer", "AnswerStream", "Policy", "Guardrails", "OpenAICompatible", "V2Client", "CloudReply",
+__all__ = sorted([
+    "Orchestrator", "Answer", "AnswerStream", "Policy", "Guardrails", "OpenAICompatible", "V2Client", "CloudReply", "ChatStream",
     "CloudError", "CircuitBreaker", "AuditLog", "DeviceState", "read_device_state", "RegexDetector", "Span",
-    "Redaction", "find_private", "redact", "BUILTIN_DETECTORS",
-]
+    "Redaction", "find_private", "redact", "BUILTIN_DETECTORS", "DEFAULT_PHONE_REGIONS", "Findings", "Unsure",
+    "builtin_detectors",
+])

@@ -3,22 +3,24 @@ policy allows it and the device answer is not good enough (or the device should 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import uuid
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterable, Iterator
 
 import attrs
 import numpy as np
 
 from .._errors import EdgeSDKError
 from ._audit import AuditLog, sha256_text
+from ._cloud import CloudReply
 from ._http import CloudError
 from ._policy import Guardrails, Policy
 from ._privacy import Redaction, find_private, redact
 
-__all__ = ["Orchestrator", "Answer", "DeviceState", "read_device_state"]
+__all__ = ["Orchestrator", "Answer", "AnswerStream", "DeviceState", "read_device_state"]
 
 log = logging.getLogger("edgesdk.hybrid")
 
@@ -120,9 +122,9 @@ class Orchestrator:
             reasons.append("policy forbids the cloud")
         elif not self.cloud.available:
             allowed = False
-            reasons.append("cloud unavailable: circuit breaker open after repeated failures")
+            reasons.append(f"cloud unavailable: {self.cloud.unavailable_reason or 'circuit breaker open after repeated failures'}")
         if private or kinds:
-            what = "marked private" if private and not kinds else "contains private data: " + ", ".join(kinds)
+            what = "marked private" if private and not spans else "contains private data: " + spans.describe()
             if private or self.policy.privacy == "strict":
                 allowed = False
                 reasons.append(what if not private else "request marked private")
@@ -132,7 +134,7 @@ class Orchestrator:
             else:
                 reasons.append(f"{what}; privacy policy 'allow'")
         if allowed:
-            est_cost = self.policy.cost(len(prompt) // 4 + 1, max_tokens)
+            est_cost = self.policy.cost(_estimate_tokens(prompt), max_tokens)
             if self.policy.max_cost is not None and est_cost > self.policy.max_cost:
                 allowed = False
                 reasons.append(f"estimated cloud cost {est_cost:.4f} exceeds max_cost {self.policy.max_cost}")
@@ -166,16 +168,25 @@ class Orchestrator:
 
     # -- routes ----------------------------------------------------------------------------------
 
-    def _device(self, prompt: str, max_tokens: int) -> tuple[str, float, int]:
+    def _device_stream(self, prompt: str, max_tokens: int) -> Generator[str, None, str]:
+        """Yield the device's answer pieces and return the whole text; learns the decode speed
+        that latency budgets are judged by."""
         t0 = time.perf_counter()
-        text = self.device.generate([{"role": "user", "content": prompt}], max_tokens=max_tokens)
-        dt = time.perf_counter() - t0
+        parts = []
+        with contextlib.closing(self.device.generate_stream([{"role": "user", "content": prompt}], max_tokens=max_tokens)) as pieces:
+            for piece in pieces:
+                parts.append(piece)
+                yield piece
+        text = "".join(parts)
+        self._learn_speed(time.perf_counter() - t0, text)
+        return text
+
+    def _learn_speed(self, seconds: float, text: str) -> None:
         stats = getattr(getattr(self.device, "runner", None), "last_stats", None)
-        n = getattr(stats, "generated_tokens", 0) or max(1, len(text) // 4)
-        spt = dt / max(n, 1)
+        n = getattr(stats, "generated_tokens", 0) or _estimate_tokens(text)
+        spt = seconds / max(n, 1)
         with self._lock:
             self._sec_per_token = spt if self._sec_per_token is None else 0.7 * self._sec_per_token + 0.3 * spt
-        return text, dt, n
 
     def confidence(self, prompt: str, answer: str) -> float | None:
         """Geometric-mean probability the device model gives its own answer's tokens (0..1)."""
@@ -196,43 +207,19 @@ class Orchestrator:
     def _cloud_messages(self, prompt: str, red: Redaction | None):
         return [{"role": "user", "content": red.text if red else prompt}]
 
-    def _answer(self, prompt: str, private: bool, max_tokens: int, force_cloud: bool = False, previous: Answer | None = None) -> Answer:
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise EdgeSDKError("prompt must be a non-empty string")
-        rid = uuid.uuid4().hex[:12]
-        t0 = time.perf_counter()
-        blocked, allowed, reasons, red, cloud_first = self._plan(prompt, private, max_tokens, force_cloud)
-        request = (prompt, private, max_tokens)
-        if blocked:
-            return self._finish(Answer(BLOCKED_TEXT, "blocked", tuple(reasons), None, 0.0, rid, self, request), None)
-        if force_cloud and not allowed:
-            reasons.insert(0, "escalation refused")
-            if previous is not None:
-                return self._finish(attrs.evolve(previous, reasons=tuple(reasons), request_id=rid), None)
-        device_text = conf = None
-        if not cloud_first:
-            device_text, _, _ = self._device(prompt, max_tokens)
-            if allowed and self.policy.min_confidence > 0:
-                conf = self.confidence(prompt, device_text)
-            problem = self._weak(device_text, conf)
-            if not (allowed and problem):
-                if problem:
-                    reasons.append(problem)
-                return self._finish(self._guard_output(Answer(device_text, "device", tuple(reasons), conf, time.perf_counter() - t0, rid, self, request)), None)
-            reasons.append(problem + "; escalating")
-        sent = self._cloud_messages(prompt, red)
-        try:
-            reply = self.cloud.chat(sent, max_tokens=max_tokens)
-        except CloudError as exc:
-            reasons.append(f"cloud failed ({exc}); answered on the device")
-            if device_text is None:
-                device_text, _, _ = self._device(prompt, max_tokens)
-            ans = Answer(device_text, "device", tuple(reasons), conf, time.perf_counter() - t0, rid, self, request)
-            return self._finish(self._guard_output(ans), sent)
+    def _charge(self, prompt: str, reply: CloudReply) -> None:
+        """Add a cloud answer's cost to the budget: the server's token counts, estimates without them."""
+        tokens_in = reply.tokens_in or _estimate_tokens(prompt)
+        tokens_out = reply.tokens_out or _estimate_tokens(reply.text)
         with self._lock:
-            self._spent += self.policy.cost(reply.tokens_in, reply.tokens_out)
-        text = red.restore(reply.text) if red else reply.text
-        return self._finish(self._guard_output(Answer(text, "cloud", tuple(reasons), None, time.perf_counter() - t0, rid, self, request)), sent)
+            self._spent += self.policy.cost(tokens_in, tokens_out)
+
+    def _answer(self, prompt: str, private: bool, max_tokens: int, force_cloud: bool = False, previous: Answer | None = None) -> Answer:
+        # Blocking is the stream drained: one routing, one cost, one set of reasons for both.
+        stream = AnswerStream(self, prompt, private, max_tokens, force_cloud=force_cloud, previous=previous)
+        for _ in stream:
+            pass
+        return stream.answer
 
     def _weak(self, text: str, conf: float | None) -> str | None:
         if not text.strip():
@@ -263,16 +250,17 @@ class Orchestrator:
 
 
 class AnswerStream:
-    """Iterates answer pieces with the same routing as ``generate``. A weak device answer is
+    """Iterates answer pieces; ``generate`` is this stream drained. A weak device answer is
     followed by a notice and the cloud's answer; if the cloud stream breaks, a notice says so and
     the device answer stands (or follows). ``answer`` holds the final Answer when done."""
 
-    def __init__(self, orch: Orchestrator, prompt: str, private: bool, max_tokens: int):
+    def __init__(self, orch: Orchestrator, prompt: str, private: bool, max_tokens: int, *, force_cloud: bool = False,
+                 previous: Answer | None = None):
         if not isinstance(prompt, str) or not prompt.strip():
             raise EdgeSDKError("prompt must be a non-empty string")
         self._orch, self._args = orch, (prompt, private, max_tokens)
         self.answer: Answer | None = None
-        self._it = self._run()
+        self._it = self._run(force_cloud, previous)
 
     def __iter__(self):
         return self
@@ -283,27 +271,29 @@ class AnswerStream:
     def close(self):
         self._it.close()
 
-    def _run(self) -> Iterator[str]:
+    def _run(self, force_cloud: bool, previous: Answer | None) -> Iterator[str]:
         o = self._orch
-        prompt, private, max_tokens = self._args
+        prompt, private, max_tokens = request = self._args
         rid = uuid.uuid4().hex[:12]
         t0 = time.perf_counter()
-        blocked, allowed, reasons, red, cloud_first = o._plan(prompt, private, max_tokens, False)
-        request = (prompt, private, max_tokens)
+        blocked, allowed, reasons, red, cloud_first = o._plan(prompt, private, max_tokens, force_cloud)
 
         def done(text, route, sent, conf=None):
-            self.answer = o._finish(o._guard_output(Answer(text, route, tuple(reasons), conf, time.perf_counter() - t0, rid, o, request)), sent)
+            ans = Answer(text, route, tuple(reasons), conf, time.perf_counter() - t0, rid, o, request)
+            self.answer = o._finish(ans if route == "blocked" else o._guard_output(ans), sent)
 
         if blocked:
             yield BLOCKED_TEXT
             return done(BLOCKED_TEXT, "blocked", None)
+        if force_cloud and not allowed:
+            reasons.insert(0, "escalation refused")
+            if previous is not None:  # the earlier answer stands, with the refusal's reasons
+                self.answer = o._finish(attrs.evolve(previous, reasons=tuple(reasons), request_id=rid), None)
+                yield previous.text
+                return
         device_text = conf = None
         if not cloud_first:
-            parts = []
-            for piece in o.device.generate_stream([{"role": "user", "content": prompt}], max_tokens=max_tokens):
-                parts.append(piece)
-                yield piece
-            device_text = "".join(parts)
+            device_text = yield from o._device_stream(prompt, max_tokens)
             if allowed and o.policy.min_confidence > 0:
                 conf = o.confidence(prompt, device_text)
             problem = o._weak(device_text, conf)
@@ -314,24 +304,47 @@ class AnswerStream:
             reasons.append(problem + "; escalating")
             yield f"\n[{problem}; asking the cloud]\n"
         sent = o._cloud_messages(prompt, red)
-        parts = []
+        shown = False
         try:
-            for piece in o.cloud.chat_stream(sent, max_tokens=max_tokens):
-                piece = red.restore(piece) if red else piece
-                parts.append(piece)
-                yield piece
-            with o._lock:
-                o._spent += o.policy.cost(len(prompt) // 4 + 1, len("".join(parts)) // 4 + 1)
-            return done("".join(parts), "cloud", sent)
+            with contextlib.closing(o.cloud.chat_stream(sent, max_tokens=max_tokens)) as stream:
+                for piece in _restored(stream, red):
+                    shown = True
+                    yield piece
         except CloudError as exc:
             reasons.append(f"cloud failed ({exc}); answered on the device")
+        else:
+            o._charge(prompt, stream.reply)
+            return done(red.restore(stream.reply.text) if red else stream.reply.text, "cloud", sent)
         if device_text is not None:
             yield "\n[cloud failed; keeping the device answer]\n"
             return done(device_text, "device", sent, conf)
-        if parts:
+        if shown:
             yield "\n[cloud connection lost; answering on the device]\n"
-        parts = []
-        for piece in o.device.generate_stream([{"role": "user", "content": prompt}], max_tokens=max_tokens):
-            parts.append(piece)
-            yield piece
-        done("".join(parts), "device", sent)
+        done((yield from o._device_stream(prompt, max_tokens)), "device", sent)
+
+
+def _estimate_tokens(text: str) -> int:
+    # About 4 characters a token for BPE vocabularies; only where no tokenizer or server count exists.
+    return len(text) // 4 + 1
+
+
+def _restored(pieces: Iterable[str], red: Redaction | None) -> Iterator[str]:
+    """``pieces`` with redaction placeholders put back. A placeholder may arrive split across
+    pieces ("[EMA", "IL_1]"), so a tail that could still become one is held until it is decided."""
+    if red is None or not red.mapping:
+        yield from pieces
+        return
+    buf = ""
+    for piece in pieces:
+        buf += piece
+        cut = len(buf) - _pending_placeholder(buf, red.mapping)
+        if cut:
+            yield red.restore(buf[:cut])
+            buf = buf[cut:]
+    if buf:
+        yield red.restore(buf)
+
+
+def _pending_placeholder(text: str, placeholders) -> int:
+    """Length of the longest end of ``text`` that is the start, not the whole, of a placeholder."""
+    return max((n for p in placeholders for n in range(min(len(p) - 1, len(text)), 0, -1) if text.endswith(p[:n])), default=0)

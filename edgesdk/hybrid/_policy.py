@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import re
 
-
 import attrs
 
 from .._options import _one_of
-from ._privacy import BUILTIN_DETECTORS
+from ._privacy import (
+    DEFAULT_PHONE_REGIONS,
+    builtin_detectors,
+    check_detectors,
+    check_phone_regions,
+)
 
 __all__ = ["Policy", "Guardrails", "PRIVACY_MODES", "DEFAULT_REFUSALS"]
 
@@ -36,6 +40,14 @@ class Policy:
     the cloud is asked first. Prices are per 1000 tokens; ``max_cost`` caps one request and
     ``budget`` the orchestrator's lifetime spend. Below ``min_battery_percent`` (on battery) or at
     or above ``max_temperature_c`` the device offloads to the cloud when allowed.
+
+    ``phone_regions``: the regions whose national phone formats are recognised ("030 1234 5678"
+    needs "DE"); numbers written with "+" or "00" and a country code are recognised whatever the
+    regions. ``detectors`` default to :func:`~edgesdk.hybrid.builtin_detectors` for those regions;
+    pass your own (e.g. ``builtin_detectors(("BR",)) + (my_detector,)``) to replace them, in which
+    case ``phone_regions`` is not consulted. A near-miss a detector is unsure about (an IBAN whose
+    checksum fails, a long unclassified number) counts as private data: strict keeps it on the
+    device, redact replaces it too.
     """
 
     privacy: str = attrs.field(default="strict", validator=_one_of(PRIVACY_MODES))
@@ -48,7 +60,12 @@ class Policy:
     budget: float | None = attrs.field(default=None, validator=_nonneg_or_none)
     min_battery_percent: float | None = attrs.field(default=None, validator=_nonneg_or_none)
     max_temperature_c: float | None = attrs.field(default=None, validator=_nonneg_or_none)
-    detectors: tuple = attrs.field(default=BUILTIN_DETECTORS, converter=tuple)
+    phone_regions: tuple[str, ...] = attrs.field(default=DEFAULT_PHONE_REGIONS, converter=check_phone_regions)
+    detectors: tuple = attrs.field(converter=check_detectors)
+
+    @detectors.default
+    def _builtin_for_regions(self):
+        return builtin_detectors(self.phone_regions)
 
     def cost(self, tokens_in: int, tokens_out: int) -> float:
         return tokens_in / 1000 * self.price_in_per_1k + tokens_out / 1000 * self.price_out_per_1k

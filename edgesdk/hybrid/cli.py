@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 __all__ = ["add_commands"]
@@ -16,12 +17,17 @@ def cmd_chat(args, options_fn) -> int:
     from ._orchestrator import Orchestrator
     from ._policy import Policy
 
+    import httpx
+
     cloud = None
     if args.cloud:
+        # Connecting gets its own, shorter limit: a down server should fall back to the device fast,
+        # while a busy one may take the full --timeout between tokens.
+        timeout = httpx.Timeout(args.timeout, connect=args.connect_timeout)
         cloud = OpenAICompatible(args.cloud, model=args.cloud_model, api_key_env=args.api_key_env,
-                                 timeout_s=args.timeout, verify_tls=not args.insecure)
+                                 timeout_s=timeout, verify_tls=not args.insecure)
     policy = Policy(privacy=args.privacy, min_confidence=args.min_confidence, max_latency_s=args.max_latency)
-    with Session(hub.resolve(args.model), options_fn(args)) as s:
+    with cloud or contextlib.nullcontext(), Session(hub.resolve(args.model), options_fn(args)) as s:
         orch = Orchestrator(s, cloud, policy, audit_log=args.audit_log, max_tokens=args.max_tokens)
         print(f"edgesdk chat on {s.placement.device.id}; cloud: {cloud.http.url if cloud else 'none'}. {HELP}", file=sys.stderr)
         last = None
@@ -61,7 +67,8 @@ def add_commands(sub, add_placement_args, options_fn) -> None:
     p.add_argument("--min-confidence", type=float, default=0.0)
     p.add_argument("--max-latency", type=float, default=None, metavar="S")
     p.add_argument("--max-tokens", type=int, default=256)
-    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="cloud read/write timeout")
+    p.add_argument("--connect-timeout", type=float, default=5.0, metavar="S", help="cloud connect timeout")
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (testing only)")
     p.add_argument("--audit-log", metavar="FILE.jsonl", help="append every routing decision here")
     add_placement_args(p)
