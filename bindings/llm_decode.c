@@ -3,8 +3,9 @@
  * One call runs every layer of a decoder-only transformer for T <= LLM_MAX_ROWS tokens: RMSNorm (also
  * per head: QK-norm; and after each block: sandwich norms), RoPE from one of the model's tables,
  * KV-cache store, grouped-query attention (optionally over a sliding window), SwiGLU or GeGLU and the
- * residual stream, each step switched by the layer/model fields (edgesdk/llm/arch describes which an
- * architecture needs), calling the weight matmul through
+ * residual stream, and a LoRA adapter's low-rank terms beside the projections (never merged into
+ * the weights, so adapters switch per call), each step switched by the layer/model fields
+ * (edgesdk/llm/arch describes which an architecture needs), calling the weight matmul through
  * a function pointer (edgesdk._ckernels' ek_matmul, passed in by Python). Doing this per token in
  * numpy costs ~60 small array operations per layer; in C it costs nothing next to the matmuls.
  * Prefill attention also stays here: numpy would hand it to a multithreaded BLAS whose spinning
@@ -223,6 +224,21 @@ static void gelu_mul_portable(const float *g, const float *up, float *out, int n
 
 typedef void (*attend_fn)(const float *, const kv_span *, float, float *, float *);
 
+/* LoRA terms: a row of A (k values) dotted with nt <= LORA_ROWS input rows (x, k apart), and u times a row
+ * of B^T added to an output row. Each row's dot is the same instructions whatever nt is, so a token's
+ * result does not depend on the call's T (speculative verification stays bit-identical). */
+#define LORA_ROWS 4
+
+static void lora_dot_portable(const float *a, const float *x, int k, int nt, float *u)
+{
+    for (int j = 0; j < nt; j++) u[j] = dot_rows(x + (size_t)j * k, (const unsigned char *)a, k, kv_f32);
+}
+
+static void lora_axpy_portable(float u, const float *b, float *y, int n)
+{
+    for (int i = 0; i < n; i++) y[i] += u * b[i];
+}
+
 #ifdef LLM_X86
 #include <immintrin.h>
 
@@ -402,6 +418,49 @@ static LLM_F16C void attend_q8_avx2(const float *q, const kv_span *a, float scal
     attend_avx2_rows(q, a, scale, sc, o, ld8_q8, ld32_q8, attend_q8_portable);
 }
 
+/* nt rows at once: each load of A serves them all (prefill), two accumulators a row as dot_avx2. */
+static LLM_AVX2 LLM_INLINE void lora_dot_rows(const float *a, const float *x, int k, const int nt, float *u)
+{
+    __m256 s0[LORA_ROWS], s1[LORA_ROWS];
+    for (int j = 0; j < nt; j++) s0[j] = s1[j] = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= k; i += 16) {
+        const __m256 a0 = _mm256_loadu_ps(a + i), a1 = _mm256_loadu_ps(a + i + 8);
+        for (int j = 0; j < nt; j++) {
+            s0[j] = _mm256_fmadd_ps(a0, _mm256_loadu_ps(x + (size_t)j * k + i), s0[j]);
+            s1[j] = _mm256_fmadd_ps(a1, _mm256_loadu_ps(x + (size_t)j * k + i + 8), s1[j]);
+        }
+    }
+    for (; i + 8 <= k; i += 8) {
+        const __m256 a0 = _mm256_loadu_ps(a + i);
+        for (int j = 0; j < nt; j++) s0[j] = _mm256_fmadd_ps(a0, _mm256_loadu_ps(x + (size_t)j * k + i), s0[j]);
+    }
+    for (int j = 0; j < nt; j++) {
+        const float *xj = x + (size_t)j * k;
+        float s = hsum256(_mm256_add_ps(s0[j], s1[j]));
+        for (int q = i; q < k; q++) s += a[q] * xj[q];
+        u[j] = s;
+    }
+}
+
+static LLM_AVX2 void lora_dot_avx2(const float *a, const float *x, int k, int nt, float *u)
+{
+    switch (nt) { /* a constant nt keeps the accumulators in registers */
+    case 4: lora_dot_rows(a, x, k, 4, u); break;
+    case 3: lora_dot_rows(a, x, k, 3, u); break;
+    case 2: lora_dot_rows(a, x, k, 2, u); break;
+    default: lora_dot_rows(a, x, k, 1, u); break;
+    }
+}
+
+static LLM_AVX2 void lora_axpy_avx2(float u, const float *b, float *y, int n)
+{
+    const __m256 vu = _mm256_set1_ps(u);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(vu, _mm256_loadu_ps(b + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += u * b[i];
+}
+
 static LLM_AVX2 void silu_mul_avx2(const float *g, const float *up, float *out, int n)
 {
     int i = 0;
@@ -441,13 +500,15 @@ typedef struct loop_path {
     const char *isa;
     void (*silu_mul)(const float *, const float *, float *, int);
     void (*gelu_mul)(const float *, const float *, float *, int);
+    void (*lora_dot)(const float *, const float *, int, int, float *);
+    void (*lora_axpy)(float, const float *, float *, int);
 } loop_path;
 
 static const loop_path paths[] = {
 #ifdef LLM_X86
-    {"avx2", ISA_AVX2, silu_mul_avx2, gelu_mul_avx2},
+    {"avx2", ISA_AVX2, silu_mul_avx2, gelu_mul_avx2, lora_dot_avx2, lora_axpy_avx2},
 #endif
-    {"portable", "", silu_mul_portable, gelu_mul_portable},
+    {"portable", "", silu_mul_portable, gelu_mul_portable, lora_dot_portable, lora_axpy_portable},
 };
 
 /* Attention per stored KV type, picked the same way: the reader of a type may need more than the
@@ -525,6 +586,34 @@ static void residual_add(float *x, float *y, const float *post_norm, int T, int 
     }
 }
 
+/* y (T rows of ldy values) += each LoRA term's scale * B (A x_t), x (T rows of ldx values): the
+ * adapter beside a projection's weights. Single-threaded: rank (k + n) multiply-adds a row, next
+ * to the projection's k n; rows go LORA_ROWS at a time through A, whose rows then stay in L1.
+ * Returns -1, adding nothing, when a term does not fit the projection. */
+static int lora_add(const loop_path *p, const llm_lora *terms, int n_terms, const float *x, int ldx, int T, float *y, int ldy)
+{
+    if (n_terms < 0 || (n_terms && !terms)) return -1;
+    for (int i = 0; i < n_terms; i++) {
+        const llm_lora *l = &terms[i];
+        if (!l->a || !l->bt || l->rank < 1 || l->k != ldx || l->n < 1 || l->row0 < 0 || l->n > ldy - l->row0) return -1;
+    }
+    for (int t = 0; t < T; t += LORA_ROWS) {
+        const int nt = T - t < LORA_ROWS ? T - t : LORA_ROWS;
+        const float *xt = x + (size_t)t * ldx;
+        float *yt = y + (size_t)t * ldy;
+        for (int i = 0; i < n_terms; i++) {
+            const llm_lora *l = &terms[i];
+            for (int r = 0; r < l->rank; r++) {
+                float u[LORA_ROWS];
+                p->lora_dot(l->a + (size_t)r * ldx, xt, ldx, nt, u);
+                for (int j = 0; j < nt; j++)
+                    p->lora_axpy(l->scale * u[j], l->bt + (size_t)r * l->n, yt + (size_t)j * ldy + l->row0, l->n);
+            }
+        }
+    }
+    return 0;
+}
+
 int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, int logits_from)
 {
     if (!m || !x || T < 1 || T > LLM_MAX_ROWS || pos0 < 0 || pos0 + T > m->n_ctx || m->n_rope < 1) return -1;
@@ -560,6 +649,7 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
         }
     for (int l = 0; l < m->n_layer && !rc; l++) {
         const llm_layer *L = &m->layers[l];
+        const llm_lora_layer *A = m->lora ? &m->lora[l] : NULL;
         /* a ring must hold a call's keys and the window before its first query */
         if (L->rope < 0 || L->rope >= nrope || L->window < 0 || L->kv_cap < 1 || L->kv_cap > m->n_ctx ||
             (L->kv_cap < m->n_ctx && L->kv_cap < L->window + T - 1) || (!L->window && L->kv_cap != m->n_ctx)) {
@@ -569,6 +659,7 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
         const float *lcs = cs + L->rope * tab, *lsn = sn + L->rope * tab;
         for (int t = 0; t < T; t++) rms_norm(x + (size_t)t * d, L->attn_norm, h + (size_t)t * d, d, m->rms_eps);
         if ((rc = m->matmul(L->wqkv, h, T, qkv, m->act_int8, nt))) break;
+        if (A && (rc = lora_add(path, A->qkv, A->n_qkv, h, d, T, qkv, nqkv))) break;
         if (L->bqkv)
             for (int t = 0; t < T; t++)
                 for (int i = 0; i < nqkv; i++) qkv[(size_t)t * nqkv + i] += L->bqkv[i];
@@ -597,17 +688,21 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
             }
         }
         if ((rc = m->matmul(L->wo, att, T, tmp, m->act_int8, nt))) break;
+        if (A && (rc = lora_add(path, A->o, A->n_o, att, nq, T, tmp, d))) break;
         residual_add(x, tmp, L->post_attn_norm, T, d, m->rms_eps);
         for (int t = 0; t < T; t++) rms_norm(x + (size_t)t * d, L->ffn_norm, h + (size_t)t * d, d, m->rms_eps);
         if ((rc = m->matmul(L->wgu, h, T, gu, m->act_int8, nt))) break;
+        if (A && (rc = lora_add(path, A->gu, A->n_gu, h, d, T, gu, 2 * ff))) break;
         for (int t = 0; t < T; t++) gated(gu + (size_t)t * 2 * ff, gu + (size_t)t * 2 * ff + ff, act + (size_t)t * ff, ff);
         if ((rc = m->matmul(L->wdown, act, T, tmp, m->act_int8, nt))) break;
+        if (A && (rc = lora_add(path, A->down, A->n_down, act, ff, T, tmp, d))) break;
         residual_add(x, tmp, L->post_ffn_norm, T, d, m->rms_eps);
     }
     if (!rc && logits && logits_from < T) {
         const int n = T - logits_from;
         for (int t = 0; t < n; t++) rms_norm(x + (size_t)(logits_from + t) * d, m->out_norm, h + (size_t)t * d, d, m->rms_eps);
         rc = m->matmul(m->lm_head, h, n, logits, m->act_int8, m->nthreads);
+        if (!rc && m->n_lora_head) rc = lora_add(path, m->lora_head, m->n_lora_head, h, d, n, logits, m->n_vocab);
     }
     free(buf);
     return rc;

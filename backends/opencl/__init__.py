@@ -120,6 +120,9 @@ class OpenCLBackend(Backend):
             return Support.refuse(str(exc))
         if oo.device is not None and oo.device != device.id:
             return Support.refuse(f"backend option device={oo.device!r} names another OpenCL device")
+        if getattr(options, "adapters", None):
+            # Refused, so placement falls back to the cpu backend, whose forward pass applies them.
+            return Support.refuse("LoRA adapters are not implemented by the opencl forward pass (the cpu backend applies them)")
         from ._model import IMPLEMENTS
         from ._runtime import FORMATS
 

@@ -5,7 +5,9 @@ An entry is one file: a header line (format, key, size and sha256 of the binary)
 It is used only when the header names the same key and the binary hashes to the recorded digest,
 and only if the driver then accepts it (``clBuildProgram`` on a binary can still fail, e.g. after a
 driver update that kept its version string); otherwise it is deleted and the program rebuilt from
-source. Entries are written atomically (:func:`edgesdk._io.atomic_write_bytes`).
+source. Entries are written to a temporary file and renamed into place (:func:`edgesdk._cache.writing`),
+so a reader gets one whole file, old or new; the folder's size bound, LRU order and the sweep of what
+killed writers left are :mod:`edgesdk._cache`'s.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
 import attrs
 
+from edgesdk._cache import EntryStore, discard, same_entry, touch, writing
 from edgesdk._errors import BackendError
-from edgesdk._io import atomic_write_bytes, cache_dir
+from edgesdk._io import cache_dir
 
 __all__ = ["BuildInfo", "ProgramCache", "build_program", "program_key"]
 
@@ -52,6 +56,7 @@ def program_key(device, options: str, source: str) -> str:
 class ProgramCache:
     def __init__(self, root: Path | str | None = None):
         self.root = cache_dir("opencl", root)
+        self._store = EntryStore(self.root)
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.clbin"
@@ -60,7 +65,9 @@ class ProgramCache:
         """The verified binary for ``key``, or None (missing; an unusable entry is removed and logged)."""
         p = self.path(key)
         try:
-            blob = p.read_bytes()
+            with open(p, "rb") as f:
+                seen = os.fstat(f.fileno())
+                blob = f.read()
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -68,23 +75,27 @@ class ProgramCache:
             return None
         problem, binary = _parse(blob, key)
         if problem is None:
+            touch(p)
             return binary
-        log.warning("OpenCL program cache entry %s is unusable (%s); rebuilding it", p, problem)
-        self.remove(key)
+        if same_entry(p, seen):  # else a writer replaced it meanwhile; the new file is checked when read
+            log.warning("OpenCL program cache entry %s is unusable (%s); rebuilding it", p, problem)
+            discard(p, expect=seen)
         return None
 
     def store(self, key: str, binary: bytes) -> Path | None:
         head = json.dumps({"key": key, "size": len(binary), "sha256": hashlib.sha256(binary).hexdigest()}).encode()
         p = self.path(key)
         try:
-            atomic_write_bytes(p, _MAGIC + head + b"\n" + binary)
+            with writing(p) as f:
+                f.write(_MAGIC + head + b"\n" + binary)
         except OSError as exc:  # a read-only or full cache disk costs speed, not correctness
             log.warning("could not store OpenCL program binary %s: %s", p, exc)
             return None
+        self._store.committed(p)
         return p
 
     def remove(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
+        discard(self.path(key))
 
 
 def _parse(blob: bytes, key: str) -> tuple[str | None, bytes]:

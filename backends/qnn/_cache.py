@@ -4,7 +4,9 @@ An entry is a directory named by the key (model sha256 + ORT/EP/QNN SDK versions
 input shapes + device) holding the EPContext model, its ``*_qnn.bin`` context binary and a manifest
 with the sha256 of both. An entry is used only when the manifest parses, names the same key and
 every file hashes to the recorded value; otherwise it is deleted and rebuilt. Entries are built in a
-temporary directory beside the final one and renamed into place, so a crash leaves no half entry.
+staging directory beside the final one and renamed into place, and a lookup reads every file through
+one open directory, so neither a crash nor a concurrent commit shows a reader half an entry (see
+:mod:`edgesdk._cache`, which also bounds the folder's size and sweeps what killed writers left).
 """
 
 from __future__ import annotations
@@ -12,14 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import attrs
 
+from edgesdk._cache import EntryStore, discard, open_dir, pin, same_entry, touch
 from edgesdk._io import atomic_write_bytes, cache_dir
 
 __all__ = ["ContextCache", "CacheEntry", "cache_root", "sha256_file"]
@@ -37,10 +37,14 @@ def cache_root(override: str | None = None) -> Path:
 
 
 def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+        return _sha256(f, chunk)
+
+
+def _sha256(f, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    while block := f.read(chunk):
+        h.update(block)
     return h.hexdigest()
 
 
@@ -57,6 +61,7 @@ class CacheEntry:
 class ContextCache:
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._store = EntryStore(self.root)
 
     @staticmethod
     def make_key(parts: Mapping[str, Any]) -> str:
@@ -69,61 +74,92 @@ class ContextCache:
     def lookup(self, key: str) -> CacheEntry | None:
         """The verified entry for ``key``, or None (missing; a bad entry is removed and logged)."""
         d = self.entry_dir(key)
-        if not d.exists():
-            return None
-        problem = self._verify(d, key)
-        if problem is None:
-            man = json.loads((d / MANIFEST).read_text())
-            nodes = tuple(tuple(n) for n in man.get("nodes", ()))
-            return CacheEntry(d, d / CTX_MODEL, nodes, man.get("meta", {}))
-        log.warning("QNN context cache entry %s is unusable (%s); rebuilding it", d, problem)
-        self.remove(d)
-        return None
-
-    def _verify(self, d: Path, key: str) -> str | None:
         try:
-            man = json.loads((d / MANIFEST).read_text())
+            view = open_dir(d)
         except FileNotFoundError:
-            return "no manifest"
+            return None
+        except OSError as exc:
+            self._unusable(d, None, f"not a readable entry directory ({exc})")
+            return None
+        with view:
+            entry, problem = self._read(view, key)
+        if entry is None:
+            self._unusable(d, view.stat, problem)
+            return None
+        touch(d / MANIFEST)
+        pin(d)  # the caller loads it after this returns
+        return entry
+
+    @staticmethod
+    def _unusable(d: Path, seen, problem: str) -> None:
+        if seen is not None and not same_entry(d, seen):
+            # Replaced or evicted by another process while read: a miss, and the new entry stays.
+            log.debug("QNN context cache entry %s changed while read (%s)", d, problem)
+            return
+        log.warning("QNN context cache entry %s is unusable (%s); rebuilding it", d, problem)
+        discard(d, expect=seen)
+
+    @staticmethod
+    def _read(view, key: str) -> tuple[CacheEntry | None, str | None]:
+        """(entry, None) when the manifest names ``key`` and every file matches its sha256, else (None, why)."""
+        try:
+            with view.open(MANIFEST) as f:
+                man = json.loads(f.read())
+        except FileNotFoundError:
+            return None, "no manifest"
         except (OSError, ValueError) as exc:
-            return f"manifest unreadable: {exc}"
+            return None, f"manifest unreadable: {exc}"
         if not isinstance(man, dict) or man.get("format") != _FORMAT or man.get("key") != key:
-            return "manifest is for another key or format"
+            return None, "manifest is for another key or format"
         files = man.get("files")
         if not isinstance(files, dict) or CTX_MODEL not in files:
-            return "manifest lists no context model"
+            return None, "manifest lists no context model"
         for name, digest in files.items():
-            f = d / name
-            if Path(name).name != name or not f.is_file():
-                return f"{name} is missing"
-            if sha256_file(f) != digest:
-                return f"{name} does not match its recorded sha256 (corrupt or modified)"
-        return None
+            if Path(name).name != name:
+                return None, f"{name} is missing"
+            try:
+                with view.open(name) as f:
+                    got = _sha256(f)
+            except OSError:
+                return None, f"{name} is missing"
+            if got != digest:
+                return None, f"{name} does not match its recorded sha256 (corrupt or modified)"
+        d = view.path
+        return CacheEntry(d, d / CTX_MODEL, tuple(tuple(n) for n in man.get("nodes", ())), man.get("meta", {})), None
 
     def staging_dir(self) -> Path:
         """A fresh directory, on the same filesystem as the entries, to build a new entry in."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=".build-", dir=self.root))
+        return self._store.staging_dir()
 
     def commit(self, staging: Path, key: str, nodes, meta: Mapping[str, Any]) -> CacheEntry | None:
-        """Hash the built files, write the manifest and move ``staging`` into place as the entry."""
+        """Hash the built files, write the manifest and move ``staging`` into place as the entry. When
+        another process committed a good entry for ``key`` first, that one is kept and returned."""
         files = {f.name: sha256_file(f) for f in sorted(staging.iterdir()) if f.is_file() and f.name != MANIFEST}
         if CTX_MODEL not in files:
             self.remove(staging)
             return None
         man = {"format": _FORMAT, "key": key, "files": files, "nodes": [list(n) for n in nodes], "meta": dict(meta)}
         atomic_write_bytes(staging / MANIFEST, json.dumps(man, indent=1, default=str).encode())
-        final = self.entry_dir(key)
-        if final.exists():  # another process built it meanwhile; a verified entry of the same key is equivalent
-            self.remove(final)
-        try:
-            os.replace(staging, final)
-        except OSError as exc:
-            log.warning("could not store QNN context cache entry %s: %s", final, exc)
-            self.remove(staging)
+        theirs: list[CacheEntry] = []
+
+        def usable(final: Path) -> bool:
+            try:
+                with open_dir(final) as view:
+                    entry = self._read(view, key)[0]
+            except OSError:
+                return False
+            if entry is not None:
+                theirs.append(entry)
+            return entry is not None
+
+        final = self._store.commit_dir(staging, self.entry_dir(key), usable)
+        if final is None:
             return None
-        return CacheEntry(final, final / CTX_MODEL, tuple(tuple(n) for n in nodes), meta)
+        pin(final)
+        self._store.committed(final)
+        return theirs[0] if theirs else CacheEntry(final, final / CTX_MODEL, tuple(tuple(n) for n in nodes), meta)
 
     @staticmethod
     def remove(d: Path) -> None:
-        shutil.rmtree(d, ignore_errors=True)
+        """Delete an entry or a staging directory (renamed aside first: readers see all of it or none)."""
+        discard(d)

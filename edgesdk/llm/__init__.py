@@ -6,6 +6,8 @@ Apps use it through ``edgesdk.Session`` (the built-in ``cpu`` backend runs GGUF 
     s.generate("Name three uses of an NPU.", max_tokens=64)
     for piece in s.generate_stream([{"role": "user", "content": "Hi"}], temperature=0.7, top_p=0.9, seed=1):
         print(piece, end="")
+    s.generate(chat, response_format={"type": "json_schema", "json_schema": {"schema": schema}})
+    s.generate(chat, tools=[{"type": "function", "function": {...}}]).tool_calls   # [ToolCall]
     s.runner.last_stats            # GenerationStats: prompt/cached tokens, ttft, tok/s, acceptance
     s.runner.perplexity(text)      # PerplexityResult, llama.cpp's method
     s.runner.tokenizer             # Tokenizer: encode/decode, chat template, stop ids
@@ -19,13 +21,14 @@ Environment: ``EDGESDK_KERNELS=numpy`` runs the pure-numpy reference; ``EDGESDK_
 keeps the kernels but drops the fused C layer loop (``edgesdk._cllm``).
 """
 
-from ._config import GenerationConfig, GenerationStats
-from ._engine import LLM, prompt_lookup
+from ._config import GenerationConfig, GenerationStats, Reply
+from ._engine import LLM, TextStream, prompt_lookup
 from ._gguf import GGUFFile, LayerPlan, ModelConfig
 from .arch import ARCHITECTURES, Architecture
 from ._perplexity import PerplexityResult
 from ._runner import LlmRunner
 from ._tokenizer import Tokenizer
+from ._tools import ToolCall
 
 __all__ = [
     "ARCHITECTURES",
@@ -38,6 +41,9 @@ __all__ = [
     "LlmRunner",
     "ModelConfig",
     "PerplexityResult",
+    "Reply",
+    "TextStream",
     "Tokenizer",
+    "ToolCall",
     "prompt_lookup",
 ]

@@ -9,7 +9,7 @@ import numpy as np
 
 from .._errors import GenerationError
 
-__all__ = ["GenerationConfig", "GenerationStats"]
+__all__ = ["GenerationConfig", "GenerationStats", "Reply"]
 
 _SPECULATIVE = (None, "prompt_lookup", "draft")
 
@@ -51,7 +51,8 @@ class GenerationConfig:
     ``max_tokens`` ends first, :class:`edgesdk.errors.StructuredOutputError` carries the partial text.
     ``tools`` (OpenAI-style function list) with ``tool_choice`` ``"auto"``, ``"none"``, ``"required"``
     or ``{"type": "function", "function": {"name": ...}}``: the reply's ``tool_calls`` are parsed and
-    validated against each function's parameters. ``adapter`` names a LoRA adapter the Session was
+    validated against each function's parameters; ``parallel_tool_calls=False`` allows one call at most.
+    ``adapter`` names a LoRA adapter the Session was
     opened with, applied at ``adapter_scale`` for this request only.
     """
 
@@ -75,6 +76,7 @@ class GenerationConfig:
     regex: str | None = None
     tools: Any = attrs.field(default=None, eq=False)
     tool_choice: Any = attrs.field(default="auto", eq=False)
+    parallel_tool_calls: bool = True
     adapter: str | None = None
     adapter_scale: float = 1.0
 
@@ -94,6 +96,7 @@ class GenerationConfig:
         _check(self.speculative != "draft" or self.draft is not None, "speculative='draft' needs draft=<Session or runner>")
         _check(isinstance(self.num_draft_tokens, int) and 1 <= self.num_draft_tokens <= 63, "num_draft_tokens must be in 1..63")
         _check(isinstance(self.ngram_max, int) and 1 <= self.ngram_max <= 8, "ngram_max must be in 1..8")
+        _check(isinstance(self.parallel_tool_calls, bool), f"parallel_tool_calls must be a bool, got {self.parallel_tool_calls!r}")
         _check(self.adapter is None or (isinstance(self.adapter, str) and self.adapter), f"adapter must be an adapter name or None, got {self.adapter!r}")
         _check(
             isinstance(self.adapter_scale, (int, float)) and not isinstance(self.adapter_scale, bool) and np.isfinite(self.adapter_scale),
@@ -163,3 +166,28 @@ class GenerationStats:
         if self.speculative:
             s += f", {self.speculative} acceptance {self.acceptance_rate:.0%} ({self.accepted_tokens}/{self.drafted_tokens})"
         return s
+
+
+class Reply(str):
+    """What ``generate`` returns: the reply's text (a ``str``), with its tool calls and why it ended.
+
+    ``tool_calls``: :class:`edgesdk.llm.ToolCall` objects (empty without ``tools``); the text then
+    holds only the content outside the calls. ``stop_reason``: "eos" (the model or the grammar
+    ended it), "stop" (a stop string), "max_tokens", "tool_calls" (it ended with calls) or
+    "cancelled". ``stats``: the :class:`GenerationStats` of this generation.
+    """
+
+    tool_calls: tuple
+    stop_reason: str
+    stats: "GenerationStats | None"
+
+    def __new__(cls, text: str, tool_calls: tuple = (), stop_reason: str = "eos", stats: "GenerationStats | None" = None):
+        self = super().__new__(cls, text)
+        self.tool_calls = tuple(tool_calls)
+        self.stop_reason = stop_reason
+        self.stats = stats
+        return self
+
+    def __repr__(self) -> str:
+        calls = f", tool_calls={list(self.tool_calls)!r}" if self.tool_calls else ""
+        return f"Reply({str.__repr__(self)}{calls}, stop_reason={self.stop_reason!r})"

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .._errors import ContextLengthError, GenerationError
+from .._errors import ContextLengthError, GenerationError, StructuredOutputError
 from ._chat import render_chat, template_for
-from ._config import GenerationConfig, GenerationStats
+from ._config import GenerationConfig, GenerationStats, Reply
+from ._constrain import Constraint, grammar_for
 from ._gguf import GGUFFile
+from ._lora import load_adapters
 from ._model import TokenCache, Transformer, check_kv_dtype
 from ._perplexity import PerplexityResult, perplexity_from_logits
 from ._sampling import apply_repetition_penalty, probabilities, sample
 from ._tokenizer import Tokenizer
+from ._tools import OPEN as TOOL_OPEN
+from ._tools import ToolSet
 
-__all__ = ["LLM"]
+__all__ = ["LLM", "TextStream"]
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +43,13 @@ class LLM:
     ``impl``/``activations``/``threads`` then do not apply, and ``kv_dtype`` must stay "f32".
     ``kv_dtype`` is how the KV cache stores keys/values (:data:`edgesdk.llm._model.KV_DTYPES`):
     "f32" (default), "f16" (half the memory) or "q8_0" (llama.cpp's 8-bit blocks, 0.27x).
+    ``adapters`` maps names to GGUF LoRA files (:mod:`edgesdk.llm._lora`), loaded and checked against
+    this model now; a generation picks one (``adapter=``) for its own KV cache only, so ``logits``
+    and ``perplexity`` always score with the base model.
     """
 
     def __init__(self, path, *, n_ctx: int | None = None, threads: int | None = None, impl: str | None = None,
-                 activations: str = "int8", model_factory=None, kv_dtype: str = "f32"):
+                 activations: str = "int8", model_factory=None, kv_dtype: str = "f32", adapters=None):
         if n_ctx is not None and (not isinstance(n_ctx, int) or n_ctx < 2):
             raise GenerationError(f"n_ctx must be an int >= 2, got {n_ctx!r}")
         if activations not in ("int8", "f32"):
@@ -64,7 +72,11 @@ class LLM:
         self.cache = self.model.new_cache(n_ctx)
         self.last_stats: GenerationStats | None = None
         #: LoRA adapters by name (see :meth:`_use_adapter`); the key of the one the cache was built with.
-        self.adapters: dict = {}
+        try:
+            self.adapters: dict = load_adapters(self.model, adapters)
+        except Exception:
+            self.close()  # the base's mapping and buffers are not left behind by a bad adapter
+            raise
         self._adapter_key = None
         self._lock = threading.Lock()
         self._owner: int | None = None  # thread whose generation holds _lock
@@ -84,8 +96,13 @@ class LLM:
 
     # --- prompts -------------------------------------------------------------------------------
 
-    def prompt_ids(self, prompt, add_generation_prompt: bool = True) -> list[int]:
-        """Token ids for a str (encoded as is), a list of chat messages (chat template), or token ids."""
+    def prompt_ids(self, prompt, add_generation_prompt: bool = True, tools: ToolSet | None = None) -> list[int]:
+        """Token ids for a str (encoded as is), a list of chat messages (chat template), or token ids.
+
+        ``tools`` (a chat only): the functions the reply may call, rendered into the prompt.
+        """
+        if tools is not None and (isinstance(prompt, str) or not isinstance(prompt, Sequence) or not all(isinstance(m, Mapping) for m in prompt)):
+            raise GenerationError("tools need a chat prompt (a list of messages), so the functions can be put before the conversation")
         if isinstance(prompt, str):
             ids = self.tokenizer.encode(prompt)
         elif isinstance(prompt, np.ndarray) or (isinstance(prompt, Sequence) and prompt and all(isinstance(i, (int, np.integer)) for i in prompt)):
@@ -94,7 +111,7 @@ class LLM:
             if bad:
                 raise GenerationError(f"token ids out of range [0, {self.tokenizer.vocab_size}): {bad[:5]}")
         elif isinstance(prompt, Sequence):
-            text = self.apply_chat_template(prompt, add_generation_prompt)
+            text = self.apply_chat_template(prompt, add_generation_prompt, tools=tools)
             # The template writes the BOS text itself when the model wants one.
             ids = self.tokenizer.encode(text, add_bos=False)
         else:
@@ -103,32 +120,49 @@ class LLM:
             raise GenerationError("the prompt is empty")
         return ids
 
-    def apply_chat_template(self, messages, add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(self, messages, add_generation_prompt: bool = True, tools: ToolSet | None = None) -> str:
         tok = self.tokenizer
+        native = tools is not None and tools.native(self.chat_template)
+        if tools is not None:
+            messages = tools.messages_for(messages, self.chat_template)
         return render_chat(self.chat_template, messages, add_generation_prompt=add_generation_prompt,
-                           bos_token=tok.token_text(tok.bos_id), eos_token=tok.token_text(tok.eos_id))
+                           bos_token=tok.token_text(tok.bos_id), eos_token=tok.token_text(tok.eos_id),
+                           tools=tools.template_tools() if native else None)
 
     # --- generation ----------------------------------------------------------------------------
 
-    def generate(self, prompt, config: GenerationConfig | None = None, **kwargs) -> str:
-        return "".join(self.generate_stream(prompt, config, **kwargs))
+    def generate(self, prompt, config: GenerationConfig | None = None, **kwargs) -> Reply:
+        """The whole reply (a :class:`Reply`: a str with ``tool_calls``, ``stop_reason``, ``stats``)."""
+        stream = self.generate_stream(prompt, config, **kwargs)
+        for _ in stream:
+            pass
+        return stream.reply
 
-    def generate_stream(self, prompt, config: GenerationConfig | None = None, **kwargs) -> Iterator[str]:
-        """Text pieces as they are decoded. Validation happens now; work starts at the first ``next()``.
+    def generate_stream(self, prompt, config: GenerationConfig | None = None, **kwargs) -> "TextStream":
+        """Text pieces as they are decoded (a :class:`TextStream`; ``.reply`` once it ends).
 
+        Validation (options, prompt, grammar) happens now; work starts at the first ``next()``.
         Closing the iterator (or breaking out of a for loop) stops generation; ``last_stats`` then
-        has ``stop_reason == "cancelled"``.
+        has ``stop_reason == "cancelled"``. With ``tools``, the pieces are the reply's text content:
+        call markup is held back and parsed into ``reply.tool_calls``.
         """
         cfg = GenerationConfig.from_kwargs(config, **kwargs)
-        ids = self.prompt_ids(prompt, cfg.add_generation_prompt)
+        if cfg.tools is None and cfg.tool_choice != "auto":
+            raise GenerationError(f"tool_choice {cfg.tool_choice!r} needs tools")
+        tools = ToolSet(cfg.tools, cfg.tool_choice, cfg.parallel_tool_calls) if cfg.tools is not None else None
+        ids = self.prompt_ids(prompt, cfg.add_generation_prompt, tools=tools)
         if len(ids) + cfg.max_tokens > self.n_ctx:
             raise ContextLengthError(
                 f"prompt ({len(ids)} tokens) + max_tokens ({cfg.max_tokens}) exceed the context length {self.n_ctx}"
             )
         draft = _resolve_draft(cfg.draft, self) if cfg.draft is not None else None
         self._check_adapter(cfg)
+        grammar = grammar_for(cfg, tools)
+        con = Constraint(self.tokenizer, *grammar) if grammar is not None else None
         self._check_not_suspended(draft)
-        return self._stream(ids, cfg, draft)
+        stream = TextStream()
+        stream._gen = self._stream(ids, cfg, draft, con, tools, stream)
+        return stream
 
     def _prefill(self, ids: list[int], cache: TokenCache) -> tuple[np.ndarray, int]:
         """Bring ``cache`` to hold ``ids``, reusing its longest common prefix; logits of the last id."""
@@ -149,7 +183,7 @@ class LLM:
             if m is not None and m._owner == me:
                 raise GenerationError("a previous generate_stream() on this model is still open in this thread; exhaust or close() it first")
 
-    def _stream(self, ids: list[int], cfg: GenerationConfig, draft: "LLM | None") -> Iterator[str]:
+    def _stream(self, ids, cfg: GenerationConfig, draft: "LLM | None", con, tools, stream: "TextStream") -> Iterator[str]:
         self._check_not_suspended(draft)
         # The draft's KV cache is mutated too; its lock keeps another thread's use of it out meanwhile.
         with self._lock, (draft._lock if draft is not None else contextlib.nullcontext()):
@@ -157,18 +191,20 @@ class LLM:
             if draft is not None:
                 draft._owner = self._owner
             try:
-                yield from self._generate_locked(ids, cfg, draft)
+                yield from self._generate_locked(ids, cfg, draft, con, tools, stream)
             finally:
                 self._owner = None
                 if draft is not None:
                     draft._owner = None
 
-    def _generate_locked(self, ids, cfg: GenerationConfig, draft: "LLM | None") -> Iterator[str]:
+    def _generate_locked(self, ids, cfg: GenerationConfig, draft: "LLM | None", con: Constraint | None,
+                         tools: ToolSet | None, stream: "TextStream") -> Iterator[str]:
         t0 = time.perf_counter()
         rng = np.random.default_rng(cfg.seed)
         tok = self.tokenizer
         dec = tok.stream_decoder(cfg.skip_special_tokens)
         stops = _StopMatcher(cfg.stop)
+        text = _ReplyText(TOOL_OPEN if tools is not None else None)
         history = list(ids)  # prompt + generated ids (for penalties and prompt lookup)
         n_gen = 0
         drafted = accepted = passes = 0
@@ -181,54 +217,79 @@ class LLM:
             if cfg.max_tokens == 0:
                 return
             self._use_adapter(cfg)
+            if con is not None:
+                con.prefetch()
             logits, cached = self._prefill(ids, self.cache)
             prefill_s = time.perf_counter() - t0
             passes += 1
             pending: list[np.ndarray] = [logits]  # target logits not yet turned into tokens
             spec_state: list = []  # (draft token, draft distribution or None) awaiting verification
+            unfed: list[int] = []  # chosen tokens whose keys/values are not in the cache yet
+            forced: list[int] = []  # tokens the grammar allows alone: chosen without a forward pass
             while True:
-                if not pending:
-                    # Need new target logits: run the last token, plus any draft tokens to verify.
-                    last = history[-1]
-                    proposal = self._propose(history, cfg, draft, rng, cfg.max_tokens - n_gen - 1) if mode else []
-                    feed = [last] + [d for d, _ in proposal]
-                    out = self.model.forward(feed, self.cache, logits="all" if proposal else "last")
-                    passes += 1
-                    pending = list(out) if proposal else [out]
-                    spec_state = proposal
-                    drafted += len(proposal)
-                    base = len(self.cache) - len(feed)
-                lg = apply_repetition_penalty(pending.pop(0), history, cfg.repetition_penalty)
-                if spec_state:
-                    d, q = spec_state.pop(0)
-                    token, ok = _verify(lg, d, q, cfg, rng)
-                    if ok:
-                        accepted += 1
-                    else:
-                        # Rejected: drop the remaining drafts and their keys/values.
-                        self.cache.truncate(base + 1 + (len(feed) - 1 - len(spec_state) - 1))
-                        pending, spec_state = [], []
+                if not pending and not forced and con is not None:
+                    forced = con.forced_tokens()
+                in_cache = False  # a verified draft's keys/values are in the cache already
+                if forced:
+                    token = forced.pop(0)
                 else:
-                    token = sample(lg, cfg, rng)
+                    if not pending:
+                        # Need new target logits: run the chosen tokens, plus any draft tokens to verify.
+                        proposal = self._propose(history, cfg, draft, rng, cfg.max_tokens - n_gen - 1, con) if mode else []
+                        feed = unfed + [d for d, _ in proposal]
+                        if con is not None:
+                            con.prefetch()
+                        out = self.model.forward(feed, self.cache, logits="all" if proposal else "last")
+                        passes += 1
+                        pending = list(out[len(unfed) - 1:]) if proposal else [out]
+                        spec_state = proposal
+                        drafted += len(proposal)
+                        kept = len(self.cache) - len(proposal)  # cache length once every draft is rejected
+                        unfed = []
+                    lg = apply_repetition_penalty(pending.pop(0), history, cfg.repetition_penalty)
+                    if con is not None:
+                        lg = con.apply(lg)
+                    if spec_state:
+                        d, q = spec_state.pop(0)
+                        token, ok = _verify(lg, d, q, cfg, rng)
+                        if ok:
+                            accepted += 1
+                            kept += 1
+                            in_cache = True
+                        else:
+                            # Rejected: drop the remaining drafts and their keys/values.
+                            self.cache.truncate(kept)
+                            pending, spec_state = [], []
+                    else:
+                        token = sample(lg, cfg, rng)
                 if t_first is None:
                     t_first = time.perf_counter()
                 n_gen += 1
                 history.append(token)
+                if not in_cache:
+                    unfed.append(token)
+                if con is not None:
+                    con.consume(token)
                 if token in tok.stop_ids and not cfg.ignore_eos:
                     reason = "eos"
                     break
                 piece, hit = stops.push(dec.push(token))
+                piece = text.push(piece)
                 if piece:
                     yield piece
                 if hit:
                     reason = "stop"
                     break
+                if con is not None and con.finished:
+                    reason = "eos"
+                    break
                 if n_gen >= cfg.max_tokens:
                     break
             # Text held back as a possible stop-string prefix is real output once generation ends.
-            tail = stops.flush(dec.flush()) if reason != "stop" else ""
+            tail = text.push(stops.flush(dec.flush()) if reason != "stop" else "", final=True)
             if tail:
                 yield tail
+            stream.reply = self._reply(text, reason, con, tools)
         except GeneratorExit:
             reason = "cancelled"
             raise
@@ -249,9 +310,41 @@ class LLM:
                 forward_passes=passes,
             )
             log.debug("generation: %s", self.last_stats.summary())
+            if stream.reply is not None:
+                stream.reply.stats = self.last_stats
+            if con is not None:
+                con.close()
 
-    def _propose(self, history: list[int], cfg: GenerationConfig, draft, rng, budget: int) -> list[tuple[int, np.ndarray | None]]:
-        """Draft tokens (with the draft's distribution when sampling) to verify in one forward pass."""
+    def _reply(self, text: "_ReplyText", reason: str, con: Constraint | None, tools: ToolSet | None) -> Reply:
+        """The finished reply, checked: constrained output that is incomplete or invalid is an error."""
+        full = text.full
+        if con is not None:
+            complete = con.accepting if reason in ("eos", "max_tokens") else con.matches(full)
+            if not complete:
+                why = "max_tokens ended" if reason == "max_tokens" else "a stop string cut"
+                raise StructuredOutputError(f"{why} the output before its {con.source} was complete ({len(full)} characters)", partial=full)
+            if con.source == "response_format":
+                try:
+                    json.loads(full)
+                except ValueError as exc:  # the grammar makes this unreachable; the promise is kept regardless
+                    raise StructuredOutputError(f"the output is not JSON ({exc})", partial=full) from None
+        calls = ()
+        if tools is not None:
+            _, calls = tools.parse(full)
+        return Reply(text.content, calls, "tool_calls" if calls else reason)
+
+    def _propose(self, history: list[int], cfg: GenerationConfig, draft, rng, budget: int,
+                 con: Constraint | None = None) -> list[tuple[int, np.ndarray | None]]:
+        """Draft tokens (with the draft's distribution when sampling) to verify in one forward pass.
+
+        Under a grammar the draft is cut at its first token the grammar forbids (it would be rejected).
+        """
+        out = self._draft(history, cfg, draft, rng, budget)
+        if con is not None and out:
+            out = out[: con.valid_prefix([t for t, _ in out])]
+        return out
+
+    def _draft(self, history: list[int], cfg: GenerationConfig, draft, rng, budget: int) -> list[tuple[int, np.ndarray | None]]:
         k = min(cfg.num_draft_tokens, budget, self.n_ctx - len(history) - 1)
         if k <= 0:
             return []
@@ -283,11 +376,11 @@ class LLM:
             raise GenerationError(f"unknown adapter {cfg.adapter!r}; this model's adapters: {have}")
 
     def _use_adapter(self, cfg: GenerationConfig) -> None:
-        """Compute with ``cfg``'s adapter (or none); keys/values from another adapter are never reused."""
+        """Bind ``cfg``'s adapter (or none) to the conversation cache; binding empties it, so keys/values
+        computed with another adapter (or another scale) are never reused."""
         key = (cfg.adapter, float(cfg.adapter_scale)) if cfg.adapter is not None else None
         if key != self._adapter_key:
-            self.cache.truncate(0)
-            self.model.set_adapter(self.adapters[cfg.adapter] if key else None, key[1] if key else 0.0)
+            self.model.set_adapter(self.cache, self.adapters[cfg.adapter] if key else None, key[1] if key else 0.0)
             self._adapter_key = key
 
     # --- scoring -------------------------------------------------------------------------------
@@ -383,6 +476,66 @@ def _resolve_draft(obj, target: LLM) -> LLM:
             f"({target.tokenizer.vocab_size} tokens); speculative decoding needs identical vocabularies"
         )
     return obj
+
+
+class TextStream:
+    """The text pieces of one generation, as an iterator; ``close()`` (or leaving a for loop) cancels.
+
+    ``reply`` is the finished :class:`Reply` (None until the stream is exhausted, or if it was
+    cancelled or failed); ``stats`` its :class:`GenerationStats`.
+    """
+
+    def __init__(self):
+        self._gen: Iterator[str] | None = None
+        self.reply: Reply | None = None
+
+    def __iter__(self) -> "TextStream":
+        return self
+
+    def __next__(self) -> str:
+        return next(self._gen)
+
+    def close(self) -> None:
+        self._gen.close()
+
+    @property
+    def stats(self) -> GenerationStats | None:
+        return self.reply.stats if self.reply is not None else None
+
+
+class _ReplyText:
+    """The reply's text as it streams: everything (``full``) and the content outside tool calls.
+
+    With a tool-call opener, text that may be the start of one is held back, and from the opener
+    on nothing more is content (it is the calls' markup, parsed at the end).
+    """
+
+    def __init__(self, opener: str | None):
+        self._opener = _StopMatcher((opener,)) if opener else None
+        self._parts: list[str] = []
+        self._content: list[str] = []
+        self._in_calls = False
+
+    def push(self, piece: str, final: bool = False) -> str:
+        self._parts.append(piece)
+        if self._opener is None:
+            shown = piece
+        elif self._in_calls:
+            shown = ""
+        elif final:
+            shown = self._opener.flush(piece)
+        else:
+            shown, self._in_calls = self._opener.push(piece)
+        self._content.append(shown)
+        return shown
+
+    @property
+    def full(self) -> str:
+        return "".join(self._parts)
+
+    @property
+    def content(self) -> str:
+        return "".join(self._content)
 
 
 class _StopMatcher:

@@ -14,6 +14,7 @@ import numpy as np
 
 from .._errors import ContextLengthError, GenerationError, ModelFormatError
 from ._gguf import GGUFFile, ModelConfig
+from ._lora import EMBEDDING
 from ._weights import Embedding, Linear, kernel_impl, vector
 
 __all__ = ["KV_DTYPES", "KVCache", "TokenCache", "Transformer"]
@@ -106,8 +107,12 @@ class TokenCache:
     """What the generation engine needs of a KV cache, wherever its keys/values live.
 
     ``tokens`` are the ids whose keys/values are stored: a new prompt sharing a prefix with them
-    reuses that prefix instead of recomputing it.
+    reuses that prefix instead of recomputing it. ``adapter`` is the LoRA adapter (a bound one, see
+    :meth:`Transformer.set_adapter`) they were computed with, None for the base model: binding one
+    empties the cache, so keys/values are never reused across adapters.
     """
+
+    adapter = None
 
     def __init__(self, n_ctx: int):
         self.n_ctx = n_ctx
@@ -272,6 +277,30 @@ class _Layer(LayerNorms):
         self.w_gate_up = lin(cfg.arch.gate_up)
         self.w_down = lin(("ffn_down",))
 
+    @property
+    def linears(self) -> tuple[Linear, Linear, Linear, Linear]:
+        """The projections in the order the forward passes and :class:`_Bound` index them."""
+        return self.wqkv, self.wo, self.w_gate_up, self.w_down
+
+
+class _Bound:
+    """An adapter at one scale, bound to a model: the LoRA terms each of its projections adds.
+
+    ``layers[i]`` holds the terms of layer i's (wqkv, wo, w_gate_up, w_down); ``native`` the fused
+    loop's C structs of the same terms, built at the first fused forward.
+    """
+
+    def __init__(self, model: "Transformer", adapter, scale: float):
+        self.adapter, self.scale = adapter, scale
+        terms = lambda lin: adapter.terms(lin.names, lin.sizes, scale)  # noqa: E731
+        self.layers = [tuple(terms(lin) for lin in L.linears) for L in model.layers]
+        self.head = terms(model.lm_head)
+        self.embed = adapter.embedding_term(scale)
+        self.native = None
+
+
+_NO_TERMS = ((), (), (), ())
+
 
 class _Fused:
     """``edgesdk._cllm.llm_forward`` bound to a model's packed weights (kernels impl).
@@ -317,6 +346,7 @@ class _Fused:
         m.nthreads = int(model.threads or 0)
         m.nthreads_decode = 0
         m.act_int8 = int(model.activations == "int8")
+        m.n_vocab = model.lm_head.n
         self.m = m
         opt = lambda a: ffi.NULL if a is None else floats(a)  # noqa: E731
         self.weights = [
@@ -372,12 +402,40 @@ class _Fused:
             cache.native = (self, layers, keep)
         return cache.native[1]
 
+    def _lora(self, bound: _Bound):
+        """(llm_lora_layer[n_layer], LM head llm_lora[], their count) of ``bound``'s terms, built once."""
+        if bound.native is None or bound.native[0] is not self:
+            ffi, keep = self.ffi, []
+
+            def terms(ts):
+                if not ts:
+                    return ffi.NULL, 0
+                arr = ffi.new("llm_lora[]", len(ts))
+                for i, t in enumerate(ts):
+                    a, bt = ffi.from_buffer("float[]", t.pair.a), ffi.from_buffer("float[]", t.pair.bt)
+                    c = arr[i]
+                    c.a, c.bt, c.scale, c.rank, c.row0 = a, bt, t.scale, t.pair.rank, t.row0
+                    c.k, c.n = t.pair.a.shape[1], t.pair.bt.shape[1]
+                    keep.extend((a, bt))
+                keep.append(arr)
+                return arr, len(ts)
+
+            layers = ffi.new("llm_lora_layer[]", len(bound.layers))
+            for i, (qkv, o, gu, down) in enumerate(bound.layers):
+                L = layers[i]
+                (L.qkv, L.n_qkv), (L.o, L.n_o), (L.gu, L.n_gu), (L.down, L.n_down) = terms(qkv), terms(o), terms(gu), terms(down)
+            head, n_head = terms(bound.head)
+            bound.native = (self, layers, head, n_head, keep)
+        return bound.native[1:4]
+
     def forward(self, x: np.ndarray, T: int, cache: KVCache, start: int) -> np.ndarray:
         from .._errors import KernelError
 
         # A per-call copy of the model struct: Runner.run may score on several threads, each with its own cache.
         m = self.ffi.new("llm_model *", self.m[0])
         m.layers = self._layers(cache)
+        if cache.adapter is not None:
+            m.lora, m.lora_head, m.n_lora_head = self._lora(cache.adapter)
         m.cpu_allowed = self._kernels._path_needs()  # the loop's SIMD code follows the kernels' path
         m.n_ctx = cache.n_ctx
         m.kv_type = getattr(self.lib, "LLM_KV_" + cache.kv_dtype.upper())
@@ -445,6 +503,30 @@ class Transformer:
         #: Tokens processed by forward() since load: lets tests check that cached prefixes are not recomputed.
         self.tokens_processed = 0
         self.fused = _fused_for(self)
+
+    def adapter_targets(self) -> dict[str, tuple[str, int, int]]:
+        """The base tensors a LoRA adapter may adapt: name -> (kind, k, n) (see :func:`edgesdk.llm._lora.load_lora`)."""
+        lins = [self.lm_head] + [lin for L in self.layers for lin in L.linears]
+        out = {name: ("matmul", lin.k, n) for lin in lins for name, n in zip(lin.names, lin.sizes)}
+        # A tied model's LM head reads token_embd too: an adapter of it adapts the lookup only (PEFT's embedding LoRA).
+        out["token_embd.weight"] = (EMBEDDING, self.embed.k, self.embed.n)
+        return out
+
+    def set_adapter(self, cache: TokenCache, adapter, scale: float = 1.0) -> None:
+        """Compute ``cache``'s tokens with LoRA ``adapter`` (an :class:`edgesdk.llm._lora.LoraAdapter`
+        loaded for this model) at ``scale``, or with the base model (None), and empty the cache: its
+        keys/values came from another adapter. The weights are untouched (each adapted projection
+        adds scale * B (A x)), so switching reloads nothing, and the adapter belongs to this cache
+        alone: others (``LLM.logits``, ``perplexity``, another thread's) keep computing with theirs.
+        """
+        if adapter is not None:
+            adapter.check_base(self.cfg.arch.name, self.adapter_targets())
+        cache.truncate(0)
+        cache.adapter = None if adapter is None else _Bound(self, adapter, float(scale))
+
+    def _embed(self, ids: np.ndarray, cache: TokenCache) -> np.ndarray:
+        ad = cache.adapter
+        return self.embed(ids, None if ad is None else ad.embed)
 
     def new_cache(self, n_ctx: int | None = None, kv_dtype: str | None = None) -> KVCache:
         """A cache of ``n_ctx`` positions (the training context at most) stored as ``kv_dtype`` (default: the model's)."""
@@ -521,7 +603,7 @@ class Transformer:
             return out[0] if logits == "last" else out
         if self.fused is not None:
             start = T - 1 if logits == "last" else (0 if logits == "all" else int(logits))
-            out = softcap(self.fused.forward(self.embed(ids), T, cache, start), cfg.logit_softcap)
+            out = softcap(self.fused.forward(self._embed(ids, cache), T, cache, start), cfg.logit_softcap)
             cache.tokens.extend(int(i) for i in ids)
             self.tokens_processed += T
             return out[0] if logits == "last" else out
@@ -539,10 +621,12 @@ class Transformer:
         S = p0 + T
         rots = [rope_rotation(cfg, pos, r, self._factors)[:, None, :] for r in range(len(cfg.ropes))]
         nq, nk = nh * hd, nkv * hd
-        x = self.embed(ids)
+        ad = cache.adapter
+        x = self._embed(ids, cache)
         for li, L in enumerate(self.layers):
+            lora_qkv, lora_o, lora_gu, lora_down = _NO_TERMS if ad is None else ad.layers[li]
             h = _rms_norm(x, L.attn_norm, cfg.rms_eps)
-            qkv = L.wqkv(h)
+            qkv = L.wqkv(h, lora_qkv)
             if L.bqkv is not None:
                 qkv += L.bqkv
             # Q and K are adjacent columns of the fused projection: normalize and rotate their heads in place.
@@ -561,18 +645,19 @@ class Transformer:
                     o[t] = self._attend_one(q[t], cache, li, p0 + t + 1, scale, L.plan.window)
             else:
                 o = self._attend_batch(q, cache, li, p0, T, scale, L.plan.window)
-            y = L.wo(o)
+            y = L.wo(o, lora_o)
             x += y if L.post_attn_norm is None else _rms_norm(y, L.post_attn_norm, cfg.rms_eps)
             h = _rms_norm(x, L.ffn_norm, cfg.rms_eps)
-            y = L.w_down(_gated(L.w_gate_up(h), cfg.n_ff, cfg.arch.activation))
+            y = L.w_down(_gated(L.w_gate_up(h, lora_gu), cfg.n_ff, cfg.arch.activation), lora_down)
             x += y if L.post_ffn_norm is None else _rms_norm(y, L.post_ffn_norm, cfg.rms_eps)
 
+        head = () if ad is None else ad.head
         if logits == "last":
-            return self.lm_head(_rms_norm(x[-1:], self.out_norm, cfg.rms_eps))[0]
+            return self.lm_head(_rms_norm(x[-1:], self.out_norm, cfg.rms_eps), head)[0]
         start = 0 if logits == "all" else int(logits)
         if start >= T:
             return np.empty((0, self.lm_head.n), np.float32)
-        return self.lm_head(_rms_norm(x[start:], self.out_norm, cfg.rms_eps))
+        return self.lm_head(_rms_norm(x[start:], self.out_norm, cfg.rms_eps), head)
 
 
 def rope_factors(gguf: GGUFFile, cfg: ModelConfig) -> np.ndarray | None:

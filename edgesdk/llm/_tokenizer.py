@@ -378,11 +378,15 @@ class Tokenizer:
 
     # --- encoding ---------------------------------------------------------------------------
 
-    def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
-        """Token ids of ``text``. ``add_bos=None`` adds what the model asks for (BOS, EOS)."""
+    def encode(self, text: str, add_bos: bool | None = None, *, continuation: bool = False) -> list[int]:
+        """Token ids of ``text``. ``add_bos=None`` adds what the model asks for (BOS, EOS).
+
+        ``continuation``: ``text`` continues earlier text (a grammar's forced bytes), so it gets no
+        BOS/EOS and no SentencePiece space prefix.
+        """
         if not isinstance(text, str):
             raise GenerationError(f"prompt must be str, got {type(text).__name__}")
-        special = self.add_bos if add_bos is None else bool(add_bos)
+        special = False if continuation else self.add_bos if add_bos is None else bool(add_bos)
         out: list[int] = []
         if special and self.bos_id is not None:
             out.append(self.bos_id)
@@ -393,7 +397,7 @@ class Tokenizer:
                 raise GenerationError(f"prompt is not encodable as UTF-8 (lone surrogate at {exc.start})") from None
             pieces = self._partition(text)
             if self._spm:
-                prev_special = True  # the first piece gets the space prefix too
+                prev_special = not continuation  # the first piece gets the space prefix too
                 for p in pieces:
                     if isinstance(p, int):
                         out.append(p)

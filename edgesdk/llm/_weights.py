@@ -137,7 +137,15 @@ class Linear:
     def dequantize(self) -> np.ndarray:
         return np.concatenate([dequantize_rows(raw, q, self.k) for raw, q in self._raw])
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, lora: Sequence = ()) -> np.ndarray:
+        """``x @ W.T``, plus each LoRA term's low-rank product (:class:`edgesdk.llm._lora.LoraTerm`):
+        an adapter is applied beside the packed weights, never merged into them."""
+        y = self._base(x)
+        for term in lora:
+            term.add(x, y)
+        return y
+
+    def _base(self, x: np.ndarray) -> np.ndarray:
         if self._qt is not None:
             return self._matmul(np.ascontiguousarray(x, np.float32), self._qt, act=self.act, threads=self.threads)
         if self._parts:
@@ -164,8 +172,12 @@ class Embedding:
         self.raw = tensor.data
         self.scale = np.float32(scale)
 
-    def __call__(self, ids: np.ndarray) -> np.ndarray:
-        rows = dequantize_rows(np.ascontiguousarray(self.raw[np.asarray(ids, np.int64)]), self.qtype, self.k)
+    def __call__(self, ids: np.ndarray, lora=None) -> np.ndarray:
+        """Rows of ``ids``; ``lora``: an embedding LoRA term whose delta joins them before the scale (as llama.cpp)."""
+        ids = np.asarray(ids, np.int64)
+        rows = dequantize_rows(np.ascontiguousarray(self.raw[ids]), self.qtype, self.k)
+        if lora is not None:
+            rows = rows + lora.embed(ids)  # a new array: F32 tables come back as views of the file
         if self.scale != 1:
             rows = rows * self.scale  # a new array: F32 tables come back as views of the file
         return rows

@@ -45,6 +45,7 @@ def cmd_generate(args, options_fn) -> int:
     )
     if args.speculative:
         kw["speculative"] = args.speculative
+    kw.update(_constraint(args))
     with _session(args, options_fn, args.n_ctx, args.kv_dtype) as s:
         runner = _runner(s)
         draft = _session(args.__class__(**{**vars(args), "model": args.draft}), options_fn, args.n_ctx, args.kv_dtype) if args.draft else None
@@ -52,16 +53,49 @@ def cmd_generate(args, options_fn) -> int:
             if draft is not None:
                 kw["draft"] = draft
             prompt = args.prompt if args.raw or not runner.tokenizer.chat_template else [{"role": "user", "content": args.prompt}]
-            for piece in s.generate_stream(prompt, **kw):
-                sys.stdout.write(piece)
+            try:
+                for piece in s.generate_stream(prompt, **kw):
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+            finally:  # an error message (incomplete structured output) starts on its own line
+                sys.stdout.write("\n")
                 sys.stdout.flush()
-            sys.stdout.write("\n")
         finally:
             if draft is not None:
                 draft.close()
         # Stats go to stderr so stdout is exactly the generated text.
         print(runner.last_stats.summary(), file=sys.stderr)
     return 0
+
+
+def _read(path: str, what: str) -> str:
+    from .._errors import GenerationError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GenerationError(f"cannot read the {what} {path!r}: {exc}") from None
+
+
+def _constraint(args) -> dict:
+    """The structured-output options given on the command line (files read, JSON parsed)."""
+    import json
+
+    from .._errors import GenerationError
+
+    out = {}
+    if args.json_schema:
+        text = _read(args.json_schema, "JSON schema")
+        try:
+            out["response_format"] = json.loads(text)
+        except ValueError as exc:
+            raise GenerationError(f"{args.json_schema!r} is not JSON: {exc}") from None
+    if args.grammar:
+        out["grammar"] = _read(args.grammar, "grammar")
+    if args.regex:
+        out["regex"] = args.regex
+    return out
 
 
 def cmd_perplexity(args, options_fn) -> int:
@@ -97,6 +131,9 @@ def add_commands(sub, add_placement_args, options_fn) -> None:
     p.add_argument("--draft", metavar="MODEL", help="draft model (same vocabulary) for speculative decoding")
     p.add_argument("--n-ctx", type=int, help="KV-cache length (default: the model's context length)")
     p.add_argument("--kv-dtype", choices=KV_DTYPES, help="KV-cache storage (cpu backend; default f32)")
+    p.add_argument("--json-schema", metavar="FILE", help="constrain the output to this JSON schema (or OpenAI response_format)")
+    p.add_argument("--grammar", metavar="FILE", help="constrain the output to this Lark or GBNF grammar")
+    p.add_argument("--regex", metavar="RE", help="constrain the output to this regular expression")
     add_placement_args(p)
     p.set_defaults(fn=lambda a: cmd_generate(a, options_fn))
 

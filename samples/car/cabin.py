@@ -1,6 +1,7 @@
 """Cabin command assistant for a car head unit: wake word -> VAD -> ASR -> intent, fully offline.
 
     python samples/car/cabin.py commands.wav --json-out commands.json --budget-ms 1500
+    python samples/car/cabin.py commands.wav --method rank      # nine prefills per command instead of one generation
 
 Every utterance after the wake word becomes one structured command validated against
 commands.schema.json (``{"action": "set_temperature", "value": 21, "zone": "all"}``), or an
@@ -23,7 +24,7 @@ from edgesdk._io import atomic_write_bytes  # noqa: E402
 from edgesdk.audio import read_wav  # noqa: E402
 from edgesdk.pipeline import AsrStage, Pipeline, Stage, StageSpec, VadStage, WakeWordStage, audio_frames  # noqa: E402
 
-from intents import IntentClassifier, interpret  # noqa: E402
+from intents import DEFAULT_METHOD, METHODS, interpret, make_classifier  # noqa: E402
 
 # A head unit's layout: always-on listening on the low-power DSP, speech and intent on the NPU.
 # Where a processor is missing the next one in each list is used, and the report says so.
@@ -35,15 +36,15 @@ class IntentStage(Stage):
 
     name = "intent"
 
-    def __init__(self, classifier: IntentClassifier):
-        self.classifier = classifier
+    def __init__(self, classifier):
+        self.classifier = classifier  # one of intents.METHODS
 
     @property
     def sessions(self):
         return {"llm": self.classifier.session}
 
     def warmup(self) -> None:
-        self.classifier.rank("Set the fan speed to two.")  # first prefills allocate scratch caches
+        self.classifier.warmup()
 
     def process(self, value, ctx):
         intent = interpret(value, self.classifier)
@@ -51,7 +52,7 @@ class IntentStage(Stage):
         yield intent.command
 
 
-def build_pipeline(wake_word: str, llm: str, asr: str) -> Pipeline:
+def build_pipeline(wake_word: str, llm: str, asr: str, method: str = DEFAULT_METHOD) -> Pipeline:
     from edgesdk.audio import SpeechRecognizer, VoiceActivityDetector, WakeWordDetector
 
     options = SessionOptions.for_device("car")
@@ -59,7 +60,7 @@ def build_pipeline(wake_word: str, llm: str, asr: str) -> Pipeline:
         StageSpec("wake", lambda o: WakeWordStage(WakeWordDetector(wake_word, o), barge_in=False), prefer=PLACEMENT["wake"]),
         StageSpec("vad", lambda o: VadStage(VoiceActivityDetector(options=o)), prefer=PLACEMENT["vad"]),
         StageSpec("asr", lambda o: AsrStage(SpeechRecognizer(asr, o)), prefer=PLACEMENT["asr"]),
-        StageSpec("intent", lambda o: IntentStage(IntentClassifier(Session(llm, o))), prefer=PLACEMENT["intent"]),
+        StageSpec("intent", lambda o: IntentStage(make_classifier(method, Session(llm, o))), prefer=PLACEMENT["intent"]),
     ]
     pipe = Pipeline(specs, options=options, memory_budget_mb=options.memory_budget_mb)
     try:
@@ -79,13 +80,15 @@ def main(argv=None) -> int:
     p.add_argument("--realtime", action="store_true", help="feed the WAV at the speed of speech (latencies as a driver feels them)")
     p.add_argument("--llm", default="hub:smollm2-135m")
     p.add_argument("--asr", default="hub:whisper-tiny-en")
+    p.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD,
+                   help=f"how the LLM picks the action (default {DEFAULT_METHOD}; see intents.py)")
     args = p.parse_args(argv)
     if args.budget_ms <= 0:
         p.error("--budget-ms must be positive")
 
     speech = read_wav(args.wav)  # a bad file fails before seconds of model loading
     print("loading models...", file=sys.stderr)
-    pipe = build_pipeline(args.wake_word, args.llm, args.asr)
+    pipe = build_pipeline(args.wake_word, args.llm, args.asr, args.method)
     commands: list[dict] = []
     ends: dict[int, float] = {}
     try:
