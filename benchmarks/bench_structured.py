@@ -10,7 +10,9 @@ In generation the mask is computed on a worker thread while the forward pass run
     python benchmarks/bench_structured.py                  # both models, 1 and 2 threads
     python benchmarks/bench_structured.py --threads 2 --model x.gguf
 
-Target (issue): decode with a schema at most 10 % slower than without.
+Target (issue): decode with a schema at most 10 % slower than without. Forced tokens (a schema's fixed
+keys) are chosen without sampling and fed together, so the schema run needs fewer forward passes
+than tokens (the ``passes/tok`` column) and usually beats free text.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def run(path: str, threads: int) -> dict:
             "tokens": con_stats.generated_tokens,
             "free_tok_s": free.decode_tok_s,
             "schema_tok_s": con_stats.decode_tok_s,
+            "passes_per_tok": con_stats.forward_passes / con_stats.generated_tokens,
             "mask_ms": mask_ms_per_token(s, reply),
         }
 
@@ -78,11 +81,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, action="append", help="thread counts (default 1 and 2)")
     args = ap.parse_args(argv)
     rows = [run(m, t) for m in (args.model or default_models()) for t in (args.threads or [1, 2])]
-    print(f"\n{'model':34} {'thr':>3} {'tokens':>6} {'free tok/s':>10} {'schema tok/s':>12} {'slower':>7} {'mask ms/tok':>11}  target <= {TARGET:.0%}")
+    print(f"\n{'model':34} {'thr':>3} {'tokens':>6} {'free tok/s':>10} {'schema tok/s':>12} {'slower':>7} {'passes/tok':>10} {'mask ms/tok':>11}  target <= {TARGET:.0%}")
     for r in rows:
         slower = 1 - r["schema_tok_s"] / r["free_tok_s"]
         ok = "ok" if slower <= TARGET else "MISSED"
-        print(f"{r['model']:34} {r['threads']:>3} {r['tokens']:>6} {r['free_tok_s']:>10.1f} {r['schema_tok_s']:>12.1f} {slower:>7.1%} {r['mask_ms']:>11.3f}  {ok}")
+        print(f"{r['model']:34} {r['threads']:>3} {r['tokens']:>6} {r['free_tok_s']:>10.1f} {r['schema_tok_s']:>12.1f} {slower:>7.1%} "
+              f"{r['passes_per_tok']:>10.2f} {r['mask_ms']:>11.3f}  {ok}")
+    print("passes/tok < 1: tokens the grammar forces are fed together in one forward pass, so a schema can decode faster than free text.")
     return 0
 
 
