@@ -110,7 +110,14 @@ class GenerationError(EdgeSDKError, ValueError):
 
 
 class ContextLengthError(GenerationError):
-    """The prompt plus requested tokens exceed the model's context length."""
+    """The prompt plus requested tokens exceed the model's context length.
+
+    ``room`` is how many tokens could be generated after this prompt (None when not known).
+    """
+
+    def __init__(self, message: str, room: int | None = None):
+        self.room = room
+        super().__init__(message)
 
 
 class StructuredOutputError(GenerationError):

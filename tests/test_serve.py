@@ -342,3 +342,13 @@ def test_api_key_is_required_when_set(session):
             assert c.get("/health").status_code == 200
         good = openai.OpenAI(base_url=keyed.url + "/v1", api_key="s3cret", max_retries=0)
         assert [m.id for m in good.models.list().data][0] == MODEL
+
+
+def test_default_max_tokens_shrinks_to_the_context(session):
+    """A request without max_tokens gets what the context has room for; an explicit excess is a 400."""
+    with BackgroundServer(session, model_id=MODEL, max_tokens=4096) as big, httpx.Client(base_url=big.url, timeout=60) as c:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}], "stop": ["\n", "."], "temperature": 0}
+        ok = c.post("/v1/chat/completions", json=body)
+        assert ok.status_code == 200, ok.text
+        too_many = c.post("/v1/chat/completions", json={**body, "max_tokens": 4096})
+        assert too_many.status_code == 400 and "context" in too_many.json()["error"]["message"]

@@ -153,7 +153,8 @@ class LLM:
         ids = self.prompt_ids(prompt, cfg.add_generation_prompt, tools=tools)
         if len(ids) + cfg.max_tokens > self.n_ctx:
             raise ContextLengthError(
-                f"prompt ({len(ids)} tokens) + max_tokens ({cfg.max_tokens}) exceed the context length {self.n_ctx}"
+                f"prompt ({len(ids)} tokens) + max_tokens ({cfg.max_tokens}) exceed the context length {self.n_ctx}",
+                room=max(0, self.n_ctx - len(ids)),
             )
         draft = _resolve_draft(cfg.draft, self) if cfg.draft is not None else None
         self._check_adapter(cfg)

@@ -115,7 +115,7 @@ class _Server:
     async def _generate(self, request: Request, parse, format_class):
         try:
             req = parse(await _json_body(request), self.models, self.max_tokens)
-            job = self.generation.submit(req.prompt, req.options, req.stream)
+            job = self.generation.submit(req.prompt, req.options, req.stream, fit=not req.max_tokens_given)
         except ApiError as exc:
             return _error_response(exc)
         try:

@@ -150,6 +150,7 @@ class GenerationRequest:
     options: dict  # GenerationConfig fields
     stream: bool = False
     include_usage: bool = False
+    max_tokens_given: bool = True  # False: the server's default, which may shrink to fit the context
 
 
 def _common(body: Mapping, models: Models, default_max_tokens: int, own: frozenset[str]) -> tuple[dict, bool, bool]:
@@ -328,4 +329,5 @@ def _request(body: Mapping, prompt: Any, options: dict, stream: bool, include_us
 
     # The engine's own option checks (the same ones generate_stream runs), before the queue.
     _engine_check(None, lambda: GenerationConfig.from_kwargs(**options))
-    return GenerationRequest(body["model"], prompt, options, stream, include_usage)
+    given = body.get("max_tokens") is not None or body.get("max_completion_tokens") is not None
+    return GenerationRequest(body["model"], prompt, options, stream, include_usage, given)

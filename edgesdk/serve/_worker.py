@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from .._errors import ContextLengthError
 from ._responses import ApiError, Outcome, ServerShuttingDown
 
 __all__ = ["Failure", "GenerationQueue", "Job"]
@@ -34,8 +35,9 @@ class Failure:
 class Job:
     """One request's generation; ``events`` is read on the event loop that submitted it."""
 
-    def __init__(self, owner: GenerationQueue, prompt: Any, options: dict, stream: bool):
+    def __init__(self, owner: GenerationQueue, prompt: Any, options: dict, stream: bool, fit: bool = False):
         self.prompt, self.options, self.stream = prompt, options, stream
+        self.fit = fit  # max_tokens is the server's default: shrink it to what the context has room for
         self.events: asyncio.Queue = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
         self._owner = owner
@@ -90,7 +92,7 @@ class GenerationQueue:
 
     # --- event-loop side ------------------------------------------------------------------------
 
-    def submit(self, prompt: Any, options: dict, stream: bool) -> Job:
+    def submit(self, prompt: Any, options: dict, stream: bool, fit: bool = False) -> Job:
         """Queue a generation; 429 with ``Retry-After`` when full, 503 once the server is stopping."""
         with self._lock:
             if self._closed:
@@ -100,7 +102,7 @@ class GenerationQueue:
                 wait = max(1, min(60, math.ceil(self._mean_s * len(self._live))))
                 raise ApiError(429, f"the server is busy: {len(self._live)} request(s) in progress or waiting (capacity {self.capacity}); "
                                f"retry in about {wait} s", "rate_limit_error", code="queue_full", headers={"Retry-After": str(wait)})
-            job = Job(self, prompt, options, stream)
+            job = Job(self, prompt, options, stream, fit)
             self._live.add(job)
             self.counters["submitted"] += 1
         self._jobs.put(job)
@@ -175,7 +177,7 @@ class GenerationQueue:
         if job.cancelled:  # between leaving the queue and starting
             return "cancelled", job.cancellation()
         try:
-            stream = self._session.generate_stream(job.prompt, **job.options)
+            stream = self._start(job)
         except Exception as exc:  # noqa: BLE001 -- validation errors go back to the client
             return "failed", Failure(exc)
         pieces = []
@@ -193,6 +195,15 @@ class GenerationQueue:
         if job.cancelled:
             return "cancelled", job.cancellation()
         return "completed", self._outcome(stream, pieces)
+
+    def _start(self, job: Job):
+        try:
+            return self._session.generate_stream(job.prompt, **job.options)
+        except ContextLengthError as exc:
+            if not (job.fit and exc.room):
+                raise
+            # A request that set no max_tokens gets what fits, as OpenAI's API does.
+            return self._session.generate_stream(job.prompt, **{**job.options, "max_tokens": exc.room})
 
     def _outcome(self, stream, pieces: list[str]) -> Outcome:
         reply = getattr(stream, "reply", None)
