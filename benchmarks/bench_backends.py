@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 
 def _feeds(model, shape_overrides):
     from edgesdk._feeds import random_feeds
-    from edgesdk._model import open_model
+    from edgesdk._modelfile import open_model
 
     specs = open_model(model).info.get("inputs") or ()
     feeds = random_feeds(specs, seed=0)
@@ -166,7 +166,7 @@ def measure(model, device_id, feeds, args, cache_dir):
 
 def devices_for(model):
     import edgesdk
-    from edgesdk._model import open_model
+    from edgesdk._modelfile import open_model
 
     reg = edgesdk.get_registry()
     fmt = open_model(model, reg).format
@@ -175,7 +175,7 @@ def devices_for(model):
 
 def qdq_model(model, shape, d):
     sys.path.insert(0, str(HERE.parent / "tests"))
-    from edgesdk.npu_quant import quantize_for_npu
+    from edgesdk_backends.qnn import quantize_for_npu
 
     try:
         from qnn_helpers import text_crops  # rendered text: realistic calibration for PP-OCR cls
@@ -233,12 +233,12 @@ def main(argv=None):
     from edgesdk import hub
 
     model = str(hub.resolve(args.model)) if args.model.startswith("hub:") else args.model
-    from edgesdk._model import open_model
+    from edgesdk._modelfile import open_model
 
     if open_model(model).format == "gguf":
         return main_llm(model, args)
     shape = tuple(int(x) for x in args.shape.split(","))
-    from edgesdk._model import open_model
+    from edgesdk._modelfile import open_model
     from edgesdk._onnxgraph import dynamic_inputs
 
     dyn = dynamic_inputs(open_model(model).info.get("inputs") or ())

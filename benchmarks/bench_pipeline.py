@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         ap.error(f"--utterances must be in [1, {len(QUESTIONS)}]")
 
     from edgesdk import SessionOptions
-    from edgesdk.audio import Audio, TextToSpeech
+    from edgesdk.audio import Audio
     from edgesdk.pipeline import audio_frames, voice_assistant
 
     options = SessionOptions.for_device("phone")

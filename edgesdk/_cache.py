@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import shutil
 import stat
@@ -40,7 +39,7 @@ from typing import BinaryIO
 
 import attrs
 
-from ._errors import EdgeSDKError
+from . import _env
 from ._io import _fsync_dir, atomic_open, cache_dir
 
 try:
@@ -56,7 +55,7 @@ __all__ = [
 log = logging.getLogger("edgesdk.cache")
 
 MAX_MB_ENV = "EDGESDK_CACHE_MAX_MB"
-DEFAULT_MAX_MB = 2048
+DEFAULT_MAX_MB = int(_env.VARIABLES[MAX_MB_ENV].default)
 STALE_AFTER_S = 3600.0
 BUILTIN_CACHES = ("hub", "opencl", "qnn")
 _BUILD = ".build-"
@@ -64,22 +63,13 @@ _TRASH = ".trash-"
 _MIB = 1 << 20
 
 
-class CacheConfigError(EdgeSDKError, ValueError):
+class CacheConfigError(_env.EnvError):
     """The cache configuration (``EDGESDK_CACHE_MAX_MB``) is not valid."""
 
 
 def max_bytes() -> int | None:
     """The per-folder size bound from ``EDGESDK_CACHE_MAX_MB``, in bytes; None when it is ``0`` (no bound)."""
-    raw = os.environ.get(MAX_MB_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MAX_MB * _MIB
-    try:
-        mb = float(raw)
-    except ValueError:
-        mb = math.nan
-    if not math.isfinite(mb) or mb < 0:
-        raise CacheConfigError(f"{MAX_MB_ENV}={raw!r} is not a size in MiB: give a number >= 0 "
-                               f"(default {DEFAULT_MAX_MB}; 0 means no bound)")
+    mb = _env.get(MAX_MB_ENV, error=CacheConfigError)
     return None if mb == 0 else int(mb * _MIB)
 
 

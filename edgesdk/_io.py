@@ -11,6 +11,8 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
+from . import _env
+
 __all__ = ["atomic_open", "atomic_write_bytes", "atomic_save_npy", "cache_dir"]
 
 
@@ -19,10 +21,10 @@ def cache_dir(name: str, override=None) -> Path:
     else ``$XDG_CACHE_HOME/edgesdk/<name>`` (``~/.cache`` when unset)."""
     if override:
         return Path(override).expanduser()
-    env = os.environ.get("EDGESDK_CACHE_DIR")
+    env = _env.get("EDGESDK_CACHE_DIR")
     if env:
         return Path(env).expanduser() / name
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    base = _env.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "edgesdk" / name
 
 

@@ -12,7 +12,7 @@ from typing import Iterable, Mapping, Sequence
 
 from ._errors import InputShapeError
 
-__all__ = ["dynamic_inputs", "fix_input_shapes", "constants_to_initializers", "is_qdq", "expose_outputs", "truncate", "load_onnx", "topo_values"]
+__all__ = ["dynamic_inputs", "fix_input_shapes", "constants_to_initializers", "is_qdq", "expose_outputs", "truncate", "load_onnx"]
 
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 
@@ -84,16 +84,6 @@ def constants_to_initializers(model):
 def is_qdq(op_types: Iterable[str]) -> bool:
     """Whether a model (given its op types, with or without a 'domain::' prefix) is QDQ-quantized."""
     return any(t.rsplit("::", 1)[-1] in _QDQ_OPS for t in op_types)
-
-
-def topo_values(model) -> list[tuple[str, str, str]]:
-    """(node name, op type, output name) for every node output, in the graph's (topological) order."""
-    out = []
-    for i, n in enumerate(model.graph.node):
-        for o in n.output:
-            if o:
-                out.append((n.name or f"{n.op_type}_{i}", n.op_type, o))
-    return out
 
 
 def expose_outputs(model, names: Sequence[str]):

@@ -35,6 +35,11 @@ def _positive_or_none(instance, attribute, value):
         raise ValueError(f"{attribute.name} must be a positive int or None, got {value!r}")
 
 
+def _opt_name(instance, attribute, value):
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ValueError(f"{attribute.name} must be a non-empty string or None, got {value!r}")
+
+
 def _one_of(choices):
     def check(instance, attribute, value):
         if value not in choices:
@@ -107,6 +112,16 @@ class SessionOptions:
     (a pipeline uses it for devices whose memory its other stages already hold).
     ``adapters`` maps a name to a GGUF LoRA adapter file loaded beside a GGUF model; a generation
     picks one per request (``generate(..., adapter="name")``).
+
+    Settings every backend of a kind understands are fields here, not backend options, so the
+    core never needs to know which backend a model lands on; each backend maps them to its own
+    (a backend option of the same meaning, when given, wins):
+
+    - ``n_ctx``: KV-cache length in tokens of a language model (None: the backend's default).
+    - ``kv_dtype``: how the KV cache stores keys/values (None: the backend's default, "f32"); a
+      backend that cannot store the type asked for refuses the model with the reason.
+    - ``artifact_cache``: False keeps compiled artifacts of this model (QNN context binaries) out
+      of the compiled-artifact cache, for a temporary model that will never be loaded again.
     """
 
     prefer: tuple[str, ...] = attrs.field(default=("npu", "gpu", "cpu"), converter=_prefer)
@@ -118,6 +133,9 @@ class SessionOptions:
     backend_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=_backend_options, eq=False, hash=False)
     avoid: Mapping[str, str] = attrs.field(factory=dict, converter=_avoid, eq=False, hash=False)
     adapters: Mapping[str, str] = attrs.field(factory=dict, converter=_adapters, eq=False, hash=False)
+    n_ctx: int | None = attrs.field(default=None, validator=_positive_or_none)
+    kv_dtype: str | None = attrs.field(default=None, validator=_opt_name)
+    artifact_cache: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
 
     @classmethod
     def for_device(cls, name: str, **overrides) -> "SessionOptions":

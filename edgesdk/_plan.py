@@ -13,7 +13,7 @@ import logging
 
 import attrs
 
-from ._errors import PlacementError
+from ._errors import ModelFormatError, PlacementError
 from .backend import Device, Model, NodePlacement, Runner
 
 __all__ = ["Placement", "Refusal", "place"]
@@ -122,6 +122,8 @@ def place(model: Model, options, registry) -> tuple[Runner, Placement]:
             continue
         try:
             runner = backend.load(model, d, options)
+        except ModelFormatError:
+            raise  # the file itself is corrupt: no other backend can read it either, so say so at once
         except Exception as exc:
             log.info("backend %s failed to load %s on %s: %s", d.backend, model.path, d.id, exc)
             refusals.append(Refusal(d.backend, d.id, f"load failed: {type(exc).__name__}: {exc}"))

@@ -1,6 +1,6 @@
 """Plugin discovery: pluggy manager bootstrap, the ``edgesdk.backends`` entry-point group, device probing.
 
-Environment variables (mirroring pytest's):
+Environment variables (mirroring pytest's; parsed by :mod:`edgesdk._env`):
 - ``EDGESDK_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry points except those named in ``EDGESDK_PLUGINS``.
 - ``EDGESDK_PLUGINS=name,pkg.module``: plugins to load explicitly (entry-point names or module paths).
 - ``EDGESDK_BLOCK_PLUGINS=name,...``: plugins (entry-point or backend names) never loaded.
@@ -11,14 +11,13 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
-import os
 import threading
 from typing import Iterable
 
 import attrs
 import pluggy
 
-from . import hookspecs
+from . import _env, hookspecs
 from ._errors import BackendUnavailable, PluginError
 from .backend import BACKEND_API_VERSION, Backend, Device
 
@@ -27,14 +26,6 @@ __all__ = ["Registry", "PluginStatus", "BackendStatus", "get_registry", "reset_r
 log = logging.getLogger("edgesdk.registry")
 
 ENTRY_POINT_GROUP = "edgesdk.backends"
-
-
-def _env_list(name: str) -> list[str]:
-    return [x.strip() for x in os.environ.get(name, "").split(",") if x.strip()]
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
 @attrs.frozen
@@ -73,15 +64,15 @@ class Registry:
         self._backends: dict[str, tuple[Backend, str]] = {}
         self._refused: list[BackendStatus] = []
         self._status: dict[str, BackendStatus] = {}
-        self._blocked = set(_env_list("EDGESDK_BLOCK_PLUGINS"))
+        self._blocked = set(_env.get("EDGESDK_BLOCK_PLUGINS"))
         if autoload is None:
-            autoload = not _env_flag("EDGESDK_DISABLE_PLUGIN_AUTOLOAD")
+            autoload = not _env.get("EDGESDK_DISABLE_PLUGIN_AUTOLOAD")
         self._load_plugins(autoload)
 
     # -- plugin loading -------------------------------------------------------------------------
 
     def _load_plugins(self, autoload: bool) -> None:
-        explicit = _env_list("EDGESDK_PLUGINS")
+        explicit = _env.get("EDGESDK_PLUGINS")
         eps = {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
         names = list(eps) if autoload else []
         names += [n for n in explicit if n not in names]
@@ -108,6 +99,12 @@ class Registry:
             except Exception as exc:
                 self.plugins.append(PluginStatus(name, source, False, f"registration failed: {type(exc).__name__}: {exc}"))
                 return
+            problem = self._hook_problem()
+            if problem:
+                log.warning("plugin %s skipped: %s", name, problem)
+                self.pm.unregister(plugin)
+                self.plugins.append(PluginStatus(name, source, False, problem))
+                return
             try:
                 # Call this plugin's hook alone so one plugin's failure cannot hide another's backends.
                 impls = [i for i in self.pm.hook.edgesdk_backends.get_hookimpls() if i.plugin is plugin]
@@ -120,6 +117,19 @@ class Registry:
                 self.plugins.append(PluginStatus(name, source, False, f"edgesdk_backends raised {type(exc).__name__}: {exc}"))
                 return
             self.plugins.append(PluginStatus(name, source, True))
+
+    def _hook_problem(self) -> str | None:
+        """Why the plugin just registered implements a hook edgesdk does not have (a misspelt name), or None.
+
+        Run after every registration, and a failing plugin is unregistered, so pluggy's
+        ``check_pending`` (which covers every registered plugin) can only fail for the newest one.
+        """
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            known = sorted(n for n in dir(hookspecs) if n.startswith(hookspecs.PROJECT + "_"))
+            return f"hook validation failed: {exc} (edgesdk's hooks: {', '.join(known)})"
+        return None
 
     def _add_backend(self, backend, plugin: str) -> None:
         if not isinstance(backend, Backend):
@@ -188,6 +198,18 @@ class Registry:
                 impl.function(**kwargs)
             except Exception as exc:
                 log.warning("plugin %s raised in %s: %s: %s", impl.plugin_name, hook, type(exc).__name__, exc)
+
+    # -- added for issue 18 (plugin CLI hooks): a list-returning hook, one plugin at a time ------
+    def collect(self, hook: str, **kwargs) -> list:
+        """The items every plugin's ``hook`` returns (a list each), in registration order; a plugin
+        raising is logged and contributes nothing, so it cannot hide the others' items."""
+        items = []
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():  # registration order: built-ins first
+            try:
+                items += list(impl.function(**kwargs) or ())
+            except Exception as exc:
+                log.warning("plugin %s raised in %s: %s: %s", impl.plugin_name, hook, type(exc).__name__, exc)
+        return items
 
     def detect_format(self, path, head: bytes) -> str | None:
         for impl in reversed(self.pm.hook.edgesdk_detect_format.get_hookimpls()):

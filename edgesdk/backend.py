@@ -2,11 +2,18 @@
 
 A plugin module implements the ``edgesdk_backends`` hook (see :mod:`edgesdk.hookspecs`) and returns
 instances of :class:`Backend` subclasses. Built-in backends use exactly this API.
+
+Helpers for backend authors are public here too (imported from where they live on first use):
+:func:`gguf_refusal` and :class:`LlmRunner` for backends that run GGUF language models,
+:func:`typed_backend_options` for a backend's options class, and :class:`OrtRunner` (with
+:func:`ort_specs`, :func:`parse_ort_type`) for backends built on an ONNX Runtime session.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import importlib
+import inspect
+from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import attrs
 import numpy as np
@@ -16,12 +23,21 @@ __all__ = [
     "DEVICE_KINDS",
     "Backend",
     "Device",
+    "GENERATIVE_MEMBERS",
+    "GenerativeRunner",
+    "LlmRunner",
     "Model",
     "NodePlacement",
     "Runner",
     "Support",
     "TensorSpec",
     "VALUE_KINDS",
+    "gguf_refusal",
+    "missing_generative",
+    "ort_specs",
+    "OrtRunner",
+    "parse_ort_type",
+    "typed_backend_options",
 ]
 
 #: Bumped when the Backend/Runner contract changes incompatibly; backends declaring another value are refused.
@@ -179,6 +195,68 @@ class Runner:
         """Release native resources. Called once by ``Session.close``."""
 
 
+@runtime_checkable
+class GenerativeRunner(Protocol):
+    """The contract of a runner that generates text (a language model); ``Session.generate`` calls it.
+
+    A runner claims it by having a ``generate`` attribute (or by subclassing this class); then
+    ``Session`` checks at load that it has every member of :data:`GENERATIVE_MEMBERS` and refuses it
+    otherwise with a :class:`edgesdk.errors.PluginError` naming the missing ones. It is a
+    :class:`Runner` too: ``run``/``inputs``/``outputs``, and ``close`` called once.
+    :class:`LlmRunner` implements all of it for a backend that gives edgesdk's LLM engine its
+    forward pass; subclass that rather than writing these by hand.
+
+    ``prompt`` is a string or a chat (a list of ``{"role", "content"}`` dicts, rendered with the
+    model's chat template); keywords are :class:`edgesdk.llm.GenerationConfig` fields.
+    """
+
+    def generate(self, prompt, **kwargs) -> str:
+        """The generated text; the conversation's KV cache is kept for the next call (see ``reset``)."""
+
+    def generate_stream(self, prompt, **kwargs) -> Iterator[str]:
+        """Like ``generate``, yielding text pieces as they are decoded; closing the iterator cancels."""
+
+    def perplexity(self, text: str, n_ctx: int = 512, max_chunks: int | None = None):
+        """The model's perplexity on ``text`` in windows of ``n_ctx`` tokens (llama.cpp's method)."""
+
+    def apply_chat_template(self, messages, add_generation_prompt: bool = True) -> str:
+        """``messages`` rendered with the model's chat template, as the model will read them."""
+
+    def reset(self) -> None:
+        """Forget the conversation (the KV cache ``generate`` reuses between calls)."""
+
+    def close(self) -> None:
+        """Release native resources; called once."""
+
+    @property
+    def tokenizer(self):
+        """The model's tokenizer (``encode``/``decode``, ``vocab_size``)."""
+
+    @property
+    def last_stats(self):
+        """Statistics of the latest generation (:class:`edgesdk.llm.GenerationStats`), None before the first."""
+
+
+#: Every member :class:`GenerativeRunner` requires, in the order they are reported when missing.
+GENERATIVE_MEMBERS = ("generate", "generate_stream", "perplexity", "apply_chat_template", "reset", "close",
+                      "tokenizer", "last_stats")
+
+_ABSENT = object()
+
+
+def missing_generative(runner) -> tuple[str, ...] | None:
+    """None when ``runner`` does not claim to be generative, else the :data:`GENERATIVE_MEMBERS` it lacks.
+
+    Looked up without calling properties: a check at load must not run the model's code.
+    """
+    def has(name):
+        return inspect.getattr_static(runner, name, _ABSENT) is not _ABSENT
+
+    if not (has("generate") or GenerativeRunner in type(runner).__mro__):
+        return None
+    return tuple(m for m in GENERATIVE_MEMBERS if not has(m))
+
+
 class Backend:
     """Base class of a backend plugin. Subclasses set ``name`` and ``formats`` and implement the methods.
 
@@ -205,3 +283,25 @@ class Backend:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
+
+
+# -- helpers for backend authors ---------------------------------------------------------------
+# They live beside the code they belong to; those modules import this one, so each is imported
+# on first use rather than here.
+_HELPERS = {
+    "gguf_refusal": "edgesdk.llm._runner",
+    "LlmRunner": "edgesdk.llm._runner",
+    "typed_backend_options": "edgesdk._options",
+    "OrtRunner": "edgesdk_backends.onnxruntime",
+    "ort_specs": "edgesdk_backends.onnxruntime",
+    "parse_ort_type": "edgesdk_backends.onnxruntime",
+}
+
+
+def __getattr__(name: str):
+    module = _HELPERS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -12,7 +12,8 @@ from pathlib import Path
 import attrs
 import numpy as np
 
-from . import _cache, hub
+from . import __version__, _cache, _progress, hub
+from ._clijson import dump, placement_dict
 from ._errors import EdgeSDKError
 from ._feeds import load_inputs, parse_dims, random_feeds
 
@@ -114,7 +115,7 @@ def cmd_devices(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from ._model import open_model
+    from ._modelfile import open_model
     from ._options import SessionOptions
     from ._registry import get_registry
 
@@ -169,8 +170,8 @@ def cmd_run(args) -> int:
             out = s.run(feeds)
             times.append(time.perf_counter() - t0)
         if args.json:
-            print(json.dumps({"placement": str(s.placement), "median_ms": 1e3 * float(np.median(times)),
-                              "outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in out.items()}}, indent=2))
+            dump({"placement": placement_dict(s.placement), "median_ms": 1e3 * float(np.median(times)), "runs": len(times),
+                  "outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in out.items()}})
         else:
             print(s.placement)
             for k, v in out.items():
@@ -184,22 +185,72 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _hub_backends(reg, m) -> list[str]:
+    """The available backends that read the model's format (what `hub list` shows it runs on)."""
+    return [st.name for st in reg.statuses()
+            if st.devices and st.name in reg.backend_names and m.format in reg.backend(st.name).formats]
+
+
+def _hub_entry(m, p, backends) -> dict:
+    return {**attrs.asdict(m), "install": m.install, "installed": p is not None, "path": p, "backends": backends}
+
+
+def _hub_list(args) -> None:
+    from ._registry import get_registry
+
+    reg = get_registry()
+    rows = [(m, p, _hub_backends(reg, m)) for m, p in hub.available()]
+    if args.json:
+        dump({"models": [_hub_entry(*r) for r in rows], "cache": attrs.asdict(_cache.report("hub"))})
+        return
+    table = [("NAME", "TASK", "SIZE", "BACKEND", "LICENCE", "PATH")]
+    table += [(m.name, m.task, _fmt_bytes(m.size), ",".join(b) or "-", m.licence, str(p) if p else f"not installed: {m.install}")
+              for m, p, b in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    print(f"{sum(1 for _, p, _ in rows if p)} of {len(rows)} installed; `edgesdk hub info NAME` for inputs, outputs and the install command")
+    print(_cache_line(_cache.report("hub")))
+
+
+def _hub_info(args) -> None:
+    from ._registry import get_registry
+
+    m = hub.CATALOG[args.name]
+    p = hub.installed_path(m.name)
+    entry = _hub_entry(m, p, _hub_backends(get_registry(), m))
+    if args.json:
+        dump(entry)
+        return
+    print(f"{m.name}: {m.description}")
+    shown = {"size": _fmt_bytes(m.size), "backends": ", ".join(entry["backends"]) or "none installed",
+             "path": p or f"not installed; {m.install}", "parts": ", ".join(m.parts)}
+    for key in ("task", "inputs", "outputs", "licence", "size", "format", "backends", "package", "module", "relpath", "parts", "sha256", "install", "path"):
+        value = shown.get(key, entry[key])
+        if value:
+            print(f"  {key + ':':<10} {value}")
+
+
 def cmd_hub(args) -> int:
     if args.hub_cmd == "list":
-        for m, p in hub.available():
-            where = str(p) if p else f"not installed ({m.install})"
-            print(f"{m.name:<22} {m.task:<9} {m.description}\n{'':<22} {where}")
-        print(_cache_line(_cache.report("hub")))
+        _hub_list(args)
+    elif args.hub_cmd == "info":
+        _hub_info(args)
     elif args.hub_cmd == "path":
         print(hub.path(args.name))
     elif args.hub_cmd == "verify":
-        print(f"{args.name}: ok sha256={hub.verify(args.name)}")
+        digest = hub.verify(args.name)  # a failure is a HubError: exit 1, the cause on stderr
+        if args.json:
+            dump({"name": args.name, "ok": True, "sha256": digest})
+        else:
+            print(f"{args.name}: ok sha256={digest}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edgesdk", description="Run AI models on the best processor of this device.")
-    ap.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    ap.add_argument("--version", action="version", version=f"edgesdk {__version__}")
+    _add_verbosity_flags(ap, default=0)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("devices", help="list backends and devices, and why unavailable ones are")
@@ -225,32 +276,63 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("hub", help="ready models shipped in PyPI wheels")
     hs = p.add_subparsers(dest="hub_cmd", required=True)
-    hs.add_parser("list")
-    for name in ("path", "verify"):
+    hs.add_parser("list", help="every catalogue model: task, size, backend, licence").add_argument("--json", action="store_true")
+    for name in ("info", "path", "verify"):
         q = hs.add_parser(name)
-        q.add_argument("name", choices=sorted(hub.CATALOG))
+        q.add_argument("name", choices=sorted(hub.CATALOG), metavar="NAME")
+    for name in ("info", "verify"):
+        hs.choices[name].add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_hub)
 
     _add_llm_commands(sub)
+    _accept_verbosity_after_command(ap)
     return ap
 
 
+def _add_verbosity_flags(p, default) -> None:
+    p.add_argument("-v", "--verbose", action="count", default=default, help="more logging (-vv for debug)")
+    p.add_argument("-q", "--quiet", action="count", default=default, help="errors only, and no progress bars")
+
+
+def _accept_verbosity_after_command(parser) -> None:
+    """Give every (sub)command ``-v``/``-q`` too, so ``edgesdk generate ... -q`` works as users type it.
+    SUPPRESS as the default keeps a flag given before the command from being reset by the subcommand."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sp in action.choices.values():
+                if not any(o in sp._option_string_actions for o in ("-v", "-q")):
+                    _add_verbosity_flags(sp, default=argparse.SUPPRESS)
+                _accept_verbosity_after_command(sp)
+
+
+def _configure_output(args) -> None:
+    """Logging level from -v/-q (each -q one level quieter, each -v one louder); -q also hides progress bars."""
+    level = logging.WARNING - 10 * (args.verbose - args.quiet)
+    logging.basicConfig(level=min(max(level, logging.DEBUG), logging.CRITICAL), format="%(levelname)s %(name)s: %(message)s")
+    _progress.set_enabled(args.quiet == 0)
+
+
 def _add_llm_commands(sub) -> None:
-    from . import _npu_cli
+    from . import _diff_cli
+    from ._registry import get_registry
     from .hybrid import cli as hybrid_cli
     from .llm import cli as llm_cli
+    from .quant import cli as quant_cli
     from .serve import cli as serve_cli
 
     llm_cli.add_commands(sub, _add_placement_args, _options)
     hybrid_cli.add_commands(sub, _add_placement_args, _options)
     serve_cli.add_commands(sub, _add_placement_args, _options)
-    _npu_cli.add_commands(sub, _add_placement_args, _options)
+    _diff_cli.add_commands(sub, _add_placement_args, _options)
+    reg = get_registry()
+    quant_cli.add_commands(sub, _add_placement_args, _options, reg.collect("edgesdk_quantize_targets"))
+    # Plugins last, so a plugin cannot take the name of a built-in command (argparse refuses the clash).
+    reg.call_observers("edgesdk_cli_commands", subparsers=sub, add_placement_args=_add_placement_args, options_fn=_options)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-                        format="%(levelname)s %(name)s: %(message)s")
+    _configure_output(args)
     try:
         return args.fn(args) or 0
     except EdgeSDKError as exc:

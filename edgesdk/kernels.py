@@ -37,6 +37,7 @@ import os
 import attrs
 import numpy as np
 
+from . import _env
 from . import _kernels_ref as ref
 from ._errors import KernelError
 from .quant._tensor import BLOCKS, QuantizedTensor
@@ -56,11 +57,7 @@ except ImportError as e:  # the C extension did not build here
 
 
 def _choose_impl() -> str:
-    want = os.environ.get("EDGESDK_KERNELS", "auto").strip().lower() or "auto"
-    if want not in ("auto", "c", "numpy"):
-        # a typo in the environment must not make `import edgesdk` fail
-        log.warning("EDGESDK_KERNELS=%r is not auto, c or numpy; using auto", want)
-        want = "auto"
+    want = _env.get("EDGESDK_KERNELS")  # a typo is a warning, then auto: `import edgesdk` must not fail
     if want == "numpy":
         return "numpy"
     if _lib is None:
@@ -75,12 +72,9 @@ _impl = _choose_impl()
 
 
 def _default_threads() -> int:
-    env = os.environ.get("EDGESDK_THREADS")
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            log.warning("EDGESDK_THREADS=%r is not an integer; ignored", env)
+    env = _env.get("EDGESDK_THREADS")
+    if env is not None:
+        return env
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
@@ -150,7 +144,7 @@ def _path_needs() -> int:
     return _lib.ek_path_needs(_lib.ek_path_get()) if _impl == "c" else 0
 
 
-if _impl == "c" and (_env_simd := os.environ.get("EDGESDK_SIMD", "").strip()):
+if _impl == "c" and (_env_simd := _env.get("EDGESDK_SIMD")):
     try:
         set_simd(_env_simd)
     except KernelError as e:  # a typo in the environment must not make `import edgesdk` fail

@@ -59,7 +59,7 @@ def text_crops(n, seed=0):
 def cls_qdq():
     """PP-OCR cls QDQ-quantized for the HTP (uint8), and its report; built once per test process."""
     from conftest import hub_path
-    from edgesdk.npu_quant import quantize_for_npu
+    from edgesdk_backends.qnn import quantize_for_npu
 
     out = f"{_TMP.name}/cls.qdq.onnx"
     report = quantize_for_npu(hub_path("ppocr-cls"), out, text_crops(6), eval_data=text_crops(4, seed=2))

@@ -204,7 +204,7 @@ def case(request, tmp_path_factory):
 def _run(path, ids, impl, act, fused, monkeypatch):
     from edgesdk.llm._weights import kernel_impl
 
-    if impl == "kernels" and kernel_impl() != "kernels":
+    if impl == "c" and kernel_impl() != "c":
         pytest.skip("kernels unavailable")
     monkeypatch.setenv("EDGESDK_LLM_FUSED", "1" if fused else "0")
     llm = LLM(path, impl=impl, activations=act, n_ctx=CTX)
@@ -221,7 +221,7 @@ def _rel(a, b) -> float:
 
 
 # (impl, activations, fused loop) per file kind: the passes whose arithmetic is llama.cpp's there.
-PASSES = {"f32": [("numpy", "f32", False)], "mix": [("kernels", "int8", True), ("kernels", "int8", False)]}
+PASSES = {"f32": [("numpy", "f32", False)], "mix": [("c", "int8", True), ("c", "int8", False)]}
 TOLERANCE = {"f32": 1e-4, "mix": 0.03}
 
 
@@ -234,7 +234,7 @@ def test_matches_llama_cpp(case, monkeypatch):
         assert got_tokens == want_tokens, f"{name}/{types} {impl}/{act}/fused={fused}"
     if types == "mix":  # the fused C loop's primitives against the numpy reference's, both exact
         ref, _ = _run(path, ids, "numpy", "f32", False, monkeypatch)
-        got, _ = _run(path, ids, "kernels", "f32", True, monkeypatch)
+        got, _ = _run(path, ids, "c", "f32", True, monkeypatch)
         assert _rel(got, ref) < 1e-4
         assert _rel(ref, want_logits) < 0.05  # the exact pass is near llama.cpp too (which rounds activations)
 
@@ -331,13 +331,13 @@ def small_rings(monkeypatch):
     return _model
 
 
-@pytest.mark.parametrize("impl,act", [("numpy", "f32"), ("kernels", "f32")])
+@pytest.mark.parametrize("impl,act", [("numpy", "f32"), ("c", "f32")])
 def test_sliding_window_ring_matches_full_cache(tmp_path, small_rings, impl, act):
     """Windowed layers keep only a ring of keys: logits equal a cache holding every position, and a
     prefix reuse reaching behind the ring recomputes instead of reading overwritten keys."""
     from edgesdk.llm._weights import kernel_impl
 
-    if impl == "kernels" and kernel_impl() != "kernels":
+    if impl == "c" and kernel_impl() != "c":
         pytest.skip("kernels unavailable")
     path = write_model(tmp_path / "g.gguf", "gemma3", layers=6)
     ids = [int(t) for t in np.random.default_rng(3).integers(0, 256, 100)]

@@ -375,7 +375,7 @@ def test_hub_assembled_model_counts_as_one_entry_and_evicts_older_ones(fake, mon
 def _no_backends(monkeypatch):
     import edgesdk._registry as registry
 
-    reg = types.SimpleNamespace(statuses=list, plugins=[], _backends={})
+    reg = types.SimpleNamespace(statuses=list, plugins=[], _backends={}, collect=lambda *a, **k: [], call_observers=lambda *a, **k: None)
     monkeypatch.setattr(registry, "get_registry", lambda: reg)
 
 

@@ -73,3 +73,62 @@ def test_run_errors_are_one_clear_line(tmp_path):
 def test_hub_commands():
     assert "silero-vad" in edgesdk("hub", "list").stdout
     assert "ok sha256=" in edgesdk("hub", "verify", "silero-vad").stdout
+
+
+def test_version():
+    import edgesdk as sdk
+
+    assert edgesdk("--version").stdout.strip() == f"edgesdk {sdk.__version__}"
+
+
+def test_verbosity_flags_before_or_after_the_command():
+    from edgesdk.cli import build_parser
+
+    ap = build_parser()
+    assert (ap.parse_args(["devices"]).quiet, ap.parse_args(["devices"]).verbose) == (0, 0)
+    assert ap.parse_args(["-q", "devices"]).quiet == 1 and ap.parse_args(["devices", "-q"]).quiet == 1
+    assert ap.parse_args(["-v", "hub", "verify", "silero-vad"]).verbose == 1  # not reset by the subcommand
+    assert ap.parse_args(["hub", "verify", "silero-vad", "-vv"]).verbose == 2
+
+
+def test_json_of_run_has_structured_placement():
+    data = json.loads(edgesdk("run", "face-detection", "--random", "--json").stdout)
+    p = data["placement"]
+    assert p["device"]["id"] == "tflite:cpu" and p["device"]["kind"] == "cpu" and p["backend"] == "tflite"
+    assert sum(p["node_counts"].values()) > 0 and p["fallbacks"] == []
+    assert {"backend", "device", "reason"} <= set(p["refusals"][0]) and data["runs"] == 1
+
+
+def test_json_of_generate_perplexity_and_hub_verify():
+    data = json.loads(edgesdk("generate", hub_path("smollm2-135m"), "The capital of France is", "--raw", "-n", "3", "--json").stdout)
+    assert "Paris" in data["text"] and data["stats"]["generated_tokens"] == 3 and data["placement"]["device"]["id"]
+    text = str(__import__("pathlib").Path(__file__).parent / "data" / "tinyshakespeare-4k.txt")
+    data = json.loads(edgesdk("perplexity", "smollm2-135m", text, "--n-ctx", "64", "--max-chunks", "1", "--json").stdout)
+    assert data["chunks"] == 1 and data["ppl"] > 1 and len(data["per_chunk"]) == 1
+    data = json.loads(edgesdk("hub", "verify", "silero-vad", "--json").stdout)
+    assert data == {"name": "silero-vad", "ok": True, "sha256": data["sha256"]} and len(data["sha256"]) == 64
+
+
+def test_quiet_generate_prints_only_the_text():
+    p = edgesdk("-q", "generate", hub_path("smollm2-135m"), "The capital of France is", "--raw", "-n", "3")
+    assert "Paris" in p.stdout and p.stderr == ""
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch):
+    import io
+
+    from edgesdk import _progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, enabled, shown in ((Terminal(), True, True), (io.StringIO(), True, False), (Terminal(), False, False)):
+        monkeypatch.setattr("sys.stderr", stream)
+        _progress.set_enabled(enabled)
+        try:
+            with _progress.bar(4, "counting", delay=0) as bar:
+                bar.update(4)
+        finally:
+            _progress.set_enabled(True)
+        assert ("counting" in stream.getvalue()) == shown

@@ -49,7 +49,7 @@ class Skew(Backend):
         import onnx
         from onnx import helper, numpy_helper
 
-        from edgesdk._model import open_model
+        from edgesdk._modelfile import open_model
 
         m = onnx.load(model.path)
         for n in m.graph.node:

@@ -38,7 +38,7 @@ def _rel(a, b) -> float:
 
 
 def _cllm():
-    if importlib.util.find_spec("edgesdk._cllm") is None or kernel_impl() != "kernels":
+    if importlib.util.find_spec("edgesdk._cllm") is None or kernel_impl() != "c":
         pytest.skip("the fused C loop (edgesdk._cllm) or the kernels are unavailable")
     from edgesdk import _cllm
 
@@ -57,10 +57,10 @@ IDS = [int(t) for t in np.random.default_rng(5).integers(0, 256, 80)]  # > EXACT
 
 def _run(path, impl, kv_dtype, monkeypatch, ids=IDS, steps=6):
     """Logits of a prefill of ``ids`` then ``steps`` one-token decode steps (teacher-forced), and the cache."""
-    monkeypatch.setenv("EDGESDK_LLM_FUSED", "1" if impl == "kernels" else "0")
+    monkeypatch.setenv("EDGESDK_LLM_FUSED", "1" if impl == "c" else "0")
     llm = LLM(path, impl=impl, activations="f32", n_ctx=CTX, kv_dtype=kv_dtype)
     try:
-        assert (llm.model.fused is not None) == (impl == "kernels")
+        assert (llm.model.fused is not None) == (impl == "c")
         cache = llm.model.new_cache(CTX)
         assert cache.kv_dtype == kv_dtype
         out = [llm.model.forward(ids[:-steps], cache, logits="all")]
@@ -107,7 +107,7 @@ def test_numpy_and_fused_loop_agree(models, arch, kv_dtype, simd, monkeypatch):
         code = getattr(lib, "LLM_KV_" + kv_dtype.upper())
         if simd == "portable":
             assert _cllm().ffi.string(lib.llm_attend_path(kernels._path_needs(), code)) == b"portable"
-        got, cache = _run(models[arch], "kernels", kv_dtype, monkeypatch)
+        got, cache = _run(models[arch], "c", kv_dtype, monkeypatch)
     finally:
         kernels.set_simd("auto")
     err = _rel(got, ref)
@@ -169,12 +169,12 @@ def small_rings(monkeypatch):
     return _model
 
 
-@pytest.mark.parametrize("impl", ["numpy", "kernels"])
+@pytest.mark.parametrize("impl", ["numpy", "c"])
 @pytest.mark.parametrize("kv_dtype", QUANTIZED)
 def test_sliding_window_ring_matches_full_cache(models, small_rings, impl, kv_dtype):
     """The ring keeps its meaning with stored types: a ring and a cache of every position hold the
     same encoded keys, so they give the same logits; truncation still refuses overwritten keys."""
-    if impl == "kernels":
+    if impl == "c":
         _cllm()
     ids = [int(t) for t in np.random.default_rng(3).integers(0, 256, 100)]
     llm = LLM(models["gemma3"], impl=impl, activations="f32", n_ctx=CTX, kv_dtype=kv_dtype)

@@ -162,7 +162,7 @@ def test_reference_and_kernels_agree(llm, shakespeare):
     int8 activations (the default, llama.cpp's arithmetic) stay close."""
     from edgesdk.llm._weights import kernel_impl
 
-    if kernel_impl() != "kernels":
+    if kernel_impl() != "c":
         pytest.skip("edgesdk.kernels is not available (or EDGESDK_KERNELS=numpy)")
     ref = LLM(model_path(), n_ctx=64, impl="numpy")
     exact = LLM(model_path(), n_ctx=64, activations="f32")
@@ -214,7 +214,7 @@ def test_incremental_decode_matches_batch_logits(llm):
     step = [llm.model.forward([t], cache) for t in ids[2:6]]
     rest = llm.model.forward(ids[6:], cache, logits="all")
     got = np.concatenate([np.stack(step), rest])
-    if llm.impl == "kernels":  # rows are computed independently: bit-identical
+    if llm.impl == "c":  # rows are computed independently: bit-identical
         np.testing.assert_array_equal(got, full[2:])
     else:  # numpy's BLAS picks other kernels for one row than for many: last-bit differences
         np.testing.assert_allclose(got, full[2:], atol=1e-3)

@@ -157,11 +157,11 @@ def tiny(request, tmp_path_factory):
     return path, ref, kind
 
 
-@pytest.mark.parametrize("impl,act,tol", [("numpy", "f32", 1e-4), ("kernels", "f32", 1e-4), ("kernels", "int8", 0.1)])
+@pytest.mark.parametrize("impl,act,tol", [("numpy", "f32", 1e-4), ("c", "f32", 1e-4), ("c", "int8", 0.1)])
 def test_forward_matches_float64_reference(tiny, impl, act, tol):
     from edgesdk.llm._weights import kernel_impl
 
-    if impl == "kernels" and kernel_impl() != "kernels":
+    if impl == "c" and kernel_impl() != "c":
         pytest.skip("kernels unavailable")
     path, ref, kind = tiny
     llm = LLM(path, impl=impl, activations=act)
@@ -169,7 +169,7 @@ def test_forward_matches_float64_reference(tiny, impl, act, tol):
     want = _reference_logits(ref, ids, kind["arch"])
     got = llm.logits(ids)
     assert np.abs(got - want).max() <= tol * np.abs(want).max()
-    if impl == "kernels" and kind["tied"] and importlib.util.find_spec("edgesdk._cllm") and os.environ.get("EDGESDK_LLM_FUSED") != "0":
+    if impl == "c" and kind["tied"] and importlib.util.find_spec("edgesdk._cllm") and os.environ.get("EDGESDK_LLM_FUSED") != "0":
         assert llm.model.fused is not None  # fully block-quantized: the fused C layer loop ran
     if kind["mixed"]:
         assert llm.model.fused is None and llm.model.lm_head._qt is None
@@ -196,7 +196,7 @@ def test_placement_names_each_type_a_backend_lacks(tmp_path):
     """A backend that computes fewer types refuses with each missing type and the tensors using it."""
     import types
 
-    from edgesdk._model import _probe_gguf
+    from edgesdk._modelfile import _probe_gguf
     from edgesdk.llm._runner import gguf_refusal
 
     path, _ = _write(tmp_path / "k.gguf", tied=True, mixed=False, kquant=True)

@@ -1,15 +1,15 @@
 """Malformed model files always give a typed ModelLoadError naming the file, never a crash."""
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import edgesdk
 from edgesdk import ModelFormatError, ModelLoadError, ModelNotFoundError, UnsupportedModelError
-from edgesdk._model import open_model
+from edgesdk._modelfile import open_model
 
 from conftest import hub_path, make_onnx
+from test_model_fuzz import fuzz
 
 
 def test_missing_and_empty(tmp_path):
@@ -78,6 +78,7 @@ def _load(p):
         s = edgesdk.Session(p)
     except ModelLoadError as exc:
         assert str(p) in str(exc)
+        assert not fuzz._RAW.search(str(exc)), f"the cause is a bare exception name, not words: {exc}"
         return
     except edgesdk.PlacementError:
         return  # parsed, but every backend refused it with a reason: also a clean outcome

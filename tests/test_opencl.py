@@ -35,7 +35,7 @@ from edgesdk.llm._weights import dequantize_rows  # noqa: E402
 from edgesdk.quant import TYPES  # noqa: E402
 from gguf_blocks import F16_FIELDS, random_blocks  # noqa: E402
 from edgesdk_backends.opencl import OpenCLBackend  # noqa: E402
-from edgesdk_backends.opencl._model import IMPLEMENTS, rope_tables  # noqa: E402
+from edgesdk_backends.opencl._transformer import IMPLEMENTS, rope_tables  # noqa: E402
 from edgesdk_backends.opencl._progcache import ProgramCache, build_program  # noqa: E402
 from edgesdk_backends.opencl._runtime import GEMM_KINDS, GEMV_MAX_ROWS, GEMV_SHAPES, ClRuntime, ClWeight  # noqa: E402
 
@@ -544,3 +544,29 @@ def test_logit_softcap_applied_to_what_is_read_back(tmp_path, device):
     finally:
         ocl.close()
         ref.close()
+
+
+def test_generic_session_options_reach_the_opencl_runner(tmp_path, device, monkeypatch, capsys):
+    """SessionOptions.n_ctx sizes the device KV cache (``edgesdk generate --n-ctx`` sets it, so it is
+    no longer lost when the model lands here); a kv_dtype the device cache cannot store is refused."""
+    import edgesdk_backends.opencl as ocl_backend
+    from edgesdk.cli import main
+
+    path = _arch_file(tmp_path, "llama")
+    with edgesdk.Session(path, SessionOptions(require=device.id, n_ctx=64)) as s:
+        assert s.runner.llm.n_ctx == 64
+    with edgesdk.Session(path, SessionOptions(require=device.id, n_ctx=64, backend_options={"opencl": {"n_ctx": 32}})) as s:
+        assert s.runner.llm.n_ctx == 32  # the backend's own option is the more specific ask
+    with pytest.raises(PlacementError, match="kv_dtype='f16': the opencl KV cache is f32 only"):
+        edgesdk.Session(path, SessionOptions(require=device.id, kv_dtype="f16"))
+    seen = []
+
+    class Recording(ocl_backend.OpenCLRunner):
+        def __init__(self, llm, *a, **kw):
+            seen.append(llm.n_ctx)
+            super().__init__(llm, *a, **kw)
+
+    monkeypatch.setattr(ocl_backend, "OpenCLRunner", Recording)
+    assert main(["generate", path, "ab", "--raw", "-n", "2", "--n-ctx", "64", "--require", device.id]) == 0
+    capsys.readouterr()
+    assert seen == [64]

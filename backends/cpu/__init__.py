@@ -1,11 +1,7 @@
 """Native CPU backend: runs GGUF LLMs with numpy and the cffi INT4/INT8 kernels (edgesdk.llm).
 
-Backend options (``SessionOptions(backend_options={"cpu": {...}})``): ``n_ctx`` (KV-cache length,
-default: the model's training context; pages are committed only as the cache fills), ``impl``
-("kernels" or "numpy"; default follows ``EDGESDK_KERNELS``), ``activations`` ("int8", the
-default, quantizes activations per 32-block like llama.cpp; "f32" is exact and slower) and
-``kv_dtype`` (how the KV cache stores keys/values: "f32", the default; "f16", half the memory;
-"q8_0", llama.cpp's 8-bit blocks, 0.27x; LLM validates it).
+Backend options: :class:`CpuOptions` via ``SessionOptions(backend_options={"cpu": {...}})``.
+``SessionOptions.n_ctx`` and ``SessionOptions.kv_dtype`` apply when the cpu options leave them unset.
 
 ``SessionOptions.adapters`` (name -> GGUF LoRA file) are loaded beside the model and checked
 against it at load; ``generate(..., adapter="name", adapter_scale=1.0)`` picks one per request.
@@ -18,12 +14,13 @@ import logging
 import edgesdk
 from edgesdk._errors import BackendUnavailable, GenerationError
 from edgesdk._sysinfo import cpu_count, cpu_name, total_memory
-from edgesdk.backend import Backend, Device, Support
-from edgesdk.llm._runner import LlmRunner, gguf_refusal
+from edgesdk.backend import Backend, Device, LlmRunner, Support, gguf_refusal
+
+from ._options import CpuOptions
+
+__all__ = ["CpuBackend", "CpuLlmRunner", "CpuOptions"]
 
 log = logging.getLogger("edgesdk.backends.cpu")
-
-_OPTIONS = ("n_ctx", "impl", "activations", "kv_dtype")
 
 
 class CpuLlmRunner(LlmRunner):
@@ -68,16 +65,26 @@ class CpuBackend(Backend):
     def load(self, model, device, options):
         from edgesdk.llm import LLM
 
-        opts = options.options_for(self.name) if options is not None else {}
-        unknown = sorted(set(opts) - set(_OPTIONS))
-        if unknown:
-            raise GenerationError(f"unknown cpu backend option(s) {', '.join(unknown)}; valid: {', '.join(_OPTIONS)}")
-        threads = getattr(options, "threads", None)
-        llm = LLM(model.path, n_ctx=opts.get("n_ctx"), threads=threads, impl=opts.get("impl"), activations=opts.get("activations", "int8"),
-                  kv_dtype=opts.get("kv_dtype", "f32"), adapters=getattr(options, "adapters", None))
+        co = _options(options)
+        # The backend's own option is the more specific ask, so it wins over the generic field.
+        n_ctx = _given(co.n_ctx, getattr(options, "n_ctx", None))
+        kv_dtype = _given(co.kv_dtype, getattr(options, "kv_dtype", None), "f32")
+        llm = LLM(model.path, n_ctx=n_ctx, threads=getattr(options, "threads", None), impl=co.impl, activations=co.activations,
+                  kv_dtype=kv_dtype, adapters=getattr(options, "adapters", None))
         log.info("loaded %s (%s, %d layers) with impl=%s, kv_dtype=%s, adapters: %s", model.path, llm.config.arch.name, llm.config.n_layer,
                  llm.impl, llm.kv_dtype, ", ".join(llm.adapters) or "none")
         return CpuLlmRunner(llm, device.id)
+
+
+def _given(*values):
+    return next((v for v in values if v is not None), None)
+
+
+def _options(options) -> CpuOptions:
+    try:
+        return CpuOptions.from_value((options.options_for("cpu") or None) if options is not None else None)
+    except (TypeError, ValueError) as exc:
+        raise GenerationError(f"invalid cpu backend options: {exc}") from exc
 
 
 @edgesdk.hookimpl

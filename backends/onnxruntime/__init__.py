@@ -7,13 +7,34 @@ CPU EP is listed, never hidden.
 from __future__ import annotations
 
 import logging
+from typing import Any, Mapping
+
+import attrs
 
 import edgesdk
 from edgesdk._errors import BackendError, BackendUnavailable
 from edgesdk._sysinfo import cpu_name, total_memory
-from edgesdk.backend import Backend, Device, NodePlacement, Runner, TensorSpec
+from edgesdk.backend import Backend, Device, NodePlacement, Runner, TensorSpec, typed_backend_options
 
 log = logging.getLogger("edgesdk.backends.onnxruntime")
+
+
+@attrs.frozen
+class OrtOptions:
+    """Options of the onnxruntime backend: ``SessionOptions(backend_options={"onnxruntime": {...}})``.
+
+    - ``provider_options``: options of the execution provider the device runs on (ORT takes strings).
+    """
+
+    provider_options: Mapping[str, str] = attrs.field(factory=dict, converter=lambda d: {str(k): str(v) for k, v in (d or {}).items()})
+
+    @classmethod
+    def from_value(cls, value) -> "OrtOptions":
+        """An OrtOptions from an OrtOptions, a dict of its fields, or None (defaults)."""
+        return typed_backend_options(cls, value, "onnxruntime")
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
 
 # EP name -> (device kind, short id). The QNN EP belongs to the dedicated qnn backend.
 _EP_KINDS = {
@@ -77,7 +98,11 @@ class OnnxRuntimeBackend(Backend):
         if options.threads:
             so.intra_op_num_threads = options.threads
             so.inter_op_num_threads = 1
-        providers = [(ep, options.options_for(self.name).get("provider_options", {}))]
+        try:
+            oo = OrtOptions.from_value(options.options_for(self.name) or None)
+        except (TypeError, ValueError) as exc:
+            raise BackendError(f"invalid onnxruntime backend options: {exc}") from exc
+        providers = [(ep, dict(oo.provider_options))]
         if ep != "CPUExecutionProvider":
             providers.append(("CPUExecutionProvider", {}))
             if options.require is not None:

@@ -9,7 +9,9 @@ native CPU backend and its timings are never read as a GPU's.
 The LLM runs through :class:`edgesdk.llm.LLM` with this backend's forward pass
 (:class:`._model.ClTransformer`): weights uploaded once as quantized blocks, activations and KV cache
 in device buffers, only logits read back. Compiled programs are cached (:mod:`._progcache`).
-Options: :class:`OpenCLOptions` via ``SessionOptions(backend_options={"opencl": {...}})``.
+Options: :class:`OpenCLOptions` via ``SessionOptions(backend_options={"opencl": {...}})``;
+``SessionOptions.n_ctx`` applies when ``n_ctx`` is not given there, and ``SessionOptions.kv_dtype``
+other than "f32" is refused (the device KV cache is f32).
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ import threading
 
 import edgesdk
 from edgesdk._errors import BackendError, BackendUnavailable
-from edgesdk.backend import Backend, Device, Support
-from edgesdk.llm._runner import LlmRunner, gguf_refusal
+from edgesdk.backend import Backend, Device, LlmRunner, Support, gguf_refusal
 
 from ._options import DEFAULT_MAX_CTX, OpenCLOptions
 from ._progcache import BuildInfo, ProgramCache
@@ -120,10 +121,14 @@ class OpenCLBackend(Backend):
             return Support.refuse(str(exc))
         if oo.device is not None and oo.device != device.id:
             return Support.refuse(f"backend option device={oo.device!r} names another OpenCL device")
+        kv_dtype = getattr(options, "kv_dtype", None)
+        if kv_dtype not in (None, "f32"):
+            # Refused, so placement falls back to a backend that stores the KV cache as asked.
+            return Support.refuse(f"kv_dtype={kv_dtype!r}: the opencl KV cache is f32 only")
         if getattr(options, "adapters", None):
             # Refused, so placement falls back to the cpu backend, whose forward pass applies them.
             return Support.refuse("LoRA adapters are not implemented by the opencl forward pass (the cpu backend applies them)")
-        from ._model import IMPLEMENTS
+        from ._transformer import IMPLEMENTS
         from ._runtime import FORMATS
 
         why = gguf_refusal(model, computes=FORMATS, implements=IMPLEMENTS)
@@ -144,12 +149,14 @@ class OpenCLBackend(Backend):
     def load(self, model, device, options):
         from edgesdk.llm import LLM
 
-        from ._model import ClTransformer
+        from ._transformer import ClTransformer
 
         oo = self._options(options)
         rt = self.runtime(device.id, oo)
-        llm = LLM(model.path, n_ctx=oo.n_ctx, model_factory=lambda g: ClTransformer(
-            g, rt, prefill_chunk=oo.prefill_chunk, max_ctx=None if oo.n_ctx else DEFAULT_MAX_CTX))
+        # The backend's own option is the more specific ask, so it wins over SessionOptions.n_ctx.
+        n_ctx = oo.n_ctx if oo.n_ctx is not None else getattr(options, "n_ctx", None)
+        llm = LLM(model.path, n_ctx=n_ctx, model_factory=lambda g: ClTransformer(
+            g, rt, prefill_chunk=oo.prefill_chunk, max_ctx=None if n_ctx else DEFAULT_MAX_CTX))
         log.info("loaded %s on %s (%s): %.1f MiB of weights, %.1f MiB KV cache; program %s in %.3f s", model.path, device.id,
                  device.name, llm.model.weight_bytes / 2**20, llm.cache.nbytes / 2**20, rt.build_info.how, rt.build_info.seconds)
         return OpenCLRunner(llm, device.id, rt.build_info)

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from edgesdk._options import typed_backend_options
+from edgesdk.backend import typed_backend_options
 
 __all__ = ["OpenCLOptions"]
 
@@ -37,8 +37,9 @@ class OpenCLOptions:
 
     Pass as ``SessionOptions(backend_options={"opencl": {...}})`` with these keys:
 
-    - ``n_ctx``: KV-cache length in tokens, allocated on the device at load (default: the model's
-      training context, at most :data:`DEFAULT_MAX_CTX`: device memory is committed up front).
+    - ``n_ctx``: KV-cache length in tokens, allocated on the device at load (default:
+      ``SessionOptions.n_ctx``, else the model's training context, at most :data:`DEFAULT_MAX_CTX`:
+      device memory is committed up front).
     - ``device``: only this OpenCL device (``"opencl:0.0"`` or ``"0.0"``, platform.device) may run the
       model; placement refuses the others with the reason.
     - ``prefill_chunk``: prompt rows per GEMM pass (bounds the activation buffers on the device).

@@ -172,11 +172,6 @@ class ClRuntime:
     def empty(self, nbytes: int):
         return self.cl.Buffer(self.ctx, self.cl.mem_flags.READ_WRITE, size=max(int(nbytes), 4))
 
-    def zeros(self, nbytes: int):
-        buf = self.empty(nbytes)
-        self.cl.enqueue_fill_buffer(self.queue, buf, np.float32(0), 0, max(int(nbytes), 4))
-        return buf
-
     def write(self, buf, a: np.ndarray) -> None:
         self.cl.enqueue_copy(self.queue, buf, np.ascontiguousarray(a, np.float32), is_blocking=True)
 

@@ -3,6 +3,9 @@
 On x86-64 hosts the HTP backend is Qualcomm's simulator: the device is reported ``simulated`` so
 placement uses it only when asked by name or kind and nobody reads its timings as a phone's.
 
+QDQ quantization for the HTP (:func:`quantize_for_npu`, ``edgesdk quantize --for npu``) lives here
+too (:mod:`._quant`, :mod:`._cli`): it is this backend's tooling, not the core's.
+
 Compilation is the expensive part of a QNN session, so compiled context binaries are cached
 (:mod:`._cache`). Placement is never silent: every node QNN does not take is listed with the EP's
 own reason, and ``require=`` turns on ORT's ``session.disable_cpu_ep_fallback``.
@@ -25,8 +28,10 @@ from edgesdk_backends.onnxruntime import OrtRunner
 
 from ._cache import CTX_MODEL, ContextCache, cache_root, sha256_file
 from ._options import PERFORMANCE_MODES, PRECISIONS, PROFILING_LEVELS, SOC_MODELS, QnnOptions
+from ._quant import NpuQuantReport, load_calibration, quantize_for_npu
 
-__all__ = ["QnnBackend", "QnnOptions", "QnnRunner", "PERFORMANCE_MODES", "PRECISIONS", "PROFILING_LEVELS", "SOC_MODELS"]
+__all__ = ["QnnBackend", "QnnOptions", "QnnRunner", "PERFORMANCE_MODES", "PRECISIONS", "PROFILING_LEVELS", "SOC_MODELS",
+           "NpuQuantReport", "load_calibration", "quantize_for_npu"]
 
 log = logging.getLogger("edgesdk.backends.qnn")
 
@@ -172,7 +177,9 @@ class QnnBackend(Backend):
         po = qo.provider_options_for(precision)
         strict = options.require is not None
         source, shaped = self._model_source(model, qo)
-        cache = ContextCache(cache_root(qo.cache_dir)) if qo.context_cache else None
+        # SessionOptions.artifact_cache=False (a throwaway model) overrides the backend's default.
+        use_cache = qo.context_cache and getattr(options, "artifact_cache", True)
+        cache = ContextCache(cache_root(qo.cache_dir)) if use_cache else None
         key = None
         t0 = time.perf_counter()
         try:
@@ -318,3 +325,10 @@ class _Refused(QnnRunner):
 @edgesdk.hookimpl
 def edgesdk_backends():
     return [QnnBackend()]
+
+
+@edgesdk.hookimpl
+def edgesdk_quantize_targets():
+    from ._cli import NpuQuantizeTarget  # imported here: the quantize CLI is not needed to run models
+
+    return [NpuQuantizeTarget()]

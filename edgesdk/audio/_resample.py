@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Iterable
 from functools import lru_cache
 
 import numpy as np
 
+from .. import _env
 from .._errors import MissingDependencyError
 
 __all__ = ["engine", "output_length", "resample_blocks"]
@@ -42,11 +42,7 @@ def _soxr():
 
 def engine() -> str:
     """The resampler in use: ``"soxr"`` or ``"numpy"`` (``EDGESDK_RESAMPLER`` read on every call)."""
-    want = os.environ.get(_ENV, "auto").strip().lower() or "auto"
-    if want not in ("auto", "soxr", "numpy"):
-        # a typo in the environment must not make audio fail
-        log.warning("%s=%r is not auto, soxr or numpy; using auto", _ENV, want)
-        want = "auto"
+    want = _env.get(_ENV)  # a typo is a warning, then auto: it must not make audio fail
     if want == "numpy":
         return "numpy"
     if _soxr() is None:

@@ -27,9 +27,29 @@ from ._privacy import (
     redact,
 )
 
-__all__ = sorted([
-    "Orchestrator", "Answer", "AnswerStream", "Policy", "Guardrails", "OpenAICompatible", "V2Client", "CloudReply", "ChatStream",
-    "CloudError", "CircuitBreaker", "AuditLog", "DeviceState", "read_device_state", "RegexDetector", "Span",
-    "Redaction", "find_private", "redact", "BUILTIN_DETECTORS", "DEFAULT_PHONE_REGIONS", "Findings", "Unsure",
+__all__ = [
+    "Answer",
+    "AnswerStream",
+    "AuditLog",
+    "BUILTIN_DETECTORS",
+    "ChatStream",
+    "CircuitBreaker",
+    "CloudError",
+    "CloudReply",
+    "DEFAULT_PHONE_REGIONS",
+    "DeviceState",
+    "Findings",
+    "Guardrails",
+    "OpenAICompatible",
+    "Orchestrator",
+    "Policy",
+    "Redaction",
+    "RegexDetector",
+    "Span",
+    "Unsure",
+    "V2Client",
     "builtin_detectors",
-])
+    "find_private",
+    "read_device_state",
+    "redact",
+]

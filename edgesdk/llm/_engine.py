@@ -23,6 +23,7 @@ from ._sampling import apply_repetition_penalty, probabilities, sample
 from ._tokenizer import Tokenizer
 from ._tools import OPEN as TOOL_OPEN
 from ._tools import ToolSet
+from ._weights import check_impl
 
 __all__ = ["LLM", "TextStream"]
 
@@ -36,7 +37,7 @@ class LLM:
     """A GGUF language model with its tokenizer, chat template and one conversation KV cache.
 
     Not a public entry point by itself: apps reach it through ``edgesdk.Session(path)`` (the cpu
-    backend's runner). ``impl`` is "numpy" (reference) or "kernels"; None follows EDGESDK_KERNELS.
+    backend's runner). ``impl`` is "numpy" (reference) or "c" (the C kernels; "kernels" is a deprecated alias); None follows EDGESDK_KERNELS.
     ``activations`` "int8" (default, fast, llama.cpp's arithmetic) or "f32" (exact) for the kernels.
     ``model_factory(gguf)`` replaces the CPU :class:`Transformer` with another forward pass (another
     backend's: it needs ``cfg``, ``impl``, ``new_cache(n_ctx)`` and ``forward(ids, cache, logits=)``);
@@ -54,8 +55,7 @@ class LLM:
             raise GenerationError(f"n_ctx must be an int >= 2, got {n_ctx!r}")
         if activations not in ("int8", "f32"):
             raise GenerationError(f"activations must be 'int8' or 'f32', got {activations!r}")
-        if impl not in (None, "numpy", "kernels"):
-            raise GenerationError(f"impl must be 'numpy' or 'kernels', got {impl!r}")
+        impl = check_impl(impl)
         check_kv_dtype(kv_dtype)  # before the file is opened; the model checks its head_dim
         if model_factory is not None and kv_dtype != "f32":
             # Another backend's forward pass keeps its own cache: silently storing f32 would defeat the ask.

@@ -7,6 +7,7 @@ description (:mod:`edgesdk.llm.arch`) into a :class:`ModelConfig`, which is all 
 from __future__ import annotations
 
 import logging
+import math
 import mmap
 import os
 import struct
@@ -122,16 +123,25 @@ class _Cursor:
     def string(self) -> str:
         return bytes(self.take(self.scalar(10))).decode("utf-8", "replace")
 
+    def count(self, what: str, min_bytes: int) -> int:
+        """A u64 count of items each at least ``min_bytes`` long, refused at once when the rest of the
+        file cannot hold that many (a corrupt count would otherwise loop over the whole file)."""
+        at, n = self.pos, self.scalar(10)
+        if n * min_bytes > len(self.buf) - self.pos:
+            raise ModelFormatError(self.path, f"GGUF {what} count {n} at byte {at} does not fit in the file (corrupt or truncated)")
+        return n
+
     def value(self, vtype: int):
         if vtype == _STRING:
             return self.string()
         if vtype == _ARRAY:
-            etype, count = self.scalar(4), self.scalar(10)
+            etype = self.scalar(4)
             if etype == _STRING:
-                return [self.string() for _ in range(count)]
+                return [self.string() for _ in range(self.count("string array", 8))]
             if etype not in _NP:
                 raise ModelFormatError(self.path, f"unsupported GGUF array element type {etype}")
             dt = np.dtype(_NP[etype]).newbyteorder("<")
+            count = self.count("array", dt.itemsize)
             return np.frombuffer(self.take(count * dt.itemsize), dt).copy()
         return self.scalar(vtype)
 
@@ -160,13 +170,15 @@ class GGUFFile:
         version = cur.scalar(4)
         if version not in (2, 3):
             raise ModelFormatError(self.path, f"GGUF version {version} is not supported (2, 3)")
-        n_tensors, n_kv = cur.scalar(10), cur.scalar(10)
-        if n_tensors > 1_000_000 or n_kv > 1_000_000:
-            raise ModelFormatError(self.path, "implausible tensor/metadata counts (corrupt header)")
+        # Each key/value is at least 12 bytes (empty key + type), each tensor info at least 24.
+        n_tensors = cur.count("tensor", 24)
+        n_kv = cur.count("metadata", 12)
         self.meta: dict[str, Any] = {}
         for _ in range(n_kv):
             key = cur.string()
             self.meta[key] = cur.value(cur.scalar(4))
+        #: Byte offsets of the tensor-info table and of the aligned data section (fuzzers mutate what lies before the data).
+        self.tensor_info_offset = cur.pos
         infos = []
         for _ in range(n_tensors):
             name = cur.string()
@@ -175,27 +187,35 @@ class GGUFFile:
                 raise ModelFormatError(self.path, f"tensor {name!r} has {n_dims} dims")
             dims = [cur.scalar(10) for _ in range(n_dims)]
             infos.append((name, dims, cur.scalar(4), cur.scalar(10)))
-        align = int(self.meta.get("general.alignment", 32))
-        base = -(-cur.pos // align) * align
+        align = self.meta.get("general.alignment", 32)
+        if not isinstance(align, int) or isinstance(align, bool) or align <= 0 or align & (align - 1):
+            raise ModelFormatError(self.path, f"general.alignment {align!r} is not a positive power of two")
+        self.data_offset = base = -(-cur.pos // align) * align
         self.tensors: dict[str, GGUFTensor] = {}
         for name, dims, tcode, off in infos:
-            try:
-                ttype = gguf.GGMLQuantizationType(tcode)
-            except ValueError:
-                raise UnsupportedModelError(self.path, f"tensor {name!r} has unknown ggml type code {tcode}") from None
+            self.tensors[name] = self._tensor(gguf, name, dims, tcode, base + off)
+
+    def _tensor(self, gguf, name: str, dims: list[int], tcode: int, start: int) -> GGUFTensor:
+        try:
+            ttype = gguf.GGMLQuantizationType(tcode)
             blk, tsize = gguf.GGML_QUANT_SIZES[ttype]
-            n_el = int(np.prod(dims)) if dims else 1
-            n_bytes = n_el * tsize // blk
-            start = base + int(off)
-            if start + n_bytes > self._mm.size:
-                raise ModelFormatError(self.path, f"tensor {name!r} ends past the end of the file (truncated)")
-            raw = self._mm[start : start + n_bytes]
-            rows = int(np.prod(dims[1:])) if len(dims) > 1 else 1
-            if ttype.name in ("F32", "F16"):
-                data = raw.view(np.float32 if ttype.name == "F32" else np.float16).reshape(tuple(reversed(dims)))
-            else:
-                data = raw.reshape(rows, -1)
-            self.tensors[name] = GGUFTensor(name, ttype, np.asarray(dims, np.uint64), n_el, n_bytes, start, data)
+        except (ValueError, KeyError):
+            raise UnsupportedModelError(self.path, f"tensor {name!r} has unknown ggml type code {tcode}") from None
+        if any(d == 0 for d in dims):
+            raise ModelFormatError(self.path, f"tensor {name!r} has a zero dimension {dims} (corrupt tensor info)")
+        if dims and dims[0] % blk:
+            raise ModelFormatError(self.path, f"tensor {name!r}: row length {dims[0]} is not a multiple of the {ttype.name} block size {blk}")
+        n_el = math.prod(dims)  # Python ints: corrupt dims must not wrap around
+        n_bytes = n_el // blk * tsize
+        if start + n_bytes > self._mm.size:
+            raise ModelFormatError(self.path, f"tensor {name!r} ({n_bytes} bytes at offset {start}) ends past the end of the "
+                                              f"{self._mm.size}-byte file (truncated or corrupt tensor info)")
+        raw = self._mm[start : start + n_bytes]
+        if ttype.name in ("F32", "F16"):
+            data = raw.view(np.float32 if ttype.name == "F32" else np.float16).reshape(tuple(reversed(dims)))
+        else:
+            data = raw.reshape(n_el // dims[0] if dims else 1, -1)
+        return GGUFTensor(name, ttype, np.asarray(dims, np.uint64), n_el, n_bytes, start, data)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.meta.get(key, default)
@@ -245,52 +265,78 @@ class GGUFFile:
             raise UnsupportedModelError(self.path, f"tensor {name!r}: {e.cause}") from None
         return t
 
+    def _number(self, key: str, kind, default: Any = None, minimum: float | None = None):
+        """Metadata ``key`` as an int or float (``kind``), or ``default`` when absent (required when
+        ``default`` is None): a string, array or out-of-range value is a corrupt file, said in words."""
+        value = self.meta.get(key, default)
+        if value is None:
+            raise ModelFormatError(self.path, f"GGUF metadata key {key!r} is missing")
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+        if ok and kind is int and float(value) != int(value):
+            ok = False
+        if ok:
+            value = kind(value)
+            ok = math.isfinite(value) and (minimum is None or value >= minimum)
+        if not ok:
+            need = "an integer" if kind is int else "a number"
+            floor = f" >= {minimum:g}" if minimum is not None else ""
+            raise ModelFormatError(self.path, f"GGUF metadata key {key!r} is {value!r}, expected {need}{floor} (corrupt metadata)")
+        return value
+
     def config(self) -> ModelConfig:
         a = self.require("general.architecture")
+        if not isinstance(a, str):
+            raise ModelFormatError(self.path, f"general.architecture is {type(a).__name__} data, expected a name (corrupt metadata)")
         spec = architecture(a, self.path)
-        n_embd = int(self.require(f"{a}.embedding_length"))
-        n_head = int(self.require(f"{a}.attention.head_count"))
-        n_layer = int(self.require(f"{a}.block_count"))
-        head_dim = int(self.get(f"{a}.attention.key_length", n_embd // n_head))
+        n_embd = self._number(f"{a}.embedding_length", int, minimum=1)
+        n_head = self._number(f"{a}.attention.head_count", int, minimum=1)
+        n_layer = self._number(f"{a}.block_count", int, minimum=1)
+        n_blocks = len({name.split(".")[1] for name in self.tensors if name.startswith("blk.")})
+        if n_layer > n_blocks:  # before anything is sized by it: a corrupt count would allocate without bound
+            raise ModelFormatError(self.path, f"{a}.block_count is {n_layer} but the file holds tensors of {n_blocks} layers")
+        head_dim = self._number(f"{a}.attention.key_length", int, n_embd // n_head, minimum=1)
         scaling = self.get(f"{a}.rope.scaling.type", "none")
         scale = 1.0
         if scaling == "linear":
-            scale = float(self.require(f"{a}.rope.scaling.factor"))
+            scale = self._number(f"{a}.rope.scaling.factor", float, minimum=1e-6)
         elif scaling not in ("none", None):
             raise UnsupportedModelError(self.path, f"RoPE scaling {scaling!r} is not supported (linear, or llama3's rope_freqs)")
-        rope_base = float(self.get(f"{a}.rope.freq_base", 10000.0))
+        rope_base = self._number(f"{a}.rope.freq_base", float, 10000.0, minimum=1e-6)
         ropes, layers = [(rope_base, scale)], [LayerPlan()] * n_layer
         sw = spec.sliding_window
         if sw is not None:
-            window = int(self.require(f"{a}.attention.sliding_window"))
+            window = self._number(f"{a}.attention.sliding_window", int, minimum=1)
             base = self.get(f"{a}.rope.freq_base_swa", sw.rope_base)
+            if base is not None:
+                base = self._number(f"{a}.rope.freq_base_swa", float, base, minimum=1e-6)
             rope = 0
-            if base is not None and (float(base), 1.0) != ropes[0]:
-                ropes.append((float(base), 1.0))  # windowed layers are never position-scaled
+            if base is not None and (base, 1.0) != ropes[0]:
+                ropes.append((base, 1.0))  # windowed layers are never position-scaled
                 rope = 1
             layers = [LayerPlan(window, rope) if sw.windowed(i) else LayerPlan() for i in range(n_layer)]
         embd = self.tensors.get("token_embd.weight")
-        vocab = int(self.get(f"{a}.vocab_size", 0) or (embd.shape[1] if embd is not None else 0))
+        embd_rows = int(embd.shape[1]) if embd is not None and len(embd.shape) > 1 else 0
+        vocab = self._number(f"{a}.vocab_size", int, 0, minimum=0) or embd_rows
         return ModelConfig(
             arch=spec,
             n_layer=n_layer,
             n_embd=n_embd,
-            n_ff=int(self.require(f"{a}.feed_forward_length")),
+            n_ff=self._number(f"{a}.feed_forward_length", int, minimum=1),
             n_head=n_head,
-            n_head_kv=int(self.get(f"{a}.attention.head_count_kv", n_head)),
+            n_head_kv=self._number(f"{a}.attention.head_count_kv", int, n_head, minimum=1),
             head_dim=head_dim,
-            n_ctx_train=int(self.require(f"{a}.context_length")),
+            n_ctx_train=self._number(f"{a}.context_length", int, minimum=1),
             vocab_size=vocab,
-            rms_eps=float(self.get(f"{a}.attention.layer_norm_rms_epsilon", 1e-5)),
+            rms_eps=self._number(f"{a}.attention.layer_norm_rms_epsilon", float, 1e-5, minimum=0.0),
             rope_base=rope_base,
-            rope_dim=int(self.get(f"{a}.rope.dimension_count", head_dim)),
+            rope_dim=self._number(f"{a}.rope.dimension_count", int, head_dim, minimum=0),
             rope_scale=scale,
             tied_embeddings="output.weight" not in self.tensors,
             layers=tuple(layers),
             ropes=tuple(ropes),
             rope_freqs="rope_freqs.weight" in self.tensors,
             embed_scale=float(np.sqrt(np.float32(n_embd))) if spec.embed_scale else 1.0,
-            logit_softcap=float(self.get(f"{a}.final_logit_softcapping", 0.0) or 0.0),
+            logit_softcap=self._number(f"{a}.final_logit_softcapping", float, 0.0, minimum=0.0),
         )
 
     def close(self) -> None:

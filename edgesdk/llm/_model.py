@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import mmap
-import os
 
 import numpy as np
 
+from .. import _env
 from .._errors import ContextLengthError, GenerationError, ModelFormatError
 from ._gguf import GGUFFile, ModelConfig
 from ._lora import EMBEDDING
-from ._weights import Embedding, Linear, kernel_impl, vector
+from ._weights import Embedding, Linear, check_impl, kernel_impl, vector
 
 __all__ = ["KV_DTYPES", "KVCache", "TokenCache", "Transformer"]
 
@@ -450,17 +450,11 @@ class _Fused:
 def _decode_threads(model: "Transformer") -> int | None:
     """``EDGESDK_LLM_DECODE_THREADS`` (threads for the layer matmuls of steps of <= 16 tokens), or
     None: then the fused loop measures which is faster here (see :meth:`_Fused.tune_decode_threads`)."""
-    env = os.environ.get("EDGESDK_LLM_DECODE_THREADS", "").strip()
-    if env:
-        try:
-            return min(max(0, int(env)), 256)
-        except ValueError:  # a typo in the environment must not stop a model from loading
-            log.warning("EDGESDK_LLM_DECODE_THREADS=%r is not an integer; ignored", env)
-    return None
+    return _env.get("EDGESDK_LLM_DECODE_THREADS")  # a typo is a warning: it must not stop a model from loading
 
 
 def _fused_for(model: "Transformer") -> _Fused | None:
-    if model.impl != "kernels" or os.environ.get("EDGESDK_LLM_FUSED", "1") == "0":
+    if model.impl != "c" or not _env.get("EDGESDK_LLM_FUSED"):
         return None
     linears = [model.lm_head] + [lin for L in model.layers for lin in (L.wqkv, L.wo, L.w_gate_up, L.w_down)]
     if any(lin._qt is None and not lin._parts for lin in linears):
@@ -475,7 +469,7 @@ def _fused_for(model: "Transformer") -> _Fused | None:
 class Transformer:
     """Decoder-only transformer over packed weights, every choice read from ``gguf.config()``.
 
-    ``impl`` is "numpy" or "kernels" (see _weights). ``activations`` ("int8" or "f32") is how the
+    ``impl`` is "numpy" or "c" (see _weights). ``activations`` ("int8" or "f32") is how the
     kernels see activations: int8 per 32-block is llama.cpp's choice and the fast one; f32 is exact
     and gives the numpy reference's greedy tokens. ``kv_dtype`` (:data:`KV_DTYPES`) is how
     :meth:`new_cache` stores keys/values.
@@ -486,7 +480,7 @@ class Transformer:
         self.gguf = gguf
         self.cfg = cfg = gguf.config()
         self.kv_dtype = check_kv_dtype(kv_dtype, cfg.head_dim)
-        self.impl = impl or kernel_impl()
+        self.impl = check_impl(impl) or kernel_impl()
         self.threads = threads
         self.activations = activations
         # The LM head is the largest tensor: repacking it first keeps its transient copy off the peak RSS.

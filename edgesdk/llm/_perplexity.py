@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import attrs
 import numpy as np
 
+from .. import _progress
 from .._errors import GenerationError
 
 __all__ = ["PerplexityResult", "perplexity_from_logits", "chunk_nll"]
@@ -61,14 +62,19 @@ def perplexity_from_logits(
     first = n_ctx // 2
     nlls = []
     per_chunk = []
-    for c in range(n_chunks):
-        chunk = [int(t) for t in tokens[c * n_ctx : (c + 1) * n_ctx]]
-        if bos_id is not None:
-            chunk[0] = int(bos_id)
-        logits = score_chunk(chunk, first)
-        nll = chunk_nll(logits[: n_ctx - 1 - first], np.asarray(chunk[first + 1 :], np.int64))
-        nlls.append(nll)
-        per_chunk.append(float(math.exp(nll.mean())))
+    with _progress.bar(n_chunks, "perplexity", unit="chunk") as bar:
+        for c in range(n_chunks):
+            chunk = [int(t) for t in tokens[c * n_ctx : (c + 1) * n_ctx]]
+            if bos_id is not None:
+                chunk[0] = int(bos_id)
+            logits = score_chunk(chunk, first)
+            nll = chunk_nll(logits[: n_ctx - 1 - first], np.asarray(chunk[first + 1 :], np.int64))
+            nlls.append(nll)
+            per_chunk.append(float(math.exp(nll.mean())))
+            # The running value, as llama-perplexity prints it: a bad model shows within a few chunks.
+            running = sum(float(x.sum()) for x in nlls) / sum(x.size for x in nlls)
+            bar.set_postfix(ppl=f"{math.exp(running):.3f}", refresh=False)
+            bar.update(1)
     all_nll = np.concatenate(nlls)
     mean = float(all_nll.mean())
     # Standard error of exp(mean) by the delta method, as llama.cpp reports it.

@@ -5,7 +5,7 @@ Two implementations compute ``y = x @ W.T``:
 - ``"numpy"``: the reference. Weights stay memory-mapped in the file's packed blocks; each call
   dequantizes them to fp32 with ``edgesdk.quant`` a few thousand rows at a time (a 49k-row LM
   head must not become a 113 MB fp32 temporary).
-- ``"kernels"``: :func:`edgesdk.kernels.matmul` (cffi C; activations quantized to int8 per
+- ``"c"``: :func:`edgesdk.kernels.matmul` (cffi C; activations quantized to int8 per
   32-block like llama.cpp's, or exact fp32 with ``act="f32"``). Q4_0/Q4_1/Q8_0 blocks are
   repacked once by :func:`edgesdk.quant.from_gguf` (every other block type of the table is kept
   as the file's blocks) and the file pages are then released, so the process holds one packed
@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .._errors import UnsupportedModelError
+from .. import _env
+from .._errors import GenerationError, UnsupportedModelError
 from ..quant._types import quant_type
 
 __all__ = ["Linear", "Embedding", "dequantize_rows", "kernel_impl", "vector"]
@@ -37,15 +38,29 @@ log = logging.getLogger(__name__)
 _CHUNK_ROWS = 4096
 
 
+#: Deprecated names of an ``impl``, accepted with a DeprecationWarning: "c" is what edgesdk.kernels calls itself.
+_IMPL_ALIASES = {"kernels": "c"}
+
+
+def check_impl(impl: str | None) -> str | None:
+    """``impl`` ("numpy", "c", or None: follow ``EDGESDK_KERNELS``), a deprecated alias mapped to its name."""
+    if impl in _IMPL_ALIASES:
+        warnings.warn(f"impl={impl!r} is deprecated; use impl={_IMPL_ALIASES[impl]!r}", DeprecationWarning, stacklevel=3)
+        return _IMPL_ALIASES[impl]
+    if impl not in (None, "numpy", "c"):
+        raise GenerationError(f"impl must be 'numpy' or 'c', got {impl!r}")
+    return impl
+
+
 def kernel_impl() -> str:
-    """``"kernels"`` when the C kernels are built and not disabled by ``EDGESDK_KERNELS=numpy``."""
-    if os.environ.get("EDGESDK_KERNELS", "auto").lower() == "numpy":
+    """``"c"`` when the C kernels are built and not disabled by ``EDGESDK_KERNELS=numpy``."""
+    if _env.get("EDGESDK_KERNELS") == "numpy":
         return "numpy"
     try:
         kernels = importlib.import_module("edgesdk.kernels")
     except ImportError:
         return "numpy"
-    return "kernels" if kernels.available() else "numpy"
+    return "c" if kernels.available() else "numpy"
 
 
 def dequantize_rows(raw: np.ndarray, qtype: str, k: int) -> np.ndarray:
@@ -106,12 +121,12 @@ class Linear:
         self._raw = [(t.data, q) for t, (q, _, _) in zip(tensors, parts)]  # memmap views, never copied
         self._qt = None
         self._parts: list = []
-        if impl == "kernels" and any(not quant_type(q).quantized for q, _, _ in parts):
+        if impl == "c" and any(not quant_type(q).quantized for q, _, _ in parts):
             # The kernels take block-quantized weights only; an F16/F32 tensor (often an untied
             # output.weight) runs through the numpy path instead.
             log.info("%s: %s weights run in numpy, not the kernels", self.names, parts[0][0])
             impl = self.impl = "numpy"
-        if impl == "kernels":
+        if impl == "c":
             from .. import kernels, quant
 
             # Rows already repacked give their file pages back while the rest is converted.
@@ -133,9 +148,6 @@ class Linear:
     def packed_bytes(self) -> int:
         """Bytes the kernels read per pass over the weights (0 on the numpy path)."""
         return sum(q.nbytes for q in ([self._qt] if self._qt is not None else self._parts))
-
-    def dequantize(self) -> np.ndarray:
-        return np.concatenate([dequantize_rows(raw, q, self.k) for raw, q in self._raw])
 
     def __call__(self, x: np.ndarray, lora: Sequence = ()) -> np.ndarray:
         """``x @ W.T``, plus each LoRA term's low-rank product (:class:`edgesdk.llm._lora.LoraTerm`):
@@ -159,9 +171,6 @@ class Linear:
                 np.matmul(x, dequantize_rows(raw[r0:r1], q, self.k).T, out=out[:, col + r0 : col + r1])
             col += raw.shape[0]
         return out
-
-    def split(self, y: np.ndarray) -> list[np.ndarray]:
-        return np.split(y, np.cumsum(self.sizes)[:-1], axis=-1)
 
 
 class Embedding:

@@ -6,6 +6,7 @@ import sys
 
 import attrs
 
+from .._clijson import dump, placement_dict, stats_dict
 from ._model import KV_DTYPES
 
 __all__ = ["add_commands"]
@@ -15,13 +16,9 @@ def _session(args, options_fn, n_ctx=None, kv_dtype=None):
     from .. import hub
     from .._session import Session
 
-    opts = options_fn(args)
-    cpu = {k: v for k, v in (("n_ctx", n_ctx), ("kv_dtype", kv_dtype)) if v}
-    if cpu:
-        backend_options = {k: dict(v) for k, v in opts.backend_options.items()}
-        backend_options.setdefault("cpu", {}).update(cpu)
-        opts = attrs.evolve(opts, backend_options=backend_options)
-    return Session(hub.resolve(args.model), opts)
+    # Generic fields, not one backend's options: whichever backend the model lands on honours them.
+    given = {k: v for k, v in (("n_ctx", n_ctx), ("kv_dtype", kv_dtype)) if v}
+    return Session(hub.resolve(args.model), attrs.evolve(options_fn(args), **given))
 
 
 def _runner(session):
@@ -53,19 +50,31 @@ def cmd_generate(args, options_fn) -> int:
             if draft is not None:
                 kw["draft"] = draft
             prompt = args.prompt if args.raw or not runner.tokenizer.chat_template else [{"role": "user", "content": args.prompt}]
-            try:
-                for piece in s.generate_stream(prompt, **kw):
-                    sys.stdout.write(piece)
-                    sys.stdout.flush()
-            finally:  # an error message (incomplete structured output) starts on its own line
-                sys.stdout.write("\n")
-                sys.stdout.flush()
+            text = "".join(s.generate_stream(prompt, **kw)) if args.json else _stream(s, prompt, kw)
         finally:
             if draft is not None:
                 draft.close()
-        # Stats go to stderr so stdout is exactly the generated text.
-        print(runner.last_stats.summary(), file=sys.stderr)
+        if args.json:
+            dump({"text": text, "stats": stats_dict(runner.last_stats), "placement": placement_dict(s.placement)})
+        elif not args.quiet:  # stderr, so stdout is exactly the generated text
+            print(f"{_where(s.placement)}; {runner.last_stats.summary()}", file=sys.stderr)
     return 0
+
+
+def _stream(session, prompt, kw) -> None:
+    """Write each piece to stdout as it is decoded."""
+    try:
+        for piece in session.generate_stream(prompt, **kw):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    finally:  # an error message (incomplete structured output) starts on its own line
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+
+
+def _where(placement) -> str:
+    """The placement's first line (the device it runs on), without the refusals that follow."""
+    return placement.summary().splitlines()[0]
 
 
 def _read(path: str, what: str) -> str:
@@ -108,6 +117,10 @@ def cmd_perplexity(args, options_fn) -> int:
         raise GenerationError(f"cannot read {args.file!r}: {exc}") from None
     with _session(args, options_fn, args.n_ctx, args.kv_dtype) as s:
         r = _runner(s).perplexity(text, n_ctx=args.n_ctx, max_chunks=args.max_chunks)
+        where = placement_dict(s.placement)
+    if args.json:
+        dump({**attrs.asdict(r), "placement": where})
+        return 0
     print(
         f"perplexity: {r.ppl:.4f} +/- {r.stderr:.4f} ({r.chunks} chunks of {r.n_ctx} tokens, "
         f"{r.scored_tokens} scored of {r.text_tokens}; llama.cpp method: second half of each chunk)"
@@ -130,10 +143,11 @@ def add_commands(sub, add_placement_args, options_fn) -> None:
     p.add_argument("--speculative", choices=["prompt_lookup"], help="draft-free speculative decoding")
     p.add_argument("--draft", metavar="MODEL", help="draft model (same vocabulary) for speculative decoding")
     p.add_argument("--n-ctx", type=int, help="KV-cache length (default: the model's context length)")
-    p.add_argument("--kv-dtype", choices=KV_DTYPES, help="KV-cache storage (cpu backend; default f32)")
+    p.add_argument("--kv-dtype", choices=KV_DTYPES, help="KV-cache storage (default f32; the opencl backend stores f32 only)")
     p.add_argument("--json-schema", metavar="FILE", help="constrain the output to this JSON schema (or OpenAI response_format)")
     p.add_argument("--grammar", metavar="FILE", help="constrain the output to this Lark or GBNF grammar")
     p.add_argument("--regex", metavar="RE", help="constrain the output to this regular expression")
+    p.add_argument("--json", action="store_true", help="print one JSON object (text, stats, placement) at the end instead of streaming")
     add_placement_args(p)
     p.set_defaults(fn=lambda a: cmd_generate(a, options_fn))
 
@@ -142,6 +156,7 @@ def add_commands(sub, add_placement_args, options_fn) -> None:
     p.add_argument("file", help="UTF-8 text file")
     p.add_argument("--n-ctx", type=int, default=512, help="chunk length in tokens (default 512)")
     p.add_argument("--max-chunks", type=int, help="score only the first N chunks")
-    p.add_argument("--kv-dtype", choices=KV_DTYPES, help="KV-cache storage (cpu backend; default f32)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--kv-dtype", choices=KV_DTYPES, help="KV-cache storage (default f32; the opencl backend stores f32 only)")
     add_placement_args(p)
     p.set_defaults(fn=lambda a: cmd_perplexity(a, options_fn))

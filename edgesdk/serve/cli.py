@@ -35,9 +35,9 @@ def _non_negative_int(text: str) -> int:
 
 def _api_key(args) -> str | None:
     # From the environment by default: a key on the command line is visible to every local user (ps).
-    import os
+    from .. import _env
 
-    return args.api_key or os.environ.get("EDGESDK_SERVE_API_KEY") or None
+    return args.api_key or _env.get("EDGESDK_SERVE_API_KEY")
 
 
 def cmd_serve(args, options_fn) -> int:

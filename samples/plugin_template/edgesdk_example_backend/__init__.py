@@ -2,7 +2,9 @@
 
 It runs ONNX models with ``onnx.reference.ReferenceEvaluator`` (pure numpy): slow, but exact, and
 it shows every part of the contract: probe -> devices or a reason, check -> support per model,
-load -> a Runner with a signature and per-node placement.
+load -> a Runner with a signature and per-node placement. Import from ``edgesdk.backend`` (and
+``edgesdk.errors``) only: it also exports the helpers a backend needs (``typed_backend_options``,
+``LlmRunner``/``gguf_refusal`` for GGUF language models, ``OrtRunner`` for an ONNX Runtime session).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import threading
 import numpy as np
 
 import edgesdk
-from edgesdk.backend import Backend, Device, NodePlacement, Runner, Support, TensorSpec
+from edgesdk.backend import Backend, Device, NodePlacement, Runner, Support
 from edgesdk.errors import BackendError, BackendUnavailable
 
 

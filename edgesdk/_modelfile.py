@@ -7,6 +7,7 @@ So every file is checked here first and every failure is a typed error naming th
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,24 @@ def open_model(path, registry=None) -> Model:
     return Model(path=str(p), format=fmt, size=size, info=info)
 
 
+# Parsers of untrusted bytes fail with whatever their code hit; the user needs the cause in words.
+_PARSE_FAILURES = (
+    (UnicodeError, "a name or string is not valid UTF-8"),
+    (struct.error, "a field runs past the end of the data"),
+    (IndexError, "an offset or index points outside the data"),
+    ((OverflowError, TypeError), "a field holds a value out of its range"),
+    (RecursionError, "structures are nested impossibly deep"),
+    (MemoryError, "a size field asks for more memory than there is"),
+)
+
+
+def _why_unparsable(exc: BaseException) -> str:
+    """What a parser's exception means for the file, in words, with the parser's own detail."""
+    why = next((w for types, w in _PARSE_FAILURES if isinstance(exc, types)), "it does not parse")
+    detail = str(exc).strip()
+    return f"{why} ({detail})" if detail else why
+
+
 # -- ONNX -----------------------------------------------------------------------------------------
 
 
@@ -101,10 +120,20 @@ def _probe_onnx(p: Path, size: int) -> dict:
 
     try:
         m = onnx.load_model(str(p), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError, UnicodeDecodeError, IndexError, OverflowError) as exc:
+    except DecodeError as exc:
         raise ModelFormatError(p, f"not a valid ONNX protobuf (corrupt or truncated): {exc}") from exc
     except Exception as exc:  # protobuf raises assorted types on garbage
-        raise ModelFormatError(p, f"not a valid ONNX protobuf: {type(exc).__name__}: {exc}") from exc
+        raise ModelFormatError(p, f"not a valid ONNX protobuf (corrupt or truncated): {_why_unparsable(exc)}") from exc
+    try:
+        return _onnx_info(p, m)
+    except TypeError as exc:  # protobuf hands string fields that are not valid UTF-8 back as bytes
+        raise ModelFormatError(p, f"a name in the ONNX graph is not valid UTF-8 text (corrupt file): {exc}") from exc
+
+
+def _onnx_info(p: Path, m) -> dict:
+    """What the probe reports of a parsed ModelProto, refusing graphs no runtime could load."""
+    import onnx
+
     if m.ir_version < 3 or m.ir_version > onnx.IR_VERSION:
         raise ModelFormatError(p, f"ONNX ir_version {m.ir_version} is outside the supported range 3..{onnx.IR_VERSION} (corrupt file?)")
     if not m.opset_import:
@@ -164,7 +193,7 @@ def _probe_tflite(p: Path, size: int) -> dict:
     try:
         m = schema.ModelT.InitFromPackedBuf(data, 0)
     except Exception as exc:
-        raise ModelFormatError(p, f"not a valid TFLite flatbuffer (corrupt or truncated): {type(exc).__name__}: {exc}") from exc
+        raise ModelFormatError(p, f"not a valid TFLite flatbuffer (corrupt or truncated): {_why_unparsable(exc)}") from exc
     subgraphs = m.subgraphs or []
     if not subgraphs:
         raise ModelFormatError(p, "TFLite model has no subgraphs")
@@ -180,9 +209,10 @@ def _probe_tflite(p: Path, size: int) -> dict:
         def bad(idx):
             return idx is not None and not (-1 <= int(idx) < nt)
 
-        for t in tensors:
+        for ti, t in enumerate(tensors):
             if t.buffer is not None and not (0 <= t.buffer < max(nbuf, 1)):
                 raise ModelFormatError(p, f"subgraph {si}: tensor references buffer {t.buffer} of {nbuf}")
+            _check_tflite_shape(p, si, ti, t, m.buffers)
         for idx in list(sg.inputs if sg.inputs is not None else []) + list(sg.outputs if sg.outputs is not None else []):
             if bad(idx) or idx < 0:
                 raise ModelFormatError(p, f"subgraph {si}: input/output tensor index {idx} out of range ({nt} tensors)")
@@ -193,9 +223,15 @@ def _probe_tflite(p: Path, size: int) -> dict:
                 if bad(idx):
                     raise ModelFormatError(p, f"subgraph {si}: operator tensor index {idx} out of range ({nt} tensors)")
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    for si, sg in enumerate(subgraphs):
+        for oi, op in enumerate(sg.operators or []):
+            oc = m.operatorCodes[op.opcodeIndex]
+            op_name = names.get(max(oc.builtinCode or 0, oc.deprecatedBuiltinCode or 0))
+            _check_tflite_arity(p, si, oi, op_name, op)
+            _check_tflite_elementwise(p, si, oi, op_name, op, sg.tensors or [])
     for oc in m.operatorCodes or []:
         code = max(oc.builtinCode or 0, oc.deprecatedBuiltinCode or 0)
-        ops.add(oc.customCode.decode() if oc.customCode else names.get(code, str(code)))
+        ops.add(_utf8(p, oc.customCode, "a custom op code") if oc.customCode else names.get(code, str(code)))
 
     def specs(idxs):
         out = []
@@ -203,7 +239,8 @@ def _probe_tflite(p: Path, size: int) -> dict:
             t = subgraphs[0].tensors[i]
             sig = t.shapeSignature if t.shapeSignature is not None and len(t.shapeSignature) else t.shape
             shape = tuple(None if int(d) < 0 else int(d) for d in (sig if sig is not None else []))
-            out.append(TensorSpec(t.name.decode() if isinstance(t.name, bytes) else str(t.name), shape, np.dtype(_TFL_DTYPES.get(t.type, object))))
+            name = _utf8(p, t.name, f"tensor {i}'s name") if isinstance(t.name, bytes) else str(t.name)
+            out.append(TensorSpec(name, shape, np.dtype(_TFL_DTYPES.get(t.type, object))))
         return tuple(out)
 
     return {
@@ -213,6 +250,74 @@ def _probe_tflite(p: Path, size: int) -> dict:
         "inputs": specs(subgraphs[0].inputs),
         "outputs": specs(subgraphs[0].outputs),
     }
+
+
+#: No tensor of an on-device model is this large; a larger declared shape is a corrupt dimension
+#: (LiteRT would try to allocate or loop over it and hang).
+_TFL_MAX_TENSOR_BYTES = 4 << 30
+
+
+def _check_tflite_shape(p: Path, si: int, ti: int, t, buffers) -> None:
+    """A tensor's shape must be sane, and a constant's data exactly as long as its shape says:
+    LiteRT trusts both and reads past the buffer (a crash) or allocates without bound (a hang)."""
+    shape = [int(d) for d in (t.shape if t.shape is not None else [])]
+    if any(d < 0 for d in shape):
+        raise ModelFormatError(p, f"subgraph {si}: tensor {ti} has a negative dimension in shape {shape}")
+    dtype = _TFL_DTYPES.get(t.type)
+    if dtype is None or dtype is object:
+        return  # strings, resources, variants and sub-byte types: no fixed element size to check
+    n_bytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+    if n_bytes > _TFL_MAX_TENSOR_BYTES:
+        raise ModelFormatError(p, f"subgraph {si}: tensor {ti} shape {shape} would take {n_bytes} bytes (corrupt dimension)")
+    buf = buffers[t.buffer] if buffers and t.buffer else None
+    stored = _tflite_buffer_size(buf)
+    if stored and t.sparsity is None and stored != n_bytes:
+        raise ModelFormatError(p, f"subgraph {si}: constant tensor {ti} has shape {shape} ({n_bytes} bytes) but its buffer holds "
+                                  f"{stored} bytes (corrupt shape or buffer)")
+
+
+# Resource-variable ops are the only builtins without inputs or without outputs.
+_TFL_NO_INPUTS = frozenset({"VAR_HANDLE", "CALL_ONCE"})
+_TFL_NO_OUTPUTS = frozenset({"ASSIGN_VARIABLE", "CALL_ONCE"})
+
+
+def _check_tflite_arity(p: Path, si: int, oi: int, op_name: str | None, op) -> None:
+    """An operator whose input or output list is missing is corrupt: LiteRT's delegates index it unchecked."""
+    for what, idxs, exempt in (("inputs", op.inputs, _TFL_NO_INPUTS), ("outputs", op.outputs, _TFL_NO_OUTPUTS)):
+        if (idxs is None or not len(idxs)) and op_name not in exempt and op_name != "CUSTOM":
+            raise ModelFormatError(p, f"subgraph {si}: operator {oi} ({op_name or 'unknown op'}) has no {what} (corrupt operator table)")
+
+
+# Ops whose output has their first input's shape. LiteRT's delegates size copies of constant inputs
+# (a DEQUANTIZEd weight) by the *output's* declared shape, so a corrupt one reads past the buffer.
+_TFL_ELEMENTWISE = frozenset({"DEQUANTIZE", "QUANTIZE", "CAST", "RELU", "RELU6", "RELU_N1_TO_1", "LOGISTIC", "TANH",
+                              "HARD_SWISH", "ABS", "NEG", "ELU", "LEAKY_RELU"})
+
+
+def _check_tflite_elementwise(p: Path, si: int, oi: int, op_name: str | None, op, tensors) -> None:
+    if op_name not in _TFL_ELEMENTWISE or op.inputs is None or op.outputs is None or not len(op.inputs) or not len(op.outputs):
+        return
+    if op.inputs[0] < 0 or op.outputs[0] < 0:  # an omitted optional tensor
+        return
+    shape_in, shape_out = (list(tensors[int(i)].shape if tensors[int(i)].shape is not None else []) for i in (op.inputs[0], op.outputs[0]))
+    if shape_in and shape_out and shape_in != shape_out:
+        raise ModelFormatError(p, f"subgraph {si}: operator {oi} ({op_name}) maps shape {[int(d) for d in shape_in]} to "
+                                  f"{[int(d) for d in shape_out]}; an elementwise op keeps the shape (corrupt tensor shape)")
+
+
+def _utf8(p: Path, raw: bytes, what: str) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise ModelFormatError(p, f"{what} is not valid UTF-8 text (corrupt file)") from None
+
+
+def _tflite_buffer_size(buf) -> int:
+    if buf is None:
+        return 0
+    if getattr(buf, "offset", 0):  # models over 2 GB keep buffers outside the flatbuffer
+        return int(buf.size)
+    return len(buf.data) if buf.data is not None else 0
 
 
 # -- GGUF -----------------------------------------------------------------------------------------
@@ -228,7 +333,7 @@ def _probe_gguf(p: Path, size: int) -> dict:
     except ModelLoadError:
         raise
     except Exception as exc:  # garbage headers surface as assorted errors
-        raise ModelFormatError(p, f"not a valid GGUF file (corrupt or truncated): {type(exc).__name__}: {exc}") from exc
+        raise ModelFormatError(p, f"not a valid GGUF file (corrupt or truncated): {_why_unparsable(exc)}") from exc
     try:
         arch = f.meta.get("general.architecture")
         return {
