@@ -1,5 +1,5 @@
 """Entries of the compiled-artifact caches (QNN context binaries, OpenCL program binaries, the hub's
-assembled models): atomic commits, readers that never take a torn entry, temporaries of killed
+assembled models, measured placement decisions): atomic commits, readers that never take a torn entry, temporaries of killed
 writers cleaned up later, and a least-recently-used size bound.
 
 Layout of a cache folder (``edgesdk._io.cache_dir(name)``):
@@ -57,7 +57,7 @@ log = logging.getLogger("edgesdk.cache")
 MAX_MB_ENV = "EDGESDK_CACHE_MAX_MB"
 DEFAULT_MAX_MB = int(_env.VARIABLES[MAX_MB_ENV].default)
 STALE_AFTER_S = 3600.0
-BUILTIN_CACHES = ("hub", "opencl", "qnn")
+BUILTIN_CACHES = ("hub", "opencl", "placement", "qnn")
 _BUILD = ".build-"
 _TRASH = ".trash-"
 _MIB = 1 << 20

@@ -8,9 +8,13 @@ import attrs
 
 from .backend import DEVICE_KINDS
 
-__all__ = ["SessionOptions", "DeviceClass", "DEVICE_CLASSES", "PRECISIONS", "typed_backend_options"]
+__all__ = ["SessionOptions", "DeviceClass", "DEVICE_CLASSES", "PRECISIONS", "SELECTIONS", "OBJECTIVES", "typed_backend_options"]
 
 PRECISIONS = ("auto", "fp32", "fp16", "int8", "int4")
+#: How placement picks among the devices that can run a model (see edgesdk._plan / edgesdk._trial).
+SELECTIONS = ("preference", "measured")
+#: What a measured placement minimises: the median time of a run, or the energy of one.
+OBJECTIVES = ("latency", "energy")
 
 
 def _target(value: str) -> str:
@@ -38,6 +42,11 @@ def _positive_or_none(instance, attribute, value):
 def _opt_name(instance, attribute, value):
     if value is not None and (not isinstance(value, str) or not value.strip()):
         raise ValueError(f"{attribute.name} must be a non-empty string or None, got {value!r}")
+
+
+def _trial_s(instance, attribute, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 600:
+        raise ValueError(f"{attribute.name} must be a number of seconds in (0, 600], got {value!r}")
 
 
 def _one_of(choices):
@@ -122,6 +131,16 @@ class SessionOptions:
       backend that cannot store the type asked for refuses the model with the reason.
     - ``artifact_cache``: False keeps compiled artifacts of this model (QNN context binaries) out
       of the compiled-artifact cache, for a temporary model that will never be loaded again.
+    - ``profile``: ask the runtime to record per-node times (ORT's profiler, QNN's profiling level);
+      ``Session.op_times()`` returns them. Slows every run a little: for ``edgesdk bench --profile``.
+
+    ``select="measured"`` replaces the preference order by a measurement: the first time a model
+    meets a set of candidate devices, each runs a short trial (a warm-up, then timed runs for at
+    most ``trial_s`` seconds) and the fastest by median wins — or, with ``objective="energy"`` and a
+    readable energy counter (Linux RAPL), the one using the least energy per run. The result is
+    kept in the ``placement`` cache and reused until the model, a device, a runtime version or these
+    options change. ``require``/``avoid`` still filter the candidates; simulated devices compete only
+    when a target names them. ``placement.trials`` holds every candidate's numbers.
     """
 
     prefer: tuple[str, ...] = attrs.field(default=("npu", "gpu", "cpu"), converter=_prefer)
@@ -136,6 +155,10 @@ class SessionOptions:
     n_ctx: int | None = attrs.field(default=None, validator=_positive_or_none)
     kv_dtype: str | None = attrs.field(default=None, validator=_opt_name)
     artifact_cache: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    profile: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    select: str = attrs.field(default="preference", validator=_one_of(SELECTIONS))
+    objective: str = attrs.field(default="latency", validator=_one_of(OBJECTIVES))
+    trial_s: float = attrs.field(default=2.0, validator=_trial_s)
 
     @classmethod
     def for_device(cls, name: str, **overrides) -> "SessionOptions":

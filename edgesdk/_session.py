@@ -46,7 +46,7 @@ class Session:
             raise TypeError(f"model must be a path (str or os.PathLike), got {type(model).__name__}")
         self.options = options
         registry = get_registry()
-        if isinstance(model, str) and model.startswith("hub:"):
+        if isinstance(model, str) and model.startswith(("hub:", "hf:")):  # hf: a file in the local Hugging Face cache
             model = hub.resolve(model)
         self.model: Model = open_model(model, registry)
         self._runner, self.placement = place(self.model, options, registry)
@@ -100,6 +100,16 @@ class Session:
         """Like :meth:`generate`, yielding text pieces as they are decoded; close the iterator to cancel."""
         with self._call():
             return _GuardedStream(self, self._generative().generate_stream(prompt, **kwargs))
+
+    def op_times(self):
+        """Per-node times from the runtime's profiler since load (a tuple of :class:`edgesdk.backend.OpTime`),
+        when the session was made with ``SessionOptions(profile=True)`` on a backend that reports
+        them; None otherwise (``session.runner.op_times_note`` says why). On ONNX Runtime backends the
+        first call ends the profile (ORT cannot restart it): later runs are not counted, and later calls
+        return the same totals, so read it once, after the runs of interest."""
+        with self._call():
+            fn = getattr(self._runner, "op_times", None)
+            return fn() if fn is not None else None
 
     def _generative(self) -> GenerativeRunner:
         if self._closed:

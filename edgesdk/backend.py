@@ -28,6 +28,7 @@ __all__ = [
     "LlmRunner",
     "Model",
     "NodePlacement",
+    "OpTime",
     "Runner",
     "Support",
     "TensorSpec",
@@ -157,6 +158,21 @@ class NodePlacement:
 
 
 @attrs.frozen
+class OpTime:
+    """Time the runtime's own profiler recorded for one node (operator), summed over its calls.
+
+    ``calls`` counts executions since the runner was loaded with ``SessionOptions(profile=True)``;
+    ``device_id`` is where the node ran when the runtime says (a partitioned model), else None.
+    """
+
+    node: str
+    op_type: str
+    total_s: float
+    calls: int
+    device_id: str | None = None
+
+
+@attrs.frozen
 class Support:
     """A backend's answer to "can you run this model on this device?".
 
@@ -187,12 +203,21 @@ class Runner:
     inputs: tuple[TensorSpec, ...] = ()
     outputs: tuple[TensorSpec, ...] = ()
     nodes: tuple[NodePlacement, ...] = ()
+    #: Why :meth:`op_times` is None even with ``profile=True`` (``edgesdk bench --profile`` says it).
+    op_times_note: str = "the backend's runtime reports no per-op times"
 
     def run(self, feeds: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
     def close(self) -> None:
         """Release native resources. Called once by ``Session.close``."""
+
+    def op_times(self) -> tuple[OpTime, ...] | None:
+        """Per-node times from the runtime's profiler, over every run since load, when the model was
+        loaded with ``SessionOptions(profile=True)``; None when this runner cannot report them (the
+        default) or profiling was not asked for. Raise :class:`edgesdk.errors.EdgeSDKError` with the
+        cause when profiling was asked for but the runtime's profile cannot be read."""
+        return None
 
 
 @runtime_checkable
@@ -270,6 +295,10 @@ class Backend:
     api_version: int = BACKEND_API_VERSION
     version: str = ""
     formats: tuple[str, ...] = ()
+    #: True when ``load`` keeps compiled artifacts between processes (QNN context binaries, OpenCL
+    #: program binaries) unless ``SessionOptions(artifact_cache=False)``: ``edgesdk bench`` then
+    #: reports a cold and a cached load time.
+    caches_artifacts: bool = False
 
     def probe(self) -> list[Device]:
         raise NotImplementedError

@@ -67,15 +67,20 @@ def _kernels_info():
 def _cache_line(r) -> str:
     """One compiled-artifact cache folder: entries, size and bound (EDGESDK_CACHE_MAX_MB)."""
     bound = _fmt_bytes(r.max_bytes) if r.max_bytes is not None else "none"
-    return f"cache {r.name:<7} {r.entries:>3} entries {_fmt_bytes(r.size_bytes):>10}  bound {bound:<9} {r.folder}"
+    return f"cache {r.name:<9} {r.entries:>3} entries {_fmt_bytes(r.size_bytes):>10}  bound {bound:<9} {r.folder}"
+
+
+_SHOWN_DECISIONS = 5
 
 
 def cmd_devices(args) -> int:
+    from ._measured import cached_decisions
     from ._registry import get_registry
 
     reg = get_registry()
     statuses = reg.statuses()
     caches = _cache.reports()  # first: a bad EDGESDK_CACHE_MAX_MB is an error, not half a report
+    decisions = cached_decisions()
     if args.json:
         out = {
             "backends": [
@@ -90,6 +95,7 @@ def cmd_devices(args) -> int:
             "plugins": [{"name": p.name, "source": p.source, "loaded": p.loaded, "error": p.error} for p in reg.plugins],
             "kernels": _kernels_info()[1],
             "caches": [attrs.asdict(r) for r in caches],
+            "placements": decisions,
         }
         print(json.dumps(out, indent=2))
         return 0
@@ -111,6 +117,10 @@ def cmd_devices(args) -> int:
     print(_kernels_info()[0])
     for r in caches:
         print(_cache_line(r))
+    for e in decisions[:_SHOWN_DECISIONS]:
+        print(f"  placement of {e.get('model', '?')}: {e.get('winner', '?')} ({e.get('reason', '')})")
+    if len(decisions) > _SHOWN_DECISIONS:
+        print(f"  ... {len(decisions) - _SHOWN_DECISIONS} older measured placements (`edgesdk devices --json` lists all)")
     return 0
 
 
@@ -313,7 +323,7 @@ def _configure_output(args) -> None:
 
 
 def _add_llm_commands(sub) -> None:
-    from . import _diff_cli
+    from . import _bench_cli, _diff_cli
     from ._registry import get_registry
     from .hybrid import cli as hybrid_cli
     from .llm import cli as llm_cli
@@ -324,6 +334,7 @@ def _add_llm_commands(sub) -> None:
     hybrid_cli.add_commands(sub, _add_placement_args, _options)
     serve_cli.add_commands(sub, _add_placement_args, _options)
     _diff_cli.add_commands(sub, _add_placement_args, _options)
+    _bench_cli.add_commands(sub, _add_placement_args, _options)
     reg = get_registry()
     quant_cli.add_commands(sub, _add_placement_args, _options, reg.collect("edgesdk_quantize_targets"))
     # Plugins last, so a plugin cannot take the name of a built-in command (argparse refuses the clash).

@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import attrs
+
 import numpy as np
 
 from . import _env
@@ -42,7 +44,7 @@ from . import _kernels_ref as ref
 from ._errors import KernelError
 from .quant._tensor import BLOCKS, QuantizedTensor
 
-__all__ = ["KernelInfo", "available", "get_threads", "info", "matmul", "quantize_activations", "set_simd", "set_threads"]
+__all__ = ["KernelInfo", "available", "get_threads", "info", "matmul", "memory_read_gbs", "quantize_activations", "set_simd", "set_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +231,31 @@ def set_threads(n: int) -> None:
 
 def get_threads() -> int:
     return _threads
+
+
+def memory_read_gbs(threads: int | None = None, set_bytes: int = 1 << 30, passes: int = 3, piece: int = 8 << 20) -> float:
+    """Measured DRAM read bandwidth in GB/s: the median over streaming reads of ``piece`` bytes,
+    cycling through a ``set_bytes`` buffer (far larger than any cache), with the kernels' own SIMD
+    load path and ``threads`` workers (default: the pool size). The physical limit of a
+    memory-bound matmul, so benchmarks state their speed as a share of it.
+
+    Timed per piece, as matmuls are timed per call: a preemption on a shared machine spoils one
+    sample, not the measurement.
+    """
+    if _impl != "c":
+        raise KernelError("the memory bandwidth probe needs the C kernels (" + info().simd_note + ")")
+    if set_bytes < piece or piece < 1:
+        raise KernelError(f"set_bytes ({set_bytes}) must be at least one piece ({piece} bytes)")
+    buf = np.ones(set_bytes, np.uint8)  # touched: the pages are resident before timing
+    base = _ffi.cast("char *", _ffi.from_buffer(buf))
+    nt = int(threads or _threads)
+    ts = []
+    for _ in range(passes):
+        for off in range(0, set_bytes - piece + 1, piece):
+            t = time.perf_counter()
+            _lib.ek_stream_read(base + off, piece, nt)
+            ts.append(time.perf_counter() - t)
+    return piece / float(np.median(ts)) / 1e9
 
 
 def _desc(w: QuantizedTensor):

@@ -387,13 +387,13 @@ def test_devices_reports_every_cache_folder(tmp_path, monkeypatch, capsys):
     ProgramCache().store("cd" * 32, _blob(2, 3000))
     assert cli.main(["devices", "--json"]) == 0
     caches = {c["name"]: c for c in json.loads(capsys.readouterr().out)["caches"]}
-    assert set(caches) == {"hub", "opencl", "qnn"}
+    assert set(caches) == {"hub", "opencl", "placement", "qnn"}
     assert caches["opencl"]["entries"] == 2 and caches["opencl"]["folder"] == str(tmp_path / "opencl")
     assert caches["opencl"]["size_bytes"] > 4000 and caches["opencl"]["max_bytes"] == 64 * MIB
     assert caches["qnn"]["entries"] == 0
     assert cli.main(["devices"]) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("cache ")]
-    assert len(lines) == 3 and "opencl" in lines[1] and "2 entries" in lines[1]
+    assert len(lines) == 4 and "opencl" in lines[1] and "2 entries" in lines[1]
     assert "bound 64.0 MiB" in lines[1] and str(tmp_path / "opencl") in lines[1]
     monkeypatch.setenv(_cache.MAX_MB_ENV, "lots")
     assert cli.main(["devices"]) == 1

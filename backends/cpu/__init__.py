@@ -24,7 +24,10 @@ log = logging.getLogger("edgesdk.backends.cpu")
 
 
 class CpuLlmRunner(LlmRunner):
-    """A GGUF language model on the CPU (the runner surface is :class:`edgesdk.llm.LlmRunner`'s)."""
+    """A GGUF language model on the CPU (the runner surface is :class:`edgesdk.llm.LlmRunner`'s).
+
+    ``op_times()`` is None: the forward pass (one fused C loop per token, or numpy) records no per-op times.
+    """
 
 
 class CpuBackend(Backend):

@@ -8,7 +8,9 @@ native CPU backend and its timings are never read as a GPU's.
 
 The LLM runs through :class:`edgesdk.llm.LLM` with this backend's forward pass
 (:class:`._model.ClTransformer`): weights uploaded once as quantized blocks, activations and KV cache
-in device buffers, only logits read back. Compiled programs are cached (:mod:`._progcache`).
+in device buffers, only logits read back. Compiled programs are cached (:mod:`._progcache`) unless
+``SessionOptions(artifact_cache=False)``. ``op_times()`` is None: per-kernel OpenCL event profiling
+would need an event kept per launch of the fire-and-forget in-order queue, not wired yet.
 Options: :class:`OpenCLOptions` via ``SessionOptions(backend_options={"opencl": {...}})``;
 ``SessionOptions.n_ctx`` applies when ``n_ctx`` is not given there, and ``SessionOptions.kv_dtype``
 other than "f32" is refused (the device KV cache is f32).
@@ -54,6 +56,7 @@ class OpenCLRunner(LlmRunner):
 class OpenCLBackend(Backend):
     name = "opencl"
     formats = ("gguf",)
+    caches_artifacts = True  # program binaries (._progcache), unless SessionOptions(artifact_cache=False)
 
     def __init__(self):
         self.notes: list[str] = []
@@ -146,13 +149,25 @@ class OpenCLBackend(Backend):
                 self._runtimes[key] = rt
         return rt
 
+    def runtime_for(self, device_id: str, oo: OpenCLOptions, options=None):
+        """The runtime a load with ``options`` uses: the shared one of :meth:`runtime`, or under
+        ``SessionOptions(artifact_cache=False)`` a private one compiled from source, so that the
+        program cache is neither read nor written and nothing compiled is kept, in this process or
+        on disk (a cold load, as ``edgesdk bench`` measures it). A backend option cannot turn the
+        cache back on: the session-wide ask wins."""
+        if getattr(options, "artifact_cache", True):
+            return self.runtime(device_id, oo)
+        from ._runtime import ClRuntime
+
+        return ClRuntime(self._cl_devices[device_id], None)
+
     def load(self, model, device, options):
         from edgesdk.llm import LLM
 
         from ._transformer import ClTransformer
 
         oo = self._options(options)
-        rt = self.runtime(device.id, oo)
+        rt = self.runtime_for(device.id, oo, options)
         # The backend's own option is the more specific ask, so it wins over SessionOptions.n_ctx.
         n_ctx = oo.n_ctx if oo.n_ctx is not None else getattr(options, "n_ctx", None)
         llm = LLM(model.path, n_ctx=n_ctx, model_factory=lambda g: ClTransformer(

@@ -9,13 +9,20 @@ too (:mod:`._quant`, :mod:`._cli`): it is this backend's tooling, not the core's
 Compilation is the expensive part of a QNN session, so compiled context binaries are cached
 (:mod:`._cache`). Placement is never silent: every node QNN does not take is listed with the EP's
 own reason, and ``require=`` turns on ORT's ``session.disable_cpu_ep_fallback``.
+
+``SessionOptions(profile=True)`` turns on both profilers: ORT's (per node ORT runs; the whole QNN
+partition is one fused node there) and the QNN EP's own (``profiling_level="detailed"``, a CSV with
+the HTP's cycles per QNN op, which the HTP simulator writes too). ``op_times()`` reports the QNN ops
+and the nodes ORT ran elsewhere (see :meth:`QnnRunner.op_times`).
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import platform
+import re
 import shutil
 import tempfile
 import threading
@@ -23,8 +30,8 @@ import time
 
 import edgesdk
 from edgesdk._errors import BackendError, BackendUnavailable
-from edgesdk.backend import Backend, Device, NodePlacement, Support
-from edgesdk_backends.onnxruntime import OrtRunner
+from edgesdk.backend import Backend, Device, NodePlacement, OpTime, Support
+from edgesdk_backends.onnxruntime import OrtRunner, _remove_dir
 
 from ._cache import CTX_MODEL, ContextCache, cache_root, sha256_file
 from ._options import PERFORMANCE_MODES, PRECISIONS, PROFILING_LEVELS, SOC_MODELS, QnnOptions
@@ -58,9 +65,32 @@ def _register(ort):
     return devs
 
 
+class _Profile:
+    """Where a profiled QNN session writes: a private folder (ORT's JSON, and the QNN CSV unless the
+    app named its own ``profiling_file``) and the provider options that turn QNN's profiler on."""
+
+    def __init__(self, po, profiling_file=None):
+        self.dir = tempfile.mkdtemp(prefix="edgesdk-qnnprof-")
+        # An app's own profiling_level/profiling_file win (its file is left in place); "basic" has no
+        # per-op events (ORT's per-partition numbers then).
+        self.csv = po.get("profiling_file_path") or profiling_file or os.path.join(self.dir, "qnn.csv")
+        try:  # QNN appends to an existing file: only what this session adds is its profile
+            self.start = os.path.getsize(self.csv)
+        except OSError:
+            self.start = 0
+        self.provider_options = {**po, "profiling_level": po.get("profiling_level", "detailed"), "profiling_file_path": self.csv}
+
+
+def _cache_key_options(po):
+    # Profiling changes what a run records, not the compiled context binary (a binary compiled without
+    # it profiles per op when loaded with it), so profiling options stay out of the cache key.
+    return {k: v for k, v in po.items() if not k.startswith("profiling_")}
+
+
 class QnnBackend(Backend):
     name = "qnn"
     formats = ("onnx",)
+    caches_artifacts = True  # context binaries (._cache), unless SessionOptions(artifact_cache=False)
 
     def __init__(self):
         self.notes: list[str] = []
@@ -139,9 +169,13 @@ class QnnBackend(Backend):
 
     # -- loading --------------------------------------------------------------------------------
 
-    def _session_options(self, ort, device, provider_options, options, strict, extra=()):
+    def _session_options(self, ort, device, provider_options, options, strict, extra=(), profile=None):
         so = ort.SessionOptions()
         so.log_severity_level = 3
+        if profile is not None:
+            so.enable_profiling = True
+            so.profile_file_prefix = os.path.join(profile.dir, "ort")
+            provider_options = profile.provider_options
         so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
         if strict:
             so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
@@ -177,23 +211,26 @@ class QnnBackend(Backend):
         po = qo.provider_options_for(precision)
         strict = options.require is not None
         source, shaped = self._model_source(model, qo)
+        profile = runner = None
         # SessionOptions.artifact_cache=False (a throwaway model) overrides the backend's default.
         use_cache = qo.context_cache and getattr(options, "artifact_cache", True)
         cache = ContextCache(cache_root(qo.cache_dir)) if use_cache else None
         key = None
         t0 = time.perf_counter()
         try:
+            if getattr(options, "profile", False):
+                profile = _Profile(po, qo.profiling_file)
             if cache is not None:
                 key = cache.make_key({
                     "model_sha256": sha256_file(model.path), "input_shapes": {k: list(v) for k, v in qo.input_shapes.items()},
-                    "provider_options": po, "device": device.id, "simulated": device.simulated, **self.versions,
+                    "provider_options": _cache_key_options(po), "device": device.id, "simulated": device.simulated, **self.versions,
                 })
                 entry = cache.lookup(key)
                 if entry is not None and strict and any(n[2] != device.id for n in entry.nodes):
                     return _Refused(device, tuple(NodePlacement(*n) for n in entry.nodes), precision, po)
                 if entry is not None:
                     try:
-                        so = self._session_options(ort, device, po, options, strict)
+                        so = self._session_options(ort, device, po, options, strict, profile=profile)
                         sess = self._create(ort, str(entry.model), so)
                     except Exception as exc:
                         # A verified entry that still fails to load (e.g. a driver update changed the
@@ -202,12 +239,16 @@ class QnnBackend(Backend):
                         cache.remove(entry.path)
                     else:
                         nodes = tuple(NodePlacement(*n) for n in entry.nodes)
-                        return QnnRunner(sess, device, nodes, precision, po, cache_hit=True, cache_entry=str(entry.path),
-                                         create_s=time.perf_counter() - t0)
-            return self._compile(ort, model, device, options, po, precision, source, strict, cache, key, t0)
+                        runner = QnnRunner(sess, device, nodes, precision, po, cache_hit=True, cache_entry=str(entry.path),
+                                           create_s=time.perf_counter() - t0, profile=profile)
+                        return runner
+            runner = self._compile(ort, model, device, options, po, precision, source, strict, cache, key, t0, profile)
+            return runner
         finally:
             if shaped is not None:
                 shutil.rmtree(shaped, ignore_errors=True)
+            if profile is not None and getattr(runner, "_profile_dir", None) != profile.dir:
+                _remove_dir(profile.dir)  # no runner took the profile (a failure, or a refusal)
 
     def _model_source(self, model, qo):
         """The model to compile: the file itself, or a static-shape copy when input_shapes are given."""
@@ -226,14 +267,14 @@ class QnnBackend(Backend):
             raise
         return path, tmp
 
-    def _compile(self, ort, model, device, options, po, precision, source, strict, cache, key, t0):
+    def _compile(self, ort, model, device, options, po, precision, source, strict, cache, key, t0, profile=None):
         staging = cache.staging_dir() if cache is not None else None
         extra = []
         if staging is not None:
             extra = [("ep.context_enable", "1"), ("ep.context_file_path", str(staging / CTX_MODEL)), ("ep.context_embed_mode", "0")]
         try:
             try:
-                sess = self._create(ort, source, self._session_options(ort, device, po, options, strict, extra))
+                sess = self._create(ort, source, self._session_options(ort, device, po, options, strict, extra, profile))
             except Exception as exc:
                 if strict and _FALLBACK_DISABLED in str(exc):
                     # ORT says only "some node fell back". Compile again with fallback allowed to learn
@@ -247,7 +288,7 @@ class QnnBackend(Backend):
                     if probe.fallback_nodes():
                         return _Refused(device, probe.nodes, precision, po)
                 raise BackendError(f"QNN could not compile {model.path} for {device.id}: {exc}") from exc
-            runner = QnnRunner(sess, device, None, precision, po, cache_hit=False, create_s=None)
+            runner = QnnRunner(sess, device, None, precision, po, cache_hit=False, create_s=None, profile=profile)
             if runner.fallback_nodes():
                 runner.nodes = self._with_reasons(ort, source, device, po, options, runner.nodes)
             if staging is not None:
@@ -286,10 +327,15 @@ class QnnBackend(Backend):
 class QnnRunner(OrtRunner):
     """An ORT session with the QNN EP. ``cache_hit``, ``cache_entry``, ``create_s`` describe its creation."""
 
-    def __init__(self, sess, device, nodes, precision, provider_options, cache_hit=False, cache_entry=None, create_s=None):
+    _qnn_csv = None
+    _qnn_csv_text = None
+
+    def __init__(self, sess, device, nodes, precision, provider_options, cache_hit=False, cache_entry=None, create_s=None,
+                 profile=None):
         import onnxruntime as ort
 
-        super().__init__(sess, device, {EP_NAME: device.id, "CPUExecutionProvider": "onnxruntime:cpu"}, ort.RunOptions())
+        super().__init__(sess, device, {EP_NAME: device.id, "CPUExecutionProvider": "onnxruntime:cpu"}, ort.RunOptions(),
+                         profile_dir=None if profile is None else profile.dir)
         self.device_id = device.id
         if nodes is not None:
             self.nodes = tuple(nodes)
@@ -298,9 +344,124 @@ class QnnRunner(OrtRunner):
         self.cache_hit = cache_hit
         self.cache_entry = cache_entry
         self.create_s = create_s
+        self._qnn_csv = None if profile is None else profile.csv
+        self._qnn_csv_start = 0 if profile is None else profile.start
+        self._qnn_times = None
 
     def fallback_nodes(self):
         return [n for n in self.nodes if n.device_id != self.device_id]
+
+    def op_times(self):
+        """Per-op times over every run since load (warm-ups included), or None without ``profile=True``.
+
+        Nodes ORT ran outside the NPU come from ORT's profiler. The NPU part comes from the QNN EP's
+        CSV when it has per-op events (``profiling_level="detailed"``, the default under
+        ``profile=True``; the HTP simulator writes them too): one entry per QNN op with
+        ``device_id`` = this device. QNN counts HTP cycles per op, so an op's ``total_s`` is its
+        share of the cycles times the accelerator's execute time QNN reports beside them. QNN names
+        an op after the node of ORT's graph it was built from (``relu0``, ``conv0_token_1``,
+        ``matmul0/MatMulAddFusion_2`` from ``matmul0/MatMulAddFusion``); ``op_type`` is that node's
+        (see ``nodes``), else the QNN op's own name (the graph's ``Input``/``Output`` staging).
+        Without per-op events (``profiling_level="basic"``, or a CSV that cannot be read, logged)
+        the NPU part is ORT's: one fused node per QNN partition.
+
+        As with :meth:`OrtRunner.op_times`, the first call ends the profile and later calls return
+        the same totals.
+        """
+        ort_times = super().op_times()
+        if ort_times is None:
+            return None
+        with self._profile_lock:
+            if self._qnn_times is None:
+                self._qnn_times = self._merge(ort_times)
+            return self._qnn_times
+
+    def _profile_ended(self):
+        # Read with ORT's profile, before its folder (which holds the CSV) is removed; QNN keeps
+        # appending for later runs, which op_times() no longer counts.
+        try:
+            with open(self._qnn_csv, "rb") as f:
+                data = f.read()
+            self._qnn_csv_text = (data[self._qnn_csv_start:] if len(data) >= self._qnn_csv_start else data).decode("utf-8", "replace")
+        except OSError as exc:
+            self._qnn_csv_text = None
+            log.warning("the QNN profile %s could not be read (%s); reporting ORT's per-partition times", self._qnn_csv, exc)
+
+    def _merge(self, ort_times):
+        ops = None
+        if self._qnn_csv_text:
+            try:
+                ops = parse_qnn_profile(self._qnn_csv_text.splitlines(), self.device_id, {n.node: n.op_type for n in self.nodes})
+            except csv.Error as exc:
+                log.warning("the QNN profile %s could not be parsed (%s); reporting ORT's per-partition times", self._qnn_csv, exc)
+        if not ops:
+            return ort_times
+        out, placed = [], False
+        for t in ort_times:
+            if t.device_id != self.device_id:
+                out.append(t)
+            elif not placed:  # the QNN ops take the place of the first fused QNN partition
+                out.extend(ops)
+                placed = True
+        if not placed:
+            out.extend(ops)
+        return tuple(out)
+
+
+_OP_ID = re.compile(r"^(?P<name>.*?)(?::| )OpId_\d+$")
+_SUFFIX = re.compile(r"(_token)?_\d+$")
+
+
+def _qnn_op_type(name: str, onnx_ops) -> str:
+    """The op type of a QNN op: that of the ORT node it was built from (QNN names an op after its
+    node, at times with a ``_<n>`` suffix), else its own name without suffixes."""
+    for candidate in (name, _SUFFIX.sub("", name), name.split("/", 1)[0], _SUFFIX.sub("", name.split("/", 1)[0])):
+        if candidate in onnx_ops:
+            return onnx_ops[candidate]
+    return _SUFFIX.sub("", name.rsplit("/", 1)[-1]) or name
+
+
+def parse_qnn_profile(lines, device_id: str, onnx_ops=None) -> tuple[OpTime, ...]:
+    """Per-op totals from the QNN EP's profiling CSV (``profiling_level="detailed"``).
+
+    Columns: ``Msg Timestamp, Message, Time, Unit of Measurement, Timing Source, Event Level,
+    Event Identifier``. Rows with Message ``NODE`` are the ops of an execute (``<name>:OpId_<n>
+    (cycles)``, ``Input OpId_<n> (cycles)``); times in cycles are converted with the
+    ``Accelerator (execute) time`` the same executes report in microseconds and in cycles. Empty
+    when the file has no per-op events (``basic`` level) or no way to turn cycles into time.
+    ``onnx_ops`` maps ONNX node names to op types (see :meth:`QnnRunner.op_times`).
+    """
+    onnx_ops = onnx_ops or {}
+    cycles: dict[str, list] = {}
+    micros: dict[str, list] = {}
+    acc_cycles = acc_us = 0.0
+    for row in csv.reader(lines):
+        if len(row) < 7 or row[0].startswith("Msg"):
+            continue
+        message, value, unit, ident = row[1].strip(), row[2].strip(), row[3].strip().upper(), row[6].strip()
+        try:
+            value = float(value)
+        except ValueError:
+            continue
+        if message == "NODE":
+            ident = ident[: -len("(cycles)")].strip() if ident.endswith("(cycles)") else ident
+            m = _OP_ID.match(ident)
+            name = m.group("name") if m else ident
+            bucket = cycles if unit == "CYCLES" else micros if unit == "US" else None
+            if bucket is not None:
+                slot = bucket.setdefault(name, [0.0, 0])
+                slot[0] += value
+                slot[1] += 1
+        elif ident == "Accelerator (execute) time (cycles)" and unit == "CYCLES":
+            acc_cycles += value
+        elif ident == "Accelerator (execute) time" and unit == "US":
+            acc_us += value
+    out = []
+    if cycles and acc_cycles > 0 and acc_us > 0:
+        s_per_cycle = acc_us * 1e-6 / acc_cycles
+        out += [OpTime(n, _qnn_op_type(n, onnx_ops), c * s_per_cycle, k, device_id) for n, (c, k) in cycles.items()]
+    out += [OpTime(n, _qnn_op_type(n, onnx_ops), us * 1e-6, k, device_id) for n, (us, k) in micros.items() if n not in cycles]
+    return tuple(out)
 
 
 class _Refused(QnnRunner):

@@ -86,6 +86,9 @@ class QnnOptions:
     - ``soc_model``: target SoC (QNN id or name such as ``"SM8650"``); fp16 compilation needs one, so
       ``None`` means the default :data:`DEFAULT_SOC`.
     - ``profiling_level`` / ``profiling_file``: QNN op profiling, written as CSV by the EP.
+      ``SessionOptions(profile=True)`` turns it on at ``detailed`` (per-op events) into a private
+      file that ``Session.op_times()`` reads; a level or file given here wins (``basic`` has no per-op
+      events, so ``op_times()`` then reports ORT's per-partition times).
     - ``context_cache``: store compiled QNN context binaries and reuse them (a second Session on the
       same model skips compilation); ``cache_dir`` overrides ``$EDGESDK_CACHE_DIR/qnn``.
     - ``input_shapes``: fixed shapes for dynamic inputs (HTP compiles static graphs only).

@@ -140,6 +140,8 @@ class TFLiteRunner(Runner):
             self._interp = interp
             self._shapes = {d["index"]: tuple(d["shape"]) for d in interp.get_input_details()}
 
+    op_times_note = "LiteRT's Python Interpreter has no profiler hook (its per-op profiler is C++ only: benchmark_model --enable_op_profiling)"
+
     def close(self):
         self._interp = None
 

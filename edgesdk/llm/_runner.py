@@ -56,6 +56,8 @@ class LlmRunner(Runner):
     ``generate``/``generate_stream`` take :class:`edgesdk.llm.GenerationConfig` fields as keywords.
     """
 
+    op_times_note = "the LLM engine's forward pass (one fused loop per token) records no per-op times"
+
     def __init__(self, llm, device_id: str):
         self.llm = llm
         vocab = llm.tokenizer.vocab_size
