@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import attrs
 
@@ -123,6 +124,11 @@ def _cached_decision(path):
     return next((e for e in cached_decisions() if e.get("key", {}).get("model_sha256") == sha), None)
 
 
+def _bar(total, desc):
+    # Drawn on stderr, and only when stdout is a terminal too: `edgesdk bench ... > report.txt` runs quietly.
+    return _progress.bar(total, desc, unit="run", delay=0.5)
+
+
 def cmd_bench(args) -> int:
     from . import hub
     from .bench import bench
@@ -131,7 +137,7 @@ def cmd_bench(args) -> int:
     options = args.options_fn(args)
     report = bench(hub.resolve(args.model), devices=args.device, all_devices=args.all, runs=args.runs, warmup=args.warmup,
                    feeds=feeds or None, dims=parse_dims(args.dim), profile=args.profile, options=options, prompt_tokens=args.prompt_tokens,
-                   gen_tokens=args.gen_tokens, progress=lambda total, desc: _progress.bar(total, desc, unit="run", delay=0.5))
+                   gen_tokens=args.gen_tokens, progress=_bar if sys.stdout.isatty() else None)
     if args.plot:
         from ._bench_plot import plot
 

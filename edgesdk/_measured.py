@@ -51,12 +51,14 @@ class Trial:
     first_s: float | None = None
     energy_j: float | None = None
     error: str | None = None
+    simulated: bool = False
 
     def describe(self) -> str:
+        name = self.device + (" (simulated)" if self.simulated else "")
         if self.error:
-            return f"{self.device}: trial failed: {self.error}"
+            return f"{name}: trial failed: {self.error}"
         energy = f", {self.energy_j:.3g} J/run" if self.energy_j is not None else ""
-        return f"{self.device}: median {self.median_s * 1e3:.3f} ms, p90 {self.p90_s * 1e3:.3f} ms over {self.runs} runs{energy}"
+        return f"{name}: median {self.median_s * 1e3:.3f} ms, p90 {self.p90_s * 1e3:.3f} ms over {self.runs} runs{energy}"
 
 
 @functools.lru_cache(maxsize=64)
@@ -200,7 +202,7 @@ def place_measured(model, pool, refusals, options, registry, load_on):
             losers = [Refusal(t.backend, t.device, t.describe()) for t in cached["trials"] if t.device != dev.id]
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(cached["measured_at"]))
             return runner, Placement(dev.backend, dev, nodes, tuple(refusals + losers), selection="measured (cached)",
-                                     trials=cached["trials"], reason=f"{cached['reason']} (measured {when})")
+                                     trials=cached["trials"], reason=f"{cached['reason']} (measured {when}, read from the placement cache)")
         log.info("placement cache: the cached winner %s no longer loads (%s); measuring again", cached["winner"], got)
         _cache.discard(_entry_path(key))
     meter, meter_note = energy_meter() if options.objective == "energy" else (None, None)
@@ -214,9 +216,10 @@ def place_measured(model, pool, refusals, options, registry, load_on):
         runner, nodes = got
         try:
             timing = time_runs(one_run(runner), warmup=1, runs=_TRIAL_RUNS, budget_s=options.trial_s, meter=meter)
-            trial = Trial(d.backend, d.id, len(timing.samples), timing.median_s, timing.percentile_s(90), timing.first_s, timing.energy_j)
+            trial = Trial(d.backend, d.id, len(timing.samples), timing.median_s, timing.percentile_s(90), timing.first_s,
+                          timing.energy_j, simulated=d.simulated)
         except Exception as exc:  # a device that cannot run the model is refused, not fatal
-            trial = Trial(d.backend, d.id, error=f"{type(exc).__name__}: {exc}")
+            trial = Trial(d.backend, d.id, error=f"{type(exc).__name__}: {exc}", simulated=d.simulated)
         trials.append(trial)
         ok = [t for t in trials if t.error is None]
         if trial.error is None and _choose(ok, order, options.objective, meter_note)[0] == d.id:

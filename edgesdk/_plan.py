@@ -60,7 +60,7 @@ class Placement:
         sim = " (simulated)" if self.device.simulated else ""
         lines = [f"runs on {self.device.id} [{self.device.kind}] {self.device.name}{sim}"]
         if self.reason:
-            lines.append(f"chosen by {self.selection}: {self.reason}")
+            lines.append(f"chosen by measurement: {self.reason}")
         for t in self.trials:
             lines.append(f"  {'*' if t.device == self.device.id else ' '} {t.describe()}")
         if self.nodes:
