@@ -18,9 +18,9 @@ The last table holds each model's ratios against the targets (decode vs llama.cp
 llama.cpp, peak RSS vs llama.cpp) and the decode's effective weight bandwidth as a share of the DRAM
 read bandwidth measured in the same run (the physical limit of token generation).
 
-llama.cpp is optional (``pip install llama-cpp-python``, the ``bench`` extra). Its AMX extra
-buffer type faults on CPUs that list AMX without the OS enabling it; we pass
-``use_extra_bufts=False`` when the installed version accepts it.
+llama.cpp is optional (``pip install llama-cpp-python``, the ``bench`` extra). Its extra (repacked
+weight) buffer types crash decode on CPUs with AMX (tests/llama_ref.py says more), so they are off:
+the peer runs llama.cpp's regular CPU kernels, which is what it runs on every CPU without AMX.
 """
 
 from __future__ import annotations
@@ -72,11 +72,10 @@ def default_models() -> list[str]:
 
 
 def dram_bandwidth(threads: int) -> float:
-    """GB/s of streaming reads over 1 GiB (the same probe as bench_int4_matmul.py)."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from bench_int4_matmul import bandwidth
+    """GB/s of streaming reads over 1 GiB (edgesdk.kernels.memory_read_gbs, as bench_int4_matmul.py and edgesdk bench)."""
+    from edgesdk import kernels
 
-    return bandwidth(1 << 30, threads)
+    return kernels.memory_read_gbs(threads)
 
 
 def peak_rss_mb() -> float:
@@ -121,14 +120,12 @@ def worker_edgesdk(threads: int, n_prompt: int, n_gen: int, repeat: int) -> dict
 
 
 def _llama(n_ctx: int, threads: int, logits_all: bool = False):
-    from llama_cpp import Llama
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+    from llama_ref import llama  # the tests' reference constructor: extra (repacked) buffer types off
 
     kw = dict(model_path=ARGS.model, n_ctx=n_ctx, n_batch=512, n_threads=threads, n_threads_batch=threads,
               logits_all=logits_all, verbose=False)
-    try:
-        return Llama(**kw, use_extra_bufts=False), "use_extra_bufts=False"
-    except TypeError:
-        return Llama(**kw), "default buffers"
+    return llama(**kw), "use_extra_bufts=False"
 
 
 def worker_llama(threads: int, n_prompt: int, n_gen: int, repeat: int) -> dict:
@@ -277,7 +274,7 @@ def main() -> None:
             if not e:
                 continue
             gbs = e["tg_tok_s"] * e["weight_mb"] / 1e3
-            ratio = lambda k: f"{e[k] / l[k]:.2f}" if l else "-"  # noqa: E731
+            ratio = lambda k, e=e, l=l: f"{e[k] / l[k]:.2f}" if l else "-"  # noqa: E731
             print(f"{rep['model']:<34} {th:>3} {ratio('tg_tok_s'):>8} {want_tg or '-':>6} {ratio('pp_tok_s'):>8} {want_pp or '-':>6} "
                   f"{ratio('peak_rss_mb'):>6} {gbs:>11.1f} {100 * gbs / bw[th]:>8.0f}%")
     if ARGS.json:

@@ -13,10 +13,16 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import attrs
 import numpy as np
+
+if TYPE_CHECKING:  # the helpers are bound on first use (see _HELPERS); type checkers see them here
+    from edgesdk_backends.onnxruntime import OrtRunner, ort_specs, parse_ort_type
+
+    from ._options import typed_backend_options
+    from .llm._runner import LlmRunner, gguf_refusal
 
 __all__ = [
     "BACKEND_API_VERSION",

@@ -66,3 +66,19 @@ def edgesdk_quantize_targets():
     it are refused by name when given with another mode (``--to TYPE`` or another ``--for``).
     A target whose name is already taken, or an exception raised here, is logged and skipped.
     """
+
+
+@hookspec
+def edgesdk_hub_models():
+    """Return a list of :class:`edgesdk.hub.HubModel` entries this plugin adds to the hub catalogue
+    (``edgesdk.hub.CATALOG``, ``edgesdk hub list``, ``Session("hub:NAME")`` and every command that takes a
+    model), e.g. the models its backend runs (the ctranslate2 plugin adds ``whisper-tiny-en``).
+
+    Called lazily, on the first read of the catalogue after the plugin registry is built (again when it is
+    rebuilt), never at import time. Must be cheap: build the entries, do not look for their files
+    (:func:`edgesdk.hub.path` finds them later through each entry's ``module`` and ``relpath``); while this
+    runs, ``edgesdk.hub.CATALOG`` holds the built-in entries only. An entry whose name is a built-in hub
+    model or one an earlier plugin added, anything that is not a ``HubModel``, and an exception raised
+    here (the plugin then adds nothing) are logged and skipped. Implement it with
+    ``@edgesdk.hookimpl(optionalhook=True)`` to keep the plugin loadable by an edgesdk without this hook.
+    """

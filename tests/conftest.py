@@ -47,6 +47,27 @@ def identity_onnx(tmp_path_factory):
                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])])
 
 
+@pytest.fixture
+def relu_onnx(tmp_path):
+    """y = relu(x), x float32[1, 8], saved as m.onnx."""
+    from onnx import TensorProto, helper
+
+    return make_onnx(tmp_path / "m.onnx", [helper.make_node("Relu", ["x"], ["y"], name="relu0")],
+                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
+
+
+@pytest.fixture
+def tiny_llama_gguf(tmp_path):
+    """A 2-layer random-weight llama GGUF (test_architectures' default case)."""
+    from test_architectures import ARCH_CASES, write_model
+
+    spec = dict(ARCH_CASES["llama"])
+    path = str(tmp_path / "llama.gguf")
+    write_model(path, spec.pop("arch", "llama"), **spec)
+    return path
+
+
 @pytest.fixture(scope="session")
 def add_onnx(tmp_path_factory):
     """y = a + b with a symbolic batch dim shared by both inputs, plus an int64 input."""

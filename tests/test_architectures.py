@@ -159,9 +159,9 @@ def _prompt(seed: int = 1) -> list[int]:
 
 def llama_cpp_run(path: str, ids: list[int]) -> tuple[np.ndarray, list[int]]:
     """llama.cpp's logits at every prompt position and its N_GREEDY greedy tokens."""
-    import llama_cpp
+    from llama_ref import llama
 
-    ref = llama_cpp.Llama(model_path=path, n_ctx=CTX, n_batch=CTX, logits_all=True, n_threads=2, verbose=False,
+    ref = llama(model_path=path, n_ctx=CTX, n_batch=CTX, logits_all=True, n_threads=2, verbose=False,
                            type_k=0, type_v=0)  # f32 KV cache (f16 by default): compare the architecture, not storage
     try:
         ref.eval(ids)

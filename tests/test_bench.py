@@ -12,7 +12,7 @@ from edgesdk import cli
 from edgesdk._registry import reset_registry
 from edgesdk.bench import bench
 
-from test_placement_measured import Paced, model, tiny_llama_gguf  # noqa: F401  (fixtures)
+from paced import Paced
 
 
 class Cached(Paced):
@@ -20,9 +20,9 @@ class Cached(Paced):
 
     caches_artifacts = True
 
-    def load(self, model, device, options):
+    def load(self, relu_onnx, device, options):
         self.seen = getattr(self, "seen", []) + [options.artifact_cache]
-        return super().load(model, device, options)
+        return super().load(relu_onnx, device, options)
 
 
 class TfliteOnly(Paced):
@@ -45,10 +45,10 @@ def backends(monkeypatch, tmp_path):
     reset_registry()
 
 
-def test_every_accepting_real_device_is_measured(backends, model):
+def test_every_accepting_real_device_is_measured(backends, relu_onnx):
     fast, cached, _, sim = backends(Paced("fast", 0.001, kind="gpu"), Cached("npu1", 0.001), TfliteOnly("tfl", 0.0),
                                     Paced("sim", 0.0, simulated=True))
-    rep = bench(model, runs=4, warmup=2)
+    rep = bench(relu_onnx, runs=4, warmup=2)
     by = {d.device: d for d in rep.devices}
     assert set(by) == {"fast:0", "npu1:0", "onnxruntime:cpu"}  # tflite-only and simulated left out
     for d in by.values():
@@ -59,36 +59,36 @@ def test_every_accepting_real_device_is_measured(backends, model):
     assert by["npu1:0"].load_cached_s is not None and by["fast:0"].load_cached_s is None
     assert cached.seen == [False, True, True]  # cold (no cache), fill, from the cache
     assert by["onnxruntime:cpu"].nodes == {"onnxruntime:cpu": 1}
-    assert {d.device for d in bench(model, runs=1, all_devices=True).devices} >= {"sim:0"}
+    assert {d.device for d in bench(relu_onnx, runs=1, all_devices=True).devices} >= {"sim:0"}
 
 
-def test_named_devices_and_a_refusal_reported_with_its_reason(backends, model):
+def test_named_devices_and_a_refusal_reported_with_its_reason(backends, relu_onnx):
     backends(Paced("fast", 0.0, kind="gpu"), TfliteOnly("tfl", 0.0))
-    rep = bench(model, devices=["tfl:0", "fast:0"], runs=2)
+    rep = bench(relu_onnx, devices=["tfl:0", "fast:0"], runs=2)
     tfl, fast = rep.devices
     assert tfl.error == "does not read onnx models (reads tflite)" and fast.error is None
     with pytest.raises(edgesdk.EdgeSDKError, match="no device nope:0; devices here: .*fast:0"):
-        bench(model, devices=["nope:0"])
+        bench(relu_onnx, devices=["nope:0"])
 
 
-def test_a_device_whose_runs_fail_is_reported_not_fatal(backends, model):
+def test_a_device_whose_runs_fail_is_reported_not_fatal(backends, relu_onnx):
     backends(Paced("broken", 0.0, fail="device lost"))
-    rep = bench(model, devices=["broken:0", "onnxruntime:cpu"], runs=2)
+    rep = bench(relu_onnx, devices=["broken:0", "onnxruntime:cpu"], runs=2)
     assert rep.devices[0].error == "run failed: RuntimeError: device lost" and rep.devices[1].error is None
 
 
 @pytest.mark.parametrize("kw, match", [(dict(runs=0), "runs must be"), (dict(warmup=0), "warmup must be"),
                                        (dict(runs=True), "runs must be"), (dict(gen_tokens=1), "gen_tokens must be")])
-def test_bad_arguments(backends, model, kw, match):
+def test_bad_arguments(backends, relu_onnx, kw, match):
     backends()
     with pytest.raises(ValueError, match=match):
-        bench(model, **kw)
+        bench(relu_onnx, **kw)
 
 
-def test_cli_table_json_and_plot(backends, model, tmp_path, capsys):
+def test_cli_table_json_and_plot(backends, relu_onnx, tmp_path, capsys):
     backends(Paced("fast", 0.001, kind="gpu"))
     png = tmp_path / "bench.png"
-    assert cli.main(["bench", str(model), "--runs", "5", "--plot", str(png)]) == 0
+    assert cli.main(["bench", str(relu_onnx), "--runs", "5", "--plot", str(png)]) == 0
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("DEVICE"))
     for col in ("LOAD ms", "FIRST ms", "P50 ms", "P90 ms", "P99 ms", "RUNS/S", "PEAK RSS MiB", "NODES"):
@@ -98,23 +98,23 @@ def test_cli_table_json_and_plot(backends, model, tmp_path, capsys):
 
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] > 500
-    assert cli.main(["bench", str(model), "--runs", "3", "--json", "--device", "fast:0"]) == 0
+    assert cli.main(["bench", str(relu_onnx), "--runs", "3", "--json", "--device", "fast:0"]) == 0
     doc = json.loads(capsys.readouterr().out)
     [d] = doc["devices"]
     assert d["device"] == "fast:0" and len(d["timing"]["samples_s"]) == 3
     assert d["timing"]["p90_s"] >= d["timing"]["median_s"] and doc["runs"] == 3
 
 
-def test_cli_inputs_from_files_and_bad_ones(backends, model, tmp_path, capsys):
+def test_cli_inputs_from_files_and_bad_ones(backends, relu_onnx, tmp_path, capsys):
     backends()
     x = tmp_path / "x.npy"
     np.save(x, np.ones((1, 8), np.float32))
-    assert cli.main(["bench", str(model), "--runs", "2", "-i", f"x={x}"]) == 0
+    assert cli.main(["bench", str(relu_onnx), "--runs", "2", "-i", f"x={x}"]) == 0
     assert "given: x" in capsys.readouterr().out
     np.save(x, np.ones((1, 9), np.float32))
-    assert cli.main(["bench", str(model), "--runs", "2", "-i", f"x={x}"]) == 1
+    assert cli.main(["bench", str(relu_onnx), "--runs", "2", "-i", f"x={x}"]) == 1
     assert "not benchmarked" in capsys.readouterr().out
-    assert cli.main(["bench", str(model), "--plot", str(tmp_path / "x.jpg")]) == 1
+    assert cli.main(["bench", str(relu_onnx), "--plot", str(tmp_path / "x.jpg")]) == 1
     assert "ending in .png" in capsys.readouterr().err
 
 
@@ -139,13 +139,13 @@ def test_profile_lists_the_slowest_ops_with_their_share(backends, tmp_path, caps
     assert "slowest ops on onnxruntime:cpu" in capsys.readouterr().out
 
 
-def test_profile_unsupported_is_said(backends, model, capsys):
+def test_profile_unsupported_is_said(backends, relu_onnx, capsys):
     backends(Paced("fast", 0.0, kind="gpu"))
-    rep = bench(model, devices=["fast:0"], runs=1, profile=True)
+    rep = bench(relu_onnx, devices=["fast:0"], runs=1, profile=True)
     assert rep.devices[0].profile_note is None or "per-op" in rep.devices[0].profile_note
 
 
-def test_language_model_speeds_and_bandwidth(backends, tiny_llama_gguf, capsys):  # noqa: F811
+def test_language_model_speeds_and_bandwidth(backends, tiny_llama_gguf, capsys):
     backends()
     rep = bench(tiny_llama_gguf, devices=["cpu:0"], runs=2, prompt_tokens=8, gen_tokens=4)
     [d] = rep.devices
@@ -160,13 +160,13 @@ def test_language_model_speeds_and_bandwidth(backends, tiny_llama_gguf, capsys):
     assert "DECODE tok/s" in out and "% OF DRAM" in out
 
 
-def test_devices_lists_measured_placements(backends, model, capsys):
+def test_devices_lists_measured_placements(backends, relu_onnx, capsys):
     backends(Paced("fast", 0.001, kind="gpu"))
-    edgesdk.Session(model, select="measured", trial_s=0.2).close()
+    edgesdk.Session(relu_onnx, select="measured", trial_s=0.2).close()
     assert cli.main(["devices"]) == 0
     out = capsys.readouterr().out
     assert "placement of m.onnx:" in out and "cache placement" in out
     assert cli.main(["devices", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["placements"][0]["model"] == "m.onnx"
-    assert cli.main(["bench", str(model), "--runs", "1"]) == 0
+    assert cli.main(["bench", str(relu_onnx), "--runs", "1"]) == 0
     assert "measured placement for this model (cached)" in capsys.readouterr().out

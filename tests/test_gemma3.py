@@ -46,9 +46,9 @@ def session(path):
 
 @pytest.fixture(scope="module")
 def reference(path):
-    import llama_cpp
+    from llama_ref import llama
 
-    ref = llama_cpp.Llama(model_path=path, n_ctx=N_CTX, n_batch=N_CTX, logits_all=True, n_threads=2, verbose=False,
+    ref = llama(model_path=path, n_ctx=N_CTX, n_batch=N_CTX, logits_all=True, n_threads=2, verbose=False,
                           type_k=0, type_v=0)
     yield ref
     ref.close()

@@ -548,15 +548,15 @@ def test_smollm2_with_a_random_adapter(tmp_path, monkeypatch):
     """SmolLM2-135M Q4_1 with a rank-8 adapter of every projection, against llama.cpp with it, as
     test_gemma3 compares a real model: teacher-forced along llama.cpp's greedy tokens, each its
     choice up to a near-tie, and free-running generation follows it up to the first near-tie. The
-    fused loop equals the per-layer kernels path, and the adapter does change the text."""
-    import llama_cpp
+    fused loop equals the per-layer kernels path, and the adapter does change the logits."""
+    from llama_ref import llama
     from test_gemma3 import NEAR_TIE, llama_greedy
 
     base, scale, n_ctx = smollm2_path(), 0.25, 64  # scale: the adapter moves the logits by ~10 %
     adapter = write_adapter(tmp_path / "smol-lora.gguf", base, "llama", rank=8, seed=3)
     llm = _open(base, "c", "int8", True, monkeypatch, adapters={"a": adapter})
     ids = llm.tokenizer.encode("The capital of France is")
-    ref = llama_cpp.Llama(model_path=base, n_ctx=n_ctx, n_batch=n_ctx, logits_all=True, n_threads=2, verbose=False,
+    ref = llama(model_path=base, n_ctx=n_ctx, n_batch=n_ctx, logits_all=True, n_threads=2, verbose=False,
                           type_k=0, type_v=0, lora_path=adapter, lora_scale=scale)
     try:
         want = llama_greedy(ref, ids, 24)
@@ -573,7 +573,10 @@ def test_smollm2_with_a_random_adapter(tmp_path, monkeypatch):
     first_tie = next((int(i) for i in rows if ours[i] != want[i]), len(want))
     text = llm.generate(ids, max_tokens=first_tie, ignore_eos=True, adapter="a", adapter_scale=scale)
     assert str(text) == llm.tokenizer.decode(want[:first_tie])
-    assert llm.generate(ids, max_tokens=24, ignore_eos=True) != llm.tokenizer.decode(want)
+    # The adapter does change the model: ~10 % of the logits' scale (the greedy text may or may not
+    # change within 24 tokens, depending on near-ties that differ between SIMD paths).
+    plain = llm.model.forward(ids + want, llm.model.new_cache(n_ctx), logits=len(ids) - 1)[:-1]
+    assert _rel(logits, plain) > 0.03
     llm.close()
     # Exact activations: int8 ones already differ by ~3 % between the two paths without an adapter.
     exact = []

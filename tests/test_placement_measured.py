@@ -8,9 +8,6 @@ expected winner is known without trusting this machine's timing beyond a 10x mar
 
 import json
 import logging
-import time
-
-import attrs
 
 import numpy as np
 import pytest
@@ -19,53 +16,9 @@ import edgesdk
 from edgesdk import _measured, _timing
 from edgesdk._io import cache_dir
 from edgesdk._registry import reset_registry
-from edgesdk.backend import Backend, Device
 
 from conftest import BackendsPlugin, make_onnx
-
-
-class Paced(Backend):
-    """An 'npu' that runs the model on ORT's CPU EP, then sleeps ``delay_s`` per run; it counts its
-    loads and runs, can fail every run, and can add ``uj_per_run`` to a fake RAPL counter."""
-
-    formats = ("onnx",)
-
-    def __init__(self, name, delay_s, kind="npu", fail=None, uj_per_run=0, counter=None, version="1.0", simulated=False):
-        self.name, self.delay_s, self.kind, self.fail, self.version = name, delay_s, kind, fail, version
-        self.uj_per_run, self.counter, self.simulated = uj_per_run, counter, simulated
-        self.loads = self.runs = 0
-
-    def probe(self):
-        return [Device(self.name, f"{self.name}:0", self.kind, f"{self.name} device", None, 100, simulated=self.simulated)]
-
-    def load(self, model, device, options):
-        self.loads += 1
-        reg = edgesdk.get_registry()
-        cpu = next(d for d in reg.devices() if d.id == "onnxruntime:cpu")
-        runner = reg.backend("onnxruntime").load(model, cpu, options)
-        inner, backend = runner.run, self
-
-        def run(feeds, output_names=None):
-            backend.runs += 1
-            if backend.fail:
-                raise RuntimeError(backend.fail)
-            time.sleep(backend.delay_s)
-            if backend.counter is not None:
-                backend.counter.write_text(str(int(backend.counter.read_text()) + backend.uj_per_run))
-            return inner(feeds, output_names)
-
-        runner.run = run
-        runner.nodes = tuple(attrs.evolve(n, device_id=device.id) for n in runner.nodes)
-        return runner
-
-
-@pytest.fixture
-def model(tmp_path):
-    from onnx import TensorProto, helper
-
-    return make_onnx(tmp_path / "m.onnx", [helper.make_node("Relu", ["x"], ["y"], name="relu0")],
-                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
-                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
+from paced import Paced
 
 
 @pytest.fixture
@@ -89,10 +42,10 @@ def backends(monkeypatch, tmp_path):
 MEASURED = dict(select="measured", trial_s=0.3, prefer=("npu", "gpu", "cpu"), avoid={"onnxruntime": "not under test"})
 
 
-def test_faster_device_wins_over_the_preferred_one(backends, model):
+def test_faster_device_wins_over_the_preferred_one(backends, relu_onnx):
     slow, fast = backends(Paced("slow", 0.06, kind="npu"), Paced("fast", 0.002, kind="gpu"))
-    assert edgesdk.Session(model).placement.device.id == "slow:0"  # preference alone: the npu
-    with edgesdk.Session(model, **MEASURED) as s:
+    assert edgesdk.Session(relu_onnx).placement.device.id == "slow:0"  # preference alone: the npu
+    with edgesdk.Session(relu_onnx, **MEASURED) as s:
         p = s.placement
         assert (p.device.id, p.selection) == ("fast:0", "measured")
         assert "lowest median run time" in p.reason and "slow:0" in p.reason
@@ -106,11 +59,11 @@ def test_faster_device_wins_over_the_preferred_one(backends, model):
     assert slow.runs <= 1 + 10  # one warm-up, then the time cap stopped it
 
 
-def test_the_decision_is_cached_and_reused_without_a_trial(backends, model):
+def test_the_decision_is_cached_and_reused_without_a_trial(backends, relu_onnx):
     slow, fast = backends(Paced("slow", 0.06), Paced("fast", 0.002, kind="gpu"))
-    edgesdk.Session(model, **MEASURED).close()
+    edgesdk.Session(relu_onnx, **MEASURED).close()
     runs, loads = (slow.runs, fast.runs), (slow.loads, fast.loads)
-    with edgesdk.Session(model, **MEASURED) as s:
+    with edgesdk.Session(relu_onnx, **MEASURED) as s:
         assert (s.placement.device.id, s.placement.selection) == ("fast:0", "measured (cached)")
         assert "(measured 20" in s.placement.reason and "read from the placement cache" in s.placement.reason
         assert {t.device for t in s.placement.trials} >= {"slow:0", "fast:0"}
@@ -121,72 +74,72 @@ def test_the_decision_is_cached_and_reused_without_a_trial(backends, model):
 
 
 @pytest.mark.parametrize("change", ["options", "model", "runtime version", "devices"])
-def test_a_change_of_key_measures_again(backends, model, change):
+def test_a_change_of_key_measures_again(backends, relu_onnx, change):
     slow, fast = backends(Paced("slow", 0.06), Paced("fast", 0.002, kind="gpu"))
-    edgesdk.Session(model, **MEASURED).close()
+    edgesdk.Session(relu_onnx, **MEASURED).close()
     kw = dict(MEASURED)
     if change == "options":
         kw["threads"] = 1
     elif change == "model":
         from onnx import TensorProto, helper
 
-        make_onnx(model, [helper.make_node("Sigmoid", ["x"], ["y"], name="sig0")],
+        make_onnx(relu_onnx, [helper.make_node("Sigmoid", ["x"], ["y"], name="sig0")],
                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
     elif change == "runtime version":
         slow, fast = backends(Paced("slow", 0.06), Paced("fast", 0.002, kind="gpu", version="2.0"))
     else:
         backends(Paced("slow", 0.06), Paced("fast", 0.002, kind="gpu"), Paced("third", 0.03, kind="gpu"))
-    with edgesdk.Session(model, **kw) as s:
+    with edgesdk.Session(relu_onnx, **kw) as s:
         assert s.placement.selection == "measured"
     assert len(_measured.cached_decisions()) == 2  # the old decision stays for its own key
 
 
-def test_a_corrupt_entry_is_rebuilt(backends, model, caplog):
+def test_a_corrupt_entry_is_rebuilt(backends, relu_onnx, caplog):
     backends(Paced("slow", 0.06), Paced("fast", 0.002, kind="gpu"))
-    edgesdk.Session(model, **MEASURED).close()
+    edgesdk.Session(relu_onnx, **MEASURED).close()
     [path] = list(cache_dir("placement").glob("*.json"))
     for garbage in (b"{not json", json.dumps({"key": {"other": 1}, "winner": "fast:0", "trials": []}).encode()):
         path.write_bytes(garbage)
         with caplog.at_level(logging.WARNING, logger="edgesdk.plan"):
-            with edgesdk.Session(model, **MEASURED) as s:
+            with edgesdk.Session(relu_onnx, **MEASURED) as s:
                 assert (s.placement.device.id, s.placement.selection) == ("fast:0", "measured")
         assert any("unusable" in r.message for r in caplog.records)
         assert json.loads(path.read_text())["winner"] == "fast:0"
 
 
-def test_a_device_failing_its_trial_is_refused_with_the_reason(backends, model):
+def test_a_device_failing_its_trial_is_refused_with_the_reason(backends, relu_onnx):
     backends(Paced("broken", 0.0, fail="kernel timeout on the accelerator"), Paced("fast", 0.002, kind="gpu"))
-    with edgesdk.Session(model, **MEASURED) as s:
+    with edgesdk.Session(relu_onnx, **MEASURED) as s:
         assert s.placement.device.id == "fast:0"
         [refusal] = [r for r in s.placement.refusals if r.device == "broken:0"]
         assert refusal.reason == "trial failed: RuntimeError: kernel timeout on the accelerator"
         assert "broken:0: trial failed" in str(s.placement)
 
 
-def test_when_every_trial_fails_the_error_names_each_cause(backends, model):
+def test_when_every_trial_fails_the_error_names_each_cause(backends, relu_onnx):
     backends(Paced("broken", 0.0, fail="no"))
     with pytest.raises(edgesdk.PlacementError) as ei:
-        edgesdk.Session(model, **{**MEASURED, "require": "broken"})
+        edgesdk.Session(relu_onnx, **{**MEASURED, "require": "broken"})
     assert "trial failed: RuntimeError: no" in str(ei.value.refusals)
 
 
-def test_a_tie_goes_to_the_preferred_device(backends, model):
+def test_a_tie_goes_to_the_preferred_device(backends, relu_onnx):
     backends(Paced("a", 0.02, kind="npu"), Paced("b", 0.02, kind="gpu"))
-    with edgesdk.Session(model, **MEASURED) as s:
+    with edgesdk.Session(relu_onnx, **MEASURED) as s:
         assert s.placement.device.id == "a:0"
         assert "earlier in the preference order" in s.placement.reason or "lowest" in s.placement.reason
 
 
-def test_simulated_devices_are_measured_only_when_named(backends, model):
+def test_simulated_devices_are_measured_only_when_named(backends, relu_onnx):
     backends(Paced("sim", 0.0, simulated=True), Paced("real", 0.005, kind="gpu"))
-    with edgesdk.Session(model, **MEASURED) as s:
+    with edgesdk.Session(relu_onnx, **MEASURED) as s:
         assert {t.device for t in s.placement.trials} == {"real:0"}
         assert any(r.device == "sim:0" and "simulated" in r.reason for r in s.placement.refusals)
-    with edgesdk.Session(model, **{**MEASURED, "prefer": ("sim", "gpu")}) as s:
+    with edgesdk.Session(relu_onnx, **{**MEASURED, "prefer": ("sim", "gpu")}) as s:
         assert {t.device for t in s.placement.trials} == {"real:0", "sim:0"}
         assert s.placement.device.id == "sim:0"  # named, and faster
     backends(Paced("sim", 0.0, simulated=True))
-    with edgesdk.Session(model, **MEASURED) as s:  # the only device that reads the model: measured after all
+    with edgesdk.Session(relu_onnx, **MEASURED) as s:  # the only device that reads the model: measured after all
         assert {t.device for t in s.placement.trials} == {"sim:0"}
 
 
@@ -201,27 +154,27 @@ def _rapl(tmp_path, packages=1):
     return root
 
 
-def test_energy_objective_picks_the_frugal_device(backends, model, tmp_path, monkeypatch):
+def test_energy_objective_picks_the_frugal_device(backends, relu_onnx, tmp_path, monkeypatch):
     root = _rapl(tmp_path)
     monkeypatch.setattr(_timing, "POWERCAP", root)
     counter = root / "intel-rapl:0" / "energy_uj"
     # "hot" is 3x faster but uses 20x the energy per run.
     backends(Paced("hot", 0.01, kind="npu", uj_per_run=2_000_000, counter=counter),
              Paced("frugal", 0.03, kind="gpu", uj_per_run=100_000, counter=counter))
-    with edgesdk.Session(model, **{**MEASURED, "objective": "energy"}) as s:
+    with edgesdk.Session(relu_onnx, **{**MEASURED, "objective": "energy"}) as s:
         assert s.placement.device.id == "frugal:0"
         assert "lowest energy per run" in s.placement.reason
         trials = {t.device: t for t in s.placement.trials}
         assert trials["hot:0"].energy_j == pytest.approx(2.0, rel=0.01)
         assert trials["frugal:0"].energy_j == pytest.approx(0.1, rel=0.01)
-    with edgesdk.Session(model, **MEASURED) as s:
+    with edgesdk.Session(relu_onnx, **MEASURED) as s:
         assert s.placement.device.id == "hot:0"  # by latency
 
 
-def test_energy_objective_without_a_counter_says_it_chose_by_latency(backends, model, tmp_path, monkeypatch):
+def test_energy_objective_without_a_counter_says_it_chose_by_latency(backends, relu_onnx, tmp_path, monkeypatch):
     monkeypatch.setattr(_timing, "POWERCAP", tmp_path / "absent")
     backends(Paced("slow", 0.06), Paced("fast", 0.002, kind="gpu"))
-    with edgesdk.Session(model, **{**MEASURED, "objective": "energy"}) as s:
+    with edgesdk.Session(relu_onnx, **{**MEASURED, "objective": "energy"}) as s:
         assert s.placement.device.id == "fast:0"
         assert "chosen by latency, as no energy counter is readable (no RAPL package counters under" in s.placement.reason
 
@@ -258,29 +211,19 @@ def test_bad_options_are_refused(bad):
         edgesdk.SessionOptions(**bad)
 
 
-def test_real_devices_are_measured_and_cached(model, monkeypatch, tmp_path):
+def test_real_devices_are_measured_and_cached(relu_onnx, monkeypatch, tmp_path):
     """The devices this machine really has: every real ONNX device is measured, the decision cached."""
     monkeypatch.setenv("EDGESDK_CACHE_DIR", str(tmp_path / "cache"))
     reset_registry()
     try:
-        with edgesdk.Session(model, select="measured", trial_s=0.2) as s:
+        with edgesdk.Session(relu_onnx, select="measured", trial_s=0.2) as s:
             real = [d.id for d in edgesdk.devices() if not d.simulated and "onnx" in edgesdk.get_registry().backend(d.backend).formats]
             assert {t.device for t in s.placement.trials} == set(real)
             assert s.placement.device.id in real
-        with edgesdk.Session(model, select="measured", trial_s=0.2) as s:
+        with edgesdk.Session(relu_onnx, select="measured", trial_s=0.2) as s:
             assert s.placement.selection == "measured (cached)"
     finally:
         reset_registry()
-
-
-@pytest.fixture
-def tiny_llama_gguf(tmp_path):
-    from test_architectures import ARCH_CASES, write_model
-
-    spec = dict(ARCH_CASES["llama"])
-    path = str(tmp_path / "llama.gguf")
-    write_model(path, spec.pop("arch", "llama"), **spec)
-    return path
 
 
 def test_real_gguf_devices_cpu_and_opencl(tiny_llama_gguf, monkeypatch, tmp_path):

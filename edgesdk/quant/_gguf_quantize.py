@@ -410,7 +410,8 @@ def quantize_gguf(src, dst, to: str = "Q4_K_M", *, threads: int | None = None, e
 
     ``eval_text``: a text whose perplexity (``n_ctx=eval_ctx``, at most ``eval_chunks`` chunks) is
     measured with edgesdk's runtime on the input and on the output. ``progress(i, n, name)`` is
-    called before each tensor. Errors: ModelNotFoundError (no input), ModelFormatError (not a
+    called before each tensor (``i`` tensors of ``n`` done), then once with ``i == n`` and ``name == ""``
+    when every tensor is written (before the perplexity runs). Errors: ModelNotFoundError (no input), ModelFormatError (not a
     GGUF), QuantizationError (unknown type, NaN/Inf weights, fp16 overflow).
     """
     target, ftype, _ = file_type(to)
@@ -487,6 +488,8 @@ def quantize_gguf(src, dst, to: str = "Q4_K_M", *, threads: int | None = None, e
             f.write(memoryview(np.ascontiguousarray(data).reshape(-1)))
             f.write(b"\0" * _pad(size, align))
             results.append(TensorResult(p.name, p.ne, p.src, p.dst, int(t.n_bytes), size, rel, p.note))
+        if progress is not None:
+            progress(len(plans), len(plans), "")
     seconds = time.perf_counter() - t0
     ppl_in = ppl_out = None
     if eval_text is not None:

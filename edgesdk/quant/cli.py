@@ -5,10 +5,9 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
-from .. import hub
+from .. import _progress, hub
 from .._cli_util import print_report
 from .._errors import InputError
 
@@ -83,7 +82,7 @@ def cmd_quantize(args, options_fn, targets: dict, owned: dict) -> int:
 def _quantize_gguf(args, targets: dict) -> int:
     from ._gguf_quantize import file_type, quantize_gguf
 
-    file_type(args.to)  # an unknown type fails before any file is read
+    target = file_type(args.to)[0]  # an unknown type fails before any file is read
     output = _output(args)
     if output is None:
         raise InputError("edgesdk quantize --to TYPE needs an output: edgesdk quantize --to Q4_K_M in.gguf out.gguf")
@@ -101,17 +100,18 @@ def _quantize_gguf(args, targets: dict) -> int:
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"--eval-text {args.eval_text}: {exc}") from None
 
-    def progress(i, n, name):
-        print(f"\r[{i + 1}/{n}] {name:<48}", end="", file=sys.stderr, flush=True)
+    # A bar on stderr counting tensors (hidden off a terminal and with -q: _progress decides), closed when
+    # the last tensor is written so the perplexity runs (--eval-text) draw their own bar alone.
+    with _progress.bar(None, f"quantizing to {target}", unit="tensor") as bar:
+        def progress(i, n, name):
+            bar.total = n
+            bar.set_postfix_str(name, refresh=False)
+            bar.update(i - bar.n)
+            if i == n:
+                bar.close()
 
-    tty = sys.stderr.isatty() and not args.json
-    try:
         report = quantize_gguf(model, output, args.to, threads=args.threads, eval_text=text,
-                               eval_ctx=args.eval_ctx or 512, eval_chunks=args.eval_chunks,
-                               progress=progress if tty else None)
-    finally:
-        if tty:
-            print("\r" + " " * 60 + "\r", end="", file=sys.stderr, flush=True)
+                               eval_ctx=args.eval_ctx or 512, eval_chunks=args.eval_chunks, progress=progress)
     print_report(report, args.json)
     return 0
 

