@@ -176,18 +176,12 @@ def place_measured(model, pool, refusals, options, registry, load_on):
     """Measure the candidates in ``pool`` (best-preferred first) and return (runner, Placement).
 
     ``load_on(device) -> (runner, nodes) | Refusal`` is the plan's own check-and-load step, so a
-    measured placement refuses exactly what a preferred one would.
+    measured placement refuses exactly what a preferred one would; ``pool`` holds only devices
+    whose backend reads the model's format.
     """
     from ._plan import Placement, Refusal, named
 
-    refusals = list(refusals)
-    fmt = []
-    for d in pool:
-        fmts = registry.backend(d.backend).formats
-        if model.format in fmts:
-            fmt.append(d)
-        else:
-            refusals.append(Refusal(d.backend, d.id, f"does not read {model.format} models (reads {', '.join(fmts) or 'nothing'})"))
+    refusals, fmt = list(refusals), list(pool)  # the plan's pool holds only devices whose backend reads the model
     real = [d for d in fmt if not d.simulated or named(d, options)]
     if real:  # simulated devices compete only when named, or when they are all there is
         refusals += [Refusal(d.backend, d.id, "simulated: not measured unless a target names it (prefer/require)") for d in fmt if d not in real]

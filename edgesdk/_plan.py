@@ -154,9 +154,22 @@ def load_on(model: Model, d: Device, options, registry) -> tuple[Runner, tuple[N
 
 
 def place(model: Model, options, registry) -> tuple[Runner, Placement]:
-    """Pick a device, load the model there, return the runner and the placement report."""
-    refusals = [Refusal(st.name, st.name, f"backend unavailable: {st.reason}") for st in registry.statuses() if not st.devices]
-    pool, req_refusals = candidates(registry.devices(), options)
+    """Pick a device, load the model there, return the runner and the placement report.
+
+    Only backends that read the model's format are probed: a probe imports its runtime (and OpenCL
+    enumerates its drivers), memory and time a GGUF model on the CPU has no use for.
+    """
+    readers, refusals = [], []
+    for name in registry.backend_names:
+        backend = registry.backend(name)
+        if model.format in backend.formats:
+            readers.append(name)
+        else:
+            refusals.append(Refusal(name, name, f"does not read {model.format} models (reads {_reads(backend)})"))
+    statuses = [registry.status(n) for n in readers]
+    refusals += [Refusal(st.name, st.name, f"backend unavailable: {st.reason}") for st in statuses if not st.devices]
+    refusals += [Refusal(st.name, st.name, f"backend refused: {st.reason}") for st in registry.refused()]
+    pool, req_refusals = candidates([d for st in statuses for d in st.devices], options)
     refusals += req_refusals
     if options.select == "measured":
         from ._measured import place_measured
@@ -172,10 +185,7 @@ def place(model: Model, options, registry) -> tuple[Runner, Placement]:
                 refusals.append(got)
                 continue
             runner, nodes = got
-            for other in pool[i + 1:]:
-                backend = registry.backend(other.backend)
-                why = f"lower in preference than {d.id}" if model.format in backend.formats else f"does not read {model.format} models (reads {_reads(backend)})"
-                refusals.append(Refusal(other.backend, other.id, why))
+            refusals += [Refusal(o.backend, o.id, f"lower in preference than {d.id}") for o in pool[i + 1:]]
             return runner, Placement(d.backend, d, nodes, tuple(refusals))
     what = f"require={options.require!r}" if options.require else f"prefer={options.prefer!r}"
     raise PlacementError(f"no backend can run {model.path} ({model.format}) with {what}", refusals)

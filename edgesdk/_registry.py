@@ -180,6 +180,10 @@ class Registry:
             self._status[name] = st
             return st
 
+    def refused(self) -> list[BackendStatus]:
+        """Backends refused at registration (an API version this edgesdk does not support)."""
+        return list(self._refused)
+
     def statuses(self) -> list[BackendStatus]:
         """Every backend: usable ones, ones with no devices (with the reason) and refused ones."""
         return [self.status(n) for n in self._backends] + list(self._refused)

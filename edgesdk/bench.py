@@ -280,15 +280,15 @@ def bench(model, devices: Sequence[str] | None = None, all_devices: bool = False
 
 
 def _select(model, reg, ids, all_devices, options):
-    devices = reg.devices()
     if ids:
+        devices = reg.devices()
         known = {d.id: d for d in devices}
         unknown = [i for i in ids if i not in known]
         if unknown:
             raise EdgeSDKError(f"no device {', '.join(unknown)}; devices here: {', '.join(known) or 'none'} (see `edgesdk devices`)")
         return [known[i] for i in ids]
-    chosen = [d for d in devices if model.format in reg.backend(d.backend).formats
-              and (all_devices or not d.simulated or named(d, options))]
+    readers = [n for n in reg.backend_names if model.format in reg.backend(n).formats]  # others are not even probed
+    chosen = [d for n in readers for d in reg.status(n).devices if all_devices or not d.simulated or named(d, options)]
     if not chosen:
         raise EdgeSDKError(f"no {'' if all_devices else 'real '}device here reads {model.format} models"
                            + ("" if all_devices else "; --all includes simulated devices"))

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import edgesdk
 from edgesdk import SessionOptions
-from edgesdk._errors import BackendUnavailable, PlacementError
+from edgesdk._errors import BackendError, BackendUnavailable, PlacementError
 
 cl = pytest.importorskip("pyopencl", reason="pyopencl is not installed (pip install -e '.[opencl]')")
 
@@ -68,7 +68,7 @@ def device(backend):
     name cannot compile anything: that is an unavailable device, not a failure of these kernels)."""
     reasons = []
     for d in backend.devices:
-        why = _compiles(backend._cl_devices[d.id])
+        why = _compiles(backend._cl_device(d.id))
         if why is None:
             return d
         reasons.append(f"{d.id} {why}")
@@ -77,7 +77,7 @@ def device(backend):
 
 @pytest.fixture(scope="module")
 def rt(backend, device):
-    return ClRuntime(backend._cl_devices[device.id], ProgramCache())
+    return ClRuntime(backend._cl_device(device.id), ProgramCache())
 
 
 def _buf(rt, a):
@@ -283,7 +283,7 @@ def test_geglu_matches_gated_gelu_tanh(rt):
 # --- program build cache ----------------------------------------------------------------------------
 
 def test_program_cache_cold_cached_corrupt_and_rejected(tmp_path, backend, device, caplog):
-    dev = backend._cl_devices[device.id]
+    dev = backend._cl_device(device.id)
     ctx = cl.Context([dev])
     cache = ProgramCache(tmp_path)
     _, cold = build_program(ctx, dev, _TINY_SRC, "", cache)
@@ -315,7 +315,7 @@ def test_program_cache_cold_cached_corrupt_and_rejected(tmp_path, backend, devic
 
 
 def test_runtime_program_comes_from_cache_the_second_time(rt, backend, device):
-    again = ClRuntime(backend._cl_devices[device.id], ProgramCache())
+    again = ClRuntime(backend._cl_device(device.id), ProgramCache())
     assert again.build_info.how == "cache" and again.build_info.key == rt.build_info.key
 
 
@@ -341,20 +341,59 @@ def test_cli_devices_lists_opencl_with_type_and_memory():
 
 
 def test_probe_reasons_when_opencl_is_missing(monkeypatch):
+    from edgesdk_backends.opencl import _probe
+
     monkeypatch.setitem(sys.modules, "pyopencl", None)
     with pytest.raises(BackendUnavailable, match="pyopencl is not installed"):
         OpenCLBackend().probe()
+    assert "pyopencl is not installed" in _probe.enumerate_devices()["unavailable"]
     monkeypatch.undo()
     monkeypatch.setattr(cl, "get_platforms", lambda: [])
-    with pytest.raises(BackendUnavailable, match="no OpenCL platform"):
-        OpenCLBackend().probe()
+    assert "no OpenCL platform" in _probe.enumerate_devices()["unavailable"]
 
     def no_icd():
         raise cl.LogicError("clGetPlatformIDs failed: PLATFORM_NOT_FOUND_KHR")
 
     monkeypatch.setattr(cl, "get_platforms", no_icd)
+    assert "PLATFORM_NOT_FOUND_KHR" in _probe.enumerate_devices()["unavailable"]
+    monkeypatch.setattr(_probe, "_in_child", lambda: None)  # no child: the answer found here is the probe's
+    monkeypatch.setattr("edgesdk_backends.opencl.discover", lambda: _probe.enumerate_devices())
     with pytest.raises(BackendUnavailable, match="PLATFORM_NOT_FOUND_KHR"):
         OpenCLBackend().probe()
+
+
+def test_discovery_runs_in_a_child_and_is_cached_per_configuration(monkeypatch, tmp_path):
+    """The drivers are not loaded into this process to list the devices; the list is cached, and a
+    changed configuration, a corrupt entry or a failing child each lead to a fresh answer."""
+    from edgesdk_backends.opencl import _probe
+
+    monkeypatch.setenv("EDGESDK_CACHE_DIR", str(tmp_path))
+    code = ("import sys, edgesdk; st = edgesdk.get_registry().status('opencl'); "
+            "print(len(st.devices), st.reason, 'pyopencl' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stdout.split()
+    assert int(out[0]) >= 1 and out[-1] == "False", out
+    [entry] = list((tmp_path / "opencl").glob("devices-*.json"))
+    fresh = _probe.enumerate_devices()
+    calls = []
+    monkeypatch.setattr(_probe, "_in_child", lambda: calls.append(1) or fresh)
+    assert _probe.discover() == json.loads(entry.read_text())["answer"] and calls == []  # from the cache
+    assert [d["device_name"] for d in _probe.discover()["devices"]] == [d["device_name"] for d in fresh["devices"]]
+    monkeypatch.setenv("POCL_MAX_PTHREAD_COUNT", "1")  # another configuration: another key
+    _probe.discover()
+    assert calls == [1] and len(list((tmp_path / "opencl").glob("devices-*.json"))) == 2
+    entry.write_text("{torn")
+    monkeypatch.delenv("POCL_MAX_PTHREAD_COUNT")
+    assert _probe.discover() == fresh and calls == [1, 1]
+    monkeypatch.setattr(_probe, "_in_child", lambda: None)  # the child failed: found here, not cached
+    assert _probe.discover(artifact_cache=False) == fresh
+
+
+def test_a_device_that_changed_since_the_probe_is_an_error(device, monkeypatch):
+    backend = OpenCLBackend()
+    backend.probe()
+    backend._probed[device.id] = {**backend._probed[device.id], "driver": "0.0-old"}
+    with pytest.raises(BackendError, match="not the probed"):
+        backend._cl_device(device.id)
 
 
 def test_gpu_preference_does_not_pick_a_simulated_opencl_device(device):

@@ -18,7 +18,9 @@ other than "f32" is refused (the device KV cache is f32).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import sys
 import threading
 
 import edgesdk
@@ -26,6 +28,7 @@ from edgesdk._errors import BackendError, BackendUnavailable
 from edgesdk.backend import Backend, Device, LlmRunner, Support, gguf_refusal
 
 from ._options import DEFAULT_MAX_CTX, OpenCLOptions
+from ._probe import discover
 from ._progcache import BuildInfo, ProgramCache
 
 __all__ = ["OpenCLBackend", "OpenCLOptions", "OpenCLRunner", "BuildInfo"]
@@ -37,11 +40,13 @@ _KINDS = {"GPU": "gpu", "CPU": "cpu", "ACCELERATOR": "dsp", "CUSTOM": "dsp"}
 _SCORES = {"gpu": 60, "dsp": 20, "cpu": 10}
 
 
-def _type_name(cl, dev_type: int) -> str:
-    for name in ("GPU", "CPU", "ACCELERATOR", "CUSTOM"):
-        if dev_type & getattr(cl.device_type, name):
-            return name
-    return cl.device_type.to_string(dev_type)
+def _importable(name: str) -> bool:
+    if name in sys.modules:
+        return sys.modules[name] is not None  # None: imports of it are blocked
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 class OpenCLRunner(LlmRunner):
@@ -60,54 +65,57 @@ class OpenCLBackend(Backend):
 
     def __init__(self):
         self.notes: list[str] = []
+        self._probed: dict[str, dict] = {}  # device id -> what discovery reported
         self._cl_devices: dict[str, object] = {}
         self._runtimes: dict[tuple, object] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # runtime() holds it while _cl_device() enumerates
 
     def probe(self):
-        try:
-            import pyopencl as cl
-        except ImportError as exc:
-            raise BackendUnavailable(f"pyopencl is not installed ({exc}): pip install edgesdk[opencl]") from exc
-        for mod in ("gguf", "tokenizers"):
-            try:
-                __import__(mod)
-            except ImportError as exc:
-                raise BackendUnavailable(f"the opencl backend needs the {mod} package: {exc}") from exc
-        try:
-            platforms = cl.get_platforms()
-        except Exception as exc:  # the ICD loader raises PLATFORM_NOT_FOUND_KHR when no driver is registered
-            raise BackendUnavailable(f"no OpenCL platform: {exc} (install a GPU driver's OpenCL ICD, or PoCL: pip install edgesdk[opencl])") from exc
-        if not platforms:
-            raise BackendUnavailable("no OpenCL platform is registered with the ICD loader")
-        self.version = cl.VERSION_TEXT
+        # Presence checks without importing: pyopencl (and the drivers it loads) stay out of this
+        # process until a model is loaded on an OpenCL device (see _probe).
+        for mod, why in (("pyopencl", "pyopencl is not installed: pip install edgesdk[opencl]"),
+                         ("gguf", "the opencl backend needs the gguf package"), ("tokenizers", "the opencl backend needs the tokenizers package")):
+            if not _importable(mod):
+                raise BackendUnavailable(why)
+        answer = discover()
+        self.notes.extend(answer.get("notes", ()))
+        if "unavailable" in answer:
+            raise BackendUnavailable(answer["unavailable"])
+        self.version = answer["version"]
         out = []
-        for pi, plat in enumerate(platforms):
-            try:
-                devices = plat.get_devices()
-            except Exception as exc:
-                self.notes.append(f"platform {pi} ({plat.name}) lists no devices: {exc}")
-                continue
-            for di, dev in enumerate(devices):
-                did = f"opencl:{pi}.{di}"
-                ctype = _type_name(cl, dev.type)
-                kind = _KINDS.get(ctype, "gpu")
-                simulated = ctype == "CPU"
-                details = {
-                    "opencl_type": ctype, "platform": plat.name, "platform_version": plat.version, "vendor": dev.vendor,
-                    "driver": dev.driver_version, "opencl": dev.version, "compute_units": str(dev.max_compute_units),
-                    "max_work_group": str(dev.max_work_group_size), "local_mem": str(dev.local_mem_size),
-                }
-                name = f"{dev.name.strip()} ({plat.name.strip()}, OpenCL {ctype})"
-                self._cl_devices[did] = dev
-                out.append(Device(self.name, did, kind, name, int(dev.global_mem_size), _SCORES[kind], simulated=simulated,
-                                  capabilities={"fp32", "int8", "int4", "llm"}, details=details))
-                if simulated:
-                    self.notes.append(f"{did} is an OpenCL implementation on the CPU ({plat.name.strip()}): outputs are real, "
-                                      "timings are not a GPU's; used only when named")
-        if not out:
-            raise BackendUnavailable(f"{len(platforms)} OpenCL platform(s) but no device")
+        for d in answer["devices"]:
+            did = f"opencl:{d['platform_index']}.{d['device_index']}"
+            ctype = d["opencl_type"]
+            kind = _KINDS.get(ctype, "gpu")
+            simulated = ctype == "CPU"
+            details = {k: str(d[k]) for k in ("opencl_type", "platform", "platform_version", "vendor", "driver", "opencl",
+                                              "compute_units", "max_work_group", "local_mem")}
+            name = f"{d['device_name']} ({d['platform'].strip()}, OpenCL {ctype})"
+            self._probed[did] = d
+            out.append(Device(self.name, did, kind, name, d["global_mem"], _SCORES[kind], simulated=simulated,
+                              capabilities={"fp32", "int8", "int4", "llm"}, details=details))
+            if simulated:
+                self.notes.append(f"{did} is an OpenCL implementation on the CPU ({d['platform'].strip()}): outputs are real, "
+                                  "timings are not a GPU's; used only when named")
         return out
+
+    def _cl_device(self, device_id: str):
+        """The pyopencl device of ``device_id``, enumerated in this process on first use and checked to be
+        the one the probe reported (a driver changed meanwhile is an error, not a different device)."""
+        with self._lock:
+            if device_id not in self._cl_devices:
+                import pyopencl as cl
+
+                want = self._probed[device_id]
+                try:
+                    dev = cl.get_platforms()[want["platform_index"]].get_devices()[want["device_index"]]
+                except (IndexError, cl.Error) as exc:
+                    raise BackendError(f"{device_id} is gone since the device probe ({exc}); restart the process") from exc
+                if dev.name.strip() != want["device_name"] or dev.driver_version != want["driver"]:
+                    raise BackendError(f"{device_id} is now {dev.name.strip()!r} (driver {dev.driver_version}), not the probed "
+                                       f"{want['device_name']!r} (driver {want['driver']}); restart the process")
+                self._cl_devices[device_id] = dev
+            return self._cl_devices[device_id]
 
     def _options(self, options) -> OpenCLOptions:
         try:
@@ -145,7 +153,7 @@ class OpenCLBackend(Backend):
         with self._lock:
             rt = self._runtimes.get(key)
             if rt is None:
-                rt = ClRuntime(self._cl_devices[device_id], ProgramCache(oo.cache_dir) if oo.program_cache else None)
+                rt = ClRuntime(self._cl_device(device_id), ProgramCache(oo.cache_dir) if oo.program_cache else None)
                 self._runtimes[key] = rt
         return rt
 
@@ -159,7 +167,7 @@ class OpenCLBackend(Backend):
             return self.runtime(device_id, oo)
         from ._runtime import ClRuntime
 
-        return ClRuntime(self._cl_devices[device_id], None)
+        return ClRuntime(self._cl_device(device_id), None)
 
     def load(self, model, device, options):
         from edgesdk.llm import LLM
