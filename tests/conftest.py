@@ -48,6 +48,24 @@ def identity_onnx(tmp_path_factory):
 
 
 @pytest.fixture
+def paced_backends(monkeypatch, tmp_path):
+    """``make(*backends)``: a registry with these in-test backends (tests/paced.py) besides the real ones,
+    the real NPU/GPU plugins (simulated here) kept out, and a fresh cache folder for the test."""
+    from edgesdk._registry import reset_registry
+
+    monkeypatch.setenv("EDGESDK_BLOCK_PLUGINS", "qnn,opencl,tflite")
+    monkeypatch.setenv("EDGESDK_CACHE_DIR", str(tmp_path / "cache"))
+
+    def make(*backends):
+        reset_registry([BackendsPlugin(*backends)])
+        return backends
+
+    yield make
+    monkeypatch.undo()
+    reset_registry()
+
+
+@pytest.fixture
 def relu_onnx(tmp_path):
     """y = relu(x), x float32[1, 8], saved as m.onnx."""
     from onnx import TensorProto, helper

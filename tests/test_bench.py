@@ -9,7 +9,6 @@ import pytest
 
 import edgesdk
 from edgesdk import cli
-from edgesdk._registry import reset_registry
 from edgesdk.bench import bench
 
 from paced import Paced
@@ -29,24 +28,8 @@ class TfliteOnly(Paced):
     formats = ("tflite",)
 
 
-@pytest.fixture
-def backends(monkeypatch, tmp_path):
-    monkeypatch.setenv("EDGESDK_BLOCK_PLUGINS", "qnn,opencl,tflite")
-    monkeypatch.setenv("EDGESDK_CACHE_DIR", str(tmp_path / "cache"))
-
-    def make(*bs):
-        from conftest import BackendsPlugin
-
-        reset_registry([BackendsPlugin(*bs)])
-        return bs
-
-    yield make
-    monkeypatch.undo()
-    reset_registry()
-
-
-def test_every_accepting_real_device_is_measured(backends, relu_onnx):
-    fast, cached, _, sim = backends(Paced("fast", 0.001, kind="gpu"), Cached("npu1", 0.001), TfliteOnly("tfl", 0.0),
+def test_every_accepting_real_device_is_measured(paced_backends, relu_onnx):
+    fast, cached, _, sim = paced_backends(Paced("fast", 0.001, kind="gpu"), Cached("npu1", 0.001), TfliteOnly("tfl", 0.0),
                                     Paced("sim", 0.0, simulated=True))
     rep = bench(relu_onnx, runs=4, warmup=2)
     by = {d.device: d for d in rep.devices}
@@ -62,8 +45,8 @@ def test_every_accepting_real_device_is_measured(backends, relu_onnx):
     assert {d.device for d in bench(relu_onnx, runs=1, all_devices=True).devices} >= {"sim:0"}
 
 
-def test_named_devices_and_a_refusal_reported_with_its_reason(backends, relu_onnx):
-    backends(Paced("fast", 0.0, kind="gpu"), TfliteOnly("tfl", 0.0))
+def test_named_devices_and_a_refusal_reported_with_its_reason(paced_backends, relu_onnx):
+    paced_backends(Paced("fast", 0.0, kind="gpu"), TfliteOnly("tfl", 0.0))
     rep = bench(relu_onnx, devices=["tfl:0", "fast:0"], runs=2)
     tfl, fast = rep.devices
     assert tfl.error == "does not read onnx models (reads tflite)" and fast.error is None
@@ -71,22 +54,22 @@ def test_named_devices_and_a_refusal_reported_with_its_reason(backends, relu_onn
         bench(relu_onnx, devices=["nope:0"])
 
 
-def test_a_device_whose_runs_fail_is_reported_not_fatal(backends, relu_onnx):
-    backends(Paced("broken", 0.0, fail="device lost"))
+def test_a_device_whose_runs_fail_is_reported_not_fatal(paced_backends, relu_onnx):
+    paced_backends(Paced("broken", 0.0, fail="device lost"))
     rep = bench(relu_onnx, devices=["broken:0", "onnxruntime:cpu"], runs=2)
     assert rep.devices[0].error == "run failed: RuntimeError: device lost" and rep.devices[1].error is None
 
 
 @pytest.mark.parametrize("kw, match", [(dict(runs=0), "runs must be"), (dict(warmup=0), "warmup must be"),
                                        (dict(runs=True), "runs must be"), (dict(gen_tokens=1), "gen_tokens must be")])
-def test_bad_arguments(backends, relu_onnx, kw, match):
-    backends()
+def test_bad_arguments(paced_backends, relu_onnx, kw, match):
+    paced_backends()
     with pytest.raises(ValueError, match=match):
         bench(relu_onnx, **kw)
 
 
-def test_cli_table_json_and_plot(backends, relu_onnx, tmp_path, capsys):
-    backends(Paced("fast", 0.001, kind="gpu"))
+def test_cli_table_json_and_plot(paced_backends, relu_onnx, tmp_path, capsys):
+    paced_backends(Paced("fast", 0.001, kind="gpu"))
     png = tmp_path / "bench.png"
     assert cli.main(["bench", str(relu_onnx), "--runs", "5", "--plot", str(png)]) == 0
     out = capsys.readouterr().out
@@ -105,8 +88,8 @@ def test_cli_table_json_and_plot(backends, relu_onnx, tmp_path, capsys):
     assert d["timing"]["p90_s"] >= d["timing"]["median_s"] and doc["runs"] == 3
 
 
-def test_cli_inputs_from_files_and_bad_ones(backends, relu_onnx, tmp_path, capsys):
-    backends()
+def test_cli_inputs_from_files_and_bad_ones(paced_backends, relu_onnx, tmp_path, capsys):
+    paced_backends()
     x = tmp_path / "x.npy"
     np.save(x, np.ones((1, 8), np.float32))
     assert cli.main(["bench", str(relu_onnx), "--runs", "2", "-i", f"x={x}"]) == 0
@@ -118,12 +101,12 @@ def test_cli_inputs_from_files_and_bad_ones(backends, relu_onnx, tmp_path, capsy
     assert "ending in .png" in capsys.readouterr().err
 
 
-def test_profile_lists_the_slowest_ops_with_their_share(backends, tmp_path, capsys):
+def test_profile_lists_the_slowest_ops_with_their_share(paced_backends, tmp_path, capsys):
     from onnx import TensorProto, helper
 
     from conftest import make_onnx
 
-    backends()
+    paced_backends()
     nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm0"), helper.make_node("Relu", ["h"], ["r"], name="relu0"),
              helper.make_node("Sigmoid", ["r"], ["y"], name="sig0")]
     w = helper.make_tensor("w", TensorProto.FLOAT, [256, 256], np.ones(256 * 256, np.float32))
@@ -139,14 +122,14 @@ def test_profile_lists_the_slowest_ops_with_their_share(backends, tmp_path, caps
     assert "slowest ops on onnxruntime:cpu" in capsys.readouterr().out
 
 
-def test_profile_unsupported_is_said(backends, relu_onnx, capsys):
-    backends(Paced("fast", 0.0, kind="gpu"))
+def test_profile_unsupported_is_said(paced_backends, relu_onnx, capsys):
+    paced_backends(Paced("fast", 0.0, kind="gpu"))
     rep = bench(relu_onnx, devices=["fast:0"], runs=1, profile=True)
     assert rep.devices[0].profile_note is None or "per-op" in rep.devices[0].profile_note
 
 
-def test_language_model_speeds_and_bandwidth(backends, tiny_llama_gguf, capsys):
-    backends()
+def test_language_model_speeds_and_bandwidth(paced_backends, tiny_llama_gguf, capsys):
+    paced_backends()
     rep = bench(tiny_llama_gguf, devices=["cpu:0"], runs=2, prompt_tokens=8, gen_tokens=4)
     [d] = rep.devices
     assert d.error is None and d.timing is None
@@ -160,8 +143,8 @@ def test_language_model_speeds_and_bandwidth(backends, tiny_llama_gguf, capsys):
     assert "DECODE tok/s" in out and "% OF DRAM" in out
 
 
-def test_devices_lists_measured_placements(backends, relu_onnx, capsys):
-    backends(Paced("fast", 0.001, kind="gpu"))
+def test_devices_lists_measured_placements(paced_backends, relu_onnx, capsys):
+    paced_backends(Paced("fast", 0.001, kind="gpu"))
     edgesdk.Session(relu_onnx, select="measured", trial_s=0.2).close()
     assert cli.main(["devices"]) == 0
     out = capsys.readouterr().out

@@ -17,24 +17,8 @@ from edgesdk import _measured, _timing
 from edgesdk._io import cache_dir
 from edgesdk._registry import reset_registry
 
-from conftest import BackendsPlugin, make_onnx
+from conftest import make_onnx
 from paced import Paced
-
-
-@pytest.fixture
-def backends(monkeypatch, tmp_path):
-    """Registry with the given in-test backends; real NPU/GPU plugins (simulated here) kept out,
-    and a fresh placement cache per test."""
-    monkeypatch.setenv("EDGESDK_BLOCK_PLUGINS", "qnn,opencl,tflite")
-    monkeypatch.setenv("EDGESDK_CACHE_DIR", str(tmp_path / "cache"))
-
-    def make(*bs):
-        reset_registry([BackendsPlugin(*bs)])
-        return bs
-
-    yield make
-    monkeypatch.undo()
-    reset_registry()
 
 
 # Trials are capped at 0.3 s per device: a 60 ms device then runs ~5 times, a 2 ms one 10 times.
@@ -42,8 +26,8 @@ def backends(monkeypatch, tmp_path):
 MEASURED = dict(select="measured", trial_s=0.3, prefer=("npu", "gpu", "cpu"), avoid={"onnxruntime": "not under test"})
 
 
-def test_faster_device_wins_over_the_preferred_one(backends, relu_onnx):
-    slow, fast = backends(Paced("slow", 0.06, kind="npu"), Paced("fast", 0.002, kind="gpu"))
+def test_faster_device_wins_over_the_preferred_one(paced_backends, relu_onnx):
+    slow, fast = paced_backends(Paced("slow", 0.06, kind="npu"), Paced("fast", 0.002, kind="gpu"))
     assert edgesdk.Session(relu_onnx).placement.device.id == "slow:0"  # preference alone: the npu
     with edgesdk.Session(relu_onnx, **MEASURED) as s:
         p = s.placement
@@ -59,8 +43,8 @@ def test_faster_device_wins_over_the_preferred_one(backends, relu_onnx):
     assert slow.runs <= 1 + 10  # one warm-up, then the time cap stopped it
 
 
-def test_the_decision_is_cached_and_reused_without_a_trial(backends, relu_onnx):
-    slow, fast = backends(Paced("slow", 0.06), Paced("fast", 0.002, kind="gpu"))
+def test_the_decision_is_cached_and_reused_without_a_trial(paced_backends, relu_onnx):
+    slow, fast = paced_backends(Paced("slow", 0.06), Paced("fast", 0.002, kind="gpu"))
     edgesdk.Session(relu_onnx, **MEASURED).close()
     runs, loads = (slow.runs, fast.runs), (slow.loads, fast.loads)
     with edgesdk.Session(relu_onnx, **MEASURED) as s:
@@ -74,8 +58,8 @@ def test_the_decision_is_cached_and_reused_without_a_trial(backends, relu_onnx):
 
 
 @pytest.mark.parametrize("change", ["options", "model", "runtime version", "devices"])
-def test_a_change_of_key_measures_again(backends, relu_onnx, change):
-    slow, fast = backends(Paced("slow", 0.06), Paced("fast", 0.002, kind="gpu"))
+def test_a_change_of_key_measures_again(paced_backends, relu_onnx, change):
+    slow, fast = paced_backends(Paced("slow", 0.06), Paced("fast", 0.002, kind="gpu"))
     edgesdk.Session(relu_onnx, **MEASURED).close()
     kw = dict(MEASURED)
     if change == "options":
@@ -86,16 +70,16 @@ def test_a_change_of_key_measures_again(backends, relu_onnx, change):
         make_onnx(relu_onnx, [helper.make_node("Sigmoid", ["x"], ["y"], name="sig0")],
                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
     elif change == "runtime version":
-        slow, fast = backends(Paced("slow", 0.06), Paced("fast", 0.002, kind="gpu", version="2.0"))
+        slow, fast = paced_backends(Paced("slow", 0.06), Paced("fast", 0.002, kind="gpu", version="2.0"))
     else:
-        backends(Paced("slow", 0.06), Paced("fast", 0.002, kind="gpu"), Paced("third", 0.03, kind="gpu"))
+        paced_backends(Paced("slow", 0.06), Paced("fast", 0.002, kind="gpu"), Paced("third", 0.03, kind="gpu"))
     with edgesdk.Session(relu_onnx, **kw) as s:
         assert s.placement.selection == "measured"
     assert len(_measured.cached_decisions()) == 2  # the old decision stays for its own key
 
 
-def test_a_corrupt_entry_is_rebuilt(backends, relu_onnx, caplog):
-    backends(Paced("slow", 0.06), Paced("fast", 0.002, kind="gpu"))
+def test_a_corrupt_entry_is_rebuilt(paced_backends, relu_onnx, caplog):
+    paced_backends(Paced("slow", 0.06), Paced("fast", 0.002, kind="gpu"))
     edgesdk.Session(relu_onnx, **MEASURED).close()
     [path] = list(cache_dir("placement").glob("*.json"))
     for garbage in (b"{not json", json.dumps({"key": {"other": 1}, "winner": "fast:0", "trials": []}).encode()):
@@ -107,8 +91,8 @@ def test_a_corrupt_entry_is_rebuilt(backends, relu_onnx, caplog):
         assert json.loads(path.read_text())["winner"] == "fast:0"
 
 
-def test_a_device_failing_its_trial_is_refused_with_the_reason(backends, relu_onnx):
-    backends(Paced("broken", 0.0, fail="kernel timeout on the accelerator"), Paced("fast", 0.002, kind="gpu"))
+def test_a_device_failing_its_trial_is_refused_with_the_reason(paced_backends, relu_onnx):
+    paced_backends(Paced("broken", 0.0, fail="kernel timeout on the accelerator"), Paced("fast", 0.002, kind="gpu"))
     with edgesdk.Session(relu_onnx, **MEASURED) as s:
         assert s.placement.device.id == "fast:0"
         [refusal] = [r for r in s.placement.refusals if r.device == "broken:0"]
@@ -116,29 +100,29 @@ def test_a_device_failing_its_trial_is_refused_with_the_reason(backends, relu_on
         assert "broken:0: trial failed" in str(s.placement)
 
 
-def test_when_every_trial_fails_the_error_names_each_cause(backends, relu_onnx):
-    backends(Paced("broken", 0.0, fail="no"))
+def test_when_every_trial_fails_the_error_names_each_cause(paced_backends, relu_onnx):
+    paced_backends(Paced("broken", 0.0, fail="no"))
     with pytest.raises(edgesdk.PlacementError) as ei:
         edgesdk.Session(relu_onnx, **{**MEASURED, "require": "broken"})
     assert "trial failed: RuntimeError: no" in str(ei.value.refusals)
 
 
-def test_a_tie_goes_to_the_preferred_device(backends, relu_onnx):
-    backends(Paced("a", 0.02, kind="npu"), Paced("b", 0.02, kind="gpu"))
+def test_a_tie_goes_to_the_preferred_device(paced_backends, relu_onnx):
+    paced_backends(Paced("a", 0.02, kind="npu"), Paced("b", 0.02, kind="gpu"))
     with edgesdk.Session(relu_onnx, **MEASURED) as s:
         assert s.placement.device.id == "a:0"
         assert "earlier in the preference order" in s.placement.reason or "lowest" in s.placement.reason
 
 
-def test_simulated_devices_are_measured_only_when_named(backends, relu_onnx):
-    backends(Paced("sim", 0.0, simulated=True), Paced("real", 0.005, kind="gpu"))
+def test_simulated_devices_are_measured_only_when_named(paced_backends, relu_onnx):
+    paced_backends(Paced("sim", 0.0, simulated=True), Paced("real", 0.005, kind="gpu"))
     with edgesdk.Session(relu_onnx, **MEASURED) as s:
         assert {t.device for t in s.placement.trials} == {"real:0"}
         assert any(r.device == "sim:0" and "simulated" in r.reason for r in s.placement.refusals)
     with edgesdk.Session(relu_onnx, **{**MEASURED, "prefer": ("sim", "gpu")}) as s:
         assert {t.device for t in s.placement.trials} == {"real:0", "sim:0"}
         assert s.placement.device.id == "sim:0"  # named, and faster
-    backends(Paced("sim", 0.0, simulated=True))
+    paced_backends(Paced("sim", 0.0, simulated=True))
     with edgesdk.Session(relu_onnx, **MEASURED) as s:  # the only device that reads the model: measured after all
         assert {t.device for t in s.placement.trials} == {"sim:0"}
 
@@ -154,12 +138,12 @@ def _rapl(tmp_path, packages=1):
     return root
 
 
-def test_energy_objective_picks_the_frugal_device(backends, relu_onnx, tmp_path, monkeypatch):
+def test_energy_objective_picks_the_frugal_device(paced_backends, relu_onnx, tmp_path, monkeypatch):
     root = _rapl(tmp_path)
     monkeypatch.setattr(_timing, "POWERCAP", root)
     counter = root / "intel-rapl:0" / "energy_uj"
     # "hot" is 3x faster but uses 20x the energy per run.
-    backends(Paced("hot", 0.01, kind="npu", uj_per_run=2_000_000, counter=counter),
+    paced_backends(Paced("hot", 0.01, kind="npu", uj_per_run=2_000_000, counter=counter),
              Paced("frugal", 0.03, kind="gpu", uj_per_run=100_000, counter=counter))
     with edgesdk.Session(relu_onnx, **{**MEASURED, "objective": "energy"}) as s:
         assert s.placement.device.id == "frugal:0"
@@ -171,9 +155,9 @@ def test_energy_objective_picks_the_frugal_device(backends, relu_onnx, tmp_path,
         assert s.placement.device.id == "hot:0"  # by latency
 
 
-def test_energy_objective_without_a_counter_says_it_chose_by_latency(backends, relu_onnx, tmp_path, monkeypatch):
+def test_energy_objective_without_a_counter_says_it_chose_by_latency(paced_backends, relu_onnx, tmp_path, monkeypatch):
     monkeypatch.setattr(_timing, "POWERCAP", tmp_path / "absent")
-    backends(Paced("slow", 0.06), Paced("fast", 0.002, kind="gpu"))
+    paced_backends(Paced("slow", 0.06), Paced("fast", 0.002, kind="gpu"))
     with edgesdk.Session(relu_onnx, **{**MEASURED, "objective": "energy"}) as s:
         assert s.placement.device.id == "fast:0"
         assert "chosen by latency, as no energy counter is readable (no RAPL package counters under" in s.placement.reason
