@@ -33,6 +33,12 @@ def _nodes(d) -> str:
     return ", ".join(f"{k}={v}" for k, v in d.nodes.items())
 
 
+def _known(rows, *optional):
+    """``rows`` without the ``optional`` columns no device has a value for."""
+    drop = {rows[0].index(c) for c in optional if all(r[rows[0].index(c)] == "-" for r in rows[1:])}
+    return [tuple(c for i, c in enumerate(r) if i not in drop) for r in rows]
+
+
 def _table(rows) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(c.rjust(w) if i and c[:1].isdigit() or c == "-" else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
@@ -52,25 +58,25 @@ def format_report(rep, cached=None) -> str:
     llms = [d for d in ok if d.llm is not None]
     if plain:
         rows = [("DEVICE", "KIND", "LOAD ms", "CACHED ms", "FIRST ms", "P50 ms", "P90 ms", "P99 ms", "MEAN ms", "RUNS/S",
-                 "PEAK RSS MiB", "+RSS MiB", "NODES")]
+                 "PEAK RSS MiB", "+RSS MiB", "DEV MEM MiB", "NODES")]
         for d in plain:
             t = d.timing
             rows.append((_device_label(d), d.kind, _ms(d.load_s), _ms(d.load_cached_s), _ms(t.first_s), _ms(t.median_s),
                          _ms(t.percentile_s(90)), _ms(t.percentile_s(99)), _ms(t.mean_s), f"{d.runs_per_s:.1f}",
-                         _mb(d.peak_rss_bytes), _mb(d.rss_increase_bytes), _nodes(d)))
-        lines += _table(rows)
+                         _mb(d.peak_rss_bytes), _mb(d.rss_increase_bytes), _mb(d.device_memory_bytes), _nodes(d)))
+        lines += _table(_known(rows, "DEV MEM MiB"))
     if llms:
         first = llms[0].llm
         lines.append(f"a decoded token reads {first.weight_bytes / 1e6:.1f} MB of weights; WEIGHT GB/s = that x DECODE tok/s")
-        rows = [("DEVICE", "KIND", "LOAD ms", "TTFT ms", "PROMPT tok/s", "DECODE tok/s", "WEIGHT GB/s", "DRAM GB/s", "% OF DRAM",
-                 "PEAK RSS MiB", "+RSS MiB")]
+        rows = [("DEVICE", "KIND", "LOAD ms", "CACHED ms", "TTFT ms", "PROMPT tok/s", "DECODE tok/s", "WEIGHT GB/s", "DRAM GB/s",
+                 "% OF DRAM", "PEAK RSS MiB", "+RSS MiB", "DEV MEM MiB")]
         for d in llms:
             q = d.llm
             share = "-" if q.dram_share is None else f"{100 * q.dram_share:.0f}%"
-            rows.append((_device_label(d), d.kind, _ms(d.load_s), _ms(q.ttft_s), f"{q.prompt_tok_s:.1f}", f"{q.decode_tok_s:.1f}",
-                         f"{q.weight_gb_s:.2f}", "-" if q.dram_gb_s is None else f"{q.dram_gb_s:.1f}", share,
-                         _mb(d.peak_rss_bytes), _mb(d.rss_increase_bytes)))
-        lines += _table(rows)
+            rows.append((_device_label(d), d.kind, _ms(d.load_s), _ms(d.load_cached_s), _ms(q.ttft_s), f"{q.prompt_tok_s:.1f}",
+                         f"{q.decode_tok_s:.1f}", f"{q.weight_gb_s:.2f}", "-" if q.dram_gb_s is None else f"{q.dram_gb_s:.1f}", share,
+                         _mb(d.peak_rss_bytes), _mb(d.rss_increase_bytes), _mb(d.device_memory_bytes)))
+        lines += _table(_known(rows, "DEV MEM MiB", "CACHED ms"))
         if any(d.llm.dram_share and d.llm.dram_share > 1 for d in llms):
             lines.append("  over 100% of DRAM: the weights fit (partly) in this CPU's last-level cache")
         if any(d.kind != "cpu" for d in llms):

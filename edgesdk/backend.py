@@ -218,6 +218,11 @@ class Runner:
     def close(self) -> None:
         """Release native resources. Called once by ``Session.close``."""
 
+    def device_memory(self) -> int | None:
+        """Bytes this model holds in the device's own memory (weights, caches, buffers) where the runtime
+        says; None otherwise. A CPU device's share is in the process's RSS instead."""
+        return None
+
     def op_times(self) -> tuple[OpTime, ...] | None:
         """Per-node times from the runtime's profiler, over every run since load, when the model was
         loaded with ``SessionOptions(profile=True)``; None when this runner cannot report them (the

@@ -71,6 +71,7 @@ class DeviceBench:
     timing: Timing | None = None
     peak_rss_bytes: int | None = None  # of this process while the device was loaded and ran
     rss_increase_bytes: int | None = None  # that peak over the process's RSS before the load
+    device_memory_bytes: int | None = None  # held in the device's own memory, where the runtime says
     nodes: Mapping[str, int] = attrs.field(factory=dict)  # device id -> nodes that ran there
     op_times: tuple[OpTime, ...] | None = None
     profile_note: str | None = None  # why op_times is missing, when profiling was asked for
@@ -194,6 +195,7 @@ def _bench_device(model, d, reg, options, feeds, dims, runs, warmup, profile, ll
             if isinstance(got, Refusal):
                 return DeviceBench(**base, load_s=load_s, error=f"second load failed: {got.reason}")
         runner, nodes = got
+        device_memory = runner.device_memory() if hasattr(runner, "device_memory") else None
         try:
             counts: dict[str, int] = {}
             for n in nodes:
@@ -212,7 +214,7 @@ def _bench_device(model, d, reg, options, feeds, dims, runs, warmup, profile, ll
     if profile:
         ops, note = _profile(model, d, reg, options, feeds, dims, runs)
     return DeviceBench(**base, load_s=load_s, load_cached_s=load_cached_s, timing=timing, peak_rss_bytes=rss.peak,
-                       rss_increase_bytes=max(0, rss.peak - rss.start), nodes=counts, op_times=ops, profile_note=note, llm=llm)
+                       rss_increase_bytes=max(0, rss.peak - rss.start), device_memory_bytes=device_memory, nodes=counts, op_times=ops, profile_note=note, llm=llm)
 
 
 def _profile(model, d, reg, options, feeds, dims, runs) -> tuple[tuple[OpTime, ...] | None, str | None]:

@@ -24,6 +24,15 @@ class Cached(Paced):
         return super().load(relu_onnx, device, options)
 
 
+class OnDevice(Paced):
+    """A backend whose runner says how much device memory the model holds."""
+
+    def load(self, model, device, options):
+        runner = super().load(model, device, options)
+        runner.device_memory = lambda: 5 << 20
+        return runner
+
+
 class TfliteOnly(Paced):
     formats = ("tflite",)
 
@@ -69,13 +78,14 @@ def test_bad_arguments(paced_backends, relu_onnx, kw, match):
 
 
 def test_cli_table_json_and_plot(paced_backends, relu_onnx, tmp_path, capsys):
-    paced_backends(Paced("fast", 0.001, kind="gpu"))
+    paced_backends(OnDevice("fast", 0.001, kind="gpu"))
     png = tmp_path / "bench.png"
     assert cli.main(["bench", str(relu_onnx), "--runs", "5", "--plot", str(png)]) == 0
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("DEVICE"))
-    for col in ("LOAD ms", "FIRST ms", "P50 ms", "P90 ms", "P99 ms", "RUNS/S", "PEAK RSS MiB", "NODES"):
+    for col in ("LOAD ms", "FIRST ms", "P50 ms", "P90 ms", "P99 ms", "RUNS/S", "PEAK RSS MiB", "DEV MEM MiB", "NODES"):
         assert col in header
+    assert "CACHED ms" in header  # shown ("-") with the other timing columns even when no backend caches
     assert "fast:0" in out and "onnxruntime:cpu" in out and f"plot: {png}" in out
     from PIL import Image
 
@@ -84,7 +94,7 @@ def test_cli_table_json_and_plot(paced_backends, relu_onnx, tmp_path, capsys):
     assert cli.main(["bench", str(relu_onnx), "--runs", "3", "--json", "--device", "fast:0"]) == 0
     doc = json.loads(capsys.readouterr().out)
     [d] = doc["devices"]
-    assert d["device"] == "fast:0" and len(d["timing"]["samples_s"]) == 3
+    assert d["device"] == "fast:0" and len(d["timing"]["samples_s"]) == 3 and d["device_memory_bytes"] == 5 << 20
     assert d["timing"]["p90_s"] >= d["timing"]["median_s"] and doc["runs"] == 3
 
 

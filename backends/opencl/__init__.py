@@ -57,6 +57,10 @@ class OpenCLRunner(LlmRunner):
         super().__init__(llm, device_id)
         self.build = build
 
+    def device_memory(self) -> int:
+        """The device buffers this model allocated: quantized weights and the KV cache."""
+        return self.llm.model.weight_bytes + self.llm.cache.nbytes
+
 
 class OpenCLBackend(Backend):
     name = "opencl"
