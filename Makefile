@@ -22,8 +22,10 @@ demo: setup-demo
 	@echo '$$ edgesdk generate smollm2-135m "$(DEMO_PROMPT)"'
 	@$(VENV)/bin/edgesdk generate smollm2-135m "$(DEMO_PROMPT)" --max-tokens 96
 
+# The lint gate first (the rules in pyproject.toml's [tool.ruff.lint]: bugs, not style), then the tests.
 # pytest exits 5 when it collects no tests: that is "ran nothing", not a failure.
 test: setup
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q || [ $$? -eq 5 ]
 
 bench: setup

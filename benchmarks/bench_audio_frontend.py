@@ -97,7 +97,7 @@ def main(argv=None) -> int:
 
     print(f"# {platform.processor() or platform.machine()}, python {sys.version.split()[0]}; "
           f"{audio.duration:.1f} s of {source}, {args.chunk_ms} ms chunks, median of {args.repeats}")
-    print(f"| stage | audio s | compute s | RTF | placement | result |\n|---|---|---|---|---|---|")
+    print("| stage | audio s | compute s | RTF | placement | result |\n|---|---|---|---|---|---|")
     for stage, rtf, placement, note in rows:
         print(f"| {stage} | {audio.duration:.1f} | {rtf * audio.duration:.3f} | {rtf:.4f} | {placement} | {note} |")
     if args.json:

@@ -69,13 +69,13 @@ def main(argv=None) -> int:
             for m, th in ((1, 1), (1, 2)):
                 x = rng.standard_normal((m, k)).astype(np.float32)
                 out = np.empty((m, n), np.float32)
-                sec = time_cycle(lambda i, x=x, out=out, th=th: kernels.matmul(x, qts[i % count], out=out, threads=th),
+                sec = time_cycle(lambda i, x=x, out=out, th=th, qts=qts, count=count: kernels.matmul(x, qts[i % count], out=out, threads=th),
                                  count, count, a.budget)
                 row += [f"{sec * 1e3:.3f}", f"{100 * wbytes / sec / 1e9 / bw[th]:.0f}%"]
             for m, th in ((128, 1), (128, 2), (512, 1), (512, 2)):
                 x = rng.standard_normal((m, k)).astype(np.float32)
                 out = np.empty((m, n), np.float32)
-                sec = time_cycle(lambda i, x=x, out=out, th=th: kernels.matmul(x, qts[i % count], out=out, threads=th),
+                sec = time_cycle(lambda i, x=x, out=out, th=th, qts=qts, count=count: kernels.matmul(x, qts[i % count], out=out, threads=th),
                                  count, 2, a.budget)
                 row.append(f"{2 * m * n * k / sec / 1e9:.1f}")
             print("| " + " | ".join(row) + " |", flush=True)

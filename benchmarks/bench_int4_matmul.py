@@ -204,12 +204,12 @@ def main(argv=None) -> int:
             x = rng.standard_normal((m, k)).astype(np.float32)
             out = np.empty((m, n), np.float32)
             for t in THREADS:
-                def run(i, x=x, out=out, t=t):
+                def run(i, x=x, out=out, t=t, weights=weights):
                     kernels.matmul(x, weights[i], out=out, threads=t)
                 sec = time_cycle(run, count, 3 * count if m == 1 else 1, budget)
                 add("edgesdk int8-act", k, n, m, t, sec, wbytes)
                 if m == 1:
-                    def runf(i, x=x, out=out, t=t):
+                    def runf(i, x=x, out=out, t=t, weights=weights):
                         kernels.matmul(x, weights[i], out=out, threads=t, act="f32")
                     sec = time_cycle(runf, count, count, budget)
                     add("edgesdk f32-act", k, n, m, t, sec, wbytes)
@@ -243,7 +243,7 @@ def main(argv=None) -> int:
                 x = rng.standard_normal((m, k)).astype(np.float32)
                 for t in THREADS:
                     _blas_threads(t)
-                    def runn(i, x=x):
+                    def runn(i, x=x, wf=wf):
                         np.dot(x, wf[i])
                     sec = time_cycle(runn, fcount, fcount if m == 1 else 1, budget)
                     add("numpy fp32", k, n, m, t, sec, fbytes)

@@ -206,7 +206,7 @@ def _probe_tflite(p: Path, size: int) -> dict:
         tensors = sg.tensors or []
         nt = len(tensors)
 
-        def bad(idx):
+        def bad(idx, nt=nt):
             return idx is not None and not (-1 <= int(idx) < nt)
 
         for ti, t in enumerate(tensors):

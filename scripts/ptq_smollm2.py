@@ -57,7 +57,7 @@ def main(argv=None):
         cases.append((name, rng.standard_normal((args.tokens, k)).astype(np.float32),
                       rng.standard_normal((args.tokens, k)).astype(np.float32), "gauss"))
     print(f"int{args.bits} {args.scheme}; SQNR in dB (weight / output on held-out activations)")
-    print(f"| tensor | x | block | rtn | mse | mse+calib | gptq | gptq gain vs rtn (output) |")
+    print("| tensor | x | block | rtn | mse | mse+calib | gptq | gptq gain vs rtn (output) |")
     print("|---|---|---|---|---|---|---|---|")
     for name, cal, ev, kind in cases:
         w = from_gguf(t[name]).dequantize()

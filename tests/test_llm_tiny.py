@@ -125,7 +125,7 @@ def _reference_logits(ref, ids, arch: str = "llama") -> np.ndarray:
 
     x = ref["token_embd.weight"][ids]
     for i in range(2):
-        p = lambda n: ref[f"blk.{i}.{n}.weight"]  # noqa: E731
+        p = lambda n, i=i: ref[f"blk.{i}.{n}.weight"]  # noqa: E731
         h = rms(x, p("attn_norm"))
         qh = rope(proj(h, i, "q").reshape(T, NH, HD))
         kh = rope(proj(h, i, "k").reshape(T, NKV, HD))

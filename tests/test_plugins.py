@@ -231,7 +231,7 @@ def test_backend_author_helpers_are_public():
     assert set(backend.__all__) >= {"GenerativeRunner", "gguf_refusal", "typed_backend_options", "OrtRunner"}
     assert backend.missing_generative(LlmRunner.__new__(LlmRunner)) == ()
     with pytest.raises(AttributeError):
-        backend.no_such_helper
+        _ = backend.no_such_helper
 
 
 def test_plugin_cli_commands_and_quantize_targets(clean_registry, capsys):

@@ -106,10 +106,23 @@ def test_voice_assistant_builder_places_and_budgets_every_stage():
         voice_assistant(memory_budget_mb=120, warmup=False)
     with pytest.raises(PipelineError, match="unknown stage"):
         voice_assistant(placement={"speaker": ("cpu",)}, warmup=False)
-    pipe = voice_assistant(placement={"wake": ("dsp", "cpu"), "llm": ("npu", "cpu")}, warmup=False)
+    with pytest.raises(PipelineError, match="backend_options names an unknown stage"):
+        voice_assistant(backend_options={"speaker": {}}, warmup=False)
+    with pytest.raises(PipelineError, match="stage 'asr'.*must map a backend name"):
+        voice_assistant(backend_options={"asr": {"ctranslate2": 10}}, warmup=False)
+    # A stage's backend options reach that stage's backend, unread by the pipeline: the plugin refuses a bad value.
+    with pytest.raises(PipelineError, match="(?s)stage 'asr'.*window_s must be a number of seconds"):
+        voice_assistant(wake_word=None, backend_options={"asr": {"ctranslate2": {"window_s": 4}}}, warmup=False)
+    pipe = voice_assistant(placement={"wake": ("dsp", "cpu"), "llm": ("npu", "cpu")}, warmup=False,
+                           options=edgesdk.SessionOptions(backend_options={"ctranslate2": {"beam_size": 2}}),
+                           backend_options={"asr": {"ctranslate2": {"window_s": 10}}})
     try:
         assert set(pipe.placements) == {"wake", "vad", "asr", "llm", "tts"}
         assert pipe.placements["llm"]["llm"].device.id == "cpu:0"
+        stages = {st.name: st for st in pipe.stages}
+        # merged backend by backend over the pipeline's options, for the asr stage only
+        assert stages["asr"].recognizer.session.options.backend_options["ctranslate2"] == {"beam_size": 2, "window_s": 10}
+        assert stages["tts"].tts.session.options.backend_options["ctranslate2"] == {"beam_size": 2}
     finally:
         pipe.close()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import attrs
 import numpy as np
@@ -319,32 +319,53 @@ class TtsStage(Stage):
             yield chunk
 
 
-def _short_commands(options: SessionOptions) -> SessionOptions:
-    """Spoken commands are short: Whisper encodes a 10 s window instead of 30 s (~4x less encoder
-    work, same words on our round-trip set); longer utterances still take the full path.
-    Options the app gave for the ctranslate2 backend win."""
-    ct2 = {"window_s": 10, **options.backend_options.get("ctranslate2", {})}
-    return attrs.evolve(options, backend_options={**options.backend_options, "ctranslate2": ct2})
+_STAGES = ("wake", "vad", "asr", "llm", "tts")
+
+
+def _with_backend_options(options: SessionOptions, extra) -> SessionOptions:
+    """``options`` with one stage's backend options merged in, backend by backend (the stage's win)."""
+    if not extra:
+        return options
+    merged = {k: dict(v) for k, v in options.backend_options.items()}
+    for backend, opts in extra.items():
+        merged[backend] = {**merged.get(backend, {}), **opts}
+    return attrs.evolve(options, backend_options=merged)
 
 
 def voice_assistant(*, wake_word: str | None = "okay-nabu", llm="hub:smollm2-135m", asr="hub:whisper-tiny-en",
                     voice="hub:piper-joe-us", options: SessionOptions | None = None, memory_budget_mb: float | None = None,
                     system_prompt: str | None = "You are a helpful voice assistant. Answer in one or two short sentences.",
                     max_tokens: int = 64, orchestrator=None, placement: dict[str, tuple[str, ...]] | None = None,
-                    warmup: bool = True) -> Pipeline:
+                    backend_options: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None, warmup: bool = True) -> Pipeline:
     """The offline assistant: wake word -> VAD -> ASR -> LLM -> TTS.
 
     ``wake_word=None`` listens to all speech. ``placement`` maps a stage name ("wake", "vad", "asr",
     "llm", "tts") to its ``prefer`` order (e.g. the wake word on a DSP, the LLM on the NPU).
+    ``backend_options`` maps a stage name to backend options for that stage only, keyed by backend
+    name as in ``SessionOptions.backend_options`` and merged over ``options.backend_options`` (the
+    stage's win), e.g. ``{"asr": {"ctranslate2": {"window_s": 10}}}``; each backend documents its own.
     ``orchestrator``: a callable ``Session -> hybrid Orchestrator`` to let answers escalate to a cloud.
     ``warmup`` runs every model once before returning, so the first request is not the slow one.
     """
     from ..audio import SpeechRecognizer, TextToSpeech, VoiceActivityDetector, WakeWordDetector
 
     placement = dict(placement or {})
-    unknown = set(placement) - {"wake", "vad", "asr", "llm", "tts"}
+    unknown = set(placement) - set(_STAGES)
     if unknown:
-        raise PipelineError(sorted(unknown)[0], "placement names an unknown stage (stages: wake, vad, asr, llm, tts)")
+        raise PipelineError(sorted(unknown)[0], f"placement names an unknown stage (stages: {', '.join(_STAGES)})")
+    if backend_options is not None and not isinstance(backend_options, Mapping):
+        raise TypeError(f"backend_options must map a stage name to that stage's backend options, got {type(backend_options).__name__}")
+    stage_options = dict(backend_options or {})
+    unknown = set(stage_options) - set(_STAGES)
+    if unknown:
+        raise PipelineError(sorted(unknown)[0], f"backend_options names an unknown stage (stages: {', '.join(_STAGES)})")
+    for name, per_backend in stage_options.items():
+        if not isinstance(per_backend, Mapping) or not all(isinstance(b, str) and isinstance(v, Mapping) for b, v in per_backend.items()):
+            raise PipelineError(name, f"backend_options for stage {name!r} must map a backend name to a dict of its options, got {per_backend!r}")
+
+    def stage(name, build):
+        """The stage's recipe: ``build`` gets the pipeline's options for it with the stage's backend options merged in."""
+        return StageSpec(name, lambda o: build(_with_backend_options(o, stage_options.get(name))), prefer=placement.get(name))
 
     def llm_stage(opts):
         from .._session import Session
@@ -354,12 +375,12 @@ def voice_assistant(*, wake_word: str | None = "okay-nabu", llm="hub:smollm2-135
 
     specs = []
     if wake_word is not None:
-        specs.append(StageSpec("wake", lambda o: WakeWordStage(WakeWordDetector(wake_word, o)), prefer=placement.get("wake")))
+        specs.append(stage("wake", lambda o: WakeWordStage(WakeWordDetector(wake_word, o))))
     specs += [
-        StageSpec("vad", lambda o: VadStage(VoiceActivityDetector(options=o), always_listen=wake_word is None), prefer=placement.get("vad")),
-        StageSpec("asr", lambda o: AsrStage(SpeechRecognizer(asr, _short_commands(o))), prefer=placement.get("asr")),
-        StageSpec("llm", llm_stage, prefer=placement.get("llm")),
-        StageSpec("tts", lambda o: TtsStage(TextToSpeech(voice, o)), prefer=placement.get("tts")),
+        stage("vad", lambda o: VadStage(VoiceActivityDetector(options=o), always_listen=wake_word is None)),
+        stage("asr", lambda o: AsrStage(SpeechRecognizer(asr, o))),
+        stage("llm", llm_stage),
+        stage("tts", lambda o: TtsStage(TextToSpeech(voice, o))),
     ]
     pipe = Pipeline(specs, options=options, memory_budget_mb=memory_budget_mb)
     if warmup:

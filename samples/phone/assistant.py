@@ -48,7 +48,8 @@ SYSTEM_PROMPT = "You are a helpful voice assistant. Answer in one or two short s
 
 
 def short_commands(options: SessionOptions) -> SessionOptions:
-    """Whisper over a 10 s window instead of 30 s for short spoken requests (as voice_assistant() does)."""
+    """Whisper over a 10 s window instead of 30 s for short spoken requests: the ctranslate2 plugin's ``window_s``
+    (an app names its backends' options; voice_assistant() takes them per stage, ``backend_options={"asr": {...}}``)."""
     ct2 = {"window_s": 10, **options.backend_options.get("ctranslate2", {})}
     return attrs.evolve(options, backend_options={**options.backend_options, "ctranslate2": ct2})
 
