@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from bench_int4_matmul import GiB, bandwidth, cpu_name, time_cycle  # noqa: E402
 from gguf_blocks import finite_blocks  # noqa: E402
+from llama_ref import llama  # noqa: E402
 
 from edgesdk import kernels  # noqa: E402
 from edgesdk.quant import TYPES, QuantizedTensor, from_gguf_bytes  # noqa: E402
@@ -105,7 +106,7 @@ def peer(bw: dict) -> None:
     print("| threads | tok/s | effective GB/s | % bw |")
     print("|---|---|---|---|")
     for th in (1, 2):
-        llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=th, n_threads_batch=th, verbose=False)
+        llm = llama(model_path=str(path), n_ctx=256, n_threads=th, n_threads_batch=th, verbose=False)  # extra buffer types off
         ids = llm.tokenize(b"The capital of France is")
         llm.eval(ids)
         n_vocab = llm.n_vocab()

@@ -47,20 +47,10 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def bandwidth(set_bytes: int, threads: int, passes: int = 3, piece: int = 8 << 20) -> float:
-    """Median GB/s of streaming reads of 8 MiB pieces, cycling through set_bytes.
-
-    Timed per piece, like the matmuls are timed per call, so a preemption on a shared
-    machine spoils one sample instead of the whole measurement."""
-    buf = np.ones(set_bytes, np.uint8)  # touched: pages are resident
-    base = kernels._ffi.cast("char *", kernels._ffi.from_buffer(buf))
-    ts = []
-    for _ in range(passes):
-        for off in range(0, set_bytes - piece + 1, piece):
-            t = time.perf_counter()
-            kernels._lib.ek_stream_read(base + off, piece, threads)
-            ts.append(time.perf_counter() - t)
-    return piece / float(np.median(ts)) / 1e9
+def bandwidth(set_bytes: int, threads: int) -> float:
+    """Median GB/s of streaming reads of 8 MiB pieces, cycling through set_bytes (edgesdk.kernels.memory_read_gbs,
+    the probe `edgesdk bench` uses too)."""
+    return kernels.memory_read_gbs(threads, set_bytes=set_bytes)
 
 
 def random_q4(rng, k: int, n: int) -> QuantizedTensor:

@@ -5,8 +5,10 @@ instances of :class:`Backend` subclasses. Built-in backends use exactly this API
 
 Helpers for backend authors are public here too (imported from where they live on first use):
 :func:`gguf_refusal` and :class:`LlmRunner` for backends that run GGUF language models,
-:func:`typed_backend_options` for a backend's options class, and :class:`OrtRunner` (with
-:func:`ort_specs`, :func:`parse_ort_type`) for backends built on an ONNX Runtime session.
+:func:`typed_backend_options` for a backend's options class, :class:`OrtRunner` (with
+:func:`ort_specs`, :func:`parse_ort_type`) for backends built on an ONNX Runtime session, and the
+ONNX graph helpers :func:`load_onnx`, :func:`dynamic_inputs`, :func:`fix_input_shapes`, :func:`is_qdq`
+for backends that compile static graphs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 if TYPE_CHECKING:  # the helpers are bound on first use (see _HELPERS); type checkers see them here
     from edgesdk_backends.onnxruntime import OrtRunner, ort_specs, parse_ort_type
 
+    from ._onnxgraph import dynamic_inputs, fix_input_shapes, is_qdq, load_onnx
     from ._options import typed_backend_options
     from .llm._runner import LlmRunner, gguf_refusal
 
@@ -39,7 +42,11 @@ __all__ = [
     "Support",
     "TensorSpec",
     "VALUE_KINDS",
+    "dynamic_inputs",
+    "fix_input_shapes",
     "gguf_refusal",
+    "is_qdq",
+    "load_onnx",
     "missing_generative",
     "ort_specs",
     "OrtRunner",
@@ -332,6 +339,10 @@ _HELPERS = {
     "gguf_refusal": "edgesdk.llm._runner",
     "LlmRunner": "edgesdk.llm._runner",
     "typed_backend_options": "edgesdk._options",
+    "dynamic_inputs": "edgesdk._onnxgraph",
+    "fix_input_shapes": "edgesdk._onnxgraph",
+    "is_qdq": "edgesdk._onnxgraph",
+    "load_onnx": "edgesdk._onnxgraph",
     "OrtRunner": "edgesdk_backends.onnxruntime",
     "ort_specs": "edgesdk_backends.onnxruntime",
     "parse_ort_type": "edgesdk_backends.onnxruntime",

@@ -29,9 +29,8 @@ import threading
 import time
 
 import edgesdk
-from edgesdk._errors import BackendError, BackendUnavailable
-from edgesdk.backend import Backend, Device, NodePlacement, OpTime, Support
-from edgesdk_backends.onnxruntime import OrtRunner, _remove_dir
+from edgesdk.backend import Backend, Device, NodePlacement, OpTime, OrtRunner, Support
+from edgesdk.errors import BackendError, BackendUnavailable
 
 from ._cache import CTX_MODEL, ContextCache, cache_root, sha256_file
 from ._options import PERFORMANCE_MODES, PRECISIONS, PROFILING_LEVELS, SOC_MODELS, QnnOptions
@@ -155,7 +154,7 @@ class QnnBackend(Backend):
             values = ", ".join(str(s) for s in structured)
             return Support.refuse(f"HTP runs tensors only and the model's signature has {values}; "
                                   f"ONNX sequence/optional/map values run on the onnxruntime backend")
-        from edgesdk._onnxgraph import dynamic_inputs, is_qdq
+        from edgesdk.backend import dynamic_inputs, is_qdq
 
         missing = [s for s in dynamic_inputs(model.info.get("inputs", ())) if s.name not in qo.input_shapes]
         if missing:
@@ -247,14 +246,14 @@ class QnnBackend(Backend):
         finally:
             if shaped is not None:
                 shutil.rmtree(shaped, ignore_errors=True)
-            if profile is not None and getattr(runner, "_profile_dir", None) != profile.dir:
-                _remove_dir(profile.dir)  # no runner took the profile (a failure, or a refusal)
+            if profile is not None and profile.dir and getattr(runner, "_profile_dir", None) != profile.dir:
+                shutil.rmtree(profile.dir, ignore_errors=True)  # no runner took the profile (a failure, or a refusal)
 
     def _model_source(self, model, qo):
         """The model to compile: the file itself, or a static-shape copy when input_shapes are given."""
         if not qo.input_shapes:
             return model.path, None
-        from edgesdk._onnxgraph import fix_input_shapes, load_onnx
+        from edgesdk.backend import fix_input_shapes, load_onnx
 
         import onnx
 

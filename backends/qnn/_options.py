@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 import attrs
 
-from edgesdk._options import typed_backend_options
+from edgesdk.backend import typed_backend_options
 
 __all__ = ["QnnOptions", "PERFORMANCE_MODES", "PRECISIONS", "PROFILING_LEVELS", "SOC_MODELS"]
 
@@ -119,7 +119,7 @@ class QnnOptions:
         return attrs.asdict(self)
 
     def resolved_precision(self, op_types) -> str:
-        from edgesdk._onnxgraph import is_qdq
+        from edgesdk.backend import is_qdq
 
         if self.precision != "auto":
             return self.precision
