@@ -32,6 +32,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,12 +83,26 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
+_IDS_ENV = "BENCH_LLM_PROMPT_IDS"
+
+
 def prompt_ids(n: int) -> list[int]:
-    """``n`` tokens of English prose, from our tokenizer (both engines get the same ids)."""
+    """``n`` tokens of English prose, from our tokenizer (both engines get the same ids). A worker reads
+    them from the file the parent wrote: a tokenizer built in the worker (Gemma's 262k-token vocabulary
+    is ~60 MB) would count in the peak RSS of whichever engine it measures."""
+    if os.environ.get(_IDS_ENV):
+        return json.loads(Path(os.environ[_IDS_ENV]).read_text())[:n]
     from edgesdk.llm import GGUFFile, Tokenizer
 
     text = next(p for p in PPL_TEXT if p.exists()).read_text(encoding="utf-8")
     return Tokenizer(GGUFFile(ARGS.model)).encode(text)[:n]
+
+
+def _share_prompt_ids(folder: Path) -> None:
+    """Tokenize once here, for every worker of this model (see prompt_ids)."""
+    path = folder / (Path(ARGS.model).name + ".ids.json")
+    path.write_text(json.dumps(prompt_ids(max(ARGS.prompt_tokens, 1024))))
+    os.environ[_IDS_ENV] = str(path)
 
 
 # --- workers (one process each) ----------------------------------------------------------------
@@ -285,6 +300,8 @@ def run_model(machine: str) -> dict:
     rows, report = [], {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine,
                         "cpus": os.cpu_count(), "model": Path(ARGS.model).name}
     engines = ["edgesdk"] + (["llama"] if have_llama() and not ARGS.no_llama else [])
+    os.environ.pop(_IDS_ENV, None)
+    _share_prompt_ids(Path(tempfile.mkdtemp(prefix="bench-llm-")))
     print(f"\n## {report['model']}")
     for th in ARGS.threads:
         for eng in engines:

@@ -9,7 +9,13 @@ import numpy as np
 
 from ._errors import InputError
 
-__all__ = ["random_feed", "random_feeds", "parse_dims", "load_inputs"]
+__all__ = ["concrete_shape", "random_feed", "random_feeds", "parse_dims", "load_inputs"]
+
+
+def concrete_shape(spec, dims: Mapping[str, int] | None = None) -> tuple[int, ...]:
+    """A tensor spec's shape with each symbolic or unknown dim taken from ``dims`` (by name), else 1."""
+    dims = dims or {}
+    return tuple(d if isinstance(d, int) and d > 0 else dims.get(d, 1) for d in (spec.shape or ()))
 
 
 def random_feed(spec, rng: np.random.Generator, dims: Mapping[str, int] | None = None):
@@ -26,8 +32,7 @@ def random_feed(spec, rng: np.random.Generator, dims: Mapping[str, int] | None =
         return random_feed(spec.element, rng, dims)
     if kind == "map":
         return {}
-    dims = dims or {}
-    shape = tuple(d if isinstance(d, int) and d > 0 else dims.get(d, 1) for d in (spec.shape or ()))
+    shape = concrete_shape(spec, dims)
     if spec.dtype.kind == "f":
         return rng.standard_normal(shape).astype(spec.dtype)
     if spec.dtype.kind in "iu":

@@ -8,7 +8,7 @@ import attrs
 
 from .backend import DEVICE_KINDS
 
-__all__ = ["SessionOptions", "DeviceClass", "DEVICE_CLASSES", "PRECISIONS", "SELECTIONS", "OBJECTIVES", "typed_backend_options"]
+__all__ = ["SessionOptions", "DeviceClass", "DEVICE_CLASSES", "PRECISIONS", "SELECTIONS", "OBJECTIVES", "input_shapes", "typed_backend_options"]
 
 PRECISIONS = ("auto", "fp32", "fp16", "int8", "int4")
 #: How placement picks among the devices that can run a model (see edgesdk._plan / edgesdk._trial).
@@ -42,6 +42,26 @@ def _positive_or_none(instance, attribute, value):
 def _opt_name(instance, attribute, value):
     if value is not None and (not isinstance(value, str) or not value.strip()):
         raise ValueError(f"{attribute.name} must be a non-empty string or None, got {value!r}")
+
+
+def input_shapes(value, what: str = "input_shapes") -> Mapping[str, tuple[int, ...]]:
+    """``{input name: shape}`` with every dim a positive int (None: no shapes); ValueError naming ``what``."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must map input name -> shape, got {type(value).__name__}")
+    out = {}
+    for k, v in value.items():
+        if isinstance(v, (str, bytes)):
+            raise ValueError(f"{what}[{k!r}] must be a sequence of ints, got {v!r}")
+        try:
+            shape = tuple(int(d) for d in v)
+        except (TypeError, ValueError):
+            raise ValueError(f"{what}[{k!r}] must be a sequence of ints, got {v!r}") from None
+        if not shape or any(d < 1 for d in shape) or any(isinstance(d, bool) for d in v):
+            raise ValueError(f"{what}[{k!r}] must be positive ints, got {v!r}")
+        out[str(k)] = shape
+    return out
 
 
 def _trial_s(instance, attribute, value):
@@ -131,6 +151,8 @@ class SessionOptions:
       backend that cannot store the type asked for refuses the model with the reason.
     - ``artifact_cache``: False keeps compiled artifacts of this model (QNN context binaries) out
       of the compiled-artifact cache, for a temporary model that will never be loaded again.
+    - ``input_shapes``: fixed shapes (``{name: [dims]}``) for inputs with dynamic dimensions, for
+      backends that compile static graphs (QNN's HTP); backends that run any shape ignore it.
     - ``profile``: ask the runtime to record per-node times (ORT's profiler, QNN's profiling level);
       ``Session.op_times()`` returns them. Slows every run a little: for ``edgesdk bench --profile``.
 
@@ -155,6 +177,7 @@ class SessionOptions:
     n_ctx: int | None = attrs.field(default=None, validator=_positive_or_none)
     kv_dtype: str | None = attrs.field(default=None, validator=_opt_name)
     artifact_cache: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    input_shapes: Mapping[str, tuple[int, ...]] = attrs.field(factory=dict, converter=input_shapes, eq=False, hash=False)
     profile: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     select: str = attrs.field(default="preference", validator=_one_of(SELECTIONS))
     objective: str = attrs.field(default="latency", validator=_one_of(OBJECTIVES))

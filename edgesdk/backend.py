@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # the helpers are bound on first use (see _HELPERS); type che
     from edgesdk_backends.onnxruntime import OrtRunner, ort_specs, parse_ort_type
 
     from ._onnxgraph import dynamic_inputs, fix_input_shapes, is_qdq, load_onnx
-    from ._options import typed_backend_options
+    from ._options import input_shapes, typed_backend_options
     from .llm._runner import LlmRunner, gguf_refusal
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "dynamic_inputs",
     "fix_input_shapes",
     "gguf_refusal",
+    "input_shapes",
     "is_qdq",
     "load_onnx",
     "missing_generative",
@@ -339,6 +340,7 @@ _HELPERS = {
     "gguf_refusal": "edgesdk.llm._runner",
     "LlmRunner": "edgesdk.llm._runner",
     "typed_backend_options": "edgesdk._options",
+    "input_shapes": "edgesdk._options",
     "dynamic_inputs": "edgesdk._onnxgraph",
     "fix_input_shapes": "edgesdk._onnxgraph",
     "is_qdq": "edgesdk._onnxgraph",

@@ -260,6 +260,8 @@ def bench(model, devices: Sequence[str] | None = None, all_devices: bool = False
     options = options or SessionOptions()
     reg = get_registry()
     m = open_model(hub.resolve(model), reg)
+    if (dims or feeds) and not options.input_shapes:
+        options = attrs.evolve(options, input_shapes=_fixed_shapes(m, feeds, dims))
     chosen = _select(m, reg, devices, all_devices, options)
     total = len(chosen) * (warmup + runs)
     results = []
@@ -279,6 +281,20 @@ def bench(model, devices: Sequence[str] | None = None, all_devices: bool = False
     else:
         inputs = f"random (symbolic dims {sym})"
     return BenchReport(m.path, m.format, m.size, inputs, tuple(results), warmup, runs)
+
+
+def _fixed_shapes(model, feeds, dims) -> dict[str, tuple[int, ...]]:
+    """The shapes the runs will feed to the model's dynamic inputs, so backends that compile static
+    graphs (QNN) build the one that runs: a given input's own shape, else the --dim values."""
+    from ._feeds import concrete_shape
+
+    out = {}
+    for spec in model.info.get("inputs", ()):
+        if spec.kind != "tensor" or (spec.shape is not None and all(isinstance(d, int) and d > 0 for d in spec.shape)):
+            continue
+        given = (feeds or {}).get(spec.name)
+        out[spec.name] = tuple(np.shape(given)) if given is not None else concrete_shape(spec, dims)
+    return {k: v for k, v in out.items() if v}
 
 
 def _select(model, reg, ids, all_devices, options):

@@ -9,6 +9,7 @@ import pytest
 
 import edgesdk
 from edgesdk import cli
+from edgesdk._registry import reset_registry
 from edgesdk.bench import bench
 
 from paced import Paced
@@ -163,3 +164,35 @@ def test_devices_lists_measured_placements(paced_backends, relu_onnx, capsys):
     assert json.loads(capsys.readouterr().out)["placements"][0]["model"] == "m.onnx"
     assert cli.main(["bench", str(relu_onnx), "--runs", "1"]) == 0
     assert "measured placement for this model (cached)" in capsys.readouterr().out
+
+
+def test_dims_fix_the_shapes_a_static_graph_backend_compiles(tmp_path, monkeypatch):
+    """--dim / --input give the shapes the runs feed; QNN's HTP compiles exactly those (SessionOptions.input_shapes)."""
+    from onnx import TensorProto, helper
+
+    from conftest import make_onnx
+
+    monkeypatch.setenv("EDGESDK_CACHE_DIR", str(tmp_path / "cache"))
+    reset_registry()
+    try:
+        if not edgesdk.get_registry().status("qnn").devices:
+            pytest.skip(f"no QNN device: {edgesdk.get_registry().status('qnn').reason}")
+        path = make_onnx(tmp_path / "dyn.onnx", [helper.make_node("Relu", ["x"], ["y"], name="relu0")],
+                         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+                         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])])
+        [refused] = bench(path, devices=["qnn:htp"], runs=1).devices
+        assert "dynamic" in refused.error and "input_shapes" in refused.error
+        [d] = bench(path, devices=["qnn:htp"], runs=2, dims={"n": 3}).devices
+        assert d.error is None and len(d.timing.samples) == 2 and d.load_cached_s is not None
+        [d] = bench(path, devices=["qnn:htp"], runs=1, feeds={"x": np.ones((5, 8), np.float32)}).devices
+        assert d.error is None
+        with edgesdk.Session(path, require="qnn", input_shapes={"x": [2, 8]}) as s:
+            assert s.run({"x": -np.ones((2, 8), np.float32)})["y"].shape == (2, 8)
+    finally:
+        reset_registry()
+
+
+@pytest.mark.parametrize("bad", [{"x": [0, 8]}, {"x": "28"}, {"x": [True, 2]}, [("x", [1])], {"x": []}])
+def test_bad_input_shapes_are_refused(bad):
+    with pytest.raises(ValueError, match="input_shapes"):
+        edgesdk.SessionOptions(input_shapes=bad)

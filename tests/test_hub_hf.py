@@ -1,18 +1,24 @@
-"""``hf:OWNER/REPO[@REVISION][/PATH]``: files from the local Hugging Face hub cache, never downloaded.
+"""``hf:OWNER/REPO[@REVISION][/PATH]`` and ``hf:OWNER/REPO[@REVISION]:QUANT``: files from the local Hugging
+Face hub cache, downloaded into it with huggingface_hub when online.
 
 Each test builds a cache in tmp_path laid out as huggingface_hub writes it (blobs named by their hash,
 snapshot entries linking to them, ``refs/<branch>`` holding a commit) and points ``HF_HUB_CACHE`` at it.
 Where huggingface_hub is installed, its own readers (``try_to_load_from_cache``, ``scan_cache_dir``,
-``constants.HF_HUB_CACHE``) are checked to agree with edgesdk's.
+``constants.HF_HUB_CACHE``) are checked to agree with edgesdk's. Downloads are tested with fakes of
+``hf_hub_download`` and ``list_repo_files`` that write the cache as the real ones do (there is no network
+here); the real huggingface_hub is only checked to fail cleanly without one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
 import json
 import os
 import subprocess
 import sys
+import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +55,10 @@ def _add(cache: Path, repo_id: str, commit: str, files: dict, refs: dict = ()) -
 def hf_cache(tmp_path, monkeypatch, identity_onnx, add_onnx):
     """A cache with REPO at three commits: main -> C2 (identity model), v1 -> C1 (add model), refs/pr/1 -> C3."""
     cache = tmp_path / "hf-hub"
-    for var in ("HF_HOME", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME"):
+    for var in ("HF_HOME", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the cache alone; the download tests below switch it off
     ident, add = Path(identity_onnx).read_bytes(), Path(add_onnx).read_bytes()
     repo = _add(cache, REPO, C1, {"onnx/model.onnx": add, "README.md": b"v1"}, {"v1": C1})
     _add(cache, REPO, C2, {"onnx/model.onnx": ident, "README.md": b"main"}, {"main": C2})
@@ -148,11 +155,18 @@ def test_the_error_reaches_every_model_command(hf_cache, capsys):
     ("hf:owner/repo@/x", "'@' is not followed by a revision"),
     ("hf:owner/repo//x", "empty component"),
     ("hf:owner/repo/a\\b", "backslash"),
+    ("hf:owner/repo:", "':' is not followed by a quant tag"),
+    ("hf:owner/repo:Q4_K_M@v1", "the revision goes before the quant tag"),
+    ("hf:owner/repo:Q4_K_M/x.gguf", "a quant tag (Q4_K_M) and a path (x.gguf) are exclusive"),
+    ("hf:owner/repo:Q4 K", "'Q4 K' is not a quant tag"),
+    ("hf:owner/repo:Q4:K", "'Q4:K' is not a quant tag"),
+    ("hf:owner/repo:Q4_K_M.gguf", "'Q4_K_M.gguf' is not a quant tag"),
+    ("hf:owner:Q4_K_M/repo", "'owner:Q4_K_M' is not a repository owner or name"),
 ])
 def test_a_malformed_reference_says_what_is_expected(hf_cache, ref, why):
     with pytest.raises(hub.HubError, match="malformed Hugging Face reference") as e:
         hub.resolve(ref)
-    assert why in str(e.value) and "hf:OWNER/REPO[@REVISION][/PATH/IN/REPO]" in str(e.value)
+    assert why in str(e.value) and "hf:OWNER/REPO[@REVISION][/PATH/IN/REPO] or hf:OWNER/REPO[@REVISION]:QUANT" in str(e.value)
 
 
 @pytest.mark.parametrize("ref", [
@@ -235,3 +249,254 @@ def test_huggingface_hub_picks_the_same_cache_folder(tmp_path, env):
     assert out.returncode == 0, out.stderr
     theirs, ours = out.stdout.splitlines()
     assert Path(theirs) == Path(ours)
+
+
+# --- quant tags: hf:OWNER/REPO[@REVISION]:QUANT picks a GGUF file ------------------------------------
+
+GREPO = "test-org/tiny-GGUF"
+CG = "4c" * 20
+GGUF_FILES = ["tiny-q4_k_m.gguf", "tiny-Q4_K_M_L.gguf", "tiny-Q8_0.gguf", "Tiny.IQ4_XS.gguf", "tiny-IQ4_K_M.gguf",
+              "mmproj-tiny-f16.gguf", "tiny-BF16-00001-of-00002.gguf", "tiny-BF16-00002-of-00002.gguf",
+              "sub/tiny-UD-Q4_K_XL.gguf", "imatrix.gguf", "README.md"]
+
+
+@pytest.fixture
+def gguf_cache(hf_cache):
+    """GREPO cached at CG (main): a quant per file, an mmproj file, a split BF16 model, an imatrix file."""
+    _add(hf_cache, GREPO, CG, {f: f.encode() for f in GGUF_FILES}, {"main": CG})
+    return hf_cache / "models--test-org--tiny-GGUF" / "snapshots" / CG
+
+
+@pytest.mark.parametrize("ref,file", [
+    (f"hf:{GREPO}:Q8_0", "tiny-Q8_0.gguf"),
+    (f"hf:{GREPO}:q8_0", "tiny-Q8_0.gguf"),  # case-insensitive
+    (f"hf:{GREPO}:Q4_K_M", "tiny-q4_k_m.gguf"),  # not tiny-Q4_K_M_L, not tiny-IQ4_K_M
+    (f"hf:{GREPO}:Q4_K_M_L", "tiny-Q4_K_M_L.gguf"),
+    (f"hf:{GREPO}:iq4_xs", "Tiny.IQ4_XS.gguf"),  # '.' separates tokens too
+    (f"hf:{GREPO}:UD-Q4_K_XL", "sub/tiny-UD-Q4_K_XL.gguf"),  # in a folder
+    (f"hf:{GREPO}:Q4_K_XL", "sub/tiny-UD-Q4_K_XL.gguf"),
+    (f"hf:{GREPO}@main:Q8_0", "tiny-Q8_0.gguf"),
+    (f"hf:{GREPO}@{CG}:Q8_0", "tiny-Q8_0.gguf"),
+    (f"hf:{GREPO}", "tiny-q4_k_m.gguf"),  # the default quant
+])
+def test_a_quant_tag_picks_its_gguf_file_from_the_cache(gguf_cache, ref, file):
+    assert hub.hf_path(ref) == gguf_cache / file and hub.resolve(ref) == str(gguf_cache / file)
+
+
+def test_the_grammar_keeps_tags_revisions_and_paths_apart():
+    assert hub.parse_hf("hf:o/r:Q4_K_M") == hub.HFRef("o/r", None, "", "Q4_K_M")
+    assert hub.parse_hf("hf:o/r@v1:q8_0") == hub.HFRef("o/r", "v1", "", "q8_0")
+    assert hub.parse_hf("hf:o/r@refs%2Fpr%2F1:Q4_0") == hub.HFRef("o/r", "refs/pr/1", "", "Q4_0")
+    assert hub.parse_hf("hf:o/r/a:b.gguf") == hub.HFRef("o/r", None, "a:b.gguf")  # ':' after the repository is the path's
+    assert hub.parse_hf("hf:o/r/") == hub.HFRef("o/r", None, "", whole=True)
+    assert hub.parse_hf("hf:o/r") == hub.HFRef("o/r", None, "")
+    assert hub.HFRef("o/r", "v1", "", "Q4_K_M").fetch_command == "hf download o/r --include '*[Qq]4_[Kk]_[Mm]*.gguf' --revision v1"
+
+
+def test_gguf_model_files_skip_projectors_imatrix_and_later_shards():
+    assert hub._gguf_models(GGUF_FILES) == ["Tiny.IQ4_XS.gguf", "sub/tiny-UD-Q4_K_XL.gguf", "tiny-BF16-00001-of-00002.gguf",
+                                            "tiny-IQ4_K_M.gguf", "tiny-Q4_K_M_L.gguf", "tiny-Q8_0.gguf", "tiny-q4_k_m.gguf"]
+
+
+def test_the_snapshot_directory_and_repositories_without_gguf(gguf_cache, hf_cache):
+    assert hub.hf_path(f"hf:{GREPO}/") == gguf_cache  # a trailing '/': the directory, never a pick
+    assert hub.hf_path(f"hf:{REPO}") == hf_cache / "models--test-org--tiny-models" / "snapshots" / C2  # no GGUF: the directory
+    with pytest.raises(hub.HubError, match=r"no GGUF file matches quant 'Q8_0' among the cached GGUF files of test-org/tiny-models"):
+        hub.hf_path(f"hf:{REPO}:Q8_0")
+
+
+def test_no_match_lists_the_candidates_and_how_to_fetch(gguf_cache):
+    with pytest.raises(hub.HubError) as e:
+        hub.hf_path(f"hf:{GREPO}:F16")  # mmproj-tiny-f16.gguf is a projector, not the model
+    msg = str(e.value)
+    assert "no GGUF file matches quant 'F16'" in msg and "tiny-Q8_0.gguf" in msg and "mmproj" not in msg
+    assert "nothing is downloaded: $HF_HUB_OFFLINE is '1'" in msg and f"hf download {GREPO} --include '*[Ff]16*.gguf'" in msg
+
+
+def test_several_matches_are_refused_with_the_candidates(gguf_cache, hub_online):
+    _add(gguf_cache.parent.parent.parent, GREPO, CG, {"q8/tiny-Q8_0.gguf": b"another"})
+    with pytest.raises(hub.HubError, match=r"several GGUF files match quant 'q8_0' in .*: q8/tiny-Q8_0\.gguf, tiny-Q8_0\.gguf; "
+                                           rf"name one with its path \(hf:{GREPO}/q8/tiny-Q8_0\.gguf\)"):
+        hub.hf_path(f"hf:{GREPO}:q8_0")
+    assert hub_online.calls == []  # the hub holds at least these two: no network call can decide
+
+
+def test_a_split_model_is_refused_with_the_merge_command(gguf_cache):
+    with pytest.raises(hub.HubError) as e:
+        hub.hf_path(f"hf:{GREPO}:BF16")
+    msg = str(e.value)
+    assert "tiny-BF16-00001-of-00002.gguf is the first of 2 shards of a split GGUF model" in msg
+    assert f"hf download {GREPO} --include 'tiny-BF16-*-of-00002.gguf'" in msg
+    assert "llama-gguf-split --merge tiny-BF16-00001-of-00002.gguf merged.gguf" in msg
+
+
+def test_the_default_without_q4_k_m(hf_cache):
+    _add(hf_cache, "o/one", CG, {"m-Q8_0.gguf": b"x", "README.md": b"r"}, {"main": CG})
+    assert hub.hf_path("hf:o/one").name == "m-Q8_0.gguf"  # the only GGUF model file
+    _add(hf_cache, "o/two", CG, {"m-Q8_0.gguf": b"x", "m-Q6_K.gguf": b"y"}, {"main": CG})
+    with pytest.raises(hub.HubError, match=r"no GGUF file is of the default quant Q4_K_M and there are several .*m-Q6_K\.gguf, m-Q8_0\.gguf"):
+        hub.hf_path("hf:o/two")
+
+
+# --- downloads with huggingface_hub (faked: no network here) ----------------------------------------
+
+NREPO = "new-org/new-GGUF"
+CN = "5d" * 20
+
+
+class FakeHub:
+    """``hf_hub_download`` and ``list_repo_files`` over ``files`` (repo path -> bytes), writing the cache as
+    huggingface_hub does: blobs, a snapshot link, refs/<revision>. ``fail`` (an exception) makes both raise."""
+
+    def __init__(self, files, fail=None):
+        self.files, self.fail, self.calls = dict(files), fail, []
+
+    def list_repo_files(self, repo_id, *, revision=None, **kw):
+        self.calls.append(("list", repo_id, revision))
+        if self.fail:
+            raise self.fail
+        return sorted(self.files)
+
+    def hf_hub_download(self, repo_id, filename, *, revision=None, cache_dir=None, **kw):
+        self.calls.append(("download", repo_id, filename, revision))
+        if self.fail:
+            raise self.fail
+        _add(Path(cache_dir), repo_id, CN, {filename: self.files[filename]}, {revision or "main": CN})
+        return str(Path(cache_dir) / ("models--" + repo_id.replace("/", "--")) / "snapshots" / CN / filename)
+
+
+@pytest.fixture
+def hub_online(monkeypatch):
+    """huggingface_hub (the installed one, else a stand-in module) with its offline switch off and fake
+    download and list functions; returns the FakeHub whose ``files`` the test fills."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    try:
+        import huggingface_hub as mod
+    except ImportError:
+        mod = types.ModuleType("huggingface_hub")
+        mod.__spec__ = importlib.machinery.ModuleSpec("huggingface_hub", None)
+        monkeypatch.setitem(sys.modules, "huggingface_hub", mod)
+    fake = FakeHub({})
+    monkeypatch.setattr(mod, "hf_hub_download", fake.hf_hub_download, raising=False)
+    monkeypatch.setattr(mod, "list_repo_files", fake.list_repo_files, raising=False)
+    return fake
+
+
+def test_a_missing_file_is_downloaded_into_the_cache(hf_cache, hub_online):
+    hub_online.files = {"model-Q8_0.gguf": b"weights", "README.md": b"r"}
+    expected = hf_cache / "models--new-org--new-GGUF" / "snapshots" / CN / "model-Q8_0.gguf"
+    assert hub.hf_path(f"hf:{NREPO}/model-Q8_0.gguf") == expected and expected.read_bytes() == b"weights"
+    assert hub_online.calls == [("download", NREPO, "model-Q8_0.gguf", None)]
+    assert hub.hf_path(f"hf:{NREPO}/model-Q8_0.gguf") == expected and len(hub_online.calls) == 1  # cached now
+    assert hub.hf_path(f"hf:{NREPO}@v2/README.md").read_bytes() == b"r"  # a revision never fetched
+    assert hub_online.calls[-1] == ("download", NREPO, "README.md", "v2")
+    assert (hf_cache / "models--new-org--new-GGUF" / "refs" / "v2").read_text() == CN
+    # a file missing from a cached snapshot, and one the hub once said is not there (the record may be stale)
+    hub_online.files.update({"onnx/other.onnx": b"o", "model.gguf": b"g"})
+    assert hub.hf_path(f"hf:{REPO}/model.gguf").read_bytes() == b"g"
+    assert hub.hf_path(f"hf:{REPO}/onnx/other.onnx").read_bytes() == b"o"
+
+
+def test_a_quant_tag_lists_the_repository_and_downloads_one_file(hf_cache, hub_online, tiny_llama_gguf, capsys):
+    hub_online.files = {"new-Q8_0.gguf": Path(tiny_llama_gguf).read_bytes(), "new-Q4_K_M.gguf": b"q4", "mmproj-new-Q8_0.gguf": b"p",
+                        "new-F16-00001-of-00002.gguf": b"a", "new-F16-00002-of-00002.gguf": b"b", "README.md": b"r"}
+    assert cli.main(["info", f"hf:{NREPO}:q8_0", "--json"]) == 0  # the model commands take the reference
+    info = json.loads(capsys.readouterr().out)
+    assert info["path"].endswith(f"{CN}/new-Q8_0.gguf") and info["format"] == "gguf"
+    assert hub_online.calls == [("list", NREPO, None), ("download", NREPO, "new-Q8_0.gguf", None)]
+    assert hub.hf_path(f"hf:{NREPO}:Q8_0").name == "new-Q8_0.gguf" and len(hub_online.calls) == 2  # from the cache now
+    assert hub.hf_path(f"hf:{NREPO}").name == "new-Q4_K_M.gguf"  # the default: Q8_0 alone in the cache is no Q4_K_M
+    assert hub_online.calls[-2:] == [("list", NREPO, None), ("download", NREPO, "new-Q4_K_M.gguf", None)]
+    assert hub.hf_path(f"hf:{NREPO}@v3:Q8_0").name == "new-Q8_0.gguf"
+    assert hub_online.calls[-2:] == [("list", NREPO, "v3"), ("download", NREPO, "new-Q8_0.gguf", "v3")]
+    n = len(hub_online.calls)
+    with pytest.raises(hub.HubError, match=r"new-F16-00001-of-00002\.gguf is the first of 2 shards"):
+        hub.hf_path(f"hf:{NREPO}:F16")
+    with pytest.raises(hub.HubError, match=rf"no GGUF file matches quant 'IQ2_XS' in {NREPO} on the Hugging Face hub: new-F16-00001"):
+        hub.hf_path(f"hf:{NREPO}:IQ2_XS")
+    assert [c[0] for c in hub_online.calls[n:]] == ["list", "list"]  # nothing downloaded
+    hub_online.files["x/new-Q4_K_M.gguf"] = b"twin"
+    with pytest.raises(hub.HubError, match=r"several GGUF files match quant 'Q4_K_M' in new-org/new-GGUF on the Hugging Face hub"):
+        hub.hf_path(f"hf:{NREPO}@v4")
+
+
+@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": "true"}, {"TRANSFORMERS_OFFLINE": "1"}])
+def test_huggingface_hubs_offline_switch_stops_every_download(hf_cache, hub_online, monkeypatch, env):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    hub_online.files = {"model-Q8_0.gguf": b"w"}
+    for ref, cmd in ((f"hf:{NREPO}/model-Q8_0.gguf", f"hf download {NREPO} model-Q8_0.gguf"),
+                     (f"hf:{NREPO}:Q8_0", f"hf download {NREPO} --include '*[Qq]8_0*.gguf'")):
+        with pytest.raises(hub.HubError) as e:
+            hub.hf_path(ref)
+        var = next(iter(env))
+        assert f"nothing is downloaded: ${var} is {env[var]!r} (huggingface_hub's offline switch)" in str(e.value) and cmd in str(e.value)
+    assert hub_online.calls == []
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # read as huggingface_hub reads it: set and not true wins
+    assert hub.hf_path(f"hf:{NREPO}:Q8_0").name == "model-Q8_0.gguf"
+
+
+class _LocalEntryNotFound(FileNotFoundError):
+    pass
+
+
+def _no_network_error():
+    try:
+        try:
+            raise ConnectionError("[Errno -3] Temporary failure in name resolution")
+        except ConnectionError as dns:
+            raise _LocalEntryNotFound("An error happened while trying to locate the file on the Hub.\nPlease check your connection.") from dns
+    except _LocalEntryNotFound as e:
+        return e
+
+
+def test_a_failed_download_is_the_clear_error_with_its_cause(hf_cache, hub_online, capsys):
+    hub_online.fail = _no_network_error()
+    hub_online.files = {"model-Q8_0.gguf": b"w"}
+    with pytest.raises(hub.HubError) as e:
+        hub.hf_path(f"hf:{NREPO}/model-Q8_0.gguf")
+    msg = str(e.value)
+    assert str(hf_cache / "models--new-org--new-GGUF") in msg and "downloading it with huggingface_hub failed" in msg
+    assert f"hf download {NREPO} model-Q8_0.gguf (older huggingface_hub: huggingface-cli download {NREPO} model-Q8_0.gguf)" in msg
+    assert msg.endswith("cause: _LocalEntryNotFound: An error happened while trying to locate the file on the Hub. Please check your connection. "
+                        "(caused by ConnectionError: [Errno -3] Temporary failure in name resolution)")
+    assert e.value.__cause__ is hub_online.fail
+    with pytest.raises(hub.HubError, match=rf"listing the files of {NREPO} with huggingface_hub failed; .* cause: _LocalEntryNotFound: .*name resolution\)$"):
+        hub.hf_path(f"hf:{NREPO}:Q8_0")
+    assert cli.main(["info", f"hf:{NREPO}:Q8_0"]) == 1  # a one-line error, no traceback
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: hf:{NREPO}:Q8_0: ") and "Traceback" not in err
+    # the default's "only GGUF file" is the repository's to say; when it cannot be asked, the cached one serves
+    _add(hf_cache, "o/one", CG, {"m-Q8_0.gguf": b"x"}, {"main": CG})
+    assert hub.hf_path("hf:o/one").name == "m-Q8_0.gguf" and hub_online.calls[-1] == ("list", "o/one", None)
+
+
+def test_without_huggingface_hub_the_error_says_how_to_get_it(hf_cache, monkeypatch):
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails: as if not installed
+    with pytest.raises(hub.HubError) as e:
+        hub.hf_path(f"hf:{NREPO}/model-Q8_0.gguf")
+    assert "nothing is downloaded: huggingface_hub is not installed (pip install huggingface_hub" in str(e.value)
+    assert f"hf download {NREPO} model-Q8_0.gguf" in str(e.value)
+    assert hub.hf_path(f"hf:{REPO}/README.md").read_bytes() == b"main"  # the cache needs no huggingface_hub
+
+
+def test_the_real_huggingface_hub_without_network_fails_cleanly(tmp_path, monkeypatch):
+    """No network here: the real hf_hub_download must end in the clear HubError, quickly. (With network,
+    the repository does not exist: the same HubError, with the hub's answer as the cause.)"""
+    hfh = pytest.importorskip("huggingface_hub")
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(hfh.constants, "HF_HUB_OFFLINE", False)  # as read when it was imported
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    ref = "hf:edgesdk-test/no-such-repo-4f1c/model-Q8_0.gguf"
+    t0 = time.monotonic()
+    with pytest.raises(hub.HubError) as e:
+        hub.hf_path(ref)
+    elapsed = time.monotonic() - t0
+    msg = str(e.value)
+    assert msg.startswith(f"{ref}: ") and str(tmp_path / "hub" / "models--edgesdk-test--no-such-repo-4f1c") in msg
+    assert "hf download edgesdk-test/no-such-repo-4f1c model-Q8_0.gguf" in msg and "; cause: " in msg
+    assert elapsed < 60, elapsed

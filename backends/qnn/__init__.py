@@ -28,6 +28,8 @@ import tempfile
 import threading
 import time
 
+import attrs
+
 import edgesdk
 from edgesdk.backend import Backend, Device, NodePlacement, OpTime, OrtRunner, Support
 from edgesdk.errors import BackendError, BackendUnavailable
@@ -135,9 +137,13 @@ class QnnBackend(Backend):
 
     def _options(self, options) -> QnnOptions:
         try:
-            return QnnOptions.from_value(options.options_for(self.name) or None)
+            qo = QnnOptions.from_value(options.options_for(self.name) or None)
         except (TypeError, ValueError) as exc:
             raise BackendError(f"invalid qnn backend options: {exc}") from exc
+        generic = getattr(options, "input_shapes", None)
+        if generic and not qo.input_shapes:  # the backend's own option, when given, is the more specific ask
+            qo = attrs.evolve(qo, input_shapes=generic)
+        return qo
 
     def check(self, model, device, options):
         if model.format != "onnx":
@@ -160,7 +166,7 @@ class QnnBackend(Backend):
         if missing:
             shapes = ", ".join(str(s) for s in missing)
             return Support.refuse(f"HTP compiles static shapes only and input(s) {shapes} are dynamic; give them with "
-                                  f"backend_options={{'qnn': {{'input_shapes': {{name: [dims]}}}}}}")
+                                  f"SessionOptions(input_shapes={{name: [dims]}}) (edgesdk bench: --dim or --input)")
         if qo.precision == "quantized" and not is_qdq(model.info.get("op_types", ())):
             return Support.refuse("precision='quantized' but the model has no QuantizeLinear/DequantizeLinear nodes; "
                                   "quantize it first: edgesdk quantize --for npu")

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 import attrs
 
-from edgesdk.backend import typed_backend_options
+from edgesdk.backend import input_shapes, typed_backend_options
 
 __all__ = ["QnnOptions", "PERFORMANCE_MODES", "PRECISIONS", "PROFILING_LEVELS", "SOC_MODELS"]
 
@@ -51,20 +51,7 @@ def _soc(value):
 
 
 def _shapes(value) -> Mapping[str, tuple[int, ...]]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ValueError(f"qnn option input_shapes must map input name -> shape, got {type(value).__name__}")
-    out = {}
-    for k, v in value.items():
-        try:
-            shape = tuple(int(d) for d in v)
-        except (TypeError, ValueError):
-            raise ValueError(f"qnn option input_shapes[{k!r}] must be a sequence of ints, got {v!r}") from None
-        if not shape or any(d < 1 for d in shape) or any(isinstance(d, bool) for d in v):
-            raise ValueError(f"qnn option input_shapes[{k!r}] must be positive ints, got {v!r}")
-        out[str(k)] = shape
-    return out
+    return input_shapes(value, "qnn option input_shapes")
 
 
 def _opt_path(value):
