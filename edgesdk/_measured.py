@@ -3,7 +3,7 @@ fastest (or the most frugal, with ``objective="energy"``), remember the decision
 
 The decision is stored in the ``placement`` cache folder, one JSON entry per key. The key covers all
 that can change the answer: the model's sha256, every candidate (device id, name, backend and its
-version), edgesdk's version and the options that change how a model runs (threads, precision,
+version, the device's details such as its driver version), edgesdk's version and the options that change how a model runs (threads, precision,
 backend options, context length, KV type) or what is minimised. Any change is a new key, so a stale
 decision is never read; an entry that does not parse or does not match its key is deleted and
 measured again.
@@ -90,15 +90,18 @@ def _key(model, pool, options, registry) -> tuple[str, dict]:
         "schema": SCHEMA,
         "edgesdk": __version__,
         "model_sha256": model_sha256(model.path),
-        "candidates": sorted([d.id, d.name, d.backend, registry.backend(d.backend).version or ""] for d in pool),
+        # The device's details carry its driver version (OpenCL) where the backend knows it.
+        "candidates": sorted([d.id, d.name, d.backend, registry.backend(d.backend).version or "", sorted(d.details.items())]
+                             for d in pool),
         "options": {
             "threads": options.threads, "precision": options.precision, "n_ctx": options.n_ctx, "kv_dtype": options.kv_dtype,
             "objective": options.objective,
-            "backend_options": json.loads(json.dumps(options.backend_options, sort_keys=True, default=repr)),
+            "backend_options": options.backend_options,
         },
     }
-    blob = json.dumps(material, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:32], material
+    blob = json.dumps(material, sort_keys=True, default=repr)
+    # Compared with what a cache entry holds after a JSON round trip (tuples come back as lists).
+    return hashlib.sha256(blob.encode()).hexdigest()[:32], json.loads(blob)
 
 
 def _entry_path(key: str) -> Path:
