@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import mmap
+import os
 
 import numpy as np
 
-from .. import _env
+from .. import _env, _progress
 from .._errors import ContextLengthError, GenerationError, ModelFormatError
 from ._gguf import GGUFFile, ModelConfig
 from ._lora import EMBEDDING
@@ -484,11 +485,17 @@ class Transformer:
         self.threads = threads
         self.activations = activations
         # The LM head is the largest tensor: repacking it first keeps its transient copy off the peak RSS.
-        head = gguf.tensor("token_embd.weight" if cfg.tied_embeddings else "output.weight")
-        self.lm_head = Linear([head], self.impl, threads, gguf.release, activations)
-        self.embed = Embedding(gguf.tensor("token_embd.weight"), cfg.embed_scale)
-        shapes = _expected_shapes(cfg)
-        self.layers = [_Layer(gguf, i, cfg, self.impl, threads, activations, shapes) for i in range(cfg.n_layer)]
+        # A bar over the repack (the head counts as one layer), shown only when loading takes over a second.
+        with _progress.bar(cfg.n_layer + 1, f"loading {os.path.basename(gguf.path)}", unit="layer") as bar:
+            head = gguf.tensor("token_embd.weight" if cfg.tied_embeddings else "output.weight")
+            self.lm_head = Linear([head], self.impl, threads, gguf.release, activations)
+            bar.update(1)
+            self.embed = Embedding(gguf.tensor("token_embd.weight"), cfg.embed_scale)
+            shapes = _expected_shapes(cfg)
+            self.layers = []
+            for i in range(cfg.n_layer):
+                self.layers.append(_Layer(gguf, i, cfg, self.impl, threads, activations, shapes))
+                bar.update(1)
         self.out_norm = vector(gguf.tensor("output_norm.weight"))
         factors = rope_factors(gguf, cfg)
         #: (len(cfg.ropes), rope_dim / 2) float64 RoPE frequencies, one row per table.
