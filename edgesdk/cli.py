@@ -16,6 +16,7 @@ from . import __version__, _cache, _progress, hub
 from ._clijson import dump, placement_dict
 from ._errors import EdgeSDKError
 from ._feeds import load_inputs, parse_dims, random_feeds
+from ._options import SELECTIONS
 
 __all__ = ["main"]
 
@@ -33,16 +34,16 @@ def _options(args):
     from ._options import SessionOptions
 
     kw = {}
-    if getattr(args, "device_class", None):
-        return SessionOptions.for_device(args.device_class, **({"threads": args.threads} if args.threads else {}),
-                                         **({"prefer": tuple(args.prefer)} if args.prefer else {}),
-                                         **({"require": args.require} if args.require else {}))
     if args.prefer:
         kw["prefer"] = tuple(args.prefer)
     if args.require:
         kw["require"] = args.require
     if args.threads:
         kw["threads"] = args.threads
+    if getattr(args, "select", None):
+        kw["select"] = args.select
+    if getattr(args, "device_class", None):
+        return SessionOptions.for_device(args.device_class, **kw)
     return SessionOptions(**kw)
 
 
@@ -51,6 +52,8 @@ def _add_placement_args(p):
     p.add_argument("--require", metavar="TARGET", help="the whole model must run on this kind/backend/device")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads")
     p.add_argument("--device-class", choices=["phone", "pc", "car", "xr", "iot"], help="start from a device-class preset")
+    p.add_argument("--select", choices=SELECTIONS, help="how to choose among the devices: preference order (default) or "
+                   "measured (a short trial of each, cached)")
 
 
 def _kernels_info():
