@@ -381,7 +381,9 @@ def resolve(name_or_path) -> str:
 # What is cached is used without any network call. What is not is downloaded with huggingface_hub's
 # ``hf_hub_download`` (into the same cache, with its own progress bar) when huggingface_hub is installed
 # and its offline switch ``HF_HUB_OFFLINE`` is not set; otherwise, or when the download fails, a HubError
-# names the path looked at and the command that fetches it (and the download's cause).
+# names the path looked at and the command that fetches it (and the download's cause). One request
+# without retries goes first (:func:`_hf_probe`), so that no network is an error at once, not after
+# huggingface_hub's ~23 s of retries.
 #
 # Grammar. OWNER and REPO never hold ':' or '@' (huggingface_hub's repo id rules) and git refuses ':' in
 # branch and tag names, so the first '/'-separated segment after OWNER splits unambiguously into
@@ -554,6 +556,22 @@ def _hf_cause(e: BaseException) -> str:
     return line(e) + (f" (caused by {line(inner)})" if inner is not None else "")
 
 
+def _hf_probe(r: HFRef, missing: str) -> None:
+    """One request to the hub through huggingface_hub's own HTTP session (its endpoint, proxies and client
+    factory) and without its retries. With no network, ``hf_hub_download`` and ``list_repo_files`` each
+    retry five times over ~23 s, logging every retry, before they fail; this fails at once, into the clear
+    HubError. Any HTTP answer counts as reachable: what it means is for the real call to say."""
+    endpoint = "the Hugging Face hub"
+    try:
+        from huggingface_hub import constants
+        from huggingface_hub.utils import get_session
+
+        endpoint = constants.ENDPOINT
+        get_session().head(endpoint, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except Exception as e:  # no network, DNS, proxy, TLS: one line with the cause
+        raise HubError(f"{missing}; {endpoint} cannot be reached, so nothing is downloaded; {_hf_how_to_fetch(r, '')}; cause: {_hf_cause(e)}") from e
+
+
 def _hf_download(ref: str, r: HFRef, filename: str, cache: Path, missing: str) -> Path:
     """Download ``filename`` of ``r``'s repository into ``cache`` with huggingface_hub's ``hf_hub_download``;
     ``missing`` says what was looked for, for the HubError when that fails."""
@@ -670,6 +688,7 @@ def _hf_pick(ref: str, r: HFRef, cache: Path, snapshot: Path | None, missing: st
     if blocked:
         raise HubError(f"{missing}; {_hf_how_to_fetch(r, blocked)}")
     try:
+        _hf_probe(r, missing)
         models = _gguf_models(_hf_list(ref, r, missing))
     except HubError as e:
         if fallback is None:
@@ -743,6 +762,7 @@ def hf_path(ref: str) -> Path:
         blocked = "a whole repository snapshot is never downloaded at run time"
     if blocked:
         raise HubError(f"{missing}; {_hf_how_to_fetch(r, blocked)}")
+    _hf_probe(r, missing)
     return _hf_download(ref, r, r.filename, cache, missing)
 
 

@@ -361,8 +361,9 @@ class FakeHub:
         self.calls.append(("download", repo_id, filename, revision))
         if self.fail:
             raise self.fail
-        _add(Path(cache_dir), repo_id, CN, {filename: self.files[filename]}, {revision or "main": CN})
-        return str(Path(cache_dir) / ("models--" + repo_id.replace("/", "--")) / "snapshots" / CN / filename)
+        link = Path(cache_dir) / ("models--" + repo_id.replace("/", "--")) / "snapshots" / CN / filename
+        _add(Path(cache_dir), repo_id, CN, {} if link.is_file() else {filename: self.files[filename]}, {revision or "main": CN})
+        return str(link)
 
 
 @pytest.fixture
@@ -378,6 +379,7 @@ def hub_online(monkeypatch):
         mod.__spec__ = importlib.machinery.ModuleSpec("huggingface_hub", None)
         monkeypatch.setitem(sys.modules, "huggingface_hub", mod)
     fake = FakeHub({})
+    monkeypatch.setattr(hub, "_hf_probe", lambda r, missing: None)  # the network check: tested on its own below
     monkeypatch.setattr(mod, "hf_hub_download", fake.hf_hub_download, raising=False)
     monkeypatch.setattr(mod, "list_repo_files", fake.list_repo_files, raising=False)
     return fake
@@ -499,4 +501,32 @@ def test_the_real_huggingface_hub_without_network_fails_cleanly(tmp_path, monkey
     msg = str(e.value)
     assert msg.startswith(f"{ref}: ") and str(tmp_path / "hub" / "models--edgesdk-test--no-such-repo-4f1c") in msg
     assert "hf download edgesdk-test/no-such-repo-4f1c model-Q8_0.gguf" in msg and "; cause: " in msg
-    assert elapsed < 60, elapsed
+    assert elapsed < 15, elapsed  # huggingface_hub alone retries for ~23 s; a DNS failure is immediate
+    with pytest.raises(hub.HubError, match=r"edgesdk-test/no-such-repo-4f1c .*; cause: "):
+        hub.hf_path("hf:edgesdk-test/no-such-repo-4f1c:Q8_0")  # the listing too
+    assert time.monotonic() - t0 < 30
+
+
+def test_an_unreachable_hub_is_one_quick_clear_error(hf_cache, monkeypatch):
+    hfh = pytest.importorskip("huggingface_hub")
+    import huggingface_hub.utils
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    asked = []
+
+    class Session:
+        def head(self, url, timeout=None):
+            asked.append(url)
+            raise ConnectionError("[Errno -2] Name or service not known")
+
+    def never(*a, **kw):
+        raise AssertionError("no download or listing after the probe failed")
+
+    monkeypatch.setattr(huggingface_hub.utils, "get_session", lambda: Session())
+    monkeypatch.setattr(hfh, "hf_hub_download", never)
+    monkeypatch.setattr(hfh, "list_repo_files", never)
+    for ref in (f"hf:{NREPO}/model-Q8_0.gguf", f"hf:{NREPO}:Q8_0"):
+        with pytest.raises(hub.HubError, match=r"cannot be reached, so nothing is downloaded; fetch it where there is network: hf download .*"
+                                               r"; cause: ConnectionError: \[Errno -2\] Name or service not known$"):
+            hub.hf_path(ref)
+    assert asked == [hfh.constants.ENDPOINT] * 2
