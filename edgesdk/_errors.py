@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "EdgeSDKError",
+    "HubError",
     "ModelLoadError",
     "ModelNotFoundError",
     "ModelFormatError",
@@ -160,3 +161,8 @@ class ImageLoadError(EdgeSDKError, ValueError):
 
 class ImageNotFoundError(ImageLoadError, FileNotFoundError):
     """The image path does not exist or is not a readable file."""
+
+
+class HubError(EdgeSDKError, LookupError):
+    """A hub model is unknown, not installed, or fails verification; an ``hf:`` reference is malformed or
+    its file cannot be had."""

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import edgesdk
-from edgesdk import cli, hub
+from edgesdk import _hf, cli, hub
 
 REPO = "test-org/tiny-models"
 C1 = "1" * 40
@@ -294,7 +294,7 @@ def test_the_grammar_keeps_tags_revisions_and_paths_apart():
 
 
 def test_gguf_model_files_skip_projectors_imatrix_and_later_shards():
-    assert hub._gguf_models(GGUF_FILES) == ["Tiny.IQ4_XS.gguf", "sub/tiny-UD-Q4_K_XL.gguf", "tiny-BF16-00001-of-00002.gguf",
+    assert _hf._gguf_models(GGUF_FILES) == ["Tiny.IQ4_XS.gguf", "sub/tiny-UD-Q4_K_XL.gguf", "tiny-BF16-00001-of-00002.gguf",
                                             "tiny-IQ4_K_M.gguf", "tiny-Q4_K_M_L.gguf", "tiny-Q8_0.gguf", "tiny-q4_k_m.gguf"]
 
 
@@ -379,7 +379,7 @@ def hub_online(monkeypatch):
         mod.__spec__ = importlib.machinery.ModuleSpec("huggingface_hub", None)
         monkeypatch.setitem(sys.modules, "huggingface_hub", mod)
     fake = FakeHub({})
-    monkeypatch.setattr(hub, "_hf_probe", lambda r, missing: None)  # the network check: tested on its own below
+    monkeypatch.setattr(_hf, "_hf_probe", lambda r, missing: None)  # the network check: tested on its own below
     monkeypatch.setattr(mod, "hf_hub_download", fake.hf_hub_download, raising=False)
     monkeypatch.setattr(mod, "list_repo_files", fake.list_repo_files, raising=False)
     return fake
