@@ -70,7 +70,7 @@ HAND_FINGERS = {
     "ring": ((131, 110), (141, 36)),
     "pinky": ((146, 118), (164, 58)),
 }
-HAND_WRIST = (118, 184)
+HAND_WRIST = (121, 180)  # the middle of the palm's lower edge, where the forearm starts
 
 
 def hand_crop(size=224):
@@ -101,11 +101,13 @@ def hand_crop(size=224):
 def person_standing(size=256, raise_arm="right"):
     """A person standing facing the camera, the whole body in view, hips at the middle of the square:
     how MediaPipe's pose crop frames a person. One arm (the subject's ``raise_arm``) is raised above the
-    head, the other hangs; the subject's right side is on the image's left. Returns the image and the
-    drawn joints (subject's sides) in pixels."""
+    head, the other hangs; the subject's right side is on the image's left. Returns the image, the drawn
+    joints (subject's sides) in pixels, and the person's silhouette (a boolean mask)."""
     img, d = _canvas(size, (178, 186, 196), (120, 124, 132))
+    backdrop, bd = _canvas(size, (178, 186, 196), (120, 124, 132))
     k = size / 256
-    d.rectangle((0, int(0.9 * size * SS), size * SS, size * SS), fill=(110, 96, 84))  # floor
+    for draw in (d, bd):
+        draw.rectangle((0, int(0.9 * size * SS), size * SS, size * SS), fill=(110, 96, 84))  # floor
     J = {"nose": (128, 40), "neck": (128, 64), "right_shoulder": (110, 70), "left_shoulder": (146, 70),
          "right_hip": (117, 128), "left_hip": (139, 128), "right_knee": (115, 172), "left_knee": (141, 172),
          "right_ankle": (114, 216), "left_ankle": (142, 216)}
@@ -142,7 +144,8 @@ def person_standing(size=256, raise_arm="right"):
         d.ellipse(((nx + ex * k - 1.2 * k) * s, (ny - 5.8 * k) * s, (nx + ex * k + 1.2 * k) * s, (ny - 3.2 * k) * s), fill=(40, 30, 30))
     d.polygon([(nx * s, (ny - 3 * k) * s), ((nx - 2 * k) * s, (ny + 2 * k) * s), ((nx + 2 * k) * s, (ny + 2 * k) * s)], fill=SKIN_DARK)
     d.arc(((nx - 5 * k) * s, (ny + 2 * k) * s, (nx + 5 * k) * s, (ny + 9 * k) * s), 20, 160, fill=(150, 60, 60), width=max(1, int(1.5 * k * s)))
-    return _finish(img, size), J
+    rgb = _finish(img, size)
+    return rgb, J, np.abs(rgb.astype(np.int32) - _finish(backdrop, size)).max(-1) > 24
 
 
 def _skin_mask(rgb):
