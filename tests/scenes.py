@@ -62,7 +62,8 @@ def _finish(img, size):
     return np.asarray(img.resize((size, size), Image.LANCZOS).filter(ImageFilter.GaussianBlur(0.6)))
 
 
-# Knuckle (MCP) and tip of each finger of hand_crop(), thumb first, in 224-pixel crop coordinates.
+# Base (where it leaves the palm: the MCP knuckle; the thumb's, between its CMC and MCP) and tip of each finger of
+# hand_crop(), thumb first, in 224-pixel crop coordinates.
 HAND_FINGERS = {
     "thumb": ((86, 150), (48, 104)),
     "index": ((96, 110), (90, 36)),
@@ -76,7 +77,7 @@ HAND_WRIST = (121, 180)  # the middle of the palm's lower edge, where the forear
 def hand_crop(size=224):
     """An open left hand seen from the palm side, fingers up and slightly spread, thumb out to the image's
     left, the forearm leaving at the bottom: framed as MediaPipe's hand crop frames a hand (palm centre
-    a little below the middle, fingertips near the top). Returns the image and the skin mask."""
+    a little below the middle, fingertips near the top)."""
     img, d = _canvas(size, (196, 190, 184), (150, 146, 142))
     scale = size / 224
     pts = lambda *ps: [(x * scale, y * scale) for x, y in ps]
@@ -84,18 +85,17 @@ def hand_crop(size=224):
         _capsule(d, *pts((118, 178), (122, 240)), 44 + edge, fill)  # forearm
         palm = pts((86, 112), (150, 112), (158, 150), (146, 182), (96, 184), (80, 152))
         d.polygon([(x * SS, y * SS) for x, y in palm], fill=fill, outline=fill, width=int(edge * SS) or 1)
-        for name, (mcp, tip) in HAND_FINGERS.items():
-            _capsule(d, *pts(mcp, tip), (22 if name == "thumb" else 17 if name != "pinky" else 14) * scale + edge, fill)
-    for name, (mcp, tip) in HAND_FINGERS.items():  # creases at the finger joints, nails are on the back
+        for name, (base, tip) in HAND_FINGERS.items():
+            _capsule(d, *pts(base, tip), (22 if name == "thumb" else 17 if name != "pinky" else 14) * scale + edge, fill)
+    for name, (base, tip) in HAND_FINGERS.items():  # creases at the finger joints, nails are on the back
         for t in ((0.42, 0.7) if name == "thumb" else (0.38, 0.68)):
-            x, y = mcp[0] + t * (tip[0] - mcp[0]), mcp[1] + t * (tip[1] - mcp[1])
-            dx, dy = tip[1] - mcp[1], -(tip[0] - mcp[0])
+            x, y = base[0] + t * (tip[0] - base[0]), base[1] + t * (tip[1] - base[1])
+            dx, dy = tip[1] - base[1], -(tip[0] - base[0])
             n = 6 / max(np.hypot(dx, dy), 1e-6)
             d.line(((x - dx * n) * scale * SS, (y - dy * n) * scale * SS, (x + dx * n) * scale * SS, (y + dy * n) * scale * SS),
                    fill=SKIN_DARK, width=SS)
     d.arc((96 * scale * SS, 120 * scale * SS, 150 * scale * SS, 176 * scale * SS), 100, 200, fill=SKIN_DARK, width=SS)  # life line
-    rgb = _finish(img, size)
-    return rgb, _skin_mask(rgb)
+    return _finish(img, size)
 
 
 def person_standing(size=256, raise_arm="right"):
@@ -147,13 +147,3 @@ def person_standing(size=256, raise_arm="right"):
     rgb = _finish(img, size)
     return rgb, J, np.abs(rgb.astype(np.int32) - _finish(backdrop, size)).max(-1) > 24
 
-
-def _skin_mask(rgb):
-    """Pixels near the skin colour (drawn skin and its outline), a little dilated."""
-    diff = np.abs(rgb.astype(np.int32) - np.array(SKIN)).sum(-1)
-    mask = diff < 90
-    out = mask.copy()
-    for dy in (-2, 0, 2):
-        for dx in (-2, 0, 2):
-            out |= np.roll(mask, (dy, dx), axis=(0, 1))
-    return out
