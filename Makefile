@@ -26,6 +26,7 @@ demo: setup-demo
 # pytest exits 5 when it collects no tests: that is "ran nothing", not a failure.
 test: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest -q || [ $$? -eq 5 ]
 
 bench: setup

@@ -52,10 +52,11 @@ def test_stream(seconds: float) -> tuple[Audio, str]:
 def timed_rtf(feed, reset, samples: np.ndarray, chunk: int, repeats: int) -> float:
     """Median compute seconds / audio seconds of feeding ``samples`` in ``chunk``-sample pieces
     from a fresh stream (the reset is timed too: under 1 ms, against tens of ms per pass)."""
+
     def one_pass():
         reset()
         for i in range(0, samples.size, chunk):
-            feed(samples[i:i + chunk])
+            feed(samples[i : i + chunk])
 
     return _median_round(one_pass, repeats) / (samples.size / SR)
 
@@ -68,7 +69,7 @@ def micro_features_stage(samples: np.ndarray, chunk: int, repeats: int) -> float
 
     def feed(piece):
         for j in range(0, piece.size - 159, 160):
-            fe.process_samples(piece[j:j + 160].tobytes())
+            fe.process_samples(piece[j : j + 160].tobytes())
 
     return timed_rtf(feed, fe.reset, pcm, chunk - chunk % 160 or 160, repeats)
 
@@ -86,17 +87,24 @@ def main(argv=None) -> int:
 
     ww = WakeWordDetector("okay-nabu")
     hits = ww.detect(audio)
-    rows.append(("wake word okay-nabu", timed_rtf(ww.process, ww.reset, x, chunk, args.repeats),
-                 ww.session.placement.device.id, f"{len(hits)} detections"))
+    rows.append(("wake word okay-nabu", timed_rtf(ww.process, ww.reset, x, chunk, args.repeats), ww.session.placement.device.id, f"{len(hits)} detections"))
     rows.append(("  micro features only", micro_features_stage(x, chunk, args.repeats), "cpu (pymicro-features)", ""))
     for threads in (1, 2):
         vad = VoiceActivityDetector(threads=threads)
         segs = vad.segments(audio)
-        rows.append((f"VAD silero threads={threads}", timed_rtf(vad.process, vad.reset, x, chunk, args.repeats),
-                     vad.session.placement.device.id, f"{len(segs)} segments"))
+        rows.append(
+            (
+                f"VAD silero threads={threads}",
+                timed_rtf(vad.process, vad.reset, x, chunk, args.repeats),
+                vad.session.placement.device.id,
+                f"{len(segs)} segments",
+            )
+        )
 
-    print(f"# {platform.processor() or platform.machine()}, python {sys.version.split()[0]}; "
-          f"{audio.duration:.1f} s of {source}, {args.chunk_ms} ms chunks, median of {args.repeats}")
+    print(
+        f"# {platform.processor() or platform.machine()}, python {sys.version.split()[0]}; "
+        f"{audio.duration:.1f} s of {source}, {args.chunk_ms} ms chunks, median of {args.repeats}"
+    )
     print("| stage | audio s | compute s | RTF | placement | result |\n|---|---|---|---|---|---|")
     for stage, rtf, placement, note in rows:
         print(f"| {stage} | {audio.duration:.1f} | {rtf * audio.duration:.3f} | {rtf:.4f} | {placement} | {note} |")

@@ -63,14 +63,12 @@ def _child(model, device_id, feeds, runs, warmup, threads, cache_dir, queue):
             out["cache_hit_second"] = s.runner.cache_hit
             # The first creation also loaded the HTP library; compile once more, uncached, in this
             # warm process so the speed-up compares compilation with loading, nothing else.
-            nocache = edgesdk.SessionOptions(require=device_id, threads=threads,
-                                             backend_options={"qnn": {**bo["qnn"], "context_cache": False}})
+            nocache = edgesdk.SessionOptions(require=device_id, threads=threads, backend_options={"qnn": {**bo["qnn"], "context_cache": False}})
             t0 = time.perf_counter()
             edgesdk.Session(model, nocache).close()
             out["compile_warm_s"] = time.perf_counter() - t0
         dev = s.device
-        out.update(kind=dev.kind, name=dev.name, simulated=dev.simulated,
-                   fallback_nodes=len(s.placement.fallback_nodes), nodes=len(s.placement.nodes))
+        out.update(kind=dev.kind, name=dev.name, simulated=dev.simulated, fallback_nodes=len(s.placement.fallback_nodes), nodes=len(s.placement.nodes))
         for _ in range(warmup):
             s.run(feeds)
         lat = []
@@ -81,8 +79,13 @@ def _child(model, device_id, feeds, runs, warmup, threads, cache_dir, queue):
             lat.append(time.perf_counter() - t0)
         wall = time.perf_counter() - t_all
         lat_ms = np.array(lat) * 1e3
-        out.update(p50_ms=float(np.percentile(lat_ms, 50)), p90_ms=float(np.percentile(lat_ms, 90)),
-                   p99_ms=float(np.percentile(lat_ms, 99)), throughput=runs / wall, runs=runs)
+        out.update(
+            p50_ms=float(np.percentile(lat_ms, 50)),
+            p90_ms=float(np.percentile(lat_ms, 90)),
+            p99_ms=float(np.percentile(lat_ms, 99)),
+            throughput=runs / wall,
+            runs=runs,
+        )
         s.close()
         out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     except Exception as exc:  # one backend failing must not hide the others
@@ -122,8 +125,9 @@ def _child_llm(model, device_id, n_tokens, threads, cache_dir, queue):
             st = s.runner.last_stats
             if best is None or st.decode_s < best.decode_s:
                 best = st
-        out.update(prompt_tps=best.prefilled_tokens / best.prefill_s, decode_tps=(best.generated_tokens - 1) / best.decode_s,
-                   ttft_ms=best.ttft_s * 1e3, runs=n_tokens)
+        out.update(
+            prompt_tps=best.prefilled_tokens / best.prefill_s, decode_tps=(best.generated_tokens - 1) / best.decode_s, ttft_ms=best.ttft_s * 1e3, runs=n_tokens
+        )
         s.close()
         out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     except Exception as exc:  # one backend failing must not hide the others
@@ -134,14 +138,18 @@ def _child_llm(model, device_id, n_tokens, threads, cache_dir, queue):
 
 
 def llm_table(rows, title):
-    head = (f"{'device':<13} {'kind':<4} {'label':<9} {'create ms':>10} {'build cold ms':>13} {'build cached ms':>15} "
-            f"{'prompt tok/s':>12} {'decode tok/s':>12} {'TTFT ms':>8} {'peak RSS':>9}")
+    head = (
+        f"{'device':<13} {'kind':<4} {'label':<9} {'create ms':>10} {'build cold ms':>13} {'build cached ms':>15} "
+        f"{'prompt tok/s':>12} {'decode tok/s':>12} {'TTFT ms':>8} {'peak RSS':>9}"
+    )
 
     def body(r):
         cold = f"{r['build_s'] * 1e3:13.0f}" if "build_s" in r else f"{'-':>13}"
         cached = f"{r['build_cached_s'] * 1e3:15.0f}" if "build_cached_s" in r else f"{'-':>15}"
-        return (f"{r['create_s'] * 1e3:10.0f} {cold} {cached} {r['prompt_tps']:12.1f} {r['decode_tps']:12.1f} "
-                f"{r['ttft_ms']:8.0f} {r['peak_rss_mib']:7.0f} MiB   {r['name']}")
+        return (
+            f"{r['create_s'] * 1e3:10.0f} {cold} {cached} {r['prompt_tps']:12.1f} {r['decode_tps']:12.1f} "
+            f"{r['ttft_ms']:8.0f} {r['peak_rss_mib']:7.0f} MiB   {r['name']}"
+        )
 
     return _table(rows, title, head, 13, body)
 
@@ -210,8 +218,10 @@ def table(rows, title):
         cached = f"{r['create_cached_s'] * 1e3:10.1f}" if "create_cached_s" in r else f"{'-':>10}"
         warm = f"{r['compile_warm_s'] * 1e3:10.1f}" if "compile_warm_s" in r else f"{'-':>10}"
         fb = f"  ({r['fallback_nodes']} of {r['nodes']} nodes fell back)" if r.get("fallback_nodes") else ""
-        return (f"{r['create_s'] * 1e3:10.1f} {warm} {cached} {r['p50_ms']:9.2f} "
-                f"{r['p90_ms']:9.2f} {r['p99_ms']:9.2f} {r['throughput']:8.1f} {r['peak_rss_mib']:7.0f} MiB{fb}")
+        return (
+            f"{r['create_s'] * 1e3:10.1f} {warm} {cached} {r['p50_ms']:9.2f} "
+            f"{r['p90_ms']:9.2f} {r['p99_ms']:9.2f} {r['throughput']:8.1f} {r['peak_rss_mib']:7.0f} MiB{fb}"
+        )
 
     return _table(rows, title, head, 18, body)
 
@@ -278,22 +288,25 @@ def main(argv=None):
     if "qdq_report" in results:
         print()
         print(results["qdq_report"])
-    print("\ncreate = first Session in a fresh process (QNN: library load + compile + cache write); compile = an uncached"
-          "\nSession once the library is loaded; cached = a Session loading the cached context binary (manifest verified).")
+    print(
+        "\ncreate = first Session in a fresh process (QNN: library load + compile + cache write); compile = an uncached"
+        "\nSession once the library is loaded; cached = a Session loading the cached context binary (manifest verified)."
+    )
     return 0
 
 
 def main_llm(model, args):
     with tempfile.TemporaryDirectory(prefix="bench-backends-") as d:
-        rows = [measure(model, dev.id, None, args, str(Path(d) / "opencl-cache")) for dev in devices_for(model)
-                if not args.only or dev.id in args.only]
+        rows = [measure(model, dev.id, None, args, str(Path(d) / "opencl-cache")) for dev in devices_for(model) if not args.only or dev.id in args.only]
     if args.json:
         print(json.dumps({"model": model, "tokens": args.tokens, "rows": rows}, indent=2))
         return 0
     print(f"model {model}  64-token prompt, {args.tokens} new tokens (greedy, EOS ignored), best of 2  cpus={os.cpu_count()}")
     print(llm_table(rows, "[GGUF language model]"))
-    print("\ncreate = first Session in a fresh process; build cold = OpenCL program compiled with an empty program cache"
-          "\n(PoCL keeps its own kernel cache too); build cached = the same program loaded from the cache it filled.")
+    print(
+        "\ncreate = first Session in a fresh process; build cold = OpenCL program compiled with an empty program cache"
+        "\n(PoCL keeps its own kernel cache too); build cached = the same program loaded from the cache it filled."
+    )
     return 0
 
 

@@ -51,8 +51,7 @@ def main(argv=None) -> int:
     set_bytes = int(a.set_gib * GiB)
     bw = {t: bandwidth(set_bytes, t) for t in (1, 2)}
     print(f"# {cpu_name()}  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  kernels={info.impl}/{info.simd}")
-    print(f"# DRAM read bandwidth: {bw[1]:.1f} GB/s (1 thread), {bw[2]:.1f} GB/s (2 threads); K=N={k}, "
-          f"{a.set_gib:g} GiB distinct weights per type")
+    print(f"# DRAM read bandwidth: {bw[1]:.1f} GB/s (1 thread), {bw[2]:.1f} GB/s (2 threads); K=N={k}, {a.set_gib:g} GiB distinct weights per type")
     print("| type | path | bits/w | M=1 1t ms | % bw | M=1 2t ms | % bw | M=128 1t GFLOP/s | M=128 2t | M=512 1t | M=512 2t |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
@@ -62,22 +61,23 @@ def main(argv=None) -> int:
         count = max(2, set_bytes // one.nbytes)
         # distinct content per matrix (identical copies can share cache lines or pre-packing)
         blocks = [one] + [np.roll(one, i * 977, axis=0) for i in range(1, count)]  # whole rows: valid blocks
-        for layout in (["i16x32", "gguf"] if name in REPACKED else ["gguf"]):
-            qts = [from_gguf_bytes(b, name, (n, k)) if layout == "i16x32" else QuantizedTensor.from_blocks(b, name, (n, k))
-                   for b in blocks]
+        for layout in ["i16x32", "gguf"] if name in REPACKED else ["gguf"]:
+            qts = [from_gguf_bytes(b, name, (n, k)) if layout == "i16x32" else QuantizedTensor.from_blocks(b, name, (n, k)) for b in blocks]
             wbytes = qts[0].nbytes
             row = [name, "repacked i16x32" if layout == "i16x32" else "GGUF blocks", f"{8 * wbytes / (n * k):.2f}"]
             for m, th in ((1, 1), (1, 2)):
                 x = rng.standard_normal((m, k)).astype(np.float32)
                 out = np.empty((m, n), np.float32)
-                sec = time_cycle(lambda i, x=x, out=out, th=th, qts=qts, count=count: kernels.matmul(x, qts[i % count], out=out, threads=th),
-                                 count, count, a.budget)
+                sec = time_cycle(
+                    lambda i, x=x, out=out, th=th, qts=qts, count=count: kernels.matmul(x, qts[i % count], out=out, threads=th), count, count, a.budget
+                )
                 row += [f"{sec * 1e3:.3f}", f"{100 * wbytes / sec / 1e9 / bw[th]:.0f}%"]
             for m, th in ((128, 1), (128, 2), (512, 1), (512, 2)):
                 x = rng.standard_normal((m, k)).astype(np.float32)
                 out = np.empty((m, n), np.float32)
-                sec = time_cycle(lambda i, x=x, out=out, th=th, qts=qts, count=count: kernels.matmul(x, qts[i % count], out=out, threads=th),
-                                 count, 2, a.budget)
+                sec = time_cycle(
+                    lambda i, x=x, out=out, th=th, qts=qts, count=count: kernels.matmul(x, qts[i % count], out=out, threads=th), count, 2, a.budget
+                )
                 row.append(f"{2 * m * n * k / sec / 1e9:.1f}")
             print("| " + " | ".join(row) + " |", flush=True)
             del qts
@@ -93,6 +93,7 @@ def peer(bw: dict) -> None:
         import llama_cpp
 
         from edgesdk import hub
+
         path = hub.path("gemma3-270m")
     except Exception as exc:  # noqa: BLE001 - the peer is optional: say why it is missing
         print(f"# peer skipped: {type(exc).__name__}: {exc}")

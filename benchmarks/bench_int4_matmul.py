@@ -114,8 +114,7 @@ def ort_session(weights, m_threads: int, level: int):
     so.profile_file_prefix = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"edgesdk_bench_prof_{os.getpid()}")
     # >2 GiB protobufs cannot be serialized; external data keeps large sets loadable
     path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"edgesdk_bench_{os.getpid()}.onnx")
-    onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=os.path.basename(path) + ".data")
+    onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=os.path.basename(path) + ".data")
     del base, model, graph, nodes, inits
     gc.collect()
     try:
@@ -143,7 +142,7 @@ def _ort_node_times(prof_path: str, skip_runs: int, runs_per_m: list[int], count
     runs = runs[skip_runs:]
     out, pos = [], 0
     for r in runs_per_m:
-        samples = [d for run in runs[pos:pos + r] for d in run]
+        samples = [d for run in runs[pos : pos + r] for d in run]
         pos += r
         out.append(float(np.median(samples)) if samples else float("nan"))
     return out
@@ -168,9 +167,9 @@ def main(argv=None) -> int:
     budget = args.budget if args.budget else (0.3 if args.quick else 1.0)
     rng = np.random.default_rng(0)
     info = kernels.info()
-    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {cpu_name()}  {os.cpu_count()} CPUs  "
-          f"kernels={info.impl}/{info.simd}  {info.build}")
+    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {cpu_name()}  {os.cpu_count()} CPUs  kernels={info.impl}/{info.simd}  {info.build}")
     import onnxruntime as ort
+
     print(f"# onnxruntime {ort.__version__}  numpy {np.__version__}  weight set {set_bytes / GiB:.2f} GiB per shape")
 
     bw = {t: bandwidth(max(set_bytes, GiB if not args.quick else set_bytes), t) for t in THREADS}
@@ -182,8 +181,7 @@ def main(argv=None) -> int:
     def add(impl, k, n, m, t, sec, wbytes):
         print(f"  {impl:<24} K={k:<5} N={n:<5} M={m:<3} threads={t}: {sec * 1e3:9.3f} ms", file=sys.stderr, flush=True)
         gbs = wbytes / sec / 1e9
-        rows.append(dict(impl=impl, K=k, N=n, M=m, threads=t, ms=sec * 1e3, gbs=gbs,
-                         pct_bw=100 * gbs / bw[t], gflops=2 * m * n * k / sec / 1e9))
+        rows.append(dict(impl=impl, K=k, N=n, M=m, threads=t, ms=sec * 1e3, gbs=gbs, pct_bw=100 * gbs / bw[t], gflops=2 * m * n * k / sec / 1e9))
 
     for k, n in shapes:
         one = random_q4(rng, k, n)
@@ -194,13 +192,17 @@ def main(argv=None) -> int:
             x = rng.standard_normal((m, k)).astype(np.float32)
             out = np.empty((m, n), np.float32)
             for t in THREADS:
+
                 def run(i, x=x, out=out, t=t, weights=weights):
                     kernels.matmul(x, weights[i], out=out, threads=t)
+
                 sec = time_cycle(run, count, 3 * count if m == 1 else 1, budget)
                 add("edgesdk int8-act", k, n, m, t, sec, wbytes)
                 if m == 1:
+
                     def runf(i, x=x, out=out, t=t, weights=weights):
                         kernels.matmul(x, weights[i], out=out, threads=t, act="f32")
+
                     sec = time_cycle(runf, count, count, budget)
                     add("edgesdk f32-act", k, n, m, t, sec, wbytes)
         if not args.no_ort:
@@ -233,8 +235,10 @@ def main(argv=None) -> int:
                 x = rng.standard_normal((m, k)).astype(np.float32)
                 for t in THREADS:
                     _blas_threads(t)
+
                     def runn(i, x=x, wf=wf):
                         np.dot(x, wf[i])
+
                     sec = time_cycle(runn, fcount, fcount if m == 1 else 1, budget)
                     add("numpy fp32", k, n, m, t, sec, fbytes)
             _blas_threads(None)
@@ -247,14 +251,15 @@ def main(argv=None) -> int:
             key = (r["K"], r["N"], r["M"], r["threads"])
             best_ort[key] = min(best_ort.get(key, np.inf), r["ms"])
     print()
-    print(f"| {'impl':<24} | {'K x N':>11} | {'M':>3} | {'thr':>3} | {'ms':>8} | {'GB/s':>6} | "
-          f"{'% BW':>5} | {'GFLOP/s':>7} | {'vs best ORT':>11} |")
+    print(f"| {'impl':<24} | {'K x N':>11} | {'M':>3} | {'thr':>3} | {'ms':>8} | {'GB/s':>6} | {'% BW':>5} | {'GFLOP/s':>7} | {'vs best ORT':>11} |")
     print("|" + "|".join("-" * w for w in (26, 13, 5, 5, 10, 8, 7, 9, 13)) + "|")
     for r in sorted(rows, key=lambda r: (r["K"], r["N"], r["M"], r["threads"], r["impl"])):
         b = best_ort.get((r["K"], r["N"], r["M"], r["threads"]))
         ratio = f"{b / r['ms']:.2f}x" if b else "-"
-        print(f"| {r['impl']:<24} | {r['K']:>5}x{r['N']:<5} | {r['M']:>3} | {r['threads']:>3} | {r['ms']:>8.3f} | "
-              f"{r['gbs']:>6.1f} | {r['pct_bw']:>5.1f} | {r['gflops']:>7.1f} | {ratio:>11} |")
+        print(
+            f"| {r['impl']:<24} | {r['K']:>5}x{r['N']:<5} | {r['M']:>3} | {r['threads']:>3} | {r['ms']:>8.3f} | "
+            f"{r['gbs']:>6.1f} | {r['pct_bw']:>5.1f} | {r['gflops']:>7.1f} | {ratio:>11} |"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(bandwidth_gbs=bw, rows=rows, cpu=cpu_name(), kernels=str(info)), f, indent=1)
@@ -281,12 +286,12 @@ def _blas_threads(n):
         return
     for path in libs:
         lib = ctypes.CDLL(path)
-        for sym in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads", "openblas_set_num_threads64_",
-                    "openblas_set_num_threads"):
+        for sym in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads", "openblas_set_num_threads64_", "openblas_set_num_threads"):
             fn = getattr(lib, sym, None)
             if fn is not None:
                 fn(ctypes.c_int(n))
                 return
+
 
 if __name__ == "__main__":
     sys.exit(main())

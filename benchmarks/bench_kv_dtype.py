@@ -68,8 +68,10 @@ def main() -> int:
 
     text_path = next(p for p in PPL_TEXT if p.is_file())
     text = text_path.read_text(encoding="utf-8")
-    print(f"# {text_path.name}, activations {args.activations}, KV bytes at n_ctx {DECODE_CTX}; "
-          f"decode: {DECODE_TOKENS} tokens after a {DECODE_PROMPT}-token prompt, best of {args.rounds}")
+    print(
+        f"# {text_path.name}, activations {args.activations}, KV bytes at n_ctx {DECODE_CTX}; "
+        f"decode: {DECODE_TOKENS} tokens after a {DECODE_PROMPT}-token prompt, best of {args.rounds}"
+    )
     print("| model | kv_dtype | KV cache | vs f32 | perplexity | delta vs f32 | decode tok/s |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for path in args.model or default_models():
@@ -83,8 +85,10 @@ def main() -> int:
                 ppl = f"{row['ppl']:.4f} +/- {row['stderr']:.3f} ({row['chunks']} chunks)"
                 # Same tokens and chunks for every dtype: the paired change is far tighter than either stderr.
                 delta = f"{(row['ppl'] / base['ppl'] - 1) * 100:+.3f}%"
-            print(f"| {Path(path).name} | {kv} | {row['kv_bytes'] / 2**20:.1f} MiB | {row['kv_bytes'] / base['kv_bytes']:.3f}x | "
-                  f"{ppl} | {delta} | {speed} |", flush=True)
+            print(
+                f"| {Path(path).name} | {kv} | {row['kv_bytes'] / 2**20:.1f} MiB | {row['kv_bytes'] / base['kv_bytes']:.3f}x | {ppl} | {delta} | {speed} |",
+                flush=True,
+            )
     return 0
 
 

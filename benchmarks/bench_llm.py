@@ -49,8 +49,7 @@ REWRITE_PARAGRAPH = (
     "stairs each night."
 )
 REWRITE_TASK = (
-    "Rewrite the following paragraph exactly, but replace the word 'keeper' with 'guardian'. "
-    "Output only the rewritten paragraph.\n\n" + REWRITE_PARAGRAPH
+    "Rewrite the following paragraph exactly, but replace the word 'keeper' with 'guardian'. Output only the rewritten paragraph.\n\n" + REWRITE_PARAGRAPH
 )
 
 
@@ -128,18 +127,26 @@ def worker_edgesdk(threads: int, n_prompt: int, n_gen: int, repeat: int) -> dict
             pp.append(st.prompt_tok_s)
             tg.append(st.decode_tok_s)
             ttft.append(st.ttft_s)
-    weight_bytes = sum(lin.packed_bytes for L in r.llm.model.layers
-                       for lin in (L.wqkv, L.wo, L.w_gate_up, L.w_down)) + r.llm.model.lm_head.packed_bytes
-    return dict(engine="edgesdk", threads=threads, load_s=load_s, pp_tok_s=max(pp), tg_tok_s=max(tg), ttft_ms=1e3 * min(ttft),
-                peak_rss_mb=peak_rss_mb(), weight_mb=weight_bytes / 1e6, impl=r.llm.impl, kernels=str(kernels.info().simd))
+    weight_bytes = sum(lin.packed_bytes for L in r.llm.model.layers for lin in (L.wqkv, L.wo, L.w_gate_up, L.w_down)) + r.llm.model.lm_head.packed_bytes
+    return dict(
+        engine="edgesdk",
+        threads=threads,
+        load_s=load_s,
+        pp_tok_s=max(pp),
+        tg_tok_s=max(tg),
+        ttft_ms=1e3 * min(ttft),
+        peak_rss_mb=peak_rss_mb(),
+        weight_mb=weight_bytes / 1e6,
+        impl=r.llm.impl,
+        kernels=str(kernels.info().simd),
+    )
 
 
 def _llama(n_ctx: int, threads: int, logits_all: bool = False):
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
     from llama_ref import llama  # the tests' reference constructor: extra (repacked) buffer types off
 
-    kw = dict(model_path=ARGS.model, n_ctx=n_ctx, n_batch=512, n_threads=threads, n_threads_batch=threads,
-              logits_all=logits_all, verbose=False)
+    kw = dict(model_path=ARGS.model, n_ctx=n_ctx, n_batch=512, n_threads=threads, n_threads_batch=threads, logits_all=logits_all, verbose=False)
     return llama(**kw), "use_extra_bufts=False"
 
 
@@ -171,8 +178,17 @@ def worker_llama(threads: int, n_prompt: int, n_gen: int, repeat: int) -> dict:
             pp.append(len(ids) / (t1 - t0))
             tg.append((n_gen - 1) / (t2 - t1))
             ttft.append(t1 - t0)
-    return dict(engine="llama.cpp", threads=threads, load_s=load_s, pp_tok_s=max(pp), tg_tok_s=max(tg), ttft_ms=1e3 * min(ttft),
-                peak_rss_mb=peak_rss_mb(), version=llama_cpp.__version__, buffers=bufts)
+    return dict(
+        engine="llama.cpp",
+        threads=threads,
+        load_s=load_s,
+        pp_tok_s=max(pp),
+        tg_tok_s=max(tg),
+        ttft_ms=1e3 * min(ttft),
+        peak_rss_mb=peak_rss_mb(),
+        version=llama_cpp.__version__,
+        buffers=bufts,
+    )
 
 
 def worker_ppl(engine: str, threads: int, n_ctx: int) -> dict:
@@ -201,8 +217,17 @@ def worker_ppl(engine: str, threads: int, n_ctx: int) -> dict:
         # llama.cpp's method, as LLM.perplexity applies it: BOS first in each chunk when the model wants one
         res = perplexity_from_logits(tokens, n_ctx, score, bos_id=ref.tokenizer.bos_id if ref.tokenizer.add_bos else None)
         extra = dict(buffers=bufts, same_tokenization=bool(same_tok))
-    return dict(engine=engine, ppl=res.ppl, stderr=res.stderr, chunks=res.chunks, scored=res.scored_tokens,
-                n_ctx=n_ctx, text=path.name, seconds=time.perf_counter() - t0, **extra)
+    return dict(
+        engine=engine,
+        ppl=res.ppl,
+        stderr=res.stderr,
+        chunks=res.chunks,
+        scored=res.scored_tokens,
+        n_ctx=n_ctx,
+        text=path.name,
+        seconds=time.perf_counter() - t0,
+        **extra,
+    )
 
 
 def worker_parity(n_prompt: int, n_gen: int) -> dict:
@@ -217,9 +242,13 @@ def worker_parity(n_prompt: int, n_gen: int) -> dict:
     for act in ("f32", "int8"):
         fast = LLM(ARGS.model, n_ctx=256, activations=act)
         b = fast.logits(ids)
-        out[act] = dict(impl=fast.impl, fused=fast.model.fused is not None, max_abs_logit_diff=float(np.abs(a - b).max()),
-                        argmax_agreement=float((a.argmax(-1) == b.argmax(-1)).mean()),
-                        greedy_identical=ga == fast.generate(ids, max_tokens=n_gen, ignore_eos=True))
+        out[act] = dict(
+            impl=fast.impl,
+            fused=fast.model.fused is not None,
+            max_abs_logit_diff=float(np.abs(a - b).max()),
+            argmax_agreement=float((a.argmax(-1) == b.argmax(-1)).mean()),
+            greedy_identical=ga == fast.generate(ids, max_tokens=n_gen, ignore_eos=True),
+        )
     return out
 
 
@@ -236,12 +265,21 @@ def worker_spec(threads: int, n_gen: int) -> dict:
         text = s.generate(msgs, max_tokens=n_gen, speculative=mode)
         wall = time.perf_counter() - t0
         st = s.runner.last_stats
-        out[mode or "plain"] = dict(text=text, wall_s=wall, decode_tok_s=st.decode_tok_s, tokens=st.generated_tokens,
-                                    acceptance=st.acceptance_rate, passes=st.forward_passes)
+        out[mode or "plain"] = dict(
+            text=text, wall_s=wall, decode_tok_s=st.decode_tok_s, tokens=st.generated_tokens, acceptance=st.acceptance_rate, passes=st.forward_passes
+        )
     p, q = out["plain"], out["prompt_lookup"]
-    return dict(threads=threads, identical=p["text"] == q["text"], speedup_decode=q["decode_tok_s"] / p["decode_tok_s"],
-                speedup_wall=p["wall_s"] / q["wall_s"], acceptance=q["acceptance"], tokens=p["tokens"],
-                plain_tok_s=p["decode_tok_s"], spec_tok_s=q["decode_tok_s"], forward_passes=q["passes"])
+    return dict(
+        threads=threads,
+        identical=p["text"] == q["text"],
+        speedup_decode=q["decode_tok_s"] / p["decode_tok_s"],
+        speedup_wall=p["wall_s"] / q["wall_s"],
+        acceptance=q["acceptance"],
+        tokens=p["tokens"],
+        plain_tok_s=p["decode_tok_s"],
+        spec_tok_s=q["decode_tok_s"],
+        forward_passes=q["passes"],
+    )
 
 
 # --- driver -----------------------------------------------------------------------------------
@@ -279,8 +317,7 @@ def main() -> None:
     for model in ARGS.models:
         ARGS.model = model
         reports.append(run_model(machine))
-    print(f"\n{'model':<34} {'thr':>3} {'decode x':>8} {'target':>6} {'prompt x':>8} {'target':>6} {'RSS x':>6} "
-          f"{'decode GB/s':>11} {'% of DRAM':>9}")
+    print(f"\n{'model':<34} {'thr':>3} {'decode x':>8} {'target':>6} {'prompt x':>8} {'target':>6} {'RSS x':>6} {'decode GB/s':>11} {'% of DRAM':>9}")
     for rep in reports:
         want_tg, want_pp = TARGETS.get(rep["model"], (None, None))
         for th in ARGS.threads:
@@ -290,15 +327,16 @@ def main() -> None:
                 continue
             gbs = e["tg_tok_s"] * e["weight_mb"] / 1e3
             ratio = lambda k, e=e, l=l: f"{e[k] / l[k]:.2f}" if l else "-"  # noqa: E731
-            print(f"{rep['model']:<34} {th:>3} {ratio('tg_tok_s'):>8} {want_tg or '-':>6} {ratio('pp_tok_s'):>8} {want_pp or '-':>6} "
-                  f"{ratio('peak_rss_mb'):>6} {gbs:>11.1f} {100 * gbs / bw[th]:>8.0f}%")
+            print(
+                f"{rep['model']:<34} {th:>3} {ratio('tg_tok_s'):>8} {want_tg or '-':>6} {ratio('pp_tok_s'):>8} {want_pp or '-':>6} "
+                f"{ratio('peak_rss_mb'):>6} {gbs:>11.1f} {100 * gbs / bw[th]:>8.0f}%"
+            )
     if ARGS.json:
         Path(ARGS.json).write_text(json.dumps({"bandwidth_gb_s": bw, "models": reports}, indent=2))
 
 
 def run_model(machine: str) -> dict:
-    rows, report = [], {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine,
-                        "cpus": os.cpu_count(), "model": Path(ARGS.model).name}
+    rows, report = [], {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine, "cpus": os.cpu_count(), "model": Path(ARGS.model).name}
     engines = ["edgesdk"] + (["llama"] if have_llama() and not ARGS.no_llama else [])
     os.environ.pop(_IDS_ENV, None)
     _share_prompt_ids(Path(tempfile.mkdtemp(prefix="bench-llm-")))
@@ -318,13 +356,17 @@ def run_model(machine: str) -> dict:
         e = next((r for r in rows if r["engine"] == "edgesdk" and r["threads"] == th), None)
         l = next((r for r in rows if r["engine"] == "llama.cpp" and r["threads"] == th), None)
         if e and l:
-            print(f"ratio edgesdk/llama.cpp at {th} thread(s): decode {e['tg_tok_s'] / l['tg_tok_s']:.2f}x, "
-                  f"prompt {e['pp_tok_s'] / l['pp_tok_s']:.2f}x, peak RSS {e['peak_rss_mb'] / l['peak_rss_mb']:.2f}x")
+            print(
+                f"ratio edgesdk/llama.cpp at {th} thread(s): decode {e['tg_tok_s'] / l['tg_tok_s']:.2f}x, "
+                f"prompt {e['pp_tok_s'] / l['pp_tok_s']:.2f}x, peak RSS {e['peak_rss_mb'] / l['peak_rss_mb']:.2f}x"
+            )
     if not ARGS.skip_ppl:
         th = max(ARGS.threads)
         report["perplexity"] = [r for r in (run_worker("ppl", e, th, ARGS.ppl_ctx) for e in ["edgesdk"] + (["llama"] if "llama" in engines else [])) if r]
         for r in report["perplexity"]:
-            print(f"perplexity {r['engine']:<10} {r['ppl']:.4f} +/- {r['stderr']:.4f} ({r['chunks']} x {r['n_ctx']} tokens of {r['text']}, {r['seconds']:.1f} s)")
+            print(
+                f"perplexity {r['engine']:<10} {r['ppl']:.4f} +/- {r['stderr']:.4f} ({r['chunks']} x {r['n_ctx']} tokens of {r['text']}, {r['seconds']:.1f} s)"
+            )
         if len(report["perplexity"]) == 2:
             a, b = (r["ppl"] for r in report["perplexity"])
             print(f"perplexity difference: {100 * (a - b) / b:+.2f}% (same tokens: {report['perplexity'][1].get('same_tokenization')})")
@@ -334,23 +376,26 @@ def run_model(machine: str) -> dict:
             report["parity"] = r
             for act in ("f32", "int8"):
                 q = r[act]
-                print(f"numpy reference vs {q['impl']} ({act} activations, fused C: {q['fused']}) over {r['positions']} positions: "
-                      f"max |logit diff| {q['max_abs_logit_diff']:.2g} (logits up to {r['logit_range']:.1f}), argmax agreement "
-                      f"{q['argmax_agreement']:.0%}, {r['greedy_tokens']} greedy tokens identical: {q['greedy_identical']}")
+                print(
+                    f"numpy reference vs {q['impl']} ({act} activations, fused C: {q['fused']}) over {r['positions']} positions: "
+                    f"max |logit diff| {q['max_abs_logit_diff']:.2g} (logits up to {r['logit_range']:.1f}), argmax agreement "
+                    f"{q['argmax_agreement']:.0%}, {r['greedy_tokens']} greedy tokens identical: {q['greedy_identical']}"
+                )
     if not ARGS.skip_spec:
         r = run_worker("spec", max(ARGS.threads), ARGS.gen_tokens)
         if r:
             report["speculative"] = r
-            print(f"prompt-lookup speculation ({r['threads']} threads, rewrite task, {r['tokens']} tokens): decode {r['plain_tok_s']:.1f} -> "
-                  f"{r['spec_tok_s']:.1f} tok/s ({r['speedup_decode']:.2f}x, wall {r['speedup_wall']:.2f}x), acceptance {r['acceptance']:.0%}, "
-                  f"identical greedy output: {r['identical']}")
+            print(
+                f"prompt-lookup speculation ({r['threads']} threads, rewrite task, {r['tokens']} tokens): decode {r['plain_tok_s']:.1f} -> "
+                f"{r['spec_tok_s']:.1f} tok/s ({r['speedup_decode']:.2f}x, wall {r['speedup_wall']:.2f}x), acceptance {r['acceptance']:.0%}, "
+                f"identical greedy output: {r['identical']}"
+            )
     return report
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", nargs="+", dest="models", default=None,
-                    help="GGUF file(s) (default: the hub's smollm2-135m and gemma3-270m)")
+    ap.add_argument("--model", nargs="+", dest="models", default=None, help="GGUF file(s) (default: the hub's smollm2-135m and gemma3-270m)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--gen-tokens", type=int, default=128)

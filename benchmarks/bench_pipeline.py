@@ -54,8 +54,9 @@ def main(argv=None) -> int:
     ap.add_argument("--utterances", type=int, default=6)
     ap.add_argument("--fast", action="store_true", help="feed audio as fast as the pipeline takes it (not realtime)")
     ap.add_argument("--max-tokens", type=int, default=48)
-    ap.add_argument("--gap", type=float, default=4.0, help="silence after each question, seconds (the answer plays meanwhile; "
-                    "a wake word during an answer is a barge-in)")
+    ap.add_argument(
+        "--gap", type=float, default=4.0, help="silence after each question, seconds (the answer plays meanwhile; a wake word during an answer is a barge-in)"
+    )
     args = ap.parse_args(argv)
     if not 1 <= args.utterances <= len(QUESTIONS):
         ap.error(f"--utterances must be in [1, {len(QUESTIONS)}]")
@@ -67,8 +68,9 @@ def main(argv=None) -> int:
     options = SessionOptions.for_device("phone")
     t0 = time.perf_counter()
     # Spoken questions are short: Whisper encodes a 10 s window instead of 30 s (the ctranslate2 plugin's window_s).
-    pipe = voice_assistant(options=options, memory_budget_mb=options.memory_budget_mb, max_tokens=args.max_tokens,
-                           backend_options={"asr": {"ctranslate2": {"window_s": 10}}})
+    pipe = voice_assistant(
+        options=options, memory_budget_mb=options.memory_budget_mb, max_tokens=args.max_tokens, backend_options={"asr": {"ctranslate2": {"window_s": 10}}}
+    )
     load_s = time.perf_counter() - t0
     tts = next(st for st in pipe.stages if st.name == "tts").tts
     asr = next(st for st in pipe.stages if st.name == "asr").recognizer
@@ -116,21 +118,29 @@ def main(argv=None) -> int:
         sequential.append(hangover + asr_s + llm_all_s + tts_all_s)
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"# phone pipeline, {len(questions)} utterances, {'fast' if args.fast else 'realtime'} input; "
-          f"{platform.machine()} {platform.processor() or ''} {__import__('os').cpu_count()} cores; models loaded + warmed in {load_s:.1f} s")
+    print(
+        f"# phone pipeline, {len(questions)} utterances, {'fast' if args.fast else 'realtime'} input; "
+        f"{platform.machine()} {platform.processor() or ''} {__import__('os').cpu_count()} cores; models loaded + warmed in {load_s:.1f} s"
+    )
     print()
     print(rep)
     print()
     print("| end of speech -> first audio | p50 s | p90 s | max s | vs target 1.5 s | vs floor | vs sequential |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    print(f"| edgesdk pipeline (streaming) | {pct(firsts, 50):.3f} | {pct(firsts, 90):.3f} | {max(firsts):.3f} | "
-          f"{pct(firsts, 50) / TARGET_S:.2f}x | {pct(firsts, 50) / statistics.median(floor):.2f}x | {pct(firsts, 50) / statistics.median(sequential):.2f}x |")
+    print(
+        f"| edgesdk pipeline (streaming) | {pct(firsts, 50):.3f} | {pct(firsts, 90):.3f} | {max(firsts):.3f} | "
+        f"{pct(firsts, 50) / TARGET_S:.2f}x | {pct(firsts, 50) / statistics.median(floor):.2f}x | {pct(firsts, 50) / statistics.median(sequential):.2f}x |"
+    )
     print(f"| floor (stages alone, chained) | {pct(floor, 50):.3f} | {pct(floor, 90):.3f} | {max(floor):.3f} | {pct(floor, 50) / TARGET_S:.2f}x | 1.00x | |")
-    print(f"| sequential (no streaming) | {pct(sequential, 50):.3f} | {pct(sequential, 90):.3f} | {max(sequential):.3f} | "
-          f"{pct(sequential, 50) / TARGET_S:.2f}x | | 1.00x |")
+    print(
+        f"| sequential (no streaming) | {pct(sequential, 50):.3f} | {pct(sequential, 90):.3f} | {max(sequential):.3f} | "
+        f"{pct(sequential, 50) / TARGET_S:.2f}x | | 1.00x |"
+    )
     print()
-    print(f"turns with spoken answers: {len(firsts)}/{len(questions)} (cancelled by barge-in: {sum(t.cancelled for t in rep.turns)}); met the 1.5 s target: {sum(f <= TARGET_S for f in firsts)}/{len(firsts)}; "
-          f"peak RSS {peak:.0f} MiB")
+    print(
+        f"turns with spoken answers: {len(firsts)}/{len(questions)} (cancelled by barge-in: {sum(t.cancelled for t in rep.turns)}); met the 1.5 s target: {sum(f <= TARGET_S for f in firsts)}/{len(firsts)}; "
+        f"peak RSS {peak:.0f} MiB"
+    )
     for turn in sorted(heard):
         print(f"  turn {turn}: heard {heard[turn]!r} -> {answers.get(turn, '').strip()[:70]!r}")
     pipe.close()

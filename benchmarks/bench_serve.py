@@ -54,8 +54,15 @@ def direct(session, prompt: str, n: int):
 
 
 def served(http: httpx.Client, model: str, prompt: str, n: int):
-    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": n, "ignore_eos": True,
-            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": n,
+        "ignore_eos": True,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     usage = {}
 
     def pieces():
@@ -81,8 +88,9 @@ def free_port() -> int:
 
 def start_process_server(args, log):
     port = free_port()
-    cmd = [sys.executable, "-m", "edgesdk.cli", "serve", args.model, "--port", str(port), "--model-name", "bench",
-           "--n-ctx", str(args.n_ctx)] + (["--threads", str(args.threads)] if args.threads else [])
+    cmd = [sys.executable, "-m", "edgesdk.cli", "serve", args.model, "--port", str(port), "--model-name", "bench", "--n-ctx", str(args.n_ctx)] + (
+        ["--threads", str(args.threads)] if args.threads else []
+    )
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -140,16 +148,20 @@ def main(argv=None) -> int:
         results = run(args, session, opts, log)
     session.close()
 
-    print(f"edgesdk serve vs direct Session: {args.model}, {args.tokens} tokens x {len(PROMPTS)} prompts x {args.rounds} rounds, "
-          f"server {'in-process thread' if args.inproc else 'subprocess'}; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"edgesdk serve vs direct Session: {args.model}, {args.tokens} tokens x {len(PROMPTS)} prompts x {args.rounds} rounds, "
+        f"server {'in-process thread' if args.inproc else 'subprocess'}; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs"
+    )
     med = {k: [statistics.median(r[i] for r in v) for i in range(3)] for k, v in results.items()}
     print(f"{'':<8} {'decode tok/s':>13} {'e2e tok/s':>10} {'TTFT ms':>8}")
     for name, (dec, e2e, ttft) in med.items():
         print(f"{name:<8} {dec:>13.1f} {e2e:>10.1f} {ttft * 1e3:>8.1f}")
     ratio_dec, ratio_e2e = med["server"][0] / med["direct"][0], med["server"][1] / med["direct"][1]
-    print(f"{'ratio':<8} {ratio_dec:>13.3f} {ratio_e2e:>10.3f} {med['server'][2] / med['direct'][2]:>8.2f}   "
-          f"(server/direct; decode target >= 0.95: {'met' if ratio_dec >= 0.95 else 'NOT met'})")
+    print(
+        f"{'ratio':<8} {ratio_dec:>13.3f} {ratio_e2e:>10.3f} {med['server'][2] / med['direct'][2]:>8.2f}   "
+        f"(server/direct; decode target >= 0.95: {'met' if ratio_dec >= 0.95 else 'NOT met'})"
+    )
     return 0
 
 

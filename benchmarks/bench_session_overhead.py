@@ -29,9 +29,12 @@ def identity_model(d: Path) -> str:
     import onnx
     from onnx import TensorProto, helper
 
-    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])])
+    g = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     p = d / "identity_1x16.onnx"
@@ -83,8 +86,10 @@ def main(argv=None) -> int:
         rows.append(measure("silero-vad 576 samples", vad, feeds, max(args.calls // 20, 50), args.rounds))
     except hub.HubError as exc:
         print(f"(silero-vad skipped: {exc})", file=sys.stderr)
-    print(f"machine: {platform.machine()} {edgesdk._sysinfo.cpu_name()}, {edgesdk._sysinfo.cpu_count()} cores, "
-          f"onnxruntime {ort.__version__}, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()} {edgesdk._sysinfo.cpu_name()}, {edgesdk._sysinfo.cpu_count()} cores, "
+        f"onnxruntime {ort.__version__}, Python {platform.python_version()}"
+    )
     print(f"{'model':<24} {'raw ORT µs':>11} {'Session µs':>11} {'overhead µs':>12} {'ratio':>7} {'zero-copy':>10}")
     for name, r, e, zc in rows:
         print(f"{name:<24} {r:>11.2f} {e:>11.2f} {e - r:>12.2f} {e / r:>7.3f} {'yes' if zc else 'NO':>10}")

@@ -84,8 +84,10 @@ def main(argv=None) -> int:
     print(f"|{'-' * 42}|--------:|----------:|------:|{'-' * 19}|-------|")
     for stage, a, c, where, wer in rows:
         print(f"| {stage:<40} | {a:7.2f} | {c:9.3f} | {c / a:5.3f} | {where:<17} | {wer:<5} |")
-    print(f"\nTTS streaming, {len(SENTENCES[:4])}-sentence paragraph ({para_s:.1f} s of speech): first chunk after "
-          f"{first * 1000:.0f} ms, whole paragraph {whole * 1000:.0f} ms")
+    print(
+        f"\nTTS streaming, {len(SENTENCES[:4])}-sentence paragraph ({para_s:.1f} s of speech): first chunk after "
+        f"{first * 1000:.0f} ms, whole paragraph {whole * 1000:.0f} ms"
+    )
     return 0
 
 

@@ -81,12 +81,16 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, action="append", help="thread counts (default 1 and 2)")
     args = ap.parse_args(argv)
     rows = [run(m, t) for m in (args.model or default_models()) for t in (args.threads or [1, 2])]
-    print(f"\n{'model':34} {'thr':>3} {'tokens':>6} {'free tok/s':>10} {'schema tok/s':>12} {'slower':>7} {'passes/tok':>10} {'mask ms/tok':>11}  target <= {TARGET:.0%}")
+    print(
+        f"\n{'model':34} {'thr':>3} {'tokens':>6} {'free tok/s':>10} {'schema tok/s':>12} {'slower':>7} {'passes/tok':>10} {'mask ms/tok':>11}  target <= {TARGET:.0%}"
+    )
     for r in rows:
         slower = 1 - r["schema_tok_s"] / r["free_tok_s"]
         ok = "ok" if slower <= TARGET else "MISSED"
-        print(f"{r['model']:34} {r['threads']:>3} {r['tokens']:>6} {r['free_tok_s']:>10.1f} {r['schema_tok_s']:>12.1f} {slower:>7.1%} "
-              f"{r['passes_per_tok']:>10.2f} {r['mask_ms']:>11.3f}  {ok}")
+        print(
+            f"{r['model']:34} {r['threads']:>3} {r['tokens']:>6} {r['free_tok_s']:>10.1f} {r['schema_tok_s']:>12.1f} {slower:>7.1%} "
+            f"{r['passes_per_tok']:>10.2f} {r['mask_ms']:>11.3f}  {ok}"
+        )
     print("passes/tok < 1: tokens the grammar forces are fed together in one forward pass, so a schema can decode faster than free text.")
     return 0
 

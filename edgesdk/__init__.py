@@ -1,9 +1,9 @@
 """edgesdk: one Session for ONNX, TFLite and GGUF models on whatever processor a device has.
 
-    import edgesdk
-    s = edgesdk.Session("model.onnx")
-    out = s.run({"input": x})
-    print(s.placement)
+import edgesdk
+s = edgesdk.Session("model.onnx")
+out = s.run({"input": x})
+print(s.placement)
 """
 
 from . import errors

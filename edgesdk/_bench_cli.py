@@ -41,8 +41,7 @@ def _known(rows, *optional):
 
 def _table(rows) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.rjust(w) if i and c[:1].isdigit() or c == "-" else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-            for r in rows]
+    return ["  ".join(c.rjust(w) if i and c[:1].isdigit() or c == "-" else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
 
 
 def _device_label(d) -> str:
@@ -51,31 +50,90 @@ def _device_label(d) -> str:
 
 def format_report(rep, cached=None) -> str:
     """The report as the terminal shows it: one table across devices, then errors, ops and notes."""
-    lines = [f"{rep.model}  [{rep.format}, {rep.size / 2**20:.1f} MiB]  inputs: {rep.inputs}; "
-             f"{rep.warmup} warm-up + {rep.runs} timed run(s) per device"]
+    lines = [f"{rep.model}  [{rep.format}, {rep.size / 2**20:.1f} MiB]  inputs: {rep.inputs}; {rep.warmup} warm-up + {rep.runs} timed run(s) per device"]
     ok = [d for d in rep.devices if d.error is None]
     plain = [d for d in ok if d.llm is None]
     llms = [d for d in ok if d.llm is not None]
     if plain:
-        rows = [("DEVICE", "KIND", "LOAD ms", "CACHED ms", "FIRST ms", "P50 ms", "P90 ms", "P99 ms", "MEAN ms", "RUNS/S",
-                 "PEAK RSS MiB", "+RSS MiB", "DEV MEM MiB", "NODES")]
+        rows = [
+            (
+                "DEVICE",
+                "KIND",
+                "LOAD ms",
+                "CACHED ms",
+                "FIRST ms",
+                "P50 ms",
+                "P90 ms",
+                "P99 ms",
+                "MEAN ms",
+                "RUNS/S",
+                "PEAK RSS MiB",
+                "+RSS MiB",
+                "DEV MEM MiB",
+                "NODES",
+            )
+        ]
         for d in plain:
             t = d.timing
-            rows.append((_device_label(d), d.kind, _ms(d.load_s), _ms(d.load_cached_s), _ms(t.first_s), _ms(t.median_s),
-                         _ms(t.percentile_s(90)), _ms(t.percentile_s(99)), _ms(t.mean_s), f"{d.runs_per_s:.1f}",
-                         _mb(d.peak_rss_bytes), _mb(d.rss_increase_bytes), _mb(d.device_memory_bytes), _nodes(d)))
+            rows.append(
+                (
+                    _device_label(d),
+                    d.kind,
+                    _ms(d.load_s),
+                    _ms(d.load_cached_s),
+                    _ms(t.first_s),
+                    _ms(t.median_s),
+                    _ms(t.percentile_s(90)),
+                    _ms(t.percentile_s(99)),
+                    _ms(t.mean_s),
+                    f"{d.runs_per_s:.1f}",
+                    _mb(d.peak_rss_bytes),
+                    _mb(d.rss_increase_bytes),
+                    _mb(d.device_memory_bytes),
+                    _nodes(d),
+                )
+            )
         lines += _table(_known(rows, "DEV MEM MiB"))
     if llms:
         first = llms[0].llm
         lines.append(f"a decoded token reads {first.weight_bytes / 1e6:.1f} MB of weights; WEIGHT GB/s = that x DECODE tok/s")
-        rows = [("DEVICE", "KIND", "LOAD ms", "CACHED ms", "TTFT ms", "PROMPT tok/s", "DECODE tok/s", "WEIGHT GB/s", "DRAM GB/s",
-                 "% OF DRAM", "PEAK RSS MiB", "+RSS MiB", "DEV MEM MiB")]
+        rows = [
+            (
+                "DEVICE",
+                "KIND",
+                "LOAD ms",
+                "CACHED ms",
+                "TTFT ms",
+                "PROMPT tok/s",
+                "DECODE tok/s",
+                "WEIGHT GB/s",
+                "DRAM GB/s",
+                "% OF DRAM",
+                "PEAK RSS MiB",
+                "+RSS MiB",
+                "DEV MEM MiB",
+            )
+        ]
         for d in llms:
             q = d.llm
             share = "-" if q.dram_share is None else f"{100 * q.dram_share:.0f}%"
-            rows.append((_device_label(d), d.kind, _ms(d.load_s), _ms(d.load_cached_s), _ms(q.ttft_s), f"{q.prompt_tok_s:.1f}",
-                         f"{q.decode_tok_s:.1f}", f"{q.weight_gb_s:.2f}", "-" if q.dram_gb_s is None else f"{q.dram_gb_s:.1f}", share,
-                         _mb(d.peak_rss_bytes), _mb(d.rss_increase_bytes), _mb(d.device_memory_bytes)))
+            rows.append(
+                (
+                    _device_label(d),
+                    d.kind,
+                    _ms(d.load_s),
+                    _ms(d.load_cached_s),
+                    _ms(q.ttft_s),
+                    f"{q.prompt_tok_s:.1f}",
+                    f"{q.decode_tok_s:.1f}",
+                    f"{q.weight_gb_s:.2f}",
+                    "-" if q.dram_gb_s is None else f"{q.dram_gb_s:.1f}",
+                    share,
+                    _mb(d.peak_rss_bytes),
+                    _mb(d.rss_increase_bytes),
+                    _mb(d.device_memory_bytes),
+                )
+            )
         lines += _table(_known(rows, "DEV MEM MiB", "CACHED ms"))
         if any(d.llm.dram_share and d.llm.dram_share > 1 for d in llms):
             lines.append("  over 100% of DRAM: the weights fit (partly) in this CPU's last-level cache")
@@ -93,8 +151,7 @@ def format_report(rep, cached=None) -> str:
                 where = f" on {o.device_id}" if o.device_id and o.device_id != d.device else ""
                 lines.append(f"  {100 * share:5.1f}%  {_ms(o.total_s / max(o.calls, 1)):>8} ms/call  x{o.calls:<4} {o.op_type:<18} {o.node}{where}")
             types = d.op_type_shares()
-            lines.append("  by op type: " + ", ".join(f"{t} {100 * s:.1f}%" for t, s in types[:8])
-                         + (f", {len(types) - 8} more" if len(types) > 8 else ""))
+            lines.append("  by op type: " + ", ".join(f"{t} {100 * s:.1f}%" for t, s in types[:8]) + (f", {len(types) - 8} more" if len(types) > 8 else ""))
         elif d.profile_note:
             lines.append(f"no op profile on {d.device}: {d.profile_note}")
     if cached:
@@ -110,13 +167,20 @@ def report_dict(rep) -> dict:
         e = attrs.asdict(d, recurse=True)
         if d.timing is not None:
             t = d.timing
-            e["timing"] = {"first_s": t.first_s, "median_s": t.median_s, "mean_s": t.mean_s, "p90_s": t.percentile_s(90),
-                           "p99_s": t.percentile_s(99), "runs_per_s": d.runs_per_s, "samples_s": list(t.samples), "energy_j": t.energy_j}
+            e["timing"] = {
+                "first_s": t.first_s,
+                "median_s": t.median_s,
+                "mean_s": t.mean_s,
+                "p90_s": t.percentile_s(90),
+                "p99_s": t.percentile_s(99),
+                "runs_per_s": d.runs_per_s,
+                "samples_s": list(t.samples),
+                "energy_j": t.energy_j,
+            }
         if d.llm is not None:
             e["llm"] = {**attrs.asdict(d.llm), "weight_gb_s": d.llm.weight_gb_s, "dram_share": d.llm.dram_share}
         if d.op_times is not None:
-            e["top_ops"] = [{"node": o.node, "op_type": o.op_type, "total_s": o.total_s, "calls": o.calls, "share": share}
-                            for o, share in d.top_ops()]
+            e["top_ops"] = [{"node": o.node, "op_type": o.op_type, "total_s": o.total_s, "calls": o.calls, "share": share} for o, share in d.top_ops()]
             e["op_types"] = [{"op_type": t, "share": share} for t, share in d.op_type_shares()]
         devices.append(e)
     out["devices"] = devices
@@ -141,9 +205,20 @@ def cmd_bench(args) -> int:
 
     feeds = load_inputs(args.input)
     options = args.options_fn(args)
-    report = bench(hub.resolve(args.model), devices=args.device, all_devices=args.all, runs=args.runs, warmup=args.warmup,
-                   feeds=feeds or None, dims=parse_dims(args.dim), profile=args.profile, options=options, prompt_tokens=args.prompt_tokens,
-                   gen_tokens=args.gen_tokens, progress=_bar if sys.stdout.isatty() else None)
+    report = bench(
+        hub.resolve(args.model),
+        devices=args.device,
+        all_devices=args.all,
+        runs=args.runs,
+        warmup=args.warmup,
+        feeds=feeds or None,
+        dims=parse_dims(args.dim),
+        profile=args.profile,
+        options=options,
+        prompt_tokens=args.prompt_tokens,
+        gen_tokens=args.gen_tokens,
+        progress=_bar if sys.stdout.isatty() else None,
+    )
     if args.plot:
         from ._bench_plot import plot
 

@@ -79,8 +79,7 @@ def plot(report, out) -> None:
             ax.set_xlim(0, max(speed) * 1.45)
             ax.set_xlabel("tokens per second")
             first = llms[0].llm
-            what = (f"decode ({first.generated_tokens} tokens per run)" if panel == "decode"
-                    else f"prompt processing ({first.prompt_tokens}-token prompt)")
+            what = f"decode ({first.generated_tokens} tokens per run)" if panel == "decode" else f"prompt processing ({first.prompt_tokens}-token prompt)"
             ax.set_title(f"{name}: {what}", fontsize=10)
             ax.grid(axis="x", alpha=0.3)
         else:
@@ -88,8 +87,14 @@ def plot(report, out) -> None:
             ax.barh(range(len(top)), [100 * s for _, s in top], color="tab:orange")
             ax.set_yticks(range(len(top)), [f"{o.op_type}  {o.node[:40]}" for o, _ in top], fontsize=7)
             for i, (o, s) in enumerate(top):
-                ax.annotate(f"{100 * s:.1f}%  {o.total_s / max(o.calls, 1) * 1e3:.3g} ms/call", (100 * s, i), fontsize=7,
-                            va="center", xytext=(3, 0), textcoords="offset points")
+                ax.annotate(
+                    f"{100 * s:.1f}%  {o.total_s / max(o.calls, 1) * 1e3:.3g} ms/call",
+                    (100 * s, i),
+                    fontsize=7,
+                    va="center",
+                    xytext=(3, 0),
+                    textcoords="offset points",
+                )
             ax.set_xlim(0, min(100, 100 * max(s for _, s in top) * 1.35))
             ax.set_xlabel("share of all op time (%)")
             ax.set_title(f"{name}: slowest ops on {d.device}", fontsize=10)

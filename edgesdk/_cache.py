@@ -48,8 +48,19 @@ except ImportError:  # Windows: temporaries are told apart from live ones by age
     fcntl = None
 
 __all__ = [
-    "CacheConfigError", "CacheReport", "DirView", "EntryStore", "discard", "max_bytes", "open_dir",
-    "pin", "report", "reports", "same_entry", "touch", "writing",
+    "CacheConfigError",
+    "CacheReport",
+    "DirView",
+    "EntryStore",
+    "discard",
+    "max_bytes",
+    "open_dir",
+    "pin",
+    "report",
+    "reports",
+    "same_entry",
+    "touch",
+    "writing",
 ]
 
 log = logging.getLogger("edgesdk.cache")
@@ -332,8 +343,7 @@ class EntryStore:
         out = []
         for base, members in _group(names).items():
             stats = [st for m in members for st in _files(self.root / m)]
-            out.append(Entry(base, tuple(self.root / m for m in members), sum(st.st_size for st in stats),
-                             max((st.st_atime_ns for st in stats), default=0)))
+            out.append(Entry(base, tuple(self.root / m for m in members), sum(st.st_size for st in stats), max((st.st_atime_ns for st in stats), default=0)))
         return out
 
     def evict(self, keep: Iterable = ()) -> list[str]:

@@ -15,10 +15,19 @@ def cmd_diff(args, options_fn) -> int:
 
     if len(args.backend) != 2:
         raise InputError(f"edgesdk diff takes exactly two --backend targets, got {len(args.backend)}")
-    report = diff(hub.resolve(args.model), args.backend[0], args.backend[1], load_inputs(args.input), seed=args.seed,
-                  dims=parse_dims(args.dim), atol=args.atol, rtol=args.rtol, min_cosine=args.min_cosine,
-                  locate=False if args.no_locate else (True if args.locate else None),
-                  options=options_with_backend_json(args, options_fn))
+    report = diff(
+        hub.resolve(args.model),
+        args.backend[0],
+        args.backend[1],
+        load_inputs(args.input),
+        seed=args.seed,
+        dims=parse_dims(args.dim),
+        atol=args.atol,
+        rtol=args.rtol,
+        min_cosine=args.min_cosine,
+        locate=False if args.no_locate else (True if args.locate else None),
+        options=options_with_backend_json(args, options_fn),
+    )
     print_report(report, args.json)
     return 0 if report.ok else 2
 
@@ -26,8 +35,9 @@ def cmd_diff(args, options_fn) -> int:
 def add_commands(sub, add_placement_args, options_fn) -> None:
     p = sub.add_parser("diff", help="run the same inputs on two backends/devices and find where outputs diverge")
     p.add_argument("model", help="model file or hub name")
-    p.add_argument("--backend", "-b", action="append", required=True, metavar="TARGET",
-                   help="device id, backend or kind (give exactly two; the first is the reference)")
+    p.add_argument(
+        "--backend", "-b", action="append", required=True, metavar="TARGET", help="device id, backend or kind (give exactly two; the first is the reference)"
+    )
     p.add_argument("--input", "-i", action="append", metavar="NAME=FILE.npy", help="inputs not given are random")
     p.add_argument("--dim", action="append", metavar="SYMBOL=N", help="value of a symbolic dimension for random inputs (default 1)")
     p.add_argument("--seed", type=int, default=0)

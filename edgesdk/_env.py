@@ -119,32 +119,51 @@ def _vars(*rows: EnvVar) -> dict[str, EnvVar]:
 
 
 VARIABLES: dict[str, EnvVar] = _vars(
-    EnvVar("EDGESDK_CACHE_DIR", "path", None,
-           "Root of edgesdk's caches (hub downloads, compiled artifacts); default `$XDG_CACHE_HOME/edgesdk`."),
+    EnvVar("EDGESDK_CACHE_DIR", "path", None, "Root of edgesdk's caches (hub downloads, compiled artifacts); default `$XDG_CACHE_HOME/edgesdk`."),
     EnvVar("XDG_CACHE_HOME", "path", None, "Used for the cache root when `EDGESDK_CACHE_DIR` is unset; default `~/.cache`."),
-    EnvVar("EDGESDK_CACHE_MAX_MB", "size", 2048,
-           "Size bound of each cache folder in MiB, least recently used entries evicted first; 0: no bound.",
-           expected="a size in MiB: give a number >= 0 (default 2048; 0 means no bound)", strict=True),
-    EnvVar("EDGESDK_KERNELS", "choice", "auto",
-           "Quantized-matmul implementation: `c` (cffi C kernels; an error when not built), `numpy` (reference), "
-           "`auto` (C when built). `kernels` is a deprecated alias of `c`.",
-           choices=("auto", "c", "numpy"), aliases=(("kernels", "c"),)),
-    EnvVar("EDGESDK_SIMD", "str", None,
-           "SIMD path of the C kernels (`avx512vnni`, `avxvnni`, `avx2`, `neon`, `portable`, `auto`); "
-           "one this CPU cannot run is refused with a warning. Default: the best runnable one."),
-    EnvVar("EDGESDK_THREADS", "int", None, "Initial size of the C kernels' thread pool; default: the CPUs this process may use.",
-           bounds=(1, None)),
-    EnvVar("EDGESDK_LLM_DECODE_THREADS", "int", None,
-           "Threads for the layer matmuls of LLM decode steps (<= 16 tokens), 0-256; default: measured at load.",
-           bounds=(0, 256)),
-    EnvVar("EDGESDK_LLM_FUSED", "flag", True, "Off (`0`, `false`, `off`) runs the LLM's layers one kernel call at a time instead of the fused C forward pass (debugging)."),
-    EnvVar("EDGESDK_RESAMPLER", "choice", "auto", "Audio resampler: `soxr`, `numpy` or `auto` (soxr when installed).",
-           choices=("auto", "soxr", "numpy")),
+    EnvVar(
+        "EDGESDK_CACHE_MAX_MB",
+        "size",
+        2048,
+        "Size bound of each cache folder in MiB, least recently used entries evicted first; 0: no bound.",
+        expected="a size in MiB: give a number >= 0 (default 2048; 0 means no bound)",
+        strict=True,
+    ),
+    EnvVar(
+        "EDGESDK_KERNELS",
+        "choice",
+        "auto",
+        "Quantized-matmul implementation: `c` (cffi C kernels; an error when not built), `numpy` (reference), "
+        "`auto` (C when built). `kernels` is a deprecated alias of `c`.",
+        choices=("auto", "c", "numpy"),
+        aliases=(("kernels", "c"),),
+    ),
+    EnvVar(
+        "EDGESDK_SIMD",
+        "str",
+        None,
+        "SIMD path of the C kernels (`avx512vnni`, `avxvnni`, `avx2`, `neon`, `portable`, `auto`); "
+        "one this CPU cannot run is refused with a warning. Default: the best runnable one.",
+    ),
+    EnvVar("EDGESDK_THREADS", "int", None, "Initial size of the C kernels' thread pool; default: the CPUs this process may use.", bounds=(1, None)),
+    EnvVar(
+        "EDGESDK_LLM_DECODE_THREADS",
+        "int",
+        None,
+        "Threads for the layer matmuls of LLM decode steps (<= 16 tokens), 0-256; default: measured at load.",
+        bounds=(0, 256),
+    ),
+    EnvVar(
+        "EDGESDK_LLM_FUSED",
+        "flag",
+        True,
+        "Off (`0`, `false`, `off`) runs the LLM's layers one kernel call at a time instead of the fused C forward pass (debugging).",
+    ),
+    EnvVar("EDGESDK_RESAMPLER", "choice", "auto", "Audio resampler: `soxr`, `numpy` or `auto` (soxr when installed).", choices=("auto", "soxr", "numpy")),
     EnvVar("EDGESDK_PLUGINS", "list", (), "Comma-separated plugins to load explicitly (entry-point names or module paths)."),
     EnvVar("EDGESDK_BLOCK_PLUGINS", "list", (), "Comma-separated plugins (entry-point or backend names) never loaded."),
     # pytest's PYTEST_DISABLE_PLUGIN_AUTOLOAD treats any other text as "set": so does this one
-    EnvVar("EDGESDK_DISABLE_PLUGIN_AUTOLOAD", "flag", False,
-           "Load no entry-point plugins except those named in `EDGESDK_PLUGINS`.", invalid=True),
+    EnvVar("EDGESDK_DISABLE_PLUGIN_AUTOLOAD", "flag", False, "Load no entry-point plugins except those named in `EDGESDK_PLUGINS`.", invalid=True),
     EnvVar("EDGESDK_SERVE_API_KEY", "str", None, "API key `edgesdk serve` requires from clients (`--api-key` overrides it)."),
 )
 

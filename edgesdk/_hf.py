@@ -62,8 +62,10 @@ HF_PREFIX = "hf:"
 _HF_PART = re.compile(r"(?a:\w(?:[\w.-]{0,94}\w)?)")
 _HF_COMMIT = re.compile(r"[0-9a-f]{40}")
 _HF_TAG = re.compile(r"(?a:[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9])?)")
-_HF_FORM = ("hf:OWNER/REPO[@REVISION][/PATH/IN/REPO] or hf:OWNER/REPO[@REVISION]:QUANT "
-            "(e.g. hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf or hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M)")
+_HF_FORM = (
+    "hf:OWNER/REPO[@REVISION][/PATH/IN/REPO] or hf:OWNER/REPO[@REVISION]:QUANT "
+    "(e.g. hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf or hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M)"
+)
 #: The quant type ``hf:OWNER/REPO`` picks in a repository of GGUF files, as llama.cpp and Ollama do.
 HF_DEFAULT_QUANT = "Q4_K_M"
 _GGUF_SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
@@ -103,8 +105,10 @@ def _hf_safe_path(ref: str, what: str, text: str) -> None:
     """``text`` is a relative POSIX path that stays where it is joined: no "..", ".", empty parts or backslashes."""
     parts = text.split("/")
     if ".." in parts or "." in parts:
-        raise HubError(f"Hugging Face reference {ref!r}: {what} {text!r} has a '.' or '..' component, which is refused "
-                       "(a reference names a file inside its repository's snapshot, never outside it)")
+        raise HubError(
+            f"Hugging Face reference {ref!r}: {what} {text!r} has a '.' or '..' component, which is refused "
+            "(a reference names a file inside its repository's snapshot, never outside it)"
+        )
     if "" in parts or "\\" in text or "\0" in text:
         raise _hf_malformed(ref, f"{what} {text!r} has an empty component, a backslash or a NUL")
 
@@ -114,7 +118,7 @@ def parse_hf(ref: str) -> HFRef:
     else. A revision holding "/" (``refs/pr/1``) is written URL-encoded: ``@refs%2Fpr%2F1``."""
     if not ref.startswith(HF_PREFIX):
         raise _hf_malformed(ref, f"it does not start with {HF_PREFIX!r}")
-    body = ref[len(HF_PREFIX):]
+    body = ref[len(HF_PREFIX) :]
     whole = body.endswith("/")
     if whole:
         body = body[:-1]
@@ -126,16 +130,18 @@ def parse_hf(ref: str) -> HFRef:
         raise _hf_malformed(ref, "it needs OWNER/REPO (a repository without an owner is given with its owner, e.g. openai-community/gpt2)")
     for part in (owner, repo):
         if not _HF_PART.fullmatch(part) or "--" in part or ".." in part or part.endswith(".git"):
-            raise _hf_malformed(ref, f"{part!r} is not a repository owner or name (letters, digits, '-', '_', '.'; at most 96; "
-                                     "no '--' or '..'; not starting or ending with '-' or '.')")
+            raise _hf_malformed(
+                ref,
+                f"{part!r} is not a repository owner or name (letters, digits, '-', '_', '.'; at most 96; "
+                "no '--' or '..'; not starting or ending with '-' or '.')",
+            )
     if colon:
         if "@" in tag:
             raise _hf_malformed(ref, "the revision goes before the quant tag (hf:OWNER/REPO@REVISION:QUANT)")
         if not tag:
             raise _hf_malformed(ref, "':' is not followed by a quant tag (a GGUF quant type such as Q4_K_M)")
         if not _HF_TAG.fullmatch(tag):
-            raise _hf_malformed(ref, f"{tag!r} is not a quant tag (a GGUF quant type such as Q4_K_M, Q8_0, IQ4_XS or "
-                                     "UD-Q4_K_XL: letters, digits, '_' and '-')")
+            raise _hf_malformed(ref, f"{tag!r} is not a quant tag (a GGUF quant type such as Q4_K_M, Q8_0, IQ4_XS or UD-Q4_K_XL: letters, digits, '_' and '-')")
         if slash:
             raise _hf_malformed(ref, f"a quant tag ({tag}) and a path ({filename or '/'}) are exclusive: give one")
     if at:
@@ -248,8 +254,7 @@ def _hf_list(ref: str, r: HFRef, missing: str) -> list[str]:
         lister = getattr(huggingface_hub, "list_repo_files", None) or huggingface_hub.HfApi().list_repo_files
         return [str(f) for f in lister(r.repo_id, revision=r.revision)]
     except Exception as e:  # as in _hf_download
-        raise HubError(f"{missing}; listing the files of {r.repo_id} with huggingface_hub failed; {_hf_how_to_fetch(r, '')}; "
-                       f"cause: {_hf_cause(e)}") from e
+        raise HubError(f"{missing}; listing the files of {r.repo_id} with huggingface_hub failed; {_hf_how_to_fetch(r, '')}; cause: {_hf_cause(e)}") from e
 
 
 def _gguf_models(files) -> list[str]:
@@ -300,11 +305,13 @@ def _hf_refuse_split(ref: str, r: HFRef, choice: str) -> None:
         return
     n = int(split.group(2))
     first = choice.rsplit("/", 1)[-1]
-    shards = choice[:split.start()] + f"-*-of-{split.group(2)}.gguf"
+    shards = choice[: split.start()] + f"-*-of-{split.group(2)}.gguf"
     cmd = "hf download " + " ".join(shlex.quote(a) for a in [r.repo_id, "--include", shards, *(["--revision", r.revision] if r.revision else [])])
-    raise HubError(f"{ref}: {choice} is the first of {n} shards of a split GGUF model, and edgesdk's GGUF loader reads one file; "
-                   f"fetch the shards ({cmd}), merge them with llama.cpp's llama-gguf-split --merge {first} merged.gguf "
-                   "and load merged.gguf, or pick a quant that is one file")
+    raise HubError(
+        f"{ref}: {choice} is the first of {n} shards of a split GGUF model, and edgesdk's GGUF loader reads one file; "
+        f"fetch the shards ({cmd}), merge them with llama.cpp's llama-gguf-split --merge {first} merged.gguf "
+        "and load merged.gguf, or pick a quant that is one file"
+    )
 
 
 def _hf_ref(r: HFRef, filename: str) -> str:
@@ -349,12 +356,15 @@ def _hf_pick(ref: str, r: HFRef, cache: Path, snapshot: Path | None, missing: st
         _hf_refuse_split(ref, r, fallback.relative_to(snapshot).as_posix())
         return fallback
     if not models and not r.tag:
-        raise HubError(f"{missing}; {r.repo_id} has no GGUF model file to pick, and a whole repository is never downloaded "
-                       f"at run time; {_hf_how_to_fetch(r, '')}")
+        raise HubError(
+            f"{missing}; {r.repo_id} has no GGUF model file to pick, and a whole repository is never downloaded at run time; {_hf_how_to_fetch(r, '')}"
+        )
     choice, candidates, why = _hf_choose(models, r.tag)
     if choice is None:
-        raise HubError(f"{ref}: {why} in {r.repo_id} on the Hugging Face hub: {_hf_listing(candidates)}"
-                       + (f"; name one with its path ({_hf_ref(r, candidates[0])})" if candidates else ""))
+        raise HubError(
+            f"{ref}: {why} in {r.repo_id} on the Hugging Face hub: {_hf_listing(candidates)}"
+            + (f"; name one with its path ({_hf_ref(r, candidates[0])})" if candidates else "")
+        )
     _hf_safe_path(ref, "path", choice)  # a name from the hub's listing, joined to the snapshot directory
     _hf_refuse_split(ref, r, choice)
     if snapshot is not None and (snapshot / choice).is_file():
@@ -392,8 +402,11 @@ def hf_path(ref: str) -> Path:
                 raise HubError(f"{ref}: {ref_file} holds {commit!r}, not a commit hash (a corrupt cache entry; {r.fetch_command} rewrites it)")
         snapshot = repo_dir / "snapshots" / commit
         if "/" in commit or not snapshot.is_dir():  # refs/pr/1 without its ref file is no snapshot name either
-            looked = (f"{ref_file} does not exist and {snapshot} is no snapshot" if commit == revision
-                      else f"{ref_file} points at {commit}, but {snapshot} does not exist")
+            looked = (
+                f"{ref_file} does not exist and {snapshot} is no snapshot"
+                if commit == revision
+                else f"{ref_file} points at {commit}, but {snapshot} does not exist"
+            )
             missing, snapshot = f"{ref}: revision {revision!r} of {r.repo_id} is not in {where}: {looked}", None
     if r.tag or not (r.filename or r.whole):
         return _hf_pick(ref, r, cache, snapshot, missing)
@@ -408,8 +421,10 @@ def hf_path(ref: str) -> Path:
         missing = f"{ref}: {target} is not in {where}{broken}"
     blocked = _hf_no_download()
     if snapshot is not None and blocked and no_exist.is_file():
-        raise HubError(f"{ref}: the Hugging Face hub has no file {r.filename!r} in {r.repo_id} at {snapshot.name} "
-                       f"(recorded by huggingface_hub in {no_exist}); check the path in the repository's file list")
+        raise HubError(
+            f"{ref}: the Hugging Face hub has no file {r.filename!r} in {r.repo_id} at {snapshot.name} "
+            f"(recorded by huggingface_hub in {no_exist}); check the path in the repository's file list"
+        )
     if not r.filename:
         blocked = "a whole repository snapshot is never downloaded at run time"
     if blocked:

@@ -72,7 +72,7 @@ def matmul_int8_exact(x: np.ndarray, w: QuantizedTensor) -> np.ndarray:
     idot = np.einsum("msk,nsk->mns", xq.reshape(m, s, 32).astype(np.int64), codes.reshape(n, s, 32))
     spb = s if w.block_size >= k else w.block_size // 32
     blk = np.arange(s) // spb
-    dw = w.scale_matrix().astype(np.float64)[:, blk]                       # (N, S)
+    dw = w.scale_matrix().astype(np.float64)[:, blk]  # (N, S)
     cw = -w.offset * dw if w.mins is None else w.min_matrix().astype(np.float64)[:, blk]
     y = (idot * dw[None] * d[:, None, :].astype(np.float64)).sum(-1)
     y += (cw[None] * cs[:, None, :].astype(np.float64)).sum(-1)
@@ -87,7 +87,7 @@ def _blocks_int8_exact(xq: np.ndarray, d: np.ndarray, w: QuantizedTensor, ab: in
     j = k // sub
     xs = xq.reshape(m, j, sub).astype(np.int64)
     idot = np.einsum("mje,nje->mnj", xs, w.codes().reshape(n, j, sub).astype(np.int64))
-    dxs = d.astype(np.float64)[:, (np.arange(j) * sub) // ab]              # (M, J): each sub-block's dx
+    dxs = d.astype(np.float64)[:, (np.arange(j) * sub) // ab]  # (M, J): each sub-block's dx
     y = (idot * w.scale_matrix().astype(np.float64)[None] * dxs[:, None, :]).sum(-1)
     mn = w.min_matrix()
     if mn is not None:

@@ -91,10 +91,12 @@ def _key(model, pool, options, registry) -> tuple[str, dict]:
         "edgesdk": __version__,
         "model_sha256": model_sha256(model.path),
         # The device's details carry its driver version (OpenCL) where the backend knows it.
-        "candidates": sorted([d.id, d.name, d.backend, registry.backend(d.backend).version or "", sorted(d.details.items())]
-                             for d in pool),
+        "candidates": sorted([d.id, d.name, d.backend, registry.backend(d.backend).version or "", sorted(d.details.items())] for d in pool),
         "options": {
-            "threads": options.threads, "precision": options.precision, "n_ctx": options.n_ctx, "kv_dtype": options.kv_dtype,
+            "threads": options.threads,
+            "precision": options.precision,
+            "n_ctx": options.n_ctx,
+            "kv_dtype": options.kv_dtype,
             "objective": options.objective,
             "backend_options": options.backend_options,
         },
@@ -129,8 +131,14 @@ def _read(key: str, material: dict) -> dict | None:
 
 def _write(key: str, material: dict, model, winner: str, reason: str, trials) -> None:
     path = _entry_path(key)
-    entry = {"key": material, "model": os.path.basename(model.path), "measured_at": time.time(), "winner": winner,
-             "reason": reason, "trials": [attrs.asdict(t) for t in trials]}
+    entry = {
+        "key": material,
+        "model": os.path.basename(model.path),
+        "measured_at": time.time(),
+        "winner": winner,
+        "reason": reason,
+        "trials": [attrs.asdict(t) for t in trials],
+    }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with _cache.writing(path) as f:
@@ -165,11 +173,15 @@ def _choose(trials: list[Trial], order: list[str], objective: str, meter_note: s
         reason = f"the only candidate whose trial succeeded ({what} {metric(winner) * scale:.3g} {unit})"
     elif winner is best:
         runner_up = min(others, key=metric)
-        reason = (f"lowest {what}: {metric(winner) * scale:.3g} {unit} vs {metric(runner_up) * scale:.3g} {unit} on "
-                  f"{runner_up.device} ({metric(runner_up) / metric(winner):.2f}x)")
+        reason = (
+            f"lowest {what}: {metric(winner) * scale:.3g} {unit} vs {metric(runner_up) * scale:.3g} {unit} on "
+            f"{runner_up.device} ({metric(runner_up) / metric(winner):.2f}x)"
+        )
     else:
-        reason = (f"within {TIE:.0%} of the lowest {what} ({metric(winner) * scale:.3g} vs {metric(best) * scale:.3g} {unit} "
-                  f"on {best.device}) and earlier in the preference order")
+        reason = (
+            f"within {TIE:.0%} of the lowest {what} ({metric(winner) * scale:.3g} vs {metric(best) * scale:.3g} {unit} "
+            f"on {best.device}) and earlier in the preference order"
+        )
     if objective == "energy" and not by_energy:
         reason += f"; chosen by latency, as no energy counter is readable ({meter_note})"
     return winner.device, reason
@@ -198,8 +210,15 @@ def place_measured(model, pool, refusals, options, registry, load_on):
             runner, nodes = got
             losers = [Refusal(t.backend, t.device, t.describe()) for t in cached["trials"] if t.device != dev.id]
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(cached["measured_at"]))
-            return runner, Placement(dev.backend, dev, nodes, tuple(refusals + losers), selection="measured (cached)",
-                                     trials=cached["trials"], reason=f"{cached['reason']} (measured {when}, read from the placement cache)")
+            return runner, Placement(
+                dev.backend,
+                dev,
+                nodes,
+                tuple(refusals + losers),
+                selection="measured (cached)",
+                trials=cached["trials"],
+                reason=f"{cached['reason']} (measured {when}, read from the placement cache)",
+            )
         log.info("placement cache: the cached winner %s no longer loads (%s); measuring again", cached["winner"], got)
         _cache.discard(_entry_path(key))
     meter, meter_note = energy_meter() if options.objective == "energy" else (None, None)
@@ -213,8 +232,9 @@ def place_measured(model, pool, refusals, options, registry, load_on):
         runner, nodes = got
         try:
             timing = time_runs(one_run(runner), warmup=1, runs=_TRIAL_RUNS, budget_s=options.trial_s, meter=meter)
-            trial = Trial(d.backend, d.id, len(timing.samples), timing.median_s, timing.percentile_s(90), timing.first_s,
-                          timing.energy_j, simulated=d.simulated)
+            trial = Trial(
+                d.backend, d.id, len(timing.samples), timing.median_s, timing.percentile_s(90), timing.first_s, timing.energy_j, simulated=d.simulated
+            )
         except Exception as exc:  # a device that cannot run the model is refused, not fatal
             trial = Trial(d.backend, d.id, error=f"{type(exc).__name__}: {exc}", simulated=d.simulated)
         trials.append(trial)

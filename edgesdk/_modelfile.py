@@ -175,9 +175,21 @@ def _onnx_info(p: Path, m) -> dict:
 # -- TFLite ---------------------------------------------------------------------------------------
 
 _TFL_DTYPES = {
-    0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 5: object, 6: np.bool_,
-    7: np.int16, 8: np.complex64, 9: np.int8, 10: np.float64, 11: np.complex128, 12: np.uint64,
-    15: np.uint32, 16: np.uint16,
+    0: np.float32,
+    1: np.float16,
+    2: np.int32,
+    3: np.uint8,
+    4: np.int64,
+    5: object,
+    6: np.bool_,
+    7: np.int16,
+    8: np.complex64,
+    9: np.int8,
+    10: np.float64,
+    11: np.complex128,
+    12: np.uint64,
+    15: np.uint32,
+    16: np.uint16,
 }
 
 
@@ -272,8 +284,9 @@ def _check_tflite_shape(p: Path, si: int, ti: int, t, buffers) -> None:
     buf = buffers[t.buffer] if buffers and t.buffer else None
     stored = _tflite_buffer_size(buf)
     if stored and t.sparsity is None and stored != n_bytes:
-        raise ModelFormatError(p, f"subgraph {si}: constant tensor {ti} has shape {shape} ({n_bytes} bytes) but its buffer holds "
-                                  f"{stored} bytes (corrupt shape or buffer)")
+        raise ModelFormatError(
+            p, f"subgraph {si}: constant tensor {ti} has shape {shape} ({n_bytes} bytes) but its buffer holds {stored} bytes (corrupt shape or buffer)"
+        )
 
 
 # Resource-variable ops are the only builtins without inputs or without outputs.
@@ -290,8 +303,9 @@ def _check_tflite_arity(p: Path, si: int, oi: int, op_name: str | None, op) -> N
 
 # Ops whose output has their first input's shape. LiteRT's delegates size copies of constant inputs
 # (a DEQUANTIZEd weight) by the *output's* declared shape, so a corrupt one reads past the buffer.
-_TFL_ELEMENTWISE = frozenset({"DEQUANTIZE", "QUANTIZE", "CAST", "RELU", "RELU6", "RELU_N1_TO_1", "LOGISTIC", "TANH",
-                              "HARD_SWISH", "ABS", "NEG", "ELU", "LEAKY_RELU"})
+_TFL_ELEMENTWISE = frozenset(
+    {"DEQUANTIZE", "QUANTIZE", "CAST", "RELU", "RELU6", "RELU_N1_TO_1", "LOGISTIC", "TANH", "HARD_SWISH", "ABS", "NEG", "ELU", "LEAKY_RELU"}
+)
 
 
 def _check_tflite_elementwise(p: Path, si: int, oi: int, op_name: str | None, op, tensors) -> None:
@@ -301,8 +315,11 @@ def _check_tflite_elementwise(p: Path, si: int, oi: int, op_name: str | None, op
         return
     shape_in, shape_out = (list(tensors[int(i)].shape if tensors[int(i)].shape is not None else []) for i in (op.inputs[0], op.outputs[0]))
     if shape_in and shape_out and shape_in != shape_out:
-        raise ModelFormatError(p, f"subgraph {si}: operator {oi} ({op_name}) maps shape {[int(d) for d in shape_in]} to "
-                                  f"{[int(d) for d in shape_out]}; an elementwise op keeps the shape (corrupt tensor shape)")
+        raise ModelFormatError(
+            p,
+            f"subgraph {si}: operator {oi} ({op_name}) maps shape {[int(d) for d in shape_in]} to "
+            f"{[int(d) for d in shape_out]}; an elementwise op keeps the shape (corrupt tensor shape)",
+        )
 
 
 def _utf8(p: Path, raw: bytes, what: str) -> str:
@@ -371,4 +388,3 @@ def _tensor_kinds(tensors) -> dict[str, list[str]]:
 
 
 _PROBES = {"onnx": _probe_onnx, "tflite": _probe_tflite, "gguf": _probe_gguf}
-

@@ -114,7 +114,6 @@ def expose_outputs(model, names: Sequence[str]):
     return model
 
 
-
 def truncate(model, outputs: Sequence[str]):
     """A new ModelProto computing only ``outputs`` (tensors of ``model``) from the graph inputs.
 
@@ -139,8 +138,10 @@ def truncate(model, outputs: Sequence[str]):
         keep.add(i)
         stack += [x for x in g.node[i].input if x] + _outer_refs(g.node[i])
     new = helper.make_graph(
-        [n for i, n in enumerate(g.node) if i in keep], g.name,
-        [v for v in g.input if v.name in used], [],
+        [n for i, n in enumerate(g.node) if i in keep],
+        g.name,
+        [v for v in g.input if v.name in used],
+        [],
         initializer=[t for t in g.initializer if t.name in used],
     )
     out = helper.make_model(new, opset_imports=list(model.opset_import), ir_version=model.ir_version)

@@ -133,7 +133,9 @@ def load_on(model: Model, d: Device, options, registry) -> tuple[Runner, tuple[N
     if not sup.ok:
         return Refusal(d.backend, d.id, sup.reason or "refused")
     if sup.partial and options.require is not None:
-        return Refusal(d.backend, d.id, f"can run only part of the model ({sup.reason or 'some nodes unsupported'}); require={options.require!r} forbids fallback")
+        return Refusal(
+            d.backend, d.id, f"can run only part of the model ({sup.reason or 'some nodes unsupported'}); require={options.require!r} forbids fallback"
+        )
     try:
         runner = backend.load(model, d, options)
     except ModelFormatError:
@@ -148,8 +150,14 @@ def load_on(model: Model, d: Device, options, registry) -> tuple[Runner, tuple[N
         detail = "; ".join(f"{n.node} ({n.op_type}) -> {n.device_id}" + (f": {n.reason}" if n.reason else "") for n in fallback)
         return Refusal(d.backend, d.id, f"{len(fallback)} node(s) would fall back: {detail}")
     if fallback:
-        log.warning("%d of %d nodes of %s do not run on %s: %s", len(fallback), len(nodes), model.path, d.id,
-                    ", ".join(f"{n.node}({n.op_type})->{n.device_id}" for n in fallback[:10]))
+        log.warning(
+            "%d of %d nodes of %s do not run on %s: %s",
+            len(fallback),
+            len(nodes),
+            model.path,
+            d.id,
+            ", ".join(f"{n.node}({n.op_type})->{n.device_id}" for n in fallback[:10]),
+        )
     return runner, nodes
 
 
@@ -185,7 +193,7 @@ def place(model: Model, options, registry) -> tuple[Runner, Placement]:
                 refusals.append(got)
                 continue
             runner, nodes = got
-            refusals += [Refusal(o.backend, o.id, f"lower in preference than {d.id}") for o in pool[i + 1:]]
+            refusals += [Refusal(o.backend, o.id, f"lower in preference than {d.id}") for o in pool[i + 1 :]]
             return runner, Placement(d.backend, d, nodes, tuple(refusals))
     what = f"require={options.require!r}" if options.require else f"prefer={options.prefer!r}"
     raise PlacementError(f"no backend can run {model.path} ({model.format}) with {what}", refusals)

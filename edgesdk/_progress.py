@@ -26,5 +26,4 @@ def bar(total: int | None, desc: str, unit: str = "it", delay: float = 1.0):
     from tqdm import tqdm
 
     scaled = {"unit_scale": True, "unit_divisor": 1024} if unit == "B" else {}
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, delay=delay,
-                disable=None if _enabled else True, dynamic_ncols=True, **scaled)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, delay=delay, disable=None if _enabled else True, dynamic_ncols=True, **scaled)

@@ -191,5 +191,6 @@ def _generator_of(runner, backend: str) -> GenerativeRunner | None:
     if not missing:
         return None if missing is None else runner
     runner.close()
-    raise PluginError(f"backend {backend!r} returned a generative runner ({type(runner).__name__}) lacking "
-                      f"{', '.join(missing)} of edgesdk.backend.GenerativeRunner")
+    raise PluginError(
+        f"backend {backend!r} returned a generative runner ({type(runner).__name__}) lacking {', '.join(missing)} of edgesdk.backend.GenerativeRunner"
+    )

@@ -103,8 +103,14 @@ class Timing:
         return float(np.percentile(self.samples, q))
 
 
-def time_runs(fn: Callable[[], object], warmup: int = 1, runs: int = 10, budget_s: float | None = None,
-              meter: EnergyMeter | None = None, on_run: Callable[[], None] | None = None) -> Timing:
+def time_runs(
+    fn: Callable[[], object],
+    warmup: int = 1,
+    runs: int = 10,
+    budget_s: float | None = None,
+    meter: EnergyMeter | None = None,
+    on_run: Callable[[], None] | None = None,
+) -> Timing:
     """Call ``fn`` ``warmup`` times (the first one's time is kept: first-run latency), then up to ``runs``
     timed times, stopping early once ``budget_s`` seconds of timed runs have passed (at least one
     timed run always happens). ``on_run`` is called after every call (a progress bar)."""

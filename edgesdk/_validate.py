@@ -66,8 +66,7 @@ def _coerce(label, dtype, x):
         if np.can_cast(x.dtype, dtype, "safe"):
             return np.ascontiguousarray(x, dtype=dtype)
         raise InputDtypeError(
-            f"{label} has dtype {x.dtype}, expected {dtype}; {x.dtype} -> {dtype} is not a safe cast, "
-            f"convert explicitly (e.g. x.astype(np.{dtype.name}))"
+            f"{label} has dtype {x.dtype}, expected {dtype}; {x.dtype} -> {dtype} is not a safe cast, convert explicitly (e.g. x.astype(np.{dtype.name}))"
         )
     if x is None:
         raise InputDtypeError(f"{label} is None, but it is not optional (model expects {dtype})")
@@ -84,7 +83,8 @@ def _coerce(label, dtype, x):
         except (OverflowError, ValueError) as exc:
             raise InputDtypeError(f"{label}: values do not fit {dtype}: {exc}") from None
         lost = (dtype.kind in "iu" and arr.dtype.kind in "iu" and not np.array_equal(conv, arr)) or (
-            dtype.kind in "fc" and arr.dtype.kind in "fc" and bool(np.any(np.isfinite(arr) & ~np.isfinite(conv))))
+            dtype.kind in "fc" and arr.dtype.kind in "fc" and bool(np.any(np.isfinite(arr) & ~np.isfinite(conv)))
+        )
         if lost and arr.size:
             raise InputDtypeError(f"{label}: values do not fit {dtype}")
         return np.ascontiguousarray(conv)

@@ -282,8 +282,7 @@ class GenerativeRunner(Protocol):
 
 
 #: Every member :class:`GenerativeRunner` requires, in the order they are reported when missing.
-GENERATIVE_MEMBERS = ("generate", "generate_stream", "perplexity", "apply_chat_template", "reset", "close",
-                      "tokenizer", "last_stats")
+GENERATIVE_MEMBERS = ("generate", "generate_stream", "perplexity", "apply_chat_template", "reset", "close", "tokenizer", "last_stats")
 
 _ABSENT = object()
 
@@ -293,6 +292,7 @@ def missing_generative(runner) -> tuple[str, ...] | None:
 
     Looked up without calling properties: a check at load must not run the model's code.
     """
+
     def has(name):
         return inspect.getattr_static(runner, name, _ABSENT) is not _ABSENT
 
@@ -330,7 +330,6 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
-
 
 
 # -- helpers for backend authors ---------------------------------------------------------------

@@ -31,8 +31,10 @@ __all__ = ["BenchReport", "DeviceBench", "LlmBench", "bench"]
 
 #: Ops listed per device in a profile.
 TOP_OPS = 10
-_PROMPT = ("On-device inference keeps data private, works without a network and costs nothing per query. "
-           "The same application must run on phones, laptops, cars and headsets, each with its own processors. ")
+_PROMPT = (
+    "On-device inference keeps data private, works without a network and costs nothing per query. "
+    "The same application must run on phones, laptops, cars and headsets, each with its own processors. "
+)
 
 
 @attrs.frozen
@@ -157,8 +159,15 @@ def _llm_bench(runner, model, options, runs: int, warmup: int, prompt_tokens: in
         on_run()
     runner.reset()
     med = lambda xs: float(np.median(xs))  # noqa: E731
-    return LlmBench(len(ids), stats[0].generated_tokens, med([s.ttft_s for s in stats]), med([s.prompt_tok_s for s in stats]),
-                    med([s.decode_tok_s for s in stats]), _weight_bytes(model), None)
+    return LlmBench(
+        len(ids),
+        stats[0].generated_tokens,
+        med([s.ttft_s for s in stats]),
+        med([s.prompt_tok_s for s in stats]),
+        med([s.decode_tok_s for s in stats]),
+        _weight_bytes(model),
+        None,
+    )
 
 
 def _dram_gb_s(threads) -> float | None:
@@ -213,8 +222,19 @@ def _bench_device(model, d, reg, options, feeds, dims, runs, warmup, profile, ll
     ops, note = None, None
     if profile:
         ops, note = _profile(model, d, reg, options, feeds, dims, runs)
-    return DeviceBench(**base, load_s=load_s, load_cached_s=load_cached_s, timing=timing, peak_rss_bytes=rss.peak,
-                       rss_increase_bytes=max(0, rss.peak - rss.start), device_memory_bytes=device_memory, nodes=counts, op_times=ops, profile_note=note, llm=llm)
+    return DeviceBench(
+        **base,
+        load_s=load_s,
+        load_cached_s=load_cached_s,
+        timing=timing,
+        peak_rss_bytes=rss.peak,
+        rss_increase_bytes=max(0, rss.peak - rss.start),
+        device_memory_bytes=device_memory,
+        nodes=counts,
+        op_times=ops,
+        profile_note=note,
+        llm=llm,
+    )
 
 
 def _profile(model, d, reg, options, feeds, dims, runs) -> tuple[tuple[OpTime, ...] | None, str | None]:
@@ -237,9 +257,20 @@ def _profile(model, d, reg, options, feeds, dims, runs) -> tuple[tuple[OpTime, .
     return tuple(ops), None
 
 
-def bench(model, devices: Sequence[str] | None = None, all_devices: bool = False, runs: int = 20, warmup: int = 1,
-          feeds: Mapping[str, np.ndarray] | None = None, dims: Mapping[str, int] | None = None, profile: bool = False, options: SessionOptions | None = None,
-          prompt_tokens: int = 64, gen_tokens: int = 32, progress: Callable[[int, str], object] | None = None) -> BenchReport:
+def bench(
+    model,
+    devices: Sequence[str] | None = None,
+    all_devices: bool = False,
+    runs: int = 20,
+    warmup: int = 1,
+    feeds: Mapping[str, np.ndarray] | None = None,
+    dims: Mapping[str, int] | None = None,
+    profile: bool = False,
+    options: SessionOptions | None = None,
+    prompt_tokens: int = 64,
+    gen_tokens: int = 32,
+    progress: Callable[[int, str], object] | None = None,
+) -> BenchReport:
     """Benchmark ``model`` (a path or hub name) on ``devices`` (ids; default: every real device whose
     backend reads the model's format, with ``all_devices`` the simulated ones too).
 
@@ -265,10 +296,9 @@ def bench(model, devices: Sequence[str] | None = None, all_devices: bool = False
     chosen = _select(m, reg, devices, all_devices, options)
     total = len(chosen) * (warmup + runs)
     results = []
-    with (progress(total, f"bench {os.path.basename(m.path)}") if progress else _NoBar()) as bar:
+    with progress(total, f"bench {os.path.basename(m.path)}") if progress else _NoBar() as bar:
         for d in chosen:
-            results.append(_bench_device(m, d, reg, options, feeds, dims, runs, warmup, profile, (prompt_tokens, gen_tokens),
-                                         lambda: bar.update(1)))
+            results.append(_bench_device(m, d, reg, options, feeds, dims, runs, warmup, profile, (prompt_tokens, gen_tokens), lambda: bar.update(1)))
     if any(r.llm is not None for r in results):
         dram = _dram_gb_s(options.threads)
         results = [attrs.evolve(r, llm=attrs.evolve(r.llm, dram_gb_s=dram)) if r.llm else r for r in results]
@@ -308,8 +338,9 @@ def _select(model, reg, ids, all_devices, options):
     readers = [n for n in reg.backend_names if model.format in reg.backend(n).formats]  # others are not even probed
     chosen = [d for n in readers for d in reg.status(n).devices if all_devices or not d.simulated or named(d, options)]
     if not chosen:
-        raise EdgeSDKError(f"no {'' if all_devices else 'real '}device here reads {model.format} models"
-                           + ("" if all_devices else "; --all includes simulated devices"))
+        raise EdgeSDKError(
+            f"no {'' if all_devices else 'real '}device here reads {model.format} models" + ("" if all_devices else "; --all includes simulated devices")
+        )
     return chosen
 
 

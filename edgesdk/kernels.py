@@ -156,26 +156,25 @@ if _impl == "c" and (_env_simd := _env.get("EDGESDK_SIMD")):
 
 @attrs.frozen
 class KernelInfo:
-    impl: str                 # "c" | "numpy"
-    simd: str                 # SIMD path in use ("none" for numpy)
-    simd_detected: str        # best path this CPU can run
+    impl: str  # "c" | "numpy"
+    simd: str  # SIMD path in use ("none" for numpy)
+    simd_detected: str  # best path this CPU can run
     threads: int
-    amx_usable: bool          # AMX tile state granted by the OS (not used by any kernel yet)
+    amx_usable: bool  # AMX tile state granted by the OS (not used by any kernel yet)
     build: str
-    reason: str = ""          # why impl is "numpy", when it is
-    simd_runnable: tuple[str, ...] = ()   # every path this CPU can run, best first
-    simd_requested: str | None = None     # what EDGESDK_SIMD / set_simd asked for, if anything
-    simd_note: str = ""                   # why the requested path is not the one running
-    cpu_features: tuple[str, ...] = ()    # features detected (CPU and OS), by GCC target name
-    llm_loop: str = "none"                # SIMD path of the fused LLM loop, "none" when not built
+    reason: str = ""  # why impl is "numpy", when it is
+    simd_runnable: tuple[str, ...] = ()  # every path this CPU can run, best first
+    simd_requested: str | None = None  # what EDGESDK_SIMD / set_simd asked for, if anything
+    simd_note: str = ""  # why the requested path is not the one running
+    cpu_features: tuple[str, ...] = ()  # features detected (CPU and OS), by GCC target name
+    llm_loop: str = "none"  # SIMD path of the fused LLM loop, "none" when not built
 
     def describe(self) -> str:
         """The kernels' lines of `edgesdk devices`: what runs, what was asked, what could run."""
         if self.impl != "c":
             return f"kernels: numpy reference ({self.reason})"
         amx = "usable" if self.amx_usable else "not usable"
-        lines = [f"kernels: C, SIMD path {self.simd} (runnable here: {', '.join(self.simd_runnable)}), "
-                 f"fused LLM loop {self.llm_loop}, {self.threads} threads"]
+        lines = [f"kernels: C, SIMD path {self.simd} (runnable here: {', '.join(self.simd_runnable)}), fused LLM loop {self.llm_loop}, {self.threads} threads"]
         if self.simd_requested:
             lines.append(f"asked {self.simd_requested}: {self.simd_note or 'running it'}")
         lines.append(f"CPU features: {' '.join(self.cpu_features) or 'baseline x86-64/arm64'}; AMX {amx}; {self.build}")
@@ -336,8 +335,7 @@ def matmul(x, w: QuantizedTensor, *, act: str = "int8", out: np.ndarray | None =
         raise KernelError(f"act must be 'int8' or 'f32', got {act!r}")
     if out is None:
         out = np.empty(oshape, _F32)
-    elif (type(out) is not np.ndarray or out.dtype != _F32 or out.shape != oshape
-          or not out.flags.c_contiguous or not out.flags.writeable):
+    elif type(out) is not np.ndarray or out.dtype != _F32 or out.shape != oshape or not out.flags.c_contiguous or not out.flags.writeable:
         raise KernelError(f"out must be a writable C-contiguous float32 array of shape {oshape}")
     if m == 0:
         return out
@@ -370,8 +368,9 @@ def quantize_activations(x: np.ndarray):
     xq = np.empty((m, s * 32), np.int8)
     dx = np.empty((m, s), np.float32)
     cs = np.empty((m, s), np.float32)
-    rc = _lib.ek_quantize_act(_ffi.from_buffer("float[]", x2), m, k, _ffi.from_buffer("signed char[]", xq),
-                              _ffi.from_buffer("float[]", dx), _ffi.from_buffer("float[]", cs))
+    rc = _lib.ek_quantize_act(
+        _ffi.from_buffer("float[]", x2), m, k, _ffi.from_buffer("signed char[]", xq), _ffi.from_buffer("float[]", dx), _ffi.from_buffer("float[]", cs)
+    )
     if rc:
         raise KernelError(_ERR.get(rc, f"kernel error {rc}"))
     return xq, dx, cs

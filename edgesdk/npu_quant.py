@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import warnings
 
-warnings.warn("edgesdk.npu_quant is deprecated: import quantize_for_npu from edgesdk_backends.qnn",
-              DeprecationWarning, stacklevel=2)
+warnings.warn("edgesdk.npu_quant is deprecated: import quantize_for_npu from edgesdk_backends.qnn", DeprecationWarning, stacklevel=2)
 
 from edgesdk_backends.qnn._quant import (
     ACTIVATION_TYPES,

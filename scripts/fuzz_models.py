@@ -83,8 +83,7 @@ def _regions(path: str, fmt: str, size: int) -> dict[str, tuple[int, int]]:
     from edgesdk.llm._gguf import GGUFFile
 
     f = GGUFFile(path)
-    regions = {"header": (0, 24), "metadata": (24, f.tensor_info_offset),
-               "tensor-infos": (f.tensor_info_offset, f.data_offset), "data": (f.data_offset, size)}
+    regions = {"header": (0, 24), "metadata": (24, f.tensor_info_offset), "tensor-infos": (f.tensor_info_offset, f.data_offset), "data": (f.data_offset, size)}
     f.close()
     return regions
 
@@ -152,7 +151,7 @@ class Workfile:
         with open(self.t.path, "rb") as f:
             data = bytearray(f.read() if m.truncate is None else f.read(m.truncate))
         for at, patch in m.patches:
-            data[at:at + len(patch)] = m.patched(bytes(data[at:at + len(patch)]), patch)
+            data[at : at + len(patch)] = m.patched(bytes(data[at : at + len(patch)]), patch)
         return bytes(data)
 
 
@@ -194,8 +193,14 @@ class Worker:
         self.timeout, self.proc = timeout, None
 
     def _start(self):
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
 
     def open(self, path: str) -> dict:
         if self.proc is None or self.proc.poll() is not None:

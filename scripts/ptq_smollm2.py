@@ -54,8 +54,7 @@ def main(argv=None):
     cases = [(f"blk.0.attn_{p}.weight", cal0, ev0, "real") for p in ("q", "k", "v")]
     for name in ("blk.5.ffn_down.weight", "blk.10.attn_output.weight", "blk.20.ffn_up.weight"):
         k = int(t[name].shape[0])
-        cases.append((name, rng.standard_normal((args.tokens, k)).astype(np.float32),
-                      rng.standard_normal((args.tokens, k)).astype(np.float32), "gauss"))
+        cases.append((name, rng.standard_normal((args.tokens, k)).astype(np.float32), rng.standard_normal((args.tokens, k)).astype(np.float32), "gauss"))
     print(f"int{args.bits} {args.scheme}; SQNR in dB (weight / output on held-out activations)")
     print("| tensor | x | block | rtn | mse | mse+calib | gptq | gptq gain vs rtn (output) |")
     print("|---|---|---|---|---|---|---|---|")
@@ -64,15 +63,13 @@ def main(argv=None):
         for bs in args.block:
             bsz = bs if bs else w.shape[1]
             res = {}
-            for label, kw in [("rtn", {}), ("mse", dict(method="mse")), ("mse+calib", dict(method="mse", calib=cal)),
-                              ("gptq", dict(method="gptq", calib=cal))]:
+            for label, kw in [("rtn", {}), ("mse", dict(method="mse")), ("mse+calib", dict(method="mse", calib=cal)), ("gptq", dict(method="gptq", calib=cal))]:
                 t0 = time.perf_counter()
                 qt = quantize(w, args.bits, bsz, args.scheme, **kw)
                 rep = error_report(w, qt, x=ev)
                 res[label] = (rep.sqnr_db, rep.output_sqnr_db, time.perf_counter() - t0)
             cells = " | ".join(f"{res[k][0]:.2f} / {res[k][1]:.2f}" for k in res)
-            print(f"| {name} {w.shape[0]}x{w.shape[1]} | {kind} | {bs or 'chan'} | {cells} | "
-                  f"{res['gptq'][1] - res['rtn'][1]:+.2f} dB |", flush=True)
+            print(f"| {name} {w.shape[0]}x{w.shape[1]} | {kind} | {bs or 'chan'} | {cells} | {res['gptq'][1] - res['rtn'][1]:+.2f} dB |", flush=True)
 
 
 if __name__ == "__main__":

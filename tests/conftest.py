@@ -43,9 +43,12 @@ def identity_onnx(tmp_path_factory):
     from onnx import TensorProto, helper
 
     p = tmp_path_factory.mktemp("models") / "identity.onnx"
-    return make_onnx(p, [helper.make_node("Identity", ["x"], ["y"])],
-                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
-                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])])
+    return make_onnx(
+        p,
+        [helper.make_node("Identity", ["x"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+    )
 
 
 @pytest.fixture
@@ -71,9 +74,12 @@ def relu_onnx(tmp_path):
     """y = relu(x), x float32[1, 8], saved as m.onnx."""
     from onnx import TensorProto, helper
 
-    return make_onnx(tmp_path / "m.onnx", [helper.make_node("Relu", ["x"], ["y"], name="relu0")],
-                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
-                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
+    return make_onnx(
+        tmp_path / "m.onnx",
+        [helper.make_node("Relu", ["x"], ["y"], name="relu0")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+    )
 
 
 @pytest.fixture
@@ -96,11 +102,12 @@ def add_onnx(tmp_path_factory):
     return make_onnx(
         p,
         [helper.make_node("Add", ["a", "b"], ["y"]), helper.make_node("Identity", ["n"], ["n_out"])],
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 4]),
-         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 4]),
-         helper.make_tensor_value_info("n", TensorProto.INT64, [2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4]),
-         helper.make_tensor_value_info("n_out", TensorProto.INT64, [2])],
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("n", TensorProto.INT64, [2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4]), helper.make_tensor_value_info("n_out", TensorProto.INT64, [2])],
     )
 
 
@@ -196,9 +203,26 @@ def llama_server(tmp_path_factory):
     logfile = tmp_path_factory.mktemp("llama") / "server.log"
     log = open(logfile, "w")  # a pipe nobody reads would fill up and stall the server
     # llama_ref runs llama_cpp.server with llama.cpp's extra buffer types off (they crash on AMX CPUs).
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("llama_ref.py")), "--model", gguf, "--host", "127.0.0.1", "--port", str(port),
-                             "--n_ctx", "1024", "--model_alias", "smollm2", "--n_threads", "2"],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("llama_ref.py")),
+            "--model",
+            gguf,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "1024",
+            "--model_alias",
+            "smollm2",
+            "--n_threads",
+            "2",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         if not wait_http_ready(f"http://127.0.0.1:{port}/v1/models", proc, timeout=120):
             pytest.fail(f"llama.cpp server did not start: {logfile.read_text()[-2000:]}")

@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 # Byte offsets of each block type's fp16 scale fields (d, dmin / m)
-F16_FIELDS = {"Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,), "Q5_0": (0,),
-              "Q5_1": (0, 2), "IQ4_NL": (0,)}
+F16_FIELDS = {"Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,), "Q5_0": (0,), "Q5_1": (0, 2), "IQ4_NL": (0,)}
 
 
 def random_blocks(name: str, shape, rng, scale: float) -> np.ndarray:
@@ -18,10 +17,10 @@ def random_blocks(name: str, shape, rng, scale: float) -> np.ndarray:
     blk, nbytes = gguf.GGML_QUANT_SIZES[qt]
     raw = rng.integers(0, 256, (shape[0], shape[1] // blk, nbytes), dtype=np.uint8)
     for at in F16_FIELDS[name]:
-        raw[..., at:at + 2] = np.frombuffer(np.float16(1.0).tobytes(), np.uint8)
+        raw[..., at : at + 2] = np.frombuffer(np.float16(1.0).tobytes(), np.uint8)
     peak = np.abs(gguf.quants.dequantize(raw.reshape(shape[0], -1), qt)).max()
     for at in F16_FIELDS[name]:  # w is linear in the scale fields
-        raw[..., at:at + 2] = np.frombuffer(np.float16(scale / peak).tobytes(), np.uint8)
+        raw[..., at : at + 2] = np.frombuffer(np.float16(scale / peak).tobytes(), np.uint8)
     return raw.reshape(shape[0], -1)
 
 

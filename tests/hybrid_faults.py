@@ -34,8 +34,7 @@ Reply = Callable[["FaultServer", Seen, socket.socket], bool]
 
 
 def response(status: int, body: bytes = b"", headers: dict | None = None, keep_alive: bool = False) -> bytes:
-    reason = {200: "OK", 400: "Bad Request", 429: "Too Many Requests", 500: "Internal Server Error",
-              503: "Service Unavailable"}.get(status, "Status")
+    reason = {200: "OK", 400: "Bad Request", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Status")
     head = {"Content-Length": str(len(body)), "Connection": "keep-alive" if keep_alive else "close", **(headers or {})}
     lines = "".join(f"{k}: {v}\r\n" for k, v in head.items())
     return f"HTTP/1.1 {status} {reason}\r\n{lines}\r\n".encode() + body
@@ -45,12 +44,16 @@ def json_reply(status: int, doc: dict, headers: dict | None = None, keep_alive: 
     def reply(server, seen, conn):
         conn.sendall(response(status, json.dumps(doc).encode(), {"Content-Type": "application/json", **(headers or {})}, keep_alive))
         return keep_alive
+
     return reply
 
 
 def completion(text: str = "Hello, world", usage: dict | None = None) -> dict:
-    return {"model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            **({"usage": usage} if usage else {})}
+    return {
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        **({"usage": usage} if usage else {}),
+    }
 
 
 def chunk(content: str | None = None, finish: str | None = None, **extra) -> dict:
@@ -70,32 +73,38 @@ def sse_body(*items, eol: str = "\n") -> bytes:
 def sse_reply(body: bytes, *, piece: int | None = None, content_type: str = "text/event-stream", reset: bool = False) -> Reply:
     """A close-delimited event stream; ``piece`` bytes at a time (TCP_NODELAY, short pauses) to
     split lines and CRLFs across reads; ``reset`` ends with a TCP RST instead of a FIN."""
+
     def reply(server, seen, conn):
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nConnection: close\r\n\r\n".encode())
         step = piece or len(body) or 1
         for i in range(0, len(body), step):
-            conn.sendall(body[i:i + step])
+            conn.sendall(body[i : i + step])
             if piece:
                 time.sleep(0.002)
         if reset:
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         return False
+
     return reply
 
 
 def sequence(*replies: Reply) -> Reply:
     """The n-th request gets the n-th reply; the last one repeats."""
+
     def reply(server, seen, conn):
         return replies[min(len(server.seen) - 1, len(replies) - 1)](server, seen, conn)
+
     return reply
 
 
 def held(then: Reply) -> Reply:
     """Waits for ``server.gate`` before answering, so a test can keep a request in flight."""
+
     def reply(server, seen, conn):
         server.gate.wait(10)
         return then(server, seen, conn)
+
     return reply
 
 

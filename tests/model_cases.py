@@ -23,7 +23,7 @@ def vad_feed_sequence(audio):
     """Silero's streaming protocol: each 512-sample window is preceded by the previous 64 samples."""
     context = np.zeros(VAD_CONTEXT, np.float32)
     for start in range(0, len(audio) - VAD_WINDOW + 1, VAD_WINDOW):
-        chunk = audio[start:start + VAD_WINDOW]
+        chunk = audio[start : start + VAD_WINDOW]
         yield np.concatenate([context, chunk])[None, :]
         context = chunk[-VAD_CONTEXT:]
 
@@ -250,7 +250,7 @@ def scene_feed(spec, hw):
 
     shape = [d if isinstance(d, int) and d > 0 else None for d in spec.shape]
     nchw = shape[1] in (1, 3)
-    h, w = (shape[2:4] if nchw else shape[1:3])
+    h, w = shape[2:4] if nchw else shape[1:3]
     h, w = h or hw[0], w or hw[1]
     chans = shape[1] if nchw else shape[3]
     text, _ = text_image()
@@ -267,8 +267,7 @@ def hub_feeds(hub_name, specs):
 
     rng = np.random.default_rng(0)
     hw = _scene_hw(hub_name) or (224, 224)
-    return {s.name: scene_feed(s, hw) if len(s.shape or ()) == 4 and s.dtype.kind == "f" else random_feed(s, rng)
-            for s in specs}
+    return {s.name: scene_feed(s, hw) if len(s.shape or ()) == 4 and s.dtype.kind == "f" else random_feed(s, rng) for s in specs}
 
 
 def cases():

@@ -24,9 +24,19 @@ from gguf_blocks import random_blocks
 
 # (m, n, k, bits, scheme, block): decode and prefill rows, ragged N and K, every weight scheme; then
 # (m, n, k, GGUF block type): the block kernels (hand-written AVX2 for Q4_K, Q5_K, Q6_K, Q5_0; generic Q3_K)
-CASES = [(1, 40, 96, 4, "sym", 32), (3, 37, 100, 4, "asym", 32), (5, 70, 64, 8, "sym", 32),
-         (9, 33, 200, 4, "sym", 64), (2, 48, 130, 8, "sym", 10**6), (4, 20, 257, 4, "asym", 128),
-         (1, 24, 512, "Q4_K"), (5, 17, 256, "Q6_K"), (3, 9, 96, "Q5_0"), (2, 8, 256, "Q3_K"), (2, 7, 256, "Q5_K")]
+CASES = [
+    (1, 40, 96, 4, "sym", 32),
+    (3, 37, 100, 4, "asym", 32),
+    (5, 70, 64, 8, "sym", 32),
+    (9, 33, 200, 4, "sym", 64),
+    (2, 48, 130, 8, "sym", 10**6),
+    (4, 20, 257, 4, "asym", 128),
+    (1, 24, 512, "Q4_K"),
+    (5, 17, 256, "Q6_K"),
+    (3, 9, 96, "Q5_0"),
+    (2, 8, 256, "Q3_K"),
+    (2, 7, 256, "Q5_K"),
+]
 PROMPT = "The capital of France is"
 
 

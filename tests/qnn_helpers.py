@@ -33,8 +33,13 @@ def conv_mlp(path, seed=0):
         helper.make_node("Add", ["m", "C"], ["a"], name="bias0"),
         helper.make_node("Sigmoid", ["a"], ["y"], name="sigmoid0"),
     ]
-    return make_onnx(path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], initializers=inits)
+    return make_onnx(
+        path,
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        initializers=inits,
+    )
 
 
 def text_crops(n, seed=0):

@@ -88,12 +88,11 @@ def hand_crop(size=224):
         for name, (base, tip) in HAND_FINGERS.items():
             _capsule(d, *pts(base, tip), (22 if name == "thumb" else 17 if name != "pinky" else 14) * scale + edge, fill)
     for name, (base, tip) in HAND_FINGERS.items():  # creases at the finger joints, nails are on the back
-        for t in ((0.42, 0.7) if name == "thumb" else (0.38, 0.68)):
+        for t in (0.42, 0.7) if name == "thumb" else (0.38, 0.68):
             x, y = base[0] + t * (tip[0] - base[0]), base[1] + t * (tip[1] - base[1])
             dx, dy = tip[1] - base[1], -(tip[0] - base[0])
             n = 6 / max(np.hypot(dx, dy), 1e-6)
-            d.line(((x - dx * n) * scale * SS, (y - dy * n) * scale * SS, (x + dx * n) * scale * SS, (y + dy * n) * scale * SS),
-                   fill=SKIN_DARK, width=SS)
+            d.line(((x - dx * n) * scale * SS, (y - dy * n) * scale * SS, (x + dx * n) * scale * SS, (y + dy * n) * scale * SS), fill=SKIN_DARK, width=SS)
     d.arc((96 * scale * SS, 120 * scale * SS, 150 * scale * SS, 176 * scale * SS), 100, 200, fill=SKIN_DARK, width=SS)  # life line
     return _finish(img, size)
 
@@ -108,9 +107,18 @@ def person_standing(size=256, raise_arm="right"):
     k = size / 256
     for draw in (d, bd):
         draw.rectangle((0, int(0.9 * size * SS), size * SS, size * SS), fill=(110, 96, 84))  # floor
-    J = {"nose": (128, 40), "neck": (128, 64), "right_shoulder": (110, 70), "left_shoulder": (146, 70),
-         "right_hip": (117, 128), "left_hip": (139, 128), "right_knee": (115, 172), "left_knee": (141, 172),
-         "right_ankle": (114, 216), "left_ankle": (142, 216)}
+    J = {
+        "nose": (128, 40),
+        "neck": (128, 64),
+        "right_shoulder": (110, 70),
+        "left_shoulder": (146, 70),
+        "right_hip": (117, 128),
+        "left_hip": (139, 128),
+        "right_knee": (115, 172),
+        "left_knee": (141, 172),
+        "right_ankle": (114, 216),
+        "left_ankle": (142, 216),
+    }
     if raise_arm == "right":
         J |= {"right_elbow": (92, 46), "right_wrist": (88, 18), "left_elbow": (158, 100), "left_wrist": (162, 130)}
     else:
@@ -125,7 +133,9 @@ def person_standing(size=256, raise_arm="right"):
         _capsule(d, (ax, ay + 3 * k), (toe, ay + 5 * k), 9 * k, shoe)
     torso = [J["right_shoulder"], J["left_shoulder"], (J["left_hip"][0] + 3 * k, J["left_hip"][1]), (J["right_hip"][0] - 3 * k, J["right_hip"][1])]
     d.polygon([(x * SS, y * SS) for x, y in torso], fill=shirt)
-    d.rectangle(((J["right_hip"][0] - 3 * k) * SS, (J["right_hip"][1] - 6 * k) * SS, (J["left_hip"][0] + 3 * k) * SS, (J["left_hip"][1] + 4 * k) * SS), fill=trousers)
+    d.rectangle(
+        ((J["right_hip"][0] - 3 * k) * SS, (J["right_hip"][1] - 6 * k) * SS, (J["left_hip"][0] + 3 * k) * SS, (J["left_hip"][1] + 4 * k) * SS), fill=trousers
+    )
     _capsule(d, J["neck"], (J["neck"][0], J["neck"][1] + 6 * k), 10 * k, SKIN)
     for side in ("right", "left"):  # arms: sleeve, then bare forearm and hand
         _capsule(d, J[f"{side}_shoulder"], J[f"{side}_elbow"], 11 * k, shirt)
@@ -146,4 +156,3 @@ def person_standing(size=256, raise_arm="right"):
     d.arc(((nx - 5 * k) * s, (ny + 2 * k) * s, (nx + 5 * k) * s, (ny + 9 * k) * s), 20, 160, fill=(150, 60, 60), width=max(1, int(1.5 * k * s)))
     rgb = _finish(img, size)
     return rgb, J, np.abs(rgb.astype(np.int32) - _finish(backdrop, size)).max(-1) > 24
-

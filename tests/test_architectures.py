@@ -43,8 +43,18 @@ ARCH_CASES = {
     "gemma3": dict(layers=6),
 }
 # Block types per matrix, as llama.cpp's Q4_K_M mixes them (random blocks: gguf-py has no K-quantizer).
-MIX = {"token_embd": "Q8_0", "output": "Q8_0", "attn_q": "Q5_0", "attn_k": "Q5_0", "attn_v": "Q8_0", "attn_qkv": "Q8_0",
-       "attn_output": "Q4_K", "ffn_gate": "Q5_0", "ffn_up": "Q5_0", "ffn_down": "Q6_K"}
+MIX = {
+    "token_embd": "Q8_0",
+    "output": "Q8_0",
+    "attn_q": "Q5_0",
+    "attn_k": "Q5_0",
+    "attn_v": "Q8_0",
+    "attn_qkv": "Q8_0",
+    "attn_output": "Q4_K",
+    "ffn_gate": "Q5_0",
+    "ffn_up": "Q5_0",
+    "ffn_down": "Q6_K",
+}
 
 
 def _tokens() -> list[str]:
@@ -54,8 +64,26 @@ def _tokens() -> list[str]:
 
 
 # A SentencePiece vocabulary as Mistral/Llama 2 GGUFs have it: <unk> <s> </s>, 256 byte tokens, scored pieces.
-_SPM_PIECES = ["\u2581", "\u2581t", "\u2581a", "he", "\u2581the", "in", "er", "\u2581w", "on", "at", "\u2581c", "\u2581cat",
-               "\u2581s", "st", "en", "\u2581is", "\u2581on", "\u2581mat"] + list("abcdefghijklmnopqrstuvwxyz.,!")
+_SPM_PIECES = [
+    "\u2581",
+    "\u2581t",
+    "\u2581a",
+    "he",
+    "\u2581the",
+    "in",
+    "er",
+    "\u2581w",
+    "on",
+    "at",
+    "\u2581c",
+    "\u2581cat",
+    "\u2581s",
+    "st",
+    "en",
+    "\u2581is",
+    "\u2581on",
+    "\u2581mat",
+] + list("abcdefghijklmnopqrstuvwxyz.,!")
 
 
 def _spm_vocab() -> tuple[list[str], list[int], list[float]]:
@@ -65,8 +93,17 @@ def _spm_vocab() -> tuple[list[str], list[int], list[float]]:
     return tokens, types, scores
 
 
-def write_model(path, arch: str, layers: int, untied: bool = False, rope_freqs: bool = False, seed: int = 0,
-                drop: str | None = None, types: dict | None = None, spm: bool = False) -> str:
+def write_model(
+    path,
+    arch: str,
+    layers: int,
+    untied: bool = False,
+    rope_freqs: bool = False,
+    seed: int = 0,
+    drop: str | None = None,
+    types: dict | None = None,
+    spm: bool = False,
+) -> str:
     """A random-weight GGUF of ``arch``: matrices of the types in ``types`` (kind -> type; F32 if
     absent, the default is :data:`MIX`), ``drop``: a tensor or metadata key left out, to test the
     error; ``spm``: a SentencePiece vocabulary (Mistral-style llama) instead of byte-level BPE."""
@@ -161,8 +198,9 @@ def llama_cpp_run(path: str, ids: list[int]) -> tuple[np.ndarray, list[int]]:
     """llama.cpp's logits at every prompt position and its N_GREEDY greedy tokens."""
     from llama_ref import llama
 
-    ref = llama(model_path=path, n_ctx=CTX, n_batch=CTX, logits_all=True, n_threads=2, verbose=False,
-                           type_k=0, type_v=0)  # f32 KV cache (f16 by default): compare the architecture, not storage
+    ref = llama(
+        model_path=path, n_ctx=CTX, n_batch=CTX, logits_all=True, n_threads=2, verbose=False, type_k=0, type_v=0
+    )  # f32 KV cache (f16 by default): compare the architecture, not storage
     try:
         ref.eval(ids)
         logits = np.array(ref.scores[: len(ids)], np.float32)
@@ -319,7 +357,6 @@ def test_opencl_refuses_what_it_does_not_implement(tmp_path):
     why = gguf_refusal(model, implements=("attn_bias",))
     assert why and "qk_norm" in why and "gelu_tanh" in why and "gemma3" in why
     assert gguf_refusal(model) is None
-
 
 
 @pytest.fixture

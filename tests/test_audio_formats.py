@@ -18,6 +18,7 @@ RNG = np.random.default_rng(7)
 
 # ---- building files by hand ------------------------------------------------------------------------
 
+
 def chunk(cid: bytes, body: bytes) -> bytes:
     return struct.pack("<4sI", cid, len(body)) + body + b"\0" * (len(body) & 1)
 
@@ -67,6 +68,7 @@ def expected_mono(values, width=None):
 
 # ---- integer PCM through the wave module -----------------------------------------------------------
 
+
 @pytest.mark.parametrize("width", [1, 2, 3, 4])
 @pytest.mark.parametrize("channels", [1, 2, 5])
 def test_pcm_written_by_the_wave_module(tmp_path, width, channels):
@@ -83,6 +85,7 @@ def test_pcm_written_by_the_wave_module(tmp_path, width, channels):
 
 
 # ---- layouts built by hand -------------------------------------------------------------------------
+
 
 def test_float32_and_float64(tmp_path):
     x = RNG.uniform(-1, 1, (300, 2))
@@ -107,7 +110,7 @@ def test_extensible_sub_format_decides(tmp_path, sub, bits, dt):
 
 
 def test_extensible_24_bit_samples_in_32_bit_containers(tmp_path):
-    v = RNG.integers(-(2 ** 23), 2 ** 23, (64, 2))
+    v = RNG.integers(-(2**23), 2**23, (64, 2))
     raw = (v.astype("<i4") << 8).tobytes()  # valid bits are left-justified in the container
     p = write(tmp_path, riff(fmt(EXTENSIBLE, 2, 44100, 32, ext_tag=PCM, valid_bits=24), chunk(b"data", raw)))
     np.testing.assert_array_equal(read_wav(p).samples, expected_mono(v, 3))
@@ -115,8 +118,7 @@ def test_extensible_24_bit_samples_in_32_bit_containers(tmp_path):
 
 def test_chunks_in_any_order_and_odd_sizes_padded(tmp_path):
     values, raw = int_frames(1, 33, 1)  # 33 bytes of data: odd, so a pad byte follows it
-    body = [chunk(b"LIST", b"INFOISFT\x05\x00\x00\x00edge\x00"), chunk(b"data", raw), chunk(b"JUNK", b"abc"),
-            fmt(PCM, 1, 8000, 8), chunk(b"cue ", b"\0" * 4)]
+    body = [chunk(b"LIST", b"INFOISFT\x05\x00\x00\x00edge\x00"), chunk(b"data", raw), chunk(b"JUNK", b"abc"), fmt(PCM, 1, 8000, 8), chunk(b"cue ", b"\0" * 4)]
     p = write(tmp_path, riff(*body))
     np.testing.assert_array_equal(read_wav(p).samples, expected_mono(values, 1))
 
@@ -168,6 +170,7 @@ def test_matches_libsndfile(tmp_path, container, subtype, channels):
 
 # ---- refusals: typed, naming the file and the cause --------------------------------------------------
 
+
 def _data(n=8):
     return chunk(b"data", b"\0" * n)
 
@@ -185,11 +188,10 @@ BAD = {
     "extensible a-law": (riff(fmt(EXTENSIBLE, 1, 8000, 8, ext_tag=ALAW), _data()), "A-law-encoded"),
     "extensible foreign guid": (
         riff(chunk(b"fmt ", fmt(EXTENSIBLE, 1, 8000, 16, ext_tag=PCM)[8:-16] + b"\x01" * 16), _data()),
-        "sub-format {01010101-0101-0101-0101-010101010101} is not supported"),
-    "extensible short": (riff(chunk(b"fmt ", fmt(EXTENSIBLE, 1, 8000, 16, ext_tag=PCM)[8:-4]), _data()),
-                         "WAVE_FORMAT_EXTENSIBLE 'fmt ' chunk has 36 bytes"),
-    "valid bits over container": (riff(fmt(EXTENSIBLE, 1, 8000, 16, ext_tag=PCM, valid_bits=24), _data()),
-                                  "24 valid bits in a 16-bit sample"),
+        "sub-format {01010101-0101-0101-0101-010101010101} is not supported",
+    ),
+    "extensible short": (riff(chunk(b"fmt ", fmt(EXTENSIBLE, 1, 8000, 16, ext_tag=PCM)[8:-4]), _data()), "WAVE_FORMAT_EXTENSIBLE 'fmt ' chunk has 36 bytes"),
+    "valid bits over container": (riff(fmt(EXTENSIBLE, 1, 8000, 16, ext_tag=PCM, valid_bits=24), _data()), "24 valid bits in a 16-bit sample"),
     "zero channels": (riff(fmt(PCM, 0, 8000, 16, align=2), _data()), "0 channels"),
     "zero rate": (riff(fmt(PCM, 1, 0, 16), _data()), "sample rate 0 Hz is outside"),
     "absurd rate": (riff(fmt(PCM, 1, 4_000_000_000, 16), _data()), "sample rate 4000000000 Hz is outside"),
@@ -204,16 +206,17 @@ BAD = {
     "no fmt": (riff(_data()), "no 'fmt ' chunk"),
     "no data": (riff(fmt(PCM, 1, 8000, 16)), "no 'data' chunk"),
     "no samples": (riff(fmt(PCM, 1, 8000, 16), chunk(b"data", b"")), "has no samples"),
-    "truncated data": (riff(fmt(PCM, 1, 8000, 16), struct.pack("<4sI", b"data", 1000) + b"\0" * 10),
-                       "the 'data' chunk at byte 36 declares 1000 bytes, only 10 follow"),
-    "absurd chunk size": (riff(struct.pack("<4sI", b"LIST", 0xFFFFFFFF), fmt(PCM, 1, 8000, 16), _data()),
-                          "the 'LIST' chunk at byte 12 declares 4294967295 bytes"),
-    "nan samples": (riff(fmt(FLOAT, 1, 8000, 32), chunk(b"data", np.array([0, np.nan], "<f4").tobytes())),
-                    "NaN, infinity"),
-    "infinite samples": (riff(fmt(FLOAT, 1, 8000, 64), chunk(b"data", np.array([np.inf], "<f8").tobytes())),
-                         "NaN, infinity"),
-    "beyond float32": (riff(fmt(FLOAT, 2, 8000, 64), chunk(b"data", np.array([1e300, 1e300], "<f8").tobytes())),
-                       "values beyond float32"),
+    "truncated data": (
+        riff(fmt(PCM, 1, 8000, 16), struct.pack("<4sI", b"data", 1000) + b"\0" * 10),
+        "the 'data' chunk at byte 36 declares 1000 bytes, only 10 follow",
+    ),
+    "absurd chunk size": (
+        riff(struct.pack("<4sI", b"LIST", 0xFFFFFFFF), fmt(PCM, 1, 8000, 16), _data()),
+        "the 'LIST' chunk at byte 12 declares 4294967295 bytes",
+    ),
+    "nan samples": (riff(fmt(FLOAT, 1, 8000, 32), chunk(b"data", np.array([0, np.nan], "<f4").tobytes())), "NaN, infinity"),
+    "infinite samples": (riff(fmt(FLOAT, 1, 8000, 64), chunk(b"data", np.array([np.inf], "<f8").tobytes())), "NaN, infinity"),
+    "beyond float32": (riff(fmt(FLOAT, 2, 8000, 64), chunk(b"data", np.array([1e300, 1e300], "<f8").tobytes())), "values beyond float32"),
 }
 
 
@@ -233,8 +236,11 @@ def test_missing_and_unreadable_paths(tmp_path):
         read_wav(tmp_path)  # a directory
 
 
-VALID = [riff(fmt(PCM, 2, 16000, 16), _data(64)), riff(fmt(FLOAT, 1, 8000, 32), chunk(b"JUNK", b"x"), _data(64)),
-         riff(fmt(EXTENSIBLE, 3, 44100, 24, ext_tag=PCM), _data(63))]
+VALID = [
+    riff(fmt(PCM, 2, 16000, 16), _data(64)),
+    riff(fmt(FLOAT, 1, 8000, 32), chunk(b"JUNK", b"x"), _data(64)),
+    riff(fmt(EXTENSIBLE, 3, 44100, 24, ext_tag=PCM), _data(63)),
+]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -242,7 +248,7 @@ VALID = [riff(fmt(PCM, 2, 16000, 16), _data(64)), riff(fmt(FLOAT, 1, 8000, 32), 
 def test_mutated_files_never_raise_anything_but_input_error(tmp_path, original, data):
     b = bytearray(original)
     if data.draw(st.booleans(), "truncate"):
-        b = b[:data.draw(st.integers(0, len(b) - 1), "at")]
+        b = b[: data.draw(st.integers(0, len(b) - 1), "at")]
     for _ in range(data.draw(st.integers(0, 4), "flips")):
         if b:
             b[data.draw(st.integers(0, len(b) - 1), "pos")] = data.draw(st.integers(0, 255), "byte")

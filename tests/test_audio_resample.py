@@ -16,8 +16,18 @@ from edgesdk.audio._resample import engine, resample_blocks
 
 HAVE_SOXR = _resample._soxr() is not None
 ENGINES = ["numpy", pytest.param("soxr", marks=pytest.mark.skipif(not HAVE_SOXR, reason="soxr not installed"))]
-RATES = [(48000, 16000), (44100, 16000), (22050, 16000), (16000, 22050), (16000, 48000), (44100, 48000),
-         (8000, 16000), (16000, 8000), (96000, 11025), (44101, 16000)]
+RATES = [
+    (48000, 16000),
+    (44100, 16000),
+    (22050, 16000),
+    (16000, 22050),
+    (16000, 48000),
+    (44100, 48000),
+    (8000, 16000),
+    (16000, 8000),
+    (96000, 11025),
+    (44101, 16000),
+]
 # Thresholds, with margin below what was measured away from the edges: each engine >= 95 dB from the ideal
 # tones, numpy and soxr >= 93 dB from each other (44101 -> 16000 is the closest).
 IDEAL_SNR_DB = 90
@@ -35,7 +45,7 @@ def snr_db(ref, y):
 
 
 def run(x, sr_from, sr_to, eng, split=65536):
-    return resample_blocks((x[i:i + split] for i in range(0, x.size, split)), x.size, sr_from, sr_to, engine_name=eng)
+    return resample_blocks((x[i : i + split] for i in range(0, x.size, split)), x.size, sr_from, sr_to, engine_name=eng)
 
 
 @pytest.mark.parametrize("sr_from,sr_to", RATES)
@@ -55,8 +65,7 @@ def test_engines_match_the_ideal_and_each_other(sr_from, sr_to):
 
 @pytest.mark.parametrize("eng", ENGINES)
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(1, 3000), rates=st.sampled_from(RATES + [(384000, 1000), (1000, 384000), (383999, 384000)]),
-       split=st.integers(1, 700))
+@given(n=st.integers(1, 3000), rates=st.sampled_from(RATES + [(384000, 1000), (1000, 384000), (383999, 384000)]), split=st.integers(1, 700))
 def test_length_is_ceil_of_n_times_ratio_and_splitting_does_not_matter(eng, n, rates, split):
     sr_from, sr_to = rates
     x = np.random.default_rng(n).uniform(-0.5, 0.5, n).astype(np.float32)

@@ -21,8 +21,7 @@ def test_cpu_and_onnxruntime_options_are_typed():
     from edgesdk_backends.cpu import CpuOptions
     from edgesdk_backends.onnxruntime import OrtOptions
 
-    assert CpuOptions.from_value({"n_ctx": 32, "kv_dtype": "q8_0"}).to_dict() == {
-        "n_ctx": 32, "impl": None, "activations": "int8", "kv_dtype": "q8_0"}
+    assert CpuOptions.from_value({"n_ctx": 32, "kv_dtype": "q8_0"}).to_dict() == {"n_ctx": 32, "impl": None, "activations": "int8", "kv_dtype": "q8_0"}
     assert OrtOptions.from_value({"provider_options": {"a": 1}}).provider_options == {"a": "1"}
     for cls in (CpuOptions, OrtOptions):
         with pytest.raises(ValueError, match="unknown .* option"):

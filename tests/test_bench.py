@@ -39,8 +39,7 @@ class TfliteOnly(Paced):
 
 
 def test_every_accepting_real_device_is_measured(paced_backends, relu_onnx):
-    fast, cached, _, sim = paced_backends(Paced("fast", 0.001, kind="gpu"), Cached("npu1", 0.001), TfliteOnly("tfl", 0.0),
-                                    Paced("sim", 0.0, simulated=True))
+    fast, cached, _, sim = paced_backends(Paced("fast", 0.001, kind="gpu"), Cached("npu1", 0.001), TfliteOnly("tfl", 0.0), Paced("sim", 0.0, simulated=True))
     rep = bench(relu_onnx, runs=4, warmup=2)
     by = {d.device: d for d in rep.devices}
     assert set(by) == {"fast:0", "npu1:0", "onnxruntime:cpu"}  # tflite-only and simulated left out
@@ -70,8 +69,10 @@ def test_a_device_whose_runs_fail_is_reported_not_fatal(paced_backends, relu_onn
     assert rep.devices[0].error == "run failed: RuntimeError: device lost" and rep.devices[1].error is None
 
 
-@pytest.mark.parametrize("kw, match", [(dict(runs=0), "runs must be"), (dict(warmup=0), "warmup must be"),
-                                       (dict(runs=True), "runs must be"), (dict(gen_tokens=1), "gen_tokens must be")])
+@pytest.mark.parametrize(
+    "kw, match",
+    [(dict(runs=0), "runs must be"), (dict(warmup=0), "warmup must be"), (dict(runs=True), "runs must be"), (dict(gen_tokens=1), "gen_tokens must be")],
+)
 def test_bad_arguments(paced_backends, relu_onnx, kw, match):
     paced_backends()
     with pytest.raises(ValueError, match=match):
@@ -118,11 +119,19 @@ def test_profile_lists_the_slowest_ops_with_their_share(paced_backends, tmp_path
     from conftest import make_onnx
 
     paced_backends()
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm0"), helper.make_node("Relu", ["h"], ["r"], name="relu0"),
-             helper.make_node("Sigmoid", ["r"], ["y"], name="sig0")]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="mm0"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu0"),
+        helper.make_node("Sigmoid", ["r"], ["y"], name="sig0"),
+    ]
     w = helper.make_tensor("w", TensorProto.FLOAT, [256, 256], np.ones(256 * 256, np.float32))
-    path = make_onnx(tmp_path / "mlp.onnx", nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 256])],
-                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 256])], initializers=[w])
+    path = make_onnx(
+        tmp_path / "mlp.onnx",
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 256])],
+        initializers=[w],
+    )
     rep = bench(path, devices=["onnxruntime:cpu"], runs=5, profile=True)
     [d] = rep.devices
     top = d.top_ops()
@@ -177,9 +186,12 @@ def test_dims_fix_the_shapes_a_static_graph_backend_compiles(tmp_path, monkeypat
     try:
         if not edgesdk.get_registry().status("qnn").devices:
             pytest.skip(f"no QNN device: {edgesdk.get_registry().status('qnn').reason}")
-        path = make_onnx(tmp_path / "dyn.onnx", [helper.make_node("Relu", ["x"], ["y"], name="relu0")],
-                         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
-                         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])])
+        path = make_onnx(
+            tmp_path / "dyn.onnx",
+            [helper.make_node("Relu", ["x"], ["y"], name="relu0")],
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+        )
         [refused] = bench(path, devices=["qnn:htp"], runs=1).devices
         assert "dynamic" in refused.error and "input_shapes" in refused.error
         [d] = bench(path, devices=["qnn:htp"], runs=2, dims={"n": 3}).devices

@@ -106,8 +106,7 @@ def test_corrupt_program_binaries_are_misses_and_rebuilt(tmp_path, caplog):
     blob = p.read_bytes()
     cache.store("cd" * 32, _blob(2, 5000))
     foreign = cache.path("cd" * 32).read_bytes()
-    for bad in (blob[: len(blob) // 2], blob[:-1] + bytes([blob[-1] ^ 1]), blob.replace(b'"size": 5000', b'"size": 5001'),
-                foreign, b"", b"garbage"):
+    for bad in (blob[: len(blob) // 2], blob[:-1] + bytes([blob[-1] ^ 1]), blob.replace(b'"size": 5000', b'"size": 5001'), foreign, b"", b"garbage"):
         p.write_bytes(bad)
         with caplog.at_level(logging.WARNING, "edgesdk.backends.opencl.cache"):
             assert cache.load(KEY) is None
@@ -117,8 +116,7 @@ def test_corrupt_program_binaries_are_misses_and_rebuilt(tmp_path, caplog):
         assert cache.load(KEY) == good
 
 
-@pytest.mark.parametrize("damage", ["truncated", "bit-flip", "foreign-manifest", "no-manifest", "file-missing",
-                                    "plain-file", "junk-manifest"])
+@pytest.mark.parametrize("damage", ["truncated", "bit-flip", "foreign-manifest", "no-manifest", "file-missing", "plain-file", "junk-manifest"])
 def test_corrupt_context_entries_are_misses_and_rebuilt(tmp_path, damage):
     cache = ContextCache(tmp_path)
     entry = _qnn_build(cache, 7)
@@ -235,7 +233,7 @@ def test_context_readers_never_get_a_torn_entry_while_writers_commit_and_evict(t
 
 def _half_written_program(root, ready):
     with _cache.writing(ProgramCache(root).path(KEY)) as f:
-        f.write(b"EDGESDK-CLBIN 1\n{\"key\": ")
+        f.write(b'EDGESDK-CLBIN 1\n{"key": ')
         f.flush()
         ready.set()
         time.sleep(60)

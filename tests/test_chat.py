@@ -73,7 +73,7 @@ CONVERSATIONS = {
         {"role": "user", "content": "And 3+3?"},
     ],
     "unicode": [
-        {"role": "user", "content": "  héllo wörld 你好 🎉 — \"quotes\" & <b>tags</b> {{ not jinja }} {% raw %}\n\n"},
+        {"role": "user", "content": '  héllo wörld 你好 🎉 — "quotes" & <b>tags</b> {{ not jinja }} {% raw %}\n\n'},
         {"role": "assistant", "content": "Ça va? 👍\n"},
         {"role": "user", "content": "Ελληνικά\tτab"},
     ],
@@ -213,7 +213,7 @@ def test_tools_are_json_dumped_like_transformers(hf):
     assert '"description": "Current weather in a <city> & its \'region\'"' in text
     assert "e.g. Zürich, 東京" in text
     assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Zürich", "unit": "c"}}\n</tool_call><|im_end|>' in text
-    assert "<|im_start|>user\n<tool_response>\n{\"temp\": 21, \"sky\": \"clear\"}\n</tool_response><|im_end|>" in text
+    assert '<|im_start|>user\n<tool_response>\n{"temp": 21, "sky": "clear"}\n</tool_response><|im_end|>' in text
     llama, bos, eos = TEMPLATES["llama3.2"]
     text = same_as_hf(hf, llama, CONVERSATIONS["tool-call"], bos_token=bos, eos_token=eos, tools=TOOLS, date_string="26 Jul 2024")
     assert '{\n    "type": "function",\n    "function": {\n        "name": "get_weather"' in text  # tojson(indent=4)

@@ -31,8 +31,13 @@ def test_devices_lists_backends_and_kinds():
 def test_devices_says_what_was_asked_and_what_runs():
     import os
 
-    p = subprocess.run([sys.executable, "-m", "edgesdk.cli", "devices", "--json"], capture_output=True, text=True,
-                       timeout=120, env={**os.environ, "EDGESDK_SIMD": "neon" if os.uname().machine == "x86_64" else "avx2"})
+    p = subprocess.run(
+        [sys.executable, "-m", "edgesdk.cli", "devices", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "EDGESDK_SIMD": "neon" if os.uname().machine == "x86_64" else "avx2"},
+    )
     k = json.loads(p.stdout)["kernels"]
     if k["impl"] != "c":
         pytest.skip("C kernels not built")

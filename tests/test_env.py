@@ -31,8 +31,7 @@ def test_table_lists_every_variable_the_source_names():
 def test_no_module_reads_os_environ_for_edgesdk_variables():
     # reads go through _env.get so the table stays complete; a configurable key name is the exception
     direct = re.compile(r"os\.environ(\.get)?\s*[\[(]\s*['\"]EDGESDK_")
-    offenders = [str(p.relative_to(ROOT)) for folder in SOURCES for p in (ROOT / folder).rglob("*.py")
-                 if direct.search(p.read_text(encoding="utf-8"))]
+    offenders = [str(p.relative_to(ROOT)) for folder in SOURCES for p in (ROOT / folder).rglob("*.py") if direct.search(p.read_text(encoding="utf-8"))]
     assert offenders == []
 
 
@@ -50,8 +49,9 @@ def test_int_is_clamped_to_its_bounds(monkeypatch, text, value):
     assert _env.get("EDGESDK_THREADS") == value
 
 
-@pytest.mark.parametrize("name,text", [("EDGESDK_THREADS", "y"), ("EDGESDK_THREADS", "1e3"),
-                                       ("EDGESDK_LLM_DECODE_THREADS", "abc"), ("EDGESDK_LLM_DECODE_THREADS", "2.5")])
+@pytest.mark.parametrize(
+    "name,text", [("EDGESDK_THREADS", "y"), ("EDGESDK_THREADS", "1e3"), ("EDGESDK_LLM_DECODE_THREADS", "abc"), ("EDGESDK_LLM_DECODE_THREADS", "2.5")]
+)
 def test_bad_int_warns_with_name_value_and_expectation(monkeypatch, caplog, name, text):
     monkeypatch.setenv(name, text)
     with caplog.at_level(logging.WARNING, logger="edgesdk.env"):
@@ -85,8 +85,9 @@ def test_deprecated_kernels_alias_means_c(monkeypatch, caplog):
     assert "EDGESDK_KERNELS='kernels' is deprecated; use EDGESDK_KERNELS=c" in caplog.text
 
 
-@pytest.mark.parametrize("text,value", [("1", True), ("TRUE", True), ("yes", True), ("on", True),
-                                        ("0", False), ("false", False), ("No", False), ("off", False)])
+@pytest.mark.parametrize(
+    "text,value", [("1", True), ("TRUE", True), ("yes", True), ("on", True), ("0", False), ("false", False), ("No", False), ("off", False)]
+)
 def test_flag_words(monkeypatch, text, value):
     monkeypatch.setenv("EDGESDK_LLM_FUSED", text)
     assert _env.get("EDGESDK_LLM_FUSED") is value

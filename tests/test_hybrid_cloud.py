@@ -38,8 +38,7 @@ def fault():
 def _orch(device, url, tmp_path, **policy):
     cloud = OpenAICompatible(url, model="m", timeout_s=0.5, retries=1, backoff_s=0.01)
     pol = Policy(privacy="strict", **policy)
-    return Orchestrator(device, cloud, pol, audit_log=tmp_path / "audit.jsonl", max_tokens=12,
-                        state_fn=lambda: DeviceState(battery_percent=5, on_battery=True))
+    return Orchestrator(device, cloud, pol, audit_log=tmp_path / "audit.jsonl", max_tokens=12, state_fn=lambda: DeviceState(battery_percent=5, on_battery=True))
 
 
 @pytest.mark.parametrize("mode,kind", [("down", "connection"), ("slow", "timeout"), ("500", "http"), ("malformed", "malformed")])
@@ -86,8 +85,14 @@ def test_private_request_never_reaches_the_cloud(device, fault, tmp_path):
 
 def test_redact_mode_sends_placeholders_only(device, fault, tmp_path):
     srv = fault("500")
-    o = Orchestrator(device, OpenAICompatible(srv.url, model="m", timeout_s=0.5, retries=0), Policy(privacy="redact", min_battery_percent=20),
-                     audit_log=tmp_path / "a.jsonl", max_tokens=8, state_fn=lambda: DeviceState(5, True))
+    o = Orchestrator(
+        device,
+        OpenAICompatible(srv.url, model="m", timeout_s=0.5, retries=0),
+        Policy(privacy="redact", min_battery_percent=20),
+        audit_log=tmp_path / "a.jsonl",
+        max_tokens=8,
+        state_fn=lambda: DeviceState(5, True),
+    )
     o.generate("Write to anna@example.com about 10.0.0.7")
     body = json.dumps(srv.requests)
     assert "anna@example.com" not in body and "10.0.0.7" not in body and "[EMAIL_1]" in body and "[IP_1]" in body
@@ -124,9 +129,25 @@ def test_chat_cli_shows_where_each_answer_came_from(tmp_path):
 
     hub_path("smollm2-135m")
     log = tmp_path / "audit.jsonl"
-    p = subprocess.run([sys.executable, "-m", "edgesdk.cli", "chat", "smollm2-135m", "--max-tokens", "8", "--audit-log", str(log),
-                        "--cloud", f"http://127.0.0.1:{free_port()}"],
-                       input="Say hi\nmail me at a@b.io\n/cloud\n/quit\n", capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgesdk.cli",
+            "chat",
+            "smollm2-135m",
+            "--max-tokens",
+            "8",
+            "--audit-log",
+            str(log),
+            "--cloud",
+            f"http://127.0.0.1:{free_port()}",
+        ],
+        input="Say hi\nmail me at a@b.io\n/cloud\n/quit\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     assert "[device] default: on the device" in p.stderr
     assert "[device] contains private data: email" in p.stderr
@@ -138,8 +159,14 @@ def test_chat_cli_shows_where_each_answer_came_from(tmp_path):
 def _cloud_first(device, url, tmp_path, **policy):
     """An orchestrator whose device is on low battery, so every allowed request goes to the cloud first."""
     cloud = OpenAICompatible(url, model="m", timeout_s=2, retries=0)
-    return Orchestrator(device, cloud, Policy(min_battery_percent=20, **policy), audit_log=tmp_path / "a.jsonl",
-                        max_tokens=12, state_fn=lambda: DeviceState(battery_percent=5, on_battery=True))
+    return Orchestrator(
+        device,
+        cloud,
+        Policy(min_battery_percent=20, **policy),
+        audit_log=tmp_path / "a.jsonl",
+        max_tokens=12,
+        state_fn=lambda: DeviceState(battery_percent=5, on_battery=True),
+    )
 
 
 def test_blocking_and_streaming_route_charge_and_explain_alike(device, fault, tmp_path):

@@ -42,13 +42,27 @@ def mlserver(tmp_path_factory):
     d = tmp_path_factory.mktemp("mlserver")
     shutil.copy(ROOT / "tests" / "engines" / "mlserver" / "onnx_runtime.py", d / "onnx_runtime.py")
     port = free_port()
-    (d / "settings.json").write_text(json.dumps({
-        "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
-        "parallel_workers": 0, "metrics_endpoint": None,
-    }))
-    (d / "model-settings.json").write_text(json.dumps({
-        "name": "ppocr-cls", "implementation": "onnx_runtime.OnnxRuntime", "parameters": {"uri": model},
-    }))
+    (d / "settings.json").write_text(
+        json.dumps(
+            {
+                "host": "127.0.0.1",
+                "http_port": port,
+                "grpc_port": free_port(),
+                "metrics_port": free_port(),
+                "parallel_workers": 0,
+                "metrics_endpoint": None,
+            }
+        )
+    )
+    (d / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": "ppocr-cls",
+                "implementation": "onnx_runtime.OnnxRuntime",
+                "parameters": {"uri": model},
+            }
+        )
+    )
     log = open(d / "server.log", "w")
     proc = subprocess.Popen([exe, "start", str(d)], cwd=d, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -68,7 +82,7 @@ def test_v2_client_against_mlserver(mlserver):
     x = np.random.default_rng(0).standard_normal((1, 3, 48, 192)).astype(np.float32)
     remote = c.infer("ppocr-cls", {"x": x})
     local = edgesdk.Session(model).run({"x": x})
-    (name, got), = remote.items()
+    ((name, got),) = remote.items()
     np.testing.assert_allclose(got, next(iter(local.values())), atol=1e-5)
     assert not c.ready("no-such-model")
 

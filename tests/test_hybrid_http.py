@@ -52,7 +52,7 @@ SPEC_STREAM = (
     "retry: 3000\r\n"
     "id: 7\n"
     "event: message\n"
-    "data: {\"a\":\n"
+    'data: {"a":\n'
     "data:1}\r\n"
     "\r"
     "event: ping\n"
@@ -94,12 +94,10 @@ STREAMS_THAT_WORK = {
     "azure_opens_with_empty_choices": sse_body({"choices": [], "prompt_filter_results": [{"prompt_index": 0}]}, *HELLO),
     "no_done_after_finish_reason": sse_body(*HELLO[:3]),
     "keepalive_comments": sse_body(": ping\n\n", HELLO[0], ":\n\n", *HELLO[1:]),
-    "multi_line_data": sse_body('data: {"choices": [{"index": 0,\ndata:  "delta": {"content": "Hello, world"}}]}\n\n',
-                                chunk(None, "stop"), "data: [DONE]\n\n"),
+    "multi_line_data": sse_body('data: {"choices": [{"index": 0,\ndata:  "delta": {"content": "Hello, world"}}]}\n\n', chunk(None, "stop"), "data: [DONE]\n\n"),
     "crlf_line_endings": sse_body(*HELLO, eol="\r\n"),
     "cr_line_endings": sse_body(*HELLO, eol="\r"),
-    "event_and_id_fields": sse_body("id: 1\nevent: message\n", HELLO[0], "event: ping\ndata: not json\n\n",
-                                    "retry: 10\nid: 2\n", *HELLO[1:]),
+    "event_and_id_fields": sse_body("id: 1\nevent: message\n", HELLO[0], "event: ping\ndata: not json\n\n", "retry: 10\nid: 2\n", *HELLO[1:]),
     "role_only_first_delta": sse_body({"choices": [{"index": 0, "delta": {"role": "assistant"}}]}, *HELLO),
     "one_byte_at_a_time": None,  # HELLO with CRLFs, sent byte by byte so every boundary is split
     "json_answer_to_a_stream_request": None,
@@ -130,13 +128,11 @@ def test_stream_usage_is_reported(serve):
 
 STREAMS_THAT_FAIL = {
     "ends_without_done_or_finish_reason": (sse_reply(sse_body(chunk("Hel"))), "connection", "ended before the answer was complete"),
-    "error_event": (sse_reply(sse_body(HELLO[0], 'event: error\ndata: {"error": {"message": "model overloaded"}}\n\n')),
-                    "http", "model overloaded"),
+    "error_event": (sse_reply(sse_body(HELLO[0], 'event: error\ndata: {"error": {"message": "model overloaded"}}\n\n')), "http", "model overloaded"),
     "error_in_data": (sse_reply(sse_body(HELLO[0], {"error": {"message": "context length exceeded"}})), "http", "context length exceeded"),
     "not_json": (sse_reply(sse_body("data: {oops\n\n")), "malformed", "stream event is not JSON"),
     "choices_not_a_list": (sse_reply(sse_body({"choices": {"delta": "x"}})), "malformed", "not a list"),
-    "html_page": (sse_reply(b"<html><body>Gateway login</body></html>", content_type="text/html"), "malformed",
-                  "expected an event stream"),
+    "html_page": (sse_reply(b"<html><body>Gateway login</body></html>", content_type="text/html"), "malformed", "expected an event stream"),
     "reset_midway": (sse_reply(sse_body(HELLO[0]), reset=True), "connection", "reset the connection"),
 }
 
@@ -152,6 +148,7 @@ def test_broken_streams_raise_in_words(serve, case):
 
 
 # -- connections, proxies, URLs --------------------------------------------------------------------
+
 
 def test_connections_are_kept_alive_and_base_query_is_kept(serve):
     srv = serve(sequence(json_reply(200, completion()), json_reply(200, completion()), sse_reply(sse_body(*HELLO))))
@@ -180,6 +177,7 @@ def test_proxy_comes_from_the_environment(serve, monkeypatch):
 
 
 # -- Retry-After and the deadline ------------------------------------------------------------------
+
 
 def test_parse_retry_after_forms():
     now = 1_700_000_000.0
@@ -238,6 +236,7 @@ def test_client_error_is_final_and_keeps_the_breaker_closed(serve):
 
 # -- errors in words -------------------------------------------------------------------------------
 
+
 def test_refused_connection():
     with pytest.raises(CloudError, match="refused the connection") as ei:
         client(f"http://127.0.0.1:{free_port()}").chat(MESSAGES)
@@ -277,9 +276,30 @@ def self_signed(tmp_path_factory):
     if not shutil.which("openssl"):
         pytest.skip("openssl not on PATH to make a test certificate")
     d = tmp_path_factory.mktemp("tls")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", d / "key.pem", "-out", d / "cert.pem", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            d / "key.pem",
+            "-out",
+            d / "cert.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(d / "cert.pem", d / "key.pem")
     return ctx, str(d / "cert.pem")
@@ -297,6 +317,7 @@ def test_tls_is_verified(serve, self_signed, caplog):
 
 
 # -- the circuit breaker under threads ---------------------------------------------------------------
+
 
 def test_half_open_admits_exactly_one_trial():
     now = [0.0]

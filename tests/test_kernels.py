@@ -15,8 +15,17 @@ from kernel_bounds import f32_scale, within_f32_bound, within_int8_bound
 
 C = kernels.available()
 needs_c = pytest.mark.skipif(not C, reason="C kernels not built")
-CONFIGS = [(4, "sym", 32), (4, "asym", 32), (8, "sym", 32), (4, "sym", 64), (4, "asym", 128),
-           (8, "sym", 64), (4, "sym", 10**6), (4, "asym", 10**6), (8, "sym", 10**6)]
+CONFIGS = [
+    (4, "sym", 32),
+    (4, "asym", 32),
+    (8, "sym", 32),
+    (4, "sym", 64),
+    (4, "asym", 128),
+    (8, "sym", 64),
+    (4, "sym", 10**6),
+    (4, "asym", 10**6),
+    (8, "sym", 10**6),
+]
 
 
 def simd_paths():
@@ -40,8 +49,7 @@ def _case(rng, m, n, k, bits, scheme, bs):
 
 @needs_c
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(m=st.integers(1, 300), n=st.integers(1, 70), k=st.integers(1, 200), cfg=st.sampled_from(CONFIGS),
-       threads=st.integers(1, 4), seed=st.integers(0, 2**31))
+@given(m=st.integers(1, 300), n=st.integers(1, 70), k=st.integers(1, 200), cfg=st.sampled_from(CONFIGS), threads=st.integers(1, 4), seed=st.integers(0, 2**31))
 def test_c_matches_reference(m, n, k, cfg, threads, seed):
     if m > 40:  # large M with small N/K keeps the example fast
         k = min(k, 64)
@@ -57,8 +65,7 @@ def test_c_matches_reference(m, n, k, cfg, threads, seed):
 
 @needs_c
 @settings(max_examples=10, deadline=None)
-@given(m=st.integers(1, 9), n=st.integers(1, 100), k=st.integers(1, 300), cfg=st.sampled_from(CONFIGS),
-       seed=st.integers(0, 2**31))
+@given(m=st.integers(1, 9), n=st.integers(1, 100), k=st.integers(1, 300), cfg=st.sampled_from(CONFIGS), seed=st.integers(0, 2**31))
 def test_results_identical_for_all_thread_counts(m, n, k, cfg, seed):
     x, qt = _case(np.random.default_rng(seed), m, n, k, *cfg)
     for act in ("int8", "f32"):
@@ -104,8 +111,7 @@ def test_vector_and_out_buffer():
     np.testing.assert_allclose(y, kernels.matmul(x, qt)[0], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("bad", ["f64", "noncontig", "3d", "k", "out", "nan", "inf", "act", "w", "threads", "list",
-                                 "unaligned", "readonly_out"])
+@pytest.mark.parametrize("bad", ["f64", "noncontig", "3d", "k", "out", "nan", "inf", "act", "w", "threads", "list", "unaligned", "readonly_out"])
 def test_bad_input_raises_kernel_error(bad):
     rng = np.random.default_rng(4)
     x, qt = _case(rng, 3, 20, 64, 4, "sym", 32)
@@ -190,9 +196,10 @@ def test_feature_detection_matches_the_kernel():
             flags = set(line.split(":", 1)[1].split())
             break
     linux = {"sse4.2": "sse4_2", "avx512vnni": "avx512_vnni", "avxvnni": "avx_vnni", "neon": "asimd", "dotprod": "asimddp"}
-    arch = {"x86_64": ("sse4.2", "popcnt", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq",
-                       "avx512vnni", "avxvnni"),
-            "aarch64": ("neon", "dotprod", "i8mm", "sve")}.get(platform.machine())
+    arch = {
+        "x86_64": ("sse4.2", "popcnt", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512vnni", "avxvnni"),
+        "aarch64": ("neon", "dotprod", "i8mm", "sve"),
+    }.get(platform.machine())
     if arch is None or not flags:
         pytest.skip(f"no feature list to compare with on {platform.machine()}")
     got = set(kernels.info().cpu_features)
@@ -220,9 +227,14 @@ def test_numpy_impl_matches(monkeypatch):
         kernels.matmul(x, qt)
 
 
-@pytest.mark.parametrize("env,expect", [({"EDGESDK_KERNELS": "numpy"}, "numpy none"),
-                                        ({"EDGESDK_KERNELS": "c", "EDGESDK_SIMD": "portable"}, "c portable"),
-                                        ({"EDGESDK_KERNELS": "bogus", "EDGESDK_SIMD": "x", "EDGESDK_THREADS": "y"}, "c ")])
+@pytest.mark.parametrize(
+    "env,expect",
+    [
+        ({"EDGESDK_KERNELS": "numpy"}, "numpy none"),
+        ({"EDGESDK_KERNELS": "c", "EDGESDK_SIMD": "portable"}, "c portable"),
+        ({"EDGESDK_KERNELS": "bogus", "EDGESDK_SIMD": "x", "EDGESDK_THREADS": "y"}, "c "),
+    ],
+)
 def test_env_selects_implementation(env, expect):
     import os
     import subprocess
@@ -230,15 +242,12 @@ def test_env_selects_implementation(env, expect):
 
     if expect.startswith("c ") and not C:
         pytest.skip("C kernels not built")
-    code = ("import edgesdk.kernels as k\n"
-            "try:\n i = k.info(); print(i.impl, i.simd)\n"
-            "except Exception as e: print(type(e).__name__)\n")
+    code = "import edgesdk.kernels as k\ntry:\n i = k.info(); print(i.impl, i.simd)\nexcept Exception as e: print(type(e).__name__)\n"
     r = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
     assert expect in r.stdout, r.stdout + r.stderr
 
 
-SIMD_VALUES = ["avx512vnni", "avxvnni", "avx2", "neon", "portable", "auto", "", " AVX2 ", "avx512", "sse2", "none",
-               "1", "-1", "avx2,neon", "ÿ", "x" * 300]
+SIMD_VALUES = ["avx512vnni", "avxvnni", "avx2", "neon", "portable", "auto", "", " AVX2 ", "avx512", "sse2", "none", "1", "-1", "avx2,neon", "ÿ", "x" * 300]
 
 
 @needs_c
@@ -249,16 +258,17 @@ def test_no_simd_value_crashes():
     import subprocess
     import sys
 
-    code = ("import numpy as np, edgesdk.kernels as k\n"
-            "from edgesdk.quant import quantize\n"
-            "w = quantize(np.ones((32, 64), np.float32), bits=4)\n"
-            "y = k.matmul(np.ones((5, 64), np.float32), w); y8 = k.matmul(np.ones(64, np.float32), quantize(np.ones((16, 64), np.float32), bits=8))\n"
-            "i = k.info(); assert i.simd in i.simd_runnable\n"
-            "print('OK', i.simd, float(y.sum()), float(y8.sum()))\n")
+    code = (
+        "import numpy as np, edgesdk.kernels as k\n"
+        "from edgesdk.quant import quantize\n"
+        "w = quantize(np.ones((32, 64), np.float32), bits=4)\n"
+        "y = k.matmul(np.ones((5, 64), np.float32), w); y8 = k.matmul(np.ones(64, np.float32), quantize(np.ones((16, 64), np.float32), bits=8))\n"
+        "i = k.info(); assert i.simd in i.simd_runnable\n"
+        "print('OK', i.simd, float(y.sum()), float(y8.sum()))\n"
+    )
     runnable = kernels.info().simd_runnable
     for v in SIMD_VALUES:
-        r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "EDGESDK_SIMD": v}, capture_output=True,
-                           text=True, timeout=120)
+        r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "EDGESDK_SIMD": v}, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and "OK" in r.stdout, (v, r.returncode, r.stderr[-2000:])
         want = v.strip().lower()
         ran = r.stdout.split()[1]

@@ -46,8 +46,7 @@ def _ggml():
     lib = ctypes.CDLL(path)
     f = lib.ggml_quantize_chunk
     f.restype = ctypes.c_size_t
-    f.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                  ctypes.c_void_p]
+    f.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
     return f
 
 
@@ -67,12 +66,22 @@ def _cases(rng) -> dict[str, np.ndarray]:
     outlier = g.copy()
     outlier[:, ::97] *= 300
     return {
-        "normal": g, "scaled": g * 0.02, "heavy": rng.standard_t(1.5, g.shape).astype(np.float32),
-        "positive": np.abs(g), "negative": -np.abs(g), "zeros": np.zeros_like(g), "neg-zeros": -np.zeros_like(g),
-        "constant": np.full_like(g, 0.37), "neg-constant": np.full_like(g, -0.37), "sparse": sparse,
-        "outliers": outlier, "integers": rng.integers(-3, 4, g.shape).astype(np.float32),
-        "half-integers": (rng.integers(-8, 8, g.shape) + 0.5).astype(np.float32), "tiny": g * 1e-30,
-        "large": g * 1e3, "one-hot": np.eye(16, 1024, dtype=np.float32) * 3,
+        "normal": g,
+        "scaled": g * 0.02,
+        "heavy": rng.standard_t(1.5, g.shape).astype(np.float32),
+        "positive": np.abs(g),
+        "negative": -np.abs(g),
+        "zeros": np.zeros_like(g),
+        "neg-zeros": -np.zeros_like(g),
+        "constant": np.full_like(g, 0.37),
+        "neg-constant": np.full_like(g, -0.37),
+        "sparse": sparse,
+        "outliers": outlier,
+        "integers": rng.integers(-3, 4, g.shape).astype(np.float32),
+        "half-integers": (rng.integers(-8, 8, g.shape) + 0.5).astype(np.float32),
+        "tiny": g * 1e-30,
+        "large": g * 1e3,
+        "one-hot": np.eye(16, 1024, dtype=np.float32) * 3,
     }
 
 
@@ -103,16 +112,13 @@ def test_real_weights_equal_llama_cpp():
 
 # Relative RMS error on standard normal weights (measured: Q4_K 0.0715, Q5_K 0.0362, Q6_K 0.0178,
 # Q4_0 0.0861, Q4_1 0.0783, Q5_0 0.0428, Q5_1 0.0379, Q8_0 0.0054), with a few % of margin.
-GAUSS_REL_RMS = {"Q4_K": 0.074, "Q5_K": 0.038, "Q6_K": 0.0185, "Q4_0": 0.089, "Q4_1": 0.081, "Q5_0": 0.045,
-                 "Q5_1": 0.040, "Q8_0": 0.0056}
+GAUSS_REL_RMS = {"Q4_K": 0.074, "Q5_K": 0.038, "Q6_K": 0.0185, "Q4_0": 0.089, "Q4_1": 0.081, "Q5_0": 0.045, "Q5_1": 0.040, "Q8_0": 0.0056}
 # Worst |error| per block as a fraction of the block's max |x| (the 32-element types: half a step plus
 # the clipped side, d = amax/8 or range/15...; K-quants also quantize their sub-block scales against
 # the super-block's), plus an absolute floor where fp16 scales underflow (max code x max sub-scale x
 # twice fp16's smallest subnormal).
-MAX_REL = {"Q4_K": 0.25, "Q5_K": 0.15, "Q6_K": 0.12, "Q4_0": 0.13, "Q4_1": 0.08, "Q5_0": 0.07, "Q5_1": 0.04,
-           "Q8_0": 0.005}
-FLOOR = {"Q4_K": 15 * 63, "Q5_K": 31 * 63, "Q6_K": 32 * 128, "Q4_0": 8, "Q4_1": 16, "Q5_0": 16, "Q5_1": 32,
-         "Q8_0": 127}
+MAX_REL = {"Q4_K": 0.25, "Q5_K": 0.15, "Q6_K": 0.12, "Q4_0": 0.13, "Q4_1": 0.08, "Q5_0": 0.07, "Q5_1": 0.04, "Q8_0": 0.005}
+FLOOR = {"Q4_K": 15 * 63, "Q5_K": 31 * 63, "Q6_K": 32 * 128, "Q4_0": 8, "Q4_1": 16, "Q5_0": 16, "Q5_1": 32, "Q8_0": 127}
 
 
 def _decode(raw, name, shape):
@@ -159,20 +165,20 @@ def weights(draw):
     k = 256 * draw(st.integers(1, 3))
     seed = draw(st.integers(0, 2**31 - 1))
     scale = 10.0 ** draw(st.floats(-8, 3))
-    pattern = draw(st.sampled_from(["normal", "heavy", "uniform", "positive", "negative", "constant", "zeros",
-                                    "sparse", "outlier", "mixed-blocks"]))
+    pattern = draw(st.sampled_from(["normal", "heavy", "uniform", "positive", "negative", "constant", "zeros", "sparse", "outlier", "mixed-blocks"]))
     rng = np.random.default_rng(seed)
-    x = {"normal": lambda: rng.standard_normal((rows, k)),
-         "heavy": lambda: np.clip(rng.standard_t(1.2, (rows, k)), -50, 50),
-         "uniform": lambda: rng.uniform(-1, 1, (rows, k)),
-         "positive": lambda: rng.uniform(0, 1, (rows, k)),
-         "negative": lambda: -rng.uniform(0, 1, (rows, k)),
-         "constant": lambda: np.full((rows, k), rng.standard_normal()),
-         "zeros": lambda: np.zeros((rows, k)),
-         "sparse": lambda: rng.standard_normal((rows, k)) * (rng.random((rows, k)) < 0.03),
-         "outlier": lambda: rng.standard_normal((rows, k)) * np.where(rng.random((rows, k)) < 0.002, 40, 1),
-         "mixed-blocks": lambda: _mixed_blocks(rng, rows, k),
-         }[pattern]()
+    x = {
+        "normal": lambda: rng.standard_normal((rows, k)),
+        "heavy": lambda: np.clip(rng.standard_t(1.2, (rows, k)), -50, 50),
+        "uniform": lambda: rng.uniform(-1, 1, (rows, k)),
+        "positive": lambda: rng.uniform(0, 1, (rows, k)),
+        "negative": lambda: -rng.uniform(0, 1, (rows, k)),
+        "constant": lambda: np.full((rows, k), rng.standard_normal()),
+        "zeros": lambda: np.zeros((rows, k)),
+        "sparse": lambda: rng.standard_normal((rows, k)) * (rng.random((rows, k)) < 0.03),
+        "outlier": lambda: rng.standard_normal((rows, k)) * np.where(rng.random((rows, k)) < 0.002, 40, 1),
+        "mixed-blocks": lambda: _mixed_blocks(rng, rows, k),
+    }[pattern]()
     return (x * scale).astype(np.float32)
 
 
@@ -233,10 +239,16 @@ def _names(n_layer, untied=False, qkv=False):
     if untied:
         out.append(("output.weight", (256, 1000), "F32"))
     for i in range(n_layer):
-        out += [(f"blk.{i}.attn_norm.weight", (256,), "F32"), (f"blk.{i}.ffn_down.weight", (512, 256), "F32"),
-                (f"blk.{i}.attn_output.weight", (256, 256), "F32")]
-        out += [(f"blk.{i}.attn_qkv.weight", (256, 768), "F32")] if qkv else [
-            (f"blk.{i}.attn_q.weight", (256, 256), "F32"), (f"blk.{i}.attn_v.weight", (256, 128), "F32")]
+        out += [
+            (f"blk.{i}.attn_norm.weight", (256,), "F32"),
+            (f"blk.{i}.ffn_down.weight", (512, 256), "F32"),
+            (f"blk.{i}.attn_output.weight", (256, 256), "F32"),
+        ]
+        out += (
+            [(f"blk.{i}.attn_qkv.weight", (256, 768), "F32")]
+            if qkv
+            else [(f"blk.{i}.attn_q.weight", (256, 256), "F32"), (f"blk.{i}.attn_v.weight", (256, 128), "F32")]
+        )
     return out
 
 
@@ -262,9 +274,14 @@ def test_recipe_counts_layers_in_numeric_order():
 
 
 def test_recipe_fallbacks_and_other_types():
-    t = [("token_embd.weight", (320, 1000), "F32"), ("blk.0.attn_q.weight", (320, 256), "F32"),
-         ("blk.0.ffn_down.weight", (80, 320), "F32"), ("blk.0.attn_v.weight", (320, 128), "F32"),
-         ("blk.0.ffn_gate_inp.weight", (320, 8), "F32"), ("rope_freqs.weight", (32,), "F32")]
+    t = [
+        ("token_embd.weight", (320, 1000), "F32"),
+        ("blk.0.attn_q.weight", (320, 256), "F32"),
+        ("blk.0.ffn_down.weight", (80, 320), "F32"),
+        ("blk.0.attn_v.weight", (320, 128), "F32"),
+        ("blk.0.ffn_gate_inp.weight", (320, 8), "F32"),
+        ("rope_freqs.weight", (32,), "F32"),
+    ]
     p = {x.name: x for x in plan(t, "Q4_K_M")}
     assert p["token_embd.weight"].dst == "Q8_0"
     assert p["blk.0.attn_q.weight"].dst == "Q5_0" and "Q4_K -> Q5_0" in p["blk.0.attn_q.weight"].note
@@ -324,8 +341,7 @@ def compare_files(ours, ref, source):
         e_ours = np.sqrt(np.mean((_floats(a[name]) - x) ** 2))
         e_ref = np.sqrt(np.mean((_floats(b[name]) - x) ** 2))
         assert e_ours <= 1.02 * e_ref + 1e-12, f"{name}: RMS error {e_ours:.3g} vs llama.cpp's {e_ref:.3g}"
-        if not np.array_equal(np.asarray(a[name].data).view(np.uint8).reshape(-1),
-                              np.asarray(b[name].data).view(np.uint8).reshape(-1)):
+        if not np.array_equal(np.asarray(a[name].data).view(np.uint8).reshape(-1), np.asarray(b[name].data).view(np.uint8).reshape(-1)):
             differ.append(name)
     return differ
 

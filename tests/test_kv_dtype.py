@@ -87,7 +87,7 @@ def _same_stored(a: KVCache, b: KVCache, n: int) -> None:
         x, y = ka[:, :n], kb[:, :n]
         if a.kv_dtype == "f16":
             xf, yf = x.astype(np.float32), y.astype(np.float32)
-            assert np.abs(xf - yf).max() <= 2.0 ** -10 * np.abs(xf).max() and (x == y).mean() > 0.95
+            assert np.abs(xf - yf).max() <= 2.0**-10 * np.abs(xf).max() and (x == y).mean() > 0.95
         elif a.kv_dtype == "q8_0":
             codes = np.abs(x["qs"].astype(np.int32) - y["qs"].astype(np.int32))
             assert codes.max() <= 1 and (codes == 0).mean() > 0.99
@@ -143,16 +143,25 @@ def test_encoders_give_numpy_bits():
     rng = np.random.default_rng(0)
     halves = np.arange(0x7C00, dtype=np.uint16).view(np.float16).astype(np.float64)
     mid = ((halves[:-1] + halves[1:]) / 2).astype(np.float32)
-    x = np.concatenate([halves.astype(np.float32), mid, np.nextafter(mid, np.float32(np.inf)), np.nextafter(mid, np.float32(0)),
-                        np.float32([65504, 65519.996, 65520, 1e6, np.inf, 1e-30, 1e-45, 2.0 ** -25]),
-                        (rng.standard_normal(20000) * 10.0 ** rng.integers(-8, 5, 20000)).astype(np.float32)])
+    x = np.concatenate(
+        [
+            halves.astype(np.float32),
+            mid,
+            np.nextafter(mid, np.float32(np.inf)),
+            np.nextafter(mid, np.float32(0)),
+            np.float32([65504, 65519.996, 65520, 1e6, np.inf, 1e-30, 1e-45, 2.0**-25]),
+            (rng.standard_normal(20000) * 10.0 ** rng.integers(-8, 5, 20000)).astype(np.float32),
+        ]
+    )
     x = np.concatenate([x, -x])
     x = np.ascontiguousarray(x[: len(x) // 256 * 256].reshape(-1, 256))
     with np.errstate(over="ignore"):
         np.testing.assert_array_equal(c_encode(x, "f16"), encode_kv(x, "f16").view(np.uint8).reshape(x.shape[0], -1))
     ties = np.arange(32, dtype=np.float32) - 15.5
     ties[0] = 127.0  # d = 1: every other code is k + 0.5
-    q = np.concatenate([rng.standard_normal((512, 32)) * 10.0 ** rng.integers(-6, 6, (512, 1)), np.zeros((3, 32)), [ties, -ties, ties * 0.003, ties * 1e4, -ties * 1e-4]])
+    q = np.concatenate(
+        [rng.standard_normal((512, 32)) * 10.0 ** rng.integers(-6, 6, (512, 1)), np.zeros((3, 32)), [ties, -ties, ties * 0.003, ties * 1e4, -ties * 1e-4]]
+    )
     q = np.ascontiguousarray(q.astype(np.float32).reshape(-1, 64))
     blocks = encode_kv(q, "q8_0")
     assert blocks.dtype == Q8_0_BLOCK and blocks.shape == (q.shape[0], 2)
@@ -297,7 +306,7 @@ def test_smollm2_greedy_text_with_f16():
         ids = llms["f32"].tokenizer.encode(prompt)
         seq = ids + llms["f32"].tokenizer.encode(llms["f32"].generate(ids, max_tokens=16, ignore_eos=True))[:16]
         a = llms["f16"].logits(seq)[len(ids) - 1 : -1]
-        picked = np.asarray(seq[len(ids):])
+        picked = np.asarray(seq[len(ids) :])
         assert np.all(a[np.arange(len(picked)), picked] >= a.max(-1) - 0.25)
     finally:
         for m in llms.values():

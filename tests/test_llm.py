@@ -254,7 +254,16 @@ def test_sampling_filters():
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(temperature=-1), dict(top_p=0), dict(top_k=-2), dict(max_tokens=-1), dict(repetition_penalty=0), dict(speculative="magic"), dict(stop=[""]), dict(bogus=1)],
+    [
+        dict(temperature=-1),
+        dict(top_p=0),
+        dict(top_k=-2),
+        dict(max_tokens=-1),
+        dict(repetition_penalty=0),
+        dict(speculative="magic"),
+        dict(stop=[""]),
+        dict(bogus=1),
+    ],
 )
 def test_config_validation(llm, kw):
     with pytest.raises(GenerationError):

@@ -20,8 +20,7 @@ from edgesdk.llm._tokenizer import _byte_decoder
 from gguf_blocks import random_blocks
 
 D, NH, NKV, HD, FF, CTX = 256, 4, 2, 64, 256, 64
-KQUANT = {"attn_q": "Q4_K", "attn_k": "Q5_K", "attn_v": "Q6_K", "ffn_gate": "Q2_K", "ffn_up": "Q3_K",
-          "ffn_down": "Q6_K", "attn_output": "IQ4_NL"}
+KQUANT = {"attn_q": "Q4_K", "attn_k": "Q5_K", "attn_v": "Q6_K", "ffn_gate": "Q2_K", "ffn_up": "Q3_K", "ffn_down": "Q6_K", "attn_output": "IQ4_NL"}
 
 
 def _tokens() -> list[str]:
@@ -29,8 +28,7 @@ def _tokens() -> list[str]:
     return [by_byte[b] for b in range(256)] + ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def _write(path, *, tied: bool, mixed: bool, arch: str = "llama", seed: int = 0, head_count: int = NH,
-           kquant: bool = False):
+def _write(path, *, tied: bool, mixed: bool, arch: str = "llama", seed: int = 0, head_count: int = NH, kquant: bool = False):
     import gguf
 
     q = gguf.GGMLQuantizationType
@@ -147,8 +145,7 @@ def _reference_logits(ref, ids, arch: str = "llama") -> np.ndarray:
 
 @pytest.fixture(
     scope="module",
-    params=[dict(tied=False, mixed=True), dict(tied=True, mixed=False), dict(tied=True, mixed=False, arch="qwen2"),
-            dict(tied=True, mixed=False, kquant=True)],
+    params=[dict(tied=False, mixed=True), dict(tied=True, mixed=False), dict(tied=True, mixed=False, arch="qwen2"), dict(tied=True, mixed=False, kquant=True)],
     ids=["llama-untied-f16-mixed", "llama-tied-uniform", "qwen2-tied-bias", "llama-kquants"],
 )
 def tiny(request, tmp_path_factory):
@@ -203,7 +200,9 @@ def test_placement_names_each_type_a_backend_lacks(tmp_path):
     model = types.SimpleNamespace(info=_probe_gguf(path, os.path.getsize(path)))
     assert gguf_refusal(model) is None  # the CPU runtime computes every type of the table
     why = gguf_refusal(model, computes=("Q4_0", "Q4_1", "Q8_0", "F16", "F32"))
-    assert "does not compute IQ4_NL (attn_output), Q2_K (ffn_gate), Q3_K (ffn_up), Q4_K (attn_q), Q5_K (attn_k), " \
-           "Q6_K (attn_v, ffn_down)" in why and "it computes: F32, F16, Q4_0, Q4_1, Q8_0" in why
+    assert (
+        "does not compute IQ4_NL (attn_output), Q2_K (ffn_gate), Q3_K (ffn_up), Q4_K (attn_q), Q5_K (attn_k), Q6_K (attn_v, ffn_down)" in why
+        and "it computes: F32, F16, Q4_0, Q4_1, Q8_0" in why
+    )
     model.info["tensor_kinds"]["IQ2_XXS"] = ["ffn_up"]
     assert "IQ2_XXS (ffn_up) are not supported by edgesdk" in gguf_refusal(model)

@@ -462,11 +462,14 @@ def test_a_tensor_the_base_lacks(tmp_path, llama_base, name):
     assert f"{name}.lora_a" in cause
 
 
-@pytest.mark.parametrize("meta,err,says", [
-    ({"general.type": "model"}, ModelFormatError, "general.type"),
-    ({"general.type": "adapter", "adapter.type": "control_vector"}, UnsupportedModelError, "control_vector"),
-    ({**adapter_meta(), "adapter.alora.invocation_tokens": [1, 2]}, UnsupportedModelError, "activated"),
-])
+@pytest.mark.parametrize(
+    "meta,err,says",
+    [
+        ({"general.type": "model"}, ModelFormatError, "general.type"),
+        ({"general.type": "adapter", "adapter.type": "control_vector"}, UnsupportedModelError, "control_vector"),
+        ({**adapter_meta(), "adapter.alora.invocation_tokens": [1, 2]}, UnsupportedModelError, "activated"),
+    ],
+)
 def test_not_a_plain_lora(tmp_path, llama_base, meta, err, says):
     path = write_gguf(tmp_path / "a.gguf", "llama", adapter_tensors(llama_base, names=["blk.0.attn_q.weight"]), meta)
     assert says in _load_error(llama_base, path, err)
@@ -556,8 +559,9 @@ def test_smollm2_with_a_random_adapter(tmp_path, monkeypatch):
     adapter = write_adapter(tmp_path / "smol-lora.gguf", base, "llama", rank=8, seed=3)
     llm = _open(base, "c", "int8", True, monkeypatch, adapters={"a": adapter})
     ids = llm.tokenizer.encode("The capital of France is")
-    ref = llama(model_path=base, n_ctx=n_ctx, n_batch=n_ctx, logits_all=True, n_threads=2, verbose=False,
-                          type_k=0, type_v=0, lora_path=adapter, lora_scale=scale)
+    ref = llama(
+        model_path=base, n_ctx=n_ctx, n_batch=n_ctx, logits_all=True, n_threads=2, verbose=False, type_k=0, type_v=0, lora_path=adapter, lora_scale=scale
+    )
     try:
         want = llama_greedy(ref, ids, 24)
         ref_logits = np.array(ref.scores[len(ids) - 1 : len(ids) + len(want) - 1])

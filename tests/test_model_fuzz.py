@@ -25,8 +25,17 @@ from edgesdk.llm._gguf import GGUFFile
 from test_architectures import write_model
 
 # Every matrix K-quantized, as a Q4_K_M/Q5_K_M/Q6_K file mixes them.
-KQUANT = {"token_embd": "Q6_K", "output": "Q6_K", "attn_q": "Q4_K", "attn_k": "Q4_K", "attn_v": "Q6_K",
-          "attn_output": "Q5_K", "ffn_gate": "Q4_K", "ffn_up": "Q5_K", "ffn_down": "Q6_K"}
+KQUANT = {
+    "token_embd": "Q6_K",
+    "output": "Q6_K",
+    "attn_q": "Q4_K",
+    "attn_k": "Q4_K",
+    "attn_v": "Q6_K",
+    "attn_output": "Q5_K",
+    "ffn_gate": "Q4_K",
+    "ffn_up": "Q5_K",
+    "ffn_down": "Q6_K",
+}
 
 
 def _fuzz_module():
@@ -152,7 +161,7 @@ def test_huge_and_wrong_typed_fields_give_typed_errors(tmp_path, kquant):
         for i, (case, patches) in enumerate(_huge_cases(raw).items()):
             buf = bytearray(raw)
             for at, data in patches:
-                buf[at:at + len(data)] = data
+                buf[at : at + len(data)] = data
             p = _write(tmp_path, bytes(buf), f"case{i}.gguf")
             r = worker.open(p)
             if r["outcome"] not in ("typed", "ok"):
@@ -185,8 +194,11 @@ def _op_index(m, sg, op_name: str) -> int:
     from ai_edge_litert import schema_py_generated as schema
 
     code = getattr(schema.BuiltinOperator, op_name)
-    return next(i for i, op in enumerate(sg.operators) if max(m.operatorCodes[op.opcodeIndex].builtinCode,
-                                                               m.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode) == code)
+    return next(
+        i
+        for i, op in enumerate(sg.operators)
+        if max(m.operatorCodes[op.opcodeIndex].builtinCode, m.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode) == code
+    )
 
 
 def _scaled(shape, axis: int, factor: int):
@@ -214,12 +226,15 @@ def _drop_inputs(m, sg):  # SIGSEGV before the check
     sg.operators[_op_index(m, sg, "CONV_2D")].inputs = None
 
 
-@pytest.mark.parametrize("name,edit,match", [
-    ("face-detection-full", _grow_dequantize_output, "elementwise op keeps the shape"),
-    ("wakeword-okay-nabu", _grow_constant, "buffer holds"),
-    ("face-detection", _huge_activation, "corrupt dimension"),
-    ("wakeword-okay-nabu", _drop_inputs, "has no inputs"),
-])
+@pytest.mark.parametrize(
+    "name,edit,match",
+    [
+        ("face-detection-full", _grow_dequantize_output, "elementwise op keeps the shape"),
+        ("wakeword-okay-nabu", _grow_constant, "buffer holds"),
+        ("face-detection", _huge_activation, "corrupt dimension"),
+        ("wakeword-okay-nabu", _drop_inputs, "has no inputs"),
+    ],
+)
 def test_corrupt_tflite_is_refused_before_litert(tmp_path, name, edit, match):
     p = _repacked_tflite(tmp_path, name, edit)
     with pytest.raises(ModelFormatError, match=match):

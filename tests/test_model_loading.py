@@ -56,9 +56,13 @@ def test_unsupported_opset(tmp_path):
 
     import onnx
 
-    p = make_onnx(tmp_path / "future.onnx", [helper.make_node("Identity", ["x"], ["y"])],
-                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], opset=onnx.defs.onnx_opset_version() + 5)
+    p = make_onnx(
+        tmp_path / "future.onnx",
+        [helper.make_node("Identity", ["x"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        opset=onnx.defs.onnx_opset_version() + 5,
+    )
     with pytest.raises(UnsupportedModelError, match="opset"):
         edgesdk.Session(p)
 
@@ -66,9 +70,12 @@ def test_unsupported_opset(tmp_path):
 def test_dangling_graph_reference(tmp_path):
     from onnx import TensorProto, helper
 
-    p = make_onnx(tmp_path / "dangling.onnx", [helper.make_node("Add", ["x", "ghost"], ["y"])],
-                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    p = make_onnx(
+        tmp_path / "dangling.onnx",
+        [helper.make_node("Add", ["x", "ghost"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     with pytest.raises(ModelFormatError, match="ghost"):
         edgesdk.Session(p)
 
@@ -121,7 +128,7 @@ def test_mutated_real_models_never_crash(tmp_path, seed_files, data):
             if mode == "flip":
                 buf[i] ^= data.draw(st.integers(1, 255))
             else:
-                buf[i:i + 64] = bytes(len(buf[i:i + 64]))
+                buf[i : i + 64] = bytes(len(buf[i : i + 64]))
     p = tmp_path / f"mutated{ext}"
     p.write_bytes(bytes(buf))
     _load(p)

@@ -94,7 +94,7 @@ def assert_same(expected, actual, rtol, atol, where="output"):
 
 
 def _feeds_and_expected(case):
-    (inputs, outputs), = case.data_sets
+    ((inputs, outputs),) = case.data_sets
     feeds = {vi.name: _value(v) for vi, v in zip(case.model.graph.input, inputs)}
     expected = {vi.name: _value(v) for vi, v in zip(case.model.graph.output, outputs)}
     return feeds, expected
@@ -159,8 +159,9 @@ def _seq(elem_type, shape=None):
 def _identity_model(path, type_proto, opset=16):
     from onnx import helper
 
-    return make_onnx(path, [helper.make_node("Identity", ["x"], ["y"])],
-                     [helper.make_value_info("x", type_proto)], [helper.make_value_info("y", type_proto)], opset=opset)
+    return make_onnx(
+        path, [helper.make_node("Identity", ["x"], ["y"])], [helper.make_value_info("x", type_proto)], [helper.make_value_info("y", type_proto)], opset=opset
+    )
 
 
 @pytest.fixture(scope="module")
@@ -215,9 +216,12 @@ def test_unranked_tensor_input_is_not_taken_for_a_scalar(tmp_path):
     from onnx import TensorProto, helper
 
     # ORT reports an input without a shape as [], like a scalar's; the file says the rank is unknown.
-    p = make_onnx(tmp_path / "unranked.onnx", [helper.make_node("Identity", ["x"], ["y"])],
-                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
-                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    p = make_onnx(
+        tmp_path / "unranked.onnx",
+        [helper.make_node("Identity", ["x"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
     with edgesdk.Session(p) as s:
         assert s.inputs[0].shape is None
         x = np.ones((2, 3), np.float32)
@@ -226,15 +230,18 @@ def test_unranked_tensor_input_is_not_taken_for_a_scalar(tmp_path):
             s.run({"x": x.astype(np.float64)})
 
 
-@pytest.mark.parametrize("type_str, expected", [
-    ("tensor(float)", "float32[2]"),
-    ("seq(tensor(int64))", "seq(int64)"),
-    ("optional(tensor(int64))", "optional(int64[2])"),
-    ("optional(seq(tensor(float)))", "optional(seq(float32))"),
-    ("map(string,tensor(float))", "map(object, float32)"),
-    ("seq(map(int64,tensor(float)))", "seq(map(int64, float32))"),
-    ("sparse_tensor(float)", "object?"),
-])
+@pytest.mark.parametrize(
+    "type_str, expected",
+    [
+        ("tensor(float)", "float32[2]"),
+        ("seq(tensor(int64))", "seq(int64)"),
+        ("optional(tensor(int64))", "optional(int64[2])"),
+        ("optional(seq(tensor(float)))", "optional(seq(float32))"),
+        ("map(string,tensor(float))", "map(object, float32)"),
+        ("seq(map(int64,tensor(float)))", "seq(map(int64, float32))"),
+        ("sparse_tensor(float)", "object?"),
+    ],
+)
 def test_parse_ort_type(type_str, expected):
     from edgesdk_backends.onnxruntime import parse_ort_type
 

@@ -104,10 +104,17 @@ def _packed(rng, qtype, n, k):
 
 # --- kernels against the numpy reference ------------------------------------------------------------
 
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(qtype=st.sampled_from(QTYPES), m=st.sampled_from([1, 2, GEMV_MAX_ROWS, GEMV_MAX_ROWS + 1, 37]),
-       n=st.integers(1, 70), kb=st.integers(1, 6), shape=st.sampled_from(sorted(GEMV_SHAPES)), accumulate=st.booleans(),
-       seed=st.integers(0, 2**16))
+@given(
+    qtype=st.sampled_from(QTYPES),
+    m=st.sampled_from([1, 2, GEMV_MAX_ROWS, GEMV_MAX_ROWS + 1, 37]),
+    n=st.integers(1, 70),
+    kb=st.integers(1, 6),
+    shape=st.sampled_from(sorted(GEMV_SHAPES)),
+    accumulate=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_matmul_matches_dequantized_reference(rt, qtype, m, n, kb, shape, accumulate, seed):
     """GEMV (m <= GEMV_MAX_ROWS) and GEMM, each in its GPU and its CPU form (work-group shape; local-memory
     tiles or register rows), every format, ragged N and M, writing at a column offset of a wider output,
@@ -128,7 +135,7 @@ def test_matmul_matches_dequantized_reference(rt, qtype, m, n, kb, shape, accumu
         native = "CPU" if rt.device.type & cl.device_type.CPU else "GPU"
         rt.gemv_shape, rt.gemm_kind = GEMV_SHAPES[native], GEMM_KINDS[native]
     want = y0.copy()
-    want[:, off:off + n] = (y0[:, off:off + n] if accumulate else 0) + x.astype(np.float64) @ w.T.astype(np.float64)
+    want[:, off : off + n] = (y0[:, off : off + n] if accumulate else 0) + x.astype(np.float64) @ w.T.astype(np.float64)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.sqrt(k))
 
 
@@ -146,8 +153,7 @@ def test_fused_projection_of_mixed_formats_writes_each_part_in_its_columns(rt):
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.integers(1, 5), n=st.sampled_from([32, 100, 576]), row0=st.integers(0, 2), accumulate=st.booleans(),
-       seed=st.integers(0, 999))
+@given(rows=st.integers(1, 5), n=st.sampled_from([32, 100, 576]), row0=st.integers(0, 2), accumulate=st.booleans(), seed=st.integers(0, 999))
 def test_rms_norm(rt, rows, n, row0, accumulate, seed):
     """Plain, and accumulating into the residual stream as a post norm does (x += norm(y))."""
     rng = np.random.default_rng(seed)
@@ -161,8 +167,7 @@ def test_rms_norm(rt, rows, n, row0, accumulate, seed):
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(T=st.integers(1, 3), nh=st.sampled_from([1, 4]), nkv=st.sampled_from([1, 2]), hd=st.sampled_from([16, 64, 100, 128, 256]),
-       seed=st.integers(0, 999))
+@given(T=st.integers(1, 3), nh=st.sampled_from([1, 4]), nkv=st.sampled_from([1, 2]), hd=st.sampled_from([16, 64, 100, 128, 256]), seed=st.integers(0, 999))
 def test_head_norm_matches_qk_norm(rt, T, nh, nkv, hd, seed):
     """QK-norm in place on the Q|K columns of strided qkv rows; V columns (and the row's padding) untouched."""
     rng = np.random.default_rng(seed)
@@ -175,15 +180,14 @@ def test_head_norm_matches_qk_norm(rt, T, nh, nkv, hd, seed):
     heads = qkv[:, : (nh + nkv) * hd].reshape(T, nh + nkv, hd)
     want = np.concatenate([_rms_norm(heads[:, :nh], wq, 1e-6), _rms_norm(heads[:, nh:], wk, 1e-6)], axis=1).reshape(T, -1)
     np.testing.assert_allclose(got[:, : (nh + nkv) * hd], want, rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(got[:, (nh + nkv) * hd:], qkv[:, (nh + nkv) * hd:])
+    np.testing.assert_array_equal(got[:, (nh + nkv) * hd :], qkv[:, (nh + nkv) * hd :])
 
 
 def _cfg(mode="norm", nh=4, nkv=2, hd=16, rope_dim=None, scale=1.0, ropes=()):
     from edgesdk.llm._gguf import ModelConfig
     from edgesdk.llm.arch import Architecture
 
-    return ModelConfig(Architecture("t", rope=mode), 1, nh * hd, 8, nh, nkv, hd, 256, 10, 1e-5, 10000.0,
-                       rope_dim or hd, rope_scale=scale, ropes=ropes)
+    return ModelConfig(Architecture("t", rope=mode), 1, nh * hd, 8, nh, nkv, hd, 256, 10, 1e-5, 10000.0, rope_dim or hd, rope_scale=scale, ropes=ropes)
 
 
 @pytest.mark.parametrize("mode,rope_dim", [("norm", 16), ("neox", 16), ("neox", 8)])
@@ -227,8 +231,14 @@ def test_rope_tables_per_rope_with_factors(rt, factors):
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(pos0=st.sampled_from([0, 1, 63, 64, 130]), T=st.integers(1, 4), g=st.sampled_from([1, 3]),
-       hd=st.sampled_from([16, 64, 96]), window=st.sampled_from([0, 0, 1, 6, 70]), seed=st.integers(0, 999))
+@given(
+    pos0=st.sampled_from([0, 1, 63, 64, 130]),
+    T=st.integers(1, 4),
+    g=st.sampled_from([1, 3]),
+    hd=st.sampled_from([16, 64, 96]),
+    window=st.sampled_from([0, 0, 1, 6, 70]),
+    seed=st.integers(0, 999),
+)
 def test_kv_store_and_attention_match_attend_one(rt, pos0, T, g, hd, window, seed):
     """Keys/values appended at pos0.., then causal GQA attention of each row over 0..pos0+t (or over its
     last `window` keys), across key-chunk boundaries (64 keys per chunk) and head dims that are not a
@@ -247,8 +257,8 @@ def test_kv_store_and_attention_match_attend_one(rt, pos0, T, g, hd, window, see
     rt.kv_store(qb, nq + 2 * nk, T, nq, nkv, hd, kc, vc, n_ctx, pos0)
     rt.attention(qb, nq + 2 * nk, T, kc, vc, out, nq, nh, nkv, hd, n_ctx, pos0, scale, window)
     cache = types.SimpleNamespace(k=k_old[None].copy(), v=v_old[None].copy())
-    cache.k[0, :, pos0:pos0 + T] = qkv[:, nq:nq + nk].reshape(T, nkv, hd).transpose(1, 0, 2)
-    cache.v[0, :, pos0:pos0 + T] = qkv[:, nq + nk:].reshape(T, nkv, hd).transpose(1, 0, 2)
+    cache.k[0, :, pos0 : pos0 + T] = qkv[:, nq : nq + nk].reshape(T, nkv, hd).transpose(1, 0, 2)
+    cache.v[0, :, pos0 : pos0 + T] = qkv[:, nq + nk :].reshape(T, nkv, hd).transpose(1, 0, 2)
     np.testing.assert_array_equal(_read(rt, kc, cache.k[0].shape), cache.k[0])
     np.testing.assert_array_equal(_read(rt, vc, cache.v[0].shape), cache.v[0])
     ref = types.SimpleNamespace(cfg=types.SimpleNamespace(n_head=nh, n_head_kv=nkv, head_dim=hd))
@@ -281,6 +291,7 @@ def test_geglu_matches_gated_gelu_tanh(rt):
 
 
 # --- program build cache ----------------------------------------------------------------------------
+
 
 def test_program_cache_cold_cached_corrupt_and_rejected(tmp_path, backend, device, caplog):
     dev = backend._cl_device(device.id)
@@ -320,6 +331,7 @@ def test_runtime_program_comes_from_cache_the_second_time(rt, backend, device):
 
 
 # --- backend: devices, placement, options -----------------------------------------------------------
+
 
 def test_devices_reported_truthfully(backend):
     for d in backend.devices:
@@ -368,8 +380,7 @@ def test_discovery_runs_in_a_child_and_is_cached_per_configuration(monkeypatch, 
     from edgesdk_backends.opencl import _probe
 
     monkeypatch.setenv("EDGESDK_CACHE_DIR", str(tmp_path))
-    code = ("import sys, edgesdk; st = edgesdk.get_registry().status('opencl'); "
-            "print(len(st.devices), st.reason, 'pyopencl' in sys.modules)")
+    code = "import sys, edgesdk; st = edgesdk.get_registry().status('opencl'); print(len(st.devices), st.reason, 'pyopencl' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stdout.split()
     assert int(out[0]) >= 1 and out[-1] == "False", out
     [entry] = list((tmp_path / "opencl").glob("devices-*.json"))
@@ -408,18 +419,22 @@ def test_gpu_preference_does_not_pick_a_simulated_opencl_device(device):
         s.close()
 
 
-@pytest.mark.parametrize("opts,match", [
-    ({"n_ctxx": 64}, "unknown opencl option"),
-    ({"n_ctx": 1}, "n_ctx must be an int >= 2"),
-    ({"prefill_chunk": 0}, "prefill_chunk"),
-    ({"device": "opencl:9.9"}, "names another OpenCL device"),
-])
+@pytest.mark.parametrize(
+    "opts,match",
+    [
+        ({"n_ctxx": 64}, "unknown opencl option"),
+        ({"n_ctx": 1}, "n_ctx must be an int >= 2"),
+        ({"prefill_chunk": 0}, "prefill_chunk"),
+        ({"device": "opencl:9.9"}, "names another OpenCL device"),
+    ],
+)
 def test_bad_backend_options_are_refused_with_the_reason(device, opts, match):
     with pytest.raises(PlacementError, match=match):
         edgesdk.Session("hub:smollm2-135m", SessionOptions(require=device.id, backend_options={"opencl": opts}))
 
 
 # --- the LLM end to end -----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def smollm(device):
@@ -475,8 +490,7 @@ def test_smollm2_logits_and_chat_reuse(smollm):
     assert ocl.runner.last_stats.cached_tokens > 0  # the engine's KV reuse works on device buffers
 
 
-@pytest.mark.parametrize("kind", [dict(tied=False, mixed=True, arch="qwen2"), dict(tied=True, mixed=False, kquant=True)],
-                         ids=["qwen2-mixed", "llama-kquants"])
+@pytest.mark.parametrize("kind", [dict(tied=False, mixed=True, arch="qwen2"), dict(tied=True, mixed=False, kquant=True)], ids=["qwen2-mixed", "llama-kquants"])
 def test_tiny_model_matches_cpu(tmp_path, device, kind):
     """qwen2: biases, neox RoPE, a fused Q/K/V of Q4_0 + Q8_0 and an untied F16 head; llama-kquants: Q4_K,
     Q5_K, Q6_K, Q2_K, Q3_K and IQ4_NL projections; both against the CPU numpy reference."""
@@ -498,6 +512,7 @@ def test_tiny_model_matches_cpu(tmp_path, device, kind):
 
 
 # --- every architecture: the primitives of edgesdk.llm.arch end to end ------------------------------
+
 
 def test_implements_every_feature():
     assert set(IMPLEMENTS) == set(FEATURES)

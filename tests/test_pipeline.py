@@ -173,7 +173,9 @@ def test_memory_budget_refuses_the_stage_that_does_not_fit():
         Pipeline([spec("vad", vad), spec("llm", llm)], memory_budget_mb=40)
     assert "cpu:0: model needs at least 93.8 MiB, over the 37 MiB budget" in str(ei.value)  # 40 minus the VAD's model
     both = (os.path.getsize(vad) + os.path.getsize(llm)) / 2**20
-    with pytest.raises(PipelineError, match=r"stage 'vad2': needs 5.0 MiB but only 3.0 MiB of the .* MiB pipeline budget is left \(held by vad .*, llm 93.8 MiB\)"):
+    with pytest.raises(
+        PipelineError, match=r"stage 'vad2': needs 5.0 MiB but only 3.0 MiB of the .* MiB pipeline budget is left \(held by vad .*, llm 93.8 MiB\)"
+    ):
         Pipeline([spec("vad", vad), spec("llm", llm), spec("vad2", vad, memory_mb=5)], memory_budget_mb=both + 3)
     pipe = Pipeline([spec("vad", vad), spec("llm", llm)], memory_budget_mb=200)
     rep = pipe.report()

@@ -35,9 +35,15 @@ class Accel(Backend):
         ort_backend = edgesdk.get_registry().backend("onnxruntime")
         cpu = next(d for d in edgesdk.get_registry().devices() if d.id == "onnxruntime:cpu")
         runner = ort_backend.load(model, cpu, options)
-        runner.nodes = tuple(NodePlacement(n.node, n.op_type, "onnxruntime:cpu" if n.op_type == "Relu" else device.id,
-                                           "Relu is not supported by the accel compiler" if n.op_type == "Relu" else None)
-                             for n in runner.nodes)
+        runner.nodes = tuple(
+            NodePlacement(
+                n.node,
+                n.op_type,
+                "onnxruntime:cpu" if n.op_type == "Relu" else device.id,
+                "Relu is not supported by the accel compiler" if n.op_type == "Relu" else None,
+            )
+            for n in runner.nodes
+        )
         return runner
 
 
@@ -45,9 +51,12 @@ class Accel(Backend):
 def relu_add(tmp_path):
     from onnx import TensorProto, helper
 
-    return make_onnx(tmp_path / "m.onnx", [helper.make_node("Add", ["x", "x"], ["t"], name="add0"), helper.make_node("Relu", ["t"], ["y"], name="relu0")],
-                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    return make_onnx(
+        tmp_path / "m.onnx",
+        [helper.make_node("Add", ["x", "x"], ["t"], name="add0"), helper.make_node("Relu", ["t"], ["y"], name="relu0")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
 
 
 @pytest.fixture
@@ -90,7 +99,7 @@ def test_simulated_devices_only_when_named(registry_with, identity_onnx):
     opts = edgesdk.SessionOptions()
     pool, _ = candidates(reg.devices(), opts)
     # prefer=npu first, but a simulator is not hardware: it ranks after every real device (with other simulated ones).
-    assert all(d.simulated for d in pool[[d.id for d in pool].index("sim:0"):])
+    assert all(d.simulated for d in pool[[d.id for d in pool].index("sim:0") :])
     assert edgesdk.Session(identity_onnx).placement.device.id != "sim:0"
     assert edgesdk.Session(identity_onnx, prefer=("sim", "cpu")).placement.device.id == "sim:0"
     assert edgesdk.Session(identity_onnx, require="npu").placement.device.id == "sim:0"

@@ -67,8 +67,12 @@ def test_a_change_of_key_measures_again(paced_backends, relu_onnx, change):
     elif change == "model":
         from onnx import TensorProto, helper
 
-        make_onnx(relu_onnx, [helper.make_node("Sigmoid", ["x"], ["y"], name="sig0")],
-                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
+        make_onnx(
+            relu_onnx,
+            [helper.make_node("Sigmoid", ["x"], ["y"], name="sig0")],
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        )
     elif change == "runtime version":
         slow, fast = paced_backends(Paced("slow", 0.06), Paced("fast", 0.002, kind="gpu", version="2.0"))
     else:
@@ -143,8 +147,9 @@ def test_energy_objective_picks_the_frugal_device(paced_backends, relu_onnx, tmp
     monkeypatch.setattr(_timing, "POWERCAP", root)
     counter = root / "intel-rapl:0" / "energy_uj"
     # "hot" is 3x faster but uses 20x the energy per run.
-    paced_backends(Paced("hot", 0.01, kind="npu", uj_per_run=2_000_000, counter=counter),
-             Paced("frugal", 0.03, kind="gpu", uj_per_run=100_000, counter=counter))
+    paced_backends(
+        Paced("hot", 0.01, kind="npu", uj_per_run=2_000_000, counter=counter), Paced("frugal", 0.03, kind="gpu", uj_per_run=100_000, counter=counter)
+    )
     with edgesdk.Session(relu_onnx, **{**MEASURED, "objective": "energy"}) as s:
         assert s.placement.device.id == "frugal:0"
         assert "lowest energy per run" in s.placement.reason

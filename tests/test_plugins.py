@@ -32,8 +32,22 @@ def clean_registry(monkeypatch):
 def installed_template(tmp_path_factory):
     """pip-install samples/plugin_template into a private directory (the venv is not touched)."""
     site = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-compile",
-                    "--target", str(site), str(ROOT / "samples" / "plugin_template")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-compile",
+            "--target",
+            str(site),
+            str(ROOT / "samples" / "plugin_template"),
+        ],
+        check=True,
+    )
     return site
 
 
@@ -63,15 +77,19 @@ def test_third_party_plugin_is_discovered_and_used(clean_registry, installed_tem
 
 
 def test_broken_plugins_are_reported_not_fatal(clean_registry, tmp_path, identity_onnx):
-    _add_dist(tmp_path, "broken_plugins", """
+    _add_dist(
+        tmp_path,
+        "broken_plugins",
+        """
         [edgesdk.backends]
         importboom = importboom_plugin
         probeboom = probeboom_plugin
         oldapi = oldapi_plugin
         hookboom = hookboom_plugin
-    """, {
-        "importboom_plugin.py": "raise RuntimeError('vendor library libfoo.so not found')\n",
-        "probeboom_plugin.py": """
+    """,
+        {
+            "importboom_plugin.py": "raise RuntimeError('vendor library libfoo.so not found')\n",
+            "probeboom_plugin.py": """
             import edgesdk
             from edgesdk.backend import Backend
             class B(Backend):
@@ -83,7 +101,7 @@ def test_broken_plugins_are_reported_not_fatal(clean_registry, tmp_path, identit
             def edgesdk_backends():
                 return [B()]
         """,
-        "oldapi_plugin.py": """
+            "oldapi_plugin.py": """
             import edgesdk
             from edgesdk.backend import Backend
             class B(Backend):
@@ -93,13 +111,14 @@ def test_broken_plugins_are_reported_not_fatal(clean_registry, tmp_path, identit
             def edgesdk_backends():
                 return [B()]
         """,
-        "hookboom_plugin.py": """
+            "hookboom_plugin.py": """
             import edgesdk
             @edgesdk.hookimpl
             def edgesdk_backends():
                 raise ValueError("bad config")
         """,
-    })
+        },
+    )
     clean_registry.syspath_prepend(str(tmp_path))
     reg = reset_registry()
     errors = {p.name: p.error for p in reg.plugins if not p.loaded}
@@ -111,8 +130,9 @@ def test_broken_plugins_are_reported_not_fatal(clean_registry, tmp_path, identit
     s = edgesdk.Session(identity_onnx)  # the good backends still work
     assert s.placement.device.id == "onnxruntime:cpu"
     assert any(r.backend == "probeboom" and "driver crashed" in r.reason for r in s.placement.refusals)
-    out = subprocess.run([sys.executable, "-m", "edgesdk.cli", "devices"], capture_output=True, text=True,
-                         env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+    out = subprocess.run(
+        [sys.executable, "-m", "edgesdk.cli", "devices"], capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    )
     assert out.returncode == 0
     assert "libfoo.so" in out.stdout and "driver crashed" in out.stdout and "API version 0" in out.stdout
 

@@ -35,8 +35,7 @@ RUN = Path(__file__).with_name("portable_run.py")
 pytestmark = pytest.mark.slow
 
 # What each emulated CPU must run: its runnable paths, best first, and features it must lack.
-CPUS = {"Haswell": (("avx2", "portable"), ("avx512f", "avxvnni")),
-        "Nehalem": (("portable",), ("avx", "avx2", "fma"))}
+CPUS = {"Haswell": (("avx2", "portable"), ("avx512f", "avxvnni")), "Nehalem": (("portable",), ("avx", "avx2", "fma"))}
 
 
 def _qemu() -> str:
@@ -112,28 +111,31 @@ def wheel_site(tmp_path_factory):
     _qemu()
     tmp = tmp_path_factory.mktemp("wheel")
     # from a copy of the tracked tree: setuptools' build/ stays out of the checkout
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True)
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True)
     if files.returncode != 0:
         pytest.skip("not a git checkout: cannot tell the source tree from build outputs")
     for rel in filter(None, files.stdout.split("\0")):
         (tmp / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
         if (ROOT / rel).is_file():
             shutil.copy2(ROOT / rel, tmp / "src" / rel)
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(tmp / "src"), "--no-deps", "--no-build-isolation",
-                        "-q", "-w", str(tmp / "dist")], capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(tmp / "src"), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp / "dist")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-4000:]
     (whl,) = (tmp / "dist").glob("edgesdk-*.whl")
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp / "site"), str(whl)],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp / "site"), str(whl)], capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stderr[-4000:]
     return tmp / "site"
 
 
 def test_wheel_runs_on_nehalem(native, wheel_site, tmp_path):
     """The oldest supported CPU (SSE4.2) imports the built wheel and runs a model on the portable path."""
-    meta, arrays, err = _run(tmp_path / "nehalem.npz", cpu="Nehalem",
-                             env={"PYTHONPATH": str(wheel_site), "EDGESDK_SIMD": "avx2"})
+    meta, arrays, err = _run(tmp_path / "nehalem.npz", cpu="Nehalem", env={"PYTHONPATH": str(wheel_site), "EDGESDK_SIMD": "avx2"})
     assert Path(meta["edgesdk_file"]).is_relative_to(wheel_site), meta["edgesdk_file"]
     assert "needs avx2" in meta["info"]["simd_note"] and "needs avx2" in err
     _check_same_as_native(meta, arrays, native, "Nehalem")

@@ -42,20 +42,30 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 
 # -- strategies: each family in many spellings -------------------------------------------------------
 
+
 def digits(n):
     return st.text(alphabet="0123456789", min_size=n, max_size=n)
 
 
 def grouped(s, sep, n=4):
-    return sep.join(s[i:i + n] for i in range(0, len(s), n))
+    return sep.join(s[i : i + n] for i in range(0, len(s), n))
 
 
-SCRIPTS = ["abcdefghijklmnopqrstuvwxyzàáâäãåæçèéêëìíîïñòóôöøùúûüýÿßœłśżźćńęąőűğış", "αβγδεζηθικλμνξοπρστυφχψω",
-           "абвгдежзийклмнопрстуфхцчшщыьэюя", "山田太郎用户例子中文日本語", "रामउदाहरणभारतकखगहिन्दी", "محمدعليمثال",
-           "0123456789"]
+SCRIPTS = [
+    "abcdefghijklmnopqrstuvwxyzàáâäãåæçèéêëìíîïñòóôöøùúûüýÿßœłśżźćńęąőűğış",
+    "αβγδεζηθικλμνξοπρστυφχψω",
+    "абвгдежзийклмнопрстуфхцчшщыьэюя",
+    "山田太郎用户例子中文日本語",
+    "रामउदाहरणभारतकखगहिन्दी",
+    "محمدعليمثال",
+    "0123456789",
+]
 WORD = st.sampled_from(SCRIPTS).flatmap(lambda chars: st.text(alphabet=chars, min_size=1, max_size=8))
-LABEL = st.one_of(WORD, st.builds(lambda a, b: f"{a}-{b}", WORD, WORD),
-                  st.builds(lambda s: "xn--" + s, st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=2, max_size=10)))
+LABEL = st.one_of(
+    WORD,
+    st.builds(lambda a, b: f"{a}-{b}", WORD, WORD),
+    st.builds(lambda s: "xn--" + s, st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=2, max_size=10)),
+)
 TLD = st.sampled_from(["com", "de", "es", "io", "museum", "co.uk", "рф", "中国", "भारत", "xn--p1ai", "xn--fiqs8s", "ελ"])
 CASE = st.sampled_from([str, str.upper, str.lower, str.title, str.swapcase])
 
@@ -80,8 +90,21 @@ def ibans(draw):
     return draw(st.sampled_from([str, str.lower, str.title]))(grouped(value, sep) if sep else value)
 
 
-CARD_BRANDS = [("4", 16), ("4", 13), ("4", 19), ("51", 16), ("55", 16), ("2221", 16), ("34", 15), ("37", 15), ("6011", 16),
-               ("65", 16), ("35", 16), ("36", 14), ("62", 18)]
+CARD_BRANDS = [
+    ("4", 16),
+    ("4", 13),
+    ("4", 19),
+    ("51", 16),
+    ("55", 16),
+    ("2221", 16),
+    ("34", 15),
+    ("37", 15),
+    ("6011", 16),
+    ("65", 16),
+    ("35", 16),
+    ("36", 14),
+    ("62", 18),
+]
 
 
 @st.composite
@@ -155,30 +178,58 @@ def _fr_vat(siren8, sep):
 
 UPPER_OR_LOWER = st.sampled_from([str.upper, str.lower])
 NATIONAL = {
-    "us_ssn": st.builds(lambda a, g, s, sep: f"{a:03d}{sep}{g:02d}{sep}{s:04d}",
-                        st.integers(1, 899).filter(lambda a: a != 666), st.integers(1, 99), st.integers(1, 9999),
-                        st.sampled_from(["-", " "])),
+    "us_ssn": st.builds(
+        lambda a, g, s, sep: f"{a:03d}{sep}{g:02d}{sep}{s:04d}",
+        st.integers(1, 899).filter(lambda a: a != 666),
+        st.integers(1, 99),
+        st.integers(1, 9999),
+        st.sampled_from(["-", " "]),
+    ),
     "es_dni": st.one_of(
-        st.builds(lambda n, sep, case: case(f"{n:08d}{sep}{DNI_LETTERS[n % 23]}"),
-                  st.integers(0, 99999999), st.sampled_from(["", "-"]), UPPER_OR_LOWER),
-        st.builds(lambda p, n, case: case(f"{'XYZ'[p]}{n:07d}{DNI_LETTERS[(p * 10**7 + n) % 23]}"),
-                  st.integers(0, 2), st.integers(0, 9999999), UPPER_OR_LOWER)),
+        st.builds(lambda n, sep, case: case(f"{n:08d}{sep}{DNI_LETTERS[n % 23]}"), st.integers(0, 99999999), st.sampled_from(["", "-"]), UPPER_OR_LOWER),
+        st.builds(lambda p, n, case: case(f"{'XYZ'[p]}{n:07d}{DNI_LETTERS[(p * 10**7 + n) % 23]}"), st.integers(0, 2), st.integers(0, 9999999), UPPER_OR_LOWER),
+    ),
     "it_fiscal_code": st.builds(
-        _fiscal_code, st.text(alphabet="BCDFGHLMNPRSTVZ", min_size=6, max_size=6), st.integers(0, 99),
-        st.sampled_from("ABCDEHLMPRST"), st.one_of(st.integers(1, 28), st.integers(41, 68)),
-        st.sampled_from(["A562", "F205", "H501", "L219", "D969"]), UPPER_OR_LOWER),
+        _fiscal_code,
+        st.text(alphabet="BCDFGHLMNPRSTVZ", min_size=6, max_size=6),
+        st.integers(0, 99),
+        st.sampled_from("ABCDEHLMPRST"),
+        st.one_of(st.integers(1, 28), st.integers(41, 68)),
+        st.sampled_from(["A562", "F205", "H501", "L219", "D969"]),
+        UPPER_OR_LOWER,
+    ),
     "fr_nir": st.builds(
-        _nir, st.sampled_from("12"), st.integers(0, 99), st.integers(1, 12),
-        st.sampled_from(["01", "13", "33", "59", "69", "75", "93", "2A", "2B"]), st.integers(1, 990), st.integers(1, 999),
-        st.booleans()),
+        _nir,
+        st.sampled_from("12"),
+        st.integers(0, 99),
+        st.integers(1, 12),
+        st.sampled_from(["01", "13", "33", "59", "69", "75", "93", "2A", "2B"]),
+        st.integers(1, 990),
+        st.integers(1, 999),
+        st.booleans(),
+    ),
     "br_cpf": st.builds(_cpf, digits(9).filter(lambda s: len(set(s)) > 1)),
-    "in_aadhaar": st.builds(_aadhaar, st.sampled_from("23456789"), digits(10), st.sampled_from([" ", "-"]))
-    .filter(aadhaar.is_valid),
+    "in_aadhaar": st.builds(_aadhaar, st.sampled_from("23456789"), digits(10), st.sampled_from([" ", "-"])).filter(aadhaar.is_valid),
     "eu_vat": st.one_of(
         st.builds(_de_vat, digits(8).filter(lambda s: s[0] != "0"), st.sampled_from(["", " "])),
         st.builds(_fr_vat, digits(8), st.sampled_from(["", " "])),
-        st.sampled_from(["NL004495445B01", "ATU13585627", "IT00743110157", "BE0428759497", "ESA28015865", "DK13585628",
-                         "PL8567346215", "SE556188840401", "GB980780684", "IE6388047V", "EL094259216", "LU15027442"])),
+        st.sampled_from(
+            [
+                "NL004495445B01",
+                "ATU13585627",
+                "IT00743110157",
+                "BE0428759497",
+                "ESA28015865",
+                "DK13585628",
+                "PL8567346215",
+                "SE556188840401",
+                "GB980780684",
+                "IE6388047V",
+                "EL094259216",
+                "LU15027442",
+            ]
+        ),
+    ),
 }
 
 
@@ -202,6 +253,7 @@ def covering(spans, start, end):
 
 
 # -- properties -------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", sorted(FAMILIES))
 def test_each_family_is_found_whole_and_validated(kind):
@@ -303,6 +355,7 @@ def test_strict_never_sends_and_redact_never_leaks(items):
 
 # -- the adversarial corpus ---------------------------------------------------------------------------
 
+
 def _corpus():
     rows = []
     for line in (DATA / "privacy_corpus.txt").read_text(encoding="utf-8").splitlines():
@@ -336,16 +389,20 @@ def test_corpus_item_is_found_whole_redacted_and_kept_home(kind, text, start, en
 
 # -- near-misses, merging, options, validation --------------------------------------------------------
 
-@pytest.mark.parametrize("text,reason", [
-    ("pay DE00 3704 0044 0532 0130 00 now", "possible IBAN (checksum fails) at 4-31"),
-    ("iban DE89 3704 0044 0532 0130 0", "possible IBAN (too short for DE) at 5-31"),
-    ("card 4111 1111 1111 1112", "possible payment card number (Luhn check fails) at 5-24"),
-    ("ref 1234 5678 9012", "possible identifier (unclassified 12-digit number) at 4-18"),
-    ("call +1 555 0100 999", "possible phone number (invalid international number) at 5-20"),
-    ("dni 54362315Z", "possible Spanish DNI/NIE (checksum fails) at 4-13"),
-    ("ssn 123-00-4567 please", "possible US SSN (invalid component) at 4-15"),
-    ("mail root@buildhost", "possible email address (no top-level domain) at 5-19"),
-])
+
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        ("pay DE00 3704 0044 0532 0130 00 now", "possible IBAN (checksum fails) at 4-31"),
+        ("iban DE89 3704 0044 0532 0130 0", "possible IBAN (too short for DE) at 5-31"),
+        ("card 4111 1111 1111 1112", "possible payment card number (Luhn check fails) at 5-24"),
+        ("ref 1234 5678 9012", "possible identifier (unclassified 12-digit number) at 4-18"),
+        ("call +1 555 0100 999", "possible phone number (invalid international number) at 5-20"),
+        ("dni 54362315Z", "possible Spanish DNI/NIE (checksum fails) at 4-13"),
+        ("ssn 123-00-4567 please", "possible US SSN (invalid component) at 4-15"),
+        ("mail root@buildhost", "possible email address (no top-level domain) at 5-19"),
+    ],
+)
 def test_near_misses_are_kept_private_and_explained(text, reason):
     found = find_private(text)
     assert isinstance(found, Findings) and found.uncertain
@@ -354,8 +411,13 @@ def test_near_misses_are_kept_private_and_explained(text, reason):
 
 
 def test_the_issue_examples():
-    for text in ["draft a note to anna@müller.de", "… josé.garcía@empresa.es", "… Zoë.Quinn@Example.COM",
-                 "iban de89370400440532013000", "iban de89 3704 0044 0532 0130 00"]:
+    for text in [
+        "draft a note to anna@müller.de",
+        "… josé.garcía@empresa.es",
+        "… Zoë.Quinn@Example.COM",
+        "iban de89370400440532013000",
+        "iban de89 3704 0044 0532 0130 00",
+    ]:
         (span,) = find_private(text)
         assert span.certain and text.endswith(span.value), (text, span)
     assert find_private("2024-05-17") == []
@@ -432,6 +494,7 @@ def test_strict_reason_names_the_uncertain_item():
 
 # -- false positives ------------------------------------------------------------------------------------
 
+
 def _lines(path):
     return [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
 
@@ -449,9 +512,11 @@ def test_false_positive_rate_on_shakespeare():
     lines = [ln for ln in text.splitlines() if ln.strip()]
     spans = find_private(text)
     flagged_lines = sum(1 for ln in lines if find_private(ln))
-    print(f"\n[privacy] tinyshakespeare ({len(text)} chars, {len(lines)} lines): {len(spans)} detections, "
-          f"{flagged_lines} lines flagged ({flagged_lines / len(lines):.2%}), "
-          f"{len(spans) / (len(text) / 1000):.3f} per 1000 characters")
+    print(
+        f"\n[privacy] tinyshakespeare ({len(text)} chars, {len(lines)} lines): {len(spans)} detections, "
+        f"{flagged_lines} lines flagged ({flagged_lines / len(lines):.2%}), "
+        f"{len(spans) / (len(text) / 1000):.3f} per 1000 characters"
+    )
     assert len(spans) <= 2 and flagged_lines <= 2
 
 

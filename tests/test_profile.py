@@ -31,9 +31,12 @@ def model(tmp_path_factory):
         helper.make_node("Relu", ["s"], ["r"], name="relu"),
         helper.make_node("Softmax", ["r"], ["y"], name="softmax", axis=-1),
     ]
-    return make_onnx(tmp_path_factory.mktemp("profile") / "three.onnx", nodes,
-                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [16, 256])],
-                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [16, 256])])
+    return make_onnx(
+        tmp_path_factory.mktemp("profile") / "three.onnx",
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [16, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [16, 256])],
+    )
 
 
 @pytest.fixture
@@ -107,6 +110,7 @@ def test_unreadable_profile_is_a_typed_error_every_time(model, private_tmp):
 def test_runs_from_several_threads_all_count(model, private_tmp):
     n_threads, n_runs = 4, 5
     with edgesdk.Session(model, profile=True, require="onnxruntime:cpu") as s:
+
         def work(seed):
             for i in range(n_runs):
                 s.run(_feeds(seed * 100 + i))
@@ -131,8 +135,7 @@ def test_parse_ort_profile_keeps_kernels_only_and_maps_providers():
         {"cat": "Node", "name": "mm_kernel_time", "dur": 20, "args": {"op_name": "MatMul", "provider": "CUDAExecutionProvider"}},
     ]
     times = parse_ort_profile(events, {"CUDAExecutionProvider": "onnxruntime:cuda", "CPUExecutionProvider": "onnxruntime:cpu"})
-    assert times == (OpTime("mm", "MatMul", pytest.approx(60e-6), 2, "onnxruntime:cuda"),
-                     OpTime("Relu_3", "Relu", pytest.approx(10e-6), 1, "onnxruntime:cpu"))
+    assert times == (OpTime("mm", "MatMul", pytest.approx(60e-6), 2, "onnxruntime:cuda"), OpTime("Relu_3", "Relu", pytest.approx(10e-6), 1, "onnxruntime:cpu"))
 
 
 def test_caches_artifacts_flags():
@@ -151,6 +154,7 @@ def test_caches_artifacts_flags():
 
 # --- TFLite ------------------------------------------------------------------------------------------
 
+
 def test_tflite_reports_none_even_when_asked():
     pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
     from model_cases import face_image
@@ -161,6 +165,7 @@ def test_tflite_reports_none_even_when_asked():
 
 
 # --- OpenCL: artifact_cache=False neither reads nor writes the program cache ---------------------------
+
 
 def test_opencl_artifact_cache_false_builds_from_source_and_stores_nothing(tmp_path):
     pytest.importorskip("pyopencl", reason="pyopencl is not installed")
@@ -182,6 +187,7 @@ def test_opencl_artifact_cache_false_builds_from_source_and_stores_nothing(tmp_p
 
 
 # --- QNN (HTP simulator on x86-64) ---------------------------------------------------------------------
+
 
 def _qnn_device():
     pytest.importorskip("onnxruntime_qnn", reason="onnxruntime-qnn is not installed")
@@ -219,8 +225,7 @@ def test_qnn_per_op_times_from_the_qnn_profile_and_cache_key_unchanged(conv_mode
         assert sum(t.total_s for t in times) > 0 and all(t.total_s >= 0 for t in times)
         assert s.op_times() == times
         # A basic-level profile has no per-op events: ORT's one fused node per QNN partition instead.
-    with edgesdk.Session(conv_model, profile=True, require=dev.id,
-                         backend_options={"qnn": {**cache, "profiling_level": "basic"}}) as s:
+    with edgesdk.Session(conv_model, profile=True, require=dev.id, backend_options={"qnn": {**cache, "profiling_level": "basic"}}) as s:
         assert s.runner.cache_hit
         for _ in range(2):
             s.run(x)
@@ -252,8 +257,10 @@ def test_parse_qnn_profile_apportions_cycles():
 0,BACKEND,40,US,BACKEND,ROOT,Accelerator (execute) time
 """
     times = parse_qnn_profile(text.splitlines(), "qnn:htp", {"matmul0/MatMulAddFusion": "Gemm"})
-    assert times == (OpTime("Input", "Input", pytest.approx(20e-6), 2, "qnn:htp"),
-                     OpTime("matmul0/MatMulAddFusion_2", "Gemm", pytest.approx(60e-6), 2, "qnn:htp"))
+    assert times == (
+        OpTime("Input", "Input", pytest.approx(20e-6), 2, "qnn:htp"),
+        OpTime("matmul0/MatMulAddFusion_2", "Gemm", pytest.approx(60e-6), 2, "qnn:htp"),
+    )
     assert parse_qnn_profile(text.splitlines()[:2], "qnn:htp") == ()  # basic level: no per-op events
 
 

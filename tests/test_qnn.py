@@ -73,11 +73,16 @@ def refused_model(tmp_path_factory):
     from onnx import TensorProto, helper
 
     F = TensorProto.FLOAT
-    return make_onnx(tmp_path_factory.mktemp("qnn") / "refused.onnx",
-                     [helper.make_node("Relu", ["x"], ["r"], name="relu0"), helper.make_node("Det", ["r"], ["d"], name="det0"),
-                      helper.make_node("Mod", ["r", "x"], ["y"], fmod=1, name="mod0")],
-                     [helper.make_tensor_value_info("x", F, [3, 3])],
-                     [helper.make_tensor_value_info("d", F, []), helper.make_tensor_value_info("y", F, [3, 3])])
+    return make_onnx(
+        tmp_path_factory.mktemp("qnn") / "refused.onnx",
+        [
+            helper.make_node("Relu", ["x"], ["r"], name="relu0"),
+            helper.make_node("Det", ["r"], ["d"], name="det0"),
+            helper.make_node("Mod", ["r", "x"], ["y"], fmod=1, name="mod0"),
+        ],
+        [helper.make_tensor_value_info("x", F, [3, 3])],
+        [helper.make_tensor_value_info("d", F, []), helper.make_tensor_value_info("y", F, [3, 3])],
+    )
 
 
 def test_require_npu_lists_each_refused_node_and_why(refused_model, cache_dir):
@@ -150,9 +155,12 @@ def test_cache_dir_from_environment(float_model, tmp_path, monkeypatch):
 def test_dynamic_inputs_need_shapes(tmp_path):
     from onnx import TensorProto, helper
 
-    m = make_onnx(tmp_path / "dyn.onnx", [helper.make_node("Relu", ["x"], ["y"], name="relu0")],
-                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    m = make_onnx(
+        tmp_path / "dyn.onnx",
+        [helper.make_node("Relu", ["x"], ["y"], name="relu0")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
     with pytest.raises(edgesdk.PlacementError, match="HTP compiles static shapes only"):
         qnn_session(m)
     with qnn_session(m, qnn={"input_shapes": {"x": [2, 4]}}) as s:

@@ -42,8 +42,15 @@ def _blockwise(a, bs):
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(1, 40), k=st.integers(1, 200), bits=st.sampled_from([4, 8]), asym=st.booleans(),
-       bs=st.sampled_from([32, 64, 128, 10**6]), scale=st.floats(1e-3, 1e3), seed=st.integers(0, 2**31))
+@given(
+    n=st.integers(1, 40),
+    k=st.integers(1, 200),
+    bits=st.sampled_from([4, 8]),
+    asym=st.booleans(),
+    bs=st.sampled_from([32, 64, 128, 10**6]),
+    scale=st.floats(1e-3, 1e3),
+    seed=st.integers(0, 2**31),
+)
 def test_dequantize_error_within_theoretical_bound(n, k, bits, asym, bs, scale, seed):
     scheme = "asym" if asym and bits == 4 else "sym"
     w = (np.random.default_rng(seed).standard_normal((n, k)) * scale).astype(np.float32)
@@ -119,8 +126,7 @@ def test_gguf_import_by_chunks_is_the_whole_import(qtype, n, monkeypatch):
     from edgesdk.quant import _gguf
 
     raw = _random_gguf(np.random.default_rng(n), qtype, n, 96)
-    tensor = types.SimpleNamespace(name="w", tensor_type=getattr(gguf.GGMLQuantizationType, qtype),
-                                   shape=np.array([96, n], np.uint64), data=raw)
+    tensor = types.SimpleNamespace(name="w", tensor_type=getattr(gguf.GGMLQuantizationType, qtype), shape=np.array([96, n], np.uint64), data=raw)
     whole = from_gguf(tensor)
     monkeypatch.setattr(_gguf, "_CHUNK_ROWS", 32)
     done = []
@@ -166,8 +172,7 @@ def test_gguf_bad_input():
         from_gguf_bytes(raw, "Q4_0", (1, 32))
 
 
-@pytest.mark.parametrize("bits,scheme,bs", [(4, "sym", 32), (4, "asym", 32), (8, "sym", 32),
-                                            (4, "sym", 128), (4, "asym", 64), (4, "sym", 10**6)])
+@pytest.mark.parametrize("bits,scheme,bs", [(4, "sym", 32), (4, "asym", 32), (8, "sym", 32), (4, "sym", 128), (4, "asym", 64), (4, "sym", 10**6)])
 def test_matmulnbits_export_runs_on_onnxruntime(bits, scheme, bs):
     import onnxruntime as ort
 
@@ -208,16 +213,14 @@ def test_mse_clipping_improves_error():
         assert mse.sqnr_db > rtn.sqnr_db + 0.3 and mse.output_sqnr_db > rtn.output_sqnr_db
 
 
-@pytest.mark.parametrize("kw", [dict(bits=3), dict(scheme="nf4"), dict(bits=8, scheme="asym"), dict(block_size=48),
-                                dict(method="awq"), dict(block_size=0)])
+@pytest.mark.parametrize("kw", [dict(bits=3), dict(scheme="nf4"), dict(bits=8, scheme="asym"), dict(block_size=48), dict(method="awq"), dict(block_size=0)])
 def test_quantize_bad_args(kw):
     with pytest.raises(QuantizationError):
         quantize(np.ones((4, 64), np.float32), **kw)
 
 
 def test_quantize_bad_weights():
-    for w in (np.ones(5, np.float32), np.array([[1.0, np.nan]]), np.ones((2, 2), np.int32),
-              np.full((2, 32), 1e9, np.float32)):
+    for w in (np.ones(5, np.float32), np.array([[1.0, np.nan]]), np.ones((2, 2), np.int32), np.full((2, 32), 1e9, np.float32)):
         with pytest.raises(QuantizationError):
             quantize(w)
 

@@ -55,9 +55,16 @@ def test_c_decoder_is_the_table_row(t):
     sc, m = np.empty(t.block // t.sub, np.float32), np.empty(t.block // t.sub, np.float32)
     f = kernels._ffi
     for i in range(len(raw)):
-        assert kernels._lib.ek_block_decode(t.code, f.from_buffer("unsigned char[]", raw[i].copy()),
-                                            f.from_buffer("signed char[]", q), f.from_buffer("float[]", sc),
-                                            f.from_buffer("float[]", m)) == 0
+        assert (
+            kernels._lib.ek_block_decode(
+                t.code,
+                f.from_buffer("unsigned char[]", raw[i].copy()),
+                f.from_buffer("signed char[]", q),
+                f.from_buffer("float[]", sc),
+                f.from_buffer("float[]", m),
+            )
+            == 0
+        )
         assert np.array_equal(q, codes[i]) and same_bits(sc, scale[i])
         assert same_bits(m, np.zeros_like(m) if mn is None else mn[i])
 
@@ -138,7 +145,7 @@ def test_every_tensor_of_the_real_gemma_file(gemma):
         raw = np.asarray(t.data)
         flat = raw.reshape(raw.shape[0], -1) if raw.ndim > 1 else raw.reshape(1, -1)
         for r0 in range(0, flat.shape[0], 16384):  # the 262144-row embedding in slices
-            part = flat[r0:r0 + 16384]
+            part = flat[r0 : r0 + 16384]
             assert same_bits(row.dequantize(part), gguf_dequantize(part, t.tensor_type)), t.name
         if row.quantized and len(t.shape) == 2 and t.name != "token_embd.weight":
             qt = from_gguf(t)

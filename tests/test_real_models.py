@@ -51,15 +51,17 @@ def test_silero_vad_quiet_on_silence_and_state_round_trips():
     audio = speechlike_audio()
     probs = run_vad(s.run, audio)
     per_sec = SR // VAD_WINDOW
-    silence, voiced, noise = probs[: per_sec // 2 - 1], probs[per_sec // 2 + 3: per_sec + 12], probs[-per_sec // 2 + 3:]
+    silence, voiced, noise = probs[: per_sec // 2 - 1], probs[per_sec // 2 + 3 : per_sec + 12], probs[-per_sec // 2 + 3 :]
     assert silence.max() < 0.2 and noise.max() < 0.5
     # The state must carry across windows: restarting it every window changes the answer.
-    stateless = [float(s.run({"input": x, "state": np.zeros((2, 1, 128), np.float32), "sr": np.array(SR)})["output"][0, 0])
-                 for x in [np.concatenate([audio[i - 64:i], audio[i:i + VAD_WINDOW]])[None] for i in range(SR // 2 + 2048, SR, VAD_WINDOW)]]
-    assert not np.allclose(stateless, probs[per_sec // 2 + 4: per_sec // 2 + 4 + len(stateless)], atol=1e-4)
+    stateless = [
+        float(s.run({"input": x, "state": np.zeros((2, 1, 128), np.float32), "sr": np.array(SR)})["output"][0, 0])
+        for x in [np.concatenate([audio[i - 64 : i], audio[i : i + VAD_WINDOW]])[None] for i in range(SR // 2 + 2048, SR, VAD_WINDOW)]
+    ]
+    assert not np.allclose(stateless, probs[per_sec // 2 + 4 : per_sec // 2 + 4 + len(stateless)], atol=1e-4)
     assert np.isfinite(voiced).all()
     # The output state differs from the input state: the model really updates it.
-    x = np.concatenate([np.zeros(64, np.float32), audio[SR // 2: SR // 2 + VAD_WINDOW]])[None]
+    x = np.concatenate([np.zeros(64, np.float32), audio[SR // 2 : SR // 2 + VAD_WINDOW]])[None]
     out = s.run({"input": x, "state": np.zeros((2, 1, 128), np.float32), "sr": np.array(SR)})
     assert out["stateN"].shape == (2, 1, 128) and np.abs(out["stateN"]).max() > 0
 
@@ -70,7 +72,7 @@ def test_ppocr_det_finds_rendered_text():
     prob = s.run({"x": ppocr_normalize(img)})["sigmoid_0.tmp_0"][0, 0]
     assert prob.shape == img.shape[:2]
     inside = prob[y0:y1, x0:x1]
-    outside = np.concatenate([prob[: max(y0 - 10, 1)].ravel(), prob[y1 + 10:].ravel()])
+    outside = np.concatenate([prob[: max(y0 - 10, 1)].ravel(), prob[y1 + 10 :].ravel()])
     assert inside.max() > 0.9 and (inside > 0.3).mean() > 0.2
     assert outside.max() < 0.3
 
@@ -240,8 +242,11 @@ def test_face_mesh_puts_eyes_nose_and_mouth_where_the_detected_face_has_them(ses
     assert np.hypot(*((mirrored[33] + mirrored[133]) / 2 - (lex, ley))) < tol and np.hypot(*((mirrored[263] + mirrored[362]) / 2 - (rex, rey))) < tol
     # No face: camera noise, a flat grey frame, a patch of the photo's background.
     rng = np.random.default_rng(0)
-    for name, img in (("noise", rng.integers(0, 256, (192, 192, 3), dtype=np.uint8)), ("flat", np.full((192, 192, 3), 128, np.uint8)),
-                      ("background", crop_square(photo, 40, 40, 80, 192))):
+    for name, img in (
+        ("noise", rng.integers(0, 256, (192, 192, 3), dtype=np.uint8)),
+        ("flat", np.full((192, 192, 3), 128, np.uint8)),
+        ("background", crop_square(photo, 40, 40, 80, 192)),
+    ):
         assert _face_mesh(s, img, 96, 96, 192)[1] < 0.01, name
 
 
@@ -379,8 +384,21 @@ def test_hand_recrop_centres_the_new_crop_on_the_hand_and_sizes_it_to_the_hand(s
 # SIGMOID); the first 33 are the body (0 nose, 11/12 left/right shoulder, 13/14 elbows, 15/16 wrists, 23/24 hips,
 # 25/26 knees, 27/28 ankles: the subject's sides), 33-34 auxiliary. Identity_1 is the pose-presence score, already a
 # probability (TensorsToFloats, kept above 0.5); Identity_2 the segmentation logits (SIGMOID), 1 for the person.
-POSE = {"nose": 0, "left_shoulder": 11, "right_shoulder": 12, "left_elbow": 13, "right_elbow": 14, "left_wrist": 15, "right_wrist": 16,
-        "left_hip": 23, "right_hip": 24, "left_knee": 25, "right_knee": 26, "left_ankle": 27, "right_ankle": 28}
+POSE = {
+    "nose": 0,
+    "left_shoulder": 11,
+    "right_shoulder": 12,
+    "left_elbow": 13,
+    "right_elbow": 14,
+    "left_wrist": 15,
+    "right_wrist": 16,
+    "left_hip": 23,
+    "right_hip": 24,
+    "left_knee": 25,
+    "right_knee": 26,
+    "left_ankle": 27,
+    "right_ankle": 28,
+}
 
 
 def test_pose_landmarks_find_the_joints_of_a_drawn_person_and_which_arm_is_raised(session):

@@ -29,12 +29,20 @@ def run_sample(*args, timeout=240):
 
 # -- validator -------------------------------------------------------------------------------------
 
+
 def test_valid_commands_pass():
-    for cmd in ({"action": "set_temperature", "value": 21, "zone": "all"}, {"action": "set_temperature", "value": 21.5, "zone": "driver"},
-                {"action": "set_fan_speed", "value": 0}, {"action": "open_window", "zone": "rear_left"},
-                {"action": "set_seat_heating", "zone": "passenger", "level": 3}, {"action": "navigate_to", "destination": "home"},
-                {"action": "call_contact", "name": "Mom"}, {"action": "play_music"}, {"action": "play_music", "query": "jazz"},
-                {"action": "unknown", "utterance": "hi", "reason": "not a cabin command"}):
+    for cmd in (
+        {"action": "set_temperature", "value": 21, "zone": "all"},
+        {"action": "set_temperature", "value": 21.5, "zone": "driver"},
+        {"action": "set_fan_speed", "value": 0},
+        {"action": "open_window", "zone": "rear_left"},
+        {"action": "set_seat_heating", "zone": "passenger", "level": 3},
+        {"action": "navigate_to", "destination": "home"},
+        {"action": "call_contact", "name": "Mom"},
+        {"action": "play_music"},
+        {"action": "play_music", "query": "jazz"},
+        {"action": "unknown", "utterance": "hi", "reason": "not a cabin command"},
+    ):
         assert validate(cmd, SCHEMA) == [], cmd
 
 
@@ -56,8 +64,9 @@ def test_temperature_out_of_range_is_rejected(value):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.one_of(st.integers().filter(lambda v: not 0 <= v <= 5), st.floats(0.01, 4.99).filter(lambda v: not v.is_integer()),
-                 st.text(), st.none(), st.booleans()))
+@given(
+    st.one_of(st.integers().filter(lambda v: not 0 <= v <= 5), st.floats(0.01, 4.99).filter(lambda v: not v.is_integer()), st.text(), st.none(), st.booleans())
+)
 def test_fan_speed_must_be_an_integer_0_to_5(value):
     assert validate({"action": "set_fan_speed", "value": value}, SCHEMA)
 
@@ -77,8 +86,20 @@ def test_schema_with_unsupported_keywords_is_refused(tmp_path):
 
 # -- slots -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text,value", [("twenty one degrees", 21), ("twenty-one", 21), ("set it to 19", 19), ("nineteen", 19),
-                                        ("21.5 degrees", 21.5), ("twenty two and a half", 22.5), ("level zero", 0), ("no number", None)])
+
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("twenty one degrees", 21),
+        ("twenty-one", 21),
+        ("set it to 19", 19),
+        ("nineteen", 19),
+        ("21.5 degrees", 21.5),
+        ("twenty two and a half", 22.5),
+        ("level zero", 0),
+        ("no number", None),
+    ],
+)
 def test_parse_number(text, value):
     assert parse_number(text) == value
 
@@ -114,6 +135,7 @@ def test_generation_schemas_keep_the_commands_language():
 
 
 # -- the LLM: text-level accuracy ------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def session():
@@ -171,6 +193,7 @@ def test_out_of_range_and_unfillable_commands_become_clarifications(classifier):
 
 # -- the app ---------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def commands_wav(tmp_path_factory):
     pytest.importorskip("piper")
@@ -181,9 +204,17 @@ def commands_wav(tmp_path_factory):
     hub_path("piper-joe-us")
     tts = TextToSpeech(noise_scale=0, noise_w=0)
     pause = Audio.silence(0.4, 22050)
-    speech = (Audio.silence(0.5) + tts.synthesize("Okay nabu.") + pause + tts.synthesize("Set the temperature to twenty one degrees.")
-              + Audio.silence(1.2, 22050) + tts.synthesize("Okay nabu.") + pause + tts.synthesize("Set the fan speed to two.")
-              + Audio.silence(1.2, 22050))
+    speech = (
+        Audio.silence(0.5)
+        + tts.synthesize("Okay nabu.")
+        + pause
+        + tts.synthesize("Set the temperature to twenty one degrees.")
+        + Audio.silence(1.2, 22050)
+        + tts.synthesize("Okay nabu.")
+        + pause
+        + tts.synthesize("Set the fan speed to two.")
+        + Audio.silence(1.2, 22050)
+    )
     path = tmp_path_factory.mktemp("car") / "commands.wav"
     write_wav(path, speech)
     return path

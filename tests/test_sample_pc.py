@@ -204,8 +204,13 @@ def test_sample_summarizes_on_the_device_and_sends_nothing(tmp_path, cloud):
     page = tmp_path / "page.png"
     Image.fromarray(render(PAGE)).save(page)
     audit = tmp_path / "audit.jsonl"
-    proc = subprocess.run([sys.executable, str(ROOT / "samples/pc/summarize.py"), str(page), "--cloud", url, "--audit", str(audit),
-                           "--max-tokens", "48"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "samples/pc/summarize.py"), str(page), "--cloud", url, "--audit", str(audit), "--max-tokens", "48"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "The Lisbon office will move to a larger building in June." in out
@@ -225,7 +230,8 @@ def test_sample_summarizes_on_the_device_and_sends_nothing(tmp_path, cloud):
 
 
 def test_sample_names_a_missing_page(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "samples/pc/summarize.py"), str(tmp_path / "nope.png")],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "samples/pc/summarize.py"), str(tmp_path / "nope.png")], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert proc.returncode == 2
     assert "nope.png" in proc.stderr and "no such file" in proc.stderr

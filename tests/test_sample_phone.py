@@ -29,8 +29,7 @@ STAGES = ("wake", "vad", "asr", "llm", "tool", "reply", "tts")
 def _speech_wav(path, request: str):
     hub_path("piper-joe-us")
     tts = TextToSpeech(noise_scale=0, noise_w=0)
-    speech = (Audio.silence(0.5) + tts.synthesize("Okay nabu.") + Audio.silence(0.4, 22050)
-              + tts.synthesize(request) + Audio.silence(1.2, 22050))
+    speech = Audio.silence(0.5) + tts.synthesize("Okay nabu.") + Audio.silence(0.4, 22050) + tts.synthesize(request) + Audio.silence(1.2, 22050)
     write_wav(path, speech)
     return path
 
@@ -50,7 +49,7 @@ def run_sample(*args, timeout=240):
 
 
 def printed(stdout: str, tag: str) -> str:
-    return next(line for line in stdout.splitlines() if line.startswith(tag + " "))[len(tag) + 1:]
+    return next(line for line in stdout.splitlines() if line.startswith(tag + " "))[len(tag) + 1 :]
 
 
 def report_row(stdout: str, stage: str) -> list[str]:
@@ -100,8 +99,21 @@ def test_phone_assistant_books_a_flight_and_says_so(booking_wav, tmp_path):
 
 
 def test_phone_assistant_escalates_to_the_cloud_when_unsure(question_wav, tmp_path, llama_server):
-    r = run_sample(question_wav, "--out", tmp_path / "a.wav", "--bookings", tmp_path / "b", "--cloud", llama_server, "--cloud-model", "smollm2",
-                   "--min-confidence", "0.999", "--max-tokens", "24")
+    r = run_sample(
+        question_wav,
+        "--out",
+        tmp_path / "a.wav",
+        "--bookings",
+        tmp_path / "b",
+        "--cloud",
+        llama_server,
+        "--cloud-model",
+        "smollm2",
+        "--min-confidence",
+        "0.999",
+        "--max-tokens",
+        "24",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "[route] cloud" in r.stdout
     assert (tmp_path / "a.wav").exists()
@@ -117,6 +129,7 @@ def test_phone_assistant_bad_input_fails_clearly(tmp_path):
 
 
 # -- the tool step without audio ------------------------------------------------------------------
+
 
 def test_places_and_days_come_from_the_transcript():
     assert travel.places("Book me a flight from Paris to Rome on Friday.") == ["Paris", "Rome"]
@@ -144,8 +157,7 @@ def test_book_flight_writes_one_file_atomically(tmp_path):
     assert json.loads(booking.path.read_text())["destination"] == "Rome"
     assert booking.content == "Booked your flight from Paris to Rome on Friday."
     # A reply that does not name the booking is not spoken; the tool's own sentence is.
-    assert travel.spoken_confirmation("<tool_response>Booked your flight from Paris to Rome on Friday.</tool_response>", booking) \
-        == booking.content
+    assert travel.spoken_confirmation("<tool_response>Booked your flight from Paris to Rome on Friday.</tool_response>", booking) == booking.content
     assert travel.spoken_confirmation("Your flight to Rome is booked.", booking) == booking.content
     assert travel.spoken_confirmation("Booking a flight from Paris to Rome on Friday.", booking) == "Booking a flight from Paris to Rome on Friday."
 
@@ -170,15 +182,18 @@ def planner():
     stage.close()
 
 
-@pytest.mark.parametrize("said, booked", [
-    ("Book me a flight from Paris to Rome on Friday.", {"origin": "Paris", "destination": "Rome", "day": "Friday"}),
-    # The model may swap the roles here; then the call is refused and the user asked again, never booked wrong.
-    ("I need a flight to Berlin from London tomorrow.", {"origin": "London", "destination": "Berlin", "day": "tomorrow"}),
-    ("Book a flight to Tokyo.", None),
-])
+@pytest.mark.parametrize(
+    "said, booked",
+    [
+        ("Book me a flight from Paris to Rome on Friday.", {"origin": "Paris", "destination": "Rome", "day": "Friday"}),
+        # The model may swap the roles here; then the call is refused and the user asked again, never booked wrong.
+        ("I need a flight to Berlin from London tomorrow.", {"origin": "London", "destination": "Berlin", "day": "tomorrow"}),
+        ("Book a flight to Tokyo.", None),
+    ],
+)
 def test_the_model_books_what_was_said_or_asks_again(planner, said, booked):
     ctx = _Context()
-    out, = list(planner.process(said, ctx))
+    (out,) = list(planner.process(said, ctx))
     kinds = [k for k, _ in ctx.events]
     if isinstance(out, travel.ToolRequest):
         assert out.call.arguments == booked and kinds == ["tool_call"]

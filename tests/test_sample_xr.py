@@ -129,8 +129,13 @@ def test_weighted_nms_averages_overlapping_detections():
 def test_sample_runs_the_loop_and_reports(tmp_path):
     hub_path("face-detection")
     out = tmp_path / "report.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "samples/xr/vision_loop.py"), "--fps", "30", "--seconds", "2",
-                           "--budget-ms", "33", "--json", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "samples/xr/vision_loop.py"), "--fps", "30", "--seconds", "2", "--budget-ms", "33", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for word in ("frames", "latency", "p50", "p90", "p99", "budget", "over", "dropped", "tflite:cpu"):
         assert word in proc.stdout
@@ -143,6 +148,5 @@ def test_sample_runs_the_loop_and_reports(tmp_path):
 
 
 def test_sample_refuses_bad_arguments():
-    proc = subprocess.run([sys.executable, str(ROOT / "samples/xr/vision_loop.py"), "--fps", "0"],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    proc = subprocess.run([sys.executable, str(ROOT / "samples/xr/vision_loop.py"), "--fps", "0"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 2 and "must be positive" in proc.stderr

@@ -30,12 +30,20 @@ from edgesdk.serve import BackgroundServer
 MODEL = "smollm2"
 CHAT = [{"role": "user", "content": "Name a colour."}]
 LONG = {"max_tokens": 1500, "ignore_eos": True}  # far longer than any test waits for: only a cancel ends it early
-TRIP = {"type": "object", "additionalProperties": False, "required": ["city", "days"],
-        "properties": {"city": {"type": "string", "maxLength": 20}, "days": {"type": "integer", "minimum": 1, "maximum": 30}}}
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "The weather in a city",
-    "parameters": {"type": "object", "additionalProperties": False, "required": ["city"],
-                   "properties": {"city": {"type": "string", "maxLength": 20}}}}}
+TRIP = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["city", "days"],
+    "properties": {"city": {"type": "string", "maxLength": 20}, "days": {"type": "integer", "minimum": 1, "maximum": 30}},
+}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "additionalProperties": False, "required": ["city"], "properties": {"city": {"type": "string", "maxLength": 20}}},
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +173,7 @@ def test_incomplete_structured_output_is_an_error_never_a_success(client):
 def test_tool_call_and_the_turn_after_it(client):
     msgs = [{"role": "user", "content": "What is the weather in Paris?"}]
     forced = {"type": "function", "function": {"name": "get_weather"}}
-    r = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=64, temperature=0, tools=[WEATHER],
-                                       tool_choice=forced, parallel_tool_calls=False)
+    r = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=64, temperature=0, tools=[WEATHER], tool_choice=forced, parallel_tool_calls=False)
     choice = r.choices[0]
     assert choice.finish_reason == "tool_calls" and len(choice.message.tool_calls) == 1
     call = choice.message.tool_calls[0]
@@ -176,8 +183,11 @@ def test_tool_call_and_the_turn_after_it(client):
     msgs += [choice.message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "sunny"}'}]
     after = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=12, temperature=0, tools=[WEATHER], tool_choice="none")
     assert after.choices[0].finish_reason in ("stop", "length") and not after.choices[0].message.tool_calls
-    streamed = list(client.chat.completions.create(model=MODEL, messages=msgs[:1], max_tokens=64, temperature=0, tools=[WEATHER],
-                                                   tool_choice=forced, parallel_tool_calls=False, stream=True))
+    streamed = list(
+        client.chat.completions.create(
+            model=MODEL, messages=msgs[:1], max_tokens=64, temperature=0, tools=[WEATHER], tool_choice=forced, parallel_tool_calls=False, stream=True
+        )
+    )
     deltas = [tc for c in streamed if c.choices for tc in c.choices[0].delta.tool_calls or ()]
     assert deltas and deltas[0].function.name == "get_weather" and streamed[-1].choices[0].finish_reason == "tool_calls"
 
@@ -197,8 +207,7 @@ def test_three_concurrent_clients(server, session):
 
     def ask(q):
         c = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
-        answers[q] = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": q}], max_tokens=8,
-                                               temperature=0).choices[0].message.content
+        answers[q] = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": q}], max_tokens=8, temperature=0).choices[0].message.content
 
     before = server.status["completed"]
     threads = [threading.Thread(target=ask, args=(q,)) for q in questions]
@@ -213,38 +222,41 @@ def test_three_concurrent_clients(server, session):
 # --- what the official client will not send -----------------------------------------------------
 
 
-@pytest.mark.parametrize("path, body, param", [
-    ("/v1/chat/completions", b"{not json", None),
-    ("/v1/chat/completions", b"[1, 2]", None),
-    ("/v1/chat/completions", {"model": MODEL}, "messages"),
-    ("/v1/chat/completions", {"model": MODEL, "messages": "hi"}, "messages"),
-    ("/v1/chat/completions", {"model": MODEL, "messages": []}, "messages"),
-    ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
-    ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": 5}]}, "messages"),
-    ("/v1/chat/completions", {"messages": CHAT}, "model"),
-    ("/v1/chat/completions", chat_body(temperature="hot"), "temperature"),
-    ("/v1/chat/completions", chat_body(temperature=3), "temperature"),
-    ("/v1/chat/completions", chat_body(max_tokens=-1), "max_tokens"),
-    ("/v1/chat/completions", chat_body(max_tokens=True), "max_tokens"),
-    ("/v1/chat/completions", chat_body(top_p=0), "top_p"),
-    ("/v1/chat/completions", chat_body(seed=1.5), "seed"),
-    ("/v1/chat/completions", chat_body(stop=[""]), "stop"),
-    ("/v1/chat/completions", chat_body(stream="yes"), "stream"),
-    ("/v1/chat/completions", chat_body(stream_options={"include_usage": True}), "stream_options"),
-    ("/v1/chat/completions", chat_body(n=2), "n"),
-    ("/v1/chat/completions", chat_body(presence_penalty=0.5), "presence_penalty"),
-    ("/v1/chat/completions", chat_body(logprobs=True), "logprobs"),
-    ("/v1/chat/completions", chat_body(frobnicate=1), "frobnicate"),
-    ("/v1/chat/completions", chat_body(tools="get_weather"), "tools"),
-    ("/v1/chat/completions", chat_body(tool_choice="required"), "tool_choice"),
-    ("/v1/chat/completions", chat_body(tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "other"}}), "tool_choice"),
-    ("/v1/chat/completions", chat_body(response_format={"type": "xml"}), "response_format"),
-    ("/v1/chat/completions", chat_body(response_format={"type": "json_schema", "json_schema": {"name": "x"}}), "response_format"),
-    ("/v1/chat/completions", chat_body(max_tokens=4000), None),  # beyond the context: context_length_exceeded
-    ("/v1/completions", {"model": MODEL, "prompt": 5}, "prompt"),
-    ("/v1/completions", {"model": MODEL, "prompt": ["one", "two"]}, "prompt"),
-    ("/v1/completions", {"model": MODEL, "prompt": "hi", "echo": True}, "echo"),
-])
+@pytest.mark.parametrize(
+    "path, body, param",
+    [
+        ("/v1/chat/completions", b"{not json", None),
+        ("/v1/chat/completions", b"[1, 2]", None),
+        ("/v1/chat/completions", {"model": MODEL}, "messages"),
+        ("/v1/chat/completions", {"model": MODEL, "messages": "hi"}, "messages"),
+        ("/v1/chat/completions", {"model": MODEL, "messages": []}, "messages"),
+        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
+        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": 5}]}, "messages"),
+        ("/v1/chat/completions", {"messages": CHAT}, "model"),
+        ("/v1/chat/completions", chat_body(temperature="hot"), "temperature"),
+        ("/v1/chat/completions", chat_body(temperature=3), "temperature"),
+        ("/v1/chat/completions", chat_body(max_tokens=-1), "max_tokens"),
+        ("/v1/chat/completions", chat_body(max_tokens=True), "max_tokens"),
+        ("/v1/chat/completions", chat_body(top_p=0), "top_p"),
+        ("/v1/chat/completions", chat_body(seed=1.5), "seed"),
+        ("/v1/chat/completions", chat_body(stop=[""]), "stop"),
+        ("/v1/chat/completions", chat_body(stream="yes"), "stream"),
+        ("/v1/chat/completions", chat_body(stream_options={"include_usage": True}), "stream_options"),
+        ("/v1/chat/completions", chat_body(n=2), "n"),
+        ("/v1/chat/completions", chat_body(presence_penalty=0.5), "presence_penalty"),
+        ("/v1/chat/completions", chat_body(logprobs=True), "logprobs"),
+        ("/v1/chat/completions", chat_body(frobnicate=1), "frobnicate"),
+        ("/v1/chat/completions", chat_body(tools="get_weather"), "tools"),
+        ("/v1/chat/completions", chat_body(tool_choice="required"), "tool_choice"),
+        ("/v1/chat/completions", chat_body(tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "other"}}), "tool_choice"),
+        ("/v1/chat/completions", chat_body(response_format={"type": "xml"}), "response_format"),
+        ("/v1/chat/completions", chat_body(response_format={"type": "json_schema", "json_schema": {"name": "x"}}), "response_format"),
+        ("/v1/chat/completions", chat_body(max_tokens=4000), None),  # beyond the context: context_length_exceeded
+        ("/v1/completions", {"model": MODEL, "prompt": 5}, "prompt"),
+        ("/v1/completions", {"model": MODEL, "prompt": ["one", "two"]}, "prompt"),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi", "echo": True}, "echo"),
+    ],
+)
 def test_malformed_request_is_400_with_an_openai_error(http, path, body, param):
     r = http.post(path, content=body) if isinstance(body, bytes) else http.post(path, json=body)
     assert r.status_code == 400, r.text
@@ -317,8 +329,11 @@ def test_import_needs_no_starlette_and_a_missing_one_names_the_extra():
 def test_cli_serves_and_shuts_down_gracefully_on_sigterm(tmp_path):
     port = free_port()
     with open(tmp_path / "serve.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "edgesdk.cli", "serve", smollm2_path(), "--port", str(port),
-                                 "--model-name", MODEL, "--n-ctx", "512", "--queue", "1"], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgesdk.cli", "serve", smollm2_path(), "--port", str(port), "--model-name", MODEL, "--n-ctx", "512", "--queue", "1"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             assert wait_http_ready(f"http://127.0.0.1:{port}/health", proc, timeout=90), (tmp_path / "serve.log").read_text()
             body = chat_body(stream=True, max_tokens=48, ignore_eos=True)

@@ -27,9 +27,13 @@ def _onnx(tmp_path) -> str:
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32), "w")
-    return make_onnx(tmp_path / "mlp.onnx", [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
-                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])],
-                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 64])], initializers=[w])
+    return make_onnx(
+        tmp_path / "mlp.onnx",
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 64])],
+        initializers=[w],
+    )
 
 
 def _open_fds() -> int:

@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 import edgesdk
 from edgesdk import hub
 from edgesdk.audio import Audio, SpeechRecognizer, TextToSpeech, word_error_rate
-from edgesdk.errors import (InputError, InputShapeError, MissingDependencyError, ModelFormatError, ModelNotFoundError,
-                            PlacementError)
+from edgesdk.errors import InputError, InputShapeError, MissingDependencyError, ModelFormatError, ModelNotFoundError, PlacementError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may come from a model hub
 
@@ -135,7 +134,7 @@ def test_tts_audio(tts):
     a = tts.synthesize("Hello there.")
     assert isinstance(a, Audio) and a.sample_rate == tts.sample_rate == 22050
     assert 0.3 < a.duration < 3.0
-    assert np.abs(a.samples).max() <= 1.0 and np.sqrt(np.mean(a.samples ** 2)) > 0.01  # not silence
+    assert np.abs(a.samples).max() <= 1.0 and np.sqrt(np.mean(a.samples**2)) > 0.01  # not silence
 
 
 def test_stream_yields_one_chunk_per_sentence_lazily(tts, monkeypatch):

@@ -46,8 +46,11 @@ BOOK = {
     "function": {
         "name": "book_flight",
         "description": "Book a flight",
-        "parameters": {"type": "object", "properties": {"origin": {"type": "string"}, "destination": {"type": "string"}, "day": {"type": "string"}},
-                       "required": ["origin", "destination", "day"]},
+        "parameters": {
+            "type": "object",
+            "properties": {"origin": {"type": "string"}, "destination": {"type": "string"}, "day": {"type": "string"}},
+            "required": ["origin", "destination", "day"],
+        },
     },
 }
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -137,8 +140,9 @@ def test_required_tool_call_validates(smol):
 
 
 def test_named_tool_choice_and_none(smol):
-    reply = smol.generate(ASK, tools=[WEATHER, BOOK], tool_choice={"type": "function", "function": {"name": "book_flight"}}, max_tokens=80,
-                          parallel_tool_calls=False)
+    reply = smol.generate(
+        ASK, tools=[WEATHER, BOOK], tool_choice={"type": "function", "function": {"name": "book_flight"}}, max_tokens=80, parallel_tool_calls=False
+    )
     assert [c.name for c in reply.tool_calls] == ["book_flight"]
     jsonschema.validate(reply.tool_calls[0].arguments, BOOK["function"]["parameters"])
     plain = smol.generate(ASK, tools=[WEATHER], tool_choice="none", max_tokens=20)
@@ -146,7 +150,7 @@ def test_named_tool_choice_and_none(smol):
 
 
 def test_tool_results_go_back_as_messages(smol):
-    call, = smol.generate(ASK, tools=[WEATHER], tool_choice="required", max_tokens=60, parallel_tool_calls=False).tool_calls
+    (call,) = smol.generate(ASK, tools=[WEATHER], tool_choice="required", max_tokens=60, parallel_tool_calls=False).tool_calls
     turn = ASK + [
         {"role": "assistant", "content": None, "tool_calls": [call.to_openai()]},
         {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temp_c": 21, "sky": "sunny"})},
@@ -160,22 +164,25 @@ def test_tool_results_go_back_as_messages(smol):
 # --- validation ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(response_format=CAT, regex="a+"), "at most one"),
-    (dict(tools=[WEATHER], grammar="start: \"a\""), "cannot be combined"),
-    (dict(response_format="json"), "response_format must be a dict"),
-    (dict(response_format={"type": "json_schema"}), "needs 'json_schema'"),
-    (dict(grammar="start: undefined_rule"), "grammar"),
-    (dict(grammar="   "), "non-empty"),
-    (dict(regex=3), "regex must be a str"),
-    (dict(tool_choice="required"), "needs tools"),
-    (dict(tools=[{"type": "function", "function": {"name": "bad name!"}}]), "function name"),
-    (dict(tools=[WEATHER, WEATHER]), "unique"),
-    (dict(tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}}), "not among the tools"),
-    (dict(tools=[WEATHER], tool_choice="sometimes"), "tool_choice must be one of"),
-    (dict(tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}]), "type 'object'"),
-    (dict(tools=WEATHER), "non-empty list"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(response_format=CAT, regex="a+"), "at most one"),
+        (dict(tools=[WEATHER], grammar='start: "a"'), "cannot be combined"),
+        (dict(response_format="json"), "response_format must be a dict"),
+        (dict(response_format={"type": "json_schema"}), "needs 'json_schema'"),
+        (dict(grammar="start: undefined_rule"), "grammar"),
+        (dict(grammar="   "), "non-empty"),
+        (dict(regex=3), "regex must be a str"),
+        (dict(tool_choice="required"), "needs tools"),
+        (dict(tools=[{"type": "function", "function": {"name": "bad name!"}}]), "function name"),
+        (dict(tools=[WEATHER, WEATHER]), "unique"),
+        (dict(tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}}), "not among the tools"),
+        (dict(tools=[WEATHER], tool_choice="sometimes"), "tool_choice must be one of"),
+        (dict(tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}]), "type 'object'"),
+        (dict(tools=WEATHER), "non-empty list"),
+    ],
+)
 def test_bad_requests_are_refused_before_any_work(smol, kwargs, match):
     with pytest.raises(GenerationError, match=match):
         smol.generate_stream(ASK, **kwargs)
@@ -196,11 +203,15 @@ def test_parse_refuses_malformed_calls():
 
 
 def test_native_template_gets_the_tools():
-    template = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% for c in m.tool_calls or [] %}<tool_call>{{ c.function.arguments | tojson }}"
-                "</tool_call>{% endfor %}{% endfor %}{% if tools %}[{{ tools | length }} tools]{% endif %}")
+    template = (
+        "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% for c in m.tool_calls or [] %}<tool_call>{{ c.function.arguments | tojson }}"
+        "</tool_call>{% endfor %}{% endfor %}{% if tools %}[{{ tools | length }} tools]{% endif %}"
+    )
     tools = ToolSet([WEATHER])
     assert tools.native(template) and not tools.native("{{ messages }}")
-    msgs = tools.messages_for([{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}}]}], template)
+    msgs = tools.messages_for(
+        [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}}]}], template
+    )
     assert msgs[0]["tool_calls"][0]["function"]["arguments"] == {"city": "Rome"}  # templates want the object
 
 
@@ -242,12 +253,14 @@ def test_mask_allows_exactly_the_tokens_that_continue_the_regex(tiny):
 
 
 SCHEMAS = st.recursive(
-    st.sampled_from([{"type": "integer"}, {"type": "boolean"}, {"type": "string", "maxLength": 6}, {"enum": ["x", "y", 3]},
-                     {"type": "number"}, {"type": "null"}]),
+    st.sampled_from(
+        [{"type": "integer"}, {"type": "boolean"}, {"type": "string", "maxLength": 6}, {"enum": ["x", "y", 3]}, {"type": "number"}, {"type": "null"}]
+    ),
     lambda inner: st.one_of(
         st.builds(lambda items, n: {"type": "array", "items": items, "maxItems": n}, inner, st.integers(0, 3)),
         st.dictionaries(st.sampled_from(["a", "b", "c", "dé"]), inner, min_size=1, max_size=3).map(
-            lambda props: {"type": "object", "properties": props, "required": sorted(props), "additionalProperties": False}),
+            lambda props: {"type": "object", "properties": props, "required": sorted(props), "additionalProperties": False}
+        ),
     ),
     max_leaves=6,
 )
@@ -272,8 +285,11 @@ def test_every_architecture_constrains(tmp_path_factory, arch):
         schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": False}
         assert json.loads(llm.generate("a", response_format=schema, max_tokens=40)) in ({"ok": True}, {"ok": False})
         # The call grammar itself (the tiny models' 128-token context has no room for the tools prompt).
-        tools = ToolSet([{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"n": {"enum": [1, 2]}}, "required": ["n"]}}}],
-                        "required", parallel=False)
+        tools = ToolSet(
+            [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"n": {"enum": [1, 2]}}, "required": ["n"]}}}],
+            "required",
+            parallel=False,
+        )
         _, calls = tools.parse(llm.generate("a", grammar=tools.grammar(), max_tokens=100))
         assert [(c.name, c.arguments) for c in calls] in ([("f", {"n": 1})], [("f", {"n": 2})])
     finally:
@@ -308,18 +324,24 @@ def test_tools_with_a_json_answer_format(smol):
 
 
 def test_the_turn_after_a_call_reuses_the_cache(smol):
-    call, = smol.generate(ASK, tools=[WEATHER], tool_choice="required", max_tokens=60, parallel_tool_calls=False).tool_calls
+    (call,) = smol.generate(ASK, tools=[WEATHER], tool_choice="required", max_tokens=60, parallel_tool_calls=False).tool_calls
     prompt_tokens = smol.runner.last_stats.prompt_tokens
-    turn = ASK + [{"role": "assistant", "content": None, "tool_calls": [call.to_openai()]},
-                  {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 21}'}]
+    turn = ASK + [
+        {"role": "assistant", "content": None, "tool_calls": [call.to_openai()]},
+        {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 21}'},
+    ]
     smol.generate(turn, tools=[WEATHER], tool_choice="none", max_tokens=5)
     assert smol.runner.last_stats.cached_tokens >= prompt_tokens - 1  # the system prompt with the functions is shared
 
 
 def test_forced_tokens_skip_forward_passes(smol):
     """A fixed key is forced by the schema: those tokens are chosen without a pass of their own."""
-    schema = {"type": "object", "properties": {"a_rather_long_key_name_here": {"enum": ["yes", "no"]}}, "required": ["a_rather_long_key_name_here"],
-              "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"a_rather_long_key_name_here": {"enum": ["yes", "no"]}},
+        "required": ["a_rather_long_key_name_here"],
+        "additionalProperties": False,
+    }
     reply = smol.generate(CHAT, response_format=schema, max_tokens=40)
     stats = reply.stats
     assert json.loads(reply)["a_rather_long_key_name_here"] in ("yes", "no")

@@ -29,21 +29,78 @@ llama_cpp = pytest.importorskip("llama_cpp")
 DATA = Path(__file__).parent / "data"
 MULTILINGUAL = (DATA / "tokenizer" / "multilingual.txt").read_text(encoding="utf-8")
 
-SPECIALS = ["<start_of_turn>", "<end_of_turn>", "<bos>", "<eos>", "<pad>", "<unused12>", "<|im_start|>", "<|im_end|>",
-            "<|endoftext|>", "<table>", "</s>", "<s>", "<h1>", "<0x41>", "<start_of_image>", "[multimodal]"]
+SPECIALS = [
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<bos>",
+    "<eos>",
+    "<pad>",
+    "<unused12>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<table>",
+    "</s>",
+    "<s>",
+    "<h1>",
+    "<0x41>",
+    "<start_of_image>",
+    "[multimodal]",
+]
 CASES = [
-    "", "a", " ", "  ", "\n", "\t", "\r", "é", "你", "🎉", "'", "1", "▁", "<",
-    "Hello world", "Hello, world! How are you?", "  leading spaces", "trailing spaces   ", " \t mixed \t\t whitespace \n\n\n",
-    "a  b   c    d     e" + " " * 40 + "f", "tabs\tand\t\ttabs\t\t\t", "line\r\nwindows\r\nendings\r\n", "lone\rcarriage\r",
-    "\n\n\nmany\n\n\n\n\nnewlines\n", "\u00a0nbsp\u2003em\u3000ideographic\u2028sep\u0085nel", "\x00nul\x1cfs\x1f\x7f",
-    "don't I'm we'll they've you'd it's I'LL IT'S 'tis", "numbers 1 22 333 4444 55555 1234567890 3.14 ٣٤٥ ²³ ⅛ Ⅻ",
-    "x" * 1500, "zqxjkvw" * 200, "ab" * 700 + "ç" * 300, "\U0001F600" * 400, "𓀀𓀁𓀂𓀃" * 100, "\U000e0041\U0010fffd\U000f0000" * 50,
-    "你好" * 300 + "世界", "a\u0301e\u0301o\u0308 combining", "👨‍👩‍👧‍👦👍🏽🏳️‍🌈🇺🇸1️⃣❤️‍🔥🧑🏻‍💻",
-    "<start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\n", "<bos><bos>text<eos>", "<|im_start|>user\n12<|im_end|>",
-    "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>assistant\n", "<start_of_turn><end_of_turn>", "<<bos>>",
-    "<h1>Title</h1><table><tr><td>x</td></tr></table>", "<s>strike</s> <b>bold</b>", "<unused0><unused1>x<unused6241>",
-    "<0x41><0xE4><0xBD><0xA0>", "<|endoftext|><|endoftext|>", "text</s>more", "▁▁ leading escaped", " <start_of_turn> spaced ",
-    "def f(x):\n    return x ** 2  # square\n\nclass A:\n\tpass\n", 'int main(void) { printf("%d\\n", 42); return 0; }',
+    "",
+    "a",
+    " ",
+    "  ",
+    "\n",
+    "\t",
+    "\r",
+    "é",
+    "你",
+    "🎉",
+    "'",
+    "1",
+    "▁",
+    "<",
+    "Hello world",
+    "Hello, world! How are you?",
+    "  leading spaces",
+    "trailing spaces   ",
+    " \t mixed \t\t whitespace \n\n\n",
+    "a  b   c    d     e" + " " * 40 + "f",
+    "tabs\tand\t\ttabs\t\t\t",
+    "line\r\nwindows\r\nendings\r\n",
+    "lone\rcarriage\r",
+    "\n\n\nmany\n\n\n\n\nnewlines\n",
+    "\u00a0nbsp\u2003em\u3000ideographic\u2028sep\u0085nel",
+    "\x00nul\x1cfs\x1f\x7f",
+    "don't I'm we'll they've you'd it's I'LL IT'S 'tis",
+    "numbers 1 22 333 4444 55555 1234567890 3.14 ٣٤٥ ²³ ⅛ Ⅻ",
+    "x" * 1500,
+    "zqxjkvw" * 200,
+    "ab" * 700 + "ç" * 300,
+    "\U0001f600" * 400,
+    "𓀀𓀁𓀂𓀃" * 100,
+    "\U000e0041\U0010fffd\U000f0000" * 50,
+    "你好" * 300 + "世界",
+    "a\u0301e\u0301o\u0308 combining",
+    "👨‍👩‍👧‍👦👍🏽🏳️‍🌈🇺🇸1️⃣❤️‍🔥🧑🏻‍💻",
+    "<start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\n",
+    "<bos><bos>text<eos>",
+    "<|im_start|>user\n12<|im_end|>",
+    "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>assistant\n",
+    "<start_of_turn><end_of_turn>",
+    "<<bos>>",
+    "<h1>Title</h1><table><tr><td>x</td></tr></table>",
+    "<s>strike</s> <b>bold</b>",
+    "<unused0><unused1>x<unused6241>",
+    "<0x41><0xE4><0xBD><0xA0>",
+    "<|endoftext|><|endoftext|>",
+    "text</s>more",
+    "▁▁ leading escaped",
+    " <start_of_turn> spaced ",
+    "def f(x):\n    return x ** 2  # square\n\nclass A:\n\tpass\n",
+    'int main(void) { printf("%d\\n", 42); return 0; }',
 ]
 
 
@@ -56,8 +113,9 @@ def _pair(path: str) -> SimpleNamespace:
     g = GGUFFile(path)
     t1 = time.perf_counter()
     tok = Tokenizer(g)
-    return SimpleNamespace(path=path, tok=tok, ref=ref, vocab=llama_cpp.llama_model_get_vocab(ref.model),
-                           gguf=g, build_s=time.perf_counter() - t1, parse_s=t1 - t0)
+    return SimpleNamespace(
+        path=path, tok=tok, ref=ref, vocab=llama_cpp.llama_model_get_vocab(ref.model), gguf=g, build_s=time.perf_counter() - t1, parse_s=t1 - t0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -233,8 +291,16 @@ def _write_gguf(path, meta: dict, tokens, types, scores=None, merges=None):
     import gguf
 
     w = gguf.GGUFWriter(str(path), "llama")
-    for k, v in (("block_count", 1), ("context_length", 64), ("embedding_length", 8), ("feed_forward_length", 8),
-                 ("head_count", 1), ("head_count_kv", 1), ("layer_norm_rms_eps", 1e-5), ("rope_dimension_count", 8)):
+    for k, v in (
+        ("block_count", 1),
+        ("context_length", 64),
+        ("embedding_length", 8),
+        ("feed_forward_length", 8),
+        ("head_count", 1),
+        ("head_count_kv", 1),
+        ("layer_norm_rms_eps", 1e-5),
+        ("rope_dimension_count", 8),
+    ):
         getattr(w, f"add_{k}")(v)
     w.add_token_list(tokens)
     w.add_token_types([int(t) for t in types])
@@ -271,9 +337,13 @@ SAMPLE = CASES + MULTILINGUAL.splitlines(keepends=True) + ["<think>plan</think><
 def test_every_bpe_pre_tokenizer_matches_llama_cpp(pre, smollm2_vocab, tmp_path):
     tokens, types, merges = smollm2_vocab
     extra = ["<think>", "</think>", "<tool_call>", "</tool_call>"]
-    path = _write_gguf(tmp_path / f"{pre}.gguf", {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre,
-                                                  "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2},
-                       tokens + extra, list(types) + [4] * len(extra), merges=merges)
+    path = _write_gguf(
+        tmp_path / f"{pre}.gguf",
+        {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre, "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2},
+        tokens + extra,
+        list(types) + [4] * len(extra),
+        merges=merges,
+    )
     m = _pair(path)
     rng = random.Random(pre)
     noise = "".join(rng.choice("ab1 2\t\n\r'sS!?$+<=>^~|`.,-_ éü٣²你🎉\u00a0") for _ in range(3000))
@@ -287,8 +357,14 @@ def test_every_bpe_pre_tokenizer_matches_llama_cpp(pre, smollm2_vocab, tmp_path)
     assert "".join(dec.push(i) for i in ids) + dec.flush() == "<think>plan</think>"
 
 
-PRE_ALIASES = {"default": [], "gpt-2": ["gpt2", "phi-2", "mpt", "olmo"], "smollm": ["starcoder", "refact", "command-r"],
-               "llama-bpe": ["llama3", "llama-v3"], "dbrx": ["smaug-bpe"], "qwen2": ["stablelm2", "deepseek-r1-qwen"]}
+PRE_ALIASES = {
+    "default": [],
+    "gpt-2": ["gpt2", "phi-2", "mpt", "olmo"],
+    "smollm": ["starcoder", "refact", "command-r"],
+    "llama-bpe": ["llama3", "llama-v3"],
+    "dbrx": ["smaug-bpe"],
+    "qwen2": ["stablelm2", "deepseek-r1-qwen"],
+}
 
 
 def test_pre_tokenizer_aliases_share_a_tested_configuration():
@@ -304,8 +380,13 @@ def test_ignore_merges_changes_the_tokens(smollm2_vocab, tmp_path):
     merges = [m for m in merges if m.replace(" ", "") != word]
     outs = {}
     for pre in ("llama-bpe", "dbrx"):  # the same regex; only llama-bpe ignores merges
-        path = _write_gguf(tmp_path / f"{pre}.gguf", {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre,
-                                                      "tokenizer.ggml.bos_token_id": 1}, tokens, types, merges=merges)
+        path = _write_gguf(
+            tmp_path / f"{pre}.gguf",
+            {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre, "tokenizer.ggml.bos_token_id": 1},
+            tokens,
+            types,
+            merges=merges,
+        )
         m = _pair(path)
         outs[pre] = m.tok.encode("say hello", add_bos=False)
         assert outs[pre] == ref_encode(m, "say hello", False)
@@ -323,17 +404,19 @@ def test_spm_variants_match_llama_cpp(variant, gemma3_vocab, tmp_path):
     """SentencePiece with the space prefix (LLaMA 1/2 style: also after every special token) and with
     phi-3's rule that special tokens swallow the whitespace after them."""
     tokens, types, scores = gemma3_vocab
-    meta = {"tokenizer.ggml.model": "llama", "tokenizer.ggml.bos_token_id": 2, "tokenizer.ggml.eos_token_id": 1,
-            "tokenizer.ggml.add_space_prefix": True}
+    meta = {"tokenizer.ggml.model": "llama", "tokenizer.ggml.bos_token_id": 2, "tokenizer.ggml.eos_token_id": 1, "tokenizer.ggml.add_space_prefix": True}
     extra = []
     if variant == "phi3_rstrip":  # llama.cpp's phi-3 rule needs these four tokens in the vocabulary
         meta["general.name"] = "Phi-3 mini (tokenizer test)"
         extra = ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>"]
-    m = _pair(_write_gguf(tmp_path / f"{variant}.gguf", meta, tokens + extra, list(types) + [3] * len(extra),
-                          scores=list(scores) + [0.0] * len(extra)))
+    m = _pair(_write_gguf(tmp_path / f"{variant}.gguf", meta, tokens + extra, list(types) + [3] * len(extra), scores=list(scores) + [0.0] * len(extra)))
     assert m.tok._add_space_prefix
-    chat = ["<start_of_turn>  \n user <end_of_turn> \t\nx", "a<h1> b </h1>  c", "<|user|>\n Hi <|end|>\n<|assistant|>  x",
-            "<s> a </s>  b <unk>  c<|endoftext|>  d"]
+    chat = [
+        "<start_of_turn>  \n user <end_of_turn> \t\nx",
+        "a<h1> b </h1>  c",
+        "<|user|>\n Hi <|end|>\n<|assistant|>  x",
+        "<s> a </s>  b <unk>  c<|endoftext|>  d",
+    ]
     assert mismatches(m, SAMPLE + chat) == []
     if extra:
         assert m.tok.encode("<|user|>\n  Hi", add_bos=False)[1:] == m.tok.encode("<|user|>Hi", add_bos=False)[1:]
@@ -343,8 +426,7 @@ def test_spm_score_ties_merge_leftmost_first(tmp_path):
     pieces = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + ["▁", "a", "b", "ab", "ba", "aba", "bab", "<tag>"]
     types = [2, 3, 3] + [6] * 256 + [1] * 7 + [4]
     scores = [0.0] * 259 + [-1.0, -2.0, -2.0, -1.0, -1.0, -0.5, -0.5, 0.0]  # "ab" and "ba" tie
-    m = _pair(_write_gguf(tmp_path / "ties.gguf", {"tokenizer.ggml.model": "llama", "tokenizer.ggml.add_space_prefix": False},
-                          pieces, types, scores=scores))
+    m = _pair(_write_gguf(tmp_path / "ties.gguf", {"tokenizer.ggml.model": "llama", "tokenizer.ggml.add_space_prefix": False}, pieces, types, scores=scores))
     texts = ["aba", "bab", "abab", "babab", "aaabbb", "a b", "zz", "<tag>ab<tag>ba", "é", ""]
     assert mismatches(m, texts) == []
     assert m.tok.encode("abab", add_bos=False) == [m.tok._vocab[t] for t in ("aba", "b")]

@@ -14,7 +14,8 @@ DTYPES = [np.float32, np.float64, np.float16, np.int8, np.int32, np.int64, np.ui
 
 specs_strategy = st.lists(
     st.tuples(st.sampled_from(DTYPES), st.lists(st.one_of(st.integers(1, 4), st.sampled_from(["n", "m", None])), max_size=3)),
-    min_size=1, max_size=3,
+    min_size=1,
+    max_size=3,
 ).map(lambda items: tuple(TensorSpec(f"in{i}", tuple(shape), dt) for i, (dt, shape) in enumerate(items)))
 
 
@@ -27,11 +28,15 @@ def feeds_for(draw, specs):
             shape = tuple(d if isinstance(d, int) else sym.setdefault(d, draw(st.integers(1, 3))) if d else draw(st.integers(1, 3)) for d in s.shape)
             feeds[s.name] = draw(hnp.arrays(s.dtype, shape))
         else:
-            feeds[s.name] = draw(st.one_of(
-                hnp.arrays(st.sampled_from(DTYPES), hnp.array_shapes(min_dims=0, max_dims=3, max_side=3)),
-                st.lists(st.floats(allow_nan=False, width=32), max_size=4),
-                st.integers(-300, 300), st.text(max_size=3), st.none(),
-            ))
+            feeds[s.name] = draw(
+                st.one_of(
+                    hnp.arrays(st.sampled_from(DTYPES), hnp.array_shapes(min_dims=0, max_dims=3, max_side=3)),
+                    st.lists(st.floats(allow_nan=False, width=32), max_size=4),
+                    st.integers(-300, 300),
+                    st.text(max_size=3),
+                    st.none(),
+                )
+            )
     if draw(st.booleans()) and feeds:
         feeds.pop(draw(st.sampled_from(sorted(feeds))))
     if draw(st.booleans()):
@@ -65,9 +70,12 @@ def session(request):
     import tempfile, os
 
     d = tempfile.mkdtemp()
-    p = make_onnx(os.path.join(d, "m.onnx"), [helper.make_node("Relu", ["x"], ["y"])],
-                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
-                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])])
+    p = make_onnx(
+        os.path.join(d, "m.onnx"),
+        [helper.make_node("Relu", ["x"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+    )
     return edgesdk.Session(p)
 
 
@@ -159,11 +167,16 @@ def test_map_keys_must_match_the_key_dtype():
 
 
 @settings(max_examples=200, deadline=None)
-@given(value=st.one_of(
-    st.lists(hnp.arrays(st.sampled_from(DTYPES), hnp.array_shapes(min_dims=0, max_dims=2, max_side=3)), max_size=3),
-    st.lists(st.one_of(st.none(), st.integers(-3, 3), st.lists(st.floats(allow_nan=False, width=32), max_size=3)), max_size=3),
-    hnp.arrays(np.float32, (2,)), st.none(), st.text(max_size=2),
-), optional=st.booleans())
+@given(
+    value=st.one_of(
+        st.lists(hnp.arrays(st.sampled_from(DTYPES), hnp.array_shapes(min_dims=0, max_dims=2, max_side=3)), max_size=3),
+        st.lists(st.one_of(st.none(), st.integers(-3, 3), st.lists(st.floats(allow_nan=False, width=32), max_size=3)), max_size=3),
+        hnp.arrays(np.float32, (2,)),
+        st.none(),
+        st.text(max_size=2),
+    ),
+    optional=st.booleans(),
+)
 def test_sequence_validator_accepts_or_raises_typed(value, optional):
     spec = TensorSpec.optional("s", RANKED_SEQ) if optional else RANKED_SEQ
     try:

@@ -11,8 +11,16 @@ pytest.importorskip("piper")
 pytest.importorskip("pymicro_features")
 pytest.importorskip("edgesdk_ctranslate2", reason="pip install plugins/edgesdk-ctranslate2")
 from edgesdk.audio import Audio  # noqa: E402
-from edgesdk.pipeline import (AsrStage, LlmStage, Pipeline, TtsStage, VadStage, WakeWordStage, audio_frames,  # noqa: E402
-                              voice_assistant)
+from edgesdk.pipeline import (
+    AsrStage,
+    LlmStage,
+    Pipeline,
+    TtsStage,
+    VadStage,
+    WakeWordStage,
+    audio_frames,  # noqa: E402
+    voice_assistant,
+)
 
 from conftest import hub_path  # noqa: E402
 
@@ -38,14 +46,19 @@ def say(tts):
 @pytest.fixture(scope="module")
 def blocks(tts):
     llm = edgesdk.Session(hub_path("smollm2-135m"))
-    return dict(wake=audio.WakeWordDetector("okay-nabu"), vad=audio.VoiceActivityDetector(),
-                asr=audio.SpeechRecognizer(hub_path("whisper-tiny-en")), llm=llm, tts=tts)
+    return dict(
+        wake=audio.WakeWordDetector("okay-nabu"), vad=audio.VoiceActivityDetector(), asr=audio.SpeechRecognizer(hub_path("whisper-tiny-en")), llm=llm, tts=tts
+    )
 
 
 def assistant(b, wake=True, max_tokens=24):
     stages = [WakeWordStage(b["wake"])] if wake else []
-    stages += [VadStage(b["vad"], always_listen=not wake), AsrStage(b["asr"]),
-               LlmStage(b["llm"], "Answer in one short sentence.", max_tokens=max_tokens), TtsStage(b["tts"])]
+    stages += [
+        VadStage(b["vad"], always_listen=not wake),
+        AsrStage(b["asr"]),
+        LlmStage(b["llm"], "Answer in one short sentence.", max_tokens=max_tokens),
+        TtsStage(b["tts"]),
+    ]
     return Pipeline(stages)
 
 
@@ -113,9 +126,12 @@ def test_voice_assistant_builder_places_and_budgets_every_stage():
     # A stage's backend options reach that stage's backend, unread by the pipeline: the plugin refuses a bad value.
     with pytest.raises(PipelineError, match="(?s)stage 'asr'.*window_s must be a number of seconds"):
         voice_assistant(wake_word=None, backend_options={"asr": {"ctranslate2": {"window_s": 4}}}, warmup=False)
-    pipe = voice_assistant(placement={"wake": ("dsp", "cpu"), "llm": ("npu", "cpu")}, warmup=False,
-                           options=edgesdk.SessionOptions(backend_options={"ctranslate2": {"beam_size": 2}}),
-                           backend_options={"asr": {"ctranslate2": {"window_s": 10}}})
+    pipe = voice_assistant(
+        placement={"wake": ("dsp", "cpu"), "llm": ("npu", "cpu")},
+        warmup=False,
+        options=edgesdk.SessionOptions(backend_options={"ctranslate2": {"beam_size": 2}}),
+        backend_options={"asr": {"ctranslate2": {"window_s": 10}}},
+    )
     try:
         assert set(pipe.placements) == {"wake", "vad", "asr", "llm", "tts"}
         assert pipe.placements["llm"]["llm"].device.id == "cpu:0"

@@ -264,7 +264,7 @@ def test_vad_events_stream_in_order_and_reset(vad, two_utterances):
     vad.reset()
     seen = []
     for i in range(0, x.size, 4000):  # 250 ms chunks, as a microphone would deliver them
-        for e in vad.process(x[i:i + 4000]):
+        for e in vad.process(x[i : i + 4000]):
             assert e.time <= (i + 4000) / SR  # an event never lies in the future of the audio fed
             seen.append(e)
     seen += vad.flush()

@@ -72,10 +72,24 @@ class CpuBackend(Backend):
         # The backend's own option is the more specific ask, so it wins over the generic field.
         n_ctx = _given(co.n_ctx, getattr(options, "n_ctx", None))
         kv_dtype = _given(co.kv_dtype, getattr(options, "kv_dtype", None), "f32")
-        llm = LLM(model.path, n_ctx=n_ctx, threads=getattr(options, "threads", None), impl=co.impl, activations=co.activations,
-                  kv_dtype=kv_dtype, adapters=getattr(options, "adapters", None))
-        log.info("loaded %s (%s, %d layers) with impl=%s, kv_dtype=%s, adapters: %s", model.path, llm.config.arch.name, llm.config.n_layer,
-                 llm.impl, llm.kv_dtype, ", ".join(llm.adapters) or "none")
+        llm = LLM(
+            model.path,
+            n_ctx=n_ctx,
+            threads=getattr(options, "threads", None),
+            impl=co.impl,
+            activations=co.activations,
+            kv_dtype=kv_dtype,
+            adapters=getattr(options, "adapters", None),
+        )
+        log.info(
+            "loaded %s (%s, %d layers) with impl=%s, kv_dtype=%s, adapters: %s",
+            model.path,
+            llm.config.arch.name,
+            llm.config.n_layer,
+            llm.impl,
+            llm.kv_dtype,
+            ", ".join(llm.adapters) or "none",
+        )
         return CpuLlmRunner(llm, device.id)
 
 

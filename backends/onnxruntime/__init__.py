@@ -43,6 +43,7 @@ class OrtOptions:
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
 
+
 # EP name -> (device kind, short id). The QNN EP belongs to the dedicated qnn backend.
 _EP_KINDS = {
     "CUDAExecutionProvider": ("gpu", "cuda"),
@@ -79,8 +80,16 @@ class OnnxRuntimeBackend(Backend):
             raise BackendUnavailable(f"onnxruntime is not importable: {exc} (pip install onnxruntime)") from exc
         self.version = ort.__version__
         devs = [
-            Device(self.name, "onnxruntime:cpu", "cpu", f"{cpu_name()} (CPU EP)", total_memory(), _SCORES["cpu"],
-                   capabilities={"fp32", "fp16", "int8", "int4"}, details={"ep": "CPUExecutionProvider", "ort": ort.__version__})
+            Device(
+                self.name,
+                "onnxruntime:cpu",
+                "cpu",
+                f"{cpu_name()} (CPU EP)",
+                total_memory(),
+                _SCORES["cpu"],
+                capabilities={"fp32", "fp16", "int8", "int4"},
+                details={"ep": "CPUExecutionProvider", "ort": ort.__version__},
+            )
         ]
         self._ep_of["onnxruntime:cpu"] = "CPUExecutionProvider"
         for ep in ort.get_available_providers():
@@ -116,8 +125,7 @@ class OnnxRuntimeBackend(Backend):
                 so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
         profile_dir = OrtRunner.enable_profiling(so) if getattr(options, "profile", False) else None
         try:
-            sess = ort.InferenceSession(model.path, sess_options=so, providers=[p for p, _ in providers],
-                                        provider_options=[o for _, o in providers])
+            sess = ort.InferenceSession(model.path, sess_options=so, providers=[p for p, _ in providers], provider_options=[o for _, o in providers])
         except Exception as exc:
             _remove_dir(profile_dir)
             raise BackendError(f"onnxruntime could not load {model.path} on {ep}: {exc}") from exc
@@ -126,10 +134,20 @@ class OnnxRuntimeBackend(Backend):
 
 
 _ORT_TYPES = {
-    "float": "float32", "float16": "float16", "double": "float64", "bfloat16": "object",
-    "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64",
-    "uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64",
-    "bool": "bool", "string": "object",
+    "float": "float32",
+    "float16": "float16",
+    "double": "float64",
+    "bfloat16": "object",
+    "int8": "int8",
+    "int16": "int16",
+    "int32": "int32",
+    "int64": "int64",
+    "uint8": "uint8",
+    "uint16": "uint16",
+    "uint32": "uint32",
+    "uint64": "uint64",
+    "bool": "bool",
+    "string": "object",
 }
 
 
@@ -170,8 +188,9 @@ def ort_specs(args, declared=()):
 
 
 #: Session-level events of ORT's profile: not operators, so never reported by op_times().
-_SESSION_EVENTS = frozenset({"model_loading_uri", "model_loading_array", "model_loading_from_saved_proto",
-                             "session_initialization", "SequentialExecutor::Execute", "model_run"})
+_SESSION_EVENTS = frozenset(
+    {"model_loading_uri", "model_loading_array", "model_loading_from_saved_proto", "session_initialization", "SequentialExecutor::Execute", "model_run"}
+)
 _KERNEL_SUFFIX = "_kernel_time"
 
 

@@ -77,8 +77,11 @@ class OpenCLBackend(Backend):
     def probe(self):
         # Presence checks without importing: pyopencl (and the drivers it loads) stay out of this
         # process until a model is loaded on an OpenCL device (see _probe).
-        for mod, why in (("pyopencl", "pyopencl is not installed: pip install edgesdk[opencl]"),
-                         ("gguf", "the opencl backend needs the gguf package"), ("tokenizers", "the opencl backend needs the tokenizers package")):
+        for mod, why in (
+            ("pyopencl", "pyopencl is not installed: pip install edgesdk[opencl]"),
+            ("gguf", "the opencl backend needs the gguf package"),
+            ("tokenizers", "the opencl backend needs the tokenizers package"),
+        ):
             if not _importable(mod):
                 raise BackendUnavailable(why)
         answer = discover()
@@ -92,15 +95,29 @@ class OpenCLBackend(Backend):
             ctype = d["opencl_type"]
             kind = _KINDS.get(ctype, "gpu")
             simulated = ctype == "CPU"
-            details = {k: str(d[k]) for k in ("opencl_type", "platform", "platform_version", "vendor", "driver", "opencl",
-                                              "compute_units", "max_work_group", "local_mem")}
+            details = {
+                k: str(d[k])
+                for k in ("opencl_type", "platform", "platform_version", "vendor", "driver", "opencl", "compute_units", "max_work_group", "local_mem")
+            }
             name = f"{d['device_name']} ({d['platform'].strip()}, OpenCL {ctype})"
             self._probed[did] = d
-            out.append(Device(self.name, did, kind, name, d["global_mem"], _SCORES[kind], simulated=simulated,
-                              capabilities={"fp32", "int8", "int4", "llm"}, details=details))
+            out.append(
+                Device(
+                    self.name,
+                    did,
+                    kind,
+                    name,
+                    d["global_mem"],
+                    _SCORES[kind],
+                    simulated=simulated,
+                    capabilities={"fp32", "int8", "int4", "llm"},
+                    details=details,
+                )
+            )
             if simulated:
-                self.notes.append(f"{did} is an OpenCL implementation on the CPU ({d['platform'].strip()}): outputs are real, "
-                                  "timings are not a GPU's; used only when named")
+                self.notes.append(
+                    f"{did} is an OpenCL implementation on the CPU ({d['platform'].strip()}): outputs are real, timings are not a GPU's; used only when named"
+                )
         return out
 
     def _cl_device(self, device_id: str):
@@ -116,8 +133,10 @@ class OpenCLBackend(Backend):
                 except (IndexError, cl.Error) as exc:
                     raise BackendError(f"{device_id} is gone since the device probe ({exc}); restart the process") from exc
                 if dev.name.strip() != want["device_name"] or dev.driver_version != want["driver"]:
-                    raise BackendError(f"{device_id} is now {dev.name.strip()!r} (driver {dev.driver_version}), not the probed "
-                                       f"{want['device_name']!r} (driver {want['driver']}); restart the process")
+                    raise BackendError(
+                        f"{device_id} is now {dev.name.strip()!r} (driver {dev.driver_version}), not the probed "
+                        f"{want['device_name']!r} (driver {want['driver']}); restart the process"
+                    )
                 self._cl_devices[device_id] = dev
             return self._cl_devices[device_id]
 
@@ -182,10 +201,19 @@ class OpenCLBackend(Backend):
         rt = self.runtime_for(device.id, oo, options)
         # The backend's own option is the more specific ask, so it wins over SessionOptions.n_ctx.
         n_ctx = oo.n_ctx if oo.n_ctx is not None else getattr(options, "n_ctx", None)
-        llm = LLM(model.path, n_ctx=n_ctx, model_factory=lambda g: ClTransformer(
-            g, rt, prefill_chunk=oo.prefill_chunk, max_ctx=None if n_ctx else DEFAULT_MAX_CTX))
-        log.info("loaded %s on %s (%s): %.1f MiB of weights, %.1f MiB KV cache; program %s in %.3f s", model.path, device.id,
-                 device.name, llm.model.weight_bytes / 2**20, llm.cache.nbytes / 2**20, rt.build_info.how, rt.build_info.seconds)
+        llm = LLM(
+            model.path, n_ctx=n_ctx, model_factory=lambda g: ClTransformer(g, rt, prefill_chunk=oo.prefill_chunk, max_ctx=None if n_ctx else DEFAULT_MAX_CTX)
+        )
+        log.info(
+            "loaded %s on %s (%s): %.1f MiB of weights, %.1f MiB KV cache; program %s in %.3f s",
+            model.path,
+            device.id,
+            device.name,
+            llm.model.weight_bytes / 2**20,
+            llm.cache.nbytes / 2**20,
+            rt.build_info.how,
+            rt.build_info.seconds,
+        )
         return OpenCLRunner(llm, device.id, rt.build_info)
 
 

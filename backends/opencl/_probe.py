@@ -36,8 +36,17 @@ log = logging.getLogger("edgesdk.backends.opencl")
 
 SCHEMA = 1
 CHILD_TIMEOUT_S = 120.0
-_ENV_PREFIXES = ("OCL_", "OPENCL_", "POCL_", "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
-                 "GPU_DEVICE_ORDINAL", "ZE_AFFINITY_MASK", "RUSTICL_")
+_ENV_PREFIXES = (
+    "OCL_",
+    "OPENCL_",
+    "POCL_",
+    "CUDA_VISIBLE_DEVICES",
+    "HIP_VISIBLE_DEVICES",
+    "ROCR_VISIBLE_DEVICES",
+    "GPU_DEVICE_ORDINAL",
+    "ZE_AFFINITY_MASK",
+    "RUSTICL_",
+)
 _LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
 
 
@@ -62,14 +71,24 @@ def enumerate_devices() -> dict:
             notes.append(f"platform {pi} ({plat.name}) lists no devices: {exc}")
             continue
         for di, dev in enumerate(devices):
-            ctype = next((n for n in ("GPU", "CPU", "ACCELERATOR", "CUSTOM") if dev.type & getattr(cl.device_type, n)),
-                         cl.device_type.to_string(dev.type))
-            out.append({
-                "platform_index": pi, "device_index": di, "opencl_type": ctype, "device_name": dev.name.strip(),
-                "platform": plat.name, "platform_version": plat.version, "vendor": dev.vendor, "driver": dev.driver_version,
-                "opencl": dev.version, "compute_units": dev.max_compute_units, "max_work_group": dev.max_work_group_size,
-                "local_mem": dev.local_mem_size, "global_mem": int(dev.global_mem_size),
-            })
+            ctype = next((n for n in ("GPU", "CPU", "ACCELERATOR", "CUSTOM") if dev.type & getattr(cl.device_type, n)), cl.device_type.to_string(dev.type))
+            out.append(
+                {
+                    "platform_index": pi,
+                    "device_index": di,
+                    "opencl_type": ctype,
+                    "device_name": dev.name.strip(),
+                    "platform": plat.name,
+                    "platform_version": plat.version,
+                    "vendor": dev.vendor,
+                    "driver": dev.driver_version,
+                    "opencl": dev.version,
+                    "compute_units": dev.max_compute_units,
+                    "max_work_group": dev.max_work_group_size,
+                    "local_mem": dev.local_mem_size,
+                    "global_mem": int(dev.global_mem_size),
+                }
+            )
     if not out:
         return {"unavailable": f"{len(platforms)} OpenCL platform(s) but no device", "notes": notes}
     return {"version": cl.VERSION_TEXT, "devices": out, "notes": notes}
@@ -121,7 +140,9 @@ def configuration() -> dict:
     except OSError:
         pass
     return {
-        "schema": SCHEMA, "python": sys.executable, "icds": icds,
+        "schema": SCHEMA,
+        "python": sys.executable,
+        "icds": icds,
         "env": sorted([k, v] for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)),
         "versions": [_version(d) for d in ("pyopencl", "pocl-binary-distribution")],
         "gpu_nodes": sorted(glob.glob("/dev/dri/*") + glob.glob("/dev/nvidia*") + glob.glob("/dev/kfd")),
@@ -136,16 +157,14 @@ def _cache_path(material: dict) -> Path:
 
 def _in_child() -> dict | None:
     try:
-        p = subprocess.run([sys.executable, "-m", __name__], capture_output=True, timeout=CHILD_TIMEOUT_S, check=False,
-                           stdin=subprocess.DEVNULL)
+        p = subprocess.run([sys.executable, "-m", __name__], capture_output=True, timeout=CHILD_TIMEOUT_S, check=False, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError) as exc:
         log.info("opencl: device discovery in a child process failed (%s); discovering here", exc)
         return None
     try:
         answer = json.loads(p.stdout.decode().strip().splitlines()[-1])
     except (ValueError, IndexError):
-        log.info("opencl: the discovery child exited %s without an answer (%s); discovering here", p.returncode,
-                 p.stderr.decode(errors="replace")[-500:])
+        log.info("opencl: the discovery child exited %s without an answer (%s); discovering here", p.returncode, p.stderr.decode(errors="replace")[-500:])
         return None
     return answer if isinstance(answer, dict) else None
 

@@ -46,9 +46,14 @@ class BuildInfo:
 def program_key(device, options: str, source: str) -> str:
     plat = device.platform
     parts = {
-        "device": device.name, "vendor": device.vendor, "device_version": device.version,
-        "driver": device.driver_version, "platform": plat.name, "platform_version": plat.version,
-        "options": options, "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
+        "device": device.name,
+        "vendor": device.vendor,
+        "device_version": device.version,
+        "driver": device.driver_version,
+        "platform": plat.name,
+        "platform_version": plat.version,
+        "options": options,
+        "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
@@ -101,7 +106,7 @@ class ProgramCache:
 def _parse(blob: bytes, key: str) -> tuple[str | None, bytes]:
     if not blob.startswith(_MAGIC):
         return "not a program cache file", b""
-    head, sep, binary = blob[len(_MAGIC):].partition(b"\n")
+    head, sep, binary = blob[len(_MAGIC) :].partition(b"\n")
     try:
         meta = json.loads(head) if sep else None
     except ValueError:

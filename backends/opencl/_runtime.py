@@ -37,8 +37,7 @@ BUILD_OPTIONS = f"-cl-std=CL1.2 -DGEMV_MAX_WG={GEMV_MAX_WG} -DRED_LS={RED_LS} -D
 #: GGUF tensor type -> kernel format, for every type of the quant-type table: Q4_0/Q4_1/Q8_0 as stored,
 #: float types widened to F32 on upload (rare: untied heads), every other block type as its decoded
 #: int8 codes with float scales/mins per 32 (I8F) or per 16 (I8F2) elements (llm.cl).
-FORMATS = {t.name: t.name if t.name in ("Q4_0", "Q4_1", "Q8_0") else "F32" if not t.quantized
-           else "I8F" if t.sub == 32 else "I8F2" for t in TYPES.values()}
+FORMATS = {t.name: t.name if t.name in ("Q4_0", "Q4_1", "Q8_0") else "F32" if not t.quantized else "I8F" if t.sub == 32 else "I8F2" for t in TYPES.values()}
 # Per block type the kernels read: (block bytes, has min, code bytes), from the quant-type table.
 _BLOCKS = {f: (TYPES[f].nbytes, TYPES[f].has_min, TYPES[f].block * TYPES[f].bits // 8) for f in ("Q4_0", "Q4_1", "Q8_0")}
 
@@ -62,13 +61,16 @@ def split_blocks(raw: np.ndarray, qtype: str, k: int):
     if FORMATS[qtype] in ("I8F", "I8F2"):
         codes, scale, mn = t.decoded(raw)
         mn = np.zeros_like(scale) if mn is None else mn
-        return (np.ascontiguousarray(codes).view(np.uint8).reshape(-1), np.ascontiguousarray(scale, np.float32).reshape(-1),
-                np.ascontiguousarray(mn, np.float32).reshape(-1))
+        return (
+            np.ascontiguousarray(codes).view(np.uint8).reshape(-1),
+            np.ascontiguousarray(scale, np.float32).reshape(-1),
+            np.ascontiguousarray(mn, np.float32).reshape(-1),
+        )
     size, has_min, code = _BLOCKS[qtype]
     b = np.ascontiguousarray(raw).reshape(n, k // 32, size)
     d = np.ascontiguousarray(b[..., 0:2]).view(np.float16).reshape(-1)
     m = np.ascontiguousarray(b[..., 2:4]).view(np.float16).reshape(-1) if has_min else None
-    qs = np.ascontiguousarray(b[..., size - code:]).reshape(-1)
+    qs = np.ascontiguousarray(b[..., size - code :]).reshape(-1)
     return qs, d, m
 
 
@@ -133,8 +135,7 @@ class ClRuntime:
         lanes, rows = self.gemv_shape = gemv_shape or GEMV_SHAPES["CPU" if cpu else "GPU"]
         self.gemm_kind = GEMM_KINDS["CPU" if cpu else "GPU"]
         if lanes & (lanes - 1) or lanes * rows > min(GEMV_MAX_WG, device.max_work_group_size):
-            raise BackendError(f"GEMV work-group {lanes}x{rows}: lanes must be a power of two and lanes*rows <= "
-                               f"{min(GEMV_MAX_WG, device.max_work_group_size)}")
+            raise BackendError(f"GEMV work-group {lanes}x{rows}: lanes must be a power of two and lanes*rows <= {min(GEMV_MAX_WG, device.max_work_group_size)}")
         if device.max_work_group_size < TILE * TILE:
             raise BackendError(f"{device.name}: max work-group size {device.max_work_group_size} < {TILE * TILE} needed by the GEMM kernel")
         self.ctx = cl.Context([device])
@@ -215,12 +216,12 @@ class ClRuntime:
     def kv_store(self, qkv, ld: int, rows: int, nq: int, n_head_kv: int, hd: int, kc, vc, n_ctx: int, pos0: int) -> None:
         self._k["kv_store"](self.queue, (hd, n_head_kv, rows), None, qkv, ld, nq, n_head_kv * hd, kc, vc, n_ctx, pos0)
 
-    def attention(self, qkv, ld: int, rows: int, kc, vc, out, ldo: int, n_head: int, n_head_kv: int, hd: int,
-                  n_ctx: int, pos0: int, scale: float, window: int = 0) -> None:
+    def attention(
+        self, qkv, ld: int, rows: int, kc, vc, out, ldo: int, n_head: int, n_head_kv: int, hd: int, n_ctx: int, pos0: int, scale: float, window: int = 0
+    ) -> None:
         if hd > MAX_HD or hd % 4:
             raise UnsupportedModelError("", f"the OpenCL attention kernel needs head_dim <= {MAX_HD} and a multiple of 4, got {hd}")
-        self._k["attention"](self.queue, (RED_LS * n_head, rows), (RED_LS, 1), qkv, ld, kc, vc, out, ldo,
-                             n_head, n_head_kv, hd, n_ctx, pos0, scale, window)
+        self._k["attention"](self.queue, (RED_LS * n_head, rows), (RED_LS, 1), qkv, ld, kc, vc, out, ldo, n_head, n_head_kv, hd, n_ctx, pos0, scale, window)
 
     def swiglu(self, gu, out, rows: int, ff: int) -> None:
         self._k["swiglu"](self.queue, (ff, rows), None, gu, out, ff)

@@ -140,8 +140,7 @@ class ClTransformer:
         if rows > self._rows:
             cfg = self.cfg
             nq, nk = cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
-            sizes = {"x": cfg.n_embd, "h": cfg.n_embd, "qkv": nq + 2 * nk, "att": nq, "gu": 2 * cfg.n_ff,
-                     "act": cfg.n_ff, "logits": self.lm_head.n}
+            sizes = {"x": cfg.n_embd, "h": cfg.n_embd, "qkv": nq + 2 * nk, "att": nq, "gu": 2 * cfg.n_ff, "act": cfg.n_ff, "logits": self.lm_head.n}
             for b in self._scratch.values():
                 b.release()
             self._scratch = {k: self.rt.empty(rows * n * 4) for k, n in sizes.items()}

@@ -38,8 +38,18 @@ from ._cache import CTX_MODEL, ContextCache, cache_root, sha256_file
 from ._options import PERFORMANCE_MODES, PRECISIONS, PROFILING_LEVELS, SOC_MODELS, QnnOptions
 from ._quant import NpuQuantReport, load_calibration, quantize_for_npu
 
-__all__ = ["QnnBackend", "QnnOptions", "QnnRunner", "PERFORMANCE_MODES", "PRECISIONS", "PROFILING_LEVELS", "SOC_MODELS",
-           "NpuQuantReport", "load_calibration", "quantize_for_npu"]
+__all__ = [
+    "QnnBackend",
+    "QnnOptions",
+    "QnnRunner",
+    "PERFORMANCE_MODES",
+    "PRECISIONS",
+    "PROFILING_LEVELS",
+    "SOC_MODELS",
+    "NpuQuantReport",
+    "load_calibration",
+    "quantize_for_npu",
+]
 
 log = logging.getLogger("edgesdk.backends.qnn")
 
@@ -127,8 +137,11 @@ class QnnBackend(Backend):
             name = f"Qualcomm Hexagon NPU (QNN HTP) - {where}"
             details = {"ep": EP_NAME, "backend_type": "htp", "hardware": str(hw.type).rsplit(".", 1)[-1], "vendor": hw.vendor, **self.versions}
             self._ep_devices[did] = ep_dev
-            out.append(Device(self.name, did, "npu", name, None, 90, simulated=simulated,
-                              capabilities={"fp16", "int8", "int16", "qdq", "context-cache"}, details=details))
+            out.append(
+                Device(
+                    self.name, did, "npu", name, None, 90, simulated=simulated, capabilities={"fp16", "int8", "int16", "qdq", "context-cache"}, details=details
+                )
+            )
         if simulated:
             self.notes.append("x86-64 host: the HTP backend is Qualcomm's simulator - outputs are real, timings are not a phone's")
         return out
@@ -158,18 +171,22 @@ class QnnBackend(Backend):
         if structured:
             # HTP graphs carry tensors only; ORT would run every node touching these on the CPU EP.
             values = ", ".join(str(s) for s in structured)
-            return Support.refuse(f"HTP runs tensors only and the model's signature has {values}; "
-                                  f"ONNX sequence/optional/map values run on the onnxruntime backend")
+            return Support.refuse(
+                f"HTP runs tensors only and the model's signature has {values}; ONNX sequence/optional/map values run on the onnxruntime backend"
+            )
         from edgesdk.backend import dynamic_inputs, is_qdq
 
         missing = [s for s in dynamic_inputs(model.info.get("inputs", ())) if s.name not in qo.input_shapes]
         if missing:
             shapes = ", ".join(str(s) for s in missing)
-            return Support.refuse(f"HTP compiles static shapes only and input(s) {shapes} are dynamic; give them with "
-                                  f"SessionOptions(input_shapes={{name: [dims]}}) (edgesdk bench: --dim or --input)")
+            return Support.refuse(
+                f"HTP compiles static shapes only and input(s) {shapes} are dynamic; give them with "
+                f"SessionOptions(input_shapes={{name: [dims]}}) (edgesdk bench: --dim or --input)"
+            )
         if qo.precision == "quantized" and not is_qdq(model.info.get("op_types", ())):
-            return Support.refuse("precision='quantized' but the model has no QuantizeLinear/DequantizeLinear nodes; "
-                                  "quantize it first: edgesdk quantize --for npu")
+            return Support.refuse(
+                "precision='quantized' but the model has no QuantizeLinear/DequantizeLinear nodes; quantize it first: edgesdk quantize --for npu"
+            )
         return Support(ok=True)
 
     # -- loading --------------------------------------------------------------------------------
@@ -226,10 +243,16 @@ class QnnBackend(Backend):
             if getattr(options, "profile", False):
                 profile = _Profile(po, qo.profiling_file)
             if cache is not None:
-                key = cache.make_key({
-                    "model_sha256": sha256_file(model.path), "input_shapes": {k: list(v) for k, v in qo.input_shapes.items()},
-                    "provider_options": _cache_key_options(po), "device": device.id, "simulated": device.simulated, **self.versions,
-                })
+                key = cache.make_key(
+                    {
+                        "model_sha256": sha256_file(model.path),
+                        "input_shapes": {k: list(v) for k, v in qo.input_shapes.items()},
+                        "provider_options": _cache_key_options(po),
+                        "device": device.id,
+                        "simulated": device.simulated,
+                        **self.versions,
+                    }
+                )
                 entry = cache.lookup(key)
                 if entry is not None and strict and any(n[2] != device.id for n in entry.nodes):
                     return _Refused(device, tuple(NodePlacement(*n) for n in entry.nodes), precision, po)
@@ -244,8 +267,9 @@ class QnnBackend(Backend):
                         cache.remove(entry.path)
                     else:
                         nodes = tuple(NodePlacement(*n) for n in entry.nodes)
-                        runner = QnnRunner(sess, device, nodes, precision, po, cache_hit=True, cache_entry=str(entry.path),
-                                           create_s=time.perf_counter() - t0, profile=profile)
+                        runner = QnnRunner(
+                            sess, device, nodes, precision, po, cache_hit=True, cache_entry=str(entry.path), create_s=time.perf_counter() - t0, profile=profile
+                        )
                         return runner
             runner = self._compile(ort, model, device, options, po, precision, source, strict, cache, key, t0, profile)
             return runner
@@ -297,8 +321,9 @@ class QnnBackend(Backend):
             if runner.fallback_nodes():
                 runner.nodes = self._with_reasons(ort, source, device, po, options, runner.nodes)
             if staging is not None:
-                entry = cache.commit(staging, key, [(n.node, n.op_type, n.device_id, n.reason) for n in runner.nodes],
-                                     {"model": model.path, "precision": precision})
+                entry = cache.commit(
+                    staging, key, [(n.node, n.op_type, n.device_id, n.reason) for n in runner.nodes], {"model": model.path, "precision": precision}
+                )
                 staging = None
                 runner.cache_entry = str(entry.path) if entry else None
             runner.create_s = time.perf_counter() - t0
@@ -335,12 +360,16 @@ class QnnRunner(OrtRunner):
     _qnn_csv = None
     _qnn_csv_text = None
 
-    def __init__(self, sess, device, nodes, precision, provider_options, cache_hit=False, cache_entry=None, create_s=None,
-                 profile=None):
+    def __init__(self, sess, device, nodes, precision, provider_options, cache_hit=False, cache_entry=None, create_s=None, profile=None):
         import onnxruntime as ort
 
-        super().__init__(sess, device, {EP_NAME: device.id, "CPUExecutionProvider": "onnxruntime:cpu"}, ort.RunOptions(),
-                         profile_dir=None if profile is None else profile.dir)
+        super().__init__(
+            sess,
+            device,
+            {EP_NAME: device.id, "CPUExecutionProvider": "onnxruntime:cpu"},
+            ort.RunOptions(),
+            profile_dir=None if profile is None else profile.dir,
+        )
         self.device_id = device.id
         if nodes is not None:
             self.nodes = tuple(nodes)
@@ -387,7 +416,7 @@ class QnnRunner(OrtRunner):
         try:
             with open(self._qnn_csv, "rb") as f:
                 data = f.read()
-            self._qnn_csv_text = (data[self._qnn_csv_start:] if len(data) >= self._qnn_csv_start else data).decode("utf-8", "replace")
+            self._qnn_csv_text = (data[self._qnn_csv_start :] if len(data) >= self._qnn_csv_start else data).decode("utf-8", "replace")
         except OSError as exc:
             self._qnn_csv_text = None
             log.warning("the QNN profile %s could not be read (%s); reporting ORT's per-partition times", self._qnn_csv, exc)

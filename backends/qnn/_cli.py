@@ -38,10 +38,18 @@ class NpuQuantizeTarget(QuantizeTarget):
             raise InputError("--for npu needs --calibration DIR (.npz or .npy samples of the model's inputs)")
         if output is None:
             raise InputError("--for npu needs --output FILE for the QDQ model")
-        report = quantize_for_npu(hub.resolve(args.model), output, args.calibration,
-                                  activation_type=args.activation_type or "uint8", weight_type=args.weight_type or "uint8",
-                                  per_channel=bool(args.per_channel), method=args.method or "minmax",
-                                  max_samples=args.max_samples, eval_data=args.eval, evaluate_on=args.evaluate_on,
-                                  options=options_with_backend_json(args, options_fn))
+        report = quantize_for_npu(
+            hub.resolve(args.model),
+            output,
+            args.calibration,
+            activation_type=args.activation_type or "uint8",
+            weight_type=args.weight_type or "uint8",
+            per_channel=bool(args.per_channel),
+            method=args.method or "minmax",
+            max_samples=args.max_samples,
+            eval_data=args.eval,
+            evaluate_on=args.evaluate_on,
+            options=options_with_backend_json(args, options_fn),
+        )
         print_report(report, args.json)
         return 0

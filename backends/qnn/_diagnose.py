@@ -102,7 +102,7 @@ def parse_reasons(text: str) -> dict[str, str]:
         if not _FAILED.search(ln):
             continue
         names, reason = [], None
-        for follow in lines[i + 1:i + 40]:
+        for follow in lines[i + 1 : i + 40]:
             nm = _NODE.search(follow)
             if nm:
                 names.append(nm["name"])

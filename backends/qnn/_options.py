@@ -11,8 +11,16 @@ from edgesdk.backend import input_shapes, typed_backend_options
 __all__ = ["QnnOptions", "PERFORMANCE_MODES", "PRECISIONS", "PROFILING_LEVELS", "SOC_MODELS"]
 
 PERFORMANCE_MODES = (
-    "default", "burst", "balanced", "high_performance", "sustained_high_performance",
-    "power_saver", "low_power_saver", "high_power_saver", "low_balanced", "extreme_power_saver",
+    "default",
+    "burst",
+    "balanced",
+    "high_performance",
+    "sustained_high_performance",
+    "power_saver",
+    "low_power_saver",
+    "high_power_saver",
+    "low_balanced",
+    "extreme_power_saver",
 )
 #: "auto": quantized when the model has QuantizeLinear/DequantizeLinear nodes, else fp16.
 PRECISIONS = ("auto", "fp16", "quantized")

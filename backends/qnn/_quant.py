@@ -73,8 +73,7 @@ class NpuQuantReport:
             "  static input shapes: " + ", ".join(f"{k}={list(v)}" for k, v in self.input_shapes.items()),
             f"  accuracy vs the float model over {self.eval_samples} sample(s), quantized model run on {self.evaluated_on}:",
         ]
-        lines += [f"    {o.name}: max|e|={o.max_abs:.4g} mean|e|={o.mean_abs:.4g} cos={o.cosine:.5f} (max|float|={o.ref_max_abs:.4g})"
-                  for o in self.outputs]
+        lines += [f"    {o.name}: max|e|={o.max_abs:.4g} mean|e|={o.mean_abs:.4g} cos={o.cosine:.5f} (max|float|={o.ref_max_abs:.4g})" for o in self.outputs]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -111,8 +110,10 @@ def load_calibration(source, inputs, limit: int | None = None) -> list[dict[str,
             if spec.shape is not None and a.ndim != len(spec.shape):
                 raise QuantizationError(f"calibration sample {i}: input {spec.name!r} has rank {a.ndim}, the model wants {spec}")
             if a.shape != samples[0][spec.name].shape:
-                raise QuantizationError(f"calibration sample {i}: input {spec.name!r} has shape {a.shape}, sample 0 had "
-                                        f"{samples[0][spec.name].shape}; the NPU model is compiled for one static shape")
+                raise QuantizationError(
+                    f"calibration sample {i}: input {spec.name!r} has shape {a.shape}, sample 0 had "
+                    f"{samples[0][spec.name].shape}; the NPU model is compiled for one static shape"
+                )
             if a.dtype != spec.dtype:
                 if not np.can_cast(a.dtype, spec.dtype, "same_kind"):
                     raise QuantizationError(f"calibration sample {i}: input {spec.name!r} is {a.dtype}, the model wants {spec.dtype}")
@@ -138,8 +139,10 @@ def _from_dir(d: Path, inputs) -> list[dict]:
         except (OSError, ValueError) as exc:
             raise QuantizationError(f"calibration file {str(f)!r} is not a readable .npy/.npz: {exc}") from None
         if len(inputs) != 1:
-            raise QuantizationError(f"{f.name}: .npy calibration files serve single-input models; this one has inputs "
-                                    f"{[s.name for s in inputs]}, use .npz files keyed by input name")
+            raise QuantizationError(
+                f"{f.name}: .npy calibration files serve single-input models; this one has inputs "
+                f"{[s.name for s in inputs]}, use .npz files keyed by input name"
+            )
         spec = inputs[0]
         rank = len(spec.shape) if spec.shape is not None else a.ndim
         if a.ndim == rank + 1:
@@ -222,9 +225,14 @@ def quantize_for_npu(
                 return next(self._it, None)
 
         try:
-            cfg = get_qnn_qdq_config(str(src_q), Reader(), calibrate_method=getattr(CalibrationMethod, _METHOD[method]),
-                                     activation_type=getattr(QuantType, _QT[activation_type]),
-                                     weight_type=getattr(QuantType, _QT[weight_type]), per_channel=per_channel)
+            cfg = get_qnn_qdq_config(
+                str(src_q),
+                Reader(),
+                calibrate_method=getattr(CalibrationMethod, _METHOD[method]),
+                activation_type=getattr(QuantType, _QT[activation_type]),
+                weight_type=getattr(QuantType, _QT[weight_type]),
+                per_channel=per_channel,
+            )
             out_tmp = tmp / "qdq.onnx"
             quantize(str(src_q), str(out_tmp), cfg)
         except Exception as exc:
@@ -236,10 +244,21 @@ def quantize_for_npu(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return NpuQuantReport(
-        model=model, output=os.fspath(output), activation_type=activation_type, weight_type=weight_type,
-        per_channel=per_channel, method=method, calibration_samples=len(samples), eval_samples=len(evals),
-        evaluated_on=where, input_shapes=shapes, outputs=diffs, qdq_nodes=qdq_nodes, float_bytes=m.size,
-        quant_bytes=os.path.getsize(output), seconds=time.perf_counter() - t0,
+        model=model,
+        output=os.fspath(output),
+        activation_type=activation_type,
+        weight_type=weight_type,
+        per_channel=per_channel,
+        method=method,
+        calibration_samples=len(samples),
+        eval_samples=len(evals),
+        evaluated_on=where,
+        input_shapes=shapes,
+        outputs=diffs,
+        qdq_nodes=qdq_nodes,
+        float_bytes=m.size,
+        quant_bytes=os.path.getsize(output),
+        seconds=time.perf_counter() - t0,
     )
 
 
@@ -262,8 +281,7 @@ def _preprocess(src: Path, tmp: Path) -> Path:
         # on paddle2onnx's shape-computing Concats.
         quant_pre_process(str(src), str(folded), skip_symbolic_shape=True)
     except Exception as exc:
-        log.warning("shape inference/constant folding before quantization failed (%s: %s); quantizing the model as is",
-                    type(exc).__name__, exc)
+        log.warning("shape inference/constant folding before quantization failed (%s: %s); quantizing the model as is", type(exc).__name__, exc)
         folded = src
     m = onnx.load_model(str(folded))
     if m.metadata_props:

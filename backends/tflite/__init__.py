@@ -53,8 +53,18 @@ class TFLiteBackend(Backend):
         except Exception:
             self.version = dist
         self._mod = mod
-        devs = [Device(self.name, "tflite:cpu", "cpu", f"{cpu_name()} (XNNPACK)", total_memory(), 45,
-                       capabilities={"fp32", "fp16", "int8"}, details={"runtime": self.version})]
+        devs = [
+            Device(
+                self.name,
+                "tflite:cpu",
+                "cpu",
+                f"{cpu_name()} (XNNPACK)",
+                total_memory(),
+                45,
+                capabilities={"fp32", "fp16", "int8"},
+                details={"runtime": self.version},
+            )
+        ]
         pkg_dir = os.path.dirname(getattr(mod, "__file__", "") or "")
         has_gpu_lib = bool(glob.glob(os.path.join(pkg_dir, "libLiteRt*Gpu*Accelerator*.so")))
         if not has_gpu_lib:
@@ -97,8 +107,7 @@ class TFLiteRunner(Runner):
         self.inputs, self.outputs = _specs(ins), _specs(outs)
         # name -> (scale, zero_point) of each per-tensor quantized input/output: callers of int8
         # models need them to quantize features and dequantize scores.
-        self.quantization = {d["name"]: (float(d["quantization"][0]), int(d["quantization"][1]))
-                             for d in (*ins, *outs) if d.get("quantization", (0.0, 0))[0]}
+        self.quantization = {d["name"]: (float(d["quantization"][0]), int(d["quantization"][1])) for d in (*ins, *outs) if d.get("quantization", (0.0, 0))[0]}
         self._in = [(d["name"], d["index"], tuple(d["shape"])) for d in ins]
         self._shapes = {d["index"]: tuple(d["shape"]) for d in ins}
         self._out = [(d["name"], d["index"]) for d in outs]

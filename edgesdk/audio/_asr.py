@@ -62,14 +62,16 @@ class SpeechRecognizer(SessionBlock):
         except ModelFormatError as exc:
             p = Path(hub.resolve(model)) if isinstance(model, str) else Path(model)
             if p.is_dir() and (p / "model.bin").is_file():
-                raise MissingDependencyError("SpeechRecognizer on a CTranslate2 model directory", "edgesdk-ctranslate2",
-                                             "no installed backend plugin reads it") from exc
+                raise MissingDependencyError(
+                    "SpeechRecognizer on a CTranslate2 model directory", "edgesdk-ctranslate2", "no installed backend plugin reads it"
+                ) from exc
             raise
         runner = self.session.runner
         specs = self.session.inputs
         if len(specs) != 1 or specs[0].dtype.kind != "f" or (specs[0].shape is not None and len(specs[0].shape) != 1):
-            raise ModelFormatError(self.session.model.path, f"not a speech recognizer: expects inputs {[str(s) for s in specs]}, "
-                                                            "want one 1-D float audio input")
+            raise ModelFormatError(
+                self.session.model.path, f"not a speech recognizer: expects inputs {[str(s) for s in specs]}, want one 1-D float audio input"
+            )
         if "text" not in {o.name for o in self.session.outputs}:
             raise ModelFormatError(self.session.model.path, "not a speech recognizer: it has no 'text' output")
         self._input = specs[0].name
@@ -82,8 +84,7 @@ class SpeechRecognizer(SessionBlock):
 
     def transcribe(self, audio: Audio) -> Transcript:
         if not isinstance(audio, Audio):
-            raise InputError(f"transcribe needs an edgesdk.audio.Audio, got {type(audio).__name__} "
-                             "(wrap samples with Audio(samples, sample_rate))")
+            raise InputError(f"transcribe needs an edgesdk.audio.Audio, got {type(audio).__name__} (wrap samples with Audio(samples, sample_rate))")
         if audio.samples.size == 0:
             raise InputError("audio is empty")
         x = audio.to(self.sample_rate).samples

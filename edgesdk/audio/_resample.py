@@ -63,8 +63,9 @@ def output_length(n: int, sr_from: int, sr_to: int) -> int:
     return -(-n * up // down)
 
 
-def resample_blocks(blocks: Iterable[np.ndarray], n: int, sr_from: int, sr_to: int, out: np.ndarray | None = None,
-                    engine_name: str | None = None) -> np.ndarray:
+def resample_blocks(
+    blocks: Iterable[np.ndarray], n: int, sr_from: int, sr_to: int, out: np.ndarray | None = None, engine_name: str | None = None
+) -> np.ndarray:
     """Resample ``n`` float32 samples arriving as ``blocks`` into ``out`` (allocated when None).
 
     Peak memory is the output plus a few MiB, however long the input.
@@ -78,7 +79,7 @@ def resample_blocks(blocks: Iterable[np.ndarray], n: int, sr_from: int, sr_to: i
     def put(y: np.ndarray) -> None:
         nonlocal filled
         take = min(y.size, n_out - filled)
-        out[filled:filled + take] = y[:take]
+        out[filled : filled + take] = y[:take]
         filled += take
 
     for block in blocks:

@@ -16,16 +16,19 @@ def stream_samples(chunk, block: str) -> np.ndarray:
     if isinstance(chunk, Audio):
         if chunk.sample_rate != STREAM_RATE:
             # Resampling chunk by chunk would put filter edges at every chunk boundary.
-            raise InputError(f"{block} streams 16000 Hz audio, got a chunk at {chunk.sample_rate} Hz; "
-                             "resample the whole stream once (Audio.to(16000)) or pass a whole clip to the clip method")
+            raise InputError(
+                f"{block} streams 16000 Hz audio, got a chunk at {chunk.sample_rate} Hz; "
+                "resample the whole stream once (Audio.to(16000)) or pass a whole clip to the clip method"
+            )
         return chunk.samples
     if not isinstance(chunk, np.ndarray):
         raise InputError(f"{block} needs an edgesdk.audio.Audio or a numpy float32 array, got {type(chunk).__name__}")
     if chunk.ndim != 1:
         raise InputError(f"{block} needs mono audio (1-D samples), got shape {list(chunk.shape)}")
     if chunk.dtype.kind != "f":
-        raise InputError(f"{block} needs float samples in [-1, 1] at 16000 Hz, got dtype {chunk.dtype} "
-                         "(wrap integer PCM in edgesdk.audio.Audio, which scales it)")
+        raise InputError(
+            f"{block} needs float samples in [-1, 1] at 16000 Hz, got dtype {chunk.dtype} (wrap integer PCM in edgesdk.audio.Audio, which scales it)"
+        )
     x = np.ascontiguousarray(chunk, dtype=np.float32)
     if not np.isfinite(x).all():
         raise InputError(f"{block}: audio samples contain NaN or infinity")

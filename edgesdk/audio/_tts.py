@@ -53,9 +53,16 @@ class TextToSpeech(SessionBlock):
     inference settings; ``noise_scale=0, noise_w=0`` makes the output deterministic.
     """
 
-    def __init__(self, voice="hub:piper-joe-us", options: SessionOptions | None = None, *,
-                 noise_scale: float | None = None, length_scale: float | None = None, noise_w: float | None = None,
-                 **session_overrides):
+    def __init__(
+        self,
+        voice="hub:piper-joe-us",
+        options: SessionOptions | None = None,
+        *,
+        noise_scale: float | None = None,
+        length_scale: float | None = None,
+        noise_w: float | None = None,
+        **session_overrides,
+    ):
         model = Path(hub.resolve(voice))
         cfg_path = _config_path(model)
         try:

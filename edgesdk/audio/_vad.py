@@ -64,9 +64,16 @@ class VoiceActivityDetector:
     :class:`VadEvent` s; :meth:`flush` ends the stream; :meth:`segments` runs a whole clip.
     """
 
-    def __init__(self, model="hub:silero-vad", options: SessionOptions | None = None, threshold: float = 0.5,
-                 min_speech_ms: float = 250, min_silence_ms: float = 300, speech_pad_ms: float = 30,
-                 **session_overrides):
+    def __init__(
+        self,
+        model="hub:silero-vad",
+        options: SessionOptions | None = None,
+        threshold: float = 0.5,
+        min_speech_ms: float = 250,
+        min_silence_ms: float = 300,
+        speech_pad_ms: float = 30,
+        **session_overrides,
+    ):
         if not 0.0 < float(threshold) < 1.0:
             raise InputError(f"threshold must be in (0, 1), got {threshold!r}")
         for name, v in (("min_speech_ms", min_speech_ms), ("min_silence_ms", min_silence_ms), ("speech_pad_ms", speech_pad_ms)):
@@ -86,10 +93,19 @@ class VoiceActivityDetector:
         names = {i.name: i for i in self.session.inputs}
         outs = [o.name for o in self.session.outputs]
         state = names.get("state")
-        if set(names) != {"input", "state", "sr"} or len(outs) != 2 or state is None or state.shape is None \
-                or len(state.shape) != 3 or state.shape[0] != 2 or not isinstance(state.shape[2], int):
-            raise UnsupportedModelError(self.session.model.path, "not a silero VAD v5/v6 model: expected inputs input, "
-                                        f"state [2, batch, N], sr and two outputs; got {[str(i) for i in self.session.inputs]}")
+        if (
+            set(names) != {"input", "state", "sr"}
+            or len(outs) != 2
+            or state is None
+            or state.shape is None
+            or len(state.shape) != 3
+            or state.shape[0] != 2
+            or not isinstance(state.shape[2], int)
+        ):
+            raise UnsupportedModelError(
+                self.session.model.path,
+                f"not a silero VAD v5/v6 model: expected inputs input, state [2, batch, N], sr and two outputs; got {[str(i) for i in self.session.inputs]}",
+            )
         self._prob_name, self._state_name = outs
         self._state_shape = (2, 1, state.shape[2])
         self._sr = np.array(STREAM_RATE, dtype=names["sr"].dtype)
@@ -149,9 +165,9 @@ class VoiceActivityDetector:
         events: list[VadEvent] = []
         n = buf.size // _WINDOW
         for k in range(n):
-            self._step(self._score(buf[k * _WINDOW:(k + 1) * _WINDOW]), events)
+            self._step(self._score(buf[k * _WINDOW : (k + 1) * _WINDOW]), events)
             self._window_start += _WINDOW
-        self._buf = buf[n * _WINDOW:].copy()
+        self._buf = buf[n * _WINDOW :].copy()
         return events
 
     def flush(self) -> list[VadEvent]:

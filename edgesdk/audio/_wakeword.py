@@ -99,8 +99,14 @@ class WakeWordDetector:
     probability falls back to the cutoff). :meth:`detect` runs a whole clip from a fresh state.
     """
 
-    def __init__(self, model="okay-nabu", options: SessionOptions | None = None, probability_cutoff: float | None = None,
-                 sliding_window: int | None = None, **session_overrides):
+    def __init__(
+        self,
+        model="okay-nabu",
+        options: SessionOptions | None = None,
+        probability_cutoff: float | None = None,
+        sliding_window: int | None = None,
+        **session_overrides,
+    ):
         path = _resolve(model)
         cfg = _config(path)
         if probability_cutoff is None:
@@ -125,16 +131,27 @@ class WakeWordDetector:
 
     def _check_signature(self, path: Path) -> None:
         ins, outs = self.session.inputs, self.session.outputs
-        if len(ins) != 1 or len(outs) != 1 or ins[0].shape is None or len(ins[0].shape) != 3 \
-                or ins[0].shape[0] != 1 or ins[0].shape[2] != _N_FEATURES or not isinstance(ins[0].shape[1], int):
-            raise UnsupportedModelError(path, f"not a microWakeWord streaming model: inputs {[str(i) for i in ins]}, "
-                                              f"outputs {[str(o) for o in outs]} (expected one [1, stride, {_N_FEATURES}] input and one score)")
+        if (
+            len(ins) != 1
+            or len(outs) != 1
+            or ins[0].shape is None
+            or len(ins[0].shape) != 3
+            or ins[0].shape[0] != 1
+            or ins[0].shape[2] != _N_FEATURES
+            or not isinstance(ins[0].shape[1], int)
+        ):
+            raise UnsupportedModelError(
+                path,
+                f"not a microWakeWord streaming model: inputs {[str(i) for i in ins]}, "
+                f"outputs {[str(o) for o in outs]} (expected one [1, stride, {_N_FEATURES}] input and one score)",
+            )
         self._in, self._out = ins[0], outs[0]
         self.stride: int = ins[0].shape[1]
         quant = getattr(self.session.runner, "quantization", None)
         if self._in.dtype.kind in "iu" and (quant is None or self._in.name not in quant):
-            raise UnsupportedModelError(path, f"backend {self.session.placement.backend!r} reports no input quantization for "
-                                              f"the {self._in.dtype} input; cannot quantize features")
+            raise UnsupportedModelError(
+                path, f"backend {self.session.placement.backend!r} reports no input quantization for the {self._in.dtype} input; cannot quantize features"
+            )
         self._in_q = quant.get(self._in.name) if quant else None
         self._out_q = quant.get(self._out.name) if quant else None
         if self._in_q is not None:
@@ -164,7 +181,7 @@ class WakeWordDetector:
         out: list[Detection] = []
         i = 0
         while buf.size - i >= _HOP:
-            res = self._frontend.process_samples(buf[i:i + _HOP].tobytes())
+            res = self._frontend.process_samples(buf[i : i + _HOP].tobytes())
             if res.samples_read <= 0:  # never expected; guards against an endless loop
                 raise InputError("the micro front end consumed no samples")
             i += res.samples_read

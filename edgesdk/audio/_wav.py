@@ -32,7 +32,7 @@ def _samples(value) -> np.ndarray:
     elif a.dtype.kind == "u":
         a = a.astype(np.float32) / float(2 ** (8 * a.dtype.itemsize - 1)) - 1.0
     a = np.ascontiguousarray(a, dtype=np.float32)
-    if not all(np.isfinite(a[i:i + _SLICE]).all() for i in range(0, a.size, _SLICE)):
+    if not all(np.isfinite(a[i : i + _SLICE]).all() for i in range(0, a.size, _SLICE)):
         raise InputError("audio samples contain NaN or infinity")
     return a
 
@@ -111,7 +111,7 @@ def _empty(n: int, p: Path) -> np.ndarray:
 def _fill(out: np.ndarray, blocks) -> None:
     at = 0
     for b in blocks:
-        out[at:at + b.size] = b
+        out[at : at + b.size] = b
         at += b.size
 
 
@@ -145,4 +145,4 @@ def resample(samples, sr_from: int, sr_to: int) -> np.ndarray:
 
 def _slices(x: np.ndarray):
     for i in range(0, x.size, _SLICE):
-        yield x[i:i + _SLICE]
+        yield x[i : i + _SLICE]

@@ -23,9 +23,21 @@ __all__ = ["WavReader"]
 _PCM, _FLOAT, _EXTENSIBLE = 0x0001, 0x0003, 0xFFFE
 # The KSDATAFORMAT_SUBTYPE_* GUIDs of WAVE_FORMAT_EXTENSIBLE: a format tag in the first two bytes, then this.
 _GUID_TAIL = bytes.fromhex("000000001000800000aa00389b71")
-_CODECS = {0x0002: "Microsoft ADPCM", 0x0006: "A-law", 0x0007: "mu-law", 0x0011: "IMA ADPCM",
-           0x0031: "GSM 6.10", 0x0040: "G.721 ADPCM", 0x0050: "MPEG audio", 0x0055: "MPEG Layer III (MP3)",
-           0x0092: "Dolby AC-3", 0x00FF: "AAC", 0x1610: "MPEG-4 AAC", 0x2000: "Dolby AC-3", 0xF1AC: "FLAC"}
+_CODECS = {
+    0x0002: "Microsoft ADPCM",
+    0x0006: "A-law",
+    0x0007: "mu-law",
+    0x0011: "IMA ADPCM",
+    0x0031: "GSM 6.10",
+    0x0040: "G.721 ADPCM",
+    0x0050: "MPEG audio",
+    0x0055: "MPEG Layer III (MP3)",
+    0x0092: "Dolby AC-3",
+    0x00FF: "AAC",
+    0x1610: "MPEG-4 AAC",
+    0x2000: "Dolby AC-3",
+    0xF1AC: "FLAC",
+}
 _HEADERS = {b"RIFX": "big-endian RIFX WAV", b"RF64": "RF64 (over 4 GiB) WAV", b"BW64": "BW64 (over 4 GiB) WAV"}
 _MAX_FMT = 1 << 16  # a real fmt chunk is 16-40 bytes; a larger one is a corrupt size field
 _BLOCK_BYTES = 1 << 18
@@ -76,8 +88,7 @@ class WavReader:
         except OSError as exc:
             raise self._fail(f"cannot read the WAV file ({exc.strerror or exc})") from None
         if len(raw) != size:
-            raise self._fail(f"truncated WAV file: the {what} at byte {offset} needs {size} bytes, "
-                             f"the file ends after {len(raw)}")
+            raise self._fail(f"truncated WAV file: the {what} at byte {offset} needs {size} bytes, the file ends after {len(raw)}")
         return raw
 
     def _parse(self) -> tuple[_Format, int, int]:
@@ -94,8 +105,7 @@ class WavReader:
             cid, size = struct.unpack("<4sI", self._read(pos, 8, "chunk header"))
             body = pos + 8
             if body + size > file_size:
-                raise self._fail(f"truncated or corrupt WAV file: the {_name(cid)} chunk at byte {pos} declares "
-                                 f"{size} bytes, only {file_size - body} follow")
+                raise self._fail(f"truncated or corrupt WAV file: the {_name(cid)} chunk at byte {pos} declares {size} bytes, only {file_size - body} follow")
             if cid == b"fmt " and fmt is None:
                 if size > _MAX_FMT:
                     raise self._fail(f"corrupt WAV file: its 'fmt ' chunk declares {size} bytes")
@@ -116,10 +126,8 @@ class WavReader:
         if tag == _EXTENSIBLE:
             tag = self._subformat(raw, bits)
         if tag not in (_PCM, _FLOAT):
-            what = (f"{_CODECS[tag]}-encoded (format tag 0x{tag:04x}) WAV files" if tag in _CODECS
-                    else f"WAV files with format tag 0x{tag:04x}")
-            raise self._fail(f"{what} are not supported, only uncompressed PCM or float "
-                             "(convert with e.g. `ffmpeg -i in.wav -c:a pcm_s16le out.wav`)")
+            what = f"{_CODECS[tag]}-encoded (format tag 0x{tag:04x}) WAV files" if tag in _CODECS else f"WAV files with format tag 0x{tag:04x}"
+            raise self._fail(f"{what} are not supported, only uncompressed PCM or float (convert with e.g. `ffmpeg -i in.wav -c:a pcm_s16le out.wav`)")
         if channels == 0:
             raise self._fail("corrupt WAV file: its header says 0 channels")
         if align == 0 or align % channels:
@@ -127,23 +135,21 @@ class WavReader:
         width = align // channels
         is_float = tag == _FLOAT
         # Narrower samples sit left-justified in their container, so decoding the container is exact.
-        if bits == 0 or bits > 8 * width or width not in ((4, 8) if is_float else (1, 2, 3, 4)) \
-                or (is_float and bits != 8 * width):
+        if bits == 0 or bits > 8 * width or width not in ((4, 8) if is_float else (1, 2, 3, 4)) or (is_float and bits != 8 * width):
             kind = "float" if is_float else "integer PCM"
-            raise self._fail(f"{bits}-bit {kind} samples in {width}-byte containers are not supported "
-                             "(8-bit unsigned, 16/24/32-bit PCM and 32/64-bit float are)")
+            raise self._fail(
+                f"{bits}-bit {kind} samples in {width}-byte containers are not supported (8-bit unsigned, 16/24/32-bit PCM and 32/64-bit float are)"
+            )
         return _Format(is_float, width, channels, rate)
 
     def _subformat(self, raw: bytes, bits: int) -> int:
         """The format tag that WAVE_FORMAT_EXTENSIBLE's sub-format GUID carries."""
         if len(raw) < 40:
-            raise self._fail(f"corrupt WAV file: its WAVE_FORMAT_EXTENSIBLE 'fmt ' chunk has {len(raw)} bytes, "
-                             "40 are needed")
-        valid_bits, = struct.unpack_from("<H", raw, 18)
+            raise self._fail(f"corrupt WAV file: its WAVE_FORMAT_EXTENSIBLE 'fmt ' chunk has {len(raw)} bytes, 40 are needed")
+        (valid_bits,) = struct.unpack_from("<H", raw, 18)
         guid = raw[24:40]
         if guid[2:] != _GUID_TAIL:
-            raise self._fail(f"WAVE_FORMAT_EXTENSIBLE sub-format {_guid(guid)} is not supported "
-                             "(only PCM and IEEE float are)")
+            raise self._fail(f"WAVE_FORMAT_EXTENSIBLE sub-format {_guid(guid)} is not supported (only PCM and IEEE float are)")
         if valid_bits > bits:
             raise self._fail(f"corrupt WAV file: {valid_bits} valid bits in a {bits}-bit sample")
         return struct.unpack_from("<H", guid)[0]

@@ -1,12 +1,12 @@
 """Hybrid AI: keep work on the device, escalate to a cloud serving engine only when policy allows.
 
-    from edgesdk.hybrid import Orchestrator, Policy, OpenAICompatible
-    orch = Orchestrator(device=edgesdk.Session("hub:smollm2-135m"),
-                        cloud=OpenAICompatible(base_url="https://...", model="...", api_key_env="EDGE_CLOUD_KEY"),
-                        policy=Policy(privacy="strict", max_latency_s=2.0, min_confidence=0.5),
-                        audit_log="audit.jsonl")
-    ans = orch.generate("Summarize my meeting with anna@example.com tomorrow at 10")
-    ans.text, ans.route, ans.reasons
+from edgesdk.hybrid import Orchestrator, Policy, OpenAICompatible
+orch = Orchestrator(device=edgesdk.Session("hub:smollm2-135m"),
+                    cloud=OpenAICompatible(base_url="https://...", model="...", api_key_env="EDGE_CLOUD_KEY"),
+                    policy=Policy(privacy="strict", max_latency_s=2.0, min_confidence=0.5),
+                    audit_log="audit.jsonl")
+ans = orch.generate("Summarize my meeting with anna@example.com tomorrow at 10")
+ans.text, ans.route, ans.reasons
 """
 
 from ._audit import AuditLog

@@ -178,15 +178,23 @@ class ChatStream:
                 if piece:
                     yield piece
             if not chunks.finished:
-                raise CloudError("connection", f"the stream from {http.target} ended before the answer was complete "
-                                               "(no [DONE] and no finish_reason)")
+                raise CloudError("connection", f"the stream from {http.target} ended before the answer was complete (no [DONE] and no finish_reason)")
         self.reply = chunks.reply()
 
 
 _V2_TYPES = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
 }
 _V2_NAMES = {np.dtype(v): k for k, v in _V2_TYPES.items()}
 

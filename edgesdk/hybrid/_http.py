@@ -311,9 +311,20 @@ class HttpTransport:
     each request's attempts and waits together (None: only timeouts and retries bound it; each
     attempt's phase timeouts are cut to the time left when it starts, a stream's reads included)."""
 
-    def __init__(self, base_url: str, *, timeout_s: float | httpx.Timeout = 30.0, retries: int = 2, backoff_s: float = 0.25,
-                 max_retry_after_s: float = 30.0, deadline_s: float | None = None, verify_tls: bool = True,
-                 ca_file: str | None = None, breaker: CircuitBreaker | None = None, headers: Callable[[], dict] | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float | httpx.Timeout = 30.0,
+        retries: int = 2,
+        backoff_s: float = 0.25,
+        max_retry_after_s: float = 30.0,
+        deadline_s: float | None = None,
+        verify_tls: bool = True,
+        ca_file: str | None = None,
+        breaker: CircuitBreaker | None = None,
+        headers: Callable[[], dict] | None = None,
+    ):
         u = urllib.parse.urlsplit(base_url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
@@ -325,8 +336,9 @@ class HttpTransport:
         self._headers = headers or dict
         self._scheme, self._netloc, self._prefix, self._query = u.scheme, u.netloc, u.path.rstrip("/"), u.query
         self.target = f"{u.hostname}:{u.port or (443 if u.scheme == 'https' else 80)}"
-        self._client = httpx.Client(timeout=self.timeout, verify=self._verify(verify_tls, ca_file), trust_env=True,
-                                    headers={"User-Agent": f"edgesdk/{__version__}"})
+        self._client = httpx.Client(
+            timeout=self.timeout, verify=self._verify(verify_tls, ca_file), trust_env=True, headers={"User-Agent": f"edgesdk/{__version__}"}
+        )
 
     def _verify(self, verify_tls: bool, ca_file: str | None):
         if not verify_tls:

@@ -79,8 +79,17 @@ class Orchestrator:
     (an :class:`OpenAICompatible` client, or None), under ``policy`` and ``guardrails``; every
     decision is appended to ``audit_log`` (a path or :class:`AuditLog`) when given."""
 
-    def __init__(self, device, cloud=None, policy: Policy | None = None, guardrails: Guardrails | None = None,
-                 audit_log=None, *, max_tokens: int = 256, state_fn: Callable[[], DeviceState] = read_device_state):
+    def __init__(
+        self,
+        device,
+        cloud=None,
+        policy: Policy | None = None,
+        guardrails: Guardrails | None = None,
+        audit_log=None,
+        *,
+        max_tokens: int = 256,
+        state_fn: Callable[[], DeviceState] = read_device_state,
+    ):
         if not hasattr(device, "generate"):
             raise TypeError("device must be an edgesdk.Session of a generative model")
         self.device, self.cloud = device, cloud
@@ -199,7 +208,7 @@ class Orchestrator:
         if not ans or len(ids) + len(ans) > llm.n_ctx:
             return None
         logits = self.device.run({"input_ids": np.array([ids + ans], np.int64)})["logits"][0]
-        rows = logits[len(ids) - 1: len(ids) - 1 + len(ans)].astype(np.float64)
+        rows = logits[len(ids) - 1 : len(ids) - 1 + len(ans)].astype(np.float64)
         m = rows.max(axis=1, keepdims=True)
         logp = rows[np.arange(len(ans)), ans] - (m[:, 0] + np.log(np.exp(rows - m).sum(axis=1)))
         return float(np.exp(logp.mean()))
@@ -239,12 +248,18 @@ class Orchestrator:
     def _finish(self, ans: Answer, sent) -> Answer:
         if self.audit is not None:
             body = None if sent is None else "\n".join(m["content"] for m in sent)
-            self.audit.write({
-                "request_id": ans.request_id, "route": ans.route, "reasons": list(ans.reasons),
-                "sent": body, "sent_sha256": None if body is None else sha256_text(body),
-                "destination": None if sent is None else self.cloud.http.url,
-                "confidence": ans.confidence, "latency_s": round(ans.latency_s, 4),
-            })
+            self.audit.write(
+                {
+                    "request_id": ans.request_id,
+                    "route": ans.route,
+                    "reasons": list(ans.reasons),
+                    "sent": body,
+                    "sent_sha256": None if body is None else sha256_text(body),
+                    "destination": None if sent is None else self.cloud.http.url,
+                    "confidence": ans.confidence,
+                    "latency_s": round(ans.latency_s, 4),
+                }
+            )
         log.info("request %s answered by %s: %s", ans.request_id, ans.route, "; ".join(ans.reasons))
         return ans
 
@@ -254,8 +269,7 @@ class AnswerStream:
     followed by a notice and the cloud's answer; if the cloud stream breaks, a notice says so and
     the device answer stands (or follows). ``answer`` holds the final Answer when done."""
 
-    def __init__(self, orch: Orchestrator, prompt: str, private: bool, max_tokens: int, *, force_cloud: bool = False,
-                 previous: Answer | None = None):
+    def __init__(self, orch: Orchestrator, prompt: str, private: bool, max_tokens: int, *, force_cloud: bool = False, previous: Answer | None = None):
         if not isinstance(prompt, str) or not prompt.strip():
             raise EdgeSDKError("prompt must be a non-empty string")
         self._orch, self._args = orch, (prompt, private, max_tokens)

@@ -119,5 +119,3 @@ class Guardrails:
 
     def is_refusal(self, text: str) -> bool:
         return any(p.search(text) for p in self.refusal_patterns)
-
-

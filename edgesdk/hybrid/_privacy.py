@@ -40,13 +40,26 @@ from stdnum.it import codicefiscale as _it_cf
 from stdnum.us import ssn as _us_ssn
 
 __all__ = [
-    "Span", "Unsure", "Findings", "Detector", "RegexDetector", "BUILTIN_DETECTORS", "DEFAULT_PHONE_REGIONS",
-    "builtin_detectors", "check_phone_regions", "check_detectors", "find_private", "Redaction", "redact",
-    "luhn_ok", "iban_ok",
+    "Span",
+    "Unsure",
+    "Findings",
+    "Detector",
+    "RegexDetector",
+    "BUILTIN_DETECTORS",
+    "DEFAULT_PHONE_REGIONS",
+    "builtin_detectors",
+    "check_phone_regions",
+    "check_detectors",
+    "find_private",
+    "Redaction",
+    "redact",
+    "luhn_ok",
+    "iban_ok",
 ]
 
 
 # -- results -------------------------------------------------------------------------------------
+
 
 @attrs.frozen
 class Span:
@@ -97,6 +110,7 @@ class Findings(list):
 
 # -- detectors -----------------------------------------------------------------------------------
 
+
 class Detector(Protocol):
     kind: str
 
@@ -139,8 +153,7 @@ class RegexDetector:
 
     kind: str = attrs.field(validator=_kind_ok)
     pattern: re.Pattern = attrs.field(converter=_compile)
-    validate: Callable[[str], object] | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.is_callable()))
+    validate: Callable[[str], object] | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.is_callable()))
     cuts: str = attrs.field(default=" -", validator=attrs.validators.instance_of(str))
     mask_benign: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     fallback: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
@@ -236,13 +249,15 @@ def iban_ok(s: str) -> bool:
 
 # -- validators, one per family ----------------------------------------------------------------
 
+
 def _bban_layouts() -> dict[str, str]:
     """Country -> BBAN layout, one of n (digit), a (letter), c (either) per position, from
     stdnum's copy of the SWIFT registry: an IBAN is cut at exactly its country's length, and a
     near-miss is recognised by its shape."""
     data = importlib.resources.files("stdnum").joinpath("iban.dat").read_text(encoding="utf-8")
-    return {cc: "".join(t * int(n) for n, t in re.findall(r"(\d+)!([nac])", bban))
-            for cc, bban in re.findall(r'^([A-Z]{2}) .*?bban="([^"]+)"', data, re.MULTILINE)}
+    return {
+        cc: "".join(t * int(n) for n, t in re.findall(r"(\d+)!([nac])", bban)) for cc, bban in re.findall(r'^([A-Z]{2}) .*?bban="([^"]+)"', data, re.MULTILINE)
+    }
 
 
 _BBAN_LAYOUTS = _bban_layouts()
@@ -274,8 +289,7 @@ def _card_verdict(value: str):
         return True
     groups = [len(g) for g in re.split(_GAP, value)]
     # Only the groupings cards are printed in: any other long digit run is the number detector's.
-    card_like = groups in ([4, 6, 5], [4, 6, 4]) or (
-        len(groups) >= 4 and all(g == 4 for g in groups[:-1]) and 1 <= groups[-1] <= 4)
+    card_like = groups in ([4, 6, 5], [4, 6, 4]) or (len(groups) >= 4 and all(g == 4 for g in groups[:-1]) and 1 <= groups[-1] <= 4)
     return Unsure("possible payment card number (Luhn check fails)") if card_like else False
 
 
@@ -330,8 +344,8 @@ def _may_be_national(digits: str, region: str) -> bool:
     or without trunk prefix or country code): parsing is ~10x dearer and most regions fail this."""
     pattern, trunk, cc = _plan_hint(region)
     forms = [digits]
-    forms += [digits[len(trunk):]] if trunk and digits.startswith(trunk) else []
-    forms += [digits[len(cc):]] if digits.startswith(cc) else []
+    forms += [digits[len(trunk) :]] if trunk and digits.startswith(trunk) else []
+    forms += [digits[len(cc) :]] if digits.startswith(cc) else []
     return any(pattern.fullmatch(f) for f in forms)
 
 
@@ -351,8 +365,10 @@ def _phone_valid(number: str, region: str | None) -> bool:
     if region is None:
         return True
     written = re.sub(r"\D", "", number)
-    return any(written == re.sub(r"\D", "", phonenumbers.format_number(parsed, f))
-               for f in (phonenumbers.PhoneNumberFormat.NATIONAL, phonenumbers.PhoneNumberFormat.E164))
+    return any(
+        written == re.sub(r"\D", "", phonenumbers.format_number(parsed, f))
+        for f in (phonenumbers.PhoneNumberFormat.NATIONAL, phonenumbers.PhoneNumberFormat.E164)
+    )
 
 
 def _phone_verdict(value: str, regions: tuple[str, ...]):
@@ -439,8 +455,10 @@ _RUN_END = rf"(?!\w)(?![.,:/{_GAPS}]\d)"
 # Characters that end an address: whitespace, '@', brackets, quotes and sentence punctuation in the
 # scripts people write addresses in. Anything else (letters of any script, combining marks, digits)
 # may be part of one; a letter-by-letter Unicode class would cost ~0.1 s to build at import.
-_STOP = "\\s@\uff20<>()\\[\\]{}\"\\\\,;:\u2018\u2019\u201c\u201d\u201e\u00ab\u00bb\u2039\u203a\u2026\u2013\u2014" \
-        "\u3001\u3002\uff0c\uff1a\uff1b\uff08\uff09\u300c\u300d\u300e\u300f\u3010\u3011\u060c\u061b\u0964"
+_STOP = (
+    '\\s@\uff20<>()\\[\\]{}"\\\\,;:\u2018\u2019\u201c\u201d\u201e\u00ab\u00bb\u2039\u203a\u2026\u2013\u2014'
+    "\u3001\u3002\uff0c\uff1a\uff1b\uff08\uff09\u300c\u300d\u300e\u300f\u3010\u3011\u060c\u061b\u0964"
+)
 _LOCAL = f"[^{_STOP}.]"
 _LABEL = f"[^{_STOP}.!#$%&'*+/=?^`|~_]"
 # No look-behind: the scan resumes right after the previous address, and the leftmost match from
@@ -450,8 +468,10 @@ _EMAIL = rf"{_LOCAL}++(?:\.{_LOCAL}++)*+[@\uff20](?:{_LABEL}++(?:\.{_LABEL}++)*+
 _IBAN = rf"(?<![^\W_])[A-Za-z]{{2}}\d{{2}}(?:{_GAP}?[A-Za-z0-9]){{11,30}}(?![A-Za-z0-9])"
 _CARD = rf"{_RUN_START}(?>\d(?:{_GAP}?\d){{12,18}}){_RUN_END}"
 _IPV4 = r"(?<![\w.])(?>(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2}(?!\d))?)(?![\w]|\.\d)"
-_IPV6 = (r"(?<![\w:.])(?=[0-9A-Fa-f:]*[0-9A-Fa-f])(?:[0-9A-Fa-f]{0,4}:){2,7}"
-         r"(?>(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{1,4})?(?:%[\w.-]+)?(?:/\d{1,3}(?!\d))?)(?![\w:]|\.\d)")
+_IPV6 = (
+    r"(?<![\w:.])(?=[0-9A-Fa-f:]*[0-9A-Fa-f])(?:[0-9A-Fa-f]{0,4}:){2,7}"
+    r"(?>(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{1,4})?(?:%[\w.-]+)?(?:/\d{1,3}(?!\d))?)(?![\w:]|\.\d)"
+)
 _PHONE_SEP = rf"[./{_GAPS}]"
 # At most 25 characters ("+44 (0)20 7946 0958" has 19): a longer run is not one phone number
 # (cutting one out of it could leave the rest of another on the wire); the number detector takes it.
@@ -467,14 +487,24 @@ _NATIONAL = {
     # kind: (pattern, stdnum validate, label). Prefixes of VAT numbers are upper case as printed,
     # which keeps "de 2024 ..." or "at 12..." in prose from being read as one.
     "us_ssn": (rf"{_RUN_START}\d{{3}}([ -])\d{{2}}\1\d{{4}}{_RUN_END}", _us_ssn.validate, "US SSN"),
-    "eu_vat": (rf"(?<![^\W_])(?:{_VAT_PREFIXES}) ?(?=[0-9A-Za-z]?\d)[0-9A-Za-z](?:[ .-]?[0-9A-Za-z]){{7,13}}(?![^\W_])",
-               _vat_validate, "VAT number"),
-    "es_dni": (rf"(?:{_RUN_START}\d{{8}}|(?<![^\W_])[XYZxyz]-?\d{{7}})-?[A-Za-z](?![^\W_])", _es_id_validate,
-               "Spanish DNI/NIE"),
-    "it_fiscal_code": ((r"(?<![^\W_])(?=\w*\d)[A-Za-z]{6}[0-9LMNP-Vlmnp-v]{2}[A-Za-z][0-9LMNP-Vlmnp-v]{2}[A-Za-z]"
-                        r"[0-9LMNP-Vlmnp-v]{3}[A-Za-z](?![^\W_])"), _it_cf.validate, "Italian fiscal code"),
-    "fr_nir": ((rf"{_RUN_START}[12]{_GAP}?\d{{2}}{_GAP}?\d{{2}}{_GAP}?(?:\d{{2}}|2[ABab]){_GAP}?\d{{3}}{_GAP}?\d{{3}}"
-                rf"{_GAP}?\d{{2}}{_RUN_END}"), _fr_nir.validate, "French NIR"),
+    "eu_vat": (rf"(?<![^\W_])(?:{_VAT_PREFIXES}) ?(?=[0-9A-Za-z]?\d)[0-9A-Za-z](?:[ .-]?[0-9A-Za-z]){{7,13}}(?![^\W_])", _vat_validate, "VAT number"),
+    "es_dni": (rf"(?:{_RUN_START}\d{{8}}|(?<![^\W_])[XYZxyz]-?\d{{7}})-?[A-Za-z](?![^\W_])", _es_id_validate, "Spanish DNI/NIE"),
+    "it_fiscal_code": (
+        (
+            r"(?<![^\W_])(?=\w*\d)[A-Za-z]{6}[0-9LMNP-Vlmnp-v]{2}[A-Za-z][0-9LMNP-Vlmnp-v]{2}[A-Za-z]"
+            r"[0-9LMNP-Vlmnp-v]{3}[A-Za-z](?![^\W_])"
+        ),
+        _it_cf.validate,
+        "Italian fiscal code",
+    ),
+    "fr_nir": (
+        (
+            rf"{_RUN_START}[12]{_GAP}?\d{{2}}{_GAP}?\d{{2}}{_GAP}?(?:\d{{2}}|2[ABab]){_GAP}?\d{{3}}{_GAP}?\d{{3}}"
+            rf"{_GAP}?\d{{2}}{_RUN_END}"
+        ),
+        _fr_nir.validate,
+        "French NIR",
+    ),
     "br_cpf": (rf"{_RUN_START}\d{{3}}\.\d{{3}}\.\d{{3}}-\d{{2}}{_RUN_END}", _br_cpf.validate, "Brazilian CPF"),
     "in_aadhaar": (rf"{_RUN_START}[2-9]\d{{3}}({_GAP})\d{{4}}\1\d{{4}}{_RUN_END}", _in_aadhaar.validate, "Aadhaar number"),
 }
@@ -483,15 +513,19 @@ _NATIONAL = {
 # m/d/y, with an optional time), times with fractions of a second, and amounts next to a currency.
 _YEAR, _MONTH, _DAY = r"(?:19|20)\d{2}", r"(?:0?[1-9]|1[0-2])", r"(?:0?[1-9]|[12]\d|3[01])"
 _TIME = r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:\s?[AaPp]\.?[Mm]\.?)?(?:\s?(?:Z|UTC|GMT|[+-]\d{2}:?\d{2}))?"
-_DATE = (rf"(?:{_YEAR}[-/.]{_MONTH}[-/.]{_DAY}|{_DAY}[-/.]{_MONTH}[-/.](?:{_YEAR}|\d{{2}})"
-         rf"|{_MONTH}[-/.]{_DAY}[-/.](?:{_YEAR}|\d{{2}}))(?:(?:T|,?\s)(?:{_TIME}))?")
+_DATE = (
+    rf"(?:{_YEAR}[-/.]{_MONTH}[-/.]{_DAY}|{_DAY}[-/.]{_MONTH}[-/.](?:{_YEAR}|\d{{2}})"
+    rf"|{_MONTH}[-/.]{_DAY}[-/.](?:{_YEAR}|\d{{2}}))(?:(?:T|,?\s)(?:{_TIME}))?"
+)
 _AMOUNT = r"(?:\d{1,3}(?:[ ,.'\u00a0\u2009\u202f]\d{3})+|\d{1,2}(?:,\d{2})+,\d{3}|\d+)(?:[.,]\d{1,2}|,-)?"
 _CURRENCY = r"(?:[$€£¥₹₽₩₪₫₴₦₱฿₺₿¢]|\b(?:USD|EUR|GBP|CHF|JPY|CNY|RMB|INR|CAD|AUD|NZD|SEK|NOK|DKK|PLN|CZK|HUF|BRL|MXN|ZAR|TRY|KRW|SGD|HKD)\b)"
 _PRICE = rf"{_CURRENCY}\s?-?{_AMOUNT}|{_AMOUNT}\s?{_CURRENCY}"
 # A mask never starts inside a digit run ("+34-810-12-30-00" holds the "date" 12-30-00) and an
 # amount never ends inside one ("€50 0151 2345 6789"); a date may be followed by a number.
-_BENIGN = re.compile(rf"(?<![\w+])(?<!\d[.,:/{_GAPS}])(?:(?:{_DATE}|{_TIME})(?!\w)(?![.,:/-]\d)"
-                     rf"|(?:{_PRICE})(?!\w)(?![.,:/{_GAPS}]\d))")
+_BENIGN = re.compile(
+    rf"(?<![\w+])(?<!\d[.,:/{_GAPS}])(?:(?:{_DATE}|{_TIME})(?!\w)(?![.,:/-]\d)"
+    rf"|(?:{_PRICE})(?!\w)(?![.,:/{_GAPS}]\d))"
+)
 
 
 def _blank(text: str, spans: Iterable) -> str:
@@ -499,7 +533,7 @@ def _blank(text: str, spans: Iterable) -> str:
     separator, so no candidate runs through a blank -- keeping every offset."""
     chars = list(text)
     for sp in spans:
-        chars[sp.start:sp.end] = "\0" * (sp.end - sp.start)
+        chars[sp.start : sp.end] = "\0" * (sp.end - sp.start)
     return "".join(chars)
 
 
@@ -538,8 +572,7 @@ def _table(regions: tuple[str, ...]) -> tuple[RegexDetector, ...]:
         row("card", _CARD, _card_verdict, cuts=""),
         row("ip", f"{_IPV4}|{_IPV6}", _ip_verdict, cuts=""),
         # Cut only at spaces: "98-7654321-00" is one token even if "98-7654321" is a valid phone.
-        row("phone", _PHONE, functools.partial(_phone_verdict, regions=regions), cuts=" \u00a0\u2009\u202f",
-            mask_benign=True),
+        row("phone", _PHONE, functools.partial(_phone_verdict, regions=regions), cuts=" \u00a0\u2009\u202f", mask_benign=True),
         # Last, and fail-closed: any run of >= 9 digits that no row above validated stays private.
         row("number", _NUMBER, _number_verdict, cuts="", mask_benign=True),
     )
@@ -555,6 +588,7 @@ BUILTIN_DETECTORS = builtin_detectors()
 
 
 # -- finding and redacting -------------------------------------------------------------------------
+
 
 def find_private(text: str, detectors: Sequence[Detector] = BUILTIN_DETECTORS) -> Findings:
     """Non-overlapping private spans in ``text``, in order. Overlapping matches are merged into
@@ -586,16 +620,15 @@ def _scan(text: str, benign: str, detectors: tuple, found: dict) -> list[tuple[i
                 raise ValueError(f"detector {det.kind!r} returned {sp!r}, not a non-empty Span inside the text")
             key = (rank, sp.start, sp.end)
             if key not in found:
-                found[key] = (rank, attrs.evolve(sp, value=text[sp.start:sp.end]))
+                found[key] = (rank, attrs.evolve(sp, value=text[sp.start : sp.end]))
                 new.append(found[key])
     return new
 
 
 def _touches_next(text: str, sp: Span) -> bool:
     """Whether ``sp`` ends in a digit and is followed by one separator and a digit."""
-    nxt = text[sp.end + 1:sp.end + 2]
-    return (text[sp.end - 1].isdigit() and text[sp.end:sp.end + 1] in tuple(".,:/" + _GAPS)
-            and nxt.isdecimal())
+    nxt = text[sp.end + 1 : sp.end + 2]
+    return text[sp.end - 1].isdigit() and text[sp.end : sp.end + 1] in tuple(".,:/" + _GAPS) and nxt.isdecimal()
 
 
 def _overlapping(found: list[tuple[int, Span]]) -> list[list[tuple[int, Span]]]:
@@ -649,7 +682,7 @@ def redact(text: str, spans: Sequence[Span]) -> Redaction:
     _check_spans(text, ordered)
     out, pos, by_value, counts = [], 0, {}, {}
     for sp in ordered:
-        out.append(text[pos:sp.start])
+        out.append(text[pos : sp.start])
         key = (sp.kind, sp.value)
         if key not in by_value:
             counts[sp.kind] = counts.get(sp.kind, 0) + 1
@@ -666,7 +699,7 @@ def _check_spans(text: str, ordered: list[Span]) -> None:
     for sp in ordered:
         if not isinstance(sp, Span):
             raise TypeError(f"spans must be Span objects, got {type(sp).__name__}")
-        if not 0 <= sp.start < sp.end <= len(text) or text[sp.start:sp.end] != sp.value:
+        if not 0 <= sp.start < sp.end <= len(text) or text[sp.start : sp.end] != sp.value:
             raise ValueError(f"span {sp.start}-{sp.end} ({sp.kind}) does not match the text: spans must come from it")
         if sp.start < end:
             raise ValueError(f"spans overlap at {sp.start}-{end}: merge them first (find_private returns merged spans)")

@@ -24,8 +24,7 @@ def cmd_chat(args, options_fn) -> int:
         # Connecting gets its own, shorter limit: a down server should fall back to the device fast,
         # while a busy one may take the full --timeout between tokens.
         timeout = httpx.Timeout(args.timeout, connect=args.connect_timeout)
-        cloud = OpenAICompatible(args.cloud, model=args.cloud_model, api_key_env=args.api_key_env,
-                                 timeout_s=timeout, verify_tls=not args.insecure)
+        cloud = OpenAICompatible(args.cloud, model=args.cloud_model, api_key_env=args.api_key_env, timeout_s=timeout, verify_tls=not args.insecure)
     policy = Policy(privacy=args.privacy, min_confidence=args.min_confidence, max_latency_s=args.max_latency)
     with cloud or contextlib.nullcontext(), Session(hub.resolve(args.model), options_fn(args)) as s:
         orch = Orchestrator(s, cloud, policy, audit_log=args.audit_log, max_tokens=args.max_tokens)
@@ -45,7 +44,7 @@ def cmd_chat(args, options_fn) -> int:
                 print(ans.text)
             else:
                 private = msg.startswith("/private ")
-                stream = orch.generate_stream(msg[len("/private "):] if private else msg, private=private)
+                stream = orch.generate_stream(msg[len("/private ") :] if private else msg, private=private)
                 for piece in stream:
                     sys.stdout.write(piece)
                     sys.stdout.flush()

@@ -170,9 +170,7 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
     ``tool_call_id``, ``reasoning_content``, ...) passes through to the template.
     """
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
-        raise GenerationError(
-            f"messages must be a list of {{'role': ..., 'content': ...}} mappings, got {type(messages).__name__}"
-        )
+        raise GenerationError(f"messages must be a list of {{'role': ..., 'content': ...}} mappings, got {type(messages).__name__}")
     if not messages:
         raise GenerationError("messages is empty")
     out = []
@@ -184,9 +182,7 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
             raise GenerationError(f"message {i} needs a non-empty str 'role', got {_short(m)}")
         content, tool_calls = m.get("content"), m.get("tool_calls")
         if tool_calls is not None and (
-            isinstance(tool_calls, (str, bytes, Mapping))
-            or not isinstance(tool_calls, Sequence)
-            or not all(isinstance(c, Mapping) for c in tool_calls)
+            isinstance(tool_calls, (str, bytes, Mapping)) or not isinstance(tool_calls, Sequence) or not all(isinstance(c, Mapping) for c in tool_calls)
         ):
             raise GenerationError(f"message {i}: tool_calls must be a list of mappings, got {_short(tool_calls)}")
         if content is None:
@@ -282,9 +278,7 @@ class _GenerationTag(jinja2.ext.Extension):
 
 
 def _environment() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols]
-    )
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols])
     env.filters["tojson"] = _tojson
     env.globals.update(raise_exception=_raise_exception, strftime_now=_strftime_now, dict=_Dict(), namespace=_Namespace)
     return env

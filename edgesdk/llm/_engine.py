@@ -49,8 +49,18 @@ class LLM:
     and ``perplexity`` always score with the base model.
     """
 
-    def __init__(self, path, *, n_ctx: int | None = None, threads: int | None = None, impl: str | None = None,
-                 activations: str = "int8", model_factory=None, kv_dtype: str = "f32", adapters=None):
+    def __init__(
+        self,
+        path,
+        *,
+        n_ctx: int | None = None,
+        threads: int | None = None,
+        impl: str | None = None,
+        activations: str = "int8",
+        model_factory=None,
+        kv_dtype: str = "f32",
+        adapters=None,
+    ):
         if n_ctx is not None and (not isinstance(n_ctx, int) or n_ctx < 2):
             raise GenerationError(f"n_ctx must be an int >= 2, got {n_ctx!r}")
         if activations not in ("int8", "f32"):
@@ -125,9 +135,14 @@ class LLM:
         native = tools is not None and tools.native(self.chat_template)
         if tools is not None:
             messages = tools.messages_for(messages, self.chat_template)
-        return render_chat(self.chat_template, messages, add_generation_prompt=add_generation_prompt,
-                           bos_token=tok.token_text(tok.bos_id), eos_token=tok.token_text(tok.eos_id),
-                           tools=tools.template_tools() if native else None)
+        return render_chat(
+            self.chat_template,
+            messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=tok.token_text(tok.bos_id),
+            eos_token=tok.token_text(tok.eos_id),
+            tools=tools.template_tools() if native else None,
+        )
 
     # --- generation ----------------------------------------------------------------------------
 
@@ -187,7 +202,7 @@ class LLM:
     def _stream(self, ids, cfg: GenerationConfig, draft: "LLM | None", con, tools, stream: "TextStream") -> Iterator[str]:
         self._check_not_suspended(draft)
         # The draft's KV cache is mutated too; its lock keeps another thread's use of it out meanwhile.
-        with self._lock, (draft._lock if draft is not None else contextlib.nullcontext()):
+        with self._lock, draft._lock if draft is not None else contextlib.nullcontext():
             self._owner = threading.get_ident()
             if draft is not None:
                 draft._owner = self._owner
@@ -198,8 +213,9 @@ class LLM:
                 if draft is not None:
                     draft._owner = None
 
-    def _generate_locked(self, ids, cfg: GenerationConfig, draft: "LLM | None", con: Constraint | None,
-                         tools: ToolSet | None, stream: "TextStream") -> Iterator[str]:
+    def _generate_locked(
+        self, ids, cfg: GenerationConfig, draft: "LLM | None", con: Constraint | None, tools: ToolSet | None, stream: "TextStream"
+    ) -> Iterator[str]:
         t0 = time.perf_counter()
         rng = np.random.default_rng(cfg.seed)
         tok = self.tokenizer
@@ -242,7 +258,7 @@ class LLM:
                             con.prefetch()
                         out = self.model.forward(feed, self.cache, logits="all" if proposal else "last")
                         passes += 1
-                        pending = list(out[len(unfed) - 1:]) if proposal else [out]
+                        pending = list(out[len(unfed) - 1 :]) if proposal else [out]
                         spec_state = proposal
                         drafted += len(proposal)
                         kept = len(self.cache) - len(proposal)  # cache length once every draft is rejected
@@ -334,8 +350,9 @@ class LLM:
             _, calls = tools.parse(full)
         return Reply(text.content, calls, "tool_calls" if calls else reason)
 
-    def _propose(self, history: list[int], cfg: GenerationConfig, draft, rng, budget: int,
-                 con: Constraint | None = None) -> list[tuple[int, np.ndarray | None]]:
+    def _propose(
+        self, history: list[int], cfg: GenerationConfig, draft, rng, budget: int, con: Constraint | None = None
+    ) -> list[tuple[int, np.ndarray | None]]:
         """Draft tokens (with the draft's distribution when sampling) to verify in one forward pass.
 
         Under a grammar the draft is cut at its first token the grammar forbids (it would be rejected).

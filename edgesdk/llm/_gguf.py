@@ -208,8 +208,10 @@ class GGUFFile:
         n_el = math.prod(dims)  # Python ints: corrupt dims must not wrap around
         n_bytes = n_el // blk * tsize
         if start + n_bytes > self._mm.size:
-            raise ModelFormatError(self.path, f"tensor {name!r} ({n_bytes} bytes at offset {start}) ends past the end of the "
-                                              f"{self._mm.size}-byte file (truncated or corrupt tensor info)")
+            raise ModelFormatError(
+                self.path,
+                f"tensor {name!r} ({n_bytes} bytes at offset {start}) ends past the end of the {self._mm.size}-byte file (truncated or corrupt tensor info)",
+            )
         raw = self._mm[start : start + n_bytes]
         if ttype.name in ("F32", "F16"):
             data = raw.view(np.float32 if ttype.name == "F32" else np.float16).reshape(tuple(reversed(dims)))

@@ -155,8 +155,14 @@ def load_lora(path, arch: str, targets: Mapping[str, tuple[str, int, int]]) -> L
     if not pairs:
         log.warning("LoRA adapter %s adapts no tensor", path)
     ad = LoraAdapter(path, arch, alpha, pairs, {n: targets[n] for n in pairs})
-    log.info("LoRA adapter %s: %d tensors, rank %s, alpha %g, %.1f MiB as float32", path, len(pairs),
-             "/".join(str(r) for r in sorted({p.rank for p in pairs.values()})) or "-", alpha, ad.nbytes / 2**20)
+    log.info(
+        "LoRA adapter %s: %d tensors, rank %s, alpha %g, %.1f MiB as float32",
+        path,
+        len(pairs),
+        "/".join(str(r) for r in sorted({p.rank for p in pairs.values()})) or "-",
+        alpha,
+        ad.nbytes / 2**20,
+    )
     return ad
 
 
@@ -213,16 +219,17 @@ def _pairs(g: GGUFFile) -> dict[str, tuple]:
 def _read_pair(g: GGUFFile, base: str, ta, tb, targets) -> LoraPair:
     target = targets.get(base)
     if target is None:
-        raise ModelFormatError(g.path, f"tensor {ta.name!r} adapts {base!r}, which is no projection (nor the embedding) "
-                                       "of the base model (wrong base model?)")
+        raise ModelFormatError(g.path, f"tensor {ta.name!r} adapts {base!r}, which is no projection (nor the embedding) of the base model (wrong base model?)")
     kind, k, n = target
     da, db = _dims(g, ta), _dims(g, tb)
     rank = db[0]
     # GGUF dims, fastest first, as llama.cpp's loader checks them (the embedding's pair is flipped).
     want_a, want_b = ((rank, n), (rank, k)) if kind == EMBEDDING else ((k, rank), (rank, n))
     if db != want_b or da != want_a:
-        raise ModelFormatError(g.path, f"tensors {ta.name!r} {da} / {tb.name!r} {db} do not fit {base!r} of dims {(k, n)}: "
-                                       f"rank {rank} needs {want_a} / {want_b} (wrong base model?)")
+        raise ModelFormatError(
+            g.path,
+            f"tensors {ta.name!r} {da} / {tb.name!r} {db} do not fit {base!r} of dims {(k, n)}: rank {rank} needs {want_a} / {want_b} (wrong base model?)",
+        )
     a, b = _values(g, ta, da), _values(g, tb, db)
     # a as stored: (r, k) rows, or the embedding's (vocab, r); B^T is (r, n) for either kind.
     return LoraPair(np.ascontiguousarray(a), np.ascontiguousarray(b.T))

@@ -49,8 +49,7 @@ def check_kv_dtype(kv_dtype, head_dim: int | None = None) -> str:
     if not isinstance(kv_dtype, str) or kv_dtype not in KV_DTYPES:
         raise GenerationError(f"kv_dtype must be one of {', '.join(map(repr, KV_DTYPES))}, got {kv_dtype!r}")
     if kv_dtype == "q8_0" and head_dim is not None and head_dim % QK8_0:
-        raise GenerationError(f"kv_dtype 'q8_0' quantizes blocks of {QK8_0} values of a head; "
-                              f"this model's head_dim {head_dim} is not a multiple of {QK8_0}")
+        raise GenerationError(f"kv_dtype 'q8_0' quantizes blocks of {QK8_0} values of a head; this model's head_dim {head_dim} is not a multiple of {QK8_0}")
     return kv_dtype
 
 
@@ -226,9 +225,14 @@ def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """GGUF dims (fastest first) of one layer's tensors, from the config: a mismatch is a bad file."""
     d, q, kv, ff, hd = cfg.n_embd, cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim, cfg.n_ff, cfg.head_dim
     shapes = {
-        "attn_norm.weight": (d,), "ffn_norm.weight": (d,), "attn_output.weight": (q, d), "ffn_down.weight": (ff, d),
-        "attn_q_norm.weight": (hd,), "attn_k_norm.weight": (hd,),
-        "post_attention_norm.weight": (d,), "post_ffw_norm.weight": (d,),
+        "attn_norm.weight": (d,),
+        "ffn_norm.weight": (d,),
+        "attn_output.weight": (q, d),
+        "ffn_down.weight": (ff, d),
+        "attn_q_norm.weight": (hd,),
+        "attn_k_norm.weight": (hd,),
+        "post_attention_norm.weight": (d,),
+        "post_ffw_norm.weight": (d,),
     }
     qkv, gate_up = cfg.arch.qkv, cfg.arch.gate_up
     for names, rows in ((qkv, (q, kv, kv) if len(qkv) == 3 else (q + 2 * kv,)), (gate_up, (ff, ff) if len(gate_up) == 2 else (2 * ff,))):
@@ -351,10 +355,21 @@ class _Fused:
         self.m = m
         opt = lambda a: ffi.NULL if a is None else floats(a)  # noqa: E731
         self.weights = [
-            dict(wqkv=addr(L.wqkv), wo=addr(L.wo), wgu=addr(L.w_gate_up), wdown=addr(L.w_down),
-                 attn_norm=floats(L.attn_norm), ffn_norm=floats(L.ffn_norm), bqkv=opt(L.bqkv),
-                 q_norm=opt(L.q_norm), k_norm=opt(L.k_norm), post_attn_norm=opt(L.post_attn_norm),
-                 post_ffn_norm=opt(L.post_ffn_norm), window=L.plan.window, rope=L.plan.rope)
+            dict(
+                wqkv=addr(L.wqkv),
+                wo=addr(L.wo),
+                wgu=addr(L.w_gate_up),
+                wdown=addr(L.w_down),
+                attn_norm=floats(L.attn_norm),
+                ffn_norm=floats(L.ffn_norm),
+                bqkv=opt(L.bqkv),
+                q_norm=opt(L.q_norm),
+                k_norm=opt(L.k_norm),
+                post_attn_norm=opt(L.post_attn_norm),
+                post_ffn_norm=opt(L.post_ffn_norm),
+                window=L.plan.window,
+                rope=L.plan.rope,
+            )
             for L in model.layers
         ]
         self.vocab = model.lm_head.n
@@ -476,8 +491,7 @@ class Transformer:
     :meth:`new_cache` stores keys/values.
     """
 
-    def __init__(self, gguf: GGUFFile, impl: str | None = None, threads: int | None = None, activations: str = "int8",
-                 kv_dtype: str = "f32"):
+    def __init__(self, gguf: GGUFFile, impl: str | None = None, threads: int | None = None, activations: str = "int8", kv_dtype: str = "f32"):
         self.gguf = gguf
         self.cfg = cfg = gguf.config()
         self.kv_dtype = check_kv_dtype(kv_dtype, cfg.head_dim)
@@ -598,8 +612,7 @@ class Transformer:
             raise ContextLengthError(f"{p0 + T} tokens exceed the context length {cache.n_ctx}")
         if T > MAX_ROWS:
             start = T - 1 if logits == "last" else (0 if logits == "all" else int(logits))
-            parts = [self.forward(ids[s : s + MAX_ROWS], cache, max(start - s, 0) if start < s + MAX_ROWS else MAX_ROWS)
-                     for s in range(0, T, MAX_ROWS)]
+            parts = [self.forward(ids[s : s + MAX_ROWS], cache, max(start - s, 0) if start < s + MAX_ROWS else MAX_ROWS) for s in range(0, T, MAX_ROWS)]
             out = np.concatenate(parts)
             return out[0] if logits == "last" else out
         if self.fused is not None:
@@ -638,8 +651,7 @@ class Transformer:
             self._rope(heads, rots[L.plan.rope])
             q = qkv[:, :nq]
             at = _slots(cache.caps[li], p0, S)
-            cache.store(li, at, qkv[:, nq : nq + nk].reshape(T, nkv, hd).transpose(1, 0, 2),
-                        qkv[:, nq + nk :].reshape(T, nkv, hd).transpose(1, 0, 2))
+            cache.store(li, at, qkv[:, nq : nq + nk].reshape(T, nkv, hd).transpose(1, 0, 2), qkv[:, nq + nk :].reshape(T, nkv, hd).transpose(1, 0, 2))
             if T <= EXACT_ROWS:
                 o = np.empty((T, nq), np.float32)
                 for t in range(T):

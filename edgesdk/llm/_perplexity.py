@@ -40,7 +40,7 @@ def chunk_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Negative log-likelihood of ``targets`` (T,) under ``logits`` (T, vocab), in float64."""
     z = logits.astype(np.float64)
     m = z.max(axis=1, keepdims=True)
-    lse = (m[:, 0] + np.log(np.exp(z - m).sum(axis=1)))
+    lse = m[:, 0] + np.log(np.exp(z - m).sum(axis=1))
     return lse - z[np.arange(z.shape[0]), targets]
 
 

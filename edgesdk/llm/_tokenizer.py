@@ -48,8 +48,19 @@ _SPECIAL_ATTRS = A_CONTROL | A_USER_DEFINED | A_UNKNOWN
 _SKIPPED_ATTRS = A_CONTROL | A_UNKNOWN
 
 # Token texts llama.cpp's loader recognises; its converters do not always flag them, so it does.
-_EOT_NAMES = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>",
-              "_<EOT>", "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>")
+_EOT_NAMES = (
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "<｜end▁of▁sentence｜>",
+    "<end_of_utterance>",
+)
 _FIM_NAMES = {
     "fim_pre": ("<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>", "<|code_prefix|>", "<|prefix|>"),
     "fim_suf": ("<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>", "<|code_suffix|>", "<|suffix|>"),
@@ -58,11 +69,38 @@ _FIM_NAMES = {
     "fim_rep": ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"),
     "fim_sep": ("<|file_sep|>",),
 }
-_FIM_KEYS = {"fim_pre": ("fim_pre", "prefix"), "fim_suf": ("fim_suf", "suffix"), "fim_mid": ("fim_mid", "middle"),
-             "fim_pad": ("fim_pad",), "fim_rep": ("fim_rep",), "fim_sep": ("fim_sep",)}
-_EOG_NAMES = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
-              "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
-              "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[")
+_FIM_KEYS = {
+    "fim_pre": ("fim_pre", "prefix"),
+    "fim_suf": ("fim_suf", "suffix"),
+    "fim_mid": ("fim_mid", "middle"),
+    "fim_pad": ("fim_pad",),
+    "fim_rep": ("fim_rep",),
+    "fim_sep": ("fim_sep",),
+}
+_EOG_NAMES = (
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<｜end▁of▁sentence｜>",
+    "[e~[",
+)
 # gpt-oss chat markup: llama.cpp always renders these, whatever the file says.
 _ALWAYS_RENDERED = ("<|channel|>", "<|message|>", "<|start|>", "<|constrain|>")
 
@@ -156,7 +194,6 @@ _ESCAPED_SPACE = "\u2581"
 _MAX_CACHE = 1 << 16
 
 
-
 def _merge(text: str, priority) -> list[str]:
     """``text`` cut into symbols by repeatedly joining the adjacent pair with the lowest
     ``priority(left, right)`` (None: never joined), leftmost first on ties; the symbols in order.
@@ -208,6 +245,7 @@ def _merge(text: str, priority) -> list[str]:
         out.append(text[i : i + length[i]])
         i = nxt[i]
     return out
+
 
 class Tokenizer:
     """Text <-> token ids for one model, as llama.cpp tokenizes it.

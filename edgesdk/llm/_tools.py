@@ -164,16 +164,18 @@ class ToolSet:
             head = "start: answer | open call CLOSE" if answer_schema is None else "start: answer | ws_open call CLOSE"
         if self.parallel:
             head += " more*"
-        return "\n".join([
-            head,
-            "more: ws_open call CLOSE",
-            answer,
-            f"open[lazy]: /(?s:.*){re.escape(OPEN)}/",
-            f"ws_open[lazy]: /[ \\t\\r\\n]{{0,4}}{re.escape(OPEN)}/",  # bounded: no endless blank lines
-            f"CLOSE: {json.dumps(CLOSE)}",
-            f"call: %json {json.dumps(self.call_schema())}",
-            "",
-        ])
+        return "\n".join(
+            [
+                head,
+                "more: ws_open call CLOSE",
+                answer,
+                f"open[lazy]: /(?s:.*){re.escape(OPEN)}/",
+                f"ws_open[lazy]: /[ \\t\\r\\n]{{0,4}}{re.escape(OPEN)}/",  # bounded: no endless blank lines
+                f"CLOSE: {json.dumps(CLOSE)}",
+                f"call: %json {json.dumps(self.call_schema())}",
+                "",
+            ]
+        )
 
     # --- the reply ------------------------------------------------------------------------------
 

@@ -89,8 +89,7 @@ def _concat(qts):
         return first
     cat = lambda name: np.ascontiguousarray(np.concatenate([getattr(q, name) for q in qts]))  # noqa: E731
     if first.layout == "gguf":
-        return QuantizedTensor.from_blocks(cat("qdata"), first.qtype, (sum(q.shape[0] for q in qts), first.shape[1]),
-                                           source=first.source)
+        return QuantizedTensor.from_blocks(cat("qdata"), first.qtype, (sum(q.shape[0] for q in qts), first.shape[1]), source=first.source)
     return QuantizedTensor(
         shape=(sum(q.shape[0] for q in qts), first.shape[1]),
         bits=first.bits,
@@ -106,8 +105,7 @@ def _concat(qts):
 class Linear:
     """``y = x @ W.T`` where W stacks the rows of ``tensors`` (all with the same K)."""
 
-    def __init__(self, tensors: Sequence, impl: str = "numpy", threads: int | None = None, release: Callable | None = None,
-                 act: str = "int8"):
+    def __init__(self, tensors: Sequence, impl: str = "numpy", threads: int | None = None, release: Callable | None = None, act: str = "int8"):
         self.names = tuple(t.name for t in tensors)
         parts = [_check(t) for t in tensors]
         self.k = parts[0][2]
@@ -130,8 +128,7 @@ class Linear:
             from .. import kernels, quant
 
             # Rows already repacked give their file pages back while the rest is converted.
-            qts = [quant.from_gguf(t, None if release is None else (lambda r0, r1, t=t: release(t, (r0, r1))))
-                   for t in tensors]
+            qts = [quant.from_gguf(t, None if release is None else (lambda r0, r1, t=t: release(t, (r0, r1)))) for t in tensors]
             # i16x32 packs rows 16 at a time: fusing is only a concatenation when every part is whole
             # groups of the same encoding (GGUF blocks: any rows); otherwise each part is its own matmul.
             whole = qts[0].layout == "gguf" or not any(n % 16 for n in self.sizes)

@@ -1,10 +1,10 @@
 """Multi-stage apps (wake word -> VAD -> ASR -> LLM -> TTS, OCR -> summary, ...), each stage on its own placement.
 
-    from edgesdk.pipeline import Pipeline, StageSpec
-    pipe = Pipeline([StageSpec("asr", build_asr), StageSpec("llm", build_llm)], memory_budget_mb=1024)
-    for event in pipe.run(frames):
-        ...
-    print(pipe.report())
+from edgesdk.pipeline import Pipeline, StageSpec
+pipe = Pipeline([StageSpec("asr", build_asr), StageSpec("llm", build_llm)], memory_budget_mb=1024)
+for event in pipe.run(frames):
+    ...
+print(pipe.report())
 """
 
 from ._core import Event, FunctionStage, Pipeline, Stage, StageContext, StageSpec
@@ -12,6 +12,21 @@ from ._voice import AsrStage, Frame, LlmStage, TtsStage, VadStage, WakeWordStage
 from ._report import PipelineReport, StageReport, TurnReport
 
 __all__ = [
-    "Pipeline", "Stage", "FunctionStage", "StageSpec", "StageContext", "Event", "PipelineReport", "StageReport", "TurnReport",
-    "Frame", "audio_frames", "voice_assistant", "WakeWordStage", "VadStage", "AsrStage", "LlmStage", "TtsStage",
+    "Pipeline",
+    "Stage",
+    "FunctionStage",
+    "StageSpec",
+    "StageContext",
+    "Event",
+    "PipelineReport",
+    "StageReport",
+    "TurnReport",
+    "Frame",
+    "audio_frames",
+    "voice_assistant",
+    "WakeWordStage",
+    "VadStage",
+    "AsrStage",
+    "LlmStage",
+    "TtsStage",
 ]

@@ -165,8 +165,9 @@ class Pipeline:
     reported memory the stages before it already hold is avoided, so the stage is placed elsewhere.
     """
 
-    def __init__(self, stages: Sequence[Stage | StageSpec], *, options: SessionOptions | None = None,
-                 memory_budget_mb: float | None = None, queue_size: int = 16):
+    def __init__(
+        self, stages: Sequence[Stage | StageSpec], *, options: SessionOptions | None = None, memory_budget_mb: float | None = None, queue_size: int = 16
+    ):
         if options is not None and not isinstance(options, SessionOptions):
             raise TypeError(f"options must be an edgesdk.SessionOptions, got {type(options).__name__}")
         if memory_budget_mb is not None and (isinstance(memory_budget_mb, bool) or not isinstance(memory_budget_mb, (int, float)) or memory_budget_mb <= 0):
@@ -221,9 +222,12 @@ class Pipeline:
         self.stages.append(stage)
         self._clocks[name] = _StageClock()
         if self.memory_budget_mb is not None and sum(self._memory.values()) > self.memory_budget_mb * 2**20:
-            raise PipelineError(name, f"needs {self._memory[name] / 2**20:.1f} MiB but only "
-                                f"{self._remaining_mb(exclude=name):.1f} MiB of the {self.memory_budget_mb:g} MiB pipeline budget is left "
-                                f"({self._budget_holders(exclude=name)})")
+            raise PipelineError(
+                name,
+                f"needs {self._memory[name] / 2**20:.1f} MiB but only "
+                f"{self._remaining_mb(exclude=name):.1f} MiB of the {self.memory_budget_mb:g} MiB pipeline budget is left "
+                f"({self._budget_holders(exclude=name)})",
+            )
 
     def _remaining_mb(self, exclude: str | None = None) -> float:
         used = sum(v for k, v in self._memory.items() if k != exclude)

@@ -56,7 +56,18 @@ class StageReport:
     def from_clock(cls, name: str, clock: _StageClock, placements: Mapping, memory: int, rss_growth: int) -> "StageReport":
         lat = list(clock.latencies)
         where = {k: f"{p.device.id} [{p.device.kind}]" + (" simulated" if p.device.simulated else "") for k, p in placements.items()}
-        return cls(name, where, len(lat), float(sum(lat)) + clock.flush_seconds, _pct(lat, 50), _pct(lat, 90), max(lat) if lat else None, clock.audio_seconds, memory, rss_growth)
+        return cls(
+            name,
+            where,
+            len(lat),
+            float(sum(lat)) + clock.flush_seconds,
+            _pct(lat, 50),
+            _pct(lat, 90),
+            max(lat) if lat else None,
+            clock.audio_seconds,
+            memory,
+            rss_growth,
+        )
 
 
 @attrs.frozen
@@ -98,8 +109,9 @@ class PipelineReport:
         for t, evs in sorted(by_turn.items()):
             t0 = evs[0].time
             outs = [e.time for e in evs if e.kind == "output"]
-            turns.append(TurnReport(t, evs[0].kind, outs[0] - t0 if outs else None, outs[-1] - t0 if outs else None, len(outs),
-                                    any(e.kind == "cancelled" for e in evs)))
+            turns.append(
+                TurnReport(t, evs[0].kind, outs[0] - t0 if outs else None, outs[-1] - t0 if outs else None, len(outs), any(e.kind == "cancelled" for e in evs))
+            )
         return cls(tuple(stages), tuple(turns), budget, peak)
 
     def __str__(self) -> str:
@@ -108,15 +120,27 @@ class PipelineReport:
 
         rows = [("stage", "placement", "calls", "p50 ms", "p90 ms", "busy s", "audio s", "RTF", "MiB")]
         for s in self.stages:
-            rows.append((s.name, ", ".join(f"{k}={v}" for k, v in s.placement.items()) or "-", str(s.calls), ms(s.p50_s), ms(s.p90_s),
-                         f"{s.busy_s:.3f}", f"{s.audio_s:.2f}" if s.audio_s else "-", f"{s.rtf:.3f}" if s.rtf is not None else "-",
-                         f"{s.memory_bytes / 2**20:.1f}"))
+            rows.append(
+                (
+                    s.name,
+                    ", ".join(f"{k}={v}" for k, v in s.placement.items()) or "-",
+                    str(s.calls),
+                    ms(s.p50_s),
+                    ms(s.p90_s),
+                    f"{s.busy_s:.3f}",
+                    f"{s.audio_s:.2f}" if s.audio_s else "-",
+                    f"{s.rtf:.3f}" if s.rtf is not None else "-",
+                    f"{s.memory_bytes / 2**20:.1f}",
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         for t in self.turns:
             state = "cancelled" if t.cancelled else "done"
-            lines.append(f"turn {t.turn} ({t.started_by}): first output after {ms(t.first_output_s)} ms, last after {ms(t.last_output_s)} ms, "
-                         f"{t.outputs} output(s), {state}")
+            lines.append(
+                f"turn {t.turn} ({t.started_by}): first output after {ms(t.first_output_s)} ms, last after {ms(t.last_output_s)} ms, "
+                f"{t.outputs} output(s), {state}"
+            )
         budget = f" of {self.memory_budget_mb:g} MiB budget" if self.memory_budget_mb else ""
         peak = f", peak RSS {self.peak_rss_bytes / 2**20:.0f} MiB" if self.peak_rss_bytes else ""
         lines.append(f"memory: stages {self.memory_bytes / 2**20:.1f} MiB{budget}{peak}")

@@ -57,7 +57,7 @@ def audio_frames(audio: Audio, frame_ms: int = 20, realtime: bool = False) -> It
             delay = t0 + start + step / RATE - time.perf_counter()  # a frame exists only once its last sample was spoken
             if delay > 0:
                 time.sleep(delay)
-        yield Frame(x[i:i + step], start, time.perf_counter())
+        yield Frame(x[i : i + step], start, time.perf_counter())
 
 
 def _frame(value) -> Frame:
@@ -109,8 +109,7 @@ class VadStage(Stage):
 
     name = "vad"
 
-    def __init__(self, vad, always_listen: bool = False, listen_timeout_s: float = 5.0, preroll_s: float = 0.3,
-                 max_utterance_s: float = 20.0):
+    def __init__(self, vad, always_listen: bool = False, listen_timeout_s: float = 5.0, preroll_s: float = 0.3, max_utterance_s: float = 20.0):
         self.vad = vad
         self.always_listen = always_listen
         self.listen_timeout_s = listen_timeout_s
@@ -175,7 +174,7 @@ class VadStage(Stage):
     def _utterance(self, ctx: StageContext, end: float):
         audio = np.concatenate(self._buf) if self._buf else np.zeros(0, np.float32)
         cut = int(round((end - self._buf_start) * RATE))
-        audio = audio[:max(0, cut)]
+        audio = audio[: max(0, cut)]
         arrived = next((a for e, a in self._arrivals if e >= end), self._arrivals[-1][1] if self._arrivals else time.perf_counter())
         ctx.new_turn()
         ctx.emit("speech_end", end, at=arrived)
@@ -332,11 +331,21 @@ def _with_backend_options(options: SessionOptions, extra) -> SessionOptions:
     return attrs.evolve(options, backend_options=merged)
 
 
-def voice_assistant(*, wake_word: str | None = "okay-nabu", llm="hub:smollm2-135m", asr="hub:whisper-tiny-en",
-                    voice="hub:piper-joe-us", options: SessionOptions | None = None, memory_budget_mb: float | None = None,
-                    system_prompt: str | None = "You are a helpful voice assistant. Answer in one or two short sentences.",
-                    max_tokens: int = 64, orchestrator=None, placement: dict[str, tuple[str, ...]] | None = None,
-                    backend_options: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None, warmup: bool = True) -> Pipeline:
+def voice_assistant(
+    *,
+    wake_word: str | None = "okay-nabu",
+    llm="hub:smollm2-135m",
+    asr="hub:whisper-tiny-en",
+    voice="hub:piper-joe-us",
+    options: SessionOptions | None = None,
+    memory_budget_mb: float | None = None,
+    system_prompt: str | None = "You are a helpful voice assistant. Answer in one or two short sentences.",
+    max_tokens: int = 64,
+    orchestrator=None,
+    placement: dict[str, tuple[str, ...]] | None = None,
+    backend_options: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+    warmup: bool = True,
+) -> Pipeline:
     """The offline assistant: wake word -> VAD -> ASR -> LLM -> TTS.
 
     ``wake_word=None`` listens to all speech. ``placement`` maps a stage name ("wake", "vad", "asr",

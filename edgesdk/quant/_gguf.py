@@ -50,8 +50,7 @@ def from_gguf(tensor, done_rows=None) -> QuantizedTensor:
         return qt
     first = from_gguf_bytes(raw[:_CHUNK_ROWS], name, (_CHUNK_ROWS, k))
     g = -(-n // ROWS)
-    out = {a: np.empty((g,) + getattr(first, a).shape[1:], getattr(first, a).dtype)
-           for a in ("qdata", "scales", "mins") if getattr(first, a) is not None}
+    out = {a: np.empty((g,) + getattr(first, a).shape[1:], getattr(first, a).dtype) for a in ("qdata", "scales", "mins") if getattr(first, a) is not None}
     for r0 in range(0, n, _CHUNK_ROWS):
         r1 = min(n, r0 + _CHUNK_ROWS)
         part = first if r0 == 0 else from_gguf_bytes(raw[r0:r1], name, (r1 - r0, k))
@@ -59,8 +58,16 @@ def from_gguf(tensor, done_rows=None) -> QuantizedTensor:
             arr[r0 // ROWS : r0 // ROWS + getattr(part, a).shape[0]] = getattr(part, a)
         if done_rows is not None:
             done_rows(r0, r1)
-    return QuantizedTensor(shape=(n, k), bits=first.bits, block_size=first.block_size, scheme=first.scheme,
-                           qdata=out["qdata"], scales=out["scales"], mins=out.get("mins"), source=f"gguf:{name}")
+    return QuantizedTensor(
+        shape=(n, k),
+        bits=first.bits,
+        block_size=first.block_size,
+        scheme=first.scheme,
+        qdata=out["qdata"],
+        scales=out["scales"],
+        mins=out.get("mins"),
+        source=f"gguf:{name}",
+    )
 
 
 def from_gguf_bytes(raw: np.ndarray, qtype, shape, *, source: str | None = None) -> QuantizedTensor:
@@ -92,19 +99,25 @@ def from_gguf_bytes(raw: np.ndarray, qtype, shape, *, source: str | None = None)
             raise QuantizationError(f"GGUF {name} tensor has non-finite block scales")
     qoff = 4 if name == "Q4_1" else 2
     if bits == 4:
-        qs = blocks[:, :, qoff:qoff + 16].reshape(g, ROWS, s, 4, 4)
+        qs = blocks[:, :, qoff : qoff + 16].reshape(g, ROWS, s, 4, 4)
         qdata = np.ascontiguousarray(qs.transpose(0, 2, 3, 1, 4)).reshape(g, s, 256)
         if n % ROWS:
-            qdata.reshape(g, s, 4, ROWS, 4)[-1, :, :, n % ROWS:] = 0x88 if scheme == "sym" else 0
+            qdata.reshape(g, s, 4, ROWS, 4)[-1, :, :, n % ROWS :] = 0x88 if scheme == "sym" else 0
     else:
-        qs = blocks[:, :, qoff:qoff + 32].reshape(g, ROWS, s, 8, 4)
+        qs = blocks[:, :, qoff : qoff + 32].reshape(g, ROWS, s, 8, 4)
         qdata = np.ascontiguousarray(qs.transpose(0, 2, 3, 1, 4)).reshape(g, s, 512)
         qdata ^= 0x80  # int8 -> biased uint8
         if n % ROWS:
-            qdata.reshape(g, s, 8, ROWS, 4)[-1, :, :, n % ROWS:] = 128
+            qdata.reshape(g, s, 8, ROWS, 4)[-1, :, :, n % ROWS :] = 128
     return QuantizedTensor(
-        shape=(n, k), bits=bits, block_size=32 if k > 32 else k, scheme=scheme, qdata=qdata,
-        scales=pack_rows(d), mins=None if m is None else pack_rows(m), source=source or f"gguf:{name}",
+        shape=(n, k),
+        bits=bits,
+        block_size=32 if k > 32 else k,
+        scheme=scheme,
+        qdata=qdata,
+        scales=pack_rows(d),
+        mins=None if m is None else pack_rows(m),
+        source=source or f"gguf:{name}",
     )
 
 

@@ -58,14 +58,43 @@ _ALIASES = {"Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}  # as llama-quantize accepts the
 _FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
 
 # Substrings of 2-D tensor names llama.cpp never quantizes (tensor_allows_quantization).
-_KEEP = ("_norm.weight", "ffn_gate_inp.weight", "ffn_gate_tid2eid.weight", "altup", "laurel", "per_layer_model_proj",
-         "ssm_conv1d", "shortconv.conv.weight", "indexer.k_proj.weight", "indexer.q_proj.weight",
-         "time_mix_first.weight", "time_mix_w0.weight", "time_mix_w1.weight", "time_mix_w2.weight",
-         "time_mix_v0.weight", "time_mix_v1.weight", "time_mix_v2.weight", "time_mix_a0.weight",
-         "time_mix_a1.weight", "time_mix_a2.weight", "time_mix_g1.weight", "time_mix_g2.weight",
-         "time_mix_decay_w1.weight", "time_mix_decay_w2.weight", "time_mix_lerp_fused.weight", "attn_rel_b.weight",
-         ".position_embd", "sam.pos_embd", "sam.neck.", "sam.net_", ".rel_pos", ".patch_embd", ".patch_merger",
-         "a.rvq.codebook", "mm.a.code_embd")
+_KEEP = (
+    "_norm.weight",
+    "ffn_gate_inp.weight",
+    "ffn_gate_tid2eid.weight",
+    "altup",
+    "laurel",
+    "per_layer_model_proj",
+    "ssm_conv1d",
+    "shortconv.conv.weight",
+    "indexer.k_proj.weight",
+    "indexer.q_proj.weight",
+    "time_mix_first.weight",
+    "time_mix_w0.weight",
+    "time_mix_w1.weight",
+    "time_mix_w2.weight",
+    "time_mix_v0.weight",
+    "time_mix_v1.weight",
+    "time_mix_v2.weight",
+    "time_mix_a0.weight",
+    "time_mix_a1.weight",
+    "time_mix_a2.weight",
+    "time_mix_g1.weight",
+    "time_mix_g2.weight",
+    "time_mix_decay_w1.weight",
+    "time_mix_decay_w2.weight",
+    "time_mix_lerp_fused.weight",
+    "attn_rel_b.weight",
+    ".position_embd",
+    "sam.pos_embd",
+    "sam.neck.",
+    "sam.net_",
+    ".rel_pos",
+    ".patch_embd",
+    ".patch_merger",
+    "a.rvq.codebook",
+    "mm.a.code_embd",
+)
 _KEEP_EXACT = ("position_embd.weight", "token_types.weight")
 
 _SUPPORTED_SOURCES = frozenset(TYPES)  # types the table decodes (and so can be requantized)
@@ -89,9 +118,17 @@ def _category(name: str) -> str:
         return "output"
     if name in ("token_embd.weight", "per_layer_token_embd.weight"):
         return "token_embd"
-    for sub, cat in (("attn_qkv.weight", "attn_qkv"), ("attn_kv_b.weight", "attn_kv_b"), ("attn_v.weight", "attn_v"),
-                     ("attn_k.weight", "attn_k"), ("attn_q.weight", "attn_q"), ("attn_output.weight", "attn_output"),
-                     ("ffn_up", "ffn_up"), ("ffn_gate", "ffn_gate"), ("ffn_down", "ffn_down")):
+    for sub, cat in (
+        ("attn_qkv.weight", "attn_qkv"),
+        ("attn_kv_b.weight", "attn_kv_b"),
+        ("attn_v.weight", "attn_v"),
+        ("attn_k.weight", "attn_k"),
+        ("attn_q.weight", "attn_q"),
+        ("attn_output.weight", "attn_output"),
+        ("ffn_up", "ffn_up"),
+        ("ffn_gate", "ffn_gate"),
+        ("ffn_down", "ffn_down"),
+    ):
         if sub in name:
             return cat
     return "other"
@@ -129,17 +166,16 @@ def kind_of(name: str) -> str:
 class TensorPlan:
     name: str
     ne: tuple[int, ...]  # GGUF dims, fastest first: (row length, rows, ...)
-    src: str             # type in the input
-    dst: str             # type to write
-    note: str = ""       # why dst is not the recipe's first choice (a fallback)
+    src: str  # type in the input
+    dst: str  # type to write
+    note: str = ""  # why dst is not the recipe's first choice (a fallback)
 
     @property
     def kind(self) -> str:
         return kind_of(self.name)
 
 
-def plan(tensors, target: str, *, arch: str = "", n_layer: int | None = None, n_expert: int = 0,
-         n_head: int = 0, n_head_kv: int = 0) -> list[TensorPlan]:
+def plan(tensors, target: str, *, arch: str = "", n_layer: int | None = None, n_expert: int = 0, n_head: int = 0, n_head_kv: int = 0) -> list[TensorPlan]:
     """Each tensor's output type for llama.cpp file type ``target``.
 
     ``tensors``: (name, ne, type name) in file order; ne is GGUF's dims list, fastest first. Layer
@@ -147,8 +183,7 @@ def plan(tensors, target: str, *, arch: str = "", n_layer: int | None = None, n_
     layers are "use more bits" ones.
     """
     target, _, base = file_type(target)
-    tensors = [(str(n), tuple(int(d) for d in ne), quant_type(t).name if not isinstance(t, str) else t.upper())
-               for n, ne, t in tensors]
+    tensors = [(str(n), tuple(int(d) for d in ne), quant_type(t).name if not isinstance(t, str) else t.upper()) for n, ne, t in tensors]
     names = {n for n, _, _ in tensors}
     tied = "output.weight" not in names
     n_attn_v = sum(_category(n) in ("attn_v", "attn_qkv", "attn_kv_b") for n in names)
@@ -266,21 +301,21 @@ class GGUFQuantReport:
     def summary(self) -> str:
         mib = 1 / (1024 * 1024)
         bpw = 8.0 * self.bytes_out / max(1, self.n_params)
-        lines = [f"{self.source} -> {self.output} ({self.target})",
-                 (f"  {self.bytes_in * mib:.1f} MiB -> {self.bytes_out * mib:.1f} MiB ({bpw:.2f} bits/weight), "
-                  f"{len(self.tensors)} tensors in {self.seconds:.1f} s"),
-                 f"  {'kind':<28} {'n':>4} {'types':<22} {'MiB':>8}  rel RMS error (mean / worst)"]
+        lines = [
+            f"{self.source} -> {self.output} ({self.target})",
+            (f"  {self.bytes_in * mib:.1f} MiB -> {self.bytes_out * mib:.1f} MiB ({bpw:.2f} bits/weight), {len(self.tensors)} tensors in {self.seconds:.1f} s"),
+            f"  {'kind':<28} {'n':>4} {'types':<22} {'MiB':>8}  rel RMS error (mean / worst)",
+        ]
         for kind, k in self.by_kind().items():
             types = ", ".join(f"{t} x{c}" if len(k["types"]) > 1 else t for t, c in k["types"].items())
-            err = (f"{np.mean(k['errors']):.4g} / {max(k['errors']):.4g}" if k["errors"] else "copied")
+            err = f"{np.mean(k['errors']):.4g} / {max(k['errors']):.4g}" if k["errors"] else "copied"
             lines.append(f"  {kind:<28} {k['count']:>4} {types:<22} {k['bytes_out'] * mib:>8.2f}  {err}")
         quantized = [t for t in self.tensors if t.rel_rms is not None]
         if quantized:
             w = np.array([np.prod(t.ne, dtype=np.float64) for t in quantized])
             e = np.array([t.rel_rms for t in quantized])
             worst = max(quantized, key=lambda t: t.rel_rms)
-            lines.append(f"  weighted rel RMS error {float(np.sqrt((w * e * e).sum() / w.sum())):.4g}; "
-                         f"worst {worst.name} ({worst.dst}) {worst.rel_rms:.4g}")
+            lines.append(f"  weighted rel RMS error {float(np.sqrt((w * e * e).sum() / w.sum())):.4g}; worst {worst.name} ({worst.dst}) {worst.rel_rms:.4g}")
         notes: dict[tuple[str, str], int] = OrderedDict()
         for t in self.tensors:
             if t.note:
@@ -330,7 +365,7 @@ def _scan_kv(path, buf) -> list[tuple[str, bytes]]:
     for _ in range(n_kv):
         start = pos
         (klen,) = unpack("<Q", buf, pos)
-        key = bytes(buf[pos + 8:pos + 8 + klen]).decode("utf-8", "replace")
+        key = bytes(buf[pos + 8 : pos + 8 + klen]).decode("utf-8", "replace")
         pos += 8 + klen
         (vtype,) = unpack("<I", buf, pos)
         pos += 4
@@ -404,8 +439,17 @@ def _pad(n: int, align: int) -> int:
     return (align - n % align) % align
 
 
-def quantize_gguf(src, dst, to: str = "Q4_K_M", *, threads: int | None = None, eval_text: str | None = None,
-                  eval_ctx: int = 512, eval_chunks: int | None = None, progress=None) -> GGUFQuantReport:
+def quantize_gguf(
+    src,
+    dst,
+    to: str = "Q4_K_M",
+    *,
+    threads: int | None = None,
+    eval_text: str | None = None,
+    eval_ctx: int = 512,
+    eval_chunks: int | None = None,
+    progress=None,
+) -> GGUFQuantReport:
     """Quantize GGUF file ``src`` to llama.cpp file type ``to``, written atomically to ``dst``.
 
     ``eval_text``: a text whose perplexity (``n_ctx=eval_ctx``, at most ``eval_chunks`` chunks) is
@@ -436,15 +480,24 @@ def quantize_gguf(src, dst, to: str = "Q4_K_M", *, threads: int | None = None, e
         v = g.get(f"{arch}.{key}", default)
         return int(np.max(v)) if np.ndim(v) else int(v)
 
-    plans = plan(tensors, target, arch=arch, n_layer=hp("block_count", 0) or None, n_expert=hp("expert_count"),
-                 n_head=hp("attention.head_count"), n_head_kv=hp("attention.head_count_kv"))
+    plans = plan(
+        tensors,
+        target,
+        arch=arch,
+        n_layer=hp("block_count", 0) or None,
+        n_expert=hp("expert_count"),
+        n_head=hp("attention.head_count"),
+        n_head_kv=hp("attention.head_count_kv"),
+    )
     for p in plans:
         if p.dst != p.src and p.src not in _SUPPORTED_SOURCES:
             raise UnsupportedModelError(str(src), f"tensor {p.name} is {p.src}, which cannot be converted")
     requantized = sum(p.dst != p.src and p.src not in ("F32", "F16", "BF16") for p in plans)
     if requantized:
-        warnings.append(f"{requantized} tensor(s) requantized from an already-quantized source: their errors add to "
-                        "the source's own (quantize from an F32/F16/BF16 file when there is one)")
+        warnings.append(
+            f"{requantized} tensor(s) requantized from an already-quantized source: their errors add to "
+            "the source's own (quantize from an F32/F16/BF16 file when there is one)"
+        )
 
     align = int(g.get("general.alignment", 32) or 32)
     skip = {"general.file_type", "general.quantization_version", "split.no", "split.count", "split.tensors.count"}

@@ -23,8 +23,7 @@ def _inv_chol_upper(h: np.ndarray) -> np.ndarray:
     return np.linalg.cholesky(hinv).T
 
 
-def gptq_codes(w: np.ndarray, calib: np.ndarray, bits: int, scheme: str, bs: int, damp: float,
-               params_fn, assign_fn):
+def gptq_codes(w: np.ndarray, calib: np.ndarray, bits: int, scheme: str, bs: int, damp: float, params_fn, assign_fn):
     """Returns codes (N, K) uint8 and per-block fp16 d (N, nb), m (N, nb) | None.
 
     params_fn(block (N, 1, bs)) -> (d16 (N,1), m16 | None) picks a block's parameters;

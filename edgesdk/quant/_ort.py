@@ -71,18 +71,24 @@ def matmulnbits_model(qt: QuantizedTensor, *, accuracy_level: int = 0, opset: in
         inits.append(numpy_helper.from_array(p["zero_points"], "zero_points"))
         inputs.append("zero_points")
     node = helper.make_node(
-        "MatMulNBits", inputs, ["Y"], domain="com.microsoft",
-        K=p["K"], N=p["N"], bits=p["bits"], block_size=p["block_size"], accuracy_level=accuracy_level,
+        "MatMulNBits",
+        inputs,
+        ["Y"],
+        domain="com.microsoft",
+        K=p["K"],
+        N=p["N"],
+        bits=p["bits"],
+        block_size=p["block_size"],
+        accuracy_level=accuracy_level,
     )
     graph = helper.make_graph(
-        [node], "matmulnbits",
+        [node],
+        "matmulnbits",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["M", p["K"]])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["M", p["N"]])],
         initializer=inits,
     )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)]
-    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = min(model.ir_version, 10)
     onnx.checker.check_model(model)
     return model

@@ -36,9 +36,9 @@ class QuantErrorReport:
     max_abs: float
     mean_abs: float
     rmse: float
-    block_sqnr_db: np.ndarray = attrs.field(repr=False)     # (N, n_blocks)
-    block_max_abs: np.ndarray = attrs.field(repr=False)     # (N, n_blocks)
-    block_mean_abs: np.ndarray = attrs.field(repr=False)    # (N, n_blocks)
+    block_sqnr_db: np.ndarray = attrs.field(repr=False)  # (N, n_blocks)
+    block_max_abs: np.ndarray = attrs.field(repr=False)  # (N, n_blocks)
+    block_mean_abs: np.ndarray = attrs.field(repr=False)  # (N, n_blocks)
     output_sqnr_db: float | None = None
     output_max_abs: float | None = None
 
@@ -47,9 +47,11 @@ class QuantErrorReport:
         return float(np.min(self.block_sqnr_db))
 
     def summary(self) -> str:
-        s = (f"{self.shape[0]}x{self.shape[1]} int{self.bits} {self.scheme} block {self.block_size} "
-             f"({self.bits_per_weight:.2f} b/w): SQNR {self.sqnr_db:.2f} dB, max|e| {self.max_abs:.3g}, "
-             f"mean|e| {self.mean_abs:.3g}, worst block {self.worst_block_sqnr_db:.2f} dB")
+        s = (
+            f"{self.shape[0]}x{self.shape[1]} int{self.bits} {self.scheme} block {self.block_size} "
+            f"({self.bits_per_weight:.2f} b/w): SQNR {self.sqnr_db:.2f} dB, max|e| {self.max_abs:.3g}, "
+            f"mean|e| {self.mean_abs:.3g}, worst block {self.worst_block_sqnr_db:.2f} dB"
+        )
         if self.output_sqnr_db is not None:
             s += f"; output SQNR {self.output_sqnr_db:.2f} dB"
         return s
@@ -85,9 +87,18 @@ def error_report(reference, qt: QuantizedTensor, x: np.ndarray | None = None) ->
         out_sqnr = sqnr_db(y_ref, y_q)
         out_max = float(np.abs(y_ref - y_q).max())
     return QuantErrorReport(
-        shape=qt.shape, bits=qt.bits, block_size=qt.block_size, scheme=qt.scheme,
-        bits_per_weight=qt.bits_per_weight, sqnr_db=sqnr_db(ref, deq), max_abs=float(err.max()),
-        mean_abs=float(err.mean()), rmse=float(np.sqrt((err.astype(np.float64) ** 2).mean())),
-        block_sqnr_db=sqnr_db(rb, db, axis=-1), block_max_abs=eb.max(axis=-1),
-        block_mean_abs=eb.sum(axis=-1) / counts, output_sqnr_db=out_sqnr, output_max_abs=out_max,
+        shape=qt.shape,
+        bits=qt.bits,
+        block_size=qt.block_size,
+        scheme=qt.scheme,
+        bits_per_weight=qt.bits_per_weight,
+        sqnr_db=sqnr_db(ref, deq),
+        max_abs=float(err.max()),
+        mean_abs=float(err.mean()),
+        rmse=float(np.sqrt((err.astype(np.float64) ** 2).mean())),
+        block_sqnr_db=sqnr_db(rb, db, axis=-1),
+        block_max_abs=eb.max(axis=-1),
+        block_mean_abs=eb.sum(axis=-1) / counts,
+        output_sqnr_db=out_sqnr,
+        output_max_abs=out_max,
     )

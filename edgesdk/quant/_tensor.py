@@ -42,9 +42,7 @@ def geometry(n: int, k: int, block_size: int) -> tuple[int, int, int, int]:
 
 def check_block_size(k: int, block_size: int) -> None:
     if block_size <= 0 or (block_size < k and block_size % SUB):
-        raise QuantizationError(
-            f"block_size {block_size} must be a multiple of {SUB} (32, 64, 128, ...) or >= K={k} (per-channel)"
-        )
+        raise QuantizationError(f"block_size {block_size} must be a multiple of {SUB} (32, 64, 128, ...) or >= K={k} (per-channel)")
 
 
 def pack_codes(codes: np.ndarray, bits: int, pad_code: int) -> np.ndarray:
@@ -137,8 +135,17 @@ class QuantizedTensor:
         if raw.size != want:
             raise QuantizationError(f"GGUF {t.name} {(n, k)} needs {want} bytes, got {raw.size}")
         q = np.ascontiguousarray(raw).reshape(n, -1)
-        return cls(shape=(n, k), bits=t.bits, block_size=t.block, scheme="asym" if t.has_min else "sym", qdata=q,
-                   scales=None, layout=BLOCKS, qtype=t.name, source=source or f"gguf:{t.name}")
+        return cls(
+            shape=(n, k),
+            bits=t.bits,
+            block_size=t.block,
+            scheme="asym" if t.has_min else "sym",
+            qdata=q,
+            scales=None,
+            layout=BLOCKS,
+            qtype=t.name,
+            source=source or f"gguf:{t.name}",
+        )
 
     def __attrs_post_init__(self):
         n, k = self.shape
@@ -174,8 +181,7 @@ class QuantizedTensor:
         t = quant_type(self.qtype)
         n, k = self.shape
         if not t.quantized or k % t.block:
-            raise QuantizationError(f"layout {BLOCKS!r} needs a block-quantized qtype with K a multiple of its block, "
-                                    f"got {t.name} and K={k}")
+            raise QuantizationError(f"layout {BLOCKS!r} needs a block-quantized qtype with K a multiple of its block, got {t.name} and K={k}")
         if (self.bits, self.block_size, self.scheme) != (t.bits, t.block, "asym" if t.has_min else "sym"):
             raise QuantizationError(f"{t.name}: bits/block_size/scheme must be the type's, use QuantizedTensor.from_blocks")
         if self.scales is not None or self.mins is not None:
@@ -183,8 +189,9 @@ class QuantizedTensor:
         want = (n, k // t.block * t.nbytes)
         a = self.qdata
         if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.shape != want or not a.flags.c_contiguous:
-            raise QuantizationError(f"qdata must be a C-contiguous uint8 array of shape {want}, "
-                                    f"got {(getattr(a, 'dtype', type(a)), getattr(a, 'shape', None))}")
+            raise QuantizationError(
+                f"qdata must be a C-contiguous uint8 array of shape {want}, got {(getattr(a, 'dtype', type(a)), getattr(a, 'shape', None))}"
+            )
         _readonly(a)
 
     @property

@@ -31,13 +31,13 @@ Decoded = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
 @attrs.frozen
 class QuantType:
     name: str
-    code: int                  # GGML type id (gguf.GGMLQuantizationType)
-    block: int                 # elements per block
-    nbytes: int                # bytes per block
-    sub: int                   # elements sharing one scale/min (0: a float type)
-    bits: int                  # bits of one code (of one value, for float types)
-    has_min: bool              # w = scale * code + min (else w = scale * code)
-    encoding: str              # the block's byte layout, in order
+    code: int  # GGML type id (gguf.GGMLQuantizationType)
+    block: int  # elements per block
+    nbytes: int  # bytes per block
+    sub: int  # elements sharing one scale/min (0: a float type)
+    bits: int  # bits of one code (of one value, for float types)
+    has_min: bool  # w = scale * code + min (else w = scale * code)
+    encoding: str  # the block's byte layout, in order
     decode: Callable[[np.ndarray], Decoded] | None = attrs.field(default=None, repr=False)
     to_float: Callable[[np.ndarray], np.ndarray] | None = attrs.field(default=None, repr=False)
 
@@ -53,8 +53,7 @@ class QuantType:
         """Raw bytes (any shape; a whole number of blocks) as (n_blocks, nbytes) uint8."""
         raw = np.ascontiguousarray(raw).view(np.uint8).reshape(-1)
         if raw.size % self.nbytes:
-            raise UnsupportedModelError("", f"{self.name} data of {raw.size} bytes is not a whole number of "
-                                            f"{self.nbytes}-byte blocks")
+            raise UnsupportedModelError("", f"{self.name} data of {raw.size} bytes is not a whole number of {self.nbytes}-byte blocks")
         return raw.reshape(-1, self.nbytes)
 
     def decoded(self, raw: np.ndarray) -> Decoded:
@@ -81,7 +80,7 @@ class QuantType:
 
 def _f16(b: np.ndarray, at: int) -> np.ndarray:
     """float32 of the fp16 at byte offset ``at`` of each block, as (n_blocks, 1)."""
-    return np.ascontiguousarray(b[:, at:at + 2]).view(np.float16).astype(np.float32)
+    return np.ascontiguousarray(b[:, at : at + 2]).view(np.float16).astype(np.float32)
 
 
 def _nibbles(qs: np.ndarray, span: int) -> np.ndarray:
@@ -115,7 +114,7 @@ def _k_scale_min(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _qh32(b: np.ndarray, at: int) -> np.ndarray:
     """The 32 fifth bits of a Q5_0/Q5_1 block (a little-endian uint32 at ``at``), element order."""
-    qh = np.ascontiguousarray(b[:, at:at + 4]).view("<u4")
+    qh = np.ascontiguousarray(b[:, at : at + 4]).view("<u4")
     return ((qh >> np.arange(32, dtype=np.uint32)) & 1).astype(np.uint8)
 
 
@@ -154,8 +153,7 @@ def _iq4_nl(b):
 def _q2_k(b):
     sc = b[:, 0:16]
     d, dmin = _f16(b, 80), _f16(b, 82)
-    return (_crumbs(b[:, 16:80], 32).astype(np.int8), d * (sc & 0x0F).astype(np.float32),
-            -(dmin * (sc >> 4).astype(np.float32)))
+    return (_crumbs(b[:, 16:80], 32).astype(np.int8), d * (sc & 0x0F).astype(np.float32), -(dmin * (sc >> 4).astype(np.float32)))
 
 
 def _q3_k(b):
@@ -197,27 +195,25 @@ def _quant(name, code, block, nbytes, sub, bits, has_min, encoding, decode):
     return QuantType(name, code, block, nbytes, sub, bits, has_min, encoding, decode)
 
 
-TYPES: dict[str, QuantType] = {t.name: t for t in (
-    _float("F32", 0, 32, lambda b: np.ascontiguousarray(b).view("<f4")),
-    _float("F16", 1, 16, lambda b: np.ascontiguousarray(b).view("<f2").astype(np.float32)),
-    _float("BF16", 30, 16, _bf16),
-    _quant("Q4_0", 2, 32, 18, 32, 4, False, "d:f16, qs:u8[16] (element j low nibble, j+16 high); w = d*(q-8)", _q4_0),
-    _quant("Q4_1", 3, 32, 20, 32, 4, True, "d:f16, m:f16, qs:u8[16]; w = d*q + m", _q4_1),
-    _quant("Q5_0", 6, 32, 22, 32, 5, False, "d:f16, qh:u32 (5th bits), qs:u8[16]; w = d*(q-16)", _q5_0),
-    _quant("Q5_1", 7, 32, 24, 32, 5, True, "d:f16, m:f16, qh:u32, qs:u8[16]; w = d*q + m", _q5_1),
-    _quant("Q8_0", 8, 32, 34, 32, 8, False, "d:f16, qs:i8[32]; w = d*q", _q8_0),
-    _quant("Q2_K", 10, QK_K, 84, 16, 2, True, "scales:u8[16] (4-bit scale | 4-bit min), qs:u8[64] (2-bit), d:f16, "
-           "dmin:f16; w = d*sc*q - dmin*m", _q2_k),
-    _quant("Q3_K", 11, QK_K, 110, 16, 3, False, "hmask:u8[32], qs:u8[64] (low 2 bits), scales:u8[12] (6-bit, -32), "
-           "d:f16; w = d*sc*(q - 4*(1-h))", _q3_k),
-    _quant("Q4_K", 12, QK_K, 144, 32, 4, True, "d:f16, dmin:f16, scales:u8[12] (8 6-bit scales, 8 6-bit mins), "
-           "qs:u8[128]; w = d*sc*q - dmin*m", _q4_k),
-    _quant("Q5_K", 13, QK_K, 176, 32, 5, True, "d:f16, dmin:f16, scales:u8[12], qh:u8[32], qs:u8[128]; "
-           "w = d*sc*q - dmin*m", _q5_k),
-    _quant("Q6_K", 14, QK_K, 210, 16, 6, False, "ql:u8[128], qh:u8[64], scales:i8[16], d:f16; w = d*sc*(q-32)", _q6_k),
-    _quant("IQ4_NL", 20, 32, 18, 32, 4, False, "d:f16, qs:u8[16] (4-bit indices into a 16-value int8 grid); "
-           "w = d*grid[q]", _iq4_nl),
-)}
+TYPES: dict[str, QuantType] = {
+    t.name: t
+    for t in (
+        _float("F32", 0, 32, lambda b: np.ascontiguousarray(b).view("<f4")),
+        _float("F16", 1, 16, lambda b: np.ascontiguousarray(b).view("<f2").astype(np.float32)),
+        _float("BF16", 30, 16, _bf16),
+        _quant("Q4_0", 2, 32, 18, 32, 4, False, "d:f16, qs:u8[16] (element j low nibble, j+16 high); w = d*(q-8)", _q4_0),
+        _quant("Q4_1", 3, 32, 20, 32, 4, True, "d:f16, m:f16, qs:u8[16]; w = d*q + m", _q4_1),
+        _quant("Q5_0", 6, 32, 22, 32, 5, False, "d:f16, qh:u32 (5th bits), qs:u8[16]; w = d*(q-16)", _q5_0),
+        _quant("Q5_1", 7, 32, 24, 32, 5, True, "d:f16, m:f16, qh:u32, qs:u8[16]; w = d*q + m", _q5_1),
+        _quant("Q8_0", 8, 32, 34, 32, 8, False, "d:f16, qs:i8[32]; w = d*q", _q8_0),
+        _quant("Q2_K", 10, QK_K, 84, 16, 2, True, "scales:u8[16] (4-bit scale | 4-bit min), qs:u8[64] (2-bit), d:f16, dmin:f16; w = d*sc*q - dmin*m", _q2_k),
+        _quant("Q3_K", 11, QK_K, 110, 16, 3, False, "hmask:u8[32], qs:u8[64] (low 2 bits), scales:u8[12] (6-bit, -32), d:f16; w = d*sc*(q - 4*(1-h))", _q3_k),
+        _quant("Q4_K", 12, QK_K, 144, 32, 4, True, "d:f16, dmin:f16, scales:u8[12] (8 6-bit scales, 8 6-bit mins), qs:u8[128]; w = d*sc*q - dmin*m", _q4_k),
+        _quant("Q5_K", 13, QK_K, 176, 32, 5, True, "d:f16, dmin:f16, scales:u8[12], qh:u8[32], qs:u8[128]; w = d*sc*q - dmin*m", _q5_k),
+        _quant("Q6_K", 14, QK_K, 210, 16, 6, False, "ql:u8[128], qh:u8[64], scales:i8[16], d:f16; w = d*sc*(q-32)", _q6_k),
+        _quant("IQ4_NL", 20, 32, 18, 32, 4, False, "d:f16, qs:u8[16] (4-bit indices into a 16-value int8 grid); w = d*grid[q]", _iq4_nl),
+    )
+}
 
 _BY_CODE = {t.code: t for t in TYPES.values()}
 

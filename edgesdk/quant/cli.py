@@ -90,8 +90,7 @@ def _quantize_gguf(args, targets: dict) -> int:
     fmt = Path(str(model)).suffix.lower().lstrip(".")
     takers = [t.name for t in targets.values() if fmt in t.formats]
     if takers:
-        raise InputError(f"{model}: --to quantizes GGUF language models; for {fmt.upper()} models use "
-                         + " or ".join(f"--for {n}" for n in takers))
+        raise InputError(f"{model}: --to quantizes GGUF language models; for {fmt.upper()} models use " + " or ".join(f"--for {n}" for n in takers))
     text = None
     if args.eval_text is not None:
         try:
@@ -103,6 +102,7 @@ def _quantize_gguf(args, targets: dict) -> int:
     # A bar on stderr counting tensors (hidden off a terminal and with -q: _progress decides), closed when
     # the last tensor is written so the perplexity runs (--eval-text) draw their own bar alone.
     with _progress.bar(None, f"quantizing to {target}", unit="tensor") as bar:
+
         def progress(i, n, name):
             bar.total = n
             bar.set_postfix_str(name, refresh=False)
@@ -110,8 +110,9 @@ def _quantize_gguf(args, targets: dict) -> int:
             if i == n:
                 bar.close()
 
-        report = quantize_gguf(model, output, args.to, threads=args.threads, eval_text=text,
-                               eval_ctx=args.eval_ctx or 512, eval_chunks=args.eval_chunks, progress=progress)
+        report = quantize_gguf(
+            model, output, args.to, threads=args.threads, eval_text=text, eval_ctx=args.eval_ctx or 512, eval_chunks=args.eval_chunks, progress=progress
+        )
     print_report(report, args.json)
     return 0
 
@@ -139,8 +140,7 @@ def add_commands(sub, add_placement_args, options_fn, targets=()) -> None:
 
     targets = list(targets)
     modes = "".join(f", --for {t.name} {t.title}" for t in targets if t.name)
-    p = sub.add_parser("quantize", help=f"quantize a model: --to TYPE a GGUF LLM (llama.cpp's recipes){modes}; "
-                                        "each reports the accuracy")
+    p = sub.add_parser("quantize", help=f"quantize a model: --to TYPE a GGUF LLM (llama.cpp's recipes){modes}; each reports the accuracy")
     p.add_argument("model", help="input model: a GGUF file (--to) or what the --for target takes; file or hub name")
     p.add_argument("out", nargs="?", help="output file (same as --output)")
     mode = p.add_mutually_exclusive_group(required=True)

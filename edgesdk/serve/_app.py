@@ -43,8 +43,9 @@ def default_model_id(session) -> str:
     return name[: -len(".gguf")] if name.lower().endswith(".gguf") else name
 
 
-def create_app(session, *, model_id: str | None = None, queue_size: int = 16, max_tokens: int = 512,
-               shutdown_timeout: float = 10.0, api_key: str | None = None) -> Starlette:
+def create_app(
+    session, *, model_id: str | None = None, queue_size: int = 16, max_tokens: int = 512, shutdown_timeout: float = 10.0, api_key: str | None = None
+) -> Starlette:
     """An OpenAI-compatible ASGI app generating with ``session`` (a language-model Session).
 
     ``model_id`` is the name clients ask for (default: the model's file name); each LoRA adapter
@@ -71,8 +72,7 @@ def create_app(session, *, model_id: str | None = None, queue_size: int = 16, ma
         Route("/health", server.health, methods=["GET"]),
     ]
     middleware = [Middleware(_RequireKey, key=api_key)] if api_key else []
-    app = Starlette(routes=routes, lifespan=server.lifespan, middleware=middleware,
-                    exception_handlers={HTTPException: _http_error, Exception: _internal_error})
+    app = Starlette(routes=routes, lifespan=server.lifespan, middleware=middleware, exception_handlers={HTTPException: _http_error, Exception: _internal_error})
     app.state.server = server
     return app
 
@@ -130,8 +130,7 @@ class _Server:
         fmt = format_class(req.model)
         if not req.stream:
             return JSONResponse(fmt.response(first))
-        return _EventStream(_events(job, first, fmt, req), media_type="text/event-stream",
-                            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return _EventStream(_events(job, first, fmt, req), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 async def _json_body(request: Request) -> dict:
@@ -220,8 +219,9 @@ class _RequireKey:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
             given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
             if not hmac.compare_digest(given, self._expected):  # constant time: no key guessing by timing
-                err = ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", code="invalid_api_key",
-                               headers={"WWW-Authenticate": "Bearer"})
+                err = ApiError(
+                    401, "missing or wrong API key: send 'Authorization: Bearer <key>'", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}
+                )
                 await _error_response(err)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -233,8 +233,7 @@ def _error_response(err: ApiError) -> JSONResponse:
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-    return _error_response(ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code=code,
-                                    headers=dict(exc.headers or {})))
+    return _error_response(ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code=code, headers=dict(exc.headers or {})))
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -253,8 +252,7 @@ class _Uvicorn(uvicorn.Server):
     """
 
     def __init__(self, app, host: str, port: int, shutdown_timeout: float, log_level: str):
-        super().__init__(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
-                                        timeout_graceful_shutdown=shutdown_timeout + 5))
+        super().__init__(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on", timeout_graceful_shutdown=shutdown_timeout + 5))
         self._generation = app.state.server.generation
         self._shutdown_timeout = shutdown_timeout
 
@@ -282,8 +280,7 @@ def _signals_stop(server: _Uvicorn):
             signal.signal(s, handler)
 
 
-def serve(session, host: str = "127.0.0.1", port: int = 8000, *, shutdown_timeout: float = 10.0,
-          log_level: str = "info", **app_options) -> bool:
+def serve(session, host: str = "127.0.0.1", port: int = 8000, *, shutdown_timeout: float = 10.0, log_level: str = "info", **app_options) -> bool:
     """Serve ``session`` (see :func:`create_app` for ``app_options``) until SIGTERM or SIGINT.
 
     Shutdown is graceful: new connections are refused, in-flight requests get ``shutdown_timeout``
@@ -311,8 +308,7 @@ class BackgroundServer:
     context manager or call :meth:`close`.
     """
 
-    def __init__(self, session, host: str = "127.0.0.1", port: int = 0, *, shutdown_timeout: float = 5.0,
-                 start_timeout: float = 30.0, **app_options):
+    def __init__(self, session, host: str = "127.0.0.1", port: int = 0, *, shutdown_timeout: float = 5.0, start_timeout: float = 30.0, **app_options):
         self.app = create_app(session, shutdown_timeout=shutdown_timeout, **app_options)
         self._shutdown_timeout = shutdown_timeout
         self._server = _Uvicorn(self.app, host, port, shutdown_timeout, "warning")

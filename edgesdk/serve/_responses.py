@@ -23,8 +23,17 @@ log = logging.getLogger("edgesdk.serve")
 class ApiError(Exception):
     """An HTTP error answered with OpenAI's body: ``{"error": {"message", "type", "param", "code"}}``."""
 
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", *, param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None, extra: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = headers or {}
@@ -89,8 +98,7 @@ class Outcome:
 
 
 def _tool_call(call, index: int | None = None) -> dict:
-    out = {"id": call.id, "type": "function",
-           "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)}}
+    out = {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)}}
     # Stream deltas address calls by position; whole messages do not.
     return out if index is None else {"index": index, **out}
 
@@ -108,8 +116,7 @@ class _Format:
         self.created = int(time.time())
 
     def _envelope(self, object_: str, choices: list, **extra) -> dict:
-        return {"id": self.id, "object": object_, "created": self.created, "model": self.model,
-                "system_fingerprint": "edgesdk", "choices": choices, **extra}
+        return {"id": self.id, "object": object_, "created": self.created, "model": self.model, "system_fingerprint": "edgesdk", "choices": choices, **extra}
 
     def usage_chunk(self, out: Outcome) -> dict:
         """The last chunk when ``stream_options.include_usage``: no choices, only usage (OpenAI's shape)."""

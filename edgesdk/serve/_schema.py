@@ -29,8 +29,9 @@ def _bad(param: str | None, message: str, code: str | None = None) -> ApiError:
 
 
 def _kind(v: Any) -> str:
-    return "null" if v is None else {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
-                                     dict: "object"}.get(type(v), type(v).__name__)
+    return (
+        "null" if v is None else {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}.get(type(v), type(v).__name__)
+    )
 
 
 # --- field checkers: (param, value) -> the value for the engine ---------------------------------
@@ -101,8 +102,14 @@ _IGNORED = frozenset({"user", "metadata", "store", "service_tier", "prompt_cache
 
 # Features this server does not implement: accepted only at the value that means "off".
 _DEFAULT_ONLY: dict[str, tuple] = {
-    "n": (1,), "presence_penalty": (0, 0.0), "frequency_penalty": (0, 0.0), "logit_bias": ({},),
-    "top_logprobs": (0,), "best_of": (1,), "echo": (False,), "suffix": ("",),
+    "n": (1,),
+    "presence_penalty": (0, 0.0),
+    "frequency_penalty": (0, 0.0),
+    "logit_bias": ({},),
+    "top_logprobs": (0,),
+    "best_of": (1,),
+    "echo": (False,),
+    "suffix": ("",),
 }
 
 
@@ -134,8 +141,7 @@ class Models:
         base, sep, adapter = model.rpartition(":")
         if sep and base == self.base and adapter in self.adapters:
             return adapter
-        raise ApiError(404, f"The model {model!r} does not exist; this server has {', '.join(map(repr, self.ids()))}",
-                       param="model", code="model_not_found")
+        raise ApiError(404, f"The model {model!r} does not exist; this server has {', '.join(map(repr, self.ids()))}", param="model", code="model_not_found")
 
 
 # --- requests -----------------------------------------------------------------------------------

@@ -100,8 +100,13 @@ class GenerationQueue:
             if len(self._live) >= self.capacity:
                 self.counters["rejected"] += 1
                 wait = max(1, min(60, math.ceil(self._mean_s * len(self._live))))
-                raise ApiError(429, f"the server is busy: {len(self._live)} request(s) in progress or waiting (capacity {self.capacity}); "
-                               f"retry in about {wait} s", "rate_limit_error", code="queue_full", headers={"Retry-After": str(wait)})
+                raise ApiError(
+                    429,
+                    f"the server is busy: {len(self._live)} request(s) in progress or waiting (capacity {self.capacity}); retry in about {wait} s",
+                    "rate_limit_error",
+                    code="queue_full",
+                    headers={"Retry-After": str(wait)},
+                )
             job = Job(self, prompt, options, stream, fit)
             self._live.add(job)
             self.counters["submitted"] += 1

@@ -90,8 +90,7 @@ class FaceDetector(SessionBlock):
     threshold, ``iou_threshold`` the overlap above which two detections are one face.
     """
 
-    def __init__(self, model: str = "hub:face-detection", options: SessionOptions | None = None, *,
-                 min_score: float = 0.5, iou_threshold: float = 0.3):
+    def __init__(self, model: str = "hub:face-detection", options: SessionOptions | None = None, *, min_score: float = 0.5, iou_threshold: float = 0.3):
         from .._session import Session
 
         if not 0 <= min_score <= 1 or not 0 < iou_threshold <= 1:
@@ -105,15 +104,17 @@ class FaceDetector(SessionBlock):
             reg = next((o for o in self.session.outputs if isinstance(o.shape[-1], int) and o.shape[-1] == 16), None)
             cls = next((o for o in self.session.outputs if isinstance(o.shape[-1], int) and o.shape[-1] == 1), None)
             if len(shape) != 4 or shape[1] != shape[2] or not isinstance(shape[1], int) or reg is None or cls is None or len(outs) != 2:
-                raise UnsupportedModelError(self.session.model.path, f"is not a BlazeFace model (input {shape}, outputs "
-                                            f"{[(o.name, o.shape) for o in self.session.outputs]})")
+                raise UnsupportedModelError(
+                    self.session.model.path, f"is not a BlazeFace model (input {shape}, outputs {[(o.name, o.shape) for o in self.session.outputs]})"
+                )
             self.size = int(shape[1])
             self._reg, self._cls = reg.name, cls.name
             try:
                 self._anchors = _anchors(self.size, int(reg.shape[1]))
             except KeyError:
-                raise UnsupportedModelError(self.session.model.path, f"BlazeFace layout with input {self.size} and "
-                                            f"{reg.shape[1]} anchors is not known") from None
+                raise UnsupportedModelError(
+                    self.session.model.path, f"BlazeFace layout with input {self.size} and {reg.shape[1]} anchors is not known"
+                ) from None
         except BaseException:
             self.session.close()
             raise
@@ -134,7 +135,7 @@ class FaceDetector(SessionBlock):
         ph, pw = max(1, round(h * scale)), max(1, round(w * scale))
         oy, ox = round(top * scale), round(left * scale)
         x[:] = -1.0
-        x[oy:oy + ph, ox:ox + pw] = resize(rgb, ph, pw) / 127.5 - 1.0
+        x[oy : oy + ph, ox : ox + pw] = resize(rgb, ph, pw) / 127.5 - 1.0
         out = self.session.run({self._input.name: x[None]})
         raw = out[self._reg][0]
         logits = np.clip(out[self._cls][0, :, 0].astype(np.float64), -100, 100)

@@ -107,10 +107,23 @@ class TextRecognizer(SessionBlock):
     turned by 180 degrees, and the more confident reading is kept.
     """
 
-    def __init__(self, options: SessionOptions | None = None, *, det: str = "hub:ppocr-det", rec: str = "hub:ppocr-rec",
-                 cls: str | None = "hub:ppocr-cls", classify: bool = True, det_threshold: float = 0.3,
-                 box_threshold: float = 0.5, unclip_ratio: float = 1.6, min_score: float = 0.5,
-                 det_min_side: int = 64, det_max_side: int = 960, batch_size: int = 6, retry_below: float = 0.8):
+    def __init__(
+        self,
+        options: SessionOptions | None = None,
+        *,
+        det: str = "hub:ppocr-det",
+        rec: str = "hub:ppocr-rec",
+        cls: str | None = "hub:ppocr-cls",
+        classify: bool = True,
+        det_threshold: float = 0.3,
+        box_threshold: float = 0.5,
+        unclip_ratio: float = 1.6,
+        min_score: float = 0.5,
+        det_min_side: int = 64,
+        det_max_side: int = 960,
+        batch_size: int = 6,
+        retry_below: float = 0.8,
+    ):
         from .._session import Session
 
         for name, v in (("det_threshold", det_threshold), ("box_threshold", box_threshold), ("min_score", min_score)):
@@ -256,7 +269,7 @@ class TextRecognizer(SessionBlock):
         cls = self._sessions["cls"]
         flagged = []
         for s in range(0, len(crops), self.batch_size):
-            chunk = crops[s:s + self.batch_size]
+            chunk = crops[s : s + self.batch_size]
             probs = cls.run({cls.inputs[0].name: self._normalise(chunk, 192)})[cls.outputs[0].name]
             flagged += [s + j for j, p in enumerate(probs) if int(np.argmax(p)) == 1 and p[1] > 0.9]  # label "180", PaddleOCR's bar
         return flagged
@@ -270,7 +283,7 @@ class TextRecognizer(SessionBlock):
         order = sorted(range(len(crops)), key=lambda i: crops[i].shape[1] / crops[i].shape[0])
         hgt = self._rec_height
         for s in range(0, len(order), self.batch_size):
-            idx = order[s:s + self.batch_size]
+            idx = order[s : s + self.batch_size]
             ratio = max(320 / hgt, max(crops[i].shape[1] / crops[i].shape[0] for i in idx))
             width = int(math.ceil(hgt * ratio))
             probs = rec.run({rec.inputs[0].name: self._normalise([crops[i] for i in idx], width)})[rec.outputs[0].name]

@@ -80,8 +80,7 @@ def main(argv=None) -> int:
     p.add_argument("--realtime", action="store_true", help="feed the WAV at the speed of speech (latencies as a driver feels them)")
     p.add_argument("--llm", default="hub:smollm2-135m")
     p.add_argument("--asr", default="hub:whisper-tiny-en")
-    p.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD,
-                   help=f"how the LLM picks the action (default {DEFAULT_METHOD}; see intents.py)")
+    p.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD, help=f"how the LLM picks the action (default {DEFAULT_METHOD}; see intents.py)")
     args = p.parse_args(argv)
     if args.budget_ms <= 0:
         p.error("--budget-ms must be positive")

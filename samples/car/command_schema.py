@@ -18,8 +18,24 @@ __all__ = ["SchemaError", "load_schema", "validate", "SCHEMA_PATH"]
 
 SCHEMA_PATH = Path(__file__).with_name("commands.schema.json")
 
-_KNOWN = {"$schema", "$id", "title", "description", "type", "enum", "const", "minimum", "maximum", "minLength",
-          "maxLength", "required", "properties", "additionalProperties", "oneOf", "discriminator"}
+_KNOWN = {
+    "$schema",
+    "$id",
+    "title",
+    "description",
+    "type",
+    "enum",
+    "const",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "required",
+    "properties",
+    "additionalProperties",
+    "oneOf",
+    "discriminator",
+}
 
 _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
 

@@ -55,8 +55,14 @@ def _score(cases: list[dict], commands: list[dict], times: list[float]) -> dict:
     n = len(cases)
     actions = sum(c["action"] == case["expect"]["action"] for c, case in zip(commands, cases))
     misses = [{"text": case["text"], "got": c, "expect": case["expect"]} for c, case in zip(commands, cases) if not matches(c, case["expect"])]
-    return {"n": n, "commands": commands, "action_accuracy": actions / n, "command_accuracy": (n - len(misses)) / n, "misses": misses,
-            "median_ms": 1000 * statistics.median(times)}
+    return {
+        "n": n,
+        "commands": commands,
+        "action_accuracy": actions / n,
+        "command_accuracy": (n - len(misses)) / n,
+        "misses": misses,
+        "median_ms": 1000 * statistics.median(times),
+    }
 
 
 def main(argv=None) -> int:
@@ -73,8 +79,10 @@ def main(argv=None) -> int:
         classifier.warmup()  # first runs allocate, and build the grammar engine's view of the vocabulary
     for which in ("dev", "held_out"):
         for method, r in evaluate_many(classifiers, load_cases(which)).items():
-            print(f"{which} [{method}]: {r['n']} phrasings, action {r['action_accuracy']:.0%}, whole command {r['command_accuracy']:.0%}, "
-                  f"median {r['median_ms']:.0f} ms/utterance")
+            print(
+                f"{which} [{method}]: {r['n']} phrasings, action {r['action_accuracy']:.0%}, whole command {r['command_accuracy']:.0%}, "
+                f"median {r['median_ms']:.0f} ms/utterance"
+            )
             for m in r["misses"]:
                 print(f"  miss: {m['text']!r} -> {json.dumps(m['got'])} (expected {json.dumps(m['expect'])})")
     return 0

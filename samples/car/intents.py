@@ -30,8 +30,24 @@ from edgesdk.errors import StructuredOutputError
 
 from command_schema import load_schema, validate
 
-__all__ = ["ACTIONS", "METHODS", "DEFAULT_METHOD", "IntentClassifier", "SchemaClassifier", "CommandWriter", "make_classifier", "Intent", "interpret",
-           "parse_number", "parse_zone", "extract_slots", "fill", "action_schema", "generation_schema", "unknown"]
+__all__ = [
+    "ACTIONS",
+    "METHODS",
+    "DEFAULT_METHOD",
+    "IntentClassifier",
+    "SchemaClassifier",
+    "CommandWriter",
+    "make_classifier",
+    "Intent",
+    "interpret",
+    "parse_number",
+    "parse_zone",
+    "extract_slots",
+    "fill",
+    "action_schema",
+    "generation_schema",
+    "unknown",
+]
 
 # What each action is about, in the words a driver uses: the classifier scores how likely the
 # utterance is after "Category: <this>" (noisy-channel scoring, see IntentClassifier). Wording was
@@ -84,7 +100,7 @@ class IntentClassifier:
         out = {}
         for action, prefix in self._prefixes.items():
             ids = prefix + utterance
-            logits = self.session.run({"input_ids": np.asarray([ids], np.int64)})["logits"][0, len(prefix) - 1:-1]
+            logits = self.session.run({"input_ids": np.asarray([ids], np.int64)})["logits"][0, len(prefix) - 1 : -1]
             logits = logits.astype(np.float64)
             m = logits.max(-1, keepdims=True)
             logp = logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))
@@ -132,8 +148,12 @@ _SYSTEM = "Turn the driver's request into one JSON command for the car."
 
 def action_schema(schema: dict) -> dict:
     """The command schema reduced to its choice of action: ``{"action": <one of the branches' consts>}``."""
-    return {"type": "object", "properties": {"action": {"enum": [b["properties"]["action"]["const"] for b in schema["oneOf"]]}},
-            "required": ["action"], "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": {"action": {"enum": [b["properties"]["action"]["const"] for b in schema["oneOf"]]}},
+        "required": ["action"],
+        "additionalProperties": False,
+    }
 
 
 def generation_schema(schema: dict) -> dict:
@@ -175,8 +195,9 @@ class _FewShotGenerator:
             self._chat += [{"role": "user", "content": utterance}, {"role": "assistant", "content": json.dumps(answer(command))}]
 
     def generate(self, text: str) -> dict:
-        reply = self.session.generate(self._chat + [{"role": "user", "content": text}], response_format=self.schema,
-                                      max_tokens=self.max_tokens, speculative="prompt_lookup")
+        reply = self.session.generate(
+            self._chat + [{"role": "user", "content": text}], response_format=self.schema, max_tokens=self.max_tokens, speculative="prompt_lookup"
+        )
         return json.loads(reply)
 
 
@@ -223,8 +244,12 @@ def make_classifier(method: str, session):
 
 # -- slots -----------------------------------------------------------------------------------------
 
-_UNITS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve thirteen "
-                                      "fourteen fifteen sixteen seventeen eighteen nineteen".split())}
+_UNITS = {
+    w: i
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+    )
+}
 _TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), start=2)}
 _WORD = re.compile(r"[a-z]+|\d+(?:\.\d+)?")
 
@@ -245,7 +270,7 @@ def parse_number(text: str) -> float | None:
             value, j = _UNITS[w], i + 1
         if value is None:
             continue
-        if words[j:j + 3] == ["and", "a", "half"] or words[j:j + 2] == ["point", "five"]:
+        if words[j : j + 3] == ["and", "a", "half"] or words[j : j + 2] == ["point", "five"]:
             value += 0.5
         return int(value) if float(value).is_integer() else value
     return None
@@ -379,8 +404,9 @@ def interpret(text: str, classifier) -> Intent:
             break
         action = command["action"]
         if action == "unknown":
-            return Intent(unknown(text, "not a cabin command" if first_errors is None else f"{top}: " + "; ".join(first_errors)),
-                          action, p, tuple(first_errors or ()))
+            return Intent(
+                unknown(text, "not a cabin command" if first_errors is None else f"{top}: " + "; ".join(first_errors)), action, p, tuple(first_errors or ())
+            )
         errors = validate(command, _schema())
         if not errors:
             return Intent(command, action, p)

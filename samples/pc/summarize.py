@@ -79,10 +79,13 @@ def main(argv=None) -> int:
         return 2
 
     options = SessionOptions.for_device("pc")
-    pipe = Pipeline([
-        StageSpec("ocr", lambda opts: OcrStage(opts)),
-        StageSpec("summarize", lambda opts: SummarizeStage(opts, args.cloud, args.audit, args.max_tokens)),
-    ], options=options)
+    pipe = Pipeline(
+        [
+            StageSpec("ocr", lambda opts: OcrStage(opts)),
+            StageSpec("summarize", lambda opts: SummarizeStage(opts, args.cloud, args.audit, args.max_tokens)),
+        ],
+        options=options,
+    )
     answer = None
     with pipe:
         for ev in pipe.run([image]):

@@ -30,8 +30,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # travel.py beside thi
 
 from edgesdk import Session, SessionOptions  # noqa: E402
 from edgesdk.audio import Audio, read_wav, write_wav  # noqa: E402
-from edgesdk.pipeline import (AsrStage, Frame, LlmStage, Pipeline, StageSpec, TtsStage, VadStage, WakeWordStage,  # noqa: E402
-                              audio_frames)
+from edgesdk.pipeline import (
+    AsrStage,
+    Frame,
+    LlmStage,
+    Pipeline,
+    StageSpec,
+    TtsStage,
+    VadStage,
+    WakeWordStage,  # noqa: E402
+    audio_frames,
+)
 
 from travel import PlannerStage, ReplyStage, ToolStage, book_flight  # noqa: E402
 
@@ -54,8 +63,17 @@ def short_commands(options: SessionOptions) -> SessionOptions:
     return attrs.evolve(options, backend_options={**options.backend_options, "ctranslate2": ct2})
 
 
-def build_pipeline(*, wake_word: str | None, options: SessionOptions, bookings: Path, max_tokens: int, orchestrator=None,
-                   llm="hub:smollm2-135m", asr="hub:whisper-tiny-en", voice="hub:piper-joe-us") -> Pipeline:
+def build_pipeline(
+    *,
+    wake_word: str | None,
+    options: SessionOptions,
+    bookings: Path,
+    max_tokens: int,
+    orchestrator=None,
+    llm="hub:smollm2-135m",
+    asr="hub:whisper-tiny-en",
+    voice="hub:piper-joe-us",
+) -> Pipeline:
     """voice_assistant()'s stages with the tool step between the LLM and TTS: llm -> tool -> reply.
 
     Built here, not with voice_assistant(), because that takes no extra stages.

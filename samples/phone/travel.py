@@ -31,8 +31,22 @@ from edgesdk._io import atomic_write_bytes
 from edgesdk.errors import StructuredOutputError
 from edgesdk.pipeline import LlmStage, Stage, StageContext
 
-__all__ = ["DAYS", "Booking", "book_flight", "booking_tool", "wants_booking", "places", "missing", "check_call", "spoken_confirmation",
-           "ToolRequest", "ToolResult", "PlannerStage", "ToolStage", "ReplyStage"]
+__all__ = [
+    "DAYS",
+    "Booking",
+    "book_flight",
+    "booking_tool",
+    "wants_booking",
+    "places",
+    "missing",
+    "check_call",
+    "spoken_confirmation",
+    "ToolRequest",
+    "ToolResult",
+    "PlannerStage",
+    "ToolStage",
+    "ReplyStage",
+]
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "today", "tomorrow")
 # With tool_choice="auto" SmolLM2-135M called book_flight for none of five booking requests (it
@@ -48,6 +62,7 @@ ASK_AGAIN = "Sorry, from which city to which city? Please say it again."
 
 
 # -- the request ----------------------------------------------------------------------------------
+
 
 def wants_booking(text: str) -> bool:
     return bool(_BOOKING.search(text))
@@ -88,19 +103,22 @@ def missing(text: str) -> str | None:
 def booking_tool(text: str) -> dict:
     """The ``book_flight`` tool (OpenAI style) for this request: its cities and days are the ones said."""
     said = places(text)
-    return {"type": "function", "function": {
-        "name": "book_flight",
-        "description": "Book a flight for the user.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "origin": {"enum": said, "description": "city the flight leaves from"},
-                "destination": {"enum": said, "description": "city the flight goes to"},
-                "day": {"enum": days(text), "description": "day of the flight"},
+    return {
+        "type": "function",
+        "function": {
+            "name": "book_flight",
+            "description": "Book a flight for the user.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "origin": {"enum": said, "description": "city the flight leaves from"},
+                    "destination": {"enum": said, "description": "city the flight goes to"},
+                    "day": {"enum": days(text), "description": "day of the flight"},
+                },
+                "required": ["origin", "destination", "day"],
             },
-            "required": ["origin", "destination", "day"],
         },
-    }}
+    }
 
 
 def check_call(arguments: Mapping[str, Any], text: str) -> str | None:
@@ -121,6 +139,7 @@ def check_call(arguments: Mapping[str, Any], text: str) -> str | None:
 
 
 # -- the tool -------------------------------------------------------------------------------------
+
 
 @attrs.frozen
 class Booking:
@@ -165,6 +184,7 @@ def spoken_confirmation(reply: str, result) -> str:
 
 
 # -- the stages -----------------------------------------------------------------------------------
+
 
 @attrs.frozen
 class ToolRequest:
@@ -228,8 +248,14 @@ class PlannerStage(Stage):
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": text}]
         tools = [booking_tool(text)]
         try:
-            reply = self.session.generate(messages, tools=tools, tool_choice={"type": "function", "function": {"name": "book_flight"}},
-                                          parallel_tool_calls=False, max_tokens=self.max_tokens, speculative="prompt_lookup")
+            reply = self.session.generate(
+                messages,
+                tools=tools,
+                tool_choice={"type": "function", "function": {"name": "book_flight"}},
+                parallel_tool_calls=False,
+                max_tokens=self.max_tokens,
+                speculative="prompt_lookup",
+            )
         except StructuredOutputError:  # max_tokens ended inside the call: nothing valid to run
             return None
         return ToolRequest(messages, tools, reply.tool_calls[0])
@@ -251,8 +277,10 @@ class ToolStage(Stage):
         call = value.call
         result = self.functions[call.name](**call.arguments)
         ctx.emit("tool_result", result)
-        messages = value.messages + [{"role": "assistant", "content": None, "tool_calls": [call.to_openai()]},
-                                     {"role": "tool", "tool_call_id": call.id, "content": result.content}]
+        messages = value.messages + [
+            {"role": "assistant", "content": None, "tool_calls": [call.to_openai()]},
+            {"role": "tool", "tool_call_id": call.id, "content": result.content},
+        ]
         yield ToolResult(messages, value.tools, result)
 
 

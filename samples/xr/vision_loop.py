@@ -52,9 +52,16 @@ class Camera:
         rng = np.random.default_rng(seed)
         # A room: a shaded wall, a floor, and furniture, windows and posters as coloured boxes.
         self._wall = np.linspace([150, 160, 175], [95, 100, 115], height).astype(np.float32)[:, None, :]
-        self._things = [(int(rng.integers(-width // 2, width * 3 // 2)), int(rng.integers(0, height * 3 // 4)),
-                         int(rng.integers(30, 220)), int(rng.integers(30, 200)), rng.integers(20, 236, 3).astype(np.float32))
-                        for _ in range(12)]
+        self._things = [
+            (
+                int(rng.integers(-width // 2, width * 3 // 2)),
+                int(rng.integers(0, height * 3 // 4)),
+                int(rng.integers(30, 220)),
+                int(rng.integers(30, 200)),
+                rng.integers(20, 236, 3).astype(np.float32),
+            )
+            for _ in range(12)
+        ]
         self._noise = rng.normal(0, 6, (height, width, 3)).astype(np.float32)
 
     def has_face(self, i: int) -> bool:
@@ -63,13 +70,13 @@ class Camera:
     def background(self, i: int) -> np.ndarray:
         t = (i % self.cycle) / self.fps
         img = np.repeat(self._wall, self.width, axis=1)
-        img[self.height * 4 // 5:] = (90, 70, 55)
+        img[self.height * 4 // 5 :] = (90, 70, 55)
         pan = int(60 * math.sin(0.5 * t))  # the wearer's head turns: the room slides sideways
         for x, y, w, h, colour in self._things:
             x0, x1 = max(0, x + pan), min(self.width, x + pan + w)
             if x0 < x1:
-                img[y:y + h, x0:x1] = colour
-                img[y:y + h, x0:x1:9] *= 0.8  # stripes: edges and texture, as real scenes have
+                img[y : y + h, x0:x1] = colour
+                img[y : y + h, x0:x1:9] *= 0.8  # stripes: edges and texture, as real scenes have
         img += np.roll(self._noise, (37 * i) % self.height, axis=0)
         return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -83,7 +90,7 @@ class Camera:
         # A Lissajous path over the frame, kept fully in view.
         x = round((self.width - hw) * (0.5 + 0.5 * math.sin(1.3 * t)))
         y = round((self.height - hh) * (0.5 + 0.5 * math.sin(1.7 * t + 1.0)))
-        img[y:y + hh, x:x + hw] = np.clip(resize(self.head, hh, hw), 0, 255).astype(np.uint8)
+        img[y : y + hh, x : x + hw] = np.clip(resize(self.head, hh, hw), 0, 255).astype(np.uint8)
         fx0, fy0, fx1, fy1 = FACE_BOX
         hx0, hy0 = HEAD_CROP[:2]
         box = (x + (fx0 - hx0) * scale, y + (fy0 - hy0) * scale, x + (fx1 - hx0) * scale, y + (fy1 - hy0) * scale)
@@ -122,12 +129,23 @@ def run_loop(detector: FaceDetector, camera: Camera, seconds: float, budget_s: f
     over = int((lat > budget_s).sum())
     placement = detector.session.placement
     return {
-        "frames": total, "processed": len(lat), "dropped": dropped, "wall_s": wall, "fps_target": camera.fps,
+        "frames": total,
+        "processed": len(lat),
+        "dropped": dropped,
+        "wall_s": wall,
+        "fps_target": camera.fps,
         "fps_processed": len(lat) / wall if wall > 0 else None,
-        "p50_ms": float(np.percentile(lat, 50) * 1e3), "p90_ms": float(np.percentile(lat, 90) * 1e3),
-        "p99_ms": float(np.percentile(lat, 99) * 1e3), "max_ms": float(lat.max() * 1e3),
-        "budget_ms": budget_s * 1e3, "over_budget": over, "over_budget_pct": 100.0 * over / len(lat),
-        "faces_found": hits, "faces_missed": misses, "empty_frames": empty_frames, "false_positive_frames": false_pos,
+        "p50_ms": float(np.percentile(lat, 50) * 1e3),
+        "p90_ms": float(np.percentile(lat, 90) * 1e3),
+        "p99_ms": float(np.percentile(lat, 99) * 1e3),
+        "max_ms": float(lat.max() * 1e3),
+        "budget_ms": budget_s * 1e3,
+        "over_budget": over,
+        "over_budget_pct": 100.0 * over / len(lat),
+        "faces_found": hits,
+        "faces_missed": misses,
+        "empty_frames": empty_frames,
+        "false_positive_frames": false_pos,
         "placement": f"{placement.device.id} [{placement.device.kind}] {placement.device.name}",
         "model": Path(detector.session.model.path).name,
     }
@@ -135,15 +153,17 @@ def run_loop(detector: FaceDetector, camera: Camera, seconds: float, budget_s: f
 
 def format_report(r: dict) -> str:
     with_face = r["faces_found"] + r["faces_missed"]
-    return "\n".join([
-        f"model      {r['model']} on {r['placement']}",
-        f"frames     {r['processed']} processed, {r['dropped']} dropped of {r['frames']} at {r['fps_target']:g} fps "
-        f"({r['fps_processed']:.1f} fps processed over {r['wall_s']:.2f} s)",
-        f"latency    p50 {r['p50_ms']:.1f} ms, p90 {r['p90_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms",
-        f"budget     {r['budget_ms']:g} ms: {r['over_budget']} frames over ({r['over_budget_pct']:.1f} %)",
-        f"accuracy   face found in place (IoU >= 0.5) in {r['faces_found']}/{with_face} frames with a face; "
-        f"a face reported in {r['false_positive_frames']}/{r['empty_frames']} frames without one",
-    ])
+    return "\n".join(
+        [
+            f"model      {r['model']} on {r['placement']}",
+            f"frames     {r['processed']} processed, {r['dropped']} dropped of {r['frames']} at {r['fps_target']:g} fps "
+            f"({r['fps_processed']:.1f} fps processed over {r['wall_s']:.2f} s)",
+            f"latency    p50 {r['p50_ms']:.1f} ms, p90 {r['p90_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms",
+            f"budget     {r['budget_ms']:g} ms: {r['over_budget']} frames over ({r['over_budget_pct']:.1f} %)",
+            f"accuracy   face found in place (IoU >= 0.5) in {r['faces_found']}/{with_face} frames with a face; "
+            f"a face reported in {r['false_positive_frames']}/{r['empty_frames']} frames without one",
+        ]
+    )
 
 
 def main(argv=None) -> int:

@@ -23,8 +23,7 @@ __all__ = ["ARCHITECTURES", "Architecture", "FEATURES", "SlidingWindow", "archit
 
 #: Primitives a forward pass may need beyond the plain llama layer. A backend declares the subset it
 #: implements; placement refuses a model that needs one it lacks, naming it.
-FEATURES = ("attn_bias", "qk_norm", "post_norms", "gelu_tanh", "sliding_window", "rope_freqs",
-            "embed_scale", "logit_softcap", "fused_qkv", "fused_gate_up")
+FEATURES = ("attn_bias", "qk_norm", "post_norms", "gelu_tanh", "sliding_window", "rope_freqs", "embed_scale", "logit_softcap", "fused_qkv", "fused_gate_up")
 
 
 @attrs.frozen
@@ -78,9 +77,14 @@ class Architecture:
     def features(self) -> frozenset[str]:
         """The :data:`FEATURES` this architecture needs by itself (files may add rope_freqs / softcap)."""
         have = {
-            "attn_bias": self.attn_bias, "qk_norm": self.qk_norm, "post_norms": self.post_norms,
-            "gelu_tanh": self.activation == "gelu_tanh", "sliding_window": self.sliding_window is not None,
-            "embed_scale": self.embed_scale, "fused_qkv": len(self.qkv) == 1, "fused_gate_up": len(self.gate_up) == 1,
+            "attn_bias": self.attn_bias,
+            "qk_norm": self.qk_norm,
+            "post_norms": self.post_norms,
+            "gelu_tanh": self.activation == "gelu_tanh",
+            "sliding_window": self.sliding_window is not None,
+            "embed_scale": self.embed_scale,
+            "fused_qkv": len(self.qkv) == 1,
+            "fused_gate_up": len(self.gate_up) == 1,
         }
         return frozenset(k for k, v in have.items() if v)
 

