@@ -188,7 +188,8 @@ def report_dict(rep) -> dict:
 
 
 def _cached_decision(path):
-    from ._measured import cached_decisions, model_sha256
+    from ._measured import cached_decisions
+    from ._modelfile import model_sha256
 
     sha = model_sha256(path)
     return next((e for e in cached_decisions() if e.get("key", {}).get("model_sha256") == sha), None)

@@ -11,7 +11,6 @@ measured again.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -23,6 +22,7 @@ import attrs
 
 from . import _cache
 from ._io import cache_dir
+from ._modelfile import model_sha256
 from ._timing import energy_meter, one_run, time_runs
 
 __all__ = ["Trial", "TIE", "place_measured", "cached_decisions"]
@@ -59,28 +59,6 @@ class Trial:
             return f"{name}: trial failed: {self.error}"
         energy = f", {self.energy_j:.3g} J/run" if self.energy_j is not None else ""
         return f"{name}: median {self.median_s * 1e3:.3f} ms, p90 {self.p90_s * 1e3:.3f} ms over {self.runs} runs{energy}"
-
-
-@functools.lru_cache(maxsize=64)
-def _digest(path: str, size: int, mtime_ns: int) -> str:
-    p = Path(path)
-    if not p.is_dir():
-        with open(p, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
-    h = hashlib.sha256()
-    for f in sorted(q for q in p.rglob("*") if q.is_file()):
-        with open(f, "rb") as fh:
-            h.update(f"{f.relative_to(p).as_posix()}\0{hashlib.file_digest(fh, 'sha256').hexdigest()}\n".encode())
-    return h.hexdigest()
-
-
-def model_sha256(path) -> str:
-    """sha256 of a model file (of its files' names and digests, for a directory), memoised per
-    (path, size, mtime) in this process."""
-    real = os.path.realpath(path)
-    st = os.stat(real)
-    newest = max([st.st_mtime_ns] + [q.stat().st_mtime_ns for q in Path(real).rglob("*")]) if os.path.isdir(real) else st.st_mtime_ns
-    return _digest(real, st.st_size, newest)
 
 
 def _key(model, pool, options, registry) -> tuple[str, dict]:

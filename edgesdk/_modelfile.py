@@ -6,6 +6,8 @@ So every file is checked here first and every failure is a typed error naming th
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import struct
 from pathlib import Path
@@ -15,7 +17,7 @@ import numpy as np
 from ._errors import ModelFormatError, ModelLoadError, ModelNotFoundError, UnsupportedModelError
 from .backend import Model, TensorSpec
 
-__all__ = ["open_model", "KNOWN_EXTENSIONS"]
+__all__ = ["open_model", "model_sha256", "KNOWN_EXTENSIONS"]
 
 KNOWN_EXTENSIONS = {".onnx": "onnx", ".tflite": "tflite", ".lite": "tflite", ".gguf": "gguf"}
 
@@ -388,3 +390,25 @@ def _tensor_kinds(tensors) -> dict[str, list[str]]:
 
 
 _PROBES = {"onnx": _probe_onnx, "tflite": _probe_tflite, "gguf": _probe_gguf}
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    p = Path(path)
+    if not p.is_dir():
+        with open(p, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    h = hashlib.sha256()
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        with open(f, "rb") as fh:
+            h.update(f"{f.relative_to(p).as_posix()}\0{hashlib.file_digest(fh, 'sha256').hexdigest()}\n".encode())
+    return h.hexdigest()
+
+
+def model_sha256(path) -> str:
+    """sha256 of a model file (of its files' names and digests, for a directory), memoised per
+    (path, size, mtime) in this process."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    newest = max([st.st_mtime_ns] + [q.stat().st_mtime_ns for q in Path(real).rglob("*")]) if os.path.isdir(real) else st.st_mtime_ns
+    return _digest(real, st.st_size, newest)

@@ -23,6 +23,7 @@ import numpy as np
 if TYPE_CHECKING:  # the helpers are bound on first use (see _HELPERS); type checkers see them here
     from edgesdk_backends.onnxruntime import OrtRunner, ort_specs, parse_ort_type
 
+    from ._modelfile import model_sha256
     from ._onnxgraph import dynamic_inputs, fix_input_shapes, is_qdq, load_onnx
     from ._options import input_shapes, typed_backend_options
     from .llm._runner import LlmRunner, gguf_refusal
@@ -48,6 +49,7 @@ __all__ = [
     "input_shapes",
     "is_qdq",
     "load_onnx",
+    "model_sha256",
     "missing_generative",
     "ort_specs",
     "OrtRunner",
@@ -340,6 +342,7 @@ _HELPERS = {
     "LlmRunner": "edgesdk.llm._runner",
     "typed_backend_options": "edgesdk._options",
     "input_shapes": "edgesdk._options",
+    "model_sha256": "edgesdk._modelfile",
     "dynamic_inputs": "edgesdk._onnxgraph",
     "fix_input_shapes": "edgesdk._onnxgraph",
     "is_qdq": "edgesdk._onnxgraph",

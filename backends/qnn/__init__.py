@@ -31,10 +31,10 @@ import time
 import attrs
 
 import edgesdk
-from edgesdk.backend import Backend, Device, NodePlacement, OpTime, OrtRunner, Support
+from edgesdk.backend import Backend, Device, NodePlacement, OpTime, OrtRunner, Support, model_sha256
 from edgesdk.errors import BackendError, BackendUnavailable
 
-from ._cache import CTX_MODEL, ContextCache, cache_root, sha256_file
+from ._cache import CTX_MODEL, ContextCache, cache_root
 from ._options import PERFORMANCE_MODES, PRECISIONS, PROFILING_LEVELS, SOC_MODELS, QnnOptions
 from ._quant import NpuQuantReport, load_calibration, quantize_for_npu
 
@@ -245,7 +245,7 @@ class QnnBackend(Backend):
             if cache is not None:
                 key = cache.make_key(
                     {
-                        "model_sha256": sha256_file(model.path),
+                        "model_sha256": model_sha256(model.path),
                         "input_shapes": {k: list(v) for k, v in qo.input_shapes.items()},
                         "provider_options": _cache_key_options(po),
                         "device": device.id,
