@@ -34,6 +34,7 @@ from edgesdk.quant import TYPES, QuantizedTensor, from_gguf_bytes  # noqa: E402
 
 BLOCK_TYPES = ["Q4_K", "Q5_K", "Q6_K", "Q2_K", "Q3_K", "Q5_0", "Q5_1", "IQ4_NL", "Q8_0", "Q4_0"]
 REPACKED = ["Q4_0", "Q8_0"]  # also through the i16x32 tiles
+LAYOUTS = {"i16x32": "repacked i16x32", "rows8": "GGUF blocks, 8 rows interleaved", "gguf": "GGUF blocks, row by row"}
 
 
 def main(argv=None) -> int:
@@ -61,10 +62,13 @@ def main(argv=None) -> int:
         count = max(2, set_bytes // one.nbytes)
         # distinct content per matrix (identical copies can share cache lines or pre-packing)
         blocks = [one] + [np.roll(one, i * 977, axis=0) for i in range(1, count)]  # whole rows: valid blocks
-        for layout in ["i16x32", "gguf"] if name in REPACKED else ["gguf"]:
-            qts = [from_gguf_bytes(b, name, (n, k)) if layout == "i16x32" else QuantizedTensor.from_blocks(b, name, (n, k)) for b in blocks]
+        for layout in ["i16x32", "gguf"] if name in REPACKED else ["rows8", "gguf"] if t.rows8 else ["gguf"]:
+            qts = [
+                from_gguf_bytes(b, name, (n, k)) if layout == "i16x32" else QuantizedTensor.from_blocks(b, name, (n, k), interleave=layout == "rows8")
+                for b in blocks
+            ]
             wbytes = qts[0].nbytes
-            row = [name, "repacked i16x32" if layout == "i16x32" else "GGUF blocks", f"{8 * wbytes / (n * k):.2f}"]
+            row = [name, LAYOUTS[layout], f"{8 * wbytes / (n * k):.2f}"]
             for m, th in ((1, 1), (1, 2)):
                 x = rng.standard_normal((m, k)).astype(np.float32)
                 out = np.empty((m, n), np.float32)

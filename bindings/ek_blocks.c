@@ -171,6 +171,18 @@ int ek_block_decode(int code, const unsigned char *b, signed char *q, float *sc,
     return 0;
 }
 
+const uint8_t *ek_rows8_block(const ek_bctx *c, int r, int b, uint8_t *out)
+{
+    const int nb = c->t->nbytes, nblk = c->k / c->t->block;
+    const uint8_t *g = c->w + ((size_t)(r / 8) * nblk + (size_t)b) * 8 * (size_t)nb;
+    for (int f = 0, off = 0; f < c->nfields; f++) {
+        const int size = c->fields[2 * f], word = c->fields[2 * f + 1];
+        for (int i = 0; i < size / word; i++) memcpy(out + off + i * word, g + 8 * off + ((size_t)i * 8 + r % 8) * word, (size_t)word);
+        off += size;
+    }
+    return out;
+}
+
 /* ---------------------------------------------------------------- row kernels, one per ISA */
 #define EK_LINK
 #define EK_TARGET

@@ -54,7 +54,18 @@ typedef struct ek_bctx {
     float *y;           /* [M][ldy] */
     int ldy;
     int act_int8;
+    int rows8;                      /* 1: rows interleaved 8 at a time (ekern.h, ek_weight.rows8) */
+    const unsigned short *fields;   /* their field table (bytes, word size) x nfields */
+    int nfields;
+    const int16_t *xs;              /* rows8 + int8: [M][xs_stride] sums of xq per t->sub elements, in
+                                     * each run of 4 the order 0, 2, 1, 3 (pairs for vpmaddwd) */
+    int xs_stride;
 } ek_bctx;
+
+/* Row r's block b of an interleaved weight, gathered into out (t->nbytes bytes) */
+const uint8_t *ek_rows8_block(const ek_bctx *c, int r, int b, uint8_t *out);
+/* Where a sum of xq over sub-block j lives in a row of ek_bctx.xs */
+static inline int ek_xs_index(int j) { return (j & ~3) | ((j & 1) << 1) | ((j >> 1) & 1); }
 
 /* Computes rows r0..r1 of y for every activation row. */
 typedef void (*ek_blocks_fn)(const struct ek_bctx *c, int r0, int r1);
@@ -63,4 +74,7 @@ void ek_blocks_rows_portable(const ek_bctx *c, int r0, int r1);
  * types of the common K-quant mixes (Q4_K, Q5_K, Q6_K, Q5_0) on the int8-activation path */
 void ek_blocks_rows_avx2(const ek_bctx *c, int r0, int r1);
 void ek_blocks_rows_avx512(const ek_bctx *c, int r0, int r1);
+/* x86 (ek_rows8_x86.c): AVX2 kernels over rows interleaved 8 at a time for Q4_K, Q5_K, Q6_K, Q5_0
+ * on the int8 path; NULL where the weight has none */
+ek_blocks_fn ek_rows8_avx2(const ek_bctx *c);
 #endif

@@ -14,6 +14,7 @@ EK_BODY_NAME(const ek_bctx *c, int r0, int r1, const int SUBN, const int HAS_MIN
     const int B = t->block, ns = B / SUBN, nblk = c->k / B, S = c->k / c->ab;
     const size_t row_bytes = (size_t)nblk * t->nbytes;
     int8_t q[EK_QK_K] __attribute__((aligned(32)));
+    uint8_t blk[EK_QK_K];
     float sc[EK_QK_K / 16], mn[EK_QK_K / 16];
     for (int s = 0; s < ns; s++) mn[s] = 0.0f;
     for (int r = r0; r < r1; r++) {
@@ -22,7 +23,7 @@ EK_BODY_NAME(const ek_bctx *c, int r0, int r1, const int SUBN, const int HAS_MIN
             const int mt = c->M - i0 < EK_MR ? c->M - i0 : EK_MR;
             float acc[EK_MR] = {0};
             for (int b = 0; b < nblk; b++) {
-                t->decode(row + (size_t)b * t->nbytes, q, sc, mn);
+                t->decode(c->rows8 ? ek_rows8_block(c, r, b, blk) : row + (size_t)b * t->nbytes, q, sc, mn);
                 const size_t e0 = (size_t)b * B;
                 for (int i = 0; i < mt; i++) {
                     float a = 0.0f;

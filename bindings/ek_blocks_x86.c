@@ -521,9 +521,12 @@ static ek_blocks_fn avx2_dot(const ek_bctx *c)
     }
 }
 
+/* the AVX2 kernel of c's weight: rows interleaved 8 at a time, or one row at a time; NULL: none */
+static ek_blocks_fn avx2_kernel(const ek_bctx *c) { return c->rows8 ? ek_rows8_avx2(c) : avx2_dot(c); }
+
 T2 void ek_blocks_rows_avx2(const ek_bctx *c, int r0, int r1)
 {
-    const ek_blocks_fn f = avx2_dot(c);
+    const ek_blocks_fn f = avx2_kernel(c);
     if (f) f(c, r0, r1);
     else generic_avx2(c, r0, r1);
 }
@@ -531,7 +534,7 @@ T2 void ek_blocks_rows_avx2(const ek_bctx *c, int r0, int r1)
 /* AVX-512 CPUs run the AVX2 kernels (their needs are a subset of the path's) */
 T512 void ek_blocks_rows_avx512(const ek_bctx *c, int r0, int r1)
 {
-    const ek_blocks_fn f = avx2_dot(c);
+    const ek_blocks_fn f = avx2_kernel(c);
     if (f) f(c, r0, r1);
     else generic_avx512(c, r0, r1);
 }

@@ -99,6 +99,9 @@ typedef struct ek_path {
     ek_quant_fn quant;         /* activation quantizer, bit-identical to the portable one */
     ek_stream_fn stream;       /* bandwidth probe read loop */
     void (*blocks)(const struct ek_bctx *c, int r0, int r1);  /* GGUF-native block rows (ek_blocks.h) */
+    /* activations of K-quant matmuls, one scale per 256 (x[m][k], k a multiple of 256; dx[m][k/256],
+     * cs[m][k/32]), bit-identical to the portable one; NULL: the portable one */
+    int (*quant256)(const float *x, int m, int k, int8_t *xq, float *dx, float *cs);
 } ek_path;
 
 /* Paths of each ISA unit, in order of preference; defined on every architecture (built = 0 off it),

@@ -313,6 +313,100 @@ static T512 int quant_rows512(const float *x, int m0, int m1, int k, int Kp, int
     return 0;
 }
 
+/* The AVX2 quantizers: the same arithmetic as quant_rows / quant_rows_super in ekern.c (amax,
+ * d = amax / 127 (fp16-rounded per 32), id = 127 / amax, codes by cvtps2dq: round-half-even under
+ * the default MXCSR, like nearbyintf), so bit-identical to them; the scalar ones cost more than a
+ * whole M = 1 matmul. */
+static inline T_AVX2 int nonfinite8(__m256 v)
+{
+    const __m256i e = _mm256_set1_epi32(0x7f800000);
+    return _mm256_movemask_epi8(_mm256_cmpeq_epi32(_mm256_and_si256(_mm256_castps_si256(v), e), e)) != 0;
+}
+
+static inline T_AVX2 float hmax8(__m256 v)
+{
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+static inline T_AVX2 int hsum8i(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* n (1..32) floats of x as 4 vectors, zero past n; the max |x| of them, or -1 on NaN/Inf */
+static inline T_AVX2 float load32(const float *x, int n, __m256 *v)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 a = _mm256_setzero_ps();
+    int bad = 0;
+    for (int j = 0; j < 4; j++) {
+        if (n >= 8 * j + 8) {
+            v[j] = _mm256_loadu_ps(x + 8 * j);
+        } else {
+            const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            v[j] = _mm256_maskload_ps(x + 8 * j, _mm256_cmpgt_epi32(_mm256_set1_epi32(n - 8 * j), lane));
+        }
+        bad |= nonfinite8(v[j]);
+        a = _mm256_max_ps(a, _mm256_andnot_ps(sign, v[j]));
+    }
+    return bad ? -1.0f : hmax8(a);
+}
+
+/* the 32 codes of v times id into q; returns their sum */
+static inline T_AVX2 int codes32(const __m256 *v, float id, int8_t *q)
+{
+    const __m256 vid = _mm256_set1_ps(id);
+    const __m256i lim = _mm256_set1_epi32(127), nlim = _mm256_set1_epi32(-127);
+    __m256i c[4];
+    for (int j = 0; j < 4; j++) c[j] = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[j], vid)), lim), nlim);
+    const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
+    _mm256_storeu_si256((__m256i *)q, _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    return hsum8i(_mm256_add_epi32(_mm256_add_epi32(c[0], c[1]), _mm256_add_epi32(c[2], c[3])));
+}
+
+static T_AVX2 int quant_rows_avx2(const float *x, int m0, int m1, int k, int Kp, int8_t *xq, float *dx, float *cs)
+{
+    const int S = Kp / 32;
+    for (int i = m0; i < m1; i++)
+        for (int s = 0; s < S; s++) {
+            const int n = k - 32 * s < 32 ? k - 32 * s : 32;
+            __m256 v[4];
+            const float amax = load32(x + (size_t)i * k + 32 * s, n, v);
+            if (amax < 0.0f) return EK_ENONFINITE;
+            const float d0 = amax / 127.0f, d = d0 < 65504.0f ? ek_round_f16(d0) : d0, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+            const int sum = codes32(v, id, xq + (size_t)i * Kp + 32 * s);
+            dx[(size_t)i * S + s] = d;
+            cs[(size_t)i * S + s] = d * (float)sum;
+        }
+    return 0;
+}
+
+static T_AVX2 int quant256_avx2(const float *x, int m, int k, int8_t *xq, float *dx, float *cs)
+{
+    const int nb = k / 256;
+    for (int i = 0; i < m; i++)
+        for (int b = 0; b < nb; b++) {
+            const float *xr = x + (size_t)i * k + 256 * b;
+            __m256 v[8][4];
+            float amax = 0.0f;
+            for (int s = 0; s < 8; s++) {
+                const float a = load32(xr + 32 * s, 32, v[s]);
+                if (a < 0.0f) return EK_ENONFINITE;
+                amax = a > amax ? a : amax;
+            }
+            const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+            for (int s = 0; s < 8; s++) cs[(size_t)i * (k / 32) + 8 * b + s] = d * (float)codes32(v[s], id, xq + (size_t)i * k + 256 * b + 32 * s);
+            dx[(size_t)i * nb + b] = d;
+        }
+    return 0;
+}
+
 /* bandwidth probe: four independent 64-byte loads per step */
 static T512 uint64_t stream512(const uint8_t *p, size_t n)
 {
@@ -361,9 +455,9 @@ int ek_x86_amx_usable(void) { return 0; }
 const ek_path ek_x86_paths[EK_X86_NPATHS] = {
     {"avx512vnni", ISA512, BUILT, {X86(tile_q4_avx512vnni), X86(tile_q8_avx512vnni)},
      {X86(tile2_q4_avx512vnni), X86(tile2_q8_avx512vnni)}, {X86(tile_q4_f32_avx512), X86(tile_q8_f32_avx512)},
-     X86(quant_rows512), X86(stream512), X86(ek_blocks_rows_avx512)},
+     X86(quant_rows512), X86(stream512), X86(ek_blocks_rows_avx512), X86(quant256_avx2)},
     {"avxvnni", ISA_AVXVNNI, BUILT, {X86(tile_q4_avxvnni), X86(tile_q8_avxvnni)}, {NULL, NULL},
-     {X86(tile_q4_f32_avx2), X86(tile_q8_f32_avx2)}, NULL, X86(stream256), X86(ek_blocks_rows_avx2)},
+     {X86(tile_q4_f32_avx2), X86(tile_q8_f32_avx2)}, X86(quant_rows_avx2), X86(stream256), X86(ek_blocks_rows_avx2), X86(quant256_avx2)},
     {"avx2", ISA_AVX2, BUILT, {X86(tile_q4_avx2), X86(tile_q8_avx2)}, {NULL, NULL},
-     {X86(tile_q4_f32_avx2), X86(tile_q8_f32_avx2)}, NULL, X86(stream256), X86(ek_blocks_rows_avx2)},
+     {X86(tile_q4_f32_avx2), X86(tile_q8_f32_avx2)}, X86(quant_rows_avx2), X86(stream256), X86(ek_blocks_rows_avx2), X86(quant256_avx2)},
 };

@@ -388,9 +388,19 @@ int ek_quantize_act(const float *x, int m, int k, signed char *xq, float *dx, fl
     return rc;
 }
 
+int ek_quantize_act256(const float *x, int m, int k, signed char *xq, float *dx, float *cs)
+{
+    if (!x || !xq || !dx || !cs || m < 0 || k <= 0 || k % 256) return EK_EINVAL;
+    pthread_mutex_lock(&call_mu);
+    const ek_path *path = path_now();
+    const int rc = (path->quant256 ? path->quant256 : quant_rows_super)(x, m, k, (int8_t *)xq, dx, cs);
+    pthread_mutex_unlock(&call_mu);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- scratch */
-static void *scratch[4];
-static size_t scratch_cap[4];
+static void *scratch[5];
+static size_t scratch_cap[5];
 
 static void *scratch_get(int i, size_t bytes)
 {
@@ -624,6 +634,43 @@ typedef struct {
     ek_blocks_fn rows;
 } ek_bjob;
 
+/* An interleaved weight: whole groups of 8 rows, and a field table that covers a block exactly */
+static int rows8_valid(const ek_weight *w, const ek_btype *t)
+{
+    if (w->n % 8 || !w->fields || w->nfields <= 0 || w->nfields > 16) return 0;
+    int total = 0;
+    for (int f = 0; f < w->nfields; f++) {
+        const int size = w->fields[2 * f], word = w->fields[2 * f + 1];
+        if (word <= 0 || size <= 0 || size % word) return 0;
+        total += size;
+    }
+    return total == t->nbytes;
+}
+
+/* ek_bctx.xs: exact sums of the int8 activations per `sub` elements, in vpmaddwd pair order */
+static inline __attribute__((always_inline)) int16_t sum_of(const int8_t *x, const int n)
+{
+    int s = 0;
+    for (int e = 0; e < n; e++) s += x[e];
+    return (int16_t)s; /* |s| <= 32 * 127 */
+}
+
+static int sums_per_sub(ek_bctx *c, int sub)
+{
+    const int J = c->k / sub, stride = (J + 3) / 4 * 4;
+    int16_t *xs = scratch_get(4, sizeof(int16_t) * (size_t)c->M * stride);
+    if (!xs) return EK_ENOMEM;
+    for (int i = 0; i < c->M; i++) {
+        const int8_t *x = c->xq + (size_t)i * c->k;
+        int16_t *o = xs + (size_t)i * stride;
+        for (int j = J; j < stride; j++) o[ek_xs_index(j)] = 0;
+        for (int j = 0; j < J; j++) o[ek_xs_index(j)] = sub == 16 ? sum_of(x + 16 * j, 16) : sum_of(x + (size_t)sub * j, 32);
+    }
+    c->xs = xs;
+    c->xs_stride = stride;
+    return 0;
+}
+
 static void run_rows(const void *job, int r0, int r1)
 {
     const ek_bjob *j = job;
@@ -636,18 +683,20 @@ static int matmul_blocks(const ek_weight *wt, const float *x, int m, float *y, i
     const uint8_t *w = wt->q;
     const int n = wt->n, k = wt->k;
     if (!t || !w || !x || !y || n <= 0 || k <= 0 || m <= 0 || k % t->block || k % 32) return EK_EINVAL;
+    if (wt->rows8 && !rows8_valid(wt, t)) return EK_EINVAL;
     pthread_mutex_lock(&call_mu);
     const ek_path *path = path_now();
     int rc = 0;
     ek_bjob j;
     memset(&j, 0, sizeof j);
-    j.c = (ek_bctx){.t = t, .w = w, .n = n, .k = k, .M = m, .y = y, .ldy = ldy, .act_int8 = act_int8 ? 1 : 0};
+    j.c = (ek_bctx){.t = t, .w = w, .n = n, .k = k, .M = m, .y = y, .ldy = ldy, .act_int8 = act_int8 ? 1 : 0,
+                    .rows8 = wt->rows8 ? 1 : 0, .fields = wt->fields, .nfields = wt->nfields};
     j.c.ab = t->block >= 256 ? 256 : 32; /* activations are quantized per weight block */
     if (act_int8 && j.c.ab == 256) {
         int8_t *xq = scratch_get(0, (size_t)m * k);
         float *dx = scratch_get(1, sizeof(float) * (size_t)m * (k / 256));
         float *cs = scratch_get(2, sizeof(float) * (size_t)m * (k / 32));
-        rc = (!xq || !dx || !cs) ? EK_ENOMEM : quant_rows_super(x, m, k, xq, dx, cs);
+        rc = (!xq || !dx || !cs) ? EK_ENOMEM : (path->quant256 ? path->quant256 : quant_rows_super)(x, m, k, xq, dx, cs);
         j.c.xq = xq; j.c.dx = dx; j.c.cs = cs;
     } else {
         int8_t *xq = NULL;
@@ -656,10 +705,14 @@ static int matmul_blocks(const ek_weight *wt, const float *x, int m, float *y, i
         j.c.xq = xq; j.c.dx = dx; j.c.cs = cs; j.c.xf = xf;
     }
     if (rc) goto done;
+    if (wt->rows8 && act_int8) rc = sums_per_sub(&j.c, t->sub);
+    if (rc) goto done;
     j.rows = path->blocks ? path->blocks : ek_blocks_rows_portable;
     const int nt = threads_for(nthreads, (size_t)n * (k / t->block) * (size_t)t->nbytes, m, n);
-    const int chunk = n / (nt * 4);
-    range_run(&j.range, n, chunk > 256 ? 256 : chunk, run_rows, nt);
+    int chunk = n / (nt * 4);
+    chunk = chunk > 256 ? 256 : chunk;
+    if (wt->rows8) chunk = chunk < 8 ? 8 : chunk / 8 * 8; /* whole groups of 8 rows */
+    range_run(&j.range, n, chunk, run_rows, nt);
 done:
     pthread_mutex_unlock(&call_mu);
     return rc;

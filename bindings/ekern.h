@@ -32,6 +32,13 @@ typedef struct ek_weight {
      * as rows (n = the sum of theirs); y gets each part's columns in turn. q, d, m unused then. */
     const struct ek_weight *parts;
     int nparts;
+    /* GGUF blocks only. rows8 = 1: rows are interleaved 8 at a time (n a multiple of 8): for each
+     * group of 8 rows and block index, the 8 rows' blocks are stored field by field, each field as
+     * its words in turn, each word for the 8 rows in turn. fields[2i] is the bytes of field i of a
+     * block, fields[2i + 1] its word size (edgesdk/quant/_types.py, QuantType.rows8, is the table). */
+    int rows8;
+    const unsigned short *fields;
+    int nfields;
 } ek_weight;
 
 /* y[M][N] = x[M][K] @ W^T.  act_int8: 1 = quantize activations to int8 per 32-block
@@ -49,6 +56,9 @@ int ek_block_decode(int type, const unsigned char *b, signed char *q, float *sc,
 /* The activation quantizer used by the int8 path, exposed for tests:
  * xq[m][Kp], dx[m][S] (scale per 32-block), cs[m][S] = dx * sum(xq in block). */
 int ek_quantize_act(const float *x, int m, int k, signed char *xq, float *dx, float *cs);
+/* The same for K-quant weights: one scale per 256 (k a multiple of 256), xq[m][k], dx[m][k/256],
+ * cs[m][k/32]. */
+int ek_quantize_act256(const float *x, int m, int k, signed char *xq, float *dx, float *cs);
 
 /* Streaming read of n bytes split over nthreads pool threads (memory-bandwidth probe
  * for the benchmark); returns a checksum so the reads cannot be optimized away. */

@@ -263,6 +263,10 @@ def _desc(w: QuantizedTensor):
         d = _ffi.new("ek_weight *")
         keep = [_ffi.from_buffer("unsigned char[]", w.qdata)]
         d.q, (d.n, d.k), d.gtype = keep[0], w.shape, w.type_row.code
+        if w.rows8:
+            fields = np.array(w.type_row.rows8, np.uint16).reshape(-1)
+            keep.append(_ffi.from_buffer("unsigned short[]", fields))
+            d.rows8, d.fields, d.nfields = 1, keep[-1], len(w.type_row.rows8)
         w._kcache["desc"], w._kcache["keep"] = d, keep
     elif d is None:
         n, k = w.shape
@@ -358,22 +362,36 @@ def matmul(x, w: QuantizedTensor, *, act: str = "int8", out: np.ndarray | None =
     return out
 
 
-def quantize_activations(x: np.ndarray):
-    """The int8 activation quantizer of the fast path: (xq (M, Kp) int8, dx (M, S), cs (M, S))."""
+def quantize_activations(x: np.ndarray, block: int = 32):
+    """The int8 activation quantizer of the fast path: (xq (M, Kp) int8, dx (M, S), cs (M, K/32)).
+
+    block: elements per scale, 32 (every matmul but K-quants') or 256 (K-quant weights; K a multiple
+    of 256), as in ``edgesdk._kernels_ref.quantize_activations``."""
+    if block not in (32, 256):
+        raise KernelError(f"block must be 32 or 256, got {block}")
     x2 = np.ascontiguousarray(x, np.float32).reshape(-1, np.shape(x)[-1])
-    if _impl != "c":
-        return ref.quantize_activations(x2)
     m, k = x2.shape
-    s = -(-k // 32)
-    xq = np.empty((m, s * 32), np.int8)
+    if block == 256 and k % 256:
+        raise KernelError(f"block 256 needs K to be a multiple of 256, got {k}")
+    if _impl != "c":
+        xq, dx, cs = ref.quantize_activations(x2, block)
+        return (xq, dx, cs) if block == 32 else (xq, dx, _sums32(xq, dx))
+    s = -(-k // block)
+    xq = np.empty((m, s * block), np.int8)
     dx = np.empty((m, s), np.float32)
-    cs = np.empty((m, s), np.float32)
-    rc = _lib.ek_quantize_act(
-        _ffi.from_buffer("float[]", x2), m, k, _ffi.from_buffer("signed char[]", xq), _ffi.from_buffer("float[]", dx), _ffi.from_buffer("float[]", cs)
-    )
+    cs = np.empty((m, s * block // 32), np.float32)
+    fn = _lib.ek_quantize_act if block == 32 else _lib.ek_quantize_act256
+    rc = fn(_ffi.from_buffer("float[]", x2), m, k, _ffi.from_buffer("signed char[]", xq), _ffi.from_buffer("float[]", dx), _ffi.from_buffer("float[]", cs))
     if rc:
         raise KernelError(_ERR.get(rc, f"kernel error {rc}"))
     return xq, dx, cs
+
+
+def _sums32(xq: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """dx * sum(xq) per 32 elements, for 256-element scales (what the C quantizer's cs holds)."""
+    m = xq.shape[0]
+    sums = xq.reshape(m, -1, 32).sum(-1, dtype=np.int32).astype(np.float32)
+    return (np.repeat(dx, 8, axis=1) * sums).astype(np.float32)
 
 
 if _impl == "c":

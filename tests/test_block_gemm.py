@@ -4,6 +4,8 @@ An output's bits must not depend on how many activation rows are computed with i
 thread count: verifying k draft tokens in one matmul then gives exactly the logits of k single-token
 steps. M sweeps the kernels' tilings (tiles of 8 rows, the rows left over in tiles of 4, one row);
 N = 1001 rows is a multiple of no tile, and spans several passes of rows per thread's share of them.
+Each check runs on both layouts of these types: rows interleaved 8 at a time (N = 1000, what
+loading a GGUF file gives) and row by row (N = 1001, or built with interleave=False).
 """
 
 from __future__ import annotations
@@ -30,10 +32,15 @@ def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and np.array_equal(na, nb) and np.array_equal(a[~na].view(np.uint32), b[~nb].view(np.uint32))
 
 
-def _case(name: str, n: int, k: int, m: int, seed: int):
+LAYOUTS = ("rows8", "rowwise")
+
+
+def _case(name: str, n: int, k: int, m: int, seed: int, layout: str = "rows8"):
     t = TYPES[name]
     rng = np.random.default_rng(seed)
-    qt = QuantizedTensor.from_blocks(finite_blocks(name, rng, n * k // t.block), name, (n, k))
+    n = n // 8 * 8 if layout == "rows8" else n
+    qt = QuantizedTensor.from_blocks(finite_blocks(name, rng, n * k // t.block), name, (n, k), interleave=layout == "rows8")
+    assert qt.rows8 == (layout == "rows8")
     # rows of different magnitudes: each gets its own activation scales
     x = (rng.standard_normal((m, k)) * rng.uniform(0.05, 4.0, (m, 1))).astype(np.float32)
     return qt, x
@@ -53,10 +60,11 @@ def _restore():
 
 
 @needs_c
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", NAMES)
-def test_outputs_identical_across_m_and_threads(name):
+def test_outputs_identical_across_m_and_threads(name, layout):
     for k in _ks(name):
-        qt, x = _case(name, N, k, max(MS), seed=k + TYPES[name].code)
+        qt, x = _case(name, N, k, max(MS), seed=k + TYPES[name].code, layout=layout)
         alone = np.stack([kernels.matmul(x[i], qt, threads=1) for i in range(len(x))])
         for m in MS:
             for th in (1, 2):
@@ -64,13 +72,30 @@ def test_outputs_identical_across_m_and_threads(name):
 
 
 @needs_c
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", NAMES)
-def test_prompt_sized_m_within_reference_bounds(name):
+def test_prompt_sized_m_within_reference_bounds(name, layout):
     for k in _ks(name):
-        qt, x = _case(name, 67, k, 40, seed=3 * k + TYPES[name].code)
+        qt, x = _case(name, 67, k, 40, seed=3 * k + TYPES[name].code, layout=layout)
         for path in kernels.info().simd_runnable:
             kernels.set_simd(path)
             assert within_int8_bound(kernels.matmul(x, qt, threads=2), x, qt), (name, k, path)
+            assert same_bits(kernels.matmul(x, qt, act="f32"), kernels.matmul(x, attrs_rowwise(qt), act="f32")), (name, k, path)
+
+
+def attrs_rowwise(qt):
+    """The same weight row by row: the portable decoders on both layouts compute the same bits."""
+    return QuantizedTensor.from_blocks(qt.gguf_blocks(), qt.qtype, qt.shape, interleave=False)
+
+
+@needs_c
+@pytest.mark.parametrize("name", NAMES)
+def test_interleaved_rows_on_the_portable_path_equal_row_by_row(name):
+    qt, x = _case(name, 40, 512, 6, seed=11)
+    flat = attrs_rowwise(qt)
+    kernels.set_simd("portable")
+    for act in ("int8", "f32"):
+        assert same_bits(kernels.matmul(x, qt, act=act), kernels.matmul(x, flat, act=act)), act
 
 
 @needs_c
@@ -78,7 +103,7 @@ def test_prompt_sized_m_within_reference_bounds(name):
 def test_long_rows_keep_the_bits(name, k):
     """Rows too long to decode into the kernels' stack buffer (then decoded per tile), and per-tile
     activation sums that do not fit there either (then made where used)."""
-    qt, x = _case(name, 13, k, 11, seed=5)
+    qt, x = _case(name, 13, k, 11, seed=5, layout="rowwise")
     alone = np.stack([kernels.matmul(x[i], qt) for i in range(len(x))])
     for m in (8, 9, 11):
         assert same_bits(kernels.matmul(x[:m], qt), alone[:m]), (name, k, m)

@@ -102,6 +102,30 @@ def test_activation_quantizer_bit_identical():
             assert np.array_equal(a, b), path
 
 
+@needs_c
+def test_kquant_activation_quantizer_bit_identical():
+    """One scale per 256 (K-quant weights), every path: codes and scales as the reference's, and cs
+    per 32 elements = dx * their sum."""
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((4, 768)) * 3).astype(np.float32)
+    x[1, :256] = 0
+    x[2, 300] = 127.5 * 4
+    x[3, 256:512] = np.arange(256) * 0.5
+    xq, dx, _ = ref.quantize_activations(x, 256)
+    cs = (np.repeat(dx, 8, axis=1) * xq.reshape(4, -1, 32).sum(-1, dtype=np.int32).astype(np.float32)).astype(np.float32)
+    for path in simd_paths():
+        assert kernels.set_simd(path) == path
+        got = kernels.quantize_activations(x, 256)
+        for a, b in zip(got, (xq, dx, cs)):
+            assert np.array_equal(a, b), path
+        bad = x.copy()
+        bad[2, 700] = np.nan
+        with pytest.raises(KernelError, match="NaN"):
+            kernels.quantize_activations(bad, 256)
+    with pytest.raises(KernelError, match="multiple of 256"):
+        kernels.quantize_activations(x[:, :300], 256)
+
+
 def test_vector_and_out_buffer():
     rng = np.random.default_rng(3)
     x, qt = _case(rng, 1, 40, 96, 4, "sym", 32)

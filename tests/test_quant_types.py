@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -94,6 +95,54 @@ def test_block_results_identical_for_all_thread_counts():
             base = kernels.matmul(x, qt, act=act, threads=1)
             for th in (2, 3, 4):
                 assert np.array_equal(kernels.matmul(x, qt, act=act, threads=th), base)
+
+
+ROWS8 = [t for t in QUANTIZED if t.rows8]
+
+
+def test_rows8_tables_cover_their_blocks():
+    assert {t.name for t in ROWS8} == {"Q4_K", "Q5_K", "Q6_K", "Q5_0"}
+    for t in ROWS8:
+        assert sum(size for size, _ in t.rows8) == t.nbytes and all(size % word == 0 for size, word in t.rows8), t.name
+
+
+@settings(max_examples=40, deadline=None)
+@given(t=st.sampled_from(ROWS8), groups=st.integers(1, 3), nblk=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
+def test_rows8_is_a_lossless_permutation(t, groups, nblk, seed):
+    """Interleaving 8 rows moves bytes only: the inverse gives the file's bytes back, every value
+    decodes the same, and export is bit-exact; each row's block b is its fields' words in place."""
+    n, k = 8 * groups, nblk * t.block
+    raw = np.random.default_rng(seed).integers(0, 256, (n, nblk * t.nbytes), dtype=np.uint8)
+    qt = QuantizedTensor.from_blocks(raw, t.name, (n, k))
+    assert qt.rows8 and qt.qdata.shape == raw.shape and qt.nbytes == raw.nbytes
+    assert np.array_equal(qt.gguf_blocks(), raw) and np.array_equal(t.deinterleave8(t.interleave8(raw)), raw)
+    assert np.array_equal(to_gguf_bytes(qt)[1], raw)
+    flat = QuantizedTensor.from_blocks(raw, t.name, (n, k), interleave=False)
+    assert not flat.rows8 and np.array_equal(flat.qdata, raw)
+    assert same_bits(qt.dequantize(), flat.dequantize()) and np.array_equal(qt.codes(), flat.codes())
+    # the layout, spelled out: group g, block b, field f: word w of row r at 8*off_f + (8w + r) * word
+    g, b, r = groups - 1, nblk - 1, 5
+    grp = qt.qdata.reshape(groups, nblk, 8 * t.nbytes)[g, b]
+    off = 0
+    for size, word in t.rows8:
+        for w in range(size // word):
+            at = 8 * off + (8 * w + r) * word
+            assert np.array_equal(grp[at : at + word], raw[8 * g + r, b * t.nbytes + off + w * word :][:word])
+        off += size
+
+
+def test_rows8_bad_input_is_a_typed_error():
+    t = TYPES["Q4_K"]
+    raw = np.zeros((8, t.nbytes), np.uint8)
+    with pytest.raises(QuantizationError, match="multiple of 8"):
+        attrs.evolve(QuantizedTensor.from_blocks(raw[:4], "Q4_K", (4, 256)), rows8=True)
+    with pytest.raises(QuantizationError, match="8-row kernels"):
+        attrs.evolve(QuantizedTensor.from_blocks(np.zeros((8, 18), np.uint8), "IQ4_NL", (8, 32)), rows8=True)
+    with pytest.raises(UnsupportedModelError, match="no 8-row"):
+        TYPES["Q8_0"].interleave8(np.zeros((8, 34), np.uint8))
+    with pytest.raises(UnsupportedModelError, match="groups of 8 rows"):
+        t.interleave8(np.zeros((12, t.nbytes), np.uint8))
+    assert not QuantizedTensor.from_blocks(np.zeros((12, t.nbytes), np.uint8), "Q4_K", (12, 256)).rows8  # falls back, row by row
 
 
 @needs_c

@@ -24,6 +24,7 @@ import logging
 import warnings
 from typing import Callable, Sequence
 
+import attrs
 import numpy as np
 
 from .. import _env
@@ -89,7 +90,10 @@ def _concat(qts):
         return first
     cat = lambda name: np.ascontiguousarray(np.concatenate([getattr(q, name) for q in qts]))  # noqa: E731
     if first.layout == "gguf":
-        return QuantizedTensor.from_blocks(cat("qdata"), first.qtype, (sum(q.shape[0] for q in qts), first.shape[1]), source=first.source)
+        shape = (sum(q.shape[0] for q in qts), first.shape[1])
+        if all(q.rows8 for q in qts):  # whole groups of 8 rows each: stacking them is a concatenation
+            return attrs.evolve(first, shape=shape, qdata=cat("qdata"))
+        return QuantizedTensor.from_blocks(np.concatenate([q.gguf_blocks() for q in qts]), first.qtype, shape, source=first.source)
     return QuantizedTensor(
         shape=(sum(q.shape[0] for q in qts), first.shape[1]),
         bits=first.bits,

@@ -8,6 +8,7 @@ type (K-quants, Q5_0/Q5_1, IQ4_NL) keeps the file's blocks as they are (layout "
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 
 from .._errors import QuantizationError
@@ -43,6 +44,16 @@ def from_gguf(tensor, done_rows=None) -> QuantizedTensor:
         raise QuantizationError(f"tensor {tensor.name!r}: expected 2 dims, got {dims}")
     k, n = dims
     raw = np.asarray(tensor.data)
+    t = quant_type(name)
+    if t.rows8 and n % 8 == 0 and raw.ndim == 2:
+        # interleaved by chunks of rows, each chunk's file pages released once copied
+        q = np.empty(raw.shape, np.uint8)
+        for r0 in range(0, n, _CHUNK_ROWS):
+            r1 = min(n, r0 + _CHUNK_ROWS)
+            q[r0:r1] = t.interleave8(raw[r0:r1])
+            if done_rows is not None:
+                done_rows(r0, r1)
+        return attrs.evolve(QuantizedTensor.from_blocks(q, name, (n, k), source=f"gguf:{name}", interleave=False), rows8=True)
     if name not in I16X32_TYPES or n <= _CHUNK_ROWS or raw.ndim != 2:
         qt = from_gguf_bytes(raw, name, (n, k), source=f"gguf:{name}")
         if done_rows is not None and name in I16X32_TYPES:
@@ -125,7 +136,7 @@ def to_gguf_bytes(qt: QuantizedTensor) -> tuple[str, np.ndarray]:
     """Export to GGUF block bytes: (type name, uint8 array (N, K/block * block bytes))."""
     n, k = qt.shape
     if qt.layout == BLOCKS:
-        return qt.qtype, np.array(qt.qdata)
+        return qt.qtype, np.array(qt.gguf_blocks())
     if k % SUB or qt.block_size != SUB:
         raise QuantizationError("only 32-element blocks with K a multiple of 32 map onto GGUF Q4_0/Q4_1/Q8_0")
     name = qt.type_row.name

@@ -8,8 +8,10 @@ A GGUF Q4_0/Q4_1 block's 16 bytes map onto this by a pure byte permutation, whic
 why import is one copy and no nibble arithmetic.
 
 Layout "gguf": every other type of the table (edgesdk.quant._types: K-quants, Q5_0/Q5_1, IQ4_NL)
-is held as the file's own blocks, row-major (N, K/block * bytes per block), so import and export
-are lossless by construction; the C kernels read these blocks directly (ek_matmul_blocks).
+is held as the file's own blocks (N, K/block * bytes per block), so import and export are lossless
+by construction; the C kernels read these blocks directly. Types with a ``rows8`` field table
+(Q4_K, Q5_K, Q6_K, Q5_0) are held with rows interleaved 8 at a time (``rows8=True``, a byte
+permutation of the same blocks, see QuantType.interleave8), which the kernels' fastest paths read.
 """
 
 from __future__ import annotations
@@ -85,6 +87,12 @@ def unpack_rows(p: np.ndarray, n: int) -> np.ndarray:
     return p.transpose(0, 2, 1).reshape(g * ROWS, nb)[:n]
 
 
+def _types():
+    from ._types import TYPES
+
+    return TYPES
+
+
 def _readonly(a):
     if a is not None and a.flags.writeable:
         a.setflags(write=False)
@@ -101,7 +109,9 @@ class QuantizedTensor:
 
     ``layout="gguf"`` (``qtype`` names the table row): ``qdata`` is the (N, row bytes) GGUF blocks,
     ``scales``/``mins`` are None (they live in the blocks), ``bits``/``block_size``/``scheme`` are the
-    type's code bits, block and whether it has mins; use :meth:`from_blocks`.
+    type's code bits, block and whether it has mins; use :meth:`from_blocks`. ``rows8``: the blocks'
+    rows are interleaved 8 at a time (the type's ``rows8`` table); :meth:`gguf_blocks` gives them
+    back in file order.
     """
 
     shape: tuple[int, int] = attrs.field(converter=lambda s: (int(s[0]), int(s[1])))
@@ -114,12 +124,16 @@ class QuantizedTensor:
     layout: str = LAYOUT
     source: str = "rtn"
     qtype: str = ""
+    rows8: bool = False
     _kcache: dict = attrs.field(factory=dict, init=False, repr=False)
 
     @classmethod
-    def from_blocks(cls, raw: np.ndarray, qtype, shape, *, source: str | None = None) -> "QuantizedTensor":
-        """A (N, K) weight held as GGUF blocks of ``qtype`` (layout "gguf"); raw is copied only if it
-        is not already a C-contiguous uint8 array."""
+    def from_blocks(cls, raw: np.ndarray, qtype, shape, *, source: str | None = None, interleave: bool = True) -> "QuantizedTensor":
+        """A (N, K) weight held as GGUF blocks of ``qtype`` (layout "gguf"), raw in file order.
+
+        With ``interleave`` (the default) a type with 8-row kernels and N a multiple of 8 is stored
+        interleaved (``rows8``, one permuted copy); otherwise raw is copied only if it is not already
+        a C-contiguous uint8 array."""
         from ._types import quant_type
 
         t = quant_type(qtype)
@@ -135,6 +149,9 @@ class QuantizedTensor:
         if raw.size != want:
             raise QuantizationError(f"GGUF {t.name} {(n, k)} needs {want} bytes, got {raw.size}")
         q = np.ascontiguousarray(raw).reshape(n, -1)
+        rows8 = bool(interleave and t.rows8 and n % 8 == 0)
+        if rows8:
+            q = t.interleave8(q)
         return cls(
             shape=(n, k),
             bits=t.bits,
@@ -145,6 +162,7 @@ class QuantizedTensor:
             layout=BLOCKS,
             qtype=t.name,
             source=source or f"gguf:{t.name}",
+            rows8=rows8,
         )
 
     def __attrs_post_init__(self):
@@ -186,6 +204,10 @@ class QuantizedTensor:
             raise QuantizationError(f"{t.name}: bits/block_size/scheme must be the type's, use QuantizedTensor.from_blocks")
         if self.scales is not None or self.mins is not None:
             raise QuantizationError(f"layout {BLOCKS!r} keeps scales inside the blocks: scales and mins must be None")
+        if self.rows8 and (not t.rows8 or n % 8):
+            raise QuantizationError(
+                f"rows8 needs a type with 8-row kernels ({', '.join(k for k, v in _types().items() if v.rows8)}) and N a multiple of 8, got {t.name} {self.shape}"
+            )
         want = (n, k // t.block * t.nbytes)
         a = self.qdata
         if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.shape != want or not a.flags.c_contiguous:
@@ -224,28 +246,34 @@ class QuantizedTensor:
     def bits_per_weight(self) -> float:
         return 8.0 * self.nbytes / (self.shape[0] * self.shape[1])
 
+    def gguf_blocks(self) -> np.ndarray:
+        """Layout "gguf": the blocks in file order, (N, row bytes) uint8 (a copy where ``rows8``)."""
+        if self.layout != BLOCKS:
+            raise QuantizationError(f"layout {self.layout!r} holds no GGUF blocks (edgesdk.quant.to_gguf_bytes converts)")
+        return self.type_row.deinterleave8(self.qdata) if self.rows8 else self.qdata
+
     def codes(self) -> np.ndarray:
         """Codes (N, K): unsigned uint8 for i16x32 (8-bit biased by +128); signed int8 for gguf."""
         if self.layout == BLOCKS:
-            return self.type_row.decoded(self.qdata)[0].reshape(self.shape)
+            return self.type_row.decoded(self.gguf_blocks())[0].reshape(self.shape)
         return unpack_codes(self.qdata, self.bits, *self.shape)
 
     def scale_matrix(self) -> np.ndarray:
         """Scales per row and block, (N, n_blocks) float32."""
         if self.layout == BLOCKS:
-            return self.type_row.decoded(self.qdata)[1].reshape(self.shape[0], -1)
+            return self.type_row.decoded(self.gguf_blocks())[1].reshape(self.shape[0], -1)
         return unpack_rows(self.scales, self.shape[0]).astype(np.float32)
 
     def min_matrix(self) -> np.ndarray | None:
         if self.layout == BLOCKS:
-            mn = self.type_row.decoded(self.qdata)[2]
+            mn = self.type_row.decoded(self.gguf_blocks())[2]
             return None if mn is None else mn.reshape(self.shape[0], -1)
         return None if self.mins is None else unpack_rows(self.mins, self.shape[0]).astype(np.float32)
 
     def dequantize(self) -> np.ndarray:
         n, k = self.shape
         if self.layout == BLOCKS:
-            return self.type_row.dequantize(self.qdata).reshape(n, k)
+            return self.type_row.dequantize(self.gguf_blocks()).reshape(n, k)
         c = self.codes().astype(np.float32)
         if self.offset:
             c -= np.float32(self.offset)

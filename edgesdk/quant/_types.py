@@ -40,6 +40,10 @@ class QuantType:
     encoding: str  # the block's byte layout, in order
     decode: Callable[[np.ndarray], Decoded] | None = attrs.field(default=None, repr=False)
     to_float: Callable[[np.ndarray], np.ndarray] | None = attrs.field(default=None, repr=False)
+    # The block's fields as (bytes, word size), for types whose CPU kernels read rows interleaved
+    # 8 at a time (bindings/ekern.h, ek_weight.rows8): per group of 8 rows and block index, each
+    # field is stored word by word, each word for the 8 rows in turn. Empty: no such kernels.
+    rows8: tuple[tuple[int, int], ...] = ()
 
     @property
     def bits_per_weight(self) -> float:
@@ -61,6 +65,36 @@ class QuantType:
         if self.decode is None:
             raise UnsupportedModelError("", f"{self.name} is a float type: it has no codes")
         return self.decode(self.blocks(raw))
+
+    def interleave8(self, blocks: np.ndarray) -> np.ndarray:
+        """Row-major GGUF blocks (N, row bytes), N a multiple of 8 -> the same bytes with rows
+        interleaved 8 at a time (:attr:`rows8`), same shape; a byte permutation."""
+        return self._permute8(blocks, inverse=False)
+
+    def deinterleave8(self, data: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`interleave8`."""
+        return self._permute8(data, inverse=True)
+
+    def _permute8(self, a: np.ndarray, inverse: bool) -> np.ndarray:
+        if not self.rows8:
+            raise UnsupportedModelError("", f"{self.name} has no 8-row interleaved layout")
+        n, rb = a.shape
+        if n % 8 or rb % self.nbytes:
+            raise UnsupportedModelError("", f"{self.name}: {a.shape} is not whole groups of 8 rows of whole blocks")
+        g, nblk, nb = n // 8, rb // self.nbytes, self.nbytes
+        out = np.empty_like(a)
+        rows = (out if inverse else a).reshape(g, 8, nblk, nb)  # (group, row, block, byte)
+        inter = (a if inverse else out).reshape(g, nblk, 8 * nb)  # (group, block, field bytes x 8 rows)
+        off = 0
+        for size, word in self.rows8:
+            r = rows[..., off : off + size].reshape(g, 8, nblk, size // word, word)
+            i = inter[..., 8 * off : 8 * (off + size)].reshape(g, nblk, size // word, 8, word)
+            if inverse:
+                r[...] = i.transpose(0, 3, 1, 2, 4)
+            else:
+                i[...] = r.transpose(0, 2, 3, 1, 4)
+            off += size
+        return out
 
     def dequantize(self, raw: np.ndarray) -> np.ndarray:
         """float32 values of raw blocks, flat (n_blocks * block,): gguf-py's result bit for bit."""
@@ -191,8 +225,10 @@ def _float(name, code, bits, to_float):
     return QuantType(name, code, 1, bits // 8, 0, bits, False, name.lower(), None, to_float)
 
 
-def _quant(name, code, block, nbytes, sub, bits, has_min, encoding, decode):
-    return QuantType(name, code, block, nbytes, sub, bits, has_min, encoding, decode)
+def _quant(name, code, block, nbytes, sub, bits, has_min, encoding, decode, rows8=()):
+    if rows8 and sum(size for size, _ in rows8) != nbytes:
+        raise AssertionError(f"{name}: rows8 fields must cover the {nbytes}-byte block")
+    return QuantType(name, code, block, nbytes, sub, bits, has_min, encoding, decode, rows8=rows8)
 
 
 TYPES: dict[str, QuantType] = {
@@ -203,14 +239,38 @@ TYPES: dict[str, QuantType] = {
         _float("BF16", 30, 16, _bf16),
         _quant("Q4_0", 2, 32, 18, 32, 4, False, "d:f16, qs:u8[16] (element j low nibble, j+16 high); w = d*(q-8)", _q4_0),
         _quant("Q4_1", 3, 32, 20, 32, 4, True, "d:f16, m:f16, qs:u8[16]; w = d*q + m", _q4_1),
-        _quant("Q5_0", 6, 32, 22, 32, 5, False, "d:f16, qh:u32 (5th bits), qs:u8[16]; w = d*(q-16)", _q5_0),
+        _quant("Q5_0", 6, 32, 22, 32, 5, False, "d:f16, qh:u32 (5th bits), qs:u8[16]; w = d*(q-16)", _q5_0, ((2, 2), (4, 4), (16, 4))),
         _quant("Q5_1", 7, 32, 24, 32, 5, True, "d:f16, m:f16, qh:u32, qs:u8[16]; w = d*q + m", _q5_1),
         _quant("Q8_0", 8, 32, 34, 32, 8, False, "d:f16, qs:i8[32]; w = d*q", _q8_0),
         _quant("Q2_K", 10, QK_K, 84, 16, 2, True, "scales:u8[16] (4-bit scale | 4-bit min), qs:u8[64] (2-bit), d:f16, dmin:f16; w = d*sc*q - dmin*m", _q2_k),
         _quant("Q3_K", 11, QK_K, 110, 16, 3, False, "hmask:u8[32], qs:u8[64] (low 2 bits), scales:u8[12] (6-bit, -32), d:f16; w = d*sc*(q - 4*(1-h))", _q3_k),
-        _quant("Q4_K", 12, QK_K, 144, 32, 4, True, "d:f16, dmin:f16, scales:u8[12] (8 6-bit scales, 8 6-bit mins), qs:u8[128]; w = d*sc*q - dmin*m", _q4_k),
-        _quant("Q5_K", 13, QK_K, 176, 32, 5, True, "d:f16, dmin:f16, scales:u8[12], qh:u8[32], qs:u8[128]; w = d*sc*q - dmin*m", _q5_k),
-        _quant("Q6_K", 14, QK_K, 210, 16, 6, False, "ql:u8[128], qh:u8[64], scales:i8[16], d:f16; w = d*sc*(q-32)", _q6_k),
+        _quant(
+            "Q4_K",
+            12,
+            QK_K,
+            144,
+            32,
+            4,
+            True,
+            "d:f16, dmin:f16, scales:u8[12] (8 6-bit scales, 8 6-bit mins), qs:u8[128]; w = d*sc*q - dmin*m",
+            _q4_k,
+            ((2, 2), (2, 2), (12, 4), (128, 4)),
+        ),
+        _quant(
+            "Q5_K",
+            13,
+            QK_K,
+            176,
+            32,
+            5,
+            True,
+            "d:f16, dmin:f16, scales:u8[12], qh:u8[32], qs:u8[128]; w = d*sc*q - dmin*m",
+            _q5_k,
+            ((2, 2), (2, 2), (12, 4), (32, 4), (128, 4)),
+        ),
+        _quant(
+            "Q6_K", 14, QK_K, 210, 16, 6, False, "ql:u8[128], qh:u8[64], scales:i8[16], d:f16; w = d*sc*(q-32)", _q6_k, ((128, 4), (64, 4), (16, 4), (2, 2))
+        ),
         _quant("IQ4_NL", 20, 32, 18, 32, 4, False, "d:f16, qs:u8[16] (4-bit indices into a 16-value int8 grid); w = d*grid[q]", _iq4_nl),
     )
 }
