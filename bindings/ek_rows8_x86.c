@@ -105,12 +105,13 @@ static inline AI T2 void tile_k4(const ek_bctx *c, int g, int i0, const int T, c
         for (int u = 0; u < 8; u++) {
             const __m256i sc = lane_byte16(u < 4 ? sc_lo : sc_hi, u & 3);
             /* Q4 codes (<= 15) sum over 8 quads in int16; Q5's (<= 31) over 4 */
+            const int NQ = Q5 ? 4 : 8; /* quads per int16 sum */
 #pragma GCC unroll 2
-            for (int half = 0; half < (Q5 ? 2 : 1); half++) {
+            for (int q0 = 0; q0 < 8; q0 += NQ) {
                 __m256i a16[EK_TM];
                 TILE_ROWS(i) a16[i] = _mm256_setzero_si256();
 #pragma GCC unroll 8
-                for (int q = half * 4; q < (Q5 ? half * 4 + 4 : 8); q++) {
+                for (int q = q0; q < q0 + NQ; q++) {
                     const __m256i v = ld(gb + QS + 32 * (8 * (u >> 1) + q));
                     __m256i code = _mm256_and_si256(u & 1 ? _mm256_srli_epi16(v, 4) : v, m4);
                     if (Q5) {

@@ -147,7 +147,7 @@ class SessionOptions:
     (a backend option of the same meaning, when given, wins):
 
     - ``n_ctx``: KV-cache length in tokens of a language model (None: the backend's default).
-    - ``kv_dtype``: how the KV cache stores keys/values (None: the backend's default, "f32"); a
+    - ``kv_dtype``: how the KV cache stores keys/values (None: the backend's default; the cpu backend's is "f16"); a
       backend that cannot store the type asked for refuses the model with the reason.
     - ``artifact_cache``: False keeps compiled artifacts of this model (QNN context binaries) out
       of the compiled-artifact cache, for a temporary model that will never be loaded again.

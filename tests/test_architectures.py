@@ -245,7 +245,7 @@ def _run(path, ids, impl, act, fused, monkeypatch):
     if impl == "c" and kernel_impl() != "c":
         pytest.skip("kernels unavailable")
     monkeypatch.setenv("EDGESDK_LLM_FUSED", "1" if fused else "0")
-    llm = LLM(path, impl=impl, activations=act, n_ctx=CTX)
+    llm = LLM(path, impl=impl, activations=act, n_ctx=CTX, kv_dtype="f32")
     try:
         if fused and importlib.util.find_spec("edgesdk._cllm") is not None:
             assert llm.model.fused is not None
@@ -282,7 +282,7 @@ def test_spm_vocabulary_tokenizes_like_llama_cpp(tmp_path):
     import llama_cpp
 
     path = write_model(tmp_path / "m.gguf", "llama", layers=2, spm=True)
-    llm = LLM(path, impl="numpy", n_ctx=CTX)
+    llm = LLM(path, impl="numpy", n_ctx=CTX, kv_dtype="f32")
     ref = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
     try:
         for text in ["the cat is on the mat.", " leading space", "</s>x<s>", "naïve café ✓", "tab\there\n\nnew"]:
@@ -301,7 +301,7 @@ def test_every_architecture_has_a_case():
 def test_sliding_window_changes_the_output(tmp_path):
     """The window is honoured, not ignored: the same weights without it give other logits."""
     path = write_model(tmp_path / "g.gguf", "gemma3", layers=6)
-    llm = LLM(path, impl="numpy", activations="f32", n_ctx=CTX)
+    llm = LLM(path, impl="numpy", activations="f32", n_ctx=CTX, kv_dtype="f32")
     ids = _prompt()
     windowed = llm.logits(ids)[-1]
     llm.model.cfg = type(llm.model.cfg)(**{**_fields(llm.model.cfg), "layers": (type(llm.model.cfg.layers[0])(),) * 6})
@@ -378,7 +378,7 @@ def test_sliding_window_ring_matches_full_cache(tmp_path, small_rings, impl, act
         pytest.skip("kernels unavailable")
     path = write_model(tmp_path / "g.gguf", "gemma3", layers=6)
     ids = [int(t) for t in np.random.default_rng(3).integers(0, 256, 100)]
-    llm = LLM(path, impl=impl, activations=act, n_ctx=CTX)
+    llm = LLM(path, impl=impl, activations=act, n_ctx=CTX, kv_dtype="f32")
     cache = llm.model.new_cache(CTX)
     assert cache.caps == [WINDOW + 16] * 5 + [CTX]
     ring = llm.model.forward(ids, cache, logits="all")

@@ -23,7 +23,7 @@ from test_architectures import CTX, HD, NKV, WINDOW, write_model
 
 from edgesdk._errors import GenerationError, PlacementError
 from edgesdk.llm import LLM
-from edgesdk.llm._model import KV_DTYPES, Q8_0_BLOCK, KVCache, encode_kv
+from edgesdk.llm._model import DEFAULT_KV_DTYPE, KV_DTYPES, Q8_0_BLOCK, KVCache, encode_kv
 from edgesdk.llm._weights import kernel_impl
 
 QUANTIZED = ("f16", "q8_0")
@@ -219,8 +219,18 @@ def test_nbytes_follow_the_dtype(models):
         llm.close()
 
 
+def test_default_is_f16_on_the_cpu_and_f32_for_other_forward_passes(models):
+    llm = LLM(models["llama"], impl="numpy", n_ctx=CTX)
+    try:
+        assert llm.kv_dtype == DEFAULT_KV_DTYPE == "f16" and llm.cache.kv_dtype == "f16"
+    finally:
+        llm.close()
+    with pytest.raises(GenerationError, match="model_factory"):
+        LLM(models["llama"], kv_dtype="q8_0", model_factory=lambda g: None)
+
+
 def test_bad_values_are_refused(models, tmp_path, monkeypatch):
-    for bad in ("bf16", "F16", None, 16):
+    for bad in ("bf16", "F16", "", 16):
         with pytest.raises(GenerationError, match="kv_dtype must be one of 'f32', 'f16', 'q8_0'"):
             LLM(models["llama"], kv_dtype=bad)
     llm = LLM(models["llama"], impl="numpy", n_ctx=CTX)

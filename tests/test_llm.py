@@ -164,8 +164,8 @@ def test_reference_and_kernels_agree(llm, shakespeare):
 
     if kernel_impl() != "c":
         pytest.skip("edgesdk.kernels is not available (or EDGESDK_KERNELS=numpy)")
-    ref = LLM(model_path(), n_ctx=64, impl="numpy")
-    exact = LLM(model_path(), n_ctx=64, activations="f32")
+    ref = LLM(model_path(), n_ctx=64, impl="numpy", kv_dtype="f32")
+    exact = LLM(model_path(), n_ctx=64, activations="f32", kv_dtype="f32")
     ids = llm.tokenizer.encode(shakespeare)[:16]
 
     def greedy(m, n=2):

@@ -161,7 +161,7 @@ def test_forward_matches_float64_reference(tiny, impl, act, tol):
     if impl == "c" and kernel_impl() != "c":
         pytest.skip("kernels unavailable")
     path, ref, kind = tiny
-    llm = LLM(path, impl=impl, activations=act)
+    llm = LLM(path, impl=impl, activations=act, kv_dtype="f32")
     ids = llm.tokenizer.encode("Hello, tiny model! 123")
     want = _reference_logits(ref, ids, kind["arch"])
     got = llm.logits(ids)

@@ -149,7 +149,7 @@ def _open(path, impl, act, fused, monkeypatch, **kw) -> LLM:
     if impl == "c" and kernel_impl() != "c":
         pytest.skip("kernels unavailable")
     monkeypatch.setenv("EDGESDK_LLM_FUSED", "1" if fused else "0")
-    llm = LLM(path, impl=impl, activations=act, n_ctx=CTX, **kw)
+    llm = LLM(path, impl=impl, activations=act, n_ctx=CTX, kv_dtype="f32", **kw)
     if impl == "c" and fused and importlib.util.find_spec("edgesdk._cllm") is not None:
         assert llm.model.fused is not None
     return llm

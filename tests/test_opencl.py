@@ -439,7 +439,7 @@ def test_bad_backend_options_are_refused_with_the_reason(device, opts, match):
 @pytest.fixture(scope="module")
 def smollm(device):
     ocl = edgesdk.Session("hub:smollm2-135m", SessionOptions(prefer=(device.id,), backend_options={"opencl": {"n_ctx": 256}}))
-    cpu = edgesdk.Session("hub:smollm2-135m", SessionOptions(prefer=("cpu",), backend_options={"cpu": {"activations": "f32", "n_ctx": 256}}))
+    cpu = edgesdk.Session("hub:smollm2-135m", SessionOptions(prefer=("cpu",), backend_options={"cpu": {"activations": "f32", "n_ctx": 256, "kv_dtype": "f32"}}))
     yield ocl, cpu
     ocl.close()
     cpu.close()
@@ -501,7 +501,7 @@ def test_tiny_model_matches_cpu(tmp_path, device, kind):
     _write(path, **kind)
     ids = np.array([[256, 72, 105, 33, 10, 200, 3]], np.int64)
     ocl = edgesdk.Session(str(path), SessionOptions(require=device.id))
-    cpu = edgesdk.Session(str(path), SessionOptions(require="cpu:0", backend_options={"cpu": {"impl": "numpy"}}))
+    cpu = edgesdk.Session(str(path), SessionOptions(require="cpu:0", backend_options={"cpu": {"impl": "numpy", "kv_dtype": "f32"}}))
     try:
         got, want = ocl.run({"input_ids": ids})["logits"], cpu.run({"input_ids": ids})["logits"]
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
@@ -558,7 +558,7 @@ def test_architecture_matches_numpy_reference(tmp_path, device, name):
 
     path = _arch_file(tmp_path, name)
     ids = _prompt()
-    ref = LLM(path, impl="numpy", activations="f32", n_ctx=CTX)
+    ref = LLM(path, impl="numpy", activations="f32", n_ctx=CTX, kv_dtype="f32")
     ocl = edgesdk.Session(path, SessionOptions(require=device.id, backend_options={"opencl": {"n_ctx": CTX}}))
     try:
         model = ocl.runner.llm.model
@@ -582,7 +582,7 @@ def test_logit_softcap_applied_to_what_is_read_back(tmp_path, device):
 
     path = _arch_file(tmp_path, "llama")
     ids = _prompt()[:12]
-    ref = LLM(path, impl="numpy", activations="f32", n_ctx=CTX)
+    ref = LLM(path, impl="numpy", activations="f32", n_ctx=CTX, kv_dtype="f32")
     ocl = edgesdk.Session(path, SessionOptions(require=device.id, backend_options={"opencl": {"n_ctx": CTX}}))
     try:
         model = ocl.runner.llm.model

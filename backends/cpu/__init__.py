@@ -71,7 +71,7 @@ class CpuBackend(Backend):
         co = _options(options)
         # The backend's own option is the more specific ask, so it wins over the generic field.
         n_ctx = _given(co.n_ctx, getattr(options, "n_ctx", None))
-        kv_dtype = _given(co.kv_dtype, getattr(options, "kv_dtype", None), "f32")
+        kv_dtype = _given(co.kv_dtype, getattr(options, "kv_dtype", None))
         llm = LLM(
             model.path,
             n_ctx=n_ctx,

@@ -17,7 +17,7 @@ from ._config import GenerationConfig, GenerationStats, Reply
 from ._constrain import Constraint, grammar_for
 from ._gguf import GGUFFile
 from ._lora import load_adapters
-from ._model import TokenCache, Transformer, check_kv_dtype
+from ._model import DEFAULT_KV_DTYPE, TokenCache, Transformer, check_kv_dtype
 from ._perplexity import PerplexityResult, perplexity_from_logits
 from ._sampling import apply_repetition_penalty, probabilities, sample
 from ._tokenizer import Tokenizer
@@ -41,9 +41,10 @@ class LLM:
     ``activations`` "int8" (default, fast, llama.cpp's arithmetic) or "f32" (exact) for the kernels.
     ``model_factory(gguf)`` replaces the CPU :class:`Transformer` with another forward pass (another
     backend's: it needs ``cfg``, ``impl``, ``new_cache(n_ctx)`` and ``forward(ids, cache, logits=)``);
-    ``impl``/``activations``/``threads`` then do not apply, and ``kv_dtype`` must stay "f32".
+    ``impl``/``activations``/``threads`` then do not apply, and ``kv_dtype`` must be None or "f32".
     ``kv_dtype`` is how the KV cache stores keys/values (:data:`edgesdk.llm._model.KV_DTYPES`):
-    "f32" (default), "f16" (half the memory) or "q8_0" (llama.cpp's 8-bit blocks, 0.27x).
+    "f32" (as computed), "f16" (half the memory; None: the default,
+    :data:`edgesdk.llm._model.DEFAULT_KV_DTYPE`) or "q8_0" (llama.cpp's 8-bit blocks, 0.27x).
     ``adapters`` maps names to GGUF LoRA files (:mod:`edgesdk.llm._lora`), loaded and checked against
     this model now; a generation picks one (``adapter=``) for its own KV cache only, so ``logits``
     and ``perplexity`` always score with the base model.
@@ -58,7 +59,7 @@ class LLM:
         impl: str | None = None,
         activations: str = "int8",
         model_factory=None,
-        kv_dtype: str = "f32",
+        kv_dtype: str | None = None,
         adapters=None,
     ):
         if n_ctx is not None and (not isinstance(n_ctx, int) or n_ctx < 2):
@@ -66,6 +67,8 @@ class LLM:
         if activations not in ("int8", "f32"):
             raise GenerationError(f"activations must be 'int8' or 'f32', got {activations!r}")
         impl = check_impl(impl)
+        if kv_dtype is None:
+            kv_dtype = "f32" if model_factory is not None else DEFAULT_KV_DTYPE
         check_kv_dtype(kv_dtype)  # before the file is opened; the model checks its head_dim
         if model_factory is not None and kv_dtype != "f32":
             # Another backend's forward pass keeps its own cache: silently storing f32 would defeat the ask.

@@ -90,6 +90,6 @@ def add_commands(sub, add_placement_args, options_fn) -> None:
     )
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/ (default: $EDGESDK_SERVE_API_KEY; none: open)")
     p.add_argument("--n-ctx", type=_positive_int, help="KV-cache length (default: the model's context length)")
-    p.add_argument("--kv-dtype", choices=KV_DTYPES, help="KV-cache storage (cpu backend; default f32)")
+    p.add_argument("--kv-dtype", choices=KV_DTYPES, help="KV-cache storage (cpu backend; default f16)")
     add_placement_args(p)
     p.set_defaults(fn=lambda a: cmd_serve(a, options_fn))
