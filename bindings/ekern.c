@@ -388,6 +388,19 @@ int ek_quantize_act(const float *x, int m, int k, signed char *xq, float *dx, fl
     return rc;
 }
 
+int ek_rows8_native(int type)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    pthread_mutex_lock(&call_mu);
+    const int simd = path_now() != &portable_path;
+    pthread_mutex_unlock(&call_mu);
+    return simd && (type == 6 || type == 12 || type == 13 || type == 14); /* ek_rows8_avx2's types */
+#else
+    (void)type;
+    return 0;
+#endif
+}
+
 int ek_quantize_act256(const float *x, int m, int k, signed char *xq, float *dx, float *cs)
 {
     if (!x || !xq || !dx || !cs || m < 0 || k <= 0 || k % 256) return EK_EINVAL;

@@ -51,6 +51,10 @@ int ek_matmul(const ek_weight *w, const float *x, int m, float *y, int act_int8,
 /* The C side of the type table, for tests: block geometry of a GGML type (-1 when not decoded),
  * and one block decoded to codes q[block], scale and min (0 without mins) per sub-block. */
 int ek_block_type(int type, int *block, int *nbytes);
+/* 1 when the SIMD path in effect has kernels for GGML type `type` with rows interleaved 8 at a
+ * time (ek_weight.rows8), so that layout is the faster one to hold weights in; 0 when only the
+ * portable decoders would read it (they gather each row's block first: correct, slower). */
+int ek_rows8_native(int type);
 int ek_block_decode(int type, const unsigned char *b, signed char *q, float *sc, float *mn);
 
 /* The activation quantizer used by the int8 path, exposed for tests:

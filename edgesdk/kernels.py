@@ -387,6 +387,15 @@ def quantize_activations(x: np.ndarray, block: int = 32):
     return xq, dx, cs
 
 
+def rows8_native(qtype) -> bool:
+    """Whether the kernels in effect read ``qtype`` fastest with rows interleaved 8 at a time
+    (``QuantizedTensor.rows8``): the x86 SIMD paths for Q4_K, Q5_K, Q6_K and Q5_0. Elsewhere (the
+    portable and NEON paths, the numpy implementation) the file's row order is the faster one."""
+    from .quant._types import quant_type
+
+    return _impl == "c" and bool(_lib.ek_rows8_native(quant_type(qtype).code))
+
+
 def _sums32(xq: np.ndarray, dx: np.ndarray) -> np.ndarray:
     """dx * sum(xq) per 32 elements, for 256-element scales (what the C quantizer's cs holds)."""
     m = xq.shape[0]

@@ -23,7 +23,7 @@ cp -r "$ROOT/edgesdk" "$WORK/pkg/edgesdk"
 rm -f "$WORK/pkg/edgesdk"/_ckernels*.so
 cp "$WORK"/build/edgesdk/_ckernels*.so "$WORK/pkg/edgesdk/"
 mkdir -p "$WORK/pkg/tests"
-cp "$ROOT"/tests/conftest.py "$ROOT"/tests/kernel_bounds.py "$ROOT"/tests/gguf_blocks.py "$ROOT"/tests/test_kernels*.py "$ROOT"/tests/test_quant*.py "$ROOT"/tests/test_block_gemm.py "$WORK/pkg/tests/"
+cp "$ROOT"/tests/conftest.py "$ROOT"/tests/kernel_bounds.py "$ROOT"/tests/gguf_blocks.py "$ROOT"/tests/test_kernels*.py "$ROOT"/tests/test_quant.py "$ROOT"/tests/test_quant_types.py "$ROOT"/tests/test_block_gemm.py "$WORK/pkg/tests/"
 
 LIBASAN="$(gcc -print-file-name=libasan.so)"
 LIBUBSAN="$(gcc -print-file-name=libubsan.so)"

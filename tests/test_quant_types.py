@@ -113,7 +113,7 @@ def test_rows8_is_a_lossless_permutation(t, groups, nblk, seed):
     decodes the same, and export is bit-exact; each row's block b is its fields' words in place."""
     n, k = 8 * groups, nblk * t.block
     raw = np.random.default_rng(seed).integers(0, 256, (n, nblk * t.nbytes), dtype=np.uint8)
-    qt = QuantizedTensor.from_blocks(raw, t.name, (n, k))
+    qt = QuantizedTensor.from_blocks(raw, t.name, (n, k), interleave=True)
     assert qt.rows8 and qt.qdata.shape == raw.shape and qt.nbytes == raw.nbytes
     assert np.array_equal(qt.gguf_blocks(), raw) and np.array_equal(t.deinterleave8(t.interleave8(raw)), raw)
     assert np.array_equal(to_gguf_bytes(qt)[1], raw)
@@ -142,7 +142,23 @@ def test_rows8_bad_input_is_a_typed_error():
         TYPES["Q8_0"].interleave8(np.zeros((8, 34), np.uint8))
     with pytest.raises(UnsupportedModelError, match="groups of 8 rows"):
         t.interleave8(np.zeros((12, t.nbytes), np.uint8))
-    assert not QuantizedTensor.from_blocks(np.zeros((12, t.nbytes), np.uint8), "Q4_K", (12, 256)).rows8  # falls back, row by row
+    assert not QuantizedTensor.from_blocks(np.zeros((12, t.nbytes), np.uint8), "Q4_K", (12, 256), interleave=True).rows8  # row by row
+
+
+@needs_c
+def test_rows8_is_chosen_where_the_kernels_read_it():
+    """The default layout follows the kernels in effect: interleaved on the x86 SIMD paths, row by
+    row on the portable one (whose decoders would gather every row's block first)."""
+    raw = np.zeros((8, TYPES["Q4_K"].nbytes), np.uint8)
+    try:
+        for path in kernels.info().simd_runnable:
+            kernels.set_simd(path)
+            native = kernels.rows8_native("Q4_K")
+            assert native == (path in ("avx2", "avxvnni", "avx512vnni"))
+            assert QuantizedTensor.from_blocks(raw, "Q4_K", (8, 256)).rows8 == native
+            assert not kernels.rows8_native("Q8_0")
+    finally:
+        kernels.set_simd("auto")
 
 
 @needs_c

@@ -31,6 +31,12 @@ def _qtype_name(qtype) -> str:
 _CHUNK_ROWS = 16384
 
 
+def _rows8_native(name: str) -> bool:
+    from .. import kernels
+
+    return kernels.rows8_native(name)
+
+
 def from_gguf(tensor, done_rows=None) -> QuantizedTensor:
     """Import a ``gguf.GGUFReader`` tensor (ReaderTensor) of any block-quantized type of the table.
 
@@ -45,7 +51,7 @@ def from_gguf(tensor, done_rows=None) -> QuantizedTensor:
     k, n = dims
     raw = np.asarray(tensor.data)
     t = quant_type(name)
-    if t.rows8 and n % 8 == 0 and raw.ndim == 2:
+    if t.rows8 and n % 8 == 0 and raw.ndim == 2 and _rows8_native(name):
         # interleaved by chunks of rows, each chunk's file pages released once copied
         q = np.empty(raw.shape, np.uint8)
         for r0 in range(0, n, _CHUNK_ROWS):

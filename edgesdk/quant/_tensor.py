@@ -128,12 +128,13 @@ class QuantizedTensor:
     _kcache: dict = attrs.field(factory=dict, init=False, repr=False)
 
     @classmethod
-    def from_blocks(cls, raw: np.ndarray, qtype, shape, *, source: str | None = None, interleave: bool = True) -> "QuantizedTensor":
+    def from_blocks(cls, raw: np.ndarray, qtype, shape, *, source: str | None = None, interleave: bool | None = None) -> "QuantizedTensor":
         """A (N, K) weight held as GGUF blocks of ``qtype`` (layout "gguf"), raw in file order.
 
-        With ``interleave`` (the default) a type with 8-row kernels and N a multiple of 8 is stored
-        interleaved (``rows8``, one permuted copy); otherwise raw is copied only if it is not already
-        a C-contiguous uint8 array."""
+        With ``interleave`` a type with 8-row kernels and N a multiple of 8 is stored interleaved
+        (``rows8``, one permuted copy); None (the default): when the kernels in effect read that
+        layout natively (:func:`edgesdk.kernels.rows8_native`). Otherwise raw is copied only if it is
+        not already a C-contiguous uint8 array."""
         from ._types import quant_type
 
         t = quant_type(qtype)
@@ -149,6 +150,10 @@ class QuantizedTensor:
         if raw.size != want:
             raise QuantizationError(f"GGUF {t.name} {(n, k)} needs {want} bytes, got {raw.size}")
         q = np.ascontiguousarray(raw).reshape(n, -1)
+        if interleave is None and t.rows8:
+            from .. import kernels
+
+            interleave = kernels.rows8_native(t.name)
         rows8 = bool(interleave and t.rows8 and n % 8 == 0)
         if rows8:
             q = t.interleave8(q)
