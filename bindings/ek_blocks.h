@@ -77,4 +77,6 @@ void ek_blocks_rows_avx512(const ek_bctx *c, int r0, int r1);
 /* x86 (ek_rows8_x86.c): AVX2 kernels over rows interleaved 8 at a time for Q4_K, Q5_K, Q6_K, Q5_0
  * on the int8 path; NULL where the weight has none */
 ek_blocks_fn ek_rows8_avx2(const ek_bctx *c);
+/* whether ek_rows8_avx2 has a kernel for GGML type `code` */
+int ek_rows8_has(int code);
 #endif

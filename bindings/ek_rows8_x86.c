@@ -288,10 +288,9 @@ static T2 void rows8_q5_k(const ek_bctx *c, int r0, int r1) { rows8(c, r0, r1, T
 static T2 void rows8_q6_k(const ek_bctx *c, int r0, int r1) { rows8(c, r0, r1, TY_Q6_K); }
 static T2 void rows8_q5_0(const ek_bctx *c, int r0, int r1) { rows8(c, r0, r1, TY_Q5_0); }
 
-ek_blocks_fn ek_rows8_avx2(const ek_bctx *c)
+static ek_blocks_fn rows8_of(int code)
 {
-    if (!c->rows8 || !c->act_int8 || !c->xs) return NULL;
-    switch (c->t->code) {
+    switch (code) {
     case 12: return rows8_q4_k;
     case 13: return rows8_q5_k;
     case 14: return rows8_q6_k;
@@ -299,4 +298,8 @@ ek_blocks_fn ek_rows8_avx2(const ek_bctx *c)
     default: return NULL;
     }
 }
+
+int ek_rows8_has(int code) { return rows8_of(code) != NULL; }
+
+ek_blocks_fn ek_rows8_avx2(const ek_bctx *c) { return c->rows8 && c->act_int8 && c->xs ? rows8_of(c->t->code) : NULL; }
 #endif

@@ -394,7 +394,7 @@ int ek_rows8_native(int type)
     pthread_mutex_lock(&call_mu);
     const int simd = path_now() != &portable_path;
     pthread_mutex_unlock(&call_mu);
-    return simd && (type == 6 || type == 12 || type == 13 || type == 14); /* ek_rows8_avx2's types */
+    return simd && ek_rows8_has(type);
 #else
     (void)type;
     return 0;

@@ -12,7 +12,7 @@ import attrs
 import numpy as np
 
 from .._errors import QuantizationError
-from ._tensor import BLOCKS, I16X32_TYPES, ROWS, SUB, QuantizedTensor, pack_rows, unpack_rows
+from ._tensor import BLOCKS, I16X32_TYPES, ROWS, SUB, QuantizedTensor, pack_rows, rows8_default, unpack_rows
 from ._types import quant_type
 
 __all__ = ["from_gguf", "from_gguf_bytes", "to_gguf_bytes"]
@@ -31,12 +31,6 @@ def _qtype_name(qtype) -> str:
 _CHUNK_ROWS = 16384
 
 
-def _rows8_native(name: str) -> bool:
-    from .. import kernels
-
-    return kernels.rows8_native(name)
-
-
 def from_gguf(tensor, done_rows=None) -> QuantizedTensor:
     """Import a ``gguf.GGUFReader`` tensor (ReaderTensor) of any block-quantized type of the table.
 
@@ -51,7 +45,7 @@ def from_gguf(tensor, done_rows=None) -> QuantizedTensor:
     k, n = dims
     raw = np.asarray(tensor.data)
     t = quant_type(name)
-    if t.rows8 and n % 8 == 0 and raw.ndim == 2 and _rows8_native(name):
+    if raw.ndim == 2 and rows8_default(t, n):
         # interleaved by chunks of rows, each chunk's file pages released once copied
         q = np.empty(raw.shape, np.uint8)
         for r0 in range(0, n, _CHUNK_ROWS):

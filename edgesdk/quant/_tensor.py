@@ -87,6 +87,17 @@ def unpack_rows(p: np.ndarray, n: int) -> np.ndarray:
     return p.transpose(0, 2, 1).reshape(g * ROWS, nb)[:n]
 
 
+def rows8_default(t, n: int) -> bool:
+    """Whether an (N, K) weight of type row ``t`` is held with rows interleaved 8 at a time by
+    default: the type has that layout, N is whole groups of 8, and the kernels in effect read it
+    natively (:func:`edgesdk.kernels.rows8_native`)."""
+    if not t.rows8 or n % 8:
+        return False
+    from .. import kernels
+
+    return kernels.rows8_native(t.name)
+
+
 def _types():
     from ._types import TYPES
 
@@ -150,11 +161,7 @@ class QuantizedTensor:
         if raw.size != want:
             raise QuantizationError(f"GGUF {t.name} {(n, k)} needs {want} bytes, got {raw.size}")
         q = np.ascontiguousarray(raw).reshape(n, -1)
-        if interleave is None and t.rows8:
-            from .. import kernels
-
-            interleave = kernels.rows8_native(t.name)
-        rows8 = bool(interleave and t.rows8 and n % 8 == 0)
+        rows8 = rows8_default(t, n) if interleave is None else bool(interleave and t.rows8 and n % 8 == 0)
         if rows8:
             q = t.interleave8(q)
         return cls(
