@@ -73,10 +73,13 @@ void ek_blocks_rows_portable(const ek_bctx *c, int r0, int r1);
 /* x86 (ek_blocks_x86.c): the plain-C kernel compiled per ISA, with hand-written AVX2 dots for the
  * types of the common K-quant mixes (Q4_K, Q5_K, Q6_K, Q5_0) on the int8-activation path */
 void ek_blocks_rows_avx2(const ek_bctx *c, int r0, int r1);
+void ek_blocks_rows_avxvnni(const ek_bctx *c, int r0, int r1);
 void ek_blocks_rows_avx512(const ek_bctx *c, int r0, int r1);
-/* x86 (ek_rows8_x86.c): AVX2 kernels over rows interleaved 8 at a time for Q4_K, Q5_K, Q6_K, Q5_0
- * on the int8 path; NULL where the weight has none */
+/* x86 (ek_rows8_x86.c): kernels over rows interleaved 8 at a time for Q4_K, Q5_K, Q6_K, Q5_0 on
+ * the int8 path, per instruction set; NULL where the weight has none */
 ek_blocks_fn ek_rows8_avx2(const ek_bctx *c);
-/* whether ek_rows8_avx2 has a kernel for GGML type `code` */
+ek_blocks_fn ek_rows8_avxvnni(const ek_bctx *c);
+ek_blocks_fn ek_rows8_avx512vnni(const ek_bctx *c);
+/* whether the interleaved kernels cover GGML type `code` (the same types on every instruction set) */
 int ek_rows8_has(int code);
 #endif

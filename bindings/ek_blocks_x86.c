@@ -521,20 +521,28 @@ static ek_blocks_fn avx2_dot(const ek_bctx *c)
     }
 }
 
-/* the AVX2 kernel of c's weight: rows interleaved 8 at a time, or one row at a time; NULL: none */
-static ek_blocks_fn avx2_kernel(const ek_bctx *c) { return c->rows8 ? ek_rows8_avx2(c) : avx2_dot(c); }
+/* The kernel for c's weight: rows interleaved 8 at a time (with the instruction set's own dot
+ * product), or one row at a time; NULL: none. */
+static ek_blocks_fn kernel_of(const ek_bctx *c, ek_blocks_fn (*rows8)(const ek_bctx *)) { return c->rows8 ? rows8(c) : avx2_dot(c); }
 
 T2 void ek_blocks_rows_avx2(const ek_bctx *c, int r0, int r1)
 {
-    const ek_blocks_fn f = avx2_kernel(c);
+    const ek_blocks_fn f = kernel_of(c, ek_rows8_avx2);
     if (f) f(c, r0, r1);
     else generic_avx2(c, r0, r1);
 }
 
-/* AVX-512 CPUs run the AVX2 kernels (their needs are a subset of the path's) */
+__attribute__((target(ISA_AVXVNNI))) void ek_blocks_rows_avxvnni(const ek_bctx *c, int r0, int r1)
+{
+    const ek_blocks_fn f = kernel_of(c, ek_rows8_avxvnni);
+    if (f) f(c, r0, r1);
+    else generic_avx2(c, r0, r1);
+}
+
+/* AVX-512 CPUs run the AVX2 row-by-row kernels (their needs are a subset of the path's) */
 T512 void ek_blocks_rows_avx512(const ek_bctx *c, int r0, int r1)
 {
-    const ek_blocks_fn f = avx2_kernel(c);
+    const ek_blocks_fn f = kernel_of(c, ek_rows8_avx512vnni);
     if (f) f(c, r0, r1);
     else generic_avx512(c, r0, r1);
 }

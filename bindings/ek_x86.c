@@ -457,7 +457,7 @@ const ek_path ek_x86_paths[EK_X86_NPATHS] = {
      {X86(tile2_q4_avx512vnni), X86(tile2_q8_avx512vnni)}, {X86(tile_q4_f32_avx512), X86(tile_q8_f32_avx512)},
      X86(quant_rows512), X86(stream512), X86(ek_blocks_rows_avx512), X86(quant256_avx2)},
     {"avxvnni", ISA_AVXVNNI, BUILT, {X86(tile_q4_avxvnni), X86(tile_q8_avxvnni)}, {NULL, NULL},
-     {X86(tile_q4_f32_avx2), X86(tile_q8_f32_avx2)}, X86(quant_rows_avx2), X86(stream256), X86(ek_blocks_rows_avx2), X86(quant256_avx2)},
+     {X86(tile_q4_f32_avx2), X86(tile_q8_f32_avx2)}, X86(quant_rows_avx2), X86(stream256), X86(ek_blocks_rows_avxvnni), X86(quant256_avx2)},
     {"avx2", ISA_AVX2, BUILT, {X86(tile_q4_avx2), X86(tile_q8_avx2)}, {NULL, NULL},
      {X86(tile_q4_f32_avx2), X86(tile_q8_f32_avx2)}, X86(quant_rows_avx2), X86(stream256), X86(ek_blocks_rows_avx2), X86(quant256_avx2)},
 };

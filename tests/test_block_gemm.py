@@ -83,6 +83,25 @@ def test_prompt_sized_m_within_reference_bounds(name, layout):
             assert same_bits(kernels.matmul(x, qt, act="f32"), kernels.matmul(x, attrs_rowwise(qt), act="f32")), (name, k, path)
 
 
+@needs_c
+@pytest.mark.parametrize("name", NAMES)
+def test_interleaved_kernels_identical_on_every_instruction_set(name):
+    """AVX2 (vpmaddubsw, int16 partial sums) and AVX-VNNI / AVX512-VNNI (vpdpbusd, int32) reach the
+    same exact integer sums, so every SIMD path the CPU runs gives the same bits, at every tiling."""
+    runnable = [p for p in kernels.info().simd_runnable if p != "portable"]
+    if len(runnable) < 2:
+        pytest.skip(f"this CPU runs one SIMD path ({', '.join(runnable) or 'none'})")
+    for k in _ks(name)[:3]:
+        qt, x = _case(name, 64, k, 9, seed=7 * k + TYPES[name].code)
+        outs = {}
+        for path in runnable:
+            kernels.set_simd(path)
+            outs[path] = [kernels.matmul(x[:m], qt, threads=2) for m in (1, 3, 9)]
+        first = outs[runnable[0]]
+        for path in runnable[1:]:
+            assert all(same_bits(a, b) for a, b in zip(outs[path], first)), (name, k, path, runnable[0])
+
+
 def attrs_rowwise(qt):
     """The same weight row by row: the portable decoders on both layouts compute the same bits."""
     return QuantizedTensor.from_blocks(qt.gguf_blocks(), qt.qtype, qt.shape, interleave=False)

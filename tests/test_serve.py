@@ -271,7 +271,25 @@ def test_unknown_routes_and_methods_get_openai_errors(http, server):
     assert http.get("/health").json()["status"] == "ok"
 
 
-def test_queue_full_is_429_with_retry_after_and_disconnect_cancels(session):
+def paced(session, monkeypatch, seconds_per_piece=0.02):
+    """Slows ``session``'s streams so a generation holds its slot for as long as a test needs
+    (1500 tokens take over 30 s), however fast the machine decodes."""
+    real = session.generate_stream
+
+    def generate_stream(*args, **kwargs):
+        inner = real(*args, **kwargs)
+        try:
+            for piece in inner:
+                yield piece
+                time.sleep(seconds_per_piece)
+        finally:
+            inner.close()
+
+    monkeypatch.setattr(session, "generate_stream", generate_stream)
+
+
+def test_queue_full_is_429_with_retry_after_and_disconnect_cancels(session, monkeypatch):
+    paced(session, monkeypatch)
     with BackgroundServer(session, model_id=MODEL, queue_size=0) as tiny, httpx.Client(base_url=tiny.url, timeout=30) as c:
         with c.stream("POST", "/v1/chat/completions", json=chat_body(stream=True, **LONG)) as running:
             assert running.status_code == 200
