@@ -56,17 +56,17 @@ static inline AI R8_T __m256i R8_FN(scale8)(__m256i v, int j, const int busd) { 
  * words. qs word 8c + q holds elements 64c + 4q .. (low nibbles, sub-block 2c) and 64c + 32 + 4q ..
  * (high, 2c + 1); qh word q the fifth bits of elements 32u + 4q .. in bit u. Per sub-block u the
  * codes' sums take the 6-bit scale; the mins are sum(m * xs) in vpmaddwd pairs. */
-static inline AI R8_T void R8_FN(tile_k4)(const ek_bctx *c, int g, int i0, const int T, const int Q5)
+static inline AI R8_T void R8_FN(tile_k4)(const ek_bctx *c, int g, int i0, const int T, const int Q5, const uint8_t *ub)
 {
     const int nblk = c->k / EK_QK_K;
-    const size_t K = (size_t)c->k, GB = Q5 ? 1408 : 1152, QS = Q5 ? 384 : 128;
+    const size_t K = (size_t)c->k, GB = Q5 ? 1408 : 1152;
     const uint8_t *base = c->w + (size_t)g * nblk * GB;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m6 = _mm256_set1_epi8(0x3F), m30 = _mm256_set1_epi8(0x30), lo16 = _mm256_set1_epi32(0x00FF00FF);
     __m256 acc[EK_TM];
     TILE_ROWS(i) acc[i] = _mm256_setzero_ps();
     for (int b = 0; b < nblk; b++) {
-        const uint8_t *gb = base + (size_t)b * GB;
-        if (i0 == 0) prefetch_block(gb, GB);
+        const uint8_t *gb = base + (size_t)b * GB, *ubb = ub ? ub + (size_t)b * 64 * 32 : NULL;
+        if (!ub && i0 == 0) prefetch_block(gb, GB);
         /* k_scale_min, lane-wise: scales 0..3 | 4..7 and mins 0..3 | 4..7 as bytes of each lane */
         const __m256i w0 = ld(gb + 32), w1 = ld(gb + 64), w2 = ld(gb + 96);
         const __m256i sc_lo = _mm256_and_si256(w0, m6);
@@ -95,13 +95,7 @@ static inline AI R8_T void R8_FN(tile_k4)(const ek_bctx *c, int g, int i0, const
                 TILE_ROWS(i) part[i] = _mm256_setzero_si256();
 #pragma GCC unroll 8
                 for (int q = q0; q < q0 + NQ; q++) {
-                    const __m256i v = ld(gb + QS + 32 * (8 * (u >> 1) + q));
-                    __m256i code = _mm256_and_si256(u & 1 ? _mm256_srli_epi16(v, 4) : v, m4);
-                    if (Q5) {
-                        const __m256i qh = ld(gb + 128 + 32 * q);
-                        const __m256i hb = u < 4 ? _mm256_slli_epi16(qh, 4 - u) : u > 4 ? _mm256_srli_epi16(qh, u - 4) : qh;
-                        code = _mm256_or_si256(code, _mm256_and_si256(hb, _mm256_set1_epi8(0x10)));
-                    }
+                    const __m256i code = ubb ? ld(ubb + 32 * (8 * u + q)) : codes_k4(gb, 8 * u + q, Q5);
                     TILE_ROWS(i) part[i] = keep(R8_FN(dot)(part[i], code, bc4(c->xq + (size_t)(i0 + i) * K + 256 * (size_t)b + 32 * u + 4 * q), R8_BUSD));
                 }
                 TILE_ROWS(i) isum[i] = R8_FN(fold)(isum[i], part[i], sc, R8_BUSD);
@@ -122,17 +116,16 @@ static inline AI R8_T void R8_FN(tile_k4)(const ek_bctx *c, int g, int i0, const
  * 128h + 32i + t: a nibble of ql byte 64h + 32(i & 1) + t (low for i < 2), bits 2i, 2i + 1 of qh byte
  * 32h + t. Codes as stored (0..63) sum over two quads in int16, then take the sub-block's scale;
  * the offset 32 comes off as 32 * sum(scale * xs) per block. */
-static inline AI R8_T void R8_FN(tile_q6_k)(const ek_bctx *c, int g, int i0, const int T)
+static inline AI R8_T void R8_FN(tile_q6_k)(const ek_bctx *c, int g, int i0, const int T, const uint8_t *ub)
 {
     const int nblk = c->k / EK_QK_K;
     const size_t K = (size_t)c->k, GB = 1680;
     const uint8_t *base = c->w + (size_t)g * nblk * GB;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
     __m256 acc[EK_TM];
     TILE_ROWS(i) acc[i] = _mm256_setzero_ps();
     for (int b = 0; b < nblk; b++) {
-        const uint8_t *gb = base + (size_t)b * GB;
-        if (i0 == 0) prefetch_block(gb, GB);
+        const uint8_t *gb = base + (size_t)b * GB, *ubb = ub ? ub + (size_t)b * 64 * 32 : NULL;
+        if (!ub && i0 == 0) prefetch_block(gb, GB);
         /* scales 4w, 4w + 2 and 4w + 1, 4w + 3 of each row as int16 pairs */
         __m256i sp[8];
         for (int w = 0; w < 4; w++) {
@@ -163,11 +156,7 @@ static inline AI R8_T void R8_FN(tile_q6_k)(const ek_bctx *c, int g, int i0, con
 #pragma GCC unroll 2
                         for (int q = q0; q < q0 + 2; q++) {
                             const int t = 16 * j + 4 * q;
-                            const __m256i ql = ld(gb + 32 * (16 * h + 8 * (ci & 1) + t / 4));
-                            const __m256i qh = ld(gb + 1024 + 32 * (8 * h + t / 4));
-                            const __m256i lo = _mm256_and_si256(ci < 2 ? ql : _mm256_srli_epi16(ql, 4), m4);
-                            const __m256i hb = ci == 0 ? _mm256_slli_epi16(qh, 4) : ci == 1 ? _mm256_slli_epi16(qh, 2) : ci == 2 ? qh : _mm256_srli_epi16(qh, 2);
-                            const __m256i code = _mm256_or_si256(lo, _mm256_and_si256(hb, m30));
+                            const __m256i code = ubb ? ld(ubb + 32 * (4 * s + q)) : codes_q6_k(gb, 4 * s + q);
                             TILE_ROWS(i) part[i] = keep(R8_FN(dot)(part[i], code, bc4(c->xq + (size_t)(i0 + i) * K + 256 * (size_t)b + 128 * h + 32 * ci + t), 0));
                         }
                         TILE_ROWS(i) isum[i] = R8_FN(fold)(isum[i], part[i], sc, 0);
@@ -187,18 +176,16 @@ static inline AI R8_T void R8_FN(tile_q6_k)(const ek_bctx *c, int g, int i0, con
  * and 16 + 4w .. (high); their fifth bits are bits 4w .. and 16 + 4w .. of qh. Codes as stored
  * (0..31); the offset 16 comes off as 16 * xs per block. */
 
-static inline AI R8_T void R8_FN(tile_q5_0)(const ek_bctx *c, int g, int i0, const int T)
+static inline AI R8_T void R8_FN(tile_q5_0)(const ek_bctx *c, int g, int i0, const int T, const uint8_t *ub)
 {
     const int nblk = c->k / 32;
     const size_t K = (size_t)c->k, GB = 176;
     const uint8_t *base = c->w + (size_t)g * nblk * GB;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 acc[EK_TM];
     TILE_ROWS(i) acc[i] = _mm256_setzero_ps();
     for (int b = 0; b < nblk; b++) {
-        const uint8_t *gb = base + (size_t)b * GB;
-        if (i0 == 0 && b % 4 == 0) prefetch_block(gb, 4 * GB);
-        const __m256i qh = ld(gb + 16);
+        const uint8_t *gb = base + (size_t)b * GB, *ubb = ub ? ub + (size_t)b * 8 * 32 : NULL;
+        if (!ub && i0 == 0 && b % 4 == 0) prefetch_block(gb, 4 * GB);
         __m256i isum[EK_TM];
         TILE_ROWS(i) isum[i] = _mm256_setzero_si256();
 #pragma GCC unroll 2
@@ -207,9 +194,8 @@ static inline AI R8_T void R8_FN(tile_q5_0)(const ek_bctx *c, int g, int i0, con
             TILE_ROWS(i) part[i] = _mm256_setzero_si256();
 #pragma GCC unroll 2
             for (int w = 2 * half; w < 2 * half + 2; w++) {
-                const __m256i v = ld(gb + 48 + 32 * w);
-                const __m256i lo = _mm256_or_si256(_mm256_and_si256(v, m4), q5_bits(qh, w >> 1, w & 1));
-                const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), q5_bits(qh, 2 + (w >> 1), w & 1));
+                const __m256i lo = ubb ? ld(ubb + 64 * w) : codes_q5_0(gb, 2 * w);
+                const __m256i hi = ubb ? ld(ubb + 64 * w + 32) : codes_q5_0(gb, 2 * w + 1);
                 TILE_ROWS(i) {
                     const int8_t *x = c->xq + (size_t)(i0 + i) * K + 32 * (size_t)b + 4 * w;
                     part[i] = keep(R8_FN(dot)(part[i], lo, bc4(x), R8_BUSD));
@@ -230,26 +216,39 @@ static inline AI R8_T void R8_FN(tile_q5_0)(const ek_bctx *c, int g, int i0, con
 }
 
 /* -------------------------------------------------------------------- the loops around the tiles */
-static inline AI R8_T void R8_FN(tile)(const ek_bctx *c, int g, int i0, const int T, const int TY)
+/* ub: the group's unpacked codes (unpack_group), or NULL to unpack them in the tile */
+static inline AI R8_T void R8_FN(tile)(const ek_bctx *c, int g, int i0, const int T, const int TY, const uint8_t *ub)
 {
-    if (TY == TY_Q6_K) R8_FN(tile_q6_k)(c, g, i0, T);
-    else if (TY == TY_Q5_0) R8_FN(tile_q5_0)(c, g, i0, T);
-    else R8_FN(tile_k4)(c, g, i0, T, TY == TY_Q5_K);
+    if (TY == TY_Q6_K) R8_FN(tile_q6_k)(c, g, i0, T, ub);
+    else if (TY == TY_Q5_0) R8_FN(tile_q5_0)(c, g, i0, T, ub);
+    else R8_FN(tile_k4)(c, g, i0, T, TY == TY_Q5_K, ub);
+}
+
+static inline AI R8_T void R8_FN(tiles)(const ek_bctx *c, int g, const int TY, const uint8_t *ub)
+{
+    const int M = c->M, Mt = M / EK_TM * EK_TM;
+    for (int i0 = 0; i0 < Mt; i0 += EK_TM) R8_FN(tile)(c, g, i0, EK_TM, TY, ub);
+    switch (M - Mt) {
+    case 3: R8_FN(tile)(c, g, Mt, 3, TY, ub); break;
+    case 2: R8_FN(tile)(c, g, Mt, 2, TY, ub); break;
+    case 1: R8_FN(tile)(c, g, Mt, 1, TY, ub); break;
+    default: break;
+    }
 }
 
 /* Groups of rows [r0, r1) (multiples of 8) x every activation row: a group's weights stay in L1/L2
  * while the activation tiles pass over them */
 static inline AI R8_T void R8_FN(rows8)(const ek_bctx *c, int r0, int r1, const int TY)
 {
-    const int M = c->M, Mt = M / EK_TM * EK_TM;
-    for (int g = r0 / 8; g < r1 / 8; g++) {
-        for (int i0 = 0; i0 < Mt; i0 += EK_TM) R8_FN(tile)(c, g, i0, EK_TM, TY);
-        switch (M - Mt) {
-        case 3: R8_FN(tile)(c, g, Mt, 3, TY); break;
-        case 2: R8_FN(tile)(c, g, Mt, 2, TY); break;
-        case 1: R8_FN(tile)(c, g, Mt, 1, TY); break;
-        default: break;
+    _Alignas(32) uint8_t ub[R8_UB];
+    const size_t need = (size_t)(c->k / c->t->block) * R8_NV(TY) * 32;
+    if (c->M > EK_TM && need <= sizeof ub) {
+        for (int g = r0 / 8; g < r1 / 8; g++) {
+            unpack_group(c, g, ub, TY);
+            R8_FN(tiles)(c, g, TY, ub);
         }
+    } else {
+        for (int g = r0 / 8; g < r1 / 8; g++) R8_FN(tiles)(c, g, TY, NULL);
     }
 }
 

@@ -95,7 +95,71 @@ static inline AI T2 __m256i q5_bits(__m256i qh, int byte, int nib)
     return _mm256_and_si256(_mm256_cmpeq_epi8(v, bit), _mm256_set1_epi8(0x10));
 }
 
+
+/* -------------------------------------------------------------------- code vectors
+ * Each type's codes as the tiles read them: vector v of a group block holds 4 codes of each of the
+ * 8 rows (a 32-bit lane per row), the unsigned values vpmaddubsw / vpdpbusd take. */
 enum { TY_Q4_K, TY_Q5_K, TY_Q6_K, TY_Q5_0 };
+
+/* Q4_K / Q5_K (layout above tile_k4): v = 8u + q, quad q of sub-block u */
+static inline AI T2 __m256i codes_k4(const uint8_t *gb, int v, const int Q5)
+{
+    const int u = v >> 3, q = v & 7;
+    const __m256i w = ld(gb + (Q5 ? 384 : 128) + 32 * (8 * (u >> 1) + q));
+    __m256i code = _mm256_and_si256(u & 1 ? _mm256_srli_epi16(w, 4) : w, _mm256_set1_epi8(0x0F));
+    if (Q5) {
+        const __m256i qh = ld(gb + 128 + 32 * q);
+        const __m256i hb = u < 4 ? _mm256_slli_epi16(qh, 4 - u) : u > 4 ? _mm256_srli_epi16(qh, u - 4) : qh;
+        code = _mm256_or_si256(code, _mm256_and_si256(hb, _mm256_set1_epi8(0x10)));
+    }
+    return code;
+}
+
+/* Q6_K (layout above tile_q6_k): v = 4s + q, quad q of the 16-element sub-block s = 8h + 2ci + j */
+static inline AI T2 __m256i codes_q6_k(const uint8_t *gb, int v)
+{
+    const int s = v >> 2, h = s >> 3, ci = (s >> 1) & 3, t = 16 * (s & 1) + 4 * (v & 3);
+    const __m256i ql = ld(gb + 32 * (16 * h + 8 * (ci & 1) + t / 4));
+    const __m256i qh = ld(gb + 1024 + 32 * (8 * h + t / 4));
+    const __m256i lo = _mm256_and_si256(ci < 2 ? ql : _mm256_srli_epi16(ql, 4), _mm256_set1_epi8(0x0F));
+    const __m256i hb = ci == 0 ? _mm256_slli_epi16(qh, 4) : ci == 1 ? _mm256_slli_epi16(qh, 2) : ci == 2 ? qh : _mm256_srli_epi16(qh, 2);
+    return _mm256_or_si256(lo, _mm256_and_si256(hb, _mm256_set1_epi8(0x30)));
+}
+
+/* Q5_0 (layout above tile_q5_0): v = 2w + hi, the low (elements 4w ..) or high (16 + 4w ..)
+ * nibbles of qs word w with their fifth bits */
+static inline AI T2 __m256i codes_q5_0(const uint8_t *gb, int v)
+{
+    const int w = v >> 1;
+    const __m256i qs = ld(gb + 48 + 32 * w), qh = ld(gb + 16);
+    const __m256i nib = _mm256_and_si256(v & 1 ? _mm256_srli_epi16(qs, 4) : qs, _mm256_set1_epi8(0x0F));
+    return _mm256_or_si256(nib, q5_bits(qh, 2 * (v & 1) + (w >> 1), w & 1));
+}
+
+/* code vectors per group block */
+#define R8_NV(TY) ((TY) == TY_Q5_0 ? 8 : 64)
+
+static inline AI T2 __m256i codes_of(const uint8_t *gb, int v, const int TY)
+{
+    return TY == TY_Q6_K ? codes_q6_k(gb, v) : TY == TY_Q5_0 ? codes_q5_0(gb, v) : codes_k4(gb, v, TY == TY_Q5_K);
+}
+
+/* Prompt-sized M: a group's codes are unpacked once into ub (R8_UB bytes at most), in the order
+ * the tiles read them, and every activation tile reads them there instead of unpacking them again
+ * (for Q5_0 the unpacking is more instructions than the dot products of a 4-row tile). */
+#define R8_UB 32768
+static inline AI T2 void unpack_group(const ek_bctx *c, int g, uint8_t *ub, const int TY)
+{
+    const int nblk = c->k / c->t->block, NV = R8_NV(TY);
+    const size_t GB = 8 * (size_t)c->t->nbytes;
+    const uint8_t *base = c->w + (size_t)g * nblk * GB;
+    for (int b = 0; b < nblk; b++) {
+        const uint8_t *gb = base + (size_t)b * GB;
+        prefetch_block(gb, GB);
+#pragma GCC unroll 64
+        for (int v = 0; v < NV; v++) _mm256_store_si256((__m256i *)(ub + 32 * ((size_t)b * NV + v)), codes_of(gb, v, TY));
+    }
+}
 
 #define R8_T T2
 #define R8_SUFFIX avx2
