@@ -194,7 +194,24 @@ def _prompt(seed: int = 1) -> list[int]:
     return [int(t) for t in np.random.default_rng(seed).integers(0, 256, N_PROMPT)]
 
 
-def llama_cpp_run(path: str, ids: list[int]) -> tuple[np.ndarray, list[int]]:
+class Greedy(list):
+    """Greedy tokens, with the reference's top-2 logit margin at each step (a share of that step's
+    largest |logit|)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.margins: list[float] = []
+
+
+def greedy_agrees(got: list[int], want: Greedy, err: float) -> bool:
+    """``got`` equals ``want`` up to the first step where the reference's choice is a near-tie
+    (margin within twice the logits' measured error ``err``): there int8 arithmetic may pick the
+    other token, legitimately, and the continuations part. Clear choices must all agree."""
+    k = next((i for i, m in enumerate(want.margins) if m < 2 * err), len(want))
+    return list(got[:k]) == list(want[:k])
+
+
+def llama_cpp_run(path: str, ids: list[int]) -> tuple[np.ndarray, Greedy]:
     """llama.cpp's logits at every prompt position and its N_GREEDY greedy tokens."""
     from llama_ref import llama
 
@@ -204,10 +221,13 @@ def llama_cpp_run(path: str, ids: list[int]) -> tuple[np.ndarray, list[int]]:
     try:
         ref.eval(ids)
         logits = np.array(ref.scores[: len(ids)], np.float32)
-        out = []
+        out = Greedy()
         for _ in range(N_GREEDY):
-            t = int(np.argmax(ref.scores[ref.n_tokens - 1]))
+            step = np.asarray(ref.scores[ref.n_tokens - 1], np.float32)
+            t = int(np.argmax(step))
+            top2 = np.partition(step, -2)[-2:]
             out.append(t)
+            out.margins.append(float((top2[1] - top2[0]) / np.abs(step).max()))
             ref.eval([t])
         return logits, out
     finally:
@@ -269,7 +289,10 @@ def test_matches_llama_cpp(case, monkeypatch):
         got_logits, got_tokens = _run(path, ids, impl, act, fused, monkeypatch)
         err = _rel(got_logits, want_logits)
         assert err < TOLERANCE[types], f"{name}/{types} {impl}/{act}/fused={fused}: logits differ from llama.cpp by {err:.2e} of their range"
-        assert got_tokens == want_tokens, f"{name}/{types} {impl}/{act}/fused={fused}"
+        if types == "f32":
+            assert got_tokens == want_tokens, f"{name}/{types} {impl}/{act}/fused={fused}"
+        else:
+            assert greedy_agrees(got_tokens, want_tokens, err), f"{name}/{types} {impl}/{act}/fused={fused}: {got_tokens} vs {want_tokens}"
     if types == "mix":  # the fused C loop's primitives against the numpy reference's, both exact
         ref, _ = _run(path, ids, "numpy", "f32", False, monkeypatch)
         got, _ = _run(path, ids, "c", "f32", True, monkeypatch)

@@ -275,7 +275,7 @@ def test_stream_never_splits_a_character_across_byte_tokens(gemma3):
 
 def test_user_defined_tokens_survive_skip_special(gemma3):
     tok = gemma3.tok
-    table, h1, turn = (tok._vocab[t] for t in ("<table>", "<h1>", "<start_of_turn>"))
+    table, h1, turn = (tok.tokens.ids[t] for t in ("<table>", "<h1>", "<start_of_turn>"))
     assert {table, h1} <= tok.user_defined_ids and not {table, h1} & tok.special_ids and turn in tok.special_ids
     ids = tok.encode("<start_of_turn><h1>Title</h1>\n<table>", add_bos=False)
     assert ids[0] == turn and h1 in ids and table in ids
@@ -429,7 +429,7 @@ def test_spm_score_ties_merge_leftmost_first(tmp_path):
     m = _pair(_write_gguf(tmp_path / "ties.gguf", {"tokenizer.ggml.model": "llama", "tokenizer.ggml.add_space_prefix": False}, pieces, types, scores=scores))
     texts = ["aba", "bab", "abab", "babab", "aaabbb", "a b", "zz", "<tag>ab<tag>ba", "é", ""]
     assert mismatches(m, texts) == []
-    assert m.tok.encode("abab", add_bos=False) == [m.tok._vocab[t] for t in ("aba", "b")]
+    assert m.tok.encode("abab", add_bos=False) == [m.tok.tokens.ids[t] for t in ("aba", "b")]
 
 
 # --- errors and speed --------------------------------------------------------------------------
@@ -481,3 +481,49 @@ def test_token_text_is_the_vocabulary_spelling(smollm2, gemma3):
     assert smollm2.tok.token_text(smollm2.tok.encode(" the", add_bos=False)[0]) == "Ġthe"
     with pytest.raises(GenerationError):
         smollm2.tok.token_text(-1)
+
+
+# --- the compact vocabulary ----------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=300, unique=True), st.lists(st.text(max_size=6), max_size=30))
+def test_vocab_maps_every_token_both_ways(tokens, probes):
+    import pickle
+
+    from edgesdk.llm._vocab import Vocab
+
+    v = Vocab(tokens)
+    assert len(v) == len(v.ids) == len(tokens) and list(v) == tokens
+    assert all(v.get(t) == i and v.ids[t] == i and t in v for i, t in enumerate(tokens))
+    index = {t: i for i, t in enumerate(tokens)}
+    for p in probes:
+        assert v.get(p) == index.get(p)
+        if p not in index:
+            assert p not in v.ids
+            with pytest.raises(KeyError):
+                v.ids[p]
+    for bad in (-1, len(tokens)):
+        with pytest.raises(IndexError):
+            v[bad]
+    assert list(pickle.loads(pickle.dumps(v))) == tokens
+
+
+def test_vocab_names_a_duplicate_token_and_tolerates_hash_collisions():
+    from edgesdk.llm._vocab import Vocab
+
+    with pytest.raises(ValueError, match=r"duplicate token 'b' \(ids 1 and 3\)"):
+        Vocab(["a", "b", "c", "b"])
+
+    class Same(str):  # distinct texts, one hash: the byte comparison keeps them apart
+        def __hash__(self):
+            return 7
+
+    tokens = [Same(t) for t in ("x", "y", "z", "\u2581w")]
+    v = Vocab(tokens)
+    assert [v.get(Same(t)) for t in ("x", "y", "z", "\u2581w", "q")] == [0, 1, 2, 3, None]
+
+
+def test_gemma_vocabulary_is_compact(gemma3):
+    """262k tokens: ~30 MB as a list of str + dict; the blob and table hold them in a few MB."""
+    assert len(gemma3.tok.tokens) == 262144 and gemma3.tok.tokens.nbytes < 10e6

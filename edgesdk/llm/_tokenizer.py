@@ -29,6 +29,7 @@ import numpy as np
 
 from .._errors import GenerationError, ModelFormatError, UnsupportedModelError
 from ._gguf import GGUFFile
+from ._vocab import Vocab
 
 __all__ = ["Tokenizer", "StreamDecoder"]
 
@@ -274,24 +275,24 @@ class Tokenizer:
         self._stages = [_COMPILED.setdefault(s, re.compile(s)) for s in stages]
 
         tokens = gguf.require("tokenizer.ggml.tokens")
-        if not isinstance(tokens, list):
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
             raise ModelFormatError(path, "tokenizer.ggml.tokens is not a string array")
         if not all(tokens):  # an empty token would match everywhere; llama.cpp renames it
             tokens = [t or f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
-        self.tokens: list[str] = tokens
+        try:
+            self.tokens = Vocab(tokens)
+        except ValueError as exc:
+            raise ModelFormatError(path, f"{exc} in the vocabulary") from None
         n = len(tokens)
-        self._vocab: dict[str, int] = dict(zip(tokens, range(n)))
-        if len(self._vocab) != n:
-            seen: set[str] = set()
-            dup = next(t for t in tokens if t in seen or seen.add(t))
-            raise ModelFormatError(path, f"duplicate token {dup!r} in the vocabulary")
+        self._vocab = self.tokens.ids
+        self.fingerprint = hashlib.sha256("\x00".join(tokens).encode()).hexdigest()
 
         types = gguf.array_field("tokenizer.ggml.token_type")
         if types is None:
             types = np.full(n, _NORMAL, np.int64)
         elif len(types) < n:
             raise ModelFormatError(path, f"tokenizer.ggml.token_type has {len(types)} entries for {n} tokens")
-        self.token_types = types[:n]
+        self.token_types = np.asarray(types[:n], np.int32)  # the GGUF's own width
         valid = (self.token_types >= 0) & (self.token_types < len(_TYPE_ATTR))
         self._attr = np.where(valid, _TYPE_ATTR[np.where(valid, self.token_types, 0)], 0).astype(np.uint16)
 
@@ -320,7 +321,6 @@ class Tokenizer:
         # The vocabulary now lives here; the parsed metadata copy is dead weight.
         for key in ("tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.tokens", "tokenizer.ggml.scores"):
             gguf.meta.pop(key, None)
-        self.fingerprint = hashlib.sha256("\x00".join(self.tokens).encode()).hexdigest()
 
     # --- metadata ---------------------------------------------------------------------------
 
