@@ -61,20 +61,13 @@ static inline AI R8_T void R8_FN(tile_k4)(const ek_bctx *c, int g, int i0, const
     const int nblk = c->k / EK_QK_K;
     const size_t K = (size_t)c->k, GB = Q5 ? 1408 : 1152;
     const uint8_t *base = c->w + (size_t)g * nblk * GB;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m6 = _mm256_set1_epi8(0x3F), m30 = _mm256_set1_epi8(0x30), lo16 = _mm256_set1_epi32(0x00FF00FF);
     __m256 acc[EK_TM];
     TILE_ROWS(i) acc[i] = _mm256_setzero_ps();
     for (int b = 0; b < nblk; b++) {
         const uint8_t *gb = base + (size_t)b * GB, *ubb = ub ? ub + (size_t)b * 64 * 32 : NULL;
         if (!ub && i0 == 0) prefetch_block(gb, GB);
-        /* k_scale_min, lane-wise: scales 0..3 | 4..7 and mins 0..3 | 4..7 as bytes of each lane */
-        const __m256i w0 = ld(gb + 32), w1 = ld(gb + 64), w2 = ld(gb + 96);
-        const __m256i sc_lo = _mm256_and_si256(w0, m6);
-        const __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(w2, m4), _mm256_and_si256(_mm256_srli_epi32(w0, 2), m30));
-        const __m256i mn_lo = _mm256_and_si256(w1, m6);
-        const __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), m4), _mm256_and_si256(_mm256_srli_epi32(w1, 2), m30));
-        /* mins as int16 pairs (0, 2), (1, 3), (4, 6), (5, 7): the order of ek_bctx.xs */
-        const __m256i mp[4] = {_mm256_and_si256(mn_lo, lo16), _mm256_srli_epi16(mn_lo, 8), _mm256_and_si256(mn_hi, lo16), _mm256_srli_epi16(mn_hi, 8)};
+        __m256i sc_lo, sc_hi, mp[4];
+        k4_scales(gb, &sc_lo, &sc_hi, mp);
         __m256i isum[EK_TM], imin[EK_TM];
         TILE_ROWS(i) {
             const int16_t *xs = c->xs + (size_t)(i0 + i) * c->xs_stride + 8 * b;

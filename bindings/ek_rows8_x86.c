@@ -115,6 +115,22 @@ static inline AI T2 __m256i codes_k4(const uint8_t *gb, int v, const int Q5)
     return code;
 }
 
+/* Q4_K / Q5_K: k_scale_min lane-wise, scales 0..3 | 4..7 as bytes of each lane, and the mins as
+ * int16 pairs (0, 2), (1, 3), (4, 6), (5, 7), the order of ek_bctx.xs */
+static inline AI T2 void k4_scales(const uint8_t *gb, __m256i *sc_lo, __m256i *sc_hi, __m256i mp[4])
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m6 = _mm256_set1_epi8(0x3F), m30 = _mm256_set1_epi8(0x30), lo16 = _mm256_set1_epi32(0x00FF00FF);
+    const __m256i w0 = ld(gb + 32), w1 = ld(gb + 64), w2 = ld(gb + 96);
+    *sc_lo = _mm256_and_si256(w0, m6);
+    *sc_hi = _mm256_or_si256(_mm256_and_si256(w2, m4), _mm256_and_si256(_mm256_srli_epi32(w0, 2), m30));
+    const __m256i mn_lo = _mm256_and_si256(w1, m6);
+    const __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), m4), _mm256_and_si256(_mm256_srli_epi32(w1, 2), m30));
+    mp[0] = _mm256_and_si256(mn_lo, lo16);
+    mp[1] = _mm256_srli_epi16(mn_lo, 8);
+    mp[2] = _mm256_and_si256(mn_hi, lo16);
+    mp[3] = _mm256_srli_epi16(mn_hi, 8);
+}
+
 /* Q6_K (layout above tile_q6_k): v = 4s + q, quad q of the 16-element sub-block s = 8h + 2ci + j */
 static inline AI T2 __m256i codes_q6_k(const uint8_t *gb, int v)
 {
@@ -148,7 +164,7 @@ static inline AI T2 __m256i codes_of(const uint8_t *gb, int v, const int TY)
  * the tiles read them, and every activation tile reads them there instead of unpacking them again
  * (for Q5_0 the unpacking is more instructions than the dot products of a 4-row tile). */
 #define R8_UB 32768
-static inline AI T2 void unpack_group(const ek_bctx *c, int g, uint8_t *ub, const int TY)
+static inline AI T2 void unpack_group_at(const ek_bctx *c, int g, uint8_t *ub, size_t stride, const int TY)
 {
     const int nblk = c->k / c->t->block, NV = R8_NV(TY);
     const size_t GB = 8 * (size_t)c->t->nbytes;
@@ -157,9 +173,12 @@ static inline AI T2 void unpack_group(const ek_bctx *c, int g, uint8_t *ub, cons
         const uint8_t *gb = base + (size_t)b * GB;
         prefetch_block(gb, GB);
 #pragma GCC unroll 64
-        for (int v = 0; v < NV; v++) _mm256_store_si256((__m256i *)(ub + 32 * ((size_t)b * NV + v)), codes_of(gb, v, TY));
+        for (int v = 0; v < NV; v++) _mm256_store_si256((__m256i *)(ub + stride * ((size_t)b * NV + v)), codes_of(gb, v, TY));
     }
 }
+
+/* the group's code vectors one after another (stride 32) */
+static inline AI T2 void unpack_group(const ek_bctx *c, int g, uint8_t *ub, const int TY) { unpack_group_at(c, g, ub, 32, TY); }
 
 #define R8_T T2
 #define R8_SUFFIX avx2
@@ -194,5 +213,202 @@ static int rows8_call(const ek_bctx *c) { return c->rows8 && c->act_int8 && c->x
 
 ek_blocks_fn ek_rows8_avx2(const ek_bctx *c) { return rows8_call(c) ? rows8_of_avx2(c->t->code) : NULL; }
 ek_blocks_fn ek_rows8_avxvnni(const ek_bctx *c) { return rows8_call(c) ? rows8_of_avxvnni(c->t->code) : NULL; }
-ek_blocks_fn ek_rows8_avx512vnni(const ek_bctx *c) { return rows8_call(c) ? rows8_of_avx512vnni(c->t->code) : NULL; }
+/* -------------------------------------------------------------------- 16 rows in 512-bit vectors
+ * Prompt-sized M on AVX-512: two neighbouring groups unpacked side by side (vector v of group g in
+ * the low 32 bytes of a 64-byte line, of group g + 1 in the high ones), so one vpdpbusd on a zmm
+ * register with a broadcast activation quad serves 16 weight rows, whose outputs are contiguous
+ * (y[8g .. 8g + 15]). The integer sums and each output's float operations are those of the 256-bit
+ * tiles, so are the bits. */
+#define T512 __attribute__((target(ISA512)))
+#define EK_TM16 8 /* activation rows per 16-row tile */
+
+/* the two groups' 256-bit vectors as one */
+static inline AI T512 __m512i cat(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
+
+/* the 16 rows' fp16 at p (group g) and q (group g + 1), as floats */
+static inline AI T512 __m512 h16(const uint8_t *p, const uint8_t *q)
+{
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)p)), _mm_loadu_si128((const __m128i *)q), 1));
+}
+
+static inline AI T512 __m512i bc4_512(const void *p) { return _mm512_set1_epi32(ek_ld32(p)); }
+
+static inline AI T512 void tile16_q5_0(const ek_bctx *c, int g, int i0, const int T, const uint8_t *ub)
+{
+    const int nblk = c->k / 32;
+    const size_t K = (size_t)c->k, GB = 176;
+    const uint8_t *w0 = c->w + (size_t)g * nblk * GB, *w1 = w0 + (size_t)nblk * GB;
+    __m512 acc[EK_TM16];
+    TILE_ROWS(i) acc[i] = _mm512_setzero_ps();
+    for (int b = 0; b < nblk; b++) {
+        const uint8_t *ubb = ub + (size_t)b * 8 * 64;
+        __m512i isum[EK_TM16];
+        TILE_ROWS(i) isum[i] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; v++) { /* v = 2w + hi: activations 4w .. or 16 + 4w .. */
+            const __m512i code = _mm512_load_si512((const void *)(ubb + 64 * v));
+            TILE_ROWS(i) {
+                const int8_t *x = c->xq + (size_t)(i0 + i) * K + 32 * (size_t)b + 4 * (v >> 1) + 16 * (v & 1);
+                isum[i] = _mm512_dpbusd_epi32(isum[i], code, bc4_512(x));
+            }
+        }
+        const __m512 d = h16(w0 + (size_t)b * GB, w1 + (size_t)b * GB);
+        TILE_ROWS(i) {
+            const int off = 16 * c->xs[(size_t)(i0 + i) * c->xs_stride + ek_xs_index(b)];
+            const __m512 dx = _mm512_set1_ps(c->dx[(size_t)(i0 + i) * nblk + b]);
+            const __m512i dot = _mm512_sub_epi32(isum[i], _mm512_set1_epi32(off));
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(d, dx), acc[i]);
+        }
+    }
+    TILE_ROWS(i) _mm512_storeu_ps(c->y + (size_t)(i0 + i) * c->ldy + 8 * (size_t)g, acc[i]);
+}
+
+static inline AI T512 void tile16_k4(const ek_bctx *c, int g, int i0, const int T, const int Q5, const uint8_t *ub)
+{
+    const int nblk = c->k / EK_QK_K;
+    const size_t K = (size_t)c->k, GB = Q5 ? 1408 : 1152;
+    const uint8_t *w0 = c->w + (size_t)g * nblk * GB, *w1 = w0 + (size_t)nblk * GB;
+    __m512 acc[EK_TM16];
+    TILE_ROWS(i) acc[i] = _mm512_setzero_ps();
+    for (int b = 0; b < nblk; b++) {
+        const uint8_t *g0 = w0 + (size_t)b * GB, *g1 = w1 + (size_t)b * GB, *ubb = ub + (size_t)b * 64 * 64;
+        __m256i sl0, sh0, mp0[4], sl1, sh1, mp1[4];
+        k4_scales(g0, &sl0, &sh0, mp0);
+        k4_scales(g1, &sl1, &sh1, mp1);
+        const __m512i sc_lo = cat(sl0, sl1), sc_hi = cat(sh0, sh1);
+        __m512i isum[EK_TM16], imin[EK_TM16];
+        TILE_ROWS(i) {
+            const int16_t *xs = c->xs + (size_t)(i0 + i) * c->xs_stride + 8 * b;
+            __m512i s = _mm512_madd_epi16(cat(mp0[0], mp1[0]), bc4_512(xs));
+            for (int p = 1; p < 4; p++) s = _mm512_add_epi32(s, _mm512_madd_epi16(cat(mp0[p], mp1[p]), bc4_512(xs + 2 * p)));
+            imin[i] = s;
+            isum[i] = _mm512_setzero_si512();
+        }
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++) {
+            const char J = (char)(u & 3);
+            const __m128i pat = _mm_setr_epi8(J, -1, -1, -1, (char)(4 + J), -1, -1, -1, (char)(8 + J), -1, -1, -1, (char)(12 + J), -1, -1, -1);
+            const __m512i sc = _mm512_shuffle_epi8(u < 4 ? sc_lo : sc_hi, _mm512_broadcast_i32x4(pat));
+            __m512i part[EK_TM16];
+            TILE_ROWS(i) part[i] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int q = 0; q < 8; q++) {
+                const __m512i code = _mm512_load_si512((const void *)(ubb + 64 * (8 * u + q)));
+                TILE_ROWS(i) part[i] = _mm512_dpbusd_epi32(part[i], code, bc4_512(c->xq + (size_t)(i0 + i) * K + 256 * (size_t)b + 32 * u + 4 * q));
+            }
+            TILE_ROWS(i) isum[i] = _mm512_add_epi32(isum[i], _mm512_mullo_epi32(part[i], sc));
+        }
+        const __m512 d = h16(g0, g1), dmin = h16(g0 + 16, g1 + 16);
+        TILE_ROWS(i) {
+            const __m512 dx = _mm512_set1_ps(c->dx[(size_t)(i0 + i) * nblk + b]);
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i]), _mm512_mul_ps(d, dx), acc[i]);
+            acc[i] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(imin[i]), _mm512_mul_ps(dmin, dx), acc[i]);
+        }
+    }
+    TILE_ROWS(i) _mm512_storeu_ps(c->y + (size_t)(i0 + i) * c->ldy + 8 * (size_t)g, acc[i]);
+}
+
+/* Q6_K as tile_q6_k: int16 sums over two quads, folded with the scale by vpdpwssd */
+static inline AI T512 void tile16_q6_k(const ek_bctx *c, int g, int i0, const int T, const uint8_t *ub)
+{
+    const int nblk = c->k / EK_QK_K;
+    const size_t K = (size_t)c->k, GB = 1680;
+    const uint8_t *w0 = c->w + (size_t)g * nblk * GB, *w1 = w0 + (size_t)nblk * GB;
+    __m512 acc[EK_TM16];
+    TILE_ROWS(i) acc[i] = _mm512_setzero_ps();
+    for (int b = 0; b < nblk; b++) {
+        const uint8_t *g0 = w0 + (size_t)b * GB, *g1 = w1 + (size_t)b * GB, *ubb = ub + (size_t)b * 64 * 64;
+        __m512i sp[8]; /* scales 4w, 4w + 2 and 4w + 1, 4w + 3 of each row as int16 pairs */
+        for (int w = 0; w < 4; w++) {
+            const __m512i v = cat(ld(g0 + 1536 + 32 * w), ld(g1 + 1536 + 32 * w));
+            sp[2 * w] = _mm512_srai_epi16(_mm512_slli_epi16(v, 8), 8);
+            sp[2 * w + 1] = _mm512_srai_epi16(v, 8);
+        }
+        __m512i isum[EK_TM16], ioff[EK_TM16];
+        TILE_ROWS(i) {
+            const int16_t *xs = c->xs + (size_t)(i0 + i) * c->xs_stride + 16 * b;
+            __m512i s = _mm512_madd_epi16(sp[0], bc4_512(xs));
+            for (int p = 1; p < 8; p++) s = _mm512_add_epi32(s, _mm512_madd_epi16(sp[p], bc4_512(xs + 2 * p)));
+            ioff[i] = _mm512_slli_epi32(s, 5);
+            isum[i] = _mm512_setzero_si512();
+        }
+#pragma GCC unroll 16
+        for (int s = 0; s < 16; s++) { /* sub-block s = 8h + 2ci + j: elements 16s .. 16s + 15 */
+            const char a = (char)(2 * ((s >> 1) & 1)), a1 = (char)(a + 1);
+            const __m128i pat = _mm_setr_epi8(a, a1, a, a1, (char)(4 + a), (char)(4 + a1), (char)(4 + a), (char)(4 + a1), (char)(8 + a), (char)(8 + a1),
+                                              (char)(8 + a), (char)(8 + a1), (char)(12 + a), (char)(12 + a1), (char)(12 + a), (char)(12 + a1));
+            const __m512i sc = _mm512_shuffle_epi8(sp[2 * (s >> 2) + (s & 1)], _mm512_broadcast_i32x4(pat));
+#pragma GCC unroll 2
+            for (int q0 = 0; q0 < 4; q0 += 2) {
+                __m512i part[EK_TM16];
+                TILE_ROWS(i) part[i] = _mm512_setzero_si512();
+#pragma GCC unroll 2
+                for (int q = q0; q < q0 + 2; q++) {
+                    const __m512i code = _mm512_load_si512((const void *)(ubb + 64 * (4 * s + q)));
+                    TILE_ROWS(i) part[i] = _mm512_add_epi16(part[i], _mm512_maddubs_epi16(code, bc4_512(c->xq + (size_t)(i0 + i) * K + 256 * (size_t)b + 16 * s + 4 * q)));
+                }
+                TILE_ROWS(i) isum[i] = _mm512_dpwssd_epi32(isum[i], part[i], sc);
+            }
+        }
+        const __m512 d = h16(g0 + 1664, g1 + 1664);
+        TILE_ROWS(i) {
+            const __m512 dx = _mm512_set1_ps(c->dx[(size_t)(i0 + i) * nblk + b]);
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(isum[i], ioff[i])), _mm512_mul_ps(d, dx), acc[i]);
+        }
+    }
+    TILE_ROWS(i) _mm512_storeu_ps(c->y + (size_t)(i0 + i) * c->ldy + 8 * (size_t)g, acc[i]);
+}
+
+static inline AI T512 void tile16(const ek_bctx *c, int g, int i0, const int T, const int TY, const uint8_t *ub)
+{
+    if (TY == TY_Q5_0) tile16_q5_0(c, g, i0, T, ub);
+    else if (TY == TY_Q6_K) tile16_q6_k(c, g, i0, T, ub);
+    else tile16_k4(c, g, i0, T, TY == TY_Q5_K, ub);
+}
+
+/* activation rows per 16-row tile: the K-quants keep more vectors live per row (mins, offsets) */
+#define TM16(TY) ((TY) == TY_Q5_0 ? EK_TM16 : 4)
+
+static inline AI T512 void rows16(const ek_bctx *c, int r0, int r1, const int TY)
+{
+    _Alignas(64) uint8_t ub[2 * R8_UB];
+    const int M = c->M, TM = TM16(TY), Mt = M / TM * TM;
+    const size_t need = (size_t)(c->k / c->t->block) * R8_NV(TY) * 64;
+    int g = r0 / 8;
+    if (M > EK_TM && need <= sizeof ub)
+        for (; g + 2 <= r1 / 8; g += 2) {
+            unpack_group_at(c, g, ub, 64, TY);
+            unpack_group_at(c, g + 1, ub + 32, 64, TY);
+            for (int i0 = 0; i0 < Mt; i0 += TM) tile16(c, g, i0, TM, TY, ub);
+            switch (M - Mt) {
+            case 7: tile16(c, g, Mt, 7, TY, ub); break;
+            case 6: tile16(c, g, Mt, 6, TY, ub); break;
+            case 5: tile16(c, g, Mt, 5, TY, ub); break;
+            case 4: tile16(c, g, Mt, 4, TY, ub); break;
+            case 3: tile16(c, g, Mt, 3, TY, ub); break;
+            case 2: tile16(c, g, Mt, 2, TY, ub); break;
+            case 1: tile16(c, g, Mt, 1, TY, ub); break;
+            default: break;
+            }
+        }
+    if (g < r1 / 8) rows8_of_avx512vnni(c->t->code)(c, 8 * g, r1); /* an odd group out, or M too small */
+}
+
+static T512 void rows16_q4_k(const ek_bctx *c, int r0, int r1) { rows16(c, r0, r1, TY_Q4_K); }
+static T512 void rows16_q5_k(const ek_bctx *c, int r0, int r1) { rows16(c, r0, r1, TY_Q5_K); }
+static T512 void rows16_q6_k(const ek_bctx *c, int r0, int r1) { rows16(c, r0, r1, TY_Q6_K); }
+static T512 void rows16_q5_0(const ek_bctx *c, int r0, int r1) { rows16(c, r0, r1, TY_Q5_0); }
+
+static ek_blocks_fn rows8_of_512(int code)
+{
+    switch (code) {
+    case 12: return rows16_q4_k;
+    case 13: return rows16_q5_k;
+    case 14: return rows16_q6_k;
+    case 6: return rows16_q5_0;
+    default: return NULL;
+    }
+}
+
+ek_blocks_fn ek_rows8_avx512vnni(const ek_bctx *c) { return rows8_call(c) ? rows8_of_512(c->t->code) : NULL; }
 #endif
