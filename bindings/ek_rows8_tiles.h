@@ -119,13 +119,8 @@ static inline AI R8_T void R8_FN(tile_q6_k)(const ek_bctx *c, int g, int i0, con
     for (int b = 0; b < nblk; b++) {
         const uint8_t *gb = base + (size_t)b * GB, *ubb = ub ? ub + (size_t)b * 64 * 32 : NULL;
         if (!ub && i0 == 0) prefetch_block(gb, GB);
-        /* scales 4w, 4w + 2 and 4w + 1, 4w + 3 of each row as int16 pairs */
         __m256i sp[8];
-        for (int w = 0; w < 4; w++) {
-            const __m256i v = ld(gb + 1536 + 32 * w);
-            sp[2 * w] = _mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8);
-            sp[2 * w + 1] = _mm256_srai_epi16(v, 8);
-        }
+        q6_scales(gb, sp);
         __m256i isum[EK_TM], ioff[EK_TM];
         TILE_ROWS(i) {
             const int16_t *xs = c->xs + (size_t)(i0 + i) * c->xs_stride + 16 * b;

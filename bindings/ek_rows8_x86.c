@@ -131,6 +131,16 @@ static inline AI T2 void k4_scales(const uint8_t *gb, __m256i *sc_lo, __m256i *s
     mp[3] = _mm256_srli_epi16(mn_hi, 8);
 }
 
+/* Q6_K: scales 4w, 4w + 2 (sp[2w]) and 4w + 1, 4w + 3 (sp[2w + 1]) of each row as int16 pairs */
+static inline AI T2 void q6_scales(const uint8_t *gb, __m256i sp[8])
+{
+    for (int w = 0; w < 4; w++) {
+        const __m256i v = ld(gb + 1536 + 32 * w);
+        sp[2 * w] = _mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8);
+        sp[2 * w + 1] = _mm256_srai_epi16(v, 8);
+    }
+}
+
 /* Q6_K (layout above tile_q6_k): v = 4s + q, quad q of the 16-element sub-block s = 8h + 2ci + j */
 static inline AI T2 __m256i codes_q6_k(const uint8_t *gb, int v)
 {
@@ -318,12 +328,11 @@ static inline AI T512 void tile16_q6_k(const ek_bctx *c, int g, int i0, const in
     TILE_ROWS(i) acc[i] = _mm512_setzero_ps();
     for (int b = 0; b < nblk; b++) {
         const uint8_t *g0 = w0 + (size_t)b * GB, *g1 = w1 + (size_t)b * GB, *ubb = ub + (size_t)b * 64 * 64;
-        __m512i sp[8]; /* scales 4w, 4w + 2 and 4w + 1, 4w + 3 of each row as int16 pairs */
-        for (int w = 0; w < 4; w++) {
-            const __m512i v = cat(ld(g0 + 1536 + 32 * w), ld(g1 + 1536 + 32 * w));
-            sp[2 * w] = _mm512_srai_epi16(_mm512_slli_epi16(v, 8), 8);
-            sp[2 * w + 1] = _mm512_srai_epi16(v, 8);
-        }
+        __m256i sp0[8], sp1[8];
+        __m512i sp[8];
+        q6_scales(g0, sp0);
+        q6_scales(g1, sp1);
+        for (int p = 0; p < 8; p++) sp[p] = cat(sp0[p], sp1[p]);
         __m512i isum[EK_TM16], ioff[EK_TM16];
         TILE_ROWS(i) {
             const int16_t *xs = c->xs + (size_t)(i0 + i) * c->xs_stride + 16 * b;
