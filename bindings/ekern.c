@@ -457,6 +457,38 @@ static void range_run(ek_range *r, int total, int chunk, void (*run)(const void 
     pool_run(range_main, r, nt);
 }
 
+/* ---------------------------------------------------------------- parallel-for for other modules */
+typedef struct {
+    ek_range range;
+    void (*fn)(void *, int, int);
+    void *arg;
+} ek_task_job;
+
+static void run_task(const void *job, int lo, int hi)
+{
+    const ek_task_job *j = job;
+    j->fn(j->arg, lo, hi);
+}
+
+int ek_parallel_for(void (*fn)(void *arg, int lo, int hi), void *arg, int total, int chunk, int nthreads)
+{
+    if (!fn || total < 0 || chunk < 1 || nthreads < 0) return EK_EINVAL;
+    if (total == 0) return 0;
+    pthread_mutex_lock(&call_mu);
+    int nt = nthreads > 0 ? nthreads : pool_size;
+    const int units = (total - 1) / chunk + 1;
+    if (nt > EK_MAXT) nt = EK_MAXT;
+    if (nt > units) nt = units;
+    if (nt > 1 && pool_grow(nt) != 0) nt = pool.nworkers + 1;
+    ek_task_job j;
+    memset(&j, 0, sizeof j);
+    j.fn = fn;
+    j.arg = arg;
+    range_run(&j.range, total, chunk, run_task, nt);
+    pthread_mutex_unlock(&call_mu);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- bandwidth probe */
 #define EK_STREAM_PIECE (1 << 20) /* bytes per work item */
 typedef struct {

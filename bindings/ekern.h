@@ -68,6 +68,10 @@ int ek_quantize_act256(const float *x, int m, int k, signed char *xq, float *dx,
  * for the benchmark); returns a checksum so the reads cannot be optimized away. */
 unsigned long long ek_stream_read(const void *p, size_t n, int nthreads);
 
+/* fn(arg, lo, hi) over [0, total), chunk items at a time, on nthreads of the kernels' pool (0: its
+ * size); chunks go to whichever thread asks. fn must not call ek_matmul. 0, or -1 for bad arguments. */
+int ek_parallel_for(void (*fn)(void *arg, int lo, int hi), void *arg, int total, int chunk, int nthreads);
+
 /* Jobs that pool workers joined since load (diagnostics: did threads take part?) */
 long ek_pool_joins(void);
 

@@ -553,6 +553,44 @@ const char *llm_attend_path(unsigned allowed, int kv_type)
     return p ? p->name : NULL;
 }
 
+/* One layer's attention for the tokens of a call: item it = t * nh + head, each independent once
+ * the call's keys and values are stored; sc is a thread's score row (S_max floats). */
+typedef struct attn_job {
+    attend_fn attend;
+    const llm_layer *L;
+    const float *qkv;
+    float *att;
+    int pos0, nh, g, nqkv, nq, hd, S_max;
+    size_t rb;
+    float scale;
+    float *sc;  /* the caller's row, when run on one thread */
+    int failed; /* set (atomically) when a chunk could not allocate its row */
+} attn_job;
+
+static void attend_items(attn_job *J, int lo, int hi, float *sc)
+{
+    const llm_layer *L = J->L;
+    for (int it = lo; it < hi; it++) {
+        const int t = it / J->nh, head = it % J->nh;
+        const int S = J->pos0 + t + 1, s0 = (L->window && S > L->window) ? S - L->window : 0;
+        const size_t base = (size_t)(head / J->g) * L->kv_cap * J->rb;
+        const kv_span span = {(const unsigned char *)L->k + base, (const unsigned char *)L->v + base, s0 % L->kv_cap, L->kv_cap, S - s0, J->hd, J->rb};
+        J->attend(J->qkv + (size_t)t * J->nqkv + (size_t)head * J->hd, &span, J->scale, sc, J->att + (size_t)t * J->nq + (size_t)head * J->hd);
+    }
+}
+
+static void attend_chunk(void *arg, int lo, int hi)
+{
+    attn_job *J = arg;
+    float *sc = (float *)malloc(sizeof(float) * (size_t)J->S_max);
+    if (!sc) {
+        __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    attend_items(J, lo, hi, sc);
+    free(sc);
+}
+
 static void rms_norm(const float *x, const float *w, float *out, int n, float eps)
 {
     double ss = 0.0;
@@ -678,14 +716,13 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
                 kv_encode(m->kv_type, row + nq + nk + (size_t)kh * hd, hd, (unsigned char *)L->v + at);
             }
         }
-        for (int t = 0; t < T; t++) {
-            const int S = pos0 + t + 1, s0 = (L->window && S > L->window) ? S - L->window : 0;
-            for (int head = 0; head < nh; head++) {
-                const size_t base = (size_t)(head / g) * L->kv_cap * rb;
-                const kv_span span = {(const unsigned char *)L->k + base, (const unsigned char *)L->v + base, s0 % L->kv_cap,
-                                      L->kv_cap, S - s0, hd, rb};
-                attend->attend(qkv + (size_t)t * nqkv + (size_t)head * hd, &span, scale, sc, att + (size_t)t * nq + (size_t)head * hd);
-            }
+        attn_job J = {attend->attend, L, qkv, att, pos0, nh, g, nqkv, nq, hd, S_max, rb, scale, sc, 0};
+        /* a prompt chunk's (token, head) pairs on the pool; one token's few heads stay on this thread */
+        if (m->parallel && T > 1 && nt != 1) {
+            const int items = T * nh, chunk = items / 16 > 1 ? items / 16 : 1;
+            if ((rc = m->parallel(attend_chunk, &J, items, chunk, nt)) || (rc = J.failed ? -3 : 0)) break;
+        } else {
+            attend_items(&J, 0, T * nh, sc);
         }
         if ((rc = m->matmul(L->wo, att, T, tmp, m->act_int8, nt))) break;
         if (A && (rc = lora_add(path, A->o, A->n_o, att, nq, T, tmp, d))) break;

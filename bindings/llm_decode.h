@@ -1,6 +1,9 @@
 /* edgesdk._cllm: fused decoder forward (decode, verification and prefill chunks). Also fed to cffi's cdef():
  * plain declarations only (no includes, no expressions in array sizes). */
 typedef int (*llm_matmul_fn)(const void *w, const float *x, int m, float *y, int act_int8, int nthreads);
+/* Runs fn(arg, lo, hi) over [0, total) in chunks on nthreads threads (0: the pool's size); returns
+ * 0 or a negative error. fn must not call matmul (both hold the kernels' call lock). */
+typedef int (*llm_parallel_fn)(void (*fn)(void *arg, int lo, int hi), void *arg, int total, int chunk, int nthreads);
 
 /* A LoRA term: y[t, row0 .. row0 + n) += scale * B (A x_t) for input rows x_t of k values. A is
  * (rank, k) and B is stored transposed, bt (rank, n), both row-major float32: both products are
@@ -66,6 +69,7 @@ typedef struct llm_model {
     const void *lm_head;
     const float *out_norm;
     llm_matmul_fn matmul;
+    llm_parallel_fn parallel; /* prompt chunks' attention over (token, head) pairs; NULL: one thread */
     int nthreads;            /* passed to matmul; 0 = its pool size */
     int nthreads_decode;     /* layer matmuls of steps of <= 16 tokens (0 = nthreads): see _model.py */
     int act_int8;            /* passed to matmul: 1 = int8 activations, 0 = exact fp32 */

@@ -420,3 +420,24 @@ def test_sliding_window_ring_matches_full_cache(tmp_path, small_rings, impl, act
     assert len(cache) == 45
     assert _rel(llm.model.forward(ids[45:50], cache, logits="all"), want[45:50]) < 1e-5
     llm.close()
+
+
+@pytest.mark.parametrize("name", ["gemma3", "llama"])
+def test_prompt_logits_identical_at_any_thread_count(name, tmp_path, monkeypatch):
+    """A prompt chunk's attention runs over (token, head) pairs on the kernels' pool in the fused
+    loop; every pair computes alone, so the logits' bits do not depend on the threads."""
+    if importlib.util.find_spec("edgesdk._cllm") is None:
+        pytest.skip("fused loop not built")
+    kw = dict(ARCH_CASES[name])
+    path = write_model(tmp_path / f"{name}.gguf", kw.pop("arch", name), types=MIX, **kw)
+    monkeypatch.setenv("EDGESDK_LLM_FUSED", "1")
+    ids = _prompt()
+    out = []
+    for threads in (1, 2):
+        llm = LLM(path, impl="c", activations="int8", n_ctx=CTX, threads=threads)
+        try:
+            assert llm.model.fused is not None
+            out.append(llm.model.forward(ids, llm.model.new_cache(CTX), logits="all"))
+        finally:
+            llm.close()
+    np.testing.assert_array_equal(out[0], out[1])

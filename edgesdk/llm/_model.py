@@ -351,7 +351,9 @@ class _Fused:
         m.rope_scale = floats(np.array([sc for _, sc in cfg.ropes], np.float32))
         m.lm_head = addr(model.lm_head)
         m.out_norm = floats(model.out_norm)
-        m.matmul = ffi.cast("llm_matmul_fn", int(kffi.cast("uintptr_t", kffi.addressof(kernels._lib, "ek_matmul"))))
+        kernel_fn = lambda name, kind: ffi.cast(kind, int(kffi.cast("uintptr_t", kffi.addressof(kernels._lib, name))))  # noqa: E731
+        m.matmul = kernel_fn("ek_matmul", "llm_matmul_fn")
+        m.parallel = kernel_fn("ek_parallel_for", "llm_parallel_fn")
         m.nthreads = int(model.threads or 0)
         m.nthreads_decode = 0
         m.act_int8 = int(model.activations == "int8")
