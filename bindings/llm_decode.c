@@ -652,6 +652,91 @@ static int lora_add(const loop_path *p, const llm_lora *terms, int n_terms, cons
     return 0;
 }
 
+/* A layer's per-token work (norms, Q/K post-processing, RoPE, KV stores, gating, residuals): rows of
+ * a prompt chunk are independent, so they go to the kernels' pool like the attention's pairs. */
+typedef struct layer_rows {
+    const llm_model *m;
+    const llm_layer *L;
+    float *x, *h, *qkv, *gu, *act, *tmp;
+    const float *lcs, *lsn;
+    void (*gated)(const float *, const float *, float *, int);
+    int pos0, half;
+    size_t rb;
+} layer_rows;
+
+typedef void (*row_fn)(const layer_rows *c, int t);
+
+static void row_attn_norm(const layer_rows *c, int t)
+{
+    const int d = c->m->n_embd;
+    rms_norm(c->x + (size_t)t * d, c->L->attn_norm, c->h + (size_t)t * d, d, c->m->rms_eps);
+}
+
+/* bias, QK-norm, RoPE and the KV store of token t's fused Q|K|V row */
+static void row_qkv(const layer_rows *c, int t)
+{
+    const llm_model *m = c->m;
+    const llm_layer *L = c->L;
+    const int nh = m->n_head, nkv = m->n_head_kv, hd = m->head_dim, nq = nh * hd, nk = nkv * hd, nqkv = nq + 2 * nk;
+    float *row = c->qkv + (size_t)t * nqkv;
+    if (L->bqkv)
+        for (int i = 0; i < nqkv; i++) row[i] += L->bqkv[i];
+    if (L->q_norm)
+        for (int hh = 0; hh < nh + nkv; hh++) {
+            float *v = row + (size_t)hh * hd;
+            rms_norm(v, hh < nh ? L->q_norm : L->k_norm, v, hd, m->rms_eps);
+        }
+    rope(row, nh + nkv, hd, m->rope_dim, m->rope_neox, c->lcs + (size_t)t * c->half, c->lsn + (size_t)t * c->half);
+    const int pos = c->pos0 + t;
+    for (int kh = 0; kh < nkv; kh++) {
+        const size_t at = ((size_t)kh * L->kv_cap + pos % L->kv_cap) * c->rb;
+        kv_encode(m->kv_type, row + nq + (size_t)kh * hd, hd, (unsigned char *)L->k + at);
+        kv_encode(m->kv_type, row + nq + nk + (size_t)kh * hd, hd, (unsigned char *)L->v + at);
+    }
+}
+
+/* the attention block's residual, then the FFN's input norm */
+static void row_attn_out(const layer_rows *c, int t)
+{
+    const int d = c->m->n_embd;
+    residual_add(c->x + (size_t)t * d, c->tmp + (size_t)t * d, c->L->post_attn_norm, 1, d, c->m->rms_eps);
+    rms_norm(c->x + (size_t)t * d, c->L->ffn_norm, c->h + (size_t)t * d, d, c->m->rms_eps);
+}
+
+static void row_gate(const layer_rows *c, int t)
+{
+    const int ff = c->m->n_ff;
+    c->gated(c->gu + (size_t)t * 2 * ff, c->gu + (size_t)t * 2 * ff + ff, c->act + (size_t)t * ff, ff);
+}
+
+static void row_ffn_out(const layer_rows *c, int t)
+{
+    const int d = c->m->n_embd;
+    residual_add(c->x + (size_t)t * d, c->tmp + (size_t)t * d, c->L->post_ffn_norm, 1, d, c->m->rms_eps);
+}
+
+typedef struct rows_job {
+    const layer_rows *c;
+    row_fn fn;
+} rows_job;
+
+static void rows_chunk(void *arg, int lo, int hi)
+{
+    const rows_job *j = arg;
+    for (int t = lo; t < hi; t++) j->fn(j->c, t);
+}
+
+/* fn for rows 0..T-1: on the pool for a prompt chunk, else here */
+static int for_rows(const layer_rows *c, int T, int nt, row_fn fn)
+{
+    if (c->m->parallel && T > 1 && nt != 1) {
+        const rows_job j = {c, fn};
+        return c->m->parallel(rows_chunk, (void *)&j, T, T / 8 > 1 ? T / 8 : 1, nt);
+    }
+    for (int t = 0; t < T; t++) fn(c, t);
+    return 0;
+}
+
 int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, int logits_from)
 {
     if (!m || !x || T < 1 || T > LLM_MAX_ROWS || pos0 < 0 || pos0 + T > m->n_ctx || m->n_rope < 1) return -1;
@@ -694,28 +779,11 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
             rc = -1;
             break;
         }
-        const float *lcs = cs + L->rope * tab, *lsn = sn + L->rope * tab;
-        for (int t = 0; t < T; t++) rms_norm(x + (size_t)t * d, L->attn_norm, h + (size_t)t * d, d, m->rms_eps);
+        const layer_rows R = {m, L, x, h, qkv, gu, act, tmp, cs + L->rope * tab, sn + L->rope * tab, gated, pos0, half, rb};
+        if ((rc = for_rows(&R, T, nt, row_attn_norm))) break;
         if ((rc = m->matmul(L->wqkv, h, T, qkv, m->act_int8, nt))) break;
         if (A && (rc = lora_add(path, A->qkv, A->n_qkv, h, d, T, qkv, nqkv))) break;
-        if (L->bqkv)
-            for (int t = 0; t < T; t++)
-                for (int i = 0; i < nqkv; i++) qkv[(size_t)t * nqkv + i] += L->bqkv[i];
-        for (int t = 0; t < T; t++) {
-            float *row = qkv + (size_t)t * nqkv;
-            const int pos = pos0 + t;
-            if (L->q_norm)
-                for (int hh = 0; hh < nh + nkv; hh++) {
-                    float *v = row + (size_t)hh * hd;
-                    rms_norm(v, hh < nh ? L->q_norm : L->k_norm, v, hd, m->rms_eps);
-                }
-            rope(row, nh + nkv, hd, m->rope_dim, m->rope_neox, lcs + (size_t)t * half, lsn + (size_t)t * half);
-            for (int kh = 0; kh < nkv; kh++) {
-                const size_t at = ((size_t)kh * L->kv_cap + pos % L->kv_cap) * rb;
-                kv_encode(m->kv_type, row + nq + (size_t)kh * hd, hd, (unsigned char *)L->k + at);
-                kv_encode(m->kv_type, row + nq + nk + (size_t)kh * hd, hd, (unsigned char *)L->v + at);
-            }
-        }
+        if ((rc = for_rows(&R, T, nt, row_qkv))) break;
         attn_job J = {attend->attend, L, qkv, att, pos0, nh, g, nqkv, nq, hd, S_max, rb, scale, sc, 0};
         /* a prompt chunk's (token, head) pairs on the pool; one token's few heads stay on this thread */
         if (m->parallel && T > 1 && nt != 1) {
@@ -726,14 +794,13 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
         }
         if ((rc = m->matmul(L->wo, att, T, tmp, m->act_int8, nt))) break;
         if (A && (rc = lora_add(path, A->o, A->n_o, att, nq, T, tmp, d))) break;
-        residual_add(x, tmp, L->post_attn_norm, T, d, m->rms_eps);
-        for (int t = 0; t < T; t++) rms_norm(x + (size_t)t * d, L->ffn_norm, h + (size_t)t * d, d, m->rms_eps);
+        if ((rc = for_rows(&R, T, nt, row_attn_out))) break;
         if ((rc = m->matmul(L->wgu, h, T, gu, m->act_int8, nt))) break;
         if (A && (rc = lora_add(path, A->gu, A->n_gu, h, d, T, gu, 2 * ff))) break;
-        for (int t = 0; t < T; t++) gated(gu + (size_t)t * 2 * ff, gu + (size_t)t * 2 * ff + ff, act + (size_t)t * ff, ff);
+        if ((rc = for_rows(&R, T, nt, row_gate))) break;
         if ((rc = m->matmul(L->wdown, act, T, tmp, m->act_int8, nt))) break;
         if (A && (rc = lora_add(path, A->down, A->n_down, act, ff, T, tmp, d))) break;
-        residual_add(x, tmp, L->post_ffn_norm, T, d, m->rms_eps);
+        if ((rc = for_rows(&R, T, nt, row_ffn_out))) break;
     }
     if (!rc && logits && logits_from < T) {
         const int n = T - logits_from;
