@@ -42,22 +42,24 @@ static inline AI T2 __m256i lane_byte16(__m256i v, int j)
     return _mm256_shuffle_epi8(v, _mm256_broadcastsi128_si256(p));
 }
 
-/* int16 half h of each 32-bit lane in both halves */
-static inline AI T2 __m256i lane_half16(__m256i v, int h)
+/* vpshufb patterns (per 128-bit lane, so the 256- and 512-bit shuffles share them): int16 half h of
+ * each 32-bit lane in both halves; byte j of each 32-bit lane, zero-extended to the lane */
+static inline AI __m128i pat_half16(int h)
 {
     const char a = (char)(2 * h), b = (char)(2 * h + 1);
-    const __m128i p = _mm_setr_epi8(a, b, a, b, (char)(4 + a), (char)(4 + b), (char)(4 + a), (char)(4 + b), (char)(8 + a), (char)(8 + b),
-                                    (char)(8 + a), (char)(8 + b), (char)(12 + a), (char)(12 + b), (char)(12 + a), (char)(12 + b));
-    return _mm256_shuffle_epi8(v, _mm256_broadcastsi128_si256(p));
+    return _mm_setr_epi8(a, b, a, b, (char)(4 + a), (char)(4 + b), (char)(4 + a), (char)(4 + b), (char)(8 + a), (char)(8 + b), (char)(8 + a), (char)(8 + b),
+                         (char)(12 + a), (char)(12 + b), (char)(12 + a), (char)(12 + b));
 }
 
-/* byte j of each 32-bit lane, zero-extended to the lane */
-static inline AI T2 __m256i lane_byte32(__m256i v, int j)
+static inline AI __m128i pat_byte32(int j)
 {
     const char J = (char)j;
-    const __m128i p = _mm_setr_epi8(J, -1, -1, -1, (char)(4 + J), -1, -1, -1, (char)(8 + J), -1, -1, -1, (char)(12 + J), -1, -1, -1);
-    return _mm256_shuffle_epi8(v, _mm256_broadcastsi128_si256(p));
+    return _mm_setr_epi8(J, -1, -1, -1, (char)(4 + J), -1, -1, -1, (char)(8 + J), -1, -1, -1, (char)(12 + J), -1, -1, -1);
 }
+
+static inline AI T2 __m256i lane_half16(__m256i v, int h) { return _mm256_shuffle_epi8(v, _mm256_broadcastsi128_si256(pat_half16(h))); }
+
+static inline AI T2 __m256i lane_byte32(__m256i v, int j) { return _mm256_shuffle_epi8(v, _mm256_broadcastsi128_si256(pat_byte32(j))); }
 
 /* v, as a register the compiler may not reassociate through (keeps a tile's sums in registers) */
 static inline AI T2 __m256i keep(__m256i v)
@@ -94,7 +96,6 @@ static inline AI T2 __m256i q5_bits(__m256i qh, int byte, int nib)
     const __m256i v = _mm256_and_si256(_mm256_shuffle_epi8(qh, _mm256_broadcastsi128_si256(p)), bit);
     return _mm256_and_si256(_mm256_cmpeq_epi8(v, bit), _mm256_set1_epi8(0x10));
 }
-
 
 /* -------------------------------------------------------------------- code vectors
  * Each type's codes as the tiles read them: vector v of a group block holds 4 codes of each of the
@@ -223,6 +224,7 @@ static int rows8_call(const ek_bctx *c) { return c->rows8 && c->act_int8 && c->x
 
 ek_blocks_fn ek_rows8_avx2(const ek_bctx *c) { return rows8_call(c) ? rows8_of_avx2(c->t->code) : NULL; }
 ek_blocks_fn ek_rows8_avxvnni(const ek_bctx *c) { return rows8_call(c) ? rows8_of_avxvnni(c->t->code) : NULL; }
+
 /* -------------------------------------------------------------------- 16 rows in 512-bit vectors
  * Prompt-sized M on AVX-512: two neighbouring groups unpacked side by side (vector v of group g in
  * the low 32 bytes of a 64-byte line, of group g + 1 in the high ones), so one vpdpbusd on a zmm
@@ -296,9 +298,7 @@ static inline AI T512 void tile16_k4(const ek_bctx *c, int g, int i0, const int 
         }
 #pragma GCC unroll 8
         for (int u = 0; u < 8; u++) {
-            const char J = (char)(u & 3);
-            const __m128i pat = _mm_setr_epi8(J, -1, -1, -1, (char)(4 + J), -1, -1, -1, (char)(8 + J), -1, -1, -1, (char)(12 + J), -1, -1, -1);
-            const __m512i sc = _mm512_shuffle_epi8(u < 4 ? sc_lo : sc_hi, _mm512_broadcast_i32x4(pat));
+            const __m512i sc = _mm512_shuffle_epi8(u < 4 ? sc_lo : sc_hi, _mm512_broadcast_i32x4(pat_byte32(u & 3)));
             __m512i part[EK_TM16];
             TILE_ROWS(i) part[i] = _mm512_setzero_si512();
 #pragma GCC unroll 8
@@ -343,10 +343,7 @@ static inline AI T512 void tile16_q6_k(const ek_bctx *c, int g, int i0, const in
         }
 #pragma GCC unroll 16
         for (int s = 0; s < 16; s++) { /* sub-block s = 8h + 2ci + j: elements 16s .. 16s + 15 */
-            const char a = (char)(2 * ((s >> 1) & 1)), a1 = (char)(a + 1);
-            const __m128i pat = _mm_setr_epi8(a, a1, a, a1, (char)(4 + a), (char)(4 + a1), (char)(4 + a), (char)(4 + a1), (char)(8 + a), (char)(8 + a1),
-                                              (char)(8 + a), (char)(8 + a1), (char)(12 + a), (char)(12 + a1), (char)(12 + a), (char)(12 + a1));
-            const __m512i sc = _mm512_shuffle_epi8(sp[2 * (s >> 2) + (s & 1)], _mm512_broadcast_i32x4(pat));
+            const __m512i sc = _mm512_shuffle_epi8(sp[2 * (s >> 2) + (s & 1)], _mm512_broadcast_i32x4(pat_half16((s >> 1) & 1)));
 #pragma GCC unroll 2
             for (int q0 = 0; q0 < 4; q0 += 2) {
                 __m512i part[EK_TM16];

@@ -457,6 +457,16 @@ static void range_run(ek_range *r, int total, int chunk, void (*run)(const void 
     pool_run(range_main, r, nt);
 }
 
+/* nt threads (caller included) for `units` work items, at most EK_MAXT, with the workers started;
+ * fewer when the pool cannot grow */
+static int pool_threads(int nt, int units)
+{
+    if (nt > EK_MAXT) nt = EK_MAXT;
+    if (nt > units) nt = units;
+    if (nt > 1 && pool_grow(nt) != 0) nt = pool.nworkers + 1;
+    return nt;
+}
+
 /* ---------------------------------------------------------------- parallel-for for other modules */
 typedef struct {
     ek_range range;
@@ -475,11 +485,7 @@ int ek_parallel_for(void (*fn)(void *arg, int lo, int hi), void *arg, int total,
     if (!fn || total < 0 || chunk < 1 || nthreads < 0) return EK_EINVAL;
     if (total == 0) return 0;
     pthread_mutex_lock(&call_mu);
-    int nt = nthreads > 0 ? nthreads : pool_size;
-    const int units = (total - 1) / chunk + 1;
-    if (nt > EK_MAXT) nt = EK_MAXT;
-    if (nt > units) nt = units;
-    if (nt > 1 && pool_grow(nt) != 0) nt = pool.nworkers + 1;
+    const int nt = pool_threads(nthreads > 0 ? nthreads : pool_size, (total - 1) / chunk + 1);
     ek_task_job j;
     memset(&j, 0, sizeof j);
     j.fn = fn;
@@ -592,13 +598,10 @@ static int prepare_acts(const ek_path *path, const float *x, int m, int k, int K
 static int threads_for(int nthreads, size_t weight_bytes, int m, int units)
 {
     int nt = nthreads > 0 ? nthreads : pool_size;
-    if (nt > EK_MAXT) nt = EK_MAXT;
     /* below ~64 KiB of weight traffic a second thread costs more than it saves */
     const size_t work = weight_bytes * (size_t)(m < 8 ? m : 8), per_thread = 64 * 1024;
     if ((size_t)nt > work / per_thread) nt = (int)(work / per_thread) > 1 ? (int)(work / per_thread) : 1;
-    if (nt > units) nt = units;
-    if (nt > 1 && pool_grow(nt) != 0) nt = pool.nworkers + 1;
-    return nt;
+    return pool_threads(nt, units);
 }
 
 static int matmul_blocks(const ek_weight *wt, const float *x, int m, float *y, int ldy, int act_int8, int nthreads);

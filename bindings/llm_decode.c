@@ -563,7 +563,6 @@ typedef struct attn_job {
     int pos0, nh, g, nqkv, nq, hd, S_max;
     size_t rb;
     float scale;
-    float *sc;  /* the caller's row, when run on one thread */
     int failed; /* set (atomically) when a chunk could not allocate its row */
 } attn_job;
 
@@ -615,13 +614,11 @@ static void rope(float *v, int n_heads, int hd, int rope_dim, int neox, const fl
 }
 
 /* The block output `y` (T rows of n), RMS-normed first when the layer has a post norm, added to x. */
-static void residual_add(float *x, float *y, const float *post_norm, int T, int n, float eps)
+/* x += y (a row of n), y normed first where the block has a post-norm (Gemma's sandwich) */
+static void residual_add(float *x, float *y, const float *post_norm, int n, float eps)
 {
-    for (int t = 0; t < T; t++) {
-        float *yt = y + (size_t)t * n, *xt = x + (size_t)t * n;
-        if (post_norm) rms_norm(yt, post_norm, yt, n, eps);
-        for (int i = 0; i < n; i++) xt[i] += yt[i];
-    }
+    if (post_norm) rms_norm(y, post_norm, y, n, eps);
+    for (int i = 0; i < n; i++) x[i] += y[i];
 }
 
 /* y (T rows of ldy values) += each LoRA term's scale * B (A x_t), x (T rows of ldx values): the
@@ -699,7 +696,7 @@ static void row_qkv(const layer_rows *c, int t)
 static void row_attn_out(const layer_rows *c, int t)
 {
     const int d = c->m->n_embd;
-    residual_add(c->x + (size_t)t * d, c->tmp + (size_t)t * d, c->L->post_attn_norm, 1, d, c->m->rms_eps);
+    residual_add(c->x + (size_t)t * d, c->tmp + (size_t)t * d, c->L->post_attn_norm, d, c->m->rms_eps);
     rms_norm(c->x + (size_t)t * d, c->L->ffn_norm, c->h + (size_t)t * d, d, c->m->rms_eps);
 }
 
@@ -712,7 +709,7 @@ static void row_gate(const layer_rows *c, int t)
 static void row_ffn_out(const layer_rows *c, int t)
 {
     const int d = c->m->n_embd;
-    residual_add(c->x + (size_t)t * d, c->tmp + (size_t)t * d, c->L->post_ffn_norm, 1, d, c->m->rms_eps);
+    residual_add(c->x + (size_t)t * d, c->tmp + (size_t)t * d, c->L->post_ffn_norm, d, c->m->rms_eps);
 }
 
 typedef struct rows_job {
@@ -726,10 +723,14 @@ static void rows_chunk(void *arg, int lo, int hi)
     for (int t = lo; t < hi; t++) j->fn(j->c, t);
 }
 
+/* whether a call of T tokens runs its per-token work on the pool: prompt chunks do, one token's
+ * work stays on this thread */
+static int on_pool(const llm_model *m, int T, int nt) { return m->parallel && T > 1 && nt != 1; }
+
 /* fn for rows 0..T-1: on the pool for a prompt chunk, else here */
 static int for_rows(const layer_rows *c, int T, int nt, row_fn fn)
 {
-    if (c->m->parallel && T > 1 && nt != 1) {
+    if (on_pool(c->m, T, nt)) {
         const rows_job j = {c, fn};
         return c->m->parallel(rows_chunk, (void *)&j, T, T / 8 > 1 ? T / 8 : 1, nt);
     }
@@ -784,9 +785,8 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
         if ((rc = m->matmul(L->wqkv, h, T, qkv, m->act_int8, nt))) break;
         if (A && (rc = lora_add(path, A->qkv, A->n_qkv, h, d, T, qkv, nqkv))) break;
         if ((rc = for_rows(&R, T, nt, row_qkv))) break;
-        attn_job J = {attend->attend, L, qkv, att, pos0, nh, g, nqkv, nq, hd, S_max, rb, scale, sc, 0};
-        /* a prompt chunk's (token, head) pairs on the pool; one token's few heads stay on this thread */
-        if (m->parallel && T > 1 && nt != 1) {
+        attn_job J = {attend->attend, L, qkv, att, pos0, nh, g, nqkv, nq, hd, S_max, rb, scale, 0};
+        if (on_pool(m, T, nt)) { /* (token, head) pairs */
             const int items = T * nh, chunk = items / 16 > 1 ? items / 16 : 1;
             if ((rc = m->parallel(attend_chunk, &J, items, chunk, nt)) || (rc = J.failed ? -3 : 0)) break;
         } else {

@@ -306,10 +306,7 @@ def test_matches_llama_cpp(files, name, types, monkeypatch):
         got_logits, got_tokens = _run(base, ids, impl, act, fused, monkeypatch, adapter)
         err = _rel(got_logits, want_logits)
         assert err < TOLERANCE[types], f"{name}/{types} {impl}/{act}/fused={fused}: {err:.2e} of the logits' range from llama.cpp"
-        if types == "f32":
-            assert got_tokens == want_tokens, f"{name}/{types} {impl}/{act}/fused={fused}"
-        else:
-            assert arch_tests.greedy_agrees(got_tokens, want_tokens, err), f"{name}/{types} {impl}/{act}/fused={fused}: {got_tokens} vs {want_tokens}"
+        arch_tests.assert_greedy_matches(got_tokens, want_tokens, err, types, f"{name}/{types} {impl}/{act}/fused={fused}")
 
 
 # --- per request -----------------------------------------------------------------------------------
