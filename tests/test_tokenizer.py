@@ -527,3 +527,24 @@ def test_vocab_names_a_duplicate_token_and_tolerates_hash_collisions():
 def test_gemma_vocabulary_is_compact(gemma3):
     """262k tokens: ~30 MB as a list of str + dict; the blob and table hold them in a few MB."""
     assert len(gemma3.tok.tokens) == 262144 and gemma3.tok.tokens.nbytes < 10e6
+
+
+def test_a_repeated_or_non_string_vocabulary_is_a_model_format_error(tmp_path):
+    import gguf
+
+    from edgesdk._errors import ModelFormatError
+
+    meta = {"tokenizer.ggml.model": "llama"}
+    dup = _write_gguf(tmp_path / "dup.gguf", meta, ["<unk>", "<s>", "</s>", "a", "a"], [2, 3, 3, 1, 1], scores=[0.0] * 5)
+    with pytest.raises(ModelFormatError, match=r"duplicate token 'a' \(ids 3 and 4\) in the vocabulary"):
+        Tokenizer(GGUFFile(dup))
+    ints = tmp_path / "ints.gguf"
+    w = gguf.GGUFWriter(str(ints), "llama")
+    w.add_string("tokenizer.ggml.model", "llama")
+    w.add_array("tokenizer.ggml.tokens", [1, 2, 3])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ModelFormatError, match="tokenizer.ggml.tokens is not a string array"):
+        Tokenizer(GGUFFile(ints))
