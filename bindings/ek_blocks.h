@@ -60,6 +60,8 @@ typedef struct ek_bctx {
     const int16_t *xs;              /* rows8 + int8: [M][xs_stride] sums of xq per t->sub elements, in
                                      * each run of 4 the order 0, 2, 1, 3 (pairs for vpmaddwd) */
     int xs_stride;
+    const int32_t *xo;              /* rows8 + int8 Q5_0: [M][k/32] -16 * sum(xq) per block, where the
+                                     * block's integer dot starts (the offset costs no vector op) */
 } ek_bctx;
 
 /* Row r's block b of an interleaved weight, gathered into out (t->nbytes bytes) */

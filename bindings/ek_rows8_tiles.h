@@ -162,7 +162,7 @@ static inline AI R8_T void R8_FN(tile_q6_k)(const ek_bctx *c, int g, int i0, con
 /* -------------------------------------------------------------------- Q5_0
  * Group block: d[8] f16 | qh, one word | qs, 4 words. qs word w holds elements 4w .. (low nibbles)
  * and 16 + 4w .. (high); their fifth bits are bits 4w .. and 16 + 4w .. of qh. Codes as stored
- * (0..31); the offset 16 comes off as 16 * xs per block. */
+ * (0..31); the offset 16 comes off as the sum's start, ek_bctx.xo. */
 
 static inline AI R8_T void R8_FN(tile_q5_0)(const ek_bctx *c, int g, int i0, const int T, const uint8_t *ub)
 {
@@ -175,7 +175,7 @@ static inline AI R8_T void R8_FN(tile_q5_0)(const ek_bctx *c, int g, int i0, con
         const uint8_t *gb = base + (size_t)b * GB, *ubb = ub ? ub + (size_t)b * 8 * 32 : NULL;
         if (!ub && i0 == 0 && b % 4 == 0) prefetch_block(gb, 4 * GB);
         __m256i isum[EK_TM];
-        TILE_ROWS(i) isum[i] = _mm256_setzero_si256();
+        TILE_ROWS(i) isum[i] = _mm256_set1_epi32(c->xo[(size_t)(i0 + i) * nblk + b]);
 #pragma GCC unroll 2
         for (int half = 0; half < 2; half++) { /* codes <= 31: int16 sums over 4 quads */
             __m256i part[EK_TM];
@@ -194,10 +194,8 @@ static inline AI R8_T void R8_FN(tile_q5_0)(const ek_bctx *c, int g, int i0, con
         }
         const __m256 d = h8(gb);
         TILE_ROWS(i) {
-            const int off = 16 * c->xs[(size_t)(i0 + i) * c->xs_stride + ek_xs_index(b)];
             const __m256 dx = _mm256_broadcast_ss(c->dx + (size_t)(i0 + i) * nblk + b);
-            const __m256i dot = _mm256_sub_epi32(isum[i], _mm256_set1_epi32(off));
-            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(d, dx), acc[i]);
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i]), _mm256_mul_ps(d, dx), acc[i]);
         }
     }
     TILE_ROWS(i) store8(c, i0 + i, g, acc[i]);

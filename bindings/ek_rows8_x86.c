@@ -255,7 +255,7 @@ static inline AI T512 void tile16_q5_0(const ek_bctx *c, int g, int i0, const in
     for (int b = 0; b < nblk; b++) {
         const uint8_t *ubb = ub + (size_t)b * 8 * 64;
         __m512i isum[EK_TM16];
-        TILE_ROWS(i) isum[i] = _mm512_setzero_si512();
+        TILE_ROWS(i) isum[i] = _mm512_set1_epi32(c->xo[(size_t)(i0 + i) * nblk + b]);
 #pragma GCC unroll 8
         for (int v = 0; v < 8; v++) { /* v = 2w + hi: activations 4w .. or 16 + 4w .. */
             const __m512i code = _mm512_load_si512((const void *)(ubb + 64 * v));
@@ -266,10 +266,8 @@ static inline AI T512 void tile16_q5_0(const ek_bctx *c, int g, int i0, const in
         }
         const __m512 d = h16(w0 + (size_t)b * GB, w1 + (size_t)b * GB);
         TILE_ROWS(i) {
-            const int off = 16 * c->xs[(size_t)(i0 + i) * c->xs_stride + ek_xs_index(b)];
             const __m512 dx = _mm512_set1_ps(c->dx[(size_t)(i0 + i) * nblk + b]);
-            const __m512i dot = _mm512_sub_epi32(isum[i], _mm512_set1_epi32(off));
-            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(d, dx), acc[i]);
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i]), _mm512_mul_ps(d, dx), acc[i]);
         }
     }
     TILE_ROWS(i) _mm512_storeu_ps(c->y + (size_t)(i0 + i) * c->ldy + 8 * (size_t)g, acc[i]);

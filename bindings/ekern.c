@@ -412,8 +412,8 @@ int ek_quantize_act256(const float *x, int m, int k, signed char *xq, float *dx,
 }
 
 /* ---------------------------------------------------------------- scratch */
-static void *scratch[5];
-static size_t scratch_cap[5];
+static void *scratch[6];
+static size_t scratch_cap[6];
 
 static void *scratch_get(int i, size_t bytes)
 {
@@ -577,8 +577,39 @@ static void run_groups(const void *job, int g0, int g1)
 
 /* Activations for a call (scratch buffers, under call_mu): int8 per 32-block (xq, dx, cs) or the
  * exact fp32 copy with block sums (xf, xs). K is padded to Kp. */
+/* Activation rows are independent: a prompt's are quantized on the pool (done serially, this was
+ * about a tenth of a 2-thread prompt matmul). Kp 0: one scale per 256 elements (quant256). */
+typedef struct quant_job {
+    ek_range range;
+    const ek_path *path;
+    const float *x;
+    int k, Kp;
+    int8_t *xq;
+    float *dx, *cs;
+    atomic_int rc;
+} quant_job;
+
+static void run_quant(const void *job, int lo, int hi)
+{
+    quant_job *q = (quant_job *)job;
+    const ek_path *p = q->path;
+    const size_t k = (size_t)q->k;
+    const int rc = q->Kp ? (p->quant ? p->quant : quant_rows)(q->x, lo, hi, q->k, q->Kp, q->xq, q->dx, q->cs)
+                         : (p->quant256 ? p->quant256 : quant_rows_super)(q->x + lo * k, hi - lo, q->k, q->xq + lo * k, q->dx + lo * (k / 256), q->cs + lo * (k / 32));
+    if (rc) atomic_store(&q->rc, rc);
+}
+
+static int quantize_acts(const ek_path *path, const float *x, int m, int k, int Kp, int8_t *xq, float *dx, float *cs, int nt)
+{
+    quant_job q = {.path = path, .x = x, .k = k, .Kp = Kp, .xq = xq, .dx = dx, .cs = cs};
+    atomic_init(&q.rc, 0);
+    if (nt > 1 && m >= 8) range_run(&q.range, m, (m + 4 * nt - 1) / (4 * nt), run_quant, nt);
+    else run_quant(&q, 0, m);
+    return atomic_load(&q.rc);
+}
+
 static int prepare_acts(const ek_path *path, const float *x, int m, int k, int Kp, int act_int8, int8_t **xq,
-                        float **dx, float **cs, float **xf, float **xs)
+                        float **dx, float **cs, float **xf, float **xs, int nt)
 {
     const int S = Kp / 32;
     if (act_int8) {
@@ -586,7 +617,7 @@ static int prepare_acts(const ek_path *path, const float *x, int m, int k, int K
         *dx = scratch_get(1, sizeof(float) * (size_t)m * S);
         *cs = scratch_get(2, sizeof(float) * (size_t)m * S);
         if (!*xq || !*dx || !*cs) return EK_ENOMEM;
-        return (path->quant ? path->quant : quant_rows)(x, 0, m, k, Kp, *xq, *dx, *cs);
+        return quantize_acts(path, x, m, k, Kp, *xq, *dx, *cs, nt);
     }
     *xf = scratch_get(3, sizeof(float) * (size_t)m * Kp);
     *xs = scratch_get(1, sizeof(float) * (size_t)m * S);
@@ -647,10 +678,11 @@ static int matmul_one(const ek_weight *w, const float *x, int m, float *y, int l
     j.c.y = y;
     j.c.ldy = ldy;
     j.c.act_int8 = act_int8 ? 1 : 0;
+    const int nt = threads_for(nthreads, (size_t)w->n * Kp * (size_t)w->bits / 8, m, j.c.G);
     {
         int8_t *xq = NULL;
         float *dx = NULL, *cs = NULL, *xf = NULL, *xs = NULL;
-        rc = prepare_acts(path, x, m, w->k, Kp, act_int8, &xq, &dx, &cs, &xf, &xs);
+        rc = prepare_acts(path, x, m, w->k, Kp, act_int8, &xq, &dx, &cs, &xf, &xs, nt);
         j.c.xq = xq; j.c.dx = dx; j.c.cs = cs; j.c.xf = xf; j.c.xs = xs;
     }
     if (rc) goto done;
@@ -661,7 +693,6 @@ static int matmul_one(const ek_weight *w, const float *x, int m, float *y, int l
         j.tile2 = act_int8 ? path->i8x2[b8] : NULL;
     }
 
-    const int nt = threads_for(nthreads, (size_t)w->n * Kp * (size_t)w->bits / 8, m, j.c.G);
     /* ~4 work items per thread balances load without hurting weight streaming */
     int chunk = j.c.G / (nt * 4);
     if (m > 1) {
@@ -703,19 +734,39 @@ static inline __attribute__((always_inline)) int16_t sum_of(const int8_t *x, con
     return (int16_t)s; /* |s| <= 32 * 127 */
 }
 
-static int sums_per_sub(ek_bctx *c, int sub)
+typedef struct sums_job {
+    ek_range range; /* over activation rows */
+    const ek_bctx *c;
+    int16_t *xs;
+    int32_t *xo;
+} sums_job;
+
+static void run_sums(const void *job, int lo, int hi)
 {
-    const int J = c->k / sub, stride = (J + 3) / 4 * 4;
-    int16_t *xs = scratch_get(4, sizeof(int16_t) * (size_t)c->M * stride);
-    if (!xs) return EK_ENOMEM;
-    for (int i = 0; i < c->M; i++) {
+    const sums_job *j = job;
+    const ek_bctx *c = j->c;
+    const int sub = c->t->sub, J = c->k / sub, stride = c->xs_stride, nb = c->k / 32;
+    for (int i = lo; i < hi; i++) {
         const int8_t *x = c->xq + (size_t)i * c->k;
-        int16_t *o = xs + (size_t)i * stride;
-        for (int j = J; j < stride; j++) o[ek_xs_index(j)] = 0;
-        for (int j = 0; j < J; j++) o[ek_xs_index(j)] = sub == 16 ? sum_of(x + 16 * j, 16) : sum_of(x + (size_t)sub * j, 32);
+        int16_t *o = j->xs + (size_t)i * stride;
+        for (int q = J; q < stride; q++) o[ek_xs_index(q)] = 0;
+        for (int q = 0; q < J; q++) o[ek_xs_index(q)] = sub == 16 ? sum_of(x + 16 * q, 16) : sum_of(x + (size_t)sub * q, 32);
+        if (j->xo) /* Q5_0: each block's integer dot starts at -16 * sum(xq), its code offset */
+            for (int b = 0; b < nb; b++) j->xo[(size_t)i * nb + b] = -16 * o[ek_xs_index(b)];
     }
-    c->xs = xs;
+}
+
+static int sums_per_sub(ek_bctx *c, int nt)
+{
+    const int J = c->k / c->t->sub, stride = (J + 3) / 4 * 4;
+    sums_job j = {.c = c, .xs = scratch_get(4, sizeof(int16_t) * (size_t)c->M * stride)};
+    if (c->t->code == 6) j.xo = scratch_get(5, sizeof(int32_t) * (size_t)c->M * (c->k / 32));
+    if (!j.xs || (c->t->code == 6 && !j.xo)) return EK_ENOMEM;
     c->xs_stride = stride;
+    if (nt > 1 && c->M >= 8) range_run(&j.range, c->M, (c->M + 4 * nt - 1) / (4 * nt), run_sums, nt);
+    else run_sums(&j, 0, c->M);
+    c->xs = j.xs;
+    c->xo = j.xo;
     return 0;
 }
 
@@ -740,23 +791,23 @@ static int matmul_blocks(const ek_weight *wt, const float *x, int m, float *y, i
     j.c = (ek_bctx){.t = t, .w = w, .n = n, .k = k, .M = m, .y = y, .ldy = ldy, .act_int8 = act_int8 ? 1 : 0,
                     .rows8 = wt->rows8 ? 1 : 0, .fields = wt->fields, .nfields = wt->nfields};
     j.c.ab = t->block >= 256 ? 256 : 32; /* activations are quantized per weight block */
+    const int nt = threads_for(nthreads, (size_t)n * (k / t->block) * (size_t)t->nbytes, m, n);
     if (act_int8 && j.c.ab == 256) {
         int8_t *xq = scratch_get(0, (size_t)m * k);
         float *dx = scratch_get(1, sizeof(float) * (size_t)m * (k / 256));
         float *cs = scratch_get(2, sizeof(float) * (size_t)m * (k / 32));
-        rc = (!xq || !dx || !cs) ? EK_ENOMEM : (path->quant256 ? path->quant256 : quant_rows_super)(x, m, k, xq, dx, cs);
+        rc = (!xq || !dx || !cs) ? EK_ENOMEM : quantize_acts(path, x, m, k, 0, xq, dx, cs, nt);
         j.c.xq = xq; j.c.dx = dx; j.c.cs = cs;
     } else {
         int8_t *xq = NULL;
         float *dx = NULL, *cs = NULL, *xf = NULL, *xs = NULL;
-        rc = prepare_acts(path, x, m, k, k, act_int8, &xq, &dx, &cs, &xf, &xs);
+        rc = prepare_acts(path, x, m, k, k, act_int8, &xq, &dx, &cs, &xf, &xs, nt);
         j.c.xq = xq; j.c.dx = dx; j.c.cs = cs; j.c.xf = xf;
     }
     if (rc) goto done;
-    if (wt->rows8 && act_int8) rc = sums_per_sub(&j.c, t->sub);
+    if (wt->rows8 && act_int8) rc = sums_per_sub(&j.c, nt);
     if (rc) goto done;
     j.rows = path->blocks ? path->blocks : ek_blocks_rows_portable;
-    const int nt = threads_for(nthreads, (size_t)n * (k / t->block) * (size_t)t->nbytes, m, n);
     int chunk = n / (nt * 4);
     chunk = chunk > 256 ? 256 : chunk;
     if (wt->rows8) chunk = chunk < 8 ? 8 : chunk / 8 * 8; /* whole groups of 8 rows */

@@ -206,6 +206,15 @@ static void attend_portable(const float *q, const kv_span *a, float scale, float
 static void attend_f16_portable(const float *q, const kv_span *a, float scale, float *sc, float *o) { attend_rows(q, a, scale, sc, o, kv_f16); }
 static void attend_q8_portable(const float *q, const kv_span *a, float scale, float *sc, float *o) { attend_rows(q, a, scale, sc, o, kv_q8); }
 
+/* A stored row as float32, the values every reader of its type gives (exact) */
+static inline void widen_rows(const unsigned char *row, int n, float *out, kv_get_fn get)
+{
+    for (int i = 0; i < n; i++) out[i] = get(row, i);
+}
+
+static void widen_f16_portable(const unsigned char *row, int n, float *out) { widen_rows(row, n, out, kv_f16); }
+static void widen_q8_portable(const unsigned char *row, int n, float *out) { widen_rows(row, n, out, kv_q8); }
+
 static void silu_mul_portable(const float *g, const float *up, float *out, int n)
 {
     for (int i = 0; i < n; i++) out[i] = g[i] / (1.f + expf(-g[i])) * up[i];
@@ -386,21 +395,34 @@ static LLM_AVX2 LLM_INLINE void attend_avx2_rows(const float *q, const kv_span *
         sc[s] = tail[0];
         total += tail[0];
     }
-    __m256 out[32];
-    for (int b = 0; b < nb; b++) out[b] = _mm256_setzero_ps();
-    for (s = 0; s < S; s++) {
-        const __m256 p = _mm256_set1_ps(sc[s]);
-        const unsigned char *v = a->V + slot(a, s);
-        int b = 0;
-        for (; b + 4 <= nb; b += 4) {
-            __m256 vv[4];
-            ld32(v, 8 * b, vv);
-            for (int u = 0; u < 4; u++) out[b + u] = _mm256_fmadd_ps(p, vv[u], out[b + u]);
-        }
-        for (; b < nb; b++) out[b] = _mm256_fmadd_ps(p, ld(v, 8 * b), out[b]);
-    }
+    /* 64 outputs per pass over the keys: their accumulators stay in registers (all hd of them
+     * would spill), and each output still sums its keys in order. The ring's rows run in at most
+     * two contiguous stretches. */
     const __m256 inv = _mm256_set1_ps(1.f / total);
-    for (int b = 0; b < nb; b++) _mm256_storeu_ps(o + 8 * b, _mm256_mul_ps(out[b], inv));
+    const int S1 = a->cap - a->start < S ? a->cap - a->start : S;
+    for (int b0 = 0; b0 < nb; b0 += 8) {
+        const int nu = nb - b0 < 8 ? nb - b0 : 8;
+        __m256 out[8];
+        for (int u = 0; u < 8; u++) out[u] = _mm256_setzero_ps();
+        for (int part = 0; part < 2; part++) {
+            const int lo = part ? S1 : 0, hi = part ? S : S1;
+            const unsigned char *v = a->V + slot(a, lo);
+            if (nu == 8)
+                for (s = lo; s < hi; s++, v += a->row) {
+                    const __m256 p = _mm256_set1_ps(sc[s]);
+                    __m256 vv[8];
+                    ld32(v, 8 * b0, vv);
+                    ld32(v, 8 * b0 + 32, vv + 4);
+                    for (int u = 0; u < 8; u++) out[u] = _mm256_fmadd_ps(p, vv[u], out[u]);
+                }
+            else
+                for (s = lo; s < hi; s++, v += a->row) {
+                    const __m256 p = _mm256_set1_ps(sc[s]);
+                    for (int u = 0; u < nu; u++) out[u] = _mm256_fmadd_ps(p, ld(v, 8 * (b0 + u)), out[u]);
+                }
+        }
+        for (int u = 0; u < nu; u++) _mm256_storeu_ps(o + 8 * (b0 + u), _mm256_mul_ps(out[u], inv));
+    }
 }
 
 static LLM_AVX2 void attend_avx2(const float *q, const kv_span *a, float scale, float *sc, float *o)
@@ -417,6 +439,16 @@ static LLM_F16C void attend_q8_avx2(const float *q, const kv_span *a, float scal
 {
     attend_avx2_rows(q, a, scale, sc, o, ld8_q8, ld32_q8, attend_q8_portable);
 }
+
+static LLM_F16C LLM_INLINE void widen_avx2(const unsigned char *row, int n, float *out, kv_ld8_fn ld, kv_get_fn get)
+{
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, ld(row, i));
+    for (; i < n; i++) out[i] = get(row, i);
+}
+
+static LLM_F16C void widen_f16_avx2(const unsigned char *row, int n, float *out) { widen_avx2(row, n, out, ld8_f16, kv_f16); }
+static LLM_F16C void widen_q8_avx2(const unsigned char *row, int n, float *out) { widen_avx2(row, n, out, ld8_q8, kv_q8); }
 
 /* nt rows at once: each load of A serves them all (prefill), two accumulators a row as dot_avx2. */
 static LLM_AVX2 LLM_INLINE void lora_dot_rows(const float *a, const float *x, int k, const int nt, float *u)
@@ -518,17 +550,19 @@ typedef struct attend_path {
     const char *isa;
     int kv_type;
     attend_fn attend;
+    /* rows as float32 for a prompt chunk, whose every key meets many queries; NULL for f32 */
+    void (*widen)(const unsigned char *row, int n, float *out);
 } attend_path;
 
 static const attend_path attends[] = {
 #ifdef LLM_X86
-    {"avx2", ISA_AVX2, LLM_KV_F32, attend_avx2},
-    {"avx2+f16c", ISA_AVX2_F16C, LLM_KV_F16, attend_f16_avx2},
-    {"avx2+f16c", ISA_AVX2_F16C, LLM_KV_Q8_0, attend_q8_avx2},
+    {"avx2", ISA_AVX2, LLM_KV_F32, attend_avx2, NULL},
+    {"avx2+f16c", ISA_AVX2_F16C, LLM_KV_F16, attend_f16_avx2, widen_f16_avx2},
+    {"avx2+f16c", ISA_AVX2_F16C, LLM_KV_Q8_0, attend_q8_avx2, widen_q8_avx2},
 #endif
-    {"portable", "", LLM_KV_F32, attend_portable},
-    {"portable", "", LLM_KV_F16, attend_f16_portable},
-    {"portable", "", LLM_KV_Q8_0, attend_q8_portable},
+    {"portable", "", LLM_KV_F32, attend_portable, NULL},
+    {"portable", "", LLM_KV_F16, attend_f16_portable, widen_f16_portable},
+    {"portable", "", LLM_KV_Q8_0, attend_q8_portable, widen_q8_portable},
 };
 
 static const loop_path *pick(unsigned allowed)
@@ -553,28 +587,56 @@ const char *llm_attend_path(unsigned allowed, int kv_type)
     return p ? p->name : NULL;
 }
 
+/* Where one layer's attention reads its keys and values: per KV head a ring of `cap` rows of `rb`
+ * bytes holding positions from `lo` on (the cache itself: lo 0), read with `attend` */
+typedef struct kv_rows {
+    attend_fn attend;
+    const unsigned char *k, *v;
+    int cap, lo;
+    size_t rb;
+} kv_rows;
+
 /* One layer's attention for the tokens of a call: item it = t * nh + head, each independent once
  * the call's keys and values are stored; sc is a thread's score row (S_max floats). */
 typedef struct attn_job {
-    attend_fn attend;
+    kv_rows kv;
     const llm_layer *L;
     const float *qkv;
     float *att;
     int pos0, nh, g, nqkv, nq, hd, S_max;
-    size_t rb;
     float scale;
     int failed; /* set (atomically) when a chunk could not allocate its row */
 } attn_job;
 
+/* first position a query at position p attends to */
+static inline int first_key(const llm_layer *L, int p) { return (L->window && p + 1 > L->window) ? p + 1 - L->window : 0; }
+
+/* The layer's rows for positions [lo, hi) as float32 in out (per KV head hi - lo rows of hd): the
+ * chunk's queries then read plain floats, each converted once instead of once per query head.
+ * Same values, same arithmetic: outputs equal reading the cache directly. */
+static kv_rows widen_layer(const attend_path *p, const attend_path *p32, const llm_layer *L, int nkv, int hd, size_t rb, int lo, int hi, float *out)
+{
+    const int n = hi - lo;
+    for (int kvh = 0; kvh < nkv; kvh++)
+        for (int s = lo; s < hi; s++) {
+            const size_t at = ((size_t)kvh * L->kv_cap + (size_t)(s % L->kv_cap)) * rb;
+            float *ko = out + ((size_t)kvh * n + (size_t)(s - lo)) * hd, *vo = ko + (size_t)nkv * n * hd;
+            p->widen((const unsigned char *)L->k + at, hd, ko);
+            p->widen((const unsigned char *)L->v + at, hd, vo);
+        }
+    const kv_rows r = {p32->attend, (const unsigned char *)out, (const unsigned char *)(out + (size_t)nkv * n * hd), n, lo, sizeof(float) * (size_t)hd};
+    return r;
+}
+
 static void attend_items(attn_job *J, int lo, int hi, float *sc)
 {
-    const llm_layer *L = J->L;
+    const kv_rows *kv = &J->kv;
     for (int it = lo; it < hi; it++) {
         const int t = it / J->nh, head = it % J->nh;
-        const int S = J->pos0 + t + 1, s0 = (L->window && S > L->window) ? S - L->window : 0;
-        const size_t base = (size_t)(head / J->g) * L->kv_cap * J->rb;
-        const kv_span span = {(const unsigned char *)L->k + base, (const unsigned char *)L->v + base, s0 % L->kv_cap, L->kv_cap, S - s0, J->hd, J->rb};
-        J->attend(J->qkv + (size_t)t * J->nqkv + (size_t)head * J->hd, &span, J->scale, sc, J->att + (size_t)t * J->nq + (size_t)head * J->hd);
+        const int S = J->pos0 + t + 1, s0 = first_key(J->L, J->pos0 + t);
+        const size_t base = (size_t)(head / J->g) * kv->cap * kv->rb;
+        const kv_span span = {kv->k + base, kv->v + base, (s0 - kv->lo) % kv->cap, kv->cap, S - s0, J->hd, kv->rb};
+        kv->attend(J->qkv + (size_t)t * J->nqkv + (size_t)head * J->hd, &span, J->scale, sc, J->att + (size_t)t * J->nq + (size_t)head * J->hd);
     }
 }
 
@@ -738,25 +800,30 @@ static int for_rows(const layer_rows *c, int T, int nt, row_fn fn)
     return 0;
 }
 
+#define WIDE_MAX ((size_t)4 << 20) /* floats: 16 MiB */
+
 int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, int logits_from)
 {
     if (!m || !x || T < 1 || T > LLM_MAX_ROWS || pos0 < 0 || pos0 + T > m->n_ctx || m->n_rope < 1) return -1;
     const loop_path *path = pick(m->cpu_allowed);
-    const attend_path *attend = pick_attend(m->cpu_allowed, m->kv_type);
+    const attend_path *attend = pick_attend(m->cpu_allowed, m->kv_type), *attend32 = pick_attend(m->cpu_allowed, LLM_KV_F32);
     const long row_bytes = llm_kv_row_bytes(m->kv_type, m->head_dim);
-    if (!attend || row_bytes < 0) return -1;
+    if (!attend || !attend32 || row_bytes < 0) return -1;
     const size_t rb = (size_t)row_bytes;
     const int d = m->n_embd, nh = m->n_head, nkv = m->n_head_kv, hd = m->head_dim, ff = m->n_ff;
     const int g = nh / nkv, nq = nh * hd, nk = nkv * hd, nqkv = nq + 2 * nk, half = m->rope_dim / 2;
     const int S_max = pos0 + T, nrope = m->n_rope;
     const float scale = (float)(1.0 / sqrt((double)hd));
     const size_t tab = (size_t)T * half; /* one RoPE table's cos (or sin) values */
-    const size_t need = (size_t)T * (d + nqkv + nq + 2 * ff + ff + d) + (size_t)S_max + tab * 2 * nrope;
+    /* a prompt chunk reads float32 copies of the keys and values it attends to (widen_layer), while
+     * they fit in WIDE_MAX floats */
+    const size_t wide = (T >= 8 && attend->widen && (size_t)2 * nkv * S_max * hd <= WIDE_MAX) ? (size_t)2 * nkv * S_max * hd : 0;
+    const size_t need = (size_t)T * (d + nqkv + nq + 2 * ff + ff + d) + (size_t)S_max + tab * 2 * nrope + wide;
     float *buf = (float *)malloc(need * sizeof(float));
     if (!buf) return -3;
     float *h = buf, *qkv = h + (size_t)T * d, *att = qkv + (size_t)T * nqkv, *gu = att + (size_t)T * nq;
     float *act = gu + (size_t)T * 2 * ff, *tmp = act + (size_t)T * ff, *sc = tmp + (size_t)T * d;
-    float *cs = sc + S_max, *sn = cs + tab * nrope;
+    float *cs = sc + S_max, *sn = cs + tab * nrope, *kv32 = sn + tab * nrope;
     int rc = 0;
     /* Up to 16 rows a matmul still costs about one pass over the weights (decode, verification). */
     const int nt = (T <= 16 && m->nthreads_decode > 0) ? m->nthreads_decode : m->nthreads;
@@ -785,7 +852,8 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
         if ((rc = m->matmul(L->wqkv, h, T, qkv, m->act_int8, nt))) break;
         if (A && (rc = lora_add(path, A->qkv, A->n_qkv, h, d, T, qkv, nqkv))) break;
         if ((rc = for_rows(&R, T, nt, row_qkv))) break;
-        attn_job J = {attend->attend, L, qkv, att, pos0, nh, g, nqkv, nq, hd, S_max, rb, scale, 0};
+        const kv_rows cache = {attend->attend, (const unsigned char *)L->k, (const unsigned char *)L->v, L->kv_cap, 0, rb};
+        attn_job J = {wide ? widen_layer(attend, attend32, L, nkv, hd, rb, first_key(L, pos0), S_max, kv32) : cache, L, qkv, att, pos0, nh, g, nqkv, nq, hd, S_max, scale, 0};
         if (on_pool(m, T, nt)) { /* (token, head) pairs */
             const int items = T * nh, chunk = items / 16 > 1 ? items / 16 : 1;
             if ((rc = m->parallel(attend_chunk, &J, items, chunk, nt)) || (rc = J.failed ? -3 : 0)) break;

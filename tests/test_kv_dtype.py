@@ -321,3 +321,21 @@ def test_smollm2_greedy_text_with_f16():
     finally:
         for m in llms.values():
             m.close()
+
+
+@pytest.mark.parametrize("activations", ["f32", "int8"])
+@pytest.mark.parametrize("kv_dtype", KV_DTYPES)
+def test_prompt_chunks_read_the_cache_as_one_token_does(models, small_rings, kv_dtype, activations, monkeypatch):
+    """A prompt chunk attends over float32 copies of the stored keys and values (widen_layer in
+    llm_decode.c), one token reads the cache itself: the same values in the same sums, so the
+    logits are the same bits, across the ring's wrap too (chunks of 16, window 6)."""
+    _cllm()
+    monkeypatch.setenv("EDGESDK_LLM_FUSED", "1")
+    llm = LLM(models["gemma3"], impl="c", activations=activations, n_ctx=CTX, kv_dtype=kv_dtype)
+    try:
+        chunked = llm.model.forward(IDS, llm.model.new_cache(CTX), logits="all")
+        cache = llm.model.new_cache(CTX)
+        one = np.concatenate([llm.model.forward([t], cache)[None] for t in IDS])
+    finally:
+        llm.close()
+    np.testing.assert_array_equal(chunked, one)
