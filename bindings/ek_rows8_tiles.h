@@ -80,8 +80,10 @@ static inline AI R8_T void R8_FN(tile_k4)(const ek_bctx *c, int g, int i0, const
 #pragma GCC unroll 8
         for (int u = 0; u < 8; u++) {
             const __m256i sc = R8_FN(scale8)(u < 4 ? sc_lo : sc_hi, u & 3, R8_BUSD);
-            /* in int16, Q4 codes (<= 15) sum over 8 quads, Q5's (<= 31) over 4 */
-            const int NQ = R8_NQ(R8_BUSD, Q5 ? 4 : 8, 8);
+            /* in int16, Q4 codes (<= 15) sum over 8 quads, Q5's (<= 31) over 4. With VNNI, Q4's int32 sums
+             * over 4 quads stay below 2^15: their lanes read as int16 pairs (sum, sign), and vpdpwssd with
+             * the scale in the low half folds one in a uop (vpmulld + add: three) */
+            const int NQ = R8_NQ(R8_BUSD, Q5 ? 4 : 8, Q5 ? 8 : 4), FOLD_BUSD = R8_BUSD && Q5;
 #pragma GCC unroll 2
             for (int q0 = 0; q0 < 8; q0 += NQ) {
                 __m256i part[EK_TM];
@@ -91,7 +93,7 @@ static inline AI R8_T void R8_FN(tile_k4)(const ek_bctx *c, int g, int i0, const
                     const __m256i code = ubb ? ld(ubb + 32 * (8 * u + q)) : codes_k4(gb, 8 * u + q, Q5);
                     TILE_ROWS(i) part[i] = keep(R8_FN(dot)(part[i], code, bc4(c->xq + (size_t)(i0 + i) * K + 256 * (size_t)b + 32 * u + 4 * q), R8_BUSD));
                 }
-                TILE_ROWS(i) isum[i] = R8_FN(fold)(isum[i], part[i], sc, R8_BUSD);
+                TILE_ROWS(i) isum[i] = R8_FN(fold)(isum[i], part[i], sc, FOLD_BUSD);
             }
         }
         const __m256 d = h8(gb), dmin = h8(gb + 16);

@@ -297,14 +297,19 @@ static inline AI T512 void tile16_k4(const ek_bctx *c, int g, int i0, const int 
 #pragma GCC unroll 8
         for (int u = 0; u < 8; u++) {
             const __m512i sc = _mm512_shuffle_epi8(u < 4 ? sc_lo : sc_hi, _mm512_broadcast_i32x4(pat_byte32(u & 3)));
-            __m512i part[EK_TM16];
-            TILE_ROWS(i) part[i] = _mm512_setzero_si512();
+            /* Q4 folds sums over 4 quads with vpdpwssd, as tile_k4 does */
+            const int NQ = Q5 ? 8 : 4;
+#pragma GCC unroll 2
+            for (int q0 = 0; q0 < 8; q0 += NQ) {
+                __m512i part[EK_TM16];
+                TILE_ROWS(i) part[i] = _mm512_setzero_si512();
 #pragma GCC unroll 8
-            for (int q = 0; q < 8; q++) {
-                const __m512i code = _mm512_load_si512((const void *)(ubb + 64 * (8 * u + q)));
-                TILE_ROWS(i) part[i] = _mm512_dpbusd_epi32(part[i], code, bc4_512(c->xq + (size_t)(i0 + i) * K + 256 * (size_t)b + 32 * u + 4 * q));
+                for (int q = q0; q < q0 + NQ; q++) {
+                    const __m512i code = _mm512_load_si512((const void *)(ubb + 64 * (8 * u + q)));
+                    TILE_ROWS(i) part[i] = _mm512_dpbusd_epi32(part[i], code, bc4_512(c->xq + (size_t)(i0 + i) * K + 256 * (size_t)b + 32 * u + 4 * q));
+                }
+                TILE_ROWS(i) isum[i] = Q5 ? _mm512_add_epi32(isum[i], _mm512_mullo_epi32(part[i], sc)) : _mm512_dpwssd_epi32(isum[i], part[i], sc);
             }
-            TILE_ROWS(i) isum[i] = _mm512_add_epi32(isum[i], _mm512_mullo_epi32(part[i], sc));
         }
         const __m512 d = h16(g0, g1), dmin = h16(g0 + 16, g1 + 16);
         TILE_ROWS(i) {
