@@ -575,8 +575,6 @@ static void run_groups(const void *job, int g0, int g1)
     }
 }
 
-/* Activations for a call (scratch buffers, under call_mu): int8 per 32-block (xq, dx, cs) or the
- * exact fp32 copy with block sums (xf, xs). K is padded to Kp. */
 /* Activation rows are independent: a prompt's are quantized on the pool (done serially, this was
  * about a tenth of a 2-thread prompt matmul). Kp 0: one scale per 256 elements (quant256). */
 typedef struct quant_job {
@@ -608,6 +606,8 @@ static int quantize_acts(const ek_path *path, const float *x, int m, int k, int 
     return atomic_load(&q.rc);
 }
 
+/* Activations for a call (scratch buffers, under call_mu): int8 per 32-block (xq, dx, cs) or the
+ * exact fp32 copy with block sums (xf, xs). K is padded to Kp. */
 static int prepare_acts(const ek_path *path, const float *x, int m, int k, int Kp, int act_int8, int8_t **xq,
                         float **dx, float **cs, float **xf, float **xs, int nt)
 {
@@ -759,9 +759,10 @@ static void run_sums(const void *job, int lo, int hi)
 static int sums_per_sub(ek_bctx *c, int nt)
 {
     const int J = c->k / c->t->sub, stride = (J + 3) / 4 * 4;
+    const int q5_0 = c->t->code == 6;
     sums_job j = {.c = c, .xs = scratch_get(4, sizeof(int16_t) * (size_t)c->M * stride)};
-    if (c->t->code == 6) j.xo = scratch_get(5, sizeof(int32_t) * (size_t)c->M * (c->k / 32));
-    if (!j.xs || (c->t->code == 6 && !j.xo)) return EK_ENOMEM;
+    if (q5_0) j.xo = scratch_get(5, sizeof(int32_t) * (size_t)c->M * (c->k / 32));
+    if (!j.xs || (q5_0 && !j.xo)) return EK_ENOMEM;
     c->xs_stride = stride;
     if (nt > 1 && c->M >= 8) range_run(&j.range, c->M, (c->M + 4 * nt - 1) / (4 * nt), run_sums, nt);
     else run_sums(&j, 0, c->M);
