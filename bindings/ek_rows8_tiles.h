@@ -48,6 +48,18 @@ static inline AI R8_T __m256i R8_FN(fold1)(__m256i s, __m256i a, const int busd)
     return busd ? _mm256_add_epi32(s, a) : R8_FN(fold)(s, a, _mm256_set1_epi16(1), 0);
 }
 
+/* A block's scaled sub-block sums fold into R8_NC chains when a tile has one activation row
+ * (decode): one chain would wait on vpdpwssd's latency at every fold (16 folds of Q4_K, 32 of Q6_K
+ * per block), the block's critical path, where 4 interleaved chains run at the units' throughput.
+ * Integer sums: the bits are the same. */
+#define R8_NC 4
+#define R8_CHAIN(T, f) ((T) == 1 ? (f) % R8_NC : 0)
+
+static inline AI R8_T __m256i R8_FN(chains)(const __m256i s[R8_NC], const int T)
+{
+    return T == 1 ? _mm256_add_epi32(_mm256_add_epi32(s[0], s[1]), _mm256_add_epi32(s[2], s[3])) : s[0];
+}
+
 /* byte j of each lane as the scale R8_FN(fold) takes */
 static inline AI R8_T __m256i R8_FN(scale8)(__m256i v, int j, const int busd) { return busd ? lane_byte32(v, j) : lane_byte16(v, j); }
 
@@ -68,14 +80,14 @@ static inline AI R8_T void R8_FN(tile_k4)(const ek_bctx *c, int g, int i0, const
         if (!ub && i0 == 0) prefetch_block(gb, GB);
         __m256i sc_lo, sc_hi, mp[4];
         k4_scales(gb, &sc_lo, &sc_hi, mp);
-        __m256i isum[EK_TM], imin[EK_TM];
+        __m256i isum[EK_TM][R8_NC], imin[EK_TM];
         TILE_ROWS(i) {
             const int16_t *xs = c->xs + (size_t)(i0 + i) * c->xs_stride + 8 * b;
             __m256i s = _mm256_madd_epi16(mp[0], bc4(xs));
             s = _mm256_add_epi32(s, _mm256_madd_epi16(mp[1], bc4(xs + 2)));
             s = _mm256_add_epi32(s, _mm256_madd_epi16(mp[2], bc4(xs + 4)));
             imin[i] = _mm256_add_epi32(s, _mm256_madd_epi16(mp[3], bc4(xs + 6)));
-            isum[i] = _mm256_setzero_si256();
+            for (int j = 0; j < R8_NC; j++) isum[i][j] = _mm256_setzero_si256();
         }
 #pragma GCC unroll 8
         for (int u = 0; u < 8; u++) {
@@ -93,13 +105,14 @@ static inline AI R8_T void R8_FN(tile_k4)(const ek_bctx *c, int g, int i0, const
                     const __m256i code = ubb ? ld(ubb + 32 * (8 * u + q)) : codes_k4(gb, 8 * u + q, Q5);
                     TILE_ROWS(i) part[i] = keep(R8_FN(dot)(part[i], code, bc4(c->xq + (size_t)(i0 + i) * K + 256 * (size_t)b + 32 * u + 4 * q), R8_BUSD));
                 }
-                TILE_ROWS(i) isum[i] = R8_FN(fold)(isum[i], part[i], sc, FOLD_BUSD);
+                const int f = R8_CHAIN(T, u * (8 / NQ) + q0 / NQ);
+                TILE_ROWS(i) isum[i][f] = R8_FN(fold)(isum[i][f], part[i], sc, FOLD_BUSD);
             }
         }
         const __m256 d = h8(gb), dmin = h8(gb + 16);
         TILE_ROWS(i) {
             const __m256 dx = _mm256_broadcast_ss(c->dx + (size_t)(i0 + i) * nblk + b);
-            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i]), _mm256_mul_ps(d, dx), acc[i]);
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(R8_FN(chains)(isum[i], T)), _mm256_mul_ps(d, dx), acc[i]);
             acc[i] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(imin[i]), _mm256_mul_ps(dmin, dx), acc[i]);
         }
     }
@@ -123,13 +136,13 @@ static inline AI R8_T void R8_FN(tile_q6_k)(const ek_bctx *c, int g, int i0, con
         if (!ub && i0 == 0) prefetch_block(gb, GB);
         __m256i sp[8];
         q6_scales(gb, sp);
-        __m256i isum[EK_TM], ioff[EK_TM];
+        __m256i isum[EK_TM][R8_NC], ioff[EK_TM];
         TILE_ROWS(i) {
             const int16_t *xs = c->xs + (size_t)(i0 + i) * c->xs_stride + 16 * b;
             __m256i s = _mm256_madd_epi16(sp[0], bc4(xs));
             for (int p = 1; p < 8; p++) s = _mm256_add_epi32(s, _mm256_madd_epi16(sp[p], bc4(xs + 2 * p)));
             ioff[i] = _mm256_slli_epi32(s, 5);
-            isum[i] = _mm256_setzero_si256();
+            for (int j = 0; j < R8_NC; j++) isum[i][j] = _mm256_setzero_si256();
         }
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++)
@@ -149,13 +162,14 @@ static inline AI R8_T void R8_FN(tile_q6_k)(const ek_bctx *c, int g, int i0, con
                             const __m256i code = ubb ? ld(ubb + 32 * (4 * s + q)) : codes_q6_k(gb, 4 * s + q);
                             TILE_ROWS(i) part[i] = keep(R8_FN(dot)(part[i], code, bc4(c->xq + (size_t)(i0 + i) * K + 256 * (size_t)b + 128 * h + 32 * ci + t), 0));
                         }
-                        TILE_ROWS(i) isum[i] = R8_FN(fold)(isum[i], part[i], sc, 0);
+                        const int f = R8_CHAIN(T, 2 * s + q0 / 2);
+                        TILE_ROWS(i) isum[i][f] = R8_FN(fold)(isum[i][f], part[i], sc, 0);
                     }
                 }
         const __m256 d = h8(gb + 1664);
         TILE_ROWS(i) {
             const __m256 dx = _mm256_broadcast_ss(c->dx + (size_t)(i0 + i) * nblk + b);
-            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(isum[i], ioff[i])), _mm256_mul_ps(d, dx), acc[i]);
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(R8_FN(chains)(isum[i], T), ioff[i])), _mm256_mul_ps(d, dx), acc[i]);
         }
     }
     TILE_ROWS(i) store8(c, i0 + i, g, acc[i]);
@@ -262,3 +276,5 @@ static ek_blocks_fn R8_FN(rows8_of)(int code)
 #undef R8_FN
 #undef R8_BUSD
 #undef R8_NQ
+#undef R8_NC
+#undef R8_CHAIN
