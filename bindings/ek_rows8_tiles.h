@@ -9,6 +9,9 @@
  * instead of two) and takes the scale with one vpmulld; Q6_K, whose 16-element sub-blocks would
  * need a vpmulld every 4 quads (measured slower), keeps the int16 sums and folds the scale and the
  * sum in one vpdpwssd. */
+#ifndef R8_CODES_Q5_0
+#define R8_CODES_Q5_0 codes_q5_0 /* a target may give its own form of the same codes */
+#endif
 #define R8_CAT2(a, b) a##_##b
 #define R8_CAT(a, b) R8_CAT2(a, b)
 #define R8_FN(name) R8_CAT(name, R8_SUFFIX)
@@ -198,8 +201,8 @@ static inline AI R8_T void R8_FN(tile_q5_0)(const ek_bctx *c, int g, int i0, con
             TILE_ROWS(i) part[i] = _mm256_setzero_si256();
 #pragma GCC unroll 2
             for (int w = 2 * half; w < 2 * half + 2; w++) {
-                const __m256i lo = ubb ? ld(ubb + 64 * w) : codes_q5_0(gb, 2 * w);
-                const __m256i hi = ubb ? ld(ubb + 64 * w + 32) : codes_q5_0(gb, 2 * w + 1);
+                const __m256i lo = ubb ? ld(ubb + 64 * w) : R8_CODES_Q5_0(gb, 2 * w);
+                const __m256i hi = ubb ? ld(ubb + 64 * w + 32) : R8_CODES_Q5_0(gb, 2 * w + 1);
                 TILE_ROWS(i) {
                     const int8_t *x = c->xq + (size_t)(i0 + i) * K + 32 * (size_t)b + 4 * w;
                     part[i] = keep(R8_FN(dot)(part[i], lo, bc4(x), R8_BUSD));
@@ -277,4 +280,5 @@ static ek_blocks_fn R8_FN(rows8_of)(int code)
 #undef R8_BUSD
 #undef R8_NQ
 #undef R8_NC
+#undef R8_CODES_Q5_0
 #undef R8_CHAIN
