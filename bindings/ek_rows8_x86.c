@@ -87,13 +87,18 @@ static inline AI void prefetch_block(const uint8_t *gb, size_t GB)
 static inline AI T2 void store8(const ek_bctx *c, int i, int g, __m256 v) { _mm256_storeu_ps(c->y + (size_t)i * c->ldy + 8 * (size_t)g, v); }
 
 /* byte j of each lane of the result: bit (8 * byte + 4 * nib + j) of the lane of qh at bit 4 */
-static inline AI T2 __m256i q5_bits(__m256i qh, int byte, int nib)
+static inline AI T2 __m256i q5_spread(__m256i qh, int byte) /* byte `byte` of each lane in all 4 of its bytes */
 {
     const char B = (char)byte;
     const __m128i p = _mm_setr_epi8(B, B, B, B, (char)(4 + B), (char)(4 + B), (char)(4 + B), (char)(4 + B), (char)(8 + B), (char)(8 + B), (char)(8 + B),
                                     (char)(8 + B), (char)(12 + B), (char)(12 + B), (char)(12 + B), (char)(12 + B));
+    return _mm256_shuffle_epi8(qh, _mm256_broadcastsi128_si256(p));
+}
+
+static inline AI T2 __m256i q5_bits(__m256i qh, int byte, int nib)
+{
     const __m256i bit = _mm256_set1_epi32((int)(0x08040201u << (4 * nib)));
-    const __m256i v = _mm256_and_si256(_mm256_shuffle_epi8(qh, _mm256_broadcastsi128_si256(p)), bit);
+    const __m256i v = _mm256_and_si256(q5_spread(qh, byte), bit);
     return _mm256_and_si256(_mm256_cmpeq_epi8(v, bit), _mm256_set1_epi8(0x10));
 }
 
@@ -215,10 +220,7 @@ static inline AI __attribute__((target(ISA512))) __m256i codes_q5_0_512(const ui
     const int w = v >> 1, byte = 2 * (v & 1) + (w >> 1), nib = w & 1;
     const __m256i qs = ld(gb + 48 + 32 * w), qh = ld(gb + 16);
     const __m256i code = _mm256_and_si256(v & 1 ? _mm256_srli_epi16(qs, 4) : qs, _mm256_set1_epi8(0x0F));
-    const char B = (char)byte;
-    const __m128i p = _mm_setr_epi8(B, B, B, B, (char)(4 + B), (char)(4 + B), (char)(4 + B), (char)(4 + B), (char)(8 + B), (char)(8 + B), (char)(8 + B),
-                                    (char)(8 + B), (char)(12 + B), (char)(12 + B), (char)(12 + B), (char)(12 + B));
-    const __mmask32 hi = _mm256_test_epi8_mask(_mm256_shuffle_epi8(qh, _mm256_broadcastsi128_si256(p)), _mm256_set1_epi32((int)(0x08040201u << (4 * nib))));
+    const __mmask32 hi = _mm256_test_epi8_mask(q5_spread(qh, byte), _mm256_set1_epi32((int)(0x08040201u << (4 * nib))));
     return _mm256_mask_add_epi8(code, hi, code, _mm256_set1_epi8(0x10));
 }
 
