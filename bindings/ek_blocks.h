@@ -77,11 +77,13 @@ void ek_blocks_rows_portable(const ek_bctx *c, int r0, int r1);
 void ek_blocks_rows_avx2(const ek_bctx *c, int r0, int r1);
 void ek_blocks_rows_avxvnni(const ek_bctx *c, int r0, int r1);
 void ek_blocks_rows_avx512(const ek_bctx *c, int r0, int r1);
+void ek_blocks_rows_amx(const ek_bctx *c, int r0, int r1);
 /* x86 (ek_rows8_x86.c): kernels over rows interleaved 8 at a time for Q4_K, Q5_K, Q6_K, Q5_0 on
  * the int8 path, per instruction set; NULL where the weight has none */
 ek_blocks_fn ek_rows8_avx2(const ek_bctx *c);
 ek_blocks_fn ek_rows8_avxvnni(const ek_bctx *c);
 ek_blocks_fn ek_rows8_avx512vnni(const ek_bctx *c);
+ek_blocks_fn ek_rows8_amx(const ek_bctx *c); /* with AMX tiles for Q5_0 at prompt-sized M */
 /* whether the interleaved kernels cover GGML type `code` (the same types on every instruction set) */
 int ek_rows8_has(int code);
 #endif

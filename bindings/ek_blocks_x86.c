@@ -546,4 +546,11 @@ T512 void ek_blocks_rows_avx512(const ek_bctx *c, int r0, int r1)
     if (f) f(c, r0, r1);
     else generic_avx512(c, r0, r1);
 }
+
+__attribute__((target(ISA_AMX))) void ek_blocks_rows_amx(const ek_bctx *c, int r0, int r1)
+{
+    const ek_blocks_fn f = kernel_of(c, ek_rows8_amx);
+    if (f) f(c, r0, r1);
+    else generic_avx512(c, r0, r1);
+}
 #endif

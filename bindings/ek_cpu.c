@@ -6,6 +6,10 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <cpuid.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 static unsigned long long xgetbv0(void)
 {
@@ -15,6 +19,19 @@ static unsigned long long xgetbv0(void)
 }
 
 #define BIT(v, i) (((v) >> (i)) & 1u)
+
+/* AMX tile data is off for a process until it asks Linux for it (ARCH_REQ_XCOMP_PERM): the request
+ * is the only proof that tiles can run, since CPUID and XCR0 can list AMX where a hypervisor keeps
+ * it from the guest. Once granted it holds for every thread of the process. */
+static unsigned amx_granted(void)
+{
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    const long ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18;
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+#else
+    return 0;
+#endif
+}
 
 static unsigned detect(void)
 {
@@ -34,6 +51,9 @@ static unsigned detect(void)
     if ((xcr0 & 0xe0) == 0xe0)
         f |= BIT(b7, 16) << EK_CPU_avx512f | BIT(b7, 17) << EK_CPU_avx512dq | BIT(b7, 30) << EK_CPU_avx512bw |
              BIT(b7, 31) << EK_CPU_avx512vl | BIT(c7, 11) << EK_CPU_avx512vnni;
+    /* tile state: XTILECFG and XTILEDATA (XCR0 bits 17, 18), then the OS's grant */
+    if ((xcr0 & 0x60000) == 0x60000 && BIT(d7, 24) && amx_granted())
+        f |= 1u << EK_CPU_amx_tile | BIT(d7, 25) << EK_CPU_amx_int8;
     if (max7 >= 1) {
         unsigned a71, b71, c71, d71;
         __cpuid_count(7, 1, a71, b71, c71, d71);

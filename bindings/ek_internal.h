@@ -14,6 +14,7 @@
 
 /* What each x86 path's kernels are compiled for, and so what the CPU must have to run them */
 #define ISA512 "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c"
+#define ISA_AMX ISA512 ",amx-tile,amx-int8"
 #define ISA_AVX2 "avx2,fma,f16c"
 #define ISA_AVXVNNI ISA_AVX2 ",avxvnni"
 
@@ -106,8 +107,7 @@ typedef struct ek_path {
 
 /* Paths of each ISA unit, in order of preference; defined on every architecture (built = 0 off it),
  * so every path name is known everywhere and a request for one can say what is missing. */
-#define EK_X86_NPATHS 3
+#define EK_X86_NPATHS 4
 extern const ek_path ek_x86_paths[EK_X86_NPATHS];
 extern const ek_path ek_neon_path;
-int ek_x86_amx_usable(void);
 #endif

@@ -84,16 +84,31 @@ static inline AI void prefetch_block(const uint8_t *gb, size_t GB)
     for (size_t o = 0; o < GB; o += 64) __builtin_prefetch(gb + EK_PF_BLOCKS * GB + o, 0, EK_PF_LOC);
 }
 
+/* Prompt-sized M: slice `part` of `parts` of the weights of groups g + 2, g + 3 (the next pair),
+ * prefetched while pair g, g + 1's activation tiles run. Unpacking a pair is too quick for the
+ * prefetch 2 blocks ahead to hide DRAM latency: without this, cold Q5_0 weights ran at 0.8x the
+ * speed of warm ones. */
+static inline AI void prefetch_next_pair(const ek_bctx *c, int g, int part, int parts)
+{
+    if (8 * (g + 4) > c->n) return;
+    const size_t group = (size_t)(c->k / c->t->block) * 8 * (size_t)c->t->nbytes;
+    const uint8_t *p = c->w + (size_t)(g + 2) * group;
+    const size_t lo = 2 * group * (size_t)part / (size_t)parts / 64 * 64, hi = 2 * group * (size_t)(part + 1) / (size_t)parts;
+    for (size_t o = lo; o < hi; o += 64) __builtin_prefetch(p + o, 0, EK_PF_LOC);
+}
+
 static inline AI T2 void store8(const ek_bctx *c, int i, int g, __m256 v) { _mm256_storeu_ps(c->y + (size_t)i * c->ldy + 8 * (size_t)g, v); }
 
-/* byte j of each lane of the result: bit (8 * byte + 4 * nib + j) of the lane of qh at bit 4 */
-static inline AI T2 __m256i q5_spread(__m256i qh, int byte) /* byte `byte` of each lane in all 4 of its bytes */
+/* vpshufb pattern: byte `byte` of each 32-bit lane in all 4 of its bytes (Q5_0's fifth bits: byte
+ * j of each lane of the result then tests bit 8 * byte + 4 * nib + j of the lane at bit 4 * nib + j) */
+static inline AI __m128i pat_spread(int byte)
 {
     const char B = (char)byte;
-    const __m128i p = _mm_setr_epi8(B, B, B, B, (char)(4 + B), (char)(4 + B), (char)(4 + B), (char)(4 + B), (char)(8 + B), (char)(8 + B), (char)(8 + B),
-                                    (char)(8 + B), (char)(12 + B), (char)(12 + B), (char)(12 + B), (char)(12 + B));
-    return _mm256_shuffle_epi8(qh, _mm256_broadcastsi128_si256(p));
+    return _mm_setr_epi8(B, B, B, B, (char)(4 + B), (char)(4 + B), (char)(4 + B), (char)(4 + B), (char)(8 + B), (char)(8 + B), (char)(8 + B),
+                         (char)(8 + B), (char)(12 + B), (char)(12 + B), (char)(12 + B), (char)(12 + B));
 }
+
+static inline AI T2 __m256i q5_spread(__m256i qh, int byte) { return _mm256_shuffle_epi8(qh, _mm256_broadcastsi128_si256(pat_spread(byte))); }
 
 static inline AI T2 __m256i q5_bits(__m256i qh, int byte, int nib)
 {
@@ -406,7 +421,11 @@ static inline AI T512 void rows16(const ek_bctx *c, int r0, int r1, const int TY
         for (; g + 2 <= r1 / 8; g += 2) {
             unpack_group_at(c, g, ub, 64, TY);
             unpack_group_at(c, g + 1, ub + 32, 64, TY);
-            for (int i0 = 0; i0 < Mt; i0 += TM) tile16(c, g, i0, TM, TY, ub);
+            for (int i0 = 0; i0 < Mt; i0 += TM) {
+                prefetch_next_pair(c, g, i0 / TM, (M + TM - 1) / TM);
+                tile16(c, g, i0, TM, TY, ub);
+            }
+            if (Mt < M) prefetch_next_pair(c, g, Mt / TM, Mt / TM + 1);
             switch (M - Mt) {
             case 7: tile16(c, g, Mt, 7, TY, ub); break;
             case 6: tile16(c, g, Mt, 6, TY, ub); break;
@@ -438,4 +457,147 @@ static ek_blocks_fn rows8_of_512(int code)
 }
 
 ek_blocks_fn ek_rows8_avx512vnni(const ek_bctx *c) { return rows8_call(c) ? rows8_of_512(c->t->code) : NULL; }
+
+/* -------------------------------------------------------------------- AMX tiles (Q5_0)
+ * Prompt-sized M with AMX: tdpbssd multiplies 16 activation rows (xq as stored) by 16 weight rows'
+ * codes - 16 over one 32-element block, into a 16 x 16 tile of int32: the block's exact sums, those
+ * tile16_q5_0 starts at xo. The per-block scales keep each tile op at K = 32, and every tile is
+ * stored and folded (convert, d * dx, FMA) into 16 accumulators, one per activation row of 16
+ * outputs, in block order: the float operations, and so the bits, of the other paths. A block is
+ * folded AMX_LAG blocks after its tile op, once its tile store has reached memory; tile registers
+ * alternate by block so two ops are in flight. */
+#define TA __attribute__((target(ISA_AMX)))
+#ifndef AMX_LAG
+#define AMX_LAG 2
+#endif
+#define AMX_RING (AMX_LAG + 2) /* stored tiles: AMX_LAG waiting for their fold and the 2 being made */
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_cfg;
+
+/* tmm0, 1: sums (R activation rows x 16 int32); tmm2, 3: activations (R rows x 32 bytes); tmm4, 5:
+ * codes, as tdpbssd's second operand takes them (8 quads x 16 weight rows x 4 bytes) */
+static inline AI TA void amx_config(int R)
+{
+    amx_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 2; t++) {
+        cfg.rows[t] = cfg.rows[2 + t] = (uint8_t)R;
+        cfg.colsb[t] = 64;
+        cfg.colsb[2 + t] = 32;
+        cfg.rows[4 + t] = 8;
+        cfg.colsb[4 + t] = 64;
+    }
+    _tile_loadconfig(&cfg);
+}
+
+/* groups g, g + 1 as tmm4/5 load them, 512 bytes per block (quad j: elements 4j .., the low rows'
+ * codes then the high rows'), and their scales as floats, 16 per block. Both groups at once in
+ * 512-bit vectors: code - 16 as a signed byte is nib | 0xF0 (nib - 16), less 0xF0 where the fifth
+ * bit is set; one vpternlogd, one vptestmb (the fifth bits), one masked vpsubb per 64 codes. */
+static inline AI TA void amx_unpack_q5_0(const ek_bctx *c, int g, int8_t *ub, float *dq)
+{
+    const int nblk = c->k / 32;
+    const size_t GB = 176;
+    const uint8_t *w0 = c->w + (size_t)g * nblk * GB, *w1 = w0 + (size_t)nblk * GB;
+    const __m512i lo4 = _mm512_set1_epi8(0x0F), f0 = _mm512_set1_epi8((char)0xF0);
+    for (int b = 0; b < nblk; b++) {
+        const uint8_t *g0 = w0 + (size_t)b * GB, *g1 = w1 + (size_t)b * GB;
+        prefetch_block(g0, GB);
+        prefetch_block(g1, GB);
+        const __m512i qh = cat(ld(g0 + 16), ld(g1 + 16));
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            const __m512i qs = cat(ld(g0 + 48 + 32 * (j & 3)), ld(g1 + 48 + 32 * (j & 3)));
+            const __m512i v = _mm512_ternarylogic_epi32(j < 4 ? qs : _mm512_srli_epi16(qs, 4), lo4, f0, 0xEA); /* (a & b) | c */
+            const __mmask64 hi = _mm512_test_epi8_mask(_mm512_shuffle_epi8(qh, _mm512_broadcast_i32x4(pat_spread(j >> 1))),
+                                                       _mm512_set1_epi32((int)(0x08040201u << (4 * (j & 1)))));
+            _mm512_store_si512((void *)(ub + 512 * (size_t)b + 64 * j), _mm512_mask_sub_epi8(v, hi, v, f0));
+        }
+        _mm256_store_ps(dq + 16 * (size_t)b, h8(g0));
+        _mm256_store_ps(dq + 16 * (size_t)b + 8, h8(g1));
+    }
+}
+
+/* block b's stored tile into the R accumulators of activation rows from dx's */
+static inline AI TA void amx_fold(__m512 *acc, const int32_t *cb, const float *dq, const float *dx, int nblk, const int R)
+{
+    const __m512 d = _mm512_load_ps(dq);
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        if (i < R) acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(cb + 16 * i))), _mm512_mul_ps(d, _mm512_set1_ps(dx[(size_t)i * nblk])), acc[i]);
+}
+
+/* tile t: block b's sums of activations xa (stride K) and codes ub, stored into cb */
+#define AMX_BLOCK(t, a, w, b)                                                \
+    do {                                                                     \
+        _tile_zero(t);                                                       \
+        _tile_loadd(a, xa + 32 * (size_t)(b), (long)K);                      \
+        _tile_loadd(w, ub + 512 * (size_t)(b), 64);                          \
+        _tile_dpbssd(t, a, w);                                               \
+        _tile_stored(t, cb[(b) % AMX_RING], 64);                             \
+    } while (0)
+
+/* activation rows m0 .. m0 + R - 1 (R as configured) x groups g, g + 1 */
+static inline AI TA void amx_tile_q5_0(const ek_bctx *c, int g, int m0, const int R, const int8_t *ub, const float *dq)
+{
+    const int nblk = c->k / 32;
+    const size_t K = (size_t)c->k;
+    const int8_t *xa = c->xq + (size_t)m0 * K;
+    const float *dx = c->dx + (size_t)m0 * nblk;
+    _Alignas(64) int32_t cb[AMX_RING][256];
+    __m512 acc[16];
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+    int f = 0; /* blocks folded */
+    for (int b = 0; b < nblk; b += 2) {
+        AMX_BLOCK(0, 2, 4, b);
+        if (b + 1 < nblk) AMX_BLOCK(1, 3, 5, b + 1);
+        for (; f < b + 2 - AMX_LAG; f++) amx_fold(acc, cb[f % AMX_RING], dq + 16 * (size_t)f, dx + f, nblk, R);
+    }
+    for (; f < nblk; f++) amx_fold(acc, cb[f % AMX_RING], dq + 16 * (size_t)f, dx + f, nblk, R);
+    for (int i = 0; i < R; i++) _mm512_storeu_ps(c->y + (size_t)(m0 + i) * c->ldy + 8 * (size_t)g, acc[i]);
+}
+#undef AMX_BLOCK
+
+/* group pairs of [r0, r1) on AMX (M >= 16, K <= AMX_KMAX); the odd group out as rows8 */
+#define AMX_KMAX (R8_UB * 2 / 512 * 32)
+static __attribute__((noinline)) TA void amx_rows_q5_0(const ek_bctx *c, int r0, int r1)
+{
+    _Alignas(64) int8_t ub[AMX_KMAX / 32 * 512];
+    _Alignas(64) float dq[AMX_KMAX / 32 * 16];
+    const int M = c->M, Mt = M / 16 * 16;
+    int g = r0 / 8;
+    amx_config(16);
+    for (; g + 2 <= r1 / 8; g += 2) {
+        amx_unpack_q5_0(c, g, ub, dq);
+        for (int m0 = 0; m0 < Mt; m0 += 16) {
+            prefetch_next_pair(c, g, m0 / 16, (M + 15) / 16);
+            amx_tile_q5_0(c, g, m0, 16, ub, dq);
+        }
+        if (Mt < M) { /* the last rows: a tile of fewer rows */
+            prefetch_next_pair(c, g, Mt / 16, Mt / 16 + 1);
+            amx_config(M - Mt);
+            amx_tile_q5_0(c, g, Mt, M - Mt, ub, dq);
+            amx_config(16);
+        }
+    }
+    _tile_release();
+    if (g < r1 / 8) rows8_of_avx512vnni(c->t->code)(c, 8 * g, r1);
+}
+
+static TA void rows16_q5_0_amx(const ek_bctx *c, int r0, int r1)
+{
+    if (c->M >= 16 && c->k <= AMX_KMAX) amx_rows_q5_0(c, r0, r1);
+    else rows16_q5_0(c, r0, r1);
+}
+
+ek_blocks_fn ek_rows8_amx(const ek_bctx *c)
+{
+    if (!rows8_call(c)) return NULL;
+    return c->t->code == 6 ? rows16_q5_0_amx : rows8_of_512(c->t->code);
+}
 #endif

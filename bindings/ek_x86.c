@@ -1,33 +1,13 @@
 /* x86-64 paths, each function compiled for its own ISA with target attributes and
  * chosen at run time by the features its target string names (never -march=native), so
- * one build runs on any x86-64 and uses AVX-512 VNNI / AVX-VNNI / AVX2 where the CPU has
- * each.  The tables at the end are the only place a path's kernels and needs are listed. */
+ * one build runs on any x86-64 and uses AMX / AVX-512 VNNI / AVX-VNNI / AVX2 where the CPU
+ * has each.  The tables at the end are the only place a path's kernels and needs are listed. */
 #include "ek_internal.h"
 #include "ek_blocks.h"
 
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <cpuid.h>
 #include <immintrin.h>
-#include <unistd.h>
-#include <sys/syscall.h>
-
-/* CPUID can list AMX where the hypervisor does not let it run (this project's CI VM):
- * only a successful XCOMP_PERM request makes tile state usable.  No kernel uses AMX
- * yet; this is reported so the benchmark/devices output says why. */
-int ek_x86_amx_usable(void)
-{
-#if defined(__linux__) && defined(SYS_arch_prctl)
-    unsigned a, b, c, d;
-    if (__get_cpuid_max(0, NULL) < 7) return 0;
-    __cpuid_count(7, 0, a, b, c, d);
-    if (!((d >> 24) & 1)) return 0; /* AMX-TILE */
-    const long ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18;
-    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
-#else
-    return 0;
-#endif
-}
 
 /* ------------------------------------------------------------ AVX-512 VNNI */
 #ifndef EK_PF_HINT
@@ -447,12 +427,15 @@ static T_AVX2 uint64_t stream256(const uint8_t *p, size_t n)
 #define X86(f) f
 #define BUILT 1
 #else
-int ek_x86_amx_usable(void) { return 0; }
 #define X86(f) NULL
 #define BUILT 0
 #endif
 
+/* amx: the avx512vnni path, with AMX tiles for prompt-sized GGUF block matmuls */
 const ek_path ek_x86_paths[EK_X86_NPATHS] = {
+    {"amx", ISA_AMX, BUILT, {X86(tile_q4_avx512vnni), X86(tile_q8_avx512vnni)},
+     {X86(tile2_q4_avx512vnni), X86(tile2_q8_avx512vnni)}, {X86(tile_q4_f32_avx512), X86(tile_q8_f32_avx512)},
+     X86(quant_rows512), X86(stream512), X86(ek_blocks_rows_amx), X86(quant256_avx2)},
     {"avx512vnni", ISA512, BUILT, {X86(tile_q4_avx512vnni), X86(tile_q8_avx512vnni)},
      {X86(tile2_q4_avx512vnni), X86(tile2_q8_avx512vnni)}, {X86(tile_q4_f32_avx512), X86(tile_q8_f32_avx512)},
      X86(quant_rows512), X86(stream512), X86(ek_blocks_rows_avx512), X86(quant256_avx2)},

@@ -194,10 +194,10 @@ static const ek_path portable_path = {"portable", "", 1, {tile_i8_portable, tile
                                       ek_blocks_rows_portable};
 
 /* Every path, in order of preference (fastest first); the portable one runs anywhere. */
-static const ek_path *const paths[] = {&ek_x86_paths[0], &ek_x86_paths[1], &ek_x86_paths[2], &ek_neon_path,
-                                       &portable_path};
+static const ek_path *const paths[] = {&ek_x86_paths[0], &ek_x86_paths[1], &ek_x86_paths[2], &ek_x86_paths[3],
+                                       &ek_neon_path, &portable_path};
 #define NPATHS ((int)(sizeof paths / sizeof paths[0]))
-_Static_assert(EK_X86_NPATHS == 3, "list every x86 path above");
+_Static_assert(EK_X86_NPATHS == 4, "list every x86 path above");
 
 int ek_path_count(void) { return NPATHS; }
 
@@ -268,11 +268,8 @@ const char *ek_build_info(void)
 
 int ek_amx_usable(void)
 {
-#if defined(__x86_64__) && defined(__GNUC__)
-    return ek_x86_amx_usable();
-#else
-    return 0;
-#endif
+    const unsigned amx = ek_cpu_parse("amx-tile,amx-int8");
+    return (ek_cpu_features() & amx) == amx;
 }
 
 /* ---------------------------------------------------------------- activations */

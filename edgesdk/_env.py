@@ -142,7 +142,7 @@ VARIABLES: dict[str, EnvVar] = _vars(
         "EDGESDK_SIMD",
         "str",
         None,
-        "SIMD path of the C kernels (`avx512vnni`, `avxvnni`, `avx2`, `neon`, `portable`, `auto`); "
+        "SIMD path of the C kernels (`amx`, `avx512vnni`, `avxvnni`, `avx2`, `neon`, `portable`, `auto`); "
         "one this CPU cannot run is refused with a warning. Default: the best runnable one.",
     ),
     EnvVar("EDGESDK_THREADS", "int", None, "Initial size of the C kernels' thread pool; default: the CPUs this process may use.", bounds=(1, None)),

@@ -4,9 +4,9 @@
 with a warning; c: KernelError at import if the C kernels are missing; other values: a
 warning, then auto).  ``EDGESDK_THREADS`` sets the initial pool size.
 
-SIMD paths: each native path (``avx512vnni``, ``avxvnni``, ``avx2``, ``neon``, ``portable``) needs
-a set of CPU features, checked one by one (CPUID bits and the OS's register-state saving on
-x86, HWCAP on Arm); the best runnable one is used.  ``EDGESDK_SIMD=<path>|auto`` or
+SIMD paths: each native path (``amx``, ``avx512vnni``, ``avxvnni``, ``avx2``, ``neon``, ``portable``)
+needs a set of CPU features, checked one by one (CPUID bits and the OS's register-state saving on
+x86, and for AMX Linux granting the process tile state; HWCAP on Arm); the best runnable one is used.  ``EDGESDK_SIMD=<path>|auto`` or
 ``set_simd(path)`` asks for a path: one the CPU cannot run is never executed -- a warning names
 the missing features and the best runnable path runs instead; ``info()`` says what was asked and
 what runs.  The fused LLM loop (``edgesdk._cllm``) uses no feature the kernels' path does not.
@@ -160,7 +160,7 @@ class KernelInfo:
     simd: str  # SIMD path in use ("none" for numpy)
     simd_detected: str  # best path this CPU can run
     threads: int
-    amx_usable: bool  # AMX tile state granted by the OS (not used by any kernel yet)
+    amx_usable: bool  # AMX tiles usable: CPU, XCR0 and the OS's grant (the amx path needs them)
     build: str
     reason: str = ""  # why impl is "numpy", when it is
     simd_runnable: tuple[str, ...] = ()  # every path this CPU can run, best first

@@ -92,11 +92,11 @@ def test_interleaved_kernels_identical_on_every_instruction_set(name):
     if len(runnable) < 2:
         pytest.skip(f"this CPU runs one SIMD path ({', '.join(runnable) or 'none'})")
     for k in _ks(name)[:3]:
-        qt, x = _case(name, 64, k, 9, seed=7 * k + TYPES[name].code)
+        qt, x = _case(name, 64, k, 40, seed=7 * k + TYPES[name].code)
         outs = {}
         for path in runnable:
             kernels.set_simd(path)
-            outs[path] = [kernels.matmul(x[:m], qt, threads=2) for m in (1, 3, 9)]
+            outs[path] = [kernels.matmul(x[:m], qt, threads=2) for m in (1, 3, 9, 16, 40)]
         first = outs[runnable[0]]
         for path in runnable[1:]:
             assert all(same_bits(a, b) for a, b in zip(outs[path], first)), (name, k, path, runnable[0])
