@@ -83,7 +83,7 @@ void ek_blocks_rows_amx(const ek_bctx *c, int r0, int r1);
 ek_blocks_fn ek_rows8_avx2(const ek_bctx *c);
 ek_blocks_fn ek_rows8_avxvnni(const ek_bctx *c);
 ek_blocks_fn ek_rows8_avx512vnni(const ek_bctx *c);
-ek_blocks_fn ek_rows8_amx(const ek_bctx *c); /* with AMX tiles for Q5_0 at prompt-sized M */
+ek_blocks_fn ek_rows8_amx(const ek_bctx *c); /* with AMX tiles for Q5_0 and Q4_K at prompt-sized M */
 /* whether the interleaved kernels cover GGML type `code` (the same types on every instruction set) */
 int ek_rows8_has(int code);
 #endif

@@ -458,7 +458,7 @@ static ek_blocks_fn rows8_of_512(int code)
 
 ek_blocks_fn ek_rows8_avx512vnni(const ek_bctx *c) { return rows8_call(c) ? rows8_of_512(c->t->code) : NULL; }
 
-/* -------------------------------------------------------------------- AMX tiles (Q5_0)
+/* -------------------------------------------------------------------- AMX tiles (Q5_0, Q4_K)
  * Prompt-sized M with AMX: tdpbssd multiplies 16 activation rows (xq as stored) by 16 weight rows'
  * codes - 16 over one 32-element block, into a 16 x 16 tile of int32: the block's exact sums, those
  * tile16_q5_0 starts at xo. The per-block scales keep each tile op at K = 32, and every tile is
@@ -532,15 +532,17 @@ static inline AI TA void amx_fold(__m512 *acc, const int32_t *cb, const float *d
         if (i < R) acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(cb + 16 * i))), _mm512_mul_ps(d, _mm512_set1_ps(dx[(size_t)i * nblk])), acc[i]);
 }
 
-/* tile t: block b's sums of activations xa (stride K) and codes ub, stored into cb */
-#define AMX_BLOCK(t, a, w, b)                                                \
+/* tile t: the sums of activations at xp (rows K bytes apart, in tile a) and codes at wp (tile w),
+ * stored at dst */
+#define AMX_OP(t, a, w, xp, wp, dst)                                         \
     do {                                                                     \
         _tile_zero(t);                                                       \
-        _tile_loadd(a, xa + 32 * (size_t)(b), (long)K);                      \
-        _tile_loadd(w, ub + 512 * (size_t)(b), 64);                          \
+        _tile_loadd(a, xp, (long)K);                                         \
+        _tile_loadd(w, wp, 64);                                              \
         _tile_dpbssd(t, a, w);                                               \
-        _tile_stored(t, cb[(b) % AMX_RING], 64);                             \
+        _tile_stored(t, dst, 64);                                            \
     } while (0)
+#define AMX_BLOCK(t, a, w, b) AMX_OP(t, a, w, xa + 32 * (size_t)(b), ub + 512 * (size_t)(b), cb[(b) % AMX_RING])
 
 /* activation rows m0 .. m0 + R - 1 (R as configured) x groups g, g + 1 */
 static inline AI TA void amx_tile_q5_0(const ek_bctx *c, int g, int m0, const int R, const int8_t *ub, const float *dq)
@@ -562,6 +564,93 @@ static inline AI TA void amx_tile_q5_0(const ek_bctx *c, int g, int m0, const in
     for (int i = 0; i < R; i++) _mm512_storeu_ps(c->y + (size_t)(m0 + i) * c->ldy + 8 * (size_t)g, acc[i]);
 }
 #undef AMX_BLOCK
+
+/* -------------------------------------------------------------------- AMX tiles (Q4_K)
+ * One tile op per 32-element sub-block u, with codes - 8: a sum stays below 32 * 8 * 127 < 2^15,
+ * so vpdpwssd folds it with the sub-block's scale in one uop, (sum, sign) x (scale, 0) as int16
+ * pairs; the 8 of (code - 8) comes back as 8 * sum(scale * xs), and the mins as sum(m * xs), both
+ * by vpdpwssd on ek_bctx.xs pairs. Those are tile16_k4's integers; its two FMAs per block follow. */
+#define AMX_K4_AUX 18 /* per block: 8 scales as (scale, 0), 4 pairs of 8 * scale, 4 of mins, d, dmin */
+
+static inline AI TA void amx_unpack_q4_k(const ek_bctx *c, int g, int8_t *ub, __m512i *aux)
+{
+    const int nblk = c->k / EK_QK_K;
+    const size_t GB = 1152;
+    const uint8_t *w0 = c->w + (size_t)g * nblk * GB, *w1 = w0 + (size_t)nblk * GB;
+    const __m512i lo4 = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8), lo16 = _mm512_set1_epi32(0x00FF00FF);
+    for (int b = 0; b < nblk; b++) {
+        const uint8_t *g0 = w0 + (size_t)b * GB, *g1 = w1 + (size_t)b * GB;
+        int8_t *ubb = ub + 4096 * (size_t)b;
+        prefetch_block(g0, GB);
+        prefetch_block(g1, GB);
+#pragma GCC unroll 4
+        for (int c2 = 0; c2 < 4; c2++) /* qs word 8 c2 + j: quad j of sub-blocks 2 c2 (low nibbles) and 2 c2 + 1 */
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                const __m512i qs = cat(ld(g0 + 128 + 32 * (8 * c2 + j)), ld(g1 + 128 + 32 * (8 * c2 + j)));
+                _mm512_store_si512((void *)(ubb + 512 * (2 * c2) + 64 * j), _mm512_sub_epi8(_mm512_and_si512(qs, lo4), eight));
+                _mm512_store_si512((void *)(ubb + 512 * (2 * c2 + 1) + 64 * j), _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(qs, 4), lo4), eight));
+            }
+        __m256i sl0, sh0, mp0[4], sl1, sh1, mp1[4];
+        k4_scales(g0, &sl0, &sh0, mp0);
+        k4_scales(g1, &sl1, &sh1, mp1);
+        const __m512i sc_lo = cat(sl0, sl1), sc_hi = cat(sh0, sh1);
+        __m512i *a = aux + (size_t)AMX_K4_AUX * b;
+        for (int u = 0; u < 8; u++) a[u] = _mm512_shuffle_epi8(u < 4 ? sc_lo : sc_hi, _mm512_broadcast_i32x4(pat_byte32(u & 3)));
+        for (int h = 0; h < 2; h++) { /* scales (0, 2), (1, 3), (4, 6), (5, 7): the pair order of xs */
+            const __m512i v = h ? sc_hi : sc_lo;
+            a[8 + 2 * h] = _mm512_slli_epi16(_mm512_and_si512(v, lo16), 3);
+            a[9 + 2 * h] = _mm512_slli_epi16(_mm512_srli_epi16(v, 8), 3);
+        }
+        for (int p = 0; p < 4; p++) a[12 + p] = cat(mp0[p], mp1[p]);
+        a[16] = _mm512_castps_si512(h16(g0, g1));
+        a[17] = _mm512_castps_si512(h16(g0 + 16, g1 + 16));
+    }
+}
+
+/* block f's 8 stored tiles into the R accumulators of activation rows m0 .. */
+static inline AI TA void amx_fold_k4(__m512 *acc, const int32_t *cb, const __m512i *a, const ek_bctx *c, int m0, int f, const int R)
+{
+    const int nblk = c->k / EK_QK_K;
+    const __m512 d = _mm512_castsi512_ps(a[16]), dmin = _mm512_castsi512_ps(a[17]);
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        if (i < R) {
+            const int16_t *xs = c->xs + (size_t)(m0 + i) * c->xs_stride + 8 * (size_t)f;
+            __m512i isum = _mm512_madd_epi16(a[8], bc4_512(xs)), imin = _mm512_madd_epi16(a[12], bc4_512(xs));
+            for (int p = 1; p < 4; p++) {
+                isum = _mm512_dpwssd_epi32(isum, a[8 + p], bc4_512(xs + 2 * p));
+                imin = _mm512_dpwssd_epi32(imin, a[12 + p], bc4_512(xs + 2 * p));
+            }
+#pragma GCC unroll 8
+            for (int u = 0; u < 8; u++) isum = _mm512_dpwssd_epi32(isum, _mm512_load_si512((const void *)(cb + 256 * u + 16 * i)), a[u]);
+            const __m512 dx = _mm512_set1_ps(c->dx[(size_t)(m0 + i) * nblk + f]);
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(d, dx), acc[i]);
+            acc[i] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(imin), _mm512_mul_ps(dmin, dx), acc[i]);
+        }
+}
+
+static inline AI TA void amx_tile_q4_k(const ek_bctx *c, int g, int m0, const int R, const int8_t *ub, const __m512i *aux)
+{
+    const int nblk = c->k / EK_QK_K;
+    const size_t K = (size_t)c->k;
+    const int8_t *xa = c->xq + (size_t)m0 * K;
+    _Alignas(64) int32_t cb[2][8 * 256]; /* a block's 8 tiles while the one before is folded */
+    __m512 acc[16];
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+    for (int b = 0; b < nblk; b++) {
+        const int8_t *xb = xa + 256 * (size_t)b, *wb = ub + 4096 * (size_t)b;
+        int32_t *dst = cb[b & 1];
+#pragma GCC unroll 4
+        for (int u = 0; u < 8; u += 2) {
+            AMX_OP(0, 2, 4, xb + 32 * u, wb + 512 * u, dst + 256 * u);
+            AMX_OP(1, 3, 5, xb + 32 * (u + 1), wb + 512 * (u + 1), dst + 256 * (u + 1));
+        }
+        if (b) amx_fold_k4(acc, cb[(b - 1) & 1], aux + (size_t)AMX_K4_AUX * (b - 1), c, m0, b - 1, R);
+    }
+    amx_fold_k4(acc, cb[(nblk - 1) & 1], aux + (size_t)AMX_K4_AUX * (nblk - 1), c, m0, nblk - 1, R);
+    for (int i = 0; i < R; i++) _mm512_storeu_ps(c->y + (size_t)(m0 + i) * c->ldy + 8 * (size_t)g, acc[i]);
+}
 
 /* group pairs of [r0, r1) on AMX (M >= 16, K <= AMX_KMAX); the odd group out as rows8 */
 #define AMX_KMAX (R8_UB * 2 / 512 * 32)
@@ -589,15 +678,45 @@ static __attribute__((noinline)) TA void amx_rows_q5_0(const ek_bctx *c, int r0,
     if (g < r1 / 8) rows8_of_avx512vnni(c->t->code)(c, 8 * g, r1);
 }
 
+static __attribute__((noinline)) TA void amx_rows_q4_k(const ek_bctx *c, int r0, int r1)
+{
+    _Alignas(64) int8_t ub[AMX_KMAX / 32 * 512];
+    __m512i aux[AMX_KMAX / EK_QK_K * AMX_K4_AUX];
+    const int M = c->M, Mt = M / 16 * 16;
+    int g = r0 / 8;
+    amx_config(16);
+    for (; g + 2 <= r1 / 8; g += 2) {
+        amx_unpack_q4_k(c, g, ub, aux);
+        for (int m0 = 0; m0 < Mt; m0 += 16) {
+            prefetch_next_pair(c, g, m0 / 16, (M + 15) / 16);
+            amx_tile_q4_k(c, g, m0, 16, ub, aux);
+        }
+        if (Mt < M) {
+            prefetch_next_pair(c, g, Mt / 16, Mt / 16 + 1);
+            amx_config(M - Mt);
+            amx_tile_q4_k(c, g, Mt, M - Mt, ub, aux);
+            amx_config(16);
+        }
+    }
+    _tile_release();
+    if (g < r1 / 8) rows8_of_avx512vnni(c->t->code)(c, 8 * g, r1);
+}
+
 static TA void rows16_q5_0_amx(const ek_bctx *c, int r0, int r1)
 {
     if (c->M >= 16 && c->k <= AMX_KMAX) amx_rows_q5_0(c, r0, r1);
     else rows16_q5_0(c, r0, r1);
 }
 
+static TA void rows16_q4_k_amx(const ek_bctx *c, int r0, int r1)
+{
+    if (c->M >= 16 && c->k <= AMX_KMAX) amx_rows_q4_k(c, r0, r1);
+    else rows16_q4_k(c, r0, r1);
+}
+
 ek_blocks_fn ek_rows8_amx(const ek_bctx *c)
 {
     if (!rows8_call(c)) return NULL;
-    return c->t->code == 6 ? rows16_q5_0_amx : rows8_of_512(c->t->code);
+    return c->t->code == 6 ? rows16_q5_0_amx : c->t->code == 12 ? rows16_q4_k_amx : rows8_of_512(c->t->code);
 }
 #endif
