@@ -652,25 +652,37 @@ static inline AI TA void amx_tile_q4_k(const ek_bctx *c, int g, int m0, const in
     for (int i = 0; i < R; i++) _mm512_storeu_ps(c->y + (size_t)(m0 + i) * c->ldy + 8 * (size_t)g, acc[i]);
 }
 
+static inline AI TA void amx_unpack(const ek_bctx *c, int g, int8_t *ub, __m512i *aux, const int TY)
+{
+    if (TY == TY_Q5_0) amx_unpack_q5_0(c, g, ub, (float *)aux);
+    else amx_unpack_q4_k(c, g, ub, aux);
+}
+
+static inline AI TA void amx_tile(const ek_bctx *c, int g, int m0, const int R, const int8_t *ub, const __m512i *aux, const int TY)
+{
+    if (TY == TY_Q5_0) amx_tile_q5_0(c, g, m0, R, ub, (const float *)aux);
+    else amx_tile_q4_k(c, g, m0, R, ub, aux);
+}
+
 /* group pairs of [r0, r1) on AMX (M >= 16, K <= AMX_KMAX); the odd group out as rows8 */
 #define AMX_KMAX (R8_UB * 2 / 512 * 32)
-static __attribute__((noinline)) TA void amx_rows_q5_0(const ek_bctx *c, int r0, int r1)
+static inline AI TA void amx_rows(const ek_bctx *c, int r0, int r1, const int TY)
 {
     _Alignas(64) int8_t ub[AMX_KMAX / 32 * 512];
-    _Alignas(64) float dq[AMX_KMAX / 32 * 16];
+    __m512i aux[AMX_KMAX / EK_QK_K * AMX_K4_AUX]; /* Q4_K's scales per block, or Q5_0's as floats */
     const int M = c->M, Mt = M / 16 * 16;
     int g = r0 / 8;
     amx_config(16);
     for (; g + 2 <= r1 / 8; g += 2) {
-        amx_unpack_q5_0(c, g, ub, dq);
+        amx_unpack(c, g, ub, aux, TY);
         for (int m0 = 0; m0 < Mt; m0 += 16) {
             prefetch_next_pair(c, g, m0 / 16, (M + 15) / 16);
-            amx_tile_q5_0(c, g, m0, 16, ub, dq);
+            amx_tile(c, g, m0, 16, ub, aux, TY);
         }
         if (Mt < M) { /* the last rows: a tile of fewer rows */
             prefetch_next_pair(c, g, Mt / 16, Mt / 16 + 1);
             amx_config(M - Mt);
-            amx_tile_q5_0(c, g, Mt, M - Mt, ub, dq);
+            amx_tile(c, g, Mt, M - Mt, ub, aux, TY);
             amx_config(16);
         }
     }
@@ -678,45 +690,20 @@ static __attribute__((noinline)) TA void amx_rows_q5_0(const ek_bctx *c, int r0,
     if (g < r1 / 8) rows8_of_avx512vnni(c->t->code)(c, 8 * g, r1);
 }
 
-static __attribute__((noinline)) TA void amx_rows_q4_k(const ek_bctx *c, int r0, int r1)
-{
-    _Alignas(64) int8_t ub[AMX_KMAX / 32 * 512];
-    __m512i aux[AMX_KMAX / EK_QK_K * AMX_K4_AUX];
-    const int M = c->M, Mt = M / 16 * 16;
-    int g = r0 / 8;
-    amx_config(16);
-    for (; g + 2 <= r1 / 8; g += 2) {
-        amx_unpack_q4_k(c, g, ub, aux);
-        for (int m0 = 0; m0 < Mt; m0 += 16) {
-            prefetch_next_pair(c, g, m0 / 16, (M + 15) / 16);
-            amx_tile_q4_k(c, g, m0, 16, ub, aux);
-        }
-        if (Mt < M) {
-            prefetch_next_pair(c, g, Mt / 16, Mt / 16 + 1);
-            amx_config(M - Mt);
-            amx_tile_q4_k(c, g, Mt, M - Mt, ub, aux);
-            amx_config(16);
-        }
+/* AMX where it runs (out of line: its stack buffers), else the 16-row zmm kernel */
+#define AMX_FNS(TY, name)                                                                                   \
+    static __attribute__((noinline)) TA void amx_rows_##name(const ek_bctx *c, int r0, int r1) { amx_rows(c, r0, r1, TY); } \
+    static TA void rows_amx_##name(const ek_bctx *c, int r0, int r1)                                       \
+    {                                                                                                       \
+        if (c->M >= 16 && c->k <= AMX_KMAX) amx_rows_##name(c, r0, r1);                                    \
+        else rows16_##name(c, r0, r1);                                                                      \
     }
-    _tile_release();
-    if (g < r1 / 8) rows8_of_avx512vnni(c->t->code)(c, 8 * g, r1);
-}
-
-static TA void rows16_q5_0_amx(const ek_bctx *c, int r0, int r1)
-{
-    if (c->M >= 16 && c->k <= AMX_KMAX) amx_rows_q5_0(c, r0, r1);
-    else rows16_q5_0(c, r0, r1);
-}
-
-static TA void rows16_q4_k_amx(const ek_bctx *c, int r0, int r1)
-{
-    if (c->M >= 16 && c->k <= AMX_KMAX) amx_rows_q4_k(c, r0, r1);
-    else rows16_q4_k(c, r0, r1);
-}
+AMX_FNS(TY_Q5_0, q5_0)
+AMX_FNS(TY_Q4_K, q4_k)
 
 ek_blocks_fn ek_rows8_amx(const ek_bctx *c)
 {
     if (!rows8_call(c)) return NULL;
-    return c->t->code == 6 ? rows16_q5_0_amx : c->t->code == 12 ? rows16_q4_k_amx : rows8_of_512(c->t->code);
+    return c->t->code == 6 ? rows_amx_q5_0 : c->t->code == 12 ? rows_amx_q4_k : rows8_of_512(c->t->code);
 }
 #endif
