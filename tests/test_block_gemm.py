@@ -102,6 +102,17 @@ def test_interleaved_kernels_identical_on_every_instruction_set(name):
             assert all(same_bits(a, b) for a, b in zip(outs[path], first)), (name, k, path, runnable[0])
 
 
+@needs_c
+@pytest.mark.parametrize("name,k", [("Q4_K", 4096), ("Q4_K", 4352), ("Q5_0", 4096), ("Q5_0", 4128)])
+def test_longest_rows_of_the_amx_tiles_keep_the_bits(name, k):
+    """K = 4096 fills the AMX kernels' stack buffers exactly; one block more falls back to the zmm tiles.
+    M = 17: one full tile of 16 activation rows and a tile of one."""
+    qt, x = _case(name, 48, k, 17, seed=k + TYPES[name].code)
+    alone = np.stack([kernels.matmul(x[i], qt, threads=1) for i in range(len(x))])
+    for th in (1, 2):
+        assert same_bits(kernels.matmul(x, qt, threads=th), alone), (name, k, th)
+
+
 def attrs_rowwise(qt):
     """The same weight row by row: the portable decoders on both layouts compute the same bits."""
     return QuantizedTensor.from_blocks(qt.gguf_blocks(), qt.qtype, qt.shape, interleave=False)
