@@ -232,6 +232,8 @@ static void gelu_mul_portable(const float *g, const float *up, float *out, int n
 }
 
 typedef void (*attend_fn)(const float *, const kv_span *, float, float *, float *);
+/* two query heads of one KV group: (q0, q1, span, scale, sc0, sc1, o0, o1), the bits of two attend_fn calls */
+typedef void (*attend2_fn)(const float *, const float *, const kv_span *, float, float *, float *, float *, float *);
 
 /* LoRA terms: a row of A (k values) dotted with nt <= LORA_ROWS input rows (x, k apart), and u times a row
  * of B^T added to an output row. Each row's dot is the same instructions whatever nt is, so a token's
@@ -331,6 +333,35 @@ static LLM_AVX2 __m256 exp256(__m256 x)
     return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
+/* sc[0 .. S) -> exp(sc - max), in place; returns their sum */
+static LLM_AVX2 LLM_INLINE float softmax_avx2(float *sc, const int S)
+{
+    int s;
+    __m256 vmx = _mm256_set1_ps(-INFINITY);
+    for (s = 0; s + 8 <= S; s += 8) vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(sc + s));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmx), _mm256_extractf128_ps(vmx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+    float mx = _mm_cvtss_f32(m4);
+    for (; s < S; s++) mx = sc[s] > mx ? sc[s] : mx;
+    const __m256 vm = _mm256_set1_ps(mx);
+    __m256 vs = _mm256_setzero_ps();
+    for (s = 0; s + 8 <= S; s += 8) {
+        const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(sc + s), vm));
+        _mm256_storeu_ps(sc + s, e);
+        vs = _mm256_add_ps(vs, e);
+    }
+    float total = hsum256(vs);
+    for (; s < S; s++) {
+        float tail[8] = {0};
+        tail[0] = sc[s] - mx;
+        _mm256_storeu_ps(tail, exp256(_mm256_loadu_ps(tail)));
+        sc[s] = tail[0];
+        total += tail[0];
+    }
+    return total;
+}
+
 /* One query head over S keys: 8 dot products per step reduced together (one transpose-add for 8
  * scores instead of a horizontal sum each), vector exp, and the output kept in registers. Inlined
  * into one function per stored type, whose target adds what its loader `ld` needs (F16C), so the
@@ -373,28 +404,7 @@ static LLM_AVX2 LLM_INLINE void attend_avx2_rows(const float *q, const kv_span *
         _mm256_storeu_ps(sc + s, _mm256_mul_ps(sum, _mm256_set1_ps(scale)));
     }
     for (; s < S; s++) sc[s] = dot_avx2(q, a->K + slot(a, s), hd, ld) * scale;
-    __m256 vmx = _mm256_set1_ps(-INFINITY);
-    for (s = 0; s + 8 <= S; s += 8) vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(sc + s));
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmx), _mm256_extractf128_ps(vmx, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
-    float mx = _mm_cvtss_f32(m4);
-    for (; s < S; s++) mx = sc[s] > mx ? sc[s] : mx;
-    const __m256 vm = _mm256_set1_ps(mx);
-    __m256 vs = _mm256_setzero_ps();
-    for (s = 0; s + 8 <= S; s += 8) {
-        const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(sc + s), vm));
-        _mm256_storeu_ps(sc + s, e);
-        vs = _mm256_add_ps(vs, e);
-    }
-    float total = hsum256(vs);
-    for (; s < S; s++) {
-        float tail[8] = {0};
-        tail[0] = sc[s] - mx;
-        _mm256_storeu_ps(tail, exp256(_mm256_loadu_ps(tail)));
-        sc[s] = tail[0];
-        total += tail[0];
-    }
+    const float total = softmax_avx2(sc, S);
     /* 64 outputs per pass over the keys: their accumulators stay in registers (all hd of them
      * would spill), and each output still sums its keys in order. The ring's rows run in at most
      * two contiguous stretches. */
@@ -428,6 +438,98 @@ static LLM_AVX2 LLM_INLINE void attend_avx2_rows(const float *q, const kv_span *
 static LLM_AVX2 void attend_avx2(const float *q, const kv_span *a, float scale, float *sc, float *o)
 {
     attend_avx2_rows(q, a, scale, sc, o, ld8_f32, ld32_f32, attend_portable);
+}
+
+/* v, loaded into a register: GCC would otherwise fold the load into each FMA that reads it, once
+ * per head */
+static LLM_AVX2 inline __m256 in_reg(__m256 v)
+{
+    __asm__("" : "+x"(v));
+    return v;
+}
+
+/* Two query heads of one KV group over the same keys, f32 rows (a prompt chunk's widened cache):
+ * attend_avx2's arithmetic for each head (a score's FMAs in the same order and the same horizontal
+ * tree, an output's sum over the keys in order), with every key and value vector loaded once for
+ * both: 4 keys x 2 heads per step and 32 outputs x 2 heads per pass keep both in AVX2's 16 registers. */
+static LLM_AVX2 void attend2_avx2(const float *q0, const float *q1, const kv_span *a, float scale, float *sc0, float *sc1, float *o0, float *o1)
+{
+    const int S = a->S, hd = a->hd;
+    if (hd % 8 || hd > 256) {
+        attend_avx2(q0, a, scale, sc0, o0);
+        attend_avx2(q1, a, scale, sc1, o1);
+        return;
+    }
+    const int nb = hd / 8, S8 = S / 8 * 8;
+    for (int s = 0; s < S8; s += 4) {
+        const float *kr[4];
+        __m256 acc[8]; /* keys s .. s + 3 of head 0, then of head 1: the lanes of the tree's result */
+        for (int j = 0; j < 4; j++) {
+            kr[j] = (const float *)(a->K + slot(a, s + j));
+            acc[j] = acc[4 + j] = _mm256_setzero_ps();
+        }
+        int b = 0;
+        for (; b + 4 <= nb; b += 4)
+            for (int u = 0; u < 4; u += 2) {
+                const __m256 a0 = _mm256_loadu_ps(q0 + 8 * (b + u)), a1 = _mm256_loadu_ps(q0 + 8 * (b + u + 1));
+                const __m256 c0 = _mm256_loadu_ps(q1 + 8 * (b + u)), c1 = _mm256_loadu_ps(q1 + 8 * (b + u + 1));
+                for (int j = 0; j < 4; j++) {
+                    const __m256 k0 = in_reg(_mm256_loadu_ps(kr[j] + 8 * (b + u))), k1 = in_reg(_mm256_loadu_ps(kr[j] + 8 * (b + u + 1)));
+                    acc[j] = _mm256_fmadd_ps(a1, k1, _mm256_fmadd_ps(a0, k0, acc[j]));
+                    acc[4 + j] = _mm256_fmadd_ps(c1, k1, _mm256_fmadd_ps(c0, k0, acc[4 + j]));
+                }
+            }
+        for (; b < nb; b++) {
+            const __m256 a0 = _mm256_loadu_ps(q0 + 8 * b), c0 = _mm256_loadu_ps(q1 + 8 * b);
+            for (int j = 0; j < 4; j++) {
+                const __m256 k0 = _mm256_loadu_ps(kr[j] + 8 * b);
+                acc[j] = _mm256_fmadd_ps(a0, k0, acc[j]);
+                acc[4 + j] = _mm256_fmadd_ps(c0, k0, acc[4 + j]);
+            }
+        }
+        __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+        __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(acc[4], acc[5]), _mm256_hadd_ps(acc[6], acc[7]));
+        const __m256 sum = _mm256_mul_ps(_mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31)), _mm256_set1_ps(scale));
+        _mm_storeu_ps(sc0 + s, _mm256_castps256_ps128(sum));
+        _mm_storeu_ps(sc1 + s, _mm256_extractf128_ps(sum, 1));
+    }
+    for (int s = S8; s < S; s++) {
+        sc0[s] = dot_avx2(q0, a->K + slot(a, s), hd, ld8_f32) * scale;
+        sc1[s] = dot_avx2(q1, a->K + slot(a, s), hd, ld8_f32) * scale;
+    }
+    const __m256 inv0 = _mm256_set1_ps(1.f / softmax_avx2(sc0, S)), inv1 = _mm256_set1_ps(1.f / softmax_avx2(sc1, S));
+    const int S1 = a->cap - a->start < S ? a->cap - a->start : S;
+    for (int b0 = 0; b0 < nb; b0 += 4) {
+        const int nu = nb - b0 < 4 ? nb - b0 : 4;
+        __m256 x0[4], x1[4];
+        for (int u = 0; u < 4; u++) x0[u] = x1[u] = _mm256_setzero_ps();
+        for (int part = 0; part < 2; part++) {
+            const int lo = part ? S1 : 0, hi = part ? S : S1;
+            const unsigned char *v = a->V + slot(a, lo);
+            if (nu == 4)
+                for (int s = lo; s < hi; s++, v += a->row) {
+                    const __m256 p0 = _mm256_set1_ps(sc0[s]), p1 = _mm256_set1_ps(sc1[s]);
+                    for (int u = 0; u < 4; u++) {
+                        const __m256 vv = in_reg(ld8_f32(v, 8 * (b0 + u)));
+                        x0[u] = _mm256_fmadd_ps(p0, vv, x0[u]);
+                        x1[u] = _mm256_fmadd_ps(p1, vv, x1[u]);
+                    }
+                }
+            else
+                for (int s = lo; s < hi; s++, v += a->row) {
+                    const __m256 p0 = _mm256_set1_ps(sc0[s]), p1 = _mm256_set1_ps(sc1[s]);
+                    for (int u = 0; u < nu; u++) {
+                        const __m256 vv = ld8_f32(v, 8 * (b0 + u));
+                        x0[u] = _mm256_fmadd_ps(p0, vv, x0[u]);
+                        x1[u] = _mm256_fmadd_ps(p1, vv, x1[u]);
+                    }
+                }
+        }
+        for (int u = 0; u < nu; u++) {
+            _mm256_storeu_ps(o0 + 8 * (b0 + u), _mm256_mul_ps(x0[u], inv0));
+            _mm256_storeu_ps(o1 + 8 * (b0 + u), _mm256_mul_ps(x1[u], inv1));
+        }
+    }
 }
 
 static LLM_F16C void attend_f16_avx2(const float *q, const kv_span *a, float scale, float *sc, float *o)
@@ -550,19 +652,20 @@ typedef struct attend_path {
     const char *isa;
     int kv_type;
     attend_fn attend;
+    attend2_fn attend2; /* or NULL: heads one at a time */
     /* rows as float32 for a prompt chunk, whose every key meets many queries; NULL for f32 */
     void (*widen)(const unsigned char *row, int n, float *out);
 } attend_path;
 
 static const attend_path attends[] = {
 #ifdef LLM_X86
-    {"avx2", ISA_AVX2, LLM_KV_F32, attend_avx2, NULL},
-    {"avx2+f16c", ISA_AVX2_F16C, LLM_KV_F16, attend_f16_avx2, widen_f16_avx2},
-    {"avx2+f16c", ISA_AVX2_F16C, LLM_KV_Q8_0, attend_q8_avx2, widen_q8_avx2},
+    {"avx2", ISA_AVX2, LLM_KV_F32, attend_avx2, attend2_avx2, NULL},
+    {"avx2+f16c", ISA_AVX2_F16C, LLM_KV_F16, attend_f16_avx2, NULL, widen_f16_avx2},
+    {"avx2+f16c", ISA_AVX2_F16C, LLM_KV_Q8_0, attend_q8_avx2, NULL, widen_q8_avx2},
 #endif
-    {"portable", "", LLM_KV_F32, attend_portable, NULL},
-    {"portable", "", LLM_KV_F16, attend_f16_portable, widen_f16_portable},
-    {"portable", "", LLM_KV_Q8_0, attend_q8_portable, widen_q8_portable},
+    {"portable", "", LLM_KV_F32, attend_portable, NULL, NULL},
+    {"portable", "", LLM_KV_F16, attend_f16_portable, NULL, widen_f16_portable},
+    {"portable", "", LLM_KV_Q8_0, attend_q8_portable, NULL, widen_q8_portable},
 };
 
 static const loop_path *pick(unsigned allowed)
@@ -591,13 +694,14 @@ const char *llm_attend_path(unsigned allowed, int kv_type)
  * bytes holding positions from `lo` on (the cache itself: lo 0), read with `attend` */
 typedef struct kv_rows {
     attend_fn attend;
+    attend2_fn attend2;
     const unsigned char *k, *v;
     int cap, lo;
     size_t rb;
 } kv_rows;
 
 /* One layer's attention for the tokens of a call: item it = t * nh + head, each independent once
- * the call's keys and values are stored; sc is a thread's score row (S_max floats). */
+ * the call's keys and values are stored; sc is a thread's two score rows (2 S_max floats). */
 typedef struct attn_job {
     kv_rows kv;
     const llm_layer *L;
@@ -624,10 +728,12 @@ static kv_rows widen_layer(const attend_path *p, const attend_path *p32, const l
             p->widen((const unsigned char *)L->k + at, hd, ko);
             p->widen((const unsigned char *)L->v + at, hd, vo);
         }
-    const kv_rows r = {p32->attend, (const unsigned char *)out, (const unsigned char *)(out + (size_t)nkv * n * hd), n, lo, sizeof(float) * (size_t)hd};
+    const kv_rows r = {p32->attend, p32->attend2, (const unsigned char *)out, (const unsigned char *)(out + (size_t)nkv * n * hd), n, lo, sizeof(float) * (size_t)hd};
     return r;
 }
 
+/* sc: two score rows (2 S_max floats); a head and the next of its KV group go together where the
+ * rows have a pair kernel (the same bits as one at a time) */
 static void attend_items(attn_job *J, int lo, int hi, float *sc)
 {
     const kv_rows *kv = &J->kv;
@@ -636,14 +742,21 @@ static void attend_items(attn_job *J, int lo, int hi, float *sc)
         const int S = J->pos0 + t + 1, s0 = first_key(J->L, J->pos0 + t);
         const size_t base = (size_t)(head / J->g) * kv->cap * kv->rb;
         const kv_span span = {kv->k + base, kv->v + base, (s0 - kv->lo) % kv->cap, kv->cap, S - s0, J->hd, kv->rb};
-        kv->attend(J->qkv + (size_t)t * J->nqkv + (size_t)head * J->hd, &span, J->scale, sc, J->att + (size_t)t * J->nq + (size_t)head * J->hd);
+        const float *q = J->qkv + (size_t)t * J->nqkv + (size_t)head * J->hd;
+        float *o = J->att + (size_t)t * J->nq + (size_t)head * J->hd;
+        if (kv->attend2 && it + 1 < hi && (head + 1) % J->g) {
+            kv->attend2(q, q + J->hd, &span, J->scale, sc, sc + J->S_max, o, o + J->hd);
+            it++;
+        } else {
+            kv->attend(q, &span, J->scale, sc, o);
+        }
     }
 }
 
 static void attend_chunk(void *arg, int lo, int hi)
 {
     attn_job *J = arg;
-    float *sc = (float *)malloc(sizeof(float) * (size_t)J->S_max);
+    float *sc = (float *)malloc(sizeof(float) * 2 * (size_t)J->S_max);
     if (!sc) {
         __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
         return;
@@ -818,12 +931,12 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
     /* a prompt chunk reads float32 copies of the keys and values it attends to (widen_layer), while
      * they fit in WIDE_MAX floats */
     const size_t wide = (T >= 8 && attend->widen && (size_t)2 * nkv * S_max * hd <= WIDE_MAX) ? (size_t)2 * nkv * S_max * hd : 0;
-    const size_t need = (size_t)T * (d + nqkv + nq + 2 * ff + ff + d) + (size_t)S_max + tab * 2 * nrope + wide;
+    const size_t need = (size_t)T * (d + nqkv + nq + 2 * ff + ff + d) + 2 * (size_t)S_max + tab * 2 * nrope + wide;
     float *buf = (float *)malloc(need * sizeof(float));
     if (!buf) return -3;
     float *h = buf, *qkv = h + (size_t)T * d, *att = qkv + (size_t)T * nqkv, *gu = att + (size_t)T * nq;
     float *act = gu + (size_t)T * 2 * ff, *tmp = act + (size_t)T * ff, *sc = tmp + (size_t)T * d;
-    float *cs = sc + S_max, *sn = cs + tab * nrope, *kv32 = sn + tab * nrope;
+    float *cs = sc + 2 * (size_t)S_max, *sn = cs + tab * nrope, *kv32 = sn + tab * nrope;
     int rc = 0;
     /* Up to 16 rows a matmul still costs about one pass over the weights (decode, verification). */
     const int nt = (T <= 16 && m->nthreads_decode > 0) ? m->nthreads_decode : m->nthreads;
@@ -852,7 +965,7 @@ int llm_forward(const llm_model *m, float *x, int T, int pos0, float *logits, in
         if ((rc = m->matmul(L->wqkv, h, T, qkv, m->act_int8, nt))) break;
         if (A && (rc = lora_add(path, A->qkv, A->n_qkv, h, d, T, qkv, nqkv))) break;
         if ((rc = for_rows(&R, T, nt, row_qkv))) break;
-        const kv_rows cache = {attend->attend, (const unsigned char *)L->k, (const unsigned char *)L->v, L->kv_cap, 0, rb};
+        const kv_rows cache = {attend->attend, attend->attend2, (const unsigned char *)L->k, (const unsigned char *)L->v, L->kv_cap, 0, rb};
         attn_job J = {wide ? widen_layer(attend, attend32, L, nkv, hd, rb, first_key(L, pos0), S_max, kv32) : cache, L, qkv, att, pos0, nh, g, nqkv, nq, hd, S_max, scale, 0};
         if (on_pool(m, T, nt)) { /* (token, head) pairs */
             const int items = T * nh, chunk = items / 16 > 1 ? items / 16 : 1;

@@ -35,7 +35,7 @@ RUN = Path(__file__).with_name("portable_run.py")
 pytestmark = pytest.mark.slow
 
 # What each emulated CPU must run: its runnable paths, best first, and features it must lack.
-CPUS = {"Haswell": (("avx2", "portable"), ("avx512f", "avxvnni")), "Nehalem": (("portable",), ("avx", "avx2", "fma"))}
+CPUS = {"Haswell": (("avx2", "portable"), ("avx512f", "avxvnni", "amx-tile")), "Nehalem": (("portable",), ("avx", "avx2", "fma", "amx-tile"))}
 
 
 def _qemu() -> str:
