@@ -95,7 +95,10 @@ def test_phone_assistant_books_a_flight_and_says_so(booking_wav, tmp_path):
     answer = printed(r.stdout, "[assistant]")
     assert all(word in answer for word in ("Paris", "Rome", "Friday")), answer  # the confirmation names the booking
     text = SpeechRecognizer(hub_path("whisper-tiny-en")).transcribe(read_wav(out)).text
-    assert word_error_rate(answer, text) <= 0.5
+    # whisper-tiny now and then transcribes a short clip twice over ("Book your flight ... Friday. Book your
+    # flight ... on"): what is checked is that the spoken answer is heard, so its words are read from the start
+    said = " ".join(text.split()[: len(answer.split())])
+    assert word_error_rate(answer, said) <= 0.5, text
 
 
 def test_phone_assistant_escalates_to_the_cloud_when_unsure(question_wav, tmp_path, llama_server):
