@@ -42,6 +42,7 @@ import numpy as np
 from . import _env
 from . import _kernels_ref as ref
 from ._errors import KernelError
+from .quant._buffer import weight_buffer
 from .quant._tensor import BLOCKS, QuantizedTensor
 
 __all__ = ["KernelInfo", "available", "get_threads", "info", "matmul", "memory_read_gbs", "quantize_activations", "set_simd", "set_threads"]
@@ -245,7 +246,8 @@ def memory_read_gbs(threads: int | None = None, set_bytes: int = 1 << 30, passes
         raise KernelError("the memory bandwidth probe needs the C kernels (" + info().simd_note + ")")
     if set_bytes < piece or piece < 1:
         raise KernelError(f"set_bytes ({set_bytes}) must be at least one piece ({piece} bytes)")
-    buf = np.ones(set_bytes, np.uint8)  # touched: the pages are resident before timing
+    buf = weight_buffer(set_bytes)  # the pages weights get (edgesdk.quant._buffer): a like-for-like limit
+    buf[:] = 1  # touched: the pages are resident before timing
     base = _ffi.cast("char *", _ffi.from_buffer(buf))
     nt = int(threads or _threads)
     ts = []

@@ -81,6 +81,13 @@ def _check(tensor) -> tuple[str, int, int]:
     return qtype, n, k
 
 
+def _stack(arrays):
+    """The arrays' rows, one after another, in one weight buffer."""
+    from ..quant._buffer import weight_buffer
+
+    return np.concatenate(arrays, out=weight_buffer((sum(a.shape[0] for a in arrays),) + arrays[0].shape[1:], arrays[0].dtype))
+
+
 def _concat(qts):
     """One QuantizedTensor stacking the rows of several with the same K and encoding."""
     from ..quant import QuantizedTensor
@@ -88,12 +95,12 @@ def _concat(qts):
     first = qts[0]
     if len(qts) == 1:
         return first
-    cat = lambda name: np.ascontiguousarray(np.concatenate([getattr(q, name) for q in qts]))  # noqa: E731
+    cat = lambda name: _stack([getattr(q, name) for q in qts])  # noqa: E731
     if first.layout == "gguf":
         shape = (sum(q.shape[0] for q in qts), first.shape[1])
         if all(q.rows8 for q in qts):  # whole groups of 8 rows each: stacking them is a concatenation
             return attrs.evolve(first, shape=shape, qdata=cat("qdata"))
-        return QuantizedTensor.from_blocks(np.concatenate([q.gguf_blocks() for q in qts]), first.qtype, shape, source=first.source)
+        return QuantizedTensor.from_blocks(_stack([q.gguf_blocks() for q in qts]), first.qtype, shape, source=first.source)
     return QuantizedTensor(
         shape=(sum(q.shape[0] for q in qts), first.shape[1]),
         bits=first.bits,

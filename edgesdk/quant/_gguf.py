@@ -12,6 +12,7 @@ import attrs
 import numpy as np
 
 from .._errors import QuantizationError
+from ._buffer import weight_buffer
 from ._tensor import BLOCKS, I16X32_TYPES, ROWS, SUB, QuantizedTensor, pack_rows, rows8_default, unpack_rows
 from ._types import quant_type
 
@@ -47,7 +48,7 @@ def from_gguf(tensor, done_rows=None) -> QuantizedTensor:
     t = quant_type(name)
     if raw.ndim == 2 and rows8_default(t, n):
         # interleaved by chunks of rows, each chunk's file pages released once copied
-        q = np.empty(raw.shape, np.uint8)
+        q = weight_buffer(raw.shape)
         for r0 in range(0, n, _CHUNK_ROWS):
             r1 = min(n, r0 + _CHUNK_ROWS)
             q[r0:r1] = t.interleave8(raw[r0:r1])
@@ -61,7 +62,11 @@ def from_gguf(tensor, done_rows=None) -> QuantizedTensor:
         return qt
     first = from_gguf_bytes(raw[:_CHUNK_ROWS], name, (_CHUNK_ROWS, k))
     g = -(-n // ROWS)
-    out = {a: np.empty((g,) + getattr(first, a).shape[1:], getattr(first, a).dtype) for a in ("qdata", "scales", "mins") if getattr(first, a) is not None}
+    out = {
+        a: (weight_buffer if a == "qdata" else np.empty)((g,) + getattr(first, a).shape[1:], getattr(first, a).dtype)
+        for a in ("qdata", "scales", "mins")
+        if getattr(first, a) is not None
+    }
     for r0 in range(0, n, _CHUNK_ROWS):
         r1 = min(n, r0 + _CHUNK_ROWS)
         part = first if r0 == 0 else from_gguf_bytes(raw[r0:r1], name, (r1 - r0, k))
@@ -111,12 +116,14 @@ def from_gguf_bytes(raw: np.ndarray, qtype, shape, *, source: str | None = None)
     qoff = 4 if name == "Q4_1" else 2
     if bits == 4:
         qs = blocks[:, :, qoff : qoff + 16].reshape(g, ROWS, s, 4, 4)
-        qdata = np.ascontiguousarray(qs.transpose(0, 2, 3, 1, 4)).reshape(g, s, 256)
+        qdata = weight_buffer((g, s, 256))
+        qdata.reshape(g, s, 4, ROWS, 4)[...] = qs.transpose(0, 2, 3, 1, 4)
         if n % ROWS:
             qdata.reshape(g, s, 4, ROWS, 4)[-1, :, :, n % ROWS :] = 0x88 if scheme == "sym" else 0
     else:
         qs = blocks[:, :, qoff : qoff + 32].reshape(g, ROWS, s, 8, 4)
-        qdata = np.ascontiguousarray(qs.transpose(0, 2, 3, 1, 4)).reshape(g, s, 512)
+        qdata = weight_buffer((g, s, 512))
+        qdata.reshape(g, s, 8, ROWS, 4)[...] = qs.transpose(0, 2, 3, 1, 4)
         qdata ^= 0x80  # int8 -> biased uint8
         if n % ROWS:
             qdata.reshape(g, s, 8, ROWS, 4)[-1, :, :, n % ROWS :] = 128

@@ -20,6 +20,7 @@ import attrs
 import numpy as np
 
 from .._errors import UnsupportedModelError
+from ._buffer import weight_buffer
 
 __all__ = ["QuantType", "TYPES", "quant_type"]
 
@@ -82,7 +83,7 @@ class QuantType:
         if n % 8 or rb % self.nbytes:
             raise UnsupportedModelError("", f"{self.name}: {a.shape} is not whole groups of 8 rows of whole blocks")
         g, nblk, nb = n // 8, rb // self.nbytes, self.nbytes
-        out = np.empty_like(a)
+        out = weight_buffer(a.shape, a.dtype)
         rows = (out if inverse else a).reshape(g, 8, nblk, nb)  # (group, row, block, byte)
         inter = (a if inverse else out).reshape(g, nblk, 8 * nb)  # (group, block, field bytes x 8 rows)
         off = 0
