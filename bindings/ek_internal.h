@@ -84,7 +84,7 @@ static inline int32_t ek_ld32(const void *p)
 
 struct ek_bctx;
 typedef int (*ek_quant_fn)(const float *x, int m0, int m1, int k, int Kp, int8_t *xq, float *dx, float *cs);
-typedef uint64_t (*ek_stream_fn)(const uint8_t *p, size_t n);
+typedef uint64_t (*ek_stream_fn)(const uint8_t *p, size_t n, size_t pf); /* pf: prefetch distance, 0 = none */
 
 /* A SIMD path: the kernels built for one instruction-set combination.  `isa` is the GCC target
  * string its kernels are compiled with (some with a subset of it), and so exactly what the CPU
@@ -98,7 +98,7 @@ typedef struct ek_path {
     ek_tile_fn i8x2[2];        /* int8 activations, two groups at once (GEMM, M > 1) */
     ek_tile_fn f32[2];         /* exact fp32 activations */
     ek_quant_fn quant;         /* activation quantizer, bit-identical to the portable one */
-    ek_stream_fn stream;       /* bandwidth probe read loop */
+    ek_stream_fn stream[2];    /* bandwidth probe read loops (NULL: none; the probe takes the fastest) */
     void (*blocks)(const struct ek_bctx *c, int r0, int r1);  /* GGUF-native block rows (ek_blocks.h) */
     /* activations of K-quant matmuls, one scale per 256 (x[m][k], k a multiple of 256; dx[m][k/256],
      * cs[m][k/32]), bit-identical to the portable one; NULL: the portable one */

@@ -71,4 +71,4 @@ static void tile_i8_neon(const ek_ctx *c, int g, int m0, int mr, float *out)
 
 /* the exact fp32 path uses the portable tile, which compilers vectorize for NEON themselves */
 const ek_path ek_neon_path = {"neon", "neon", BUILT, {NEON(tile_i8_neon), NEON(tile_i8_neon)}, {NULL, NULL},
-                              {NULL, NULL}, NULL, NULL, NULL};
+                              {NULL, NULL}, NULL, {NULL, NULL}, NULL};

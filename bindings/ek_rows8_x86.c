@@ -75,23 +75,33 @@ static inline AI T2 __m256i keep(__m256i v)
 #ifndef EK_PF_LOC
 #define EK_PF_LOC 2 /* __builtin_prefetch locality: 2 = prefetcht1 */
 #endif
-/* the lines of slice `part` of `parts` of the `size` bytes at p: the slices of 0 .. parts - 1
- * together prefetch each line once */
-static inline AI void prefetch_slice(const uint8_t *p, size_t size, int part, int parts)
-{
-    const size_t lo = (size * (size_t)part / (size_t)parts + 63) / 64 * 64, hi = size * (size_t)(part + 1) / (size_t)parts;
-    for (size_t o = lo; o < hi; o += 64) __builtin_prefetch(p + o, 0, EK_PF_LOC);
-}
+/* the lines of slice `part` of `parts` of the `size` bytes at p, into L2 (prefetch_slice) or L1
+ * (prefetch_slice_l1): the slices of 0 .. parts - 1 together prefetch each line once */
+#define PREFETCH_SLICE(name, loc)                                                                                             \
+    static inline AI void name(const uint8_t *p, size_t size, int part, int parts)                                        \
+    {                                                                                                                       \
+        const size_t lo = (size * (size_t)part / (size_t)parts + 63) / 64 * 64, hi = size * (size_t)(part + 1) / (size_t)parts; \
+        for (size_t o = lo; o < hi; o += 64) __builtin_prefetch(p + o, 0, loc);                                             \
+    }
+PREFETCH_SLICE(prefetch_slice, EK_PF_LOC)
+PREFETCH_SLICE(prefetch_slice_l1, 3)
 
-/* The decode tiles (no unpacked codes) prefetch the group's weights EK_PF_AHEAD x 256 elements
- * ahead (the next group's first blocks at a group's end: groups are contiguous), a slice per
- * sub-block as they go: a whole block's lines at once queue on the core's fill buffers and stall
- * its dot products, where one slice per sub-block overlaps them. Measured on a Xeon VM with AMX,
- * M = 1 at 1 thread, 2 MiB pages: Q4_K 90 -> 97 %, Q6_K 93 -> 95 %, Q5_0 88 -> 92 % of streaming
- * the same bytes; 1.5 or 2 x farther ahead was no better. */
+/* The decode tiles (no unpacked codes) prefetch as they go, a slice per sub-block (a whole block's
+ * lines at once queue on the core's fill buffers and stall its dot products): into L2 the group's
+ * weights EK_PF_AHEAD super-blocks (`sb` bytes: 256 elements of 8 rows) ahead, into L1 those half a
+ * super-block ahead. Groups are contiguous, so at a group's end that is the next group's start.
+ * Measured on a Xeon VM with AMX, M = 1 at 1 thread, 2 MiB pages, Q4_K / Q5_K / Q6_K / Q5_0 in
+ * microseconds per 4096 x 4096: one block's lines at once 2 ahead 680 / 840 / 970 / 850, sliced
+ * 630 / 815 / 955 / 835, sliced with the L1 half 600 / 740 / 890 / 740; 3 or 4 super-blocks ahead
+ * was slower, 1 much slower. */
 #ifndef EK_PF_AHEAD
 #define EK_PF_AHEAD 2
 #endif
+static inline AI void prefetch_decode(const uint8_t *gb, size_t sb, size_t GB, int part, int parts)
+{
+    prefetch_slice(gb + EK_PF_AHEAD * sb, GB, part, parts);
+    prefetch_slice_l1(gb + sb / 2, GB, part, parts);
+}
 
 /* The group block EK_PF_BLOCKS ahead, at once (the prompt paths, which unpack a group once) */
 #ifndef EK_PF_BLOCKS

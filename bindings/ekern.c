@@ -187,10 +187,10 @@ int ek_get_threads(void) { return pool_size; }
 
 /* ---------------------------------------------------------------- SIMD paths */
 static int quant_rows(const float *x, int m0, int m1, int k, int Kp, int8_t *xq, float *dx, float *cs);
-static uint64_t stream_portable(const uint8_t *p, size_t n);
+static uint64_t stream_portable(const uint8_t *p, size_t n, size_t pf);
 
 static const ek_path portable_path = {"portable", "", 1, {tile_i8_portable, tile_i8_portable}, {NULL, NULL},
-                                      {tile_f32_portable, tile_f32_portable}, quant_rows, stream_portable,
+                                      {tile_f32_portable, tile_f32_portable}, quant_rows, {stream_portable, NULL},
                                       ek_blocks_rows_portable};
 
 /* Every path, in order of preference (fastest first); the portable one runs anywhere. */
@@ -498,19 +498,21 @@ typedef struct {
     ek_range range;       /* over 1 MiB pieces */
     const uint8_t *p;
     ek_stream_fn read;
-    size_t n;
+    size_t n, pf;
     _Atomic uint64_t sum;
 } ek_stream_job;
 
-static uint64_t stream_portable(const uint8_t *p, size_t n)
+static uint64_t stream_portable(const uint8_t *p, size_t n, size_t pf)
 {
     uint64_t a[8] = {0}, v, s = 0;
     size_t i = 0;
-    for (; i + 64 <= n; i += 64)
+    for (; i + 64 <= n; i += 64) {
+        if (pf) __builtin_prefetch(p + i + pf, 0, 2);
         for (int k = 0; k < 8; k++) {
             memcpy(&v, p + i + 8 * k, 8);
             a[k] ^= v;
         }
+    }
     for (int k = 0; k < 8; k++) s ^= a[k];
     for (; i < n; i++) s += p[i];
     return s;
@@ -520,20 +522,27 @@ static void run_stream(const void *job, int lo, int hi)
 {
     ek_stream_job *j = (ek_stream_job *)job;
     const size_t a = (size_t)lo * EK_STREAM_PIECE, b = (size_t)hi * EK_STREAM_PIECE < j->n ? (size_t)hi * EK_STREAM_PIECE : j->n;
-    atomic_fetch_xor_explicit(&j->sum, j->read(j->p + a, b - a), memory_order_relaxed);
+    atomic_fetch_xor_explicit(&j->sum, j->read(j->p + a, b - a, j->pf), memory_order_relaxed);
 }
 
-unsigned long long ek_stream_read(const void *p, size_t n, int nthreads)
+int ek_stream_loops(void)
+{
+    const ek_path *pt = path_now();
+    return pt->stream[0] && pt->stream[1] ? 2 : 1;
+}
+
+unsigned long long ek_stream_read(const void *p, size_t n, int nthreads, int loop, size_t prefetch)
 {
     static ek_stream_job j;
-    if (!p) return 0;
+    if (!p || loop < 0 || loop >= ek_stream_loops()) return 0;
     pthread_mutex_lock(&call_mu);
     int nt = nthreads > 0 ? nthreads : pool_size;
     if (nt > EK_MAXT) nt = EK_MAXT;
     if (nt > 1 && pool_grow(nt) != 0) nt = pool.nworkers + 1;
     j.p = p;
-    j.read = path_now()->stream ? path_now()->stream : stream_portable;
+    j.read = path_now()->stream[0] ? path_now()->stream[loop] : stream_portable;
     j.n = n;
+    j.pf = prefetch;
     atomic_store(&j.sum, 0);
     range_run(&j.range, (int)((n + EK_STREAM_PIECE - 1) / EK_STREAM_PIECE), 1, run_stream, nt);
     const uint64_t s = atomic_load(&j.sum);

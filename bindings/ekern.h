@@ -65,8 +65,11 @@ int ek_quantize_act(const float *x, int m, int k, signed char *xq, float *dx, fl
 int ek_quantize_act256(const float *x, int m, int k, signed char *xq, float *dx, float *cs);
 
 /* Streaming read of n bytes split over nthreads pool threads (memory-bandwidth probe
- * for the benchmark); returns a checksum so the reads cannot be optimized away. */
-unsigned long long ek_stream_read(const void *p, size_t n, int nthreads);
+ * for the benchmark) with read loop `loop` of the current path (0 .. ek_stream_loops() - 1: its
+ * load widths, widest first), each line prefetched into L2 `prefetch` bytes ahead (0: plain
+ * loads); returns a checksum so the reads cannot be optimized away (0 for a bad loop). */
+int ek_stream_loops(void);
+unsigned long long ek_stream_read(const void *p, size_t n, int nthreads, int loop, size_t prefetch);
 
 /* fn(arg, lo, hi) over [0, total), chunk items at a time, on nthreads of the kernels' pool (0: its
  * size); chunks go to whichever thread asks. fn must not call ek_matmul. 0, or -1 for bad arguments. */

@@ -332,12 +332,18 @@ def test_pool_survives_fork():
 
 @needs_c
 def test_bandwidth_probe_reads_every_byte_on_every_path():
-    """ek_stream_read XORs every 64-bit word (no tail when the size is a multiple of 256): each path and
-    thread count must see the whole buffer, split into its 1 MiB pieces."""
+    """ek_stream_read XORs every 64-bit word (no tail when the size is a multiple of 256): each path,
+    read loop, prefetch distance and thread count must see the whole buffer, split into its 1 MiB
+    pieces; a read loop the path lacks reads nothing."""
     buf = np.random.default_rng(11).integers(0, 2**63, (3 << 20) // 8 + 512, dtype=np.uint64)
     want = int(np.bitwise_xor.reduce(buf))
     ptr = kernels._ffi.cast("void *", kernels._ffi.from_buffer(buf))
     for path in simd_paths():
         assert kernels.set_simd(path) == path
+        loops = kernels._lib.ek_stream_loops()
+        assert loops == (2 if path in ("amx", "avx512vnni") else 1)
         for th in (1, 2, 3):
-            assert kernels._lib.ek_stream_read(ptr, buf.nbytes, th) == want, (path, th)
+            for loop in range(loops):
+                for pf in kernels.PROBE_PREFETCH:
+                    assert kernels._lib.ek_stream_read(ptr, buf.nbytes, th, loop, pf) == want, (path, th, loop, pf)
+        assert kernels._lib.ek_stream_read(ptr, buf.nbytes, 1, loops, 0) == kernels._lib.ek_stream_read(ptr, buf.nbytes, 1, -1, 0) == 0
