@@ -28,7 +28,7 @@ EK_NAME256(const ek_ctx *c, int g, int m0, const int MR, const int BITS, float *
     for (int s = 0; s < S; s++) {
         const uint8_t *qs = qg + (size_t)s * sub;
         const int b = s / spb;
-        for (size_t p = 0; p < sub; p += 64) _mm_prefetch((const char *)qs + EK_PF + p, _MM_HINT_T0);
+        for (size_t p = 0; p < sub; p += 64) _mm_prefetch((const char *)qs + EK_PF + p, EK_PF_HINT);
         for (int h = 0; h < 2; h++) {
             const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(dg + 16 * b + 8 * h)));
             const __m256 cw = mg ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(mg + 16 * b + 8 * h)))
@@ -93,7 +93,7 @@ tile256f(const ek_ctx *c, int g, int m0, const int MR, const int BITS, float *ou
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     for (int s = 0; s < S; s++, qs += sub) {
         const int b = s / spb;
-        for (size_t p = 0; p < sub; p += 64) _mm_prefetch((const char *)qs + EK_PF + p, _MM_HINT_T0);
+        for (size_t p = 0; p < sub; p += 64) _mm_prefetch((const char *)qs + EK_PF + p, EK_PF_HINT);
         for (int h = 0; h < 2; h++) {
             __m256 dot[EK_MR][2];
             for (int i = 0; i < MR; i++) dot[i][0] = dot[i][1] = _mm256_setzero_ps();

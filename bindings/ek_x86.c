@@ -10,9 +10,11 @@
 #include <immintrin.h>
 
 /* ------------------------------------------------------------ AVX-512 VNNI */
-/* the i16x32 tiles' weight prefetch goes to L2 (AMD cores fill L1 for every hint): on a Xeon VM
- * (AMX), cold 4096 x 4096 at M = 1 and 1 thread, prefetcht0 -> prefetcht1 took Q8_0 1.19 -> 1.14 ms
- * and Q4_0 0.69 -> 0.61 ms (3 or 8 KiB ahead instead of EK_PF was no faster) */
+/* the i16x32 tiles' weight prefetch (here and in ek_tile256.h) goes to L2 (AMD cores fill L1 for
+ * every hint): on a Xeon VM (AMX), cold 4096 x 4096 at M = 1 and 1 thread, prefetcht0 -> prefetcht1
+ * took Q8_0 1.19 -> 1.14 ms and Q4_0 0.69 -> 0.61 ms on the avx512vnni tiles, 1.24 -> 1.15 and 0.74 ->
+ * 0.68 on the avxvnni ones, Q8_0 1.46 -> 1.29 on the avx2 ones (3 or 8 KiB ahead instead of EK_PF
+ * was no faster) */
 #ifndef EK_PF_HINT
 #define EK_PF_HINT _MM_HINT_T1
 #endif
