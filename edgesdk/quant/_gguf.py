@@ -62,11 +62,7 @@ def from_gguf(tensor, done_rows=None) -> QuantizedTensor:
         return qt
     first = from_gguf_bytes(raw[:_CHUNK_ROWS], name, (_CHUNK_ROWS, k))
     g = -(-n // ROWS)
-    out = {
-        a: (weight_buffer if a == "qdata" else np.empty)((g,) + getattr(first, a).shape[1:], getattr(first, a).dtype)
-        for a in ("qdata", "scales", "mins")
-        if getattr(first, a) is not None
-    }
+    out = {a: weight_buffer((g,) + getattr(first, a).shape[1:], getattr(first, a).dtype) for a in ("qdata", "scales", "mins") if getattr(first, a) is not None}
     for r0 in range(0, n, _CHUNK_ROWS):
         r1 = min(n, r0 + _CHUNK_ROWS)
         part = first if r0 == 0 else from_gguf_bytes(raw[r0:r1], name, (r1 - r0, k))
