@@ -51,13 +51,6 @@ static inline AI R8_T __m256i R8_FN(fold1)(__m256i s, __m256i a, const int busd)
     return busd ? _mm256_add_epi32(s, a) : R8_FN(fold)(s, a, _mm256_set1_epi16(1), 0);
 }
 
-/* A block's scaled sub-block sums fold into R8_NC chains when a tile has one activation row
- * (decode): one chain would wait on vpdpwssd's latency at every fold (16 folds of Q4_K, 32 of Q6_K
- * per block), the block's critical path, where 4 interleaved chains run at the units' throughput.
- * Integer sums: the bits are the same. */
-#define R8_NC 4
-#define R8_CHAIN(T, f) ((T) == 1 ? (f) % R8_NC : 0)
-
 static inline AI R8_T __m256i R8_FN(chains)(const __m256i s[R8_NC], const int T)
 {
     return T == 1 ? _mm256_add_epi32(_mm256_add_epi32(s[0], s[1]), _mm256_add_epi32(s[2], s[3])) : s[0];
@@ -279,6 +272,4 @@ static ek_blocks_fn R8_FN(rows8_of)(int code)
 #undef R8_FN
 #undef R8_BUSD
 #undef R8_NQ
-#undef R8_NC
 #undef R8_CODES_Q5_0
-#undef R8_CHAIN

@@ -140,6 +140,13 @@ static inline AI T2 __m256i q5_bits(__m256i qh, int byte, int nib)
     return _mm256_and_si256(_mm256_cmpeq_epi8(v, bit), _mm256_set1_epi8(0x10));
 }
 
+/* A block's scaled sub-block sums (ek_rows8_tiles.h, the 16-row tiles) fold into R8_NC chains when
+ * a tile has one activation row (decode): one chain would wait on vpdpwssd's latency at every fold
+ * (16 folds of Q4_K, 32 of Q6_K per block), the block's critical path, where 4 interleaved chains run at the units' throughput.
+ * Integer sums: the bits are the same. */
+#define R8_NC 4
+#define R8_CHAIN(T, f) ((T) == 1 ? (f) % R8_NC : 0)
+
 /* -------------------------------------------------------------------- code vectors
  * Each type's codes as the tiles read them: vector v of a group block holds 4 codes of each of the
  * 8 rows (a 32-bit lane per row), the unsigned values vpmaddubsw / vpdpbusd take. */
@@ -301,6 +308,69 @@ static inline AI T512 __m512 h16(const uint8_t *p, const uint8_t *q)
 
 static inline AI T512 __m512i bc4_512(const void *p) { return _mm512_set1_epi32(ek_ld32(p)); }
 
+/* ---------------------------------------------------------------- 16-row tiles without ub (M <= EK_TM)
+ * Decode-sized M reads two groups' weights as one 512-bit stream pair and unpacks their codes as
+ * they arrive, in 512-bit ops: half the instructions per weight byte of the 256-bit tiles, which
+ * is what a cold M = 1 matmul loses to the DRAM stream (measured on a Xeon VM with AMX, 1 thread,
+ * cold 4096 x 4096: Q4_K 626 -> 565 us, Q5_K 779 -> 641 us). The codes are those of codes_k4,
+ * codes_q6_k and codes_q5_0_512, for both groups at once. */
+
+/* the 256-bit vectors at `off` in blocks g0 (group g) and g1 (group g + 1), as one */
+static inline AI T512 __m512i ld2(const uint8_t *g0, const uint8_t *g1, size_t off) { return cat(ld(g0 + off), ld(g1 + off)); }
+
+static inline AI T512 __m512i codes16_k4(const uint8_t *g0, const uint8_t *g1, int v, const int Q5)
+{
+    const int u = v >> 3, q = v & 7;
+    const __m512i w = ld2(g0, g1, (Q5 ? 384 : 128) + 32 * (8 * (u >> 1) + q));
+    __m512i code = _mm512_and_si512(u & 1 ? _mm512_srli_epi16(w, 4) : w, _mm512_set1_epi8(0x0F));
+    if (Q5) {
+        const __m512i qh = ld2(g0, g1, 128 + 32 * q);
+        const __m512i hb = u < 4 ? _mm512_slli_epi16(qh, 4 - u) : u > 4 ? _mm512_srli_epi16(qh, u - 4) : qh;
+        code = _mm512_or_si512(code, _mm512_and_si512(hb, _mm512_set1_epi8(0x10)));
+    }
+    return code;
+}
+
+static inline AI T512 __m512i codes16_q6_k(const uint8_t *g0, const uint8_t *g1, int v)
+{
+    const int s = v >> 2, h = s >> 3, ci = (s >> 1) & 3, t = 16 * (s & 1) + 4 * (v & 3);
+    const __m512i ql = ld2(g0, g1, 32 * (16 * h + 8 * (ci & 1) + t / 4));
+    const __m512i qh = ld2(g0, g1, 1024 + 32 * (8 * h + t / 4));
+    const __m512i lo = _mm512_and_si512(ci < 2 ? ql : _mm512_srli_epi16(ql, 4), _mm512_set1_epi8(0x0F));
+    const __m512i hb = ci == 0 ? _mm512_slli_epi16(qh, 4) : ci == 1 ? _mm512_slli_epi16(qh, 2) : ci == 2 ? qh : _mm512_srli_epi16(qh, 2);
+    return _mm512_or_si512(lo, _mm512_and_si512(hb, _mm512_set1_epi8(0x30)));
+}
+
+static inline AI T512 __m512i codes16_q5_0(const uint8_t *g0, const uint8_t *g1, int v)
+{
+    const int w = v >> 1, byte = 2 * (v & 1) + (w >> 1), nib = w & 1;
+    const __m512i qs = ld2(g0, g1, 48 + 32 * w), qh = ld2(g0, g1, 16);
+    const __m512i code = _mm512_and_si512(v & 1 ? _mm512_srli_epi16(qs, 4) : qs, _mm512_set1_epi8(0x0F));
+    const __m512i spread = _mm512_shuffle_epi8(qh, _mm512_broadcast_i32x4(pat_spread(byte)));
+    const __mmask64 hi = _mm512_test_epi8_mask(spread, _mm512_set1_epi32((int)(0x08040201u << (4 * nib))));
+    return _mm512_mask_add_epi8(code, hi, code, _mm512_set1_epi8(0x10));
+}
+
+/* `d` bytes past block offset `pos` of a group of `group` bytes, in the same stream: the stream of
+ * group g goes on in group g + 2 (the next pair), not in group g + 1 */
+static inline AI size_t ahead16(size_t pos, size_t d, size_t group) { return pos + d >= group ? d + group : d; }
+
+/* prefetch_decode for both streams, the block at offset pos of its group (g0 in group g, g1 in g + 1) */
+static inline AI T512 void prefetch_decode16(const uint8_t *g0, const uint8_t *g1, size_t pos, size_t sb, size_t GB, size_t group, int part, int parts)
+{
+    const size_t far = ahead16(pos, EK_PF_AHEAD * sb, group), near = ahead16(pos, sb / 2, group);
+    prefetch_slice(g0 + far, GB, part, parts);
+    prefetch_slice(g1 + far, GB, part, parts);
+    prefetch_slice_l1(g0 + near, GB, part, parts);
+    prefetch_slice_l1(g1 + near, GB, part, parts);
+}
+
+static inline AI T512 __m512i chains16(const __m512i s[R8_NC], const int T)
+{
+    return T == 1 ? _mm512_add_epi32(_mm512_add_epi32(s[0], s[1]), _mm512_add_epi32(s[2], s[3])) : s[0];
+}
+
+/* ub: the pair's unpacked codes (unpack_group_at), or NULL to unpack them here (M <= EK_TM) */
 static inline AI T512 void tile16_q5_0(const ek_bctx *c, int g, int i0, const int T, const uint8_t *ub)
 {
     const int nblk = c->k / 32;
@@ -309,18 +379,19 @@ static inline AI T512 void tile16_q5_0(const ek_bctx *c, int g, int i0, const in
     __m512 acc[EK_TM16];
     TILE_ROWS(i) acc[i] = _mm512_setzero_ps();
     for (int b = 0; b < nblk; b++) {
-        const uint8_t *ubb = ub + (size_t)b * 8 * 64;
+        const uint8_t *g0 = w0 + (size_t)b * GB, *g1 = w1 + (size_t)b * GB, *ubb = ub ? ub + (size_t)b * 8 * 64 : NULL;
+        if (!ub && i0 == 0) prefetch_decode16(g0, g1, (size_t)b * GB, 8 * GB, GB, (size_t)nblk * GB, 0, 1); /* 8 blocks: 256 elements */
         __m512i isum[EK_TM16];
         TILE_ROWS(i) isum[i] = _mm512_set1_epi32(c->xo[(size_t)(i0 + i) * nblk + b]);
 #pragma GCC unroll 8
         for (int v = 0; v < 8; v++) { /* v = 2w + hi: activations 4w .. or 16 + 4w .. */
-            const __m512i code = _mm512_load_si512((const void *)(ubb + 64 * v));
+            const __m512i code = ubb ? _mm512_load_si512((const void *)(ubb + 64 * v)) : codes16_q5_0(g0, g1, v);
             TILE_ROWS(i) {
                 const int8_t *x = c->xq + (size_t)(i0 + i) * K + 32 * (size_t)b + 4 * (v >> 1) + 16 * (v & 1);
                 isum[i] = _mm512_dpbusd_epi32(isum[i], code, bc4_512(x));
             }
         }
-        const __m512 d = h16(w0 + (size_t)b * GB, w1 + (size_t)b * GB);
+        const __m512 d = h16(g0, g1);
         TILE_ROWS(i) {
             const __m512 dx = _mm512_set1_ps(c->dx[(size_t)(i0 + i) * nblk + b]);
             acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i]), _mm512_mul_ps(d, dx), acc[i]);
@@ -337,21 +408,22 @@ static inline AI T512 void tile16_k4(const ek_bctx *c, int g, int i0, const int 
     __m512 acc[EK_TM16];
     TILE_ROWS(i) acc[i] = _mm512_setzero_ps();
     for (int b = 0; b < nblk; b++) {
-        const uint8_t *g0 = w0 + (size_t)b * GB, *g1 = w1 + (size_t)b * GB, *ubb = ub + (size_t)b * 64 * 64;
+        const uint8_t *g0 = w0 + (size_t)b * GB, *g1 = w1 + (size_t)b * GB, *ubb = ub ? ub + (size_t)b * 64 * 64 : NULL;
         __m256i sl0, sh0, mp0[4], sl1, sh1, mp1[4];
         k4_scales(g0, &sl0, &sh0, mp0);
         k4_scales(g1, &sl1, &sh1, mp1);
         const __m512i sc_lo = cat(sl0, sl1), sc_hi = cat(sh0, sh1);
-        __m512i isum[EK_TM16], imin[EK_TM16];
+        __m512i isum[EK_TM16][R8_NC], imin[EK_TM16];
         TILE_ROWS(i) {
             const int16_t *xs = c->xs + (size_t)(i0 + i) * c->xs_stride + 8 * b;
             __m512i s = _mm512_madd_epi16(cat(mp0[0], mp1[0]), bc4_512(xs));
             for (int p = 1; p < 4; p++) s = _mm512_add_epi32(s, _mm512_madd_epi16(cat(mp0[p], mp1[p]), bc4_512(xs + 2 * p)));
             imin[i] = s;
-            isum[i] = _mm512_setzero_si512();
+            for (int j = 0; j < R8_NC; j++) isum[i][j] = _mm512_setzero_si512();
         }
 #pragma GCC unroll 8
         for (int u = 0; u < 8; u++) {
+            if (!ub && i0 == 0) prefetch_decode16(g0, g1, (size_t)b * GB, GB, GB, (size_t)nblk * GB, u, 8);
             const __m512i sc = _mm512_shuffle_epi8(u < 4 ? sc_lo : sc_hi, _mm512_broadcast_i32x4(pat_byte32(u & 3)));
             /* Q4 folds sums over 4 quads with vpdpwssd, as tile_k4 does */
             const int NQ = Q5 ? 8 : 4;
@@ -361,23 +433,23 @@ static inline AI T512 void tile16_k4(const ek_bctx *c, int g, int i0, const int 
                 TILE_ROWS(i) part[i] = _mm512_setzero_si512();
 #pragma GCC unroll 8
                 for (int q = q0; q < q0 + NQ; q++) {
-                    const __m512i code = _mm512_load_si512((const void *)(ubb + 64 * (8 * u + q)));
+                    const __m512i code = ubb ? _mm512_load_si512((const void *)(ubb + 64 * (8 * u + q))) : codes16_k4(g0, g1, 8 * u + q, Q5);
                     TILE_ROWS(i) part[i] = _mm512_dpbusd_epi32(part[i], code, bc4_512(c->xq + (size_t)(i0 + i) * K + 256 * (size_t)b + 32 * u + 4 * q));
                 }
-                TILE_ROWS(i) isum[i] = Q5 ? _mm512_add_epi32(isum[i], _mm512_mullo_epi32(part[i], sc)) : _mm512_dpwssd_epi32(isum[i], part[i], sc);
+                const int f = R8_CHAIN(T, u * (8 / NQ) + q0 / NQ);
+                TILE_ROWS(i) isum[i][f] = Q5 ? _mm512_add_epi32(isum[i][f], _mm512_mullo_epi32(part[i], sc)) : _mm512_dpwssd_epi32(isum[i][f], part[i], sc);
             }
         }
         const __m512 d = h16(g0, g1), dmin = h16(g0 + 16, g1 + 16);
         TILE_ROWS(i) {
             const __m512 dx = _mm512_set1_ps(c->dx[(size_t)(i0 + i) * nblk + b]);
-            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i]), _mm512_mul_ps(d, dx), acc[i]);
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(chains16(isum[i], T)), _mm512_mul_ps(d, dx), acc[i]);
             acc[i] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(imin[i]), _mm512_mul_ps(dmin, dx), acc[i]);
         }
     }
     TILE_ROWS(i) _mm512_storeu_ps(c->y + (size_t)(i0 + i) * c->ldy + 8 * (size_t)g, acc[i]);
 }
 
-/* Q6_K as tile_q6_k: int16 sums over two quads, folded with the scale by vpdpwssd */
 static inline AI T512 void tile16_q6_k(const ek_bctx *c, int g, int i0, const int T, const uint8_t *ub)
 {
     const int nblk = c->k / EK_QK_K;
@@ -386,22 +458,23 @@ static inline AI T512 void tile16_q6_k(const ek_bctx *c, int g, int i0, const in
     __m512 acc[EK_TM16];
     TILE_ROWS(i) acc[i] = _mm512_setzero_ps();
     for (int b = 0; b < nblk; b++) {
-        const uint8_t *g0 = w0 + (size_t)b * GB, *g1 = w1 + (size_t)b * GB, *ubb = ub + (size_t)b * 64 * 64;
+        const uint8_t *g0 = w0 + (size_t)b * GB, *g1 = w1 + (size_t)b * GB, *ubb = ub ? ub + (size_t)b * 64 * 64 : NULL;
         __m256i sp0[8], sp1[8];
         __m512i sp[8];
         q6_scales(g0, sp0);
         q6_scales(g1, sp1);
         for (int p = 0; p < 8; p++) sp[p] = cat(sp0[p], sp1[p]);
-        __m512i isum[EK_TM16], ioff[EK_TM16];
+        __m512i isum[EK_TM16][R8_NC], ioff[EK_TM16];
         TILE_ROWS(i) {
             const int16_t *xs = c->xs + (size_t)(i0 + i) * c->xs_stride + 16 * b;
             __m512i s = _mm512_madd_epi16(sp[0], bc4_512(xs));
             for (int p = 1; p < 8; p++) s = _mm512_add_epi32(s, _mm512_madd_epi16(sp[p], bc4_512(xs + 2 * p)));
             ioff[i] = _mm512_slli_epi32(s, 5);
-            isum[i] = _mm512_setzero_si512();
+            for (int j = 0; j < R8_NC; j++) isum[i][j] = _mm512_setzero_si512();
         }
 #pragma GCC unroll 16
         for (int s = 0; s < 16; s++) { /* sub-block s = 8h + 2ci + j: elements 16s .. 16s + 15 */
+            if (!ub && i0 == 0) prefetch_decode16(g0, g1, (size_t)b * GB, GB, GB, (size_t)nblk * GB, s, 16);
             const __m512i sc = _mm512_shuffle_epi8(sp[2 * (s >> 2) + (s & 1)], _mm512_broadcast_i32x4(pat_half16((s >> 1) & 1)));
 #pragma GCC unroll 2
             for (int q0 = 0; q0 < 4; q0 += 2) {
@@ -409,16 +482,17 @@ static inline AI T512 void tile16_q6_k(const ek_bctx *c, int g, int i0, const in
                 TILE_ROWS(i) part[i] = _mm512_setzero_si512();
 #pragma GCC unroll 2
                 for (int q = q0; q < q0 + 2; q++) {
-                    const __m512i code = _mm512_load_si512((const void *)(ubb + 64 * (4 * s + q)));
+                    const __m512i code = ubb ? _mm512_load_si512((const void *)(ubb + 64 * (4 * s + q))) : codes16_q6_k(g0, g1, 4 * s + q);
                     TILE_ROWS(i) part[i] = _mm512_add_epi16(part[i], _mm512_maddubs_epi16(code, bc4_512(c->xq + (size_t)(i0 + i) * K + 256 * (size_t)b + 16 * s + 4 * q)));
                 }
-                TILE_ROWS(i) isum[i] = _mm512_dpwssd_epi32(isum[i], part[i], sc);
+                const int f = R8_CHAIN(T, 2 * s + q0 / 2);
+                TILE_ROWS(i) isum[i][f] = _mm512_dpwssd_epi32(isum[i][f], part[i], sc);
             }
         }
         const __m512 d = h16(g0 + 1664, g1 + 1664);
         TILE_ROWS(i) {
             const __m512 dx = _mm512_set1_ps(c->dx[(size_t)(i0 + i) * nblk + b]);
-            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(isum[i], ioff[i])), _mm512_mul_ps(d, dx), acc[i]);
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(chains16(isum[i], T), ioff[i])), _mm512_mul_ps(d, dx), acc[i]);
         }
     }
     TILE_ROWS(i) _mm512_storeu_ps(c->y + (size_t)(i0 + i) * c->ldy + 8 * (size_t)g, acc[i]);
@@ -440,6 +514,13 @@ static inline AI T512 void rows16(const ek_bctx *c, int r0, int r1, const int TY
     const int M = c->M, TM = TM16(TY), Mt = M / TM * TM;
     const size_t need = (size_t)(c->k / c->t->block) * R8_NV(TY) * 64;
     int g = r0 / 8;
+    if (M <= EK_TM) /* decode-sized: the codes unpacked as they stream in, two groups at a time */
+        for (; g + 2 <= r1 / 8; g += 2) switch (M) {
+            case 4: tile16(c, g, 0, 4, TY, NULL); break;
+            case 3: tile16(c, g, 0, 3, TY, NULL); break;
+            case 2: tile16(c, g, 0, 2, TY, NULL); break;
+            default: tile16(c, g, 0, 1, TY, NULL); break;
+            }
     if (M > EK_TM && need <= sizeof ub)
         for (; g + 2 <= r1 / 8; g += 2) {
             unpack_group_at(c, g, ub, 64, TY);
@@ -460,7 +541,7 @@ static inline AI T512 void rows16(const ek_bctx *c, int r0, int r1, const int TY
             default: break;
             }
         }
-    if (g < r1 / 8) rows8_of_avx512vnni(c->t->code)(c, 8 * g, r1); /* an odd group out, or M too small */
+    if (g < r1 / 8) rows8_of_avx512vnni(c->t->code)(c, 8 * g, r1); /* an odd group out, or K too large for ub */
 }
 
 static T512 void rows16_q4_k(const ek_bctx *c, int r0, int r1) { rows16(c, r0, r1, TY_Q4_K); }

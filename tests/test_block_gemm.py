@@ -87,16 +87,18 @@ def test_prompt_sized_m_within_reference_bounds(name, layout):
 @pytest.mark.parametrize("name", NAMES)
 def test_interleaved_kernels_identical_on_every_instruction_set(name):
     """AVX2 (vpmaddubsw, int16 partial sums) and AVX-VNNI / AVX512-VNNI (vpdpbusd, int32) reach the
-    same exact integer sums, so every SIMD path the CPU runs gives the same bits, at every tiling."""
+    same exact integer sums, so every SIMD path the CPU runs gives the same bits, at every tiling:
+    AVX-512's 16-row tiles at decode-sized M (1-4, two groups of 8 rows at a time) and the odd group
+    of 72 rows on the 8-row tiles included."""
     runnable = [p for p in kernels.info().simd_runnable if p != "portable"]
     if len(runnable) < 2:
         pytest.skip(f"this CPU runs one SIMD path ({', '.join(runnable) or 'none'})")
     for k in _ks(name)[:3]:
-        qt, x = _case(name, 64, k, 40, seed=7 * k + TYPES[name].code)
+        qt, x = _case(name, 72, k, 40, seed=7 * k + TYPES[name].code)
         outs = {}
         for path in runnable:
             kernels.set_simd(path)
-            outs[path] = [kernels.matmul(x[:m], qt, threads=2) for m in (1, 3, 9, 16, 40)]
+            outs[path] = [kernels.matmul(x[:m], qt, threads=th) for m in (1, 2, 3, 4, 9, 16, 40) for th in (1, 2)]
         first = outs[runnable[0]]
         for path in runnable[1:]:
             assert all(same_bits(a, b) for a, b in zip(outs[path], first)), (name, k, path, runnable[0])
