@@ -82,6 +82,11 @@ static inline int32_t ek_ld32(const void *p)
     return v;
 }
 
+/* Kernels that read two row groups at once (g, g + 1) as two weight streams prefetch `d` bytes
+ * past offset `pos` of a group of `group` bytes in the same stream: the stream of group g goes on
+ * in group g + 2 (the next pair), not in group g + 1 */
+static inline size_t ek_pair_ahead(size_t pos, size_t d, size_t group) { return pos + d >= group ? d + group : d; }
+
 struct ek_bctx;
 typedef int (*ek_quant_fn)(const float *x, int m0, int m1, int k, int Kp, int8_t *xq, float *dx, float *cs);
 typedef uint64_t (*ek_stream_fn)(const uint8_t *p, size_t n, size_t pf); /* pf: prefetch distance, 0 = none */
@@ -95,7 +100,7 @@ typedef struct ek_path {
     const char *isa;
     int built;                 /* 0 where this architecture cannot compile the path */
     ek_tile_fn i8[2];          /* int8 activations, one 16-row group */
-    ek_tile_fn i8x2[2];        /* int8 activations, two groups at once (GEMM, M > 1) */
+    ek_tile_fn i8x2[2];        /* int8 activations, two groups at once (two weight streams) */
     ek_tile_fn f32[2];         /* exact fp32 activations */
     ek_quant_fn quant;         /* activation quantizer, bit-identical to the portable one */
     ek_stream_fn stream[2];    /* bandwidth probe read loops (NULL: none; the probe takes the fastest) */

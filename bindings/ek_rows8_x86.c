@@ -351,14 +351,10 @@ static inline AI T512 __m512i codes16_q5_0(const uint8_t *g0, const uint8_t *g1,
     return _mm512_mask_add_epi8(code, hi, code, _mm512_set1_epi8(0x10));
 }
 
-/* `d` bytes past block offset `pos` of a group of `group` bytes, in the same stream: the stream of
- * group g goes on in group g + 2 (the next pair), not in group g + 1 */
-static inline AI size_t ahead16(size_t pos, size_t d, size_t group) { return pos + d >= group ? d + group : d; }
-
 /* prefetch_decode for both streams, the block at offset pos of its group (g0 in group g, g1 in g + 1) */
 static inline AI T512 void prefetch_decode16(const uint8_t *g0, const uint8_t *g1, size_t pos, size_t sb, size_t GB, size_t group, int part, int parts)
 {
-    const size_t far = ahead16(pos, EK_PF_AHEAD * sb, group), near = ahead16(pos, sb / 2, group);
+    const size_t far = ek_pair_ahead(pos, EK_PF_AHEAD * sb, group), near = ek_pair_ahead(pos, sb / 2, group);
     prefetch_slice(g0 + far, GB, part, parts);
     prefetch_slice(g1 + far, GB, part, parts);
     prefetch_slice_l1(g0 + near, GB, part, parts);

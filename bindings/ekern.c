@@ -555,7 +555,7 @@ typedef struct {
     ek_range range;      /* over row groups */
     ek_ctx c;
     ek_tile_fn tile;
-    ek_tile_fn tile2;    /* two row groups at once (GEMM), or NULL */
+    ek_tile_fn tile2;    /* two row groups at once, or NULL */
 } ek_job;
 
 static void run_groups(const void *job, int g0, int g1)
@@ -569,7 +569,7 @@ static void run_groups(const void *job, int g0, int g1)
     for (int m0 = 0; m0 < M; m0 += EK_MR) {
         const int mr = M - m0 < EK_MR ? M - m0 : EK_MR;
         for (int g = g0; g < g1;) {
-            const int ng = (j->tile2 && M > 1 && g + 1 < g1) ? 2 : 1;
+            const int ng = (j->tile2 && g + 1 < g1) ? 2 : 1;
             if (ng == 2) j->tile2(c, g, m0, mr, out);
             else j->tile(c, g, m0, mr, out);
             for (int h = 0; h < ng; h++, g++) {

@@ -74,6 +74,26 @@ def test_results_identical_for_all_thread_counts(m, n, k, cfg, seed):
             assert np.array_equal(kernels.matmul(x, qt, act=act, threads=t), base)
 
 
+@needs_c
+@pytest.mark.parametrize("bits", [4, 8])
+def test_two_group_tiles_give_the_one_group_bits(bits):
+    """AVX-512 runs the i16x32 weights two 16-row groups at a time at every M (two weight streams);
+    the 256-bit paths run one group. 130 groups: pairs, and odd groups at the ends of the work
+    chunks. AVX2 takes 8-bit codes signed (no offset correction, other float rounding): left out there."""
+    runnable = [p for p in simd_paths() if p != "portable" and not (bits == 8 and p == "avx2")]
+    if len(runnable) < 2 or not any(p in ("amx", "avx512vnni") for p in runnable):
+        pytest.skip(f"needs AVX-512 VNNI and a 256-bit path to compare (runnable: {runnable})")
+    rng = np.random.default_rng(bits)
+    x, qt = _case(rng, 5, 130 * 16, 256, bits, "sym", 32)
+    outs = {}
+    for path in runnable:
+        kernels.set_simd(path)
+        outs[path] = [kernels.matmul(x[:m], qt, threads=t) for m in (1, 2, 5) for t in (1, 2)]
+    first = outs[runnable[0]]
+    for path in runnable[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(outs[path], first)), (bits, path, runnable[0])
+
+
 def test_int8_path_error_bound():
     """Documented bound of the int8-activation path against the exact product."""
     rng = np.random.default_rng(1)
