@@ -142,8 +142,8 @@ static inline AI T2 __m256i q5_bits(__m256i qh, int byte, int nib)
 
 /* A block's scaled sub-block sums (ek_rows8_tiles.h, the 16-row tiles) fold into R8_NC chains when
  * a tile has one activation row (decode): one chain would wait on vpdpwssd's latency at every fold
- * (16 folds of Q4_K, 32 of Q6_K per block), the block's critical path, where 4 interleaved chains run at the units' throughput.
- * Integer sums: the bits are the same. */
+ * (16 folds of Q4_K, 32 of Q6_K per block), the block's critical path, where 4 interleaved chains
+ * run at the units' throughput. Integer sums: the bits are the same. */
 #define R8_NC 4
 #define R8_CHAIN(T, f) ((T) == 1 ? (f) % R8_NC : 0)
 
@@ -446,6 +446,7 @@ static inline AI T512 void tile16_k4(const ek_bctx *c, int g, int i0, const int 
     TILE_ROWS(i) _mm512_storeu_ps(c->y + (size_t)(i0 + i) * c->ldy + 8 * (size_t)g, acc[i]);
 }
 
+/* Q6_K as tile_q6_k: int16 sums over two quads, folded with the scale by vpdpwssd */
 static inline AI T512 void tile16_q6_k(const ek_bctx *c, int g, int i0, const int T, const uint8_t *ub)
 {
     const int nblk = c->k / EK_QK_K;
