@@ -80,6 +80,29 @@ def time_cycle(fn, count: int, min_calls: int, budget_s: float, at_least: int = 
             return float(np.median(ts))
 
 
+def time_paired(fn, count: int, read, min_calls: int, budget_s: float, at_least: int = 3) -> tuple[float, float]:
+    """(median seconds per call of fn(i), median share of the memory read rate) with i cycling as in
+    time_cycle, each call followed by read(i): a read, with the fastest read loop, of the bytes of a
+    call far from i in the cycle (as cold as call i's, and as many). The share is the median over
+    calls of read time / call time: on a shared VM DRAM bandwidth drifts by tens of percent within a
+    minute, and a probe run once per benchmark then credits or blames the kernel for the drift."""
+    fn(0)
+    read(0)
+    ts, shares, t0 = [], [], time.perf_counter()
+    while True:
+        i = (len(ts) + 1) % count
+        t = time.perf_counter()
+        fn(i)
+        tk = time.perf_counter() - t
+        t = time.perf_counter()
+        read(i)
+        shares.append((time.perf_counter() - t) / tk)
+        ts.append(tk)
+        el = time.perf_counter() - t0
+        if len(ts) >= min_calls and (el >= budget_s or len(ts) >= count) and len(ts) >= at_least:
+            return float(np.median(ts)), float(np.median(shares))
+
+
 def ort_session(weights, m_threads: int, level: int):
     import onnx
     import onnxruntime as ort

@@ -45,7 +45,19 @@ from ._errors import KernelError
 from .quant._buffer import weight_buffer
 from .quant._tensor import BLOCKS, QuantizedTensor
 
-__all__ = ["KernelInfo", "available", "get_threads", "info", "matmul", "memory_read_gbs", "quantize_activations", "set_simd", "set_threads"]
+__all__ = [
+    "KernelInfo",
+    "ReadLoop",
+    "available",
+    "fastest_read",
+    "get_threads",
+    "info",
+    "matmul",
+    "memory_read_gbs",
+    "quantize_activations",
+    "set_simd",
+    "set_threads",
+]
 
 log = logging.getLogger(__name__)
 
@@ -239,13 +251,40 @@ def get_threads() -> int:
 PROBE_PREFETCH = (0, 512, 1024, 2048)
 
 
-def memory_read_gbs(threads: int | None = None, set_bytes: int = 1 << 30, passes: int = 3, piece: int = 8 << 20) -> float:
-    """Measured DRAM read bandwidth in GB/s: the best, over the SIMD path's read loops (each load
-    width it has) and software prefetch at each distance of :data:`PROBE_PREFETCH` (0: plain
-    loads), of the median over streaming reads of ``piece`` bytes cycling through a ``set_bytes``
-    buffer (far larger than any cache), with ``threads`` workers (default: the pool size). The
-    physical limit of a memory-bound matmul, so benchmarks state their speed as a share of it: the
-    fastest read loop known, since on some CPUs one core's plain loads leave DRAM idle.
+@attrs.frozen
+class ReadLoop:
+    """One way this CPU reads memory: a read loop of the SIMD path (``loop``, one per load width)
+    with software prefetch ``prefetch`` bytes ahead (0: plain loads), and the GB/s it measured.
+    :func:`fastest_read` finds the fastest; :meth:`read` runs it, so a benchmark can time a read of
+    the bytes a kernel call read right after that call: both see the machine in the same state."""
+
+    loop: int
+    prefetch: int
+    gbs: float
+
+    def read(self, buf: np.ndarray, offset: int = 0, nbytes: int | None = None, threads: int | None = None) -> int:
+        """Read ``nbytes`` (default: to the end) of C-contiguous ``buf`` from byte ``offset`` with
+        ``threads`` workers (default: the pool size); returns the XOR of its 64-bit words (nothing to
+        optimise away)."""
+        if _impl != "c":
+            raise KernelError("reading memory with the probe's loops needs the C kernels (" + info().simd_note + ")")
+        if not isinstance(buf, np.ndarray) or not buf.flags.c_contiguous:
+            raise KernelError(f"buf must be a C-contiguous numpy array, got {type(buf).__name__}")
+        n = buf.nbytes - offset if nbytes is None else nbytes
+        if offset < 0 or n < 0 or offset + n > buf.nbytes:
+            raise KernelError(f"bytes {offset} .. {offset + n} are outside the {buf.nbytes}-byte buffer")
+        if not 0 <= self.loop < _lib.ek_stream_loops() or self.prefetch < 0:
+            raise KernelError(f"read loop {self.loop} (prefetch {self.prefetch}) is not one of this path's ({_lib.ek_stream_loops()} loops)")
+        base = _ffi.cast("char *", _ffi.from_buffer(buf.reshape(-1).view(np.uint8)))
+        return int(_lib.ek_stream_read(base + offset, n, int(threads or _threads), self.loop, self.prefetch))
+
+
+def fastest_read(threads: int | None = None, set_bytes: int = 1 << 30, passes: int = 3, piece: int = 8 << 20) -> ReadLoop:
+    """The fastest :class:`ReadLoop` over the SIMD path's read loops (each load width it has) and
+    software prefetch at each distance of :data:`PROBE_PREFETCH`, each timed as the median over
+    streaming reads of ``piece`` bytes cycling through a ``set_bytes`` buffer (far larger than any
+    cache), with ``threads`` workers (default: the pool size). The fastest read loop known, since on
+    some CPUs one core's plain loads leave DRAM idle.
 
     Timed per piece, as matmuls are timed per call: a preemption on a shared machine spoils one
     sample, not the measurement.
@@ -256,19 +295,25 @@ def memory_read_gbs(threads: int | None = None, set_bytes: int = 1 << 30, passes
         raise KernelError(f"set_bytes ({set_bytes}) must be at least one piece ({piece} bytes), passes ({passes}) at least 1")
     buf = weight_buffer(set_bytes)  # the pages weights get (edgesdk.quant._buffer): a like-for-like limit
     buf[:] = 1  # touched: the pages are resident before timing
-    base = _ffi.cast("char *", _ffi.from_buffer(buf))
-    nt = int(threads or _threads)
-    best = 0.0
+    best = ReadLoop(0, 0, 0.0)
     for loop in range(_lib.ek_stream_loops()):
         for pf in PROBE_PREFETCH:
-            ts = []
+            how, ts = ReadLoop(loop, pf, 0.0), []
             for _ in range(passes):
                 for off in range(0, set_bytes - piece + 1, piece):
                     t = time.perf_counter()
-                    _lib.ek_stream_read(base + off, piece, nt, loop, pf)
+                    how.read(buf, off, piece, threads)
                     ts.append(time.perf_counter() - t)
-            best = max(best, piece / float(np.median(ts)) / 1e9)
+            gbs = piece / float(np.median(ts)) / 1e9
+            if gbs > best.gbs:
+                best = ReadLoop(loop, pf, gbs)
     return best
+
+
+def memory_read_gbs(threads: int | None = None, set_bytes: int = 1 << 30, passes: int = 3, piece: int = 8 << 20) -> float:
+    """Measured DRAM read bandwidth in GB/s: :func:`fastest_read`'s. The physical limit of a
+    memory-bound matmul, so benchmarks state their speed as a share of it."""
+    return fastest_read(threads, set_bytes, passes, piece).gbs
 
 
 def _desc(w: QuantizedTensor):

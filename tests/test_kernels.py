@@ -367,3 +367,35 @@ def test_bandwidth_probe_reads_every_byte_on_every_path():
                 for pf in kernels.PROBE_PREFETCH:
                     assert kernels._lib.ek_stream_read(ptr, buf.nbytes, th, loop, pf) == want, (path, th, loop, pf)
         assert kernels._lib.ek_stream_read(ptr, buf.nbytes, 1, loops, 0) == kernels._lib.ek_stream_read(ptr, buf.nbytes, 1, -1, 0) == 0
+
+
+@needs_c
+def test_read_loop_reads_the_range_it_is_given_and_refuses_others():
+    """ReadLoop.read (what benchmarks time a kernel call against) reads exactly bytes offset ..
+    offset + nbytes of the array, on every path and read loop; a range outside the array, an array
+    it cannot read in place or a loop the path lacks is a KernelError naming it, never a read."""
+    buf = np.random.default_rng(12).integers(0, 2**63, (1 << 20) // 8, dtype=np.uint64)
+    words = buf[64:-64]  # bytes 512 .. nbytes - 512: a multiple of 256, so no byte-wise tail
+    want = int(np.bitwise_xor.reduce(words))
+    for path in simd_paths():
+        kernels.set_simd(path)
+        for loop in range(kernels._lib.ek_stream_loops()):
+            how = kernels.ReadLoop(loop, 1024, 0.0)
+            assert how.read(buf, 512, words.nbytes, threads=2) == want, (path, loop)
+            assert how.read(words) == want
+    how = kernels.ReadLoop(0, 0, 0.0)
+    for args, msg in (
+        ((buf, -1, 8), "outside"),
+        ((buf, 8, buf.nbytes), "outside"),
+        ((buf, buf.nbytes + 1), "outside"),
+        ((buf[::2],), "C-contiguous"),
+        ((bytearray(64),), "C-contiguous"),
+    ):
+        with pytest.raises(KernelError, match=msg):
+            how.read(*args)
+    with pytest.raises(KernelError, match="read loop 9"):
+        kernels.ReadLoop(9, 0, 0.0).read(buf)
+    with pytest.raises(KernelError, match="at least one piece"):
+        kernels.fastest_read(1, set_bytes=1 << 20, piece=8 << 20)
+    best = kernels.fastest_read(1, set_bytes=32 << 20, passes=1, piece=8 << 20)
+    assert best.gbs > 0 and 0 <= best.loop < kernels._lib.ek_stream_loops() and best.prefetch in kernels.PROBE_PREFETCH
