@@ -54,9 +54,14 @@ _model = smollm2_path
 
 def _run(out: Path, *, cpu: str | None = None, env: dict | None = None, every_path: bool = False):
     cmd = [sys.executable, str(RUN), str(out), "--model", _model()] + (["--every-path"] if every_path else [])
+    base = dict(os.environ)
     if cpu:
         cmd = [_qemu(), "-cpu", cpu] + cmd
-    r = subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=900)
+        # numpy's OpenBLAS picks its kernels from the host, not the emulated CPUID: under qemu's Nehalem on a
+        # Zen 5 host it ran an instruction Nehalem lacks (SIGILL in numpy's import-time dot). qemu's model
+        # names are OpenBLAS core types too.
+        base["OPENBLAS_CORETYPE"] = cpu
+    r = subprocess.run(cmd, env={**base, **(env or {})}, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, f"{cpu or 'native'} run failed ({r.returncode}):\n{r.stderr[-4000:]}"
     data = np.load(out)
     return json.loads(str(data["meta"])), {k: data[k] for k in data.files if k != "meta"}, r.stderr
