@@ -68,16 +68,7 @@ def time_cycle(fn, count: int, min_calls: int, budget_s: float, at_least: int = 
     bandwidth-bound M=1) and budget_s has elapsed (or every set was used once).
     The median, not the mean, because this machine is shared: a preempted call is an
     outlier, not a property of the kernel."""
-    fn(0)
-    ts, t0 = [], time.perf_counter()
-    while True:
-        i = (len(ts) + 1) % count
-        t = time.perf_counter()
-        fn(i)
-        ts.append(time.perf_counter() - t)
-        el = time.perf_counter() - t0
-        if len(ts) >= min_calls and (el >= budget_s or len(ts) >= count) and len(ts) >= at_least:
-            return float(np.median(ts))
+    return float(np.median(_cycle(fn, count, min_calls, budget_s, at_least)[0]))
 
 
 def time_paired(fn, count: int, read, min_calls: int, budget_s: float, at_least: int = 3) -> tuple[float, float]:
@@ -86,21 +77,29 @@ def time_paired(fn, count: int, read, min_calls: int, budget_s: float, at_least:
     call far from i in the cycle (as cold as call i's, and as many). The share is the median over
     calls of read time / call time: on a shared VM DRAM bandwidth drifts by tens of percent within a
     minute, and a probe run once per benchmark then credits or blames the kernel for the drift."""
+    ts, reads = _cycle(fn, count, min_calls, budget_s, at_least, read)
+    return float(np.median(ts)), float(np.median(np.array(reads) / np.array(ts)))
+
+
+def _cycle(fn, count: int, min_calls: int, budget_s: float, at_least: int, read=None) -> tuple[list, list]:
+    """Seconds of each timed fn(i) (and of each read(i) right after it, when read is given); the
+    stopping rule of time_cycle."""
     fn(0)
-    read(0)
-    ts, shares, t0 = [], [], time.perf_counter()
+    if read:
+        read(0)
+    ts, reads, t0 = [], [], time.perf_counter()
     while True:
         i = (len(ts) + 1) % count
         t = time.perf_counter()
         fn(i)
-        tk = time.perf_counter() - t
-        t = time.perf_counter()
-        read(i)
-        shares.append((time.perf_counter() - t) / tk)
-        ts.append(tk)
+        ts.append(time.perf_counter() - t)
+        if read:
+            t = time.perf_counter()
+            read(i)
+            reads.append(time.perf_counter() - t)
         el = time.perf_counter() - t0
         if len(ts) >= min_calls and (el >= budget_s or len(ts) >= count) and len(ts) >= at_least:
-            return float(np.median(ts)), float(np.median(shares))
+            return ts, reads
 
 
 def ort_session(weights, m_threads: int, level: int):
