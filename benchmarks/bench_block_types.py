@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     set_bytes = int(a.set_gib * GiB)
     fastest = {t: kernels.fastest_read(t, set_bytes=set_bytes) for t in (1, 2)}
     bw = {t: r.gbs for t, r in fastest.items()}
-    print(f"# {cpu_name()}  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  kernels={info.impl}/{info.simd}")
+    print(f"# {cpu_name()}  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  kernels={info.impl}/{info.simd}  decode reads {info.decode_read}")
     print(f"# DRAM read bandwidth: {bw[1]:.1f} GB/s (1 thread), {bw[2]:.1f} GB/s (2 threads); {a.set_gib:g} GiB distinct weights per type and shape")
     print(
         "# M=1 % bw: median over calls of (time to read the bytes of a matrix as cold as the call's, right after it, with the fastest read loop) / (call time)"

@@ -62,6 +62,7 @@ typedef struct ek_bctx {
     int xs_stride;
     const int32_t *xo;              /* rows8 + int8 Q5_0: [M][k/32] -16 * sum(xq) per block, where the
                                      * block's integer dot starts (the offset costs no vector op) */
+    int one_stream;                 /* the "single" read plan (ekern.h, ek_read_get), M <= EK_READ_M */
 } ek_bctx;
 
 /* Row r's block b of an interleaved weight, gathered into out (t->nbytes bytes) */

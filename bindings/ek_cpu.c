@@ -61,6 +61,17 @@ static unsigned detect(void)
     }
     return f;
 }
+
+static int vendor_amd(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return 0;
+    char v[12];
+    memcpy(v, &b, 4);
+    memcpy(v + 4, &d, 4);
+    memcpy(v + 8, &c, 4);
+    return memcmp(v, "AuthenticAMD", 12) == 0 || memcmp(v, "HygonGenuine", 12) == 0;
+}
 #elif defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
 
@@ -77,6 +88,20 @@ static unsigned detect(void) { return 1u << EK_CPU_neon; }
 #else
 static unsigned detect(void) { return 0; }
 #endif
+#if !(defined(__x86_64__) && defined(__GNUC__))
+static int vendor_amd(void) { return 0; }
+#endif
+
+int ek_cpu_amd(void)
+{
+    static _Atomic int cached = -1;
+    int v = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (v < 0) {
+        v = vendor_amd();
+        atomic_store_explicit(&cached, v, memory_order_relaxed);
+    }
+    return v;
+}
 
 unsigned ek_cpu_features(void)
 {

@@ -5,3 +5,5 @@ unsigned ek_cpu_features(void);
 const char *ek_cpu_feature_name(int i);
 /* Mask of a comma-separated list of feature names (a target string). */
 unsigned ek_cpu_parse(const char *list);
+/* 1 when the CPU is AMD's or Hygon's (CPUID vendor string), else 0. */
+int ek_cpu_amd(void);

@@ -19,6 +19,9 @@
 #define ISA_AVXVNNI ISA_AVX2 ",avxvnni"
 
 #define EK_MR 4          /* activation rows sharing one weight unpack */
+/* the read plan (ekern.h) applies at M <= EK_READ_M: on a Zen 5 VM the one-stream tiles were faster
+ * at M = 1 and 2 (Q4_K 4096 x 4096, 1 thread: 407 -> 318 us at M = 2) but slower at M = 4 (384 -> 436) */
+#define EK_READ_M 2
 #ifndef EK_PF
 #define EK_PF 6144       /* software prefetch distance in weight bytes (tuned: 2 KiB on the Xeon, 4-8 KiB on Zen 5) */
 #endif

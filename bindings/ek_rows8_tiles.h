@@ -86,7 +86,7 @@ static inline AI R8_T void R8_FN(tile_k4)(const ek_bctx *c, int g, int i0, const
         }
 #pragma GCC unroll 8
         for (int u = 0; u < 8; u++) {
-            if (!ub && i0 == 0) prefetch_decode(gb, GB, GB, u, 8);
+            if (!ub && i0 == 0) prefetch_decode(c, gb, GB, GB, u, 8);
             const __m256i sc = R8_FN(scale8)(u < 4 ? sc_lo : sc_hi, u & 3, R8_BUSD);
             /* in int16, Q4 codes (<= 15) sum over 8 quads, Q5's (<= 31) over 4. With VNNI, Q4's int32 sums
              * over 4 quads stay below 2^15: their lanes read as int16 pairs (sum, sign), and vpdpwssd with
@@ -146,7 +146,7 @@ static inline AI R8_T void R8_FN(tile_q6_k)(const ek_bctx *c, int g, int i0, con
 #pragma GCC unroll 2
                 for (int j = 0; j < 2; j++) {
                     const int s = 8 * h + 2 * ci + j; /* the sub-block: elements 128h + 32ci + 16j .. + 15 */
-                    if (!ub && i0 == 0) prefetch_decode(gb, GB, GB, s, 16);
+                    if (!ub && i0 == 0) prefetch_decode(c, gb, GB, GB, s, 16);
                     const __m256i sc = lane_half16(sp[2 * (s >> 2) + (s & 1)], (s >> 1) & 1);
 #pragma GCC unroll 2
                     for (int q0 = 0; q0 < 4; q0 += 2) {
@@ -185,7 +185,7 @@ static inline AI R8_T void R8_FN(tile_q5_0)(const ek_bctx *c, int g, int i0, con
     TILE_ROWS(i) acc[i] = _mm256_setzero_ps();
     for (int b = 0; b < nblk; b++) {
         const uint8_t *gb = base + (size_t)b * GB, *ubb = ub ? ub + (size_t)b * 8 * 32 : NULL;
-        if (!ub && i0 == 0) prefetch_decode(gb, 8 * GB, GB, 0, 1); /* 8 blocks: 256 elements */
+        if (!ub && i0 == 0) prefetch_decode(c, gb, 8 * GB, GB, 0, 1); /* 8 blocks: 256 elements */
         __m256i isum[EK_TM];
         TILE_ROWS(i) isum[i] = _mm256_set1_epi32(c->xo[(size_t)(i0 + i) * nblk + b]);
 #pragma GCC unroll 2

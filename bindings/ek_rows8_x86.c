@@ -93,12 +93,24 @@ PREFETCH_SLICE(prefetch_slice_l1, 3)
  * Measured on a Xeon VM with AMX, M = 1 at 1 thread, 2 MiB pages, Q4_K / Q5_K / Q6_K / Q5_0 in
  * microseconds per 4096 x 4096: one block's lines at once 2 ahead 680 / 840 / 970 / 850, sliced
  * 630 / 815 / 955 / 835, sliced with the L1 half 600 / 740 / 890 / 740; 3 or 4 super-blocks ahead
- * was slower, 1 much slower. */
+ * was slower, 1 much slower. That is the "paired" read plan's (ekern.h). The "single" plan's, for
+ * CPUs whose prefetch hints all fill L1 (AMD's), prefetches only far, EK_PF_AHEAD1 super-blocks
+ * ahead: on a Zen 5 VM (1 thread, cold 4096 x 4096 at M = 1, each call's share of a like read right
+ * after it) the AVX-VNNI tiles read Q4_K / Q6_K / Q5_0 / Q5_K at 73-74 / 80-82 / 68 / 69-73 % with
+ * 2 ahead and the L1 half, 82-84 / 87-91 / 81 / 84-85 % with 4 and the L1 half, 92-93 / 91-93 /
+ * 91-92 / 93-94 % with 4 alone. */
 #ifndef EK_PF_AHEAD
 #define EK_PF_AHEAD 2
 #endif
-static inline AI void prefetch_decode(const uint8_t *gb, size_t sb, size_t GB, int part, int parts)
+#ifndef EK_PF_AHEAD1
+#define EK_PF_AHEAD1 4
+#endif
+static inline AI void prefetch_decode(const ek_bctx *c, const uint8_t *gb, size_t sb, size_t GB, int part, int parts)
 {
+    if (c->one_stream) {
+        prefetch_slice(gb + EK_PF_AHEAD1 * sb, GB, part, parts);
+        return;
+    }
     prefetch_slice(gb + EK_PF_AHEAD * sb, GB, part, parts);
     prefetch_slice_l1(gb + sb / 2, GB, part, parts);
 }
@@ -312,8 +324,10 @@ static inline AI T512 __m512i bc4_512(const void *p) { return _mm512_set1_epi32(
  * Decode-sized M reads two groups' weights as one 512-bit stream pair and unpacks their codes as
  * they arrive, in 512-bit ops: half the instructions per weight byte of the 256-bit tiles, which
  * is what a cold M = 1 matmul loses to the DRAM stream (measured on a Xeon VM with AMX, 1 thread,
- * cold 4096 x 4096: Q4_K 626 -> 565 us, Q5_K 779 -> 641 us). The codes are those of codes_k4,
- * codes_q6_k and codes_q5_0_512, for both groups at once. */
+ * cold 4096 x 4096: Q4_K 626 -> 565 us, Q5_K 779 -> 641 us). The "single" read plan (ekern.h) runs
+ * the one-stream 8-row tiles instead: on a Zen 5 VM their share of a like read (see prefetch_decode)
+ * was 91-94 % against 70-92 % here. The codes are those of codes_k4, codes_q6_k and codes_q5_0_512,
+ * for both groups at once. */
 
 /* the 256-bit vectors at `off` in blocks g0 (group g) and g1 (group g + 1), as one */
 static inline AI T512 __m512i ld2(const uint8_t *g0, const uint8_t *g1, size_t off) { return cat(ld(g0 + off), ld(g1 + off)); }
@@ -522,7 +536,7 @@ static inline AI T512 void rows16(const ek_bctx *c, int r0, int r1, const int TY
     const int M = c->M, TM = TM16(TY), Mt = M / TM * TM;
     const size_t need = (size_t)(c->k / c->t->block) * R8_NV(TY) * 64;
     int g = r0 / 8;
-    if (M <= EK_TM) /* decode-sized: the codes unpacked as they stream in, two groups at a time */
+    if (M <= EK_TM && !c->one_stream) /* decode-sized: the codes unpacked as they stream in, two groups at a time */
         for (; g + 2 <= r1 / 8; g += 2) switch (M) {
             case 4: tile16(c, g, 0, 4, TY, NULL); break;
             case 3: tile16(c, g, 0, 3, TY, NULL); break;

@@ -91,7 +91,10 @@ tile512(const ek_ctx *c, int g, int m0, const int MR, const int BITS, float *out
  * groups are two weight streams, each prefetched EK_PF_PAIR bytes ahead into L2 and
  * EK_PF_PAIR_L1 into L1: on a Xeon VM (AMX), cold 4096 x 4096 Q8_0 at M = 1 and 1 thread
  * took 1.14 ms on tile512 (one stream, EK_PF ahead), 1.03 ms here with 3 KiB into L2 only
- * and 0.99 ms with the L1 prefetch too (2, 4 or 6 KiB: slower). */
+ * and 0.99 ms with the L1 prefetch too (2, 4 or 6 KiB: slower). That is the "paired" read plan
+ * (ekern.h); the "single" one decodes with tile512: on a Zen 5 VM (cold 4096 x 4096, M = 1, 1
+ * thread, each call's share of a like read right after it) Q8_0 read 94-96 % there against 74-75 %
+ * here, Q4_0 86-101 % against 67-71 %. */
 #ifndef EK_PF_PAIR
 #define EK_PF_PAIR 3072
 #endif

@@ -266,6 +266,34 @@ const char *ek_build_info(void)
         ;
 }
 
+/* the read plan (ekern.h); read under call_mu */
+static int read_plan = -1;
+
+int ek_read_default(void) { return ek_cpu_amd() ? 1 : 0; }
+
+static int read_now(void)
+{
+    if (read_plan < 0) read_plan = ek_read_default();
+    return read_plan;
+}
+
+int ek_read_get(void)
+{
+    pthread_mutex_lock(&call_mu);
+    const int p = read_now();
+    pthread_mutex_unlock(&call_mu);
+    return p;
+}
+
+int ek_read_set(int plan)
+{
+    pthread_mutex_lock(&call_mu);
+    read_plan = plan == 0 || plan == 1 ? plan : ek_read_default();
+    const int p = read_plan;
+    pthread_mutex_unlock(&call_mu);
+    return p;
+}
+
 int ek_amx_usable(void)
 {
     const unsigned amx = ek_cpu_parse("amx-tile,amx-int8");
@@ -696,7 +724,7 @@ static int matmul_one(const ek_weight *w, const float *x, int m, float *y, int l
         const int b8 = w->bits == 8;
         const ek_tile_fn t = act_int8 ? path->i8[b8] : path->f32[b8];
         j.tile = t ? t : (act_int8 ? portable_path.i8[b8] : portable_path.f32[b8]);
-        j.tile2 = act_int8 ? path->i8x2[b8] : NULL;
+        j.tile2 = act_int8 && !(m <= EK_READ_M && read_now()) ? path->i8x2[b8] : NULL; /* "single": one stream */
     }
 
     /* ~4 work items per thread balances load without hurting weight streaming */
@@ -796,7 +824,7 @@ static int matmul_blocks(const ek_weight *wt, const float *x, int m, float *y, i
     ek_bjob j;
     memset(&j, 0, sizeof j);
     j.c = (ek_bctx){.t = t, .w = w, .n = n, .k = k, .M = m, .y = y, .ldy = ldy, .act_int8 = act_int8 ? 1 : 0,
-                    .rows8 = wt->rows8 ? 1 : 0, .fields = wt->fields, .nfields = wt->nfields};
+                    .rows8 = wt->rows8 ? 1 : 0, .fields = wt->fields, .nfields = wt->nfields, .one_stream = m <= EK_READ_M && read_now()};
     j.c.ab = t->block >= 256 ? 256 : 32; /* activations are quantized per weight block */
     const int nt = threads_for(nthreads, (size_t)n * (k / t->block) * (size_t)t->nbytes, m, n);
     if (act_int8 && j.c.ab == 256) {

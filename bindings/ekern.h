@@ -94,3 +94,11 @@ int ek_path_get(void);
 int ek_path_set(int path);
 const char *ek_build_info(void);
 int ek_amx_usable(void);
+/* How decode-sized matmuls (M <= 2) read their weights on x86: 0 "paired", AVX-512 tiles take two
+ * row groups at once (two weight streams), each prefetched far into L2 and near into L1; 1
+ * "single", one row group per tile (one stream), prefetched far ahead only. Either gives the same
+ * bits. ek_read_default: single on AMD and Hygon CPUs (whose prefetch hints all fill L1), paired
+ * elsewhere. ek_read_set(-1) restores the default; it returns the plan in effect (0 or 1). */
+int ek_read_default(void);
+int ek_read_get(void);
+int ek_read_set(int plan);

@@ -145,6 +145,14 @@ VARIABLES: dict[str, EnvVar] = _vars(
         "SIMD path of the C kernels (`amx`, `avx512vnni`, `avxvnni`, `avx2`, `neon`, `portable`, `auto`); "
         "one this CPU cannot run is refused with a warning. Default: the best runnable one.",
     ),
+    EnvVar(
+        "EDGESDK_DECODE_READ",
+        "choice",
+        "auto",
+        "How decode-sized matmuls read weights on x86: `paired` (two row groups per AVX-512 tile, far and near "
+        "prefetch), `single` (one group, far prefetch only), `auto` (single on AMD and Hygon CPUs, else paired). Same results.",
+        choices=("auto", "paired", "single"),
+    ),
     EnvVar("EDGESDK_THREADS", "int", None, "Initial size of the C kernels' thread pool; default: the CPUs this process may use.", bounds=(1, None)),
     EnvVar(
         "EDGESDK_LLM_DECODE_THREADS",

@@ -56,6 +56,7 @@ def _restore():
     threads = kernels.get_threads()
     yield
     kernels.set_simd("auto")
+    kernels.set_decode_read("auto")
     kernels.set_threads(threads)
 
 
@@ -102,6 +103,22 @@ def test_interleaved_kernels_identical_on_every_instruction_set(name):
         first = outs[runnable[0]]
         for path in runnable[1:]:
             assert all(same_bits(a, b) for a, b in zip(outs[path], first)), (name, k, path, runnable[0])
+
+
+@needs_c
+@pytest.mark.parametrize("name", NAMES)
+def test_decode_read_plans_give_the_same_bits(name):
+    """"paired" (AVX-512: two groups of 8 rows per decode tile) and "single" (one) on every SIMD
+    path, at the M where the plan acts (1, 2) and past it; 72 rows leave an odd group."""
+    for k in _ks(name)[:3]:
+        qt, x = _case(name, 72, k, 5, seed=11 * k + TYPES[name].code)
+        for path in kernels.info().simd_runnable:
+            kernels.set_simd(path)
+            outs = {}
+            for plan in kernels.READ_PLANS:
+                kernels.set_decode_read(plan)
+                outs[plan] = [kernels.matmul(x[:m], qt, threads=th) for m in (1, 2, 3, 5) for th in (1, 2)]
+            assert all(same_bits(a, b) for a, b in zip(*outs.values())), (name, k, path)
 
 
 @needs_c

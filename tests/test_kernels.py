@@ -38,6 +38,7 @@ def _restore():
     threads = kernels.get_threads()
     yield
     kernels.set_simd("auto")
+    kernels.set_decode_read("auto")
     kernels.set_threads(threads)
 
 
@@ -92,6 +93,55 @@ def test_two_group_tiles_give_the_one_group_bits(bits):
     first = outs[runnable[0]]
     for path in runnable[1:]:
         assert all(np.array_equal(a, b) for a, b in zip(outs[path], first)), (bits, path, runnable[0])
+
+
+@needs_c
+@pytest.mark.parametrize("bits", [4, 8])
+def test_decode_read_plans_give_the_same_bits(bits):
+    """On every path, "paired" and "single" (on AVX-512 at M <= 2: two 16-row groups per tile, or
+    one) compute the same outputs, at the M where the plan acts and past it, with 130 groups (odd
+    ones at the ends of the work chunks)."""
+    rng = np.random.default_rng(10 + bits)
+    x, qt = _case(rng, 5, 130 * 16, 256, bits, "sym", 32)
+    for path in simd_paths():
+        kernels.set_simd(path)
+        outs = {}
+        for plan in kernels.READ_PLANS:
+            assert kernels.set_decode_read(plan) == plan == kernels.info().decode_read
+            outs[plan] = [kernels.matmul(x[:m], qt, threads=t) for m in (1, 2, 3, 5) for t in (1, 2)]
+        assert all(np.array_equal(a, b) for a, b in zip(*outs.values())), (bits, path)
+
+
+@needs_c
+def test_decode_read_plan_default_follows_the_cpu_vendor():
+    """auto: single on AMD / Hygon (the vendor as Linux reads it), paired elsewhere; a name outside
+    the plans is an error that changes nothing."""
+    import os
+    import platform
+
+    assert kernels.set_decode_read("paired") == "paired"
+    with pytest.raises(KernelError, match=r"unknown decode read plan 'both'; valid: auto, paired, single"):
+        kernels.set_decode_read("both")
+    assert kernels.info().decode_read == "paired"
+    auto = kernels.set_decode_read(" AUTO ")
+    if platform.machine() in ("x86_64", "AMD64") and os.path.exists("/proc/cpuinfo"):
+        vendor = next((ln.split(":")[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("vendor_id")), "")
+        assert auto == ("single" if vendor in ("AuthenticAMD", "HygonGenuine") else "paired"), vendor
+
+
+@needs_c
+@pytest.mark.parametrize("value,expect", [("single", "single"), ("paired", "paired"), ("Single ", "single"), ("bogus", None)])
+def test_env_sets_the_decode_read_plan(value, expect):
+    import os
+    import subprocess
+    import sys
+
+    code = "import edgesdk.kernels as k\nprint(k.info().decode_read, k.set_decode_read('auto'))\n"
+    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "EDGESDK_DECODE_READ": value}, capture_output=True, text=True, timeout=120)
+    got, auto = r.stdout.split()
+    assert got == (expect or auto), (value, r.stdout, r.stderr)
+    if expect is None:
+        assert "EDGESDK_DECODE_READ='bogus' is not one of auto, paired, single" in r.stderr, r.stderr
 
 
 def test_int8_path_error_bound():
