@@ -189,7 +189,9 @@ def main(argv=None) -> int:
     budget = args.budget if args.budget else (0.3 if args.quick else 1.0)
     rng = np.random.default_rng(0)
     info = kernels.info()
-    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {cpu_name()}  {os.cpu_count()} CPUs  kernels={info.impl}/{info.simd}  decode reads {info.decode_read}  {info.build}")
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {cpu_name()}  {os.cpu_count()} CPUs  kernels={info.impl}/{info.simd}  decode reads {info.decode_read}  {info.build}"
+    )
     import onnxruntime as ort
 
     print(f"# onnxruntime {ort.__version__}  numpy {np.__version__}  weight set {set_bytes / GiB:.2f} GiB per shape")

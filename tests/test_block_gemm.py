@@ -108,7 +108,7 @@ def test_interleaved_kernels_identical_on_every_instruction_set(name):
 @needs_c
 @pytest.mark.parametrize("name", NAMES)
 def test_decode_read_plans_give_the_same_bits(name):
-    """"paired" (AVX-512: two groups of 8 rows per decode tile) and "single" (one) on every SIMD
+    """The plans "paired" (AVX-512: two groups of 8 rows per decode tile) and "single" (one) on every SIMD
     path, at the M where the plan acts (1, 2) and past it; 72 rows leave an odd group."""
     for k in _ks(name)[:3]:
         qt, x = _case(name, 72, k, 5, seed=11 * k + TYPES[name].code)
