@@ -98,12 +98,13 @@ PREFETCH_SLICE(prefetch_slice_l1, 3)
  * ahead: on a Zen 5 VM (1 thread, cold 4096 x 4096 at M = 1, each call's share of a like read right
  * after it) the AVX-VNNI tiles read Q4_K / Q6_K / Q5_0 / Q5_K at 73-74 / 80-82 / 68 / 69-73 % with
  * 2 ahead and the L1 half, 82-84 / 87-91 / 81 / 84-85 % with 4 and the L1 half, 92-93 / 91-93 /
- * 91-92 / 93-94 % with 4 alone. */
+ * 91-92 / 93-94 % with 4 alone; at 11008 x 4096 Q4_K / Q5_K / Q6_K 88-89 / 87-88 / 87-88 % with 3,
+ * 86 / 88-91 / 87-92 % with 4, 91-93 / 94-95 / 88 % with 6 (4096 x 4096: 4 and 6 alike). */
 #ifndef EK_PF_AHEAD
 #define EK_PF_AHEAD 2
 #endif
 #ifndef EK_PF_AHEAD1
-#define EK_PF_AHEAD1 4
+#define EK_PF_AHEAD1 6
 #endif
 static inline AI void prefetch_decode(const ek_bctx *c, const uint8_t *gb, size_t sb, size_t GB, int part, int parts)
 {
