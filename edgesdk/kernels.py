@@ -177,7 +177,7 @@ def set_decode_read(name: str) -> str:
     ``"paired"``: the AVX-512 tiles take two row groups at once (two weight streams), each
     prefetched far into L2 and near into L1. ``"single"``: one row group per tile (one stream),
     prefetched far ahead only. ``"auto"``: single on AMD and Hygon CPUs (their prefetch hints all
-    fill L1, and one stream read 91-96 % of a like read on a Zen 5 VM against 70-92 % paired),
+    fill L1, and one stream read 90-99 % of a like DRAM read on a Zen 5 VM against 76-102 % paired),
     paired elsewhere (measured faster on a Xeon). Both give the same bits; other paths (NEON,
     portable) ignore it. An unknown name raises KernelError listing the valid ones.
     """
