@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from bench_int4_matmul import GiB, cpu_name, time_cycle, time_paired  # noqa: E402
+from bench_int4_matmul import GiB, cpu_name, read_weights, time_cycle, time_paired  # noqa: E402
 from gguf_blocks import finite_blocks  # noqa: E402
 from llama_ref import llama  # noqa: E402
 
@@ -118,13 +118,6 @@ def main(argv=None) -> int:
     if not a.no_peer:
         peer(bw)
     return 0
-
-
-def read_weights(how, q: QuantizedTensor, threads: int) -> None:
-    """Every byte of q's arrays, in place (a copy would be timed too), read the way `how` reads memory."""
-    for arr in (q.qdata, q.scales, q.mins):
-        if arr is not None:
-            how.read(arr, threads=threads)
 
 
 def peer(bw: dict) -> None:

@@ -9,7 +9,11 @@ One run on this machine:
   3. the same shapes through onnxruntime MatMulNBits (accuracy_level 0 and 4) and numpy
      fp32 matmul, also cold;
   4. a table: ms per matmul, effective GB/s (each implementation's own weight bytes / time),
-     % of the measured bandwidth at that thread count, GFLOP/s, speedup vs the best ORT level.
+     % of the bandwidth, GFLOP/s, speedup vs the best ORT level. edgesdk's M = 1 rows are paired
+     per call (each call is followed by a read of another, as cold matrix with the probe's
+     fastest read loop; % = median of read time / call time, so a shared VM's drift drops out);
+     the other rows, ORT's among them (its profiler times the node, so no read can sit beside
+     a call), take the bandwidth probed once at the start.
 
     python benchmarks/bench_int4_matmul.py            # full run (~3 GiB RAM, a few minutes)
     python benchmarks/bench_int4_matmul.py --quick    # smoke test: 256 MiB sets, fewer shapes
@@ -29,6 +33,7 @@ import numpy as np
 
 from edgesdk import kernels
 from edgesdk.quant import QuantizedTensor, matmulnbits_model
+from edgesdk.quant._buffer import weight_buffer
 
 GiB = 1 << 30
 SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096)]  # (K, N)
@@ -47,18 +52,21 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def bandwidth(set_bytes: int, threads: int) -> float:
-    """Median GB/s of streaming reads of 8 MiB pieces, cycling through set_bytes (edgesdk.kernels.memory_read_gbs,
-    the probe `edgesdk bench` uses too)."""
-    return kernels.memory_read_gbs(threads, set_bytes=set_bytes)
-
-
 def random_q4(rng, k: int, n: int) -> QuantizedTensor:
-    """Distinct random INT4 block-32 content; quantizing real floats would take minutes per GiB."""
+    """Distinct random INT4 block-32 content; quantizing real floats would take minutes per GiB. The
+    codes sit in the pages a loaded model's weights get (huge pages where the OS gives them)."""
     g, s = -(-n // 16), -(-k // 32)
-    q = rng.integers(0, 256, (g, s, 256), dtype=np.uint8)
+    q = weight_buffer((g, s, 256))
+    q[:] = rng.integers(0, 256, (g, s, 256), dtype=np.uint8)
     d = (rng.random((g, s, 16), dtype=np.float32) * 0.02 + 0.001).astype(np.float16)
     return QuantizedTensor((n, k), 4, 32, "sym", q, d, source="bench-random")
+
+
+def read_weights(how, q: QuantizedTensor, threads: int) -> None:
+    """Every byte of q's arrays, in place (a copy would be timed too), read the way `how` reads memory."""
+    for arr in (q.qdata, q.scales, q.mins):
+        if arr is not None:
+            how.read(arr, threads=threads)
 
 
 def time_cycle(fn, count: int, min_calls: int, budget_s: float, at_least: int = 3) -> float:
@@ -196,16 +204,20 @@ def main(argv=None) -> int:
 
     print(f"# onnxruntime {ort.__version__}  numpy {np.__version__}  weight set {set_bytes / GiB:.2f} GiB per shape")
 
-    bw = {t: bandwidth(max(set_bytes, GiB if not args.quick else set_bytes), t) for t in THREADS}
+    fastest = {t: kernels.fastest_read(t, set_bytes=max(set_bytes, GiB if not args.quick else set_bytes)) for t in THREADS}
+    bw = {t: r.gbs for t, r in fastest.items()}
     for t in THREADS:
         print(f"# DRAM read bandwidth, {t} thread(s): {bw[t]:.1f} GB/s")
+    print("# % BW of edgesdk's M=1 rows: median over calls of (time to read a matrix as cold as the call's, right after it) / (call time);")
+    print("# of the other rows: GB/s over the bandwidth above (ORT's kernel times come from its profiler, so cannot be paired)")
 
     rows = []
 
-    def add(impl, k, n, m, t, sec, wbytes):
+    def add(impl, k, n, m, t, sec, wbytes, share=None):
         print(f"  {impl:<24} K={k:<5} N={n:<5} M={m:<3} threads={t}: {sec * 1e3:9.3f} ms", file=sys.stderr, flush=True)
         gbs = wbytes / sec / 1e9
-        rows.append(dict(impl=impl, K=k, N=n, M=m, threads=t, ms=sec * 1e3, gbs=gbs, pct_bw=100 * gbs / bw[t], gflops=2 * m * n * k / sec / 1e9))
+        pct = 100 * (share if share is not None else gbs / bw[t])
+        rows.append(dict(impl=impl, K=k, N=n, M=m, threads=t, ms=sec * 1e3, gbs=gbs, pct_bw=pct, gflops=2 * m * n * k / sec / 1e9))
 
     for k, n in shapes:
         one = random_q4(rng, k, n)
@@ -220,15 +232,20 @@ def main(argv=None) -> int:
                 def run(i, x=x, out=out, t=t, weights=weights):
                     kernels.matmul(x, weights[i], out=out, threads=t)
 
-                sec = time_cycle(run, count, 3 * count if m == 1 else 1, budget)
-                add("edgesdk int8-act", k, n, m, t, sec, wbytes)
                 if m == 1:
 
                     def runf(i, x=x, out=out, t=t, weights=weights):
                         kernels.matmul(x, weights[i], out=out, threads=t, act="f32")
 
-                    sec = time_cycle(runf, count, count, budget)
-                    add("edgesdk f32-act", k, n, m, t, sec, wbytes)
+                    def read(i, t=t, weights=weights, count=count):
+                        read_weights(fastest[t], weights[(i + count // 2) % count], t)
+
+                    sec, share = time_paired(run, count, read, 3 * count, budget)
+                    add("edgesdk int8-act", k, n, m, t, sec, wbytes, share)
+                    sec, share = time_paired(runf, count, read, count, budget)
+                    add("edgesdk f32-act", k, n, m, t, sec, wbytes, share)
+                else:
+                    add("edgesdk int8-act", k, n, m, t, time_cycle(run, count, 1, budget), wbytes)
         if not args.no_ort:
             ort_bytes = n * (k // 2) + n * (k // 32) * 4  # 4-bit codes + fp32 scales
             for level in (0, 4):
