@@ -294,6 +294,9 @@ int ek_read_set(int plan)
     return p;
 }
 
+/* whether an M-row matmul reads one weight stream per tile (the "single" plan acts at M <= EK_READ_M) */
+static int one_stream(int m) { return m <= EK_READ_M && read_now(); }
+
 int ek_amx_usable(void)
 {
     const unsigned amx = ek_cpu_parse("amx-tile,amx-int8");
@@ -724,7 +727,7 @@ static int matmul_one(const ek_weight *w, const float *x, int m, float *y, int l
         const int b8 = w->bits == 8;
         const ek_tile_fn t = act_int8 ? path->i8[b8] : path->f32[b8];
         j.tile = t ? t : (act_int8 ? portable_path.i8[b8] : portable_path.f32[b8]);
-        j.tile2 = act_int8 && !(m <= EK_READ_M && read_now()) ? path->i8x2[b8] : NULL; /* "single": one stream */
+        j.tile2 = act_int8 && !one_stream(m) ? path->i8x2[b8] : NULL;
     }
 
     /* ~4 work items per thread balances load without hurting weight streaming */
@@ -824,7 +827,7 @@ static int matmul_blocks(const ek_weight *wt, const float *x, int m, float *y, i
     ek_bjob j;
     memset(&j, 0, sizeof j);
     j.c = (ek_bctx){.t = t, .w = w, .n = n, .k = k, .M = m, .y = y, .ldy = ldy, .act_int8 = act_int8 ? 1 : 0,
-                    .rows8 = wt->rows8 ? 1 : 0, .fields = wt->fields, .nfields = wt->nfields, .one_stream = m <= EK_READ_M && read_now()};
+                    .rows8 = wt->rows8 ? 1 : 0, .fields = wt->fields, .nfields = wt->nfields, .one_stream = one_stream(m)};
     j.c.ab = t->block >= 256 ? 256 : 32; /* activations are quantized per weight block */
     const int nt = threads_for(nthreads, (size_t)n * (k / t->block) * (size_t)t->nbytes, m, n);
     if (act_int8 && j.c.ab == 256) {

@@ -167,8 +167,9 @@ if _impl == "c" and (_env_simd := _env.get("EDGESDK_SIMD")):
         _asked = (_env_simd, str(e))
 
 
-# the read plans of decode-sized matmuls (ekern.h, ek_read_set), by index
-READ_PLANS = ("paired", "single")
+# the read plans of decode-sized matmuls, as the environment table names them (less "auto"), in the
+# order of ek_read_set's indices (ekern.h: 0 paired, 1 single)
+READ_PLANS = tuple(c for c in _env.VARIABLES["EDGESDK_DECODE_READ"].choices if c != "auto")
 
 
 def set_decode_read(name: str) -> str:
@@ -189,11 +190,8 @@ def set_decode_read(name: str) -> str:
     return READ_PLANS[_lib.ek_read_set(-1 if key == "auto" else READ_PLANS.index(key))]
 
 
-if _impl == "c":
-    try:
-        set_decode_read(_env.get("EDGESDK_DECODE_READ"))
-    except KernelError as e:  # the table's choices make this unreachable; kept so import never fails
-        log.warning("EDGESDK_DECODE_READ: %s; using the default", e)
+if _impl == "c":  # _env.get gives a choice of the table (a bad value: a warning, then auto)
+    set_decode_read(_env.get("EDGESDK_DECODE_READ"))
 
 
 @attrs.frozen
